@@ -1,0 +1,243 @@
+//! The value codec (serde + bincode 2) behind one small interface, and the on-disk entry format
+//! that records which codec and schema version wrote each value.
+//!
+//! bincode is unmaintained (RUSTSEC-2025-0141) and its 3.0.0 is a tombstone, so it is pinned to
+//! 2.x and kept behind [`CodecId`]: a future codec (postcard is the planned one) gets a new id,
+//! and entries written with the old one keep decoding or read as a miss, never as a wrong value.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Which codec wrote a stored value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CodecId {
+    /// Bytes stored as given (the untyped `CacheManager::set`).
+    Raw,
+    /// serde through bincode 2, standard configuration (varint integers, little endian).
+    Bincode2,
+}
+
+impl CodecId {
+    fn to_byte(self) -> u8 {
+        match self {
+            CodecId::Raw => 0,
+            CodecId::Bincode2 => 1,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(CodecId::Raw),
+            1 => Some(CodecId::Bincode2),
+            _ => None,
+        }
+    }
+}
+
+/// How a value was encoded: codec and the key type's schema version. A typed read whose expected
+/// format differs from the stored one treats the entry as a miss and removes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ValueFormat {
+    /// The codec.
+    pub codec: CodecId,
+    /// The schema version of the value type (0 for raw bytes).
+    pub schema_version: u32,
+}
+
+impl ValueFormat {
+    /// Untyped bytes.
+    pub const RAW: ValueFormat = ValueFormat {
+        codec: CodecId::Raw,
+        schema_version: 0,
+    };
+
+    /// Values of a typed key at `schema_version`, in the current codec.
+    pub fn typed(schema_version: u32) -> Self {
+        ValueFormat {
+            codec: CodecId::Bincode2,
+            schema_version,
+        }
+    }
+}
+
+/// Upper bound on what bincode may allocate while decoding one value, so that garbage claiming a
+/// huge length is refused instead of exhausting memory.
+const DECODE_LIMIT_BYTES: usize = 1 << 30;
+
+/// Encodes `value` with the current codec.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|err| err.to_string())
+}
+
+/// Decodes a whole value; trailing bytes are an error (they mean the type does not match).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|err| err.to_string())?;
+    if read != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - read
+        ));
+    }
+    Ok(value)
+}
+
+/// The entry header stored in front of every value.
+///
+/// Layout (little endian), format 1:
+/// `format:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never) | payload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntryHeader {
+    pub(crate) format: ValueFormat,
+    pub(crate) created_ms: u64,
+    pub(crate) expires_ms: Option<u64>,
+}
+
+const ENTRY_FORMAT_V1: u8 = 1;
+pub(crate) const ENTRY_HEADER_LEN: usize = 1 + 1 + 4 + 8 + 8;
+
+/// Why stored entry bytes could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum EntryDecodeError {
+    /// Written by a newer version of this library: a miss, but left in place for it.
+    NewerFormat(u8),
+    /// Damaged or not an entry at all: a miss, and removed.
+    Corrupt(&'static str),
+}
+
+impl EntryHeader {
+    pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|expires| expires <= now_ms)
+    }
+
+    pub(crate) fn encode_with(&self, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
+        bytes.push(ENTRY_FORMAT_V1);
+        bytes.push(self.format.codec.to_byte());
+        bytes.extend_from_slice(&self.format.schema_version.to_le_bytes());
+        bytes.extend_from_slice(&self.created_ms.to_le_bytes());
+        bytes.extend_from_slice(&self.expires_ms.unwrap_or(0).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        debug_assert_eq!(bytes.len(), ENTRY_HEADER_LEN + payload.len());
+        bytes
+    }
+
+    /// Splits stored bytes into header and payload.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(EntryHeader, &[u8]), EntryDecodeError> {
+        let Some((&format, rest)) = bytes.split_first() else {
+            return Err(EntryDecodeError::Corrupt("empty entry"));
+        };
+        if format > ENTRY_FORMAT_V1 {
+            return Err(EntryDecodeError::NewerFormat(format));
+        }
+        if format != ENTRY_FORMAT_V1 {
+            return Err(EntryDecodeError::Corrupt("unknown entry format"));
+        }
+        if bytes.len() < ENTRY_HEADER_LEN {
+            return Err(EntryDecodeError::Corrupt("entry shorter than its header"));
+        }
+        let codec =
+            CodecId::from_byte(rest[0]).ok_or(EntryDecodeError::Corrupt("unknown codec"))?;
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let u64_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(word)
+        };
+        let header = EntryHeader {
+            format: ValueFormat {
+                codec,
+                schema_version: u32_at(2),
+            },
+            created_ms: u64_at(6),
+            expires_ms: Some(u64_at(14)).filter(|&ms| ms != 0),
+        };
+        Ok((header, &bytes[ENTRY_HEADER_LEN..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        name: String,
+        size: u64,
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn codec_round_trips_a_struct() {
+        let sample = Sample {
+            name: "glove80".into(),
+            size: 42,
+            tags: vec!["a".into(), String::new()],
+        };
+        let bytes = encode(&sample).unwrap();
+        assert_eq!(decode::<Sample>(&bytes).unwrap(), sample);
+    }
+
+    #[test]
+    fn codec_refuses_trailing_bytes_and_garbage() {
+        let mut bytes = encode(&7u32).unwrap();
+        bytes.push(0);
+        assert!(decode::<u32>(&bytes).is_err());
+        assert!(decode::<Sample>(&[0xff; 9]).is_err());
+    }
+
+    #[test]
+    fn codec_refuses_a_huge_claimed_length_without_allocating_it() {
+        // A varint length of u64::MAX followed by nothing.
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode::<Vec<u8>>(&bytes).is_err());
+    }
+
+    #[test]
+    fn entry_header_round_trips() {
+        let header = EntryHeader {
+            format: ValueFormat::typed(3),
+            created_ms: 1_700_000_000_000,
+            expires_ms: Some(1_700_000_360_000),
+        };
+        let bytes = header.encode_with(b"payload");
+        let (decoded, payload) = EntryHeader::decode(&bytes).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(payload, b"payload");
+    }
+
+    #[test]
+    fn entry_without_expiry_and_empty_payload_round_trips() {
+        let header = EntryHeader {
+            format: ValueFormat::RAW,
+            created_ms: 5,
+            expires_ms: None,
+        };
+        let bytes = header.encode_with(b"");
+        assert_eq!(EntryHeader::decode(&bytes).unwrap(), (header, &b""[..]));
+    }
+
+    #[test]
+    fn entry_decoder_never_panics_on_short_or_odd_input() {
+        for len in 0..ENTRY_HEADER_LEN + 2 {
+            for fill in [0u8, 1, 2, 0xff] {
+                let bytes = vec![fill; len];
+                let _ = EntryHeader::decode(&bytes);
+            }
+        }
+        assert_eq!(
+            EntryHeader::decode(&[9]),
+            Err(EntryDecodeError::NewerFormat(9))
+        );
+        assert!(matches!(
+            EntryHeader::decode(&[1, 7, 0]),
+            Err(EntryDecodeError::Corrupt(_))
+        ));
+    }
+}

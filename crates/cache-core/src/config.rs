@@ -1,0 +1,432 @@
+//! Configuration: the environment a coordinator reads, cache-root resolution, kill switches,
+//! per-instance options, the user-level config, and the clock that TTLs are measured with.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{CacheError, Result};
+use crate::tag::Tag;
+
+/// Where configuration variables come from: the process environment, or a fixed map.
+///
+/// Coordinators read the environment through this value instead of `std::env` directly, so that
+/// tests can exercise kill switches and path resolution without mutating the process environment
+/// (which is `unsafe` in edition 2024 and races between parallel tests).
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    fixed: Option<BTreeMap<String, String>>,
+}
+
+impl Environment {
+    /// Reads the real process environment.
+    pub fn process() -> Self {
+        Environment { fixed: None }
+    }
+
+    /// A fixed set of variables; everything else is unset.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Environment {
+            fixed: Some(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value of `name`, or `None` when it is unset, empty, or not valid Unicode.
+    pub fn var(&self, name: &str) -> Option<String> {
+        let value = match &self.fixed {
+            Some(map) => map.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        };
+        value.filter(|value| !value.trim().is_empty())
+    }
+
+    /// Whether the kill switches disable `tag`: `GLOVEBOX_CACHE_GLOBAL` or `GLOVEBOX_CACHE_<TAG>`
+    /// set to `false`, `0` or `disabled`, in any case.
+    pub fn kill_switch_disables(&self, tag: &Tag) -> bool {
+        [
+            "GLOVEBOX_CACHE_GLOBAL".to_owned(),
+            tag.kill_switch_variable(),
+        ]
+        .iter()
+        .filter_map(|name| self.var(name))
+        .any(|value| is_disabling_value(&value))
+    }
+}
+
+fn is_disabling_value(value: &str) -> bool {
+    let value = value.trim();
+    ["false", "0", "disabled"]
+        .iter()
+        .any(|off| value.eq_ignore_ascii_case(off))
+}
+
+/// The directory name used under the XDG or platform cache directory.
+pub const APPLICATION_DIR: &str = "glovebox";
+
+/// Resolves the cache root: `explicit` > `GLOVEBOX_CACHE_PATH` > `$XDG_CACHE_HOME/glovebox` >
+/// the platform cache directory + `glovebox`.
+///
+/// Every factory and the CLI use this one function, so a custom path is honoured everywhere (the
+/// original's factories disagreed: its defect 7). The result is not created or canonicalised
+/// here; the store does that when it opens a tag.
+pub fn resolve_cache_root(explicit: Option<&Path>, env: &Environment) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    if let Some(path) = env.var("GLOVEBOX_CACHE_PATH") {
+        return Ok(PathBuf::from(path));
+    }
+    // The XDG spec says relative values are invalid and must be ignored.
+    if let Some(xdg) = env
+        .var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+    {
+        return Ok(xdg.join(APPLICATION_DIR));
+    }
+    platform_cache_dir(env)
+        .map(|dir| dir.join(APPLICATION_DIR))
+        .ok_or_else(|| CacheError::InvalidRoot {
+            path: PathBuf::new(),
+            reason: "no cache root: set GLOVEBOX_CACHE_PATH, XDG_CACHE_HOME or HOME".to_owned(),
+        })
+}
+
+fn platform_cache_dir(env: &Environment) -> Option<PathBuf> {
+    if cfg!(windows) {
+        return env.var("LOCALAPPDATA").map(PathBuf::from);
+    }
+    let home = PathBuf::from(env.var("HOME")?);
+    if cfg!(target_os = "macos") {
+        Some(home.join("Library").join("Caches"))
+    } else {
+        Some(home.join(".cache"))
+    }
+}
+
+/// Which entries eviction removes first when a tag is over its size limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// The entries stored longest ago (the original's default).
+    #[default]
+    LeastRecentlyStored,
+    /// The entries read longest ago (never-read entries by their store time).
+    LeastRecentlyUsed,
+}
+
+/// The source of "now" for TTLs and metadata, in milliseconds since the Unix epoch.
+///
+/// Injectable so that expiry can be tested without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 is a broken machine; treating it as the epoch keeps entries valid
+        // rather than panicking.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to. For tests of TTL behaviour.
+#[derive(Debug)]
+pub struct ManualClock {
+    now_ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock standing at `start_ms`.
+    pub fn new(start_ms: u64) -> Self {
+        ManualClock {
+            now_ms: AtomicU64::new(start_ms),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.now_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// One shared system clock, so that default options compare equal (clocks compare by identity).
+static SYSTEM_CLOCK: once_cell::sync::Lazy<Arc<dyn Clock>> =
+    once_cell::sync::Lazy::new(|| Arc::new(SystemClock));
+
+/// Settings of one cache instance. Build with `CacheOptions::default()` and struct update syntax.
+///
+/// Asking the coordinator again for a registered `(root, tag)` with options that differ in any
+/// field is an error naming the field ([`CacheError::SettingsConflict`]).
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// `false` gives a disabled cache (all misses, nothing stored, never registered).
+    pub enabled: bool,
+    /// Size limit of the tag in bytes; `cleanup()` evicts back under it. Default 2 GiB.
+    pub max_size_bytes: u64,
+    /// How long an operation waits for another process's write lock. Default 30 s.
+    pub timeout: Duration,
+    /// Which entries are evicted first.
+    pub eviction_policy: EvictionPolicy,
+    /// Longest key accepted, in bytes. Default 4 KiB.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes. Default 256 MiB (values are held in memory whole).
+    pub max_value_bytes: u64,
+    /// redb's page cache for this tag, in bytes. Default 16 MiB (redb's own default is 1 GiB,
+    /// far too much for a CLI process).
+    pub page_cache_bytes: usize,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            enabled: true,
+            max_size_bytes: 2 * 1024 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+            eviction_policy: EvictionPolicy::default(),
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 256 * 1024 * 1024,
+            page_cache_bytes: 16 * 1024 * 1024,
+            clock: SYSTEM_CLOCK.clone(),
+        }
+    }
+}
+
+impl CacheOptions {
+    /// Checks values that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |option, reason: &str| {
+            Err(CacheError::InvalidOption {
+                option,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_size_bytes == 0 {
+            return invalid("max_size_bytes", "must be greater than zero");
+        }
+        if self.timeout.is_zero() {
+            return invalid("timeout", "must be greater than zero");
+        }
+        if self.max_key_bytes == 0 {
+            return invalid("max_key_bytes", "must be greater than zero");
+        }
+        if self.max_value_bytes == 0 {
+            return invalid("max_value_bytes", "must be greater than zero");
+        }
+        Ok(())
+    }
+
+    /// The first setting in which `self` and `other` differ: its name, then both values.
+    pub(crate) fn first_difference(
+        &self,
+        other: &CacheOptions,
+    ) -> Option<(&'static str, String, String)> {
+        macro_rules! compare {
+            ($($field:ident),*) => {$(
+                if self.$field != other.$field {
+                    return Some((stringify!($field), format!("{:?}", self.$field), format!("{:?}", other.$field)));
+                }
+            )*};
+        }
+        compare!(
+            enabled,
+            max_size_bytes,
+            timeout,
+            eviction_policy,
+            max_key_bytes,
+            max_value_bytes,
+            page_cache_bytes
+        );
+        if !Arc::ptr_eq(&self.clock, &other.clock) {
+            return Some((
+                "clock",
+                format!("{:?}", self.clock),
+                format!("{:?}", other.clock),
+            ));
+        }
+        None
+    }
+}
+
+/// `shared` (the default) or `disabled`, as in `GLOVEBOX_CACHE_STRATEGY`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheStrategy {
+    /// One shared instance per (root, tag).
+    #[default]
+    Shared,
+    /// Every cache is disabled.
+    Disabled,
+}
+
+impl std::str::FromStr for CacheStrategy {
+    type Err = CacheError;
+
+    fn from_str(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "shared" => Ok(CacheStrategy::Shared),
+            "disabled" => Ok(CacheStrategy::Disabled),
+            _ => Err(CacheError::InvalidOption {
+                option: "GLOVEBOX_CACHE_STRATEGY",
+                reason: format!("{value:?} is neither \"shared\" nor \"disabled\""),
+            }),
+        }
+    }
+}
+
+/// The user-level cache configuration that every factory (and the CLI) takes, so that all
+/// domains agree on the root and the strategy.
+#[derive(Clone, Debug, Default)]
+pub struct UserCacheConfig {
+    /// An explicit cache root; `None` uses [`resolve_cache_root`]'s order.
+    pub cache_path: Option<PathBuf>,
+    /// `Shared` or `Disabled`.
+    pub strategy: CacheStrategy,
+    /// Options for the instances this config creates (`enabled` is combined with `strategy`).
+    pub options: CacheOptions,
+}
+
+impl UserCacheConfig {
+    /// Reads `GLOVEBOX_CACHE_PATH` and `GLOVEBOX_CACHE_STRATEGY` from `env`; everything else
+    /// takes its default. An unknown strategy is an error, not a silent default.
+    pub fn from_env(env: &Environment) -> Result<Self> {
+        let strategy = match env.var("GLOVEBOX_CACHE_STRATEGY") {
+            Some(value) => value.parse()?,
+            None => CacheStrategy::Shared,
+        };
+        Ok(UserCacheConfig {
+            cache_path: env.var("GLOVEBOX_CACHE_PATH").map(PathBuf::from),
+            strategy,
+            options: CacheOptions::default(),
+        })
+    }
+
+    /// The cache root this config points at.
+    pub fn cache_root(&self, env: &Environment) -> Result<PathBuf> {
+        resolve_cache_root(self.cache_path.as_deref(), env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use rstest::rstest;
+
+    use super::*;
+
+    #[rstest]
+    #[case::explicit_wins(Some("/explicit"), &[("GLOVEBOX_CACHE_PATH", "/env"), ("XDG_CACHE_HOME", "/xdg")], "/explicit")]
+    #[case::env_path_next(None, &[("GLOVEBOX_CACHE_PATH", "/env"), ("XDG_CACHE_HOME", "/xdg"), ("HOME", "/home/u")], "/env")]
+    #[case::xdg_next(None, &[("XDG_CACHE_HOME", "/xdg"), ("HOME", "/home/u")], "/xdg/glovebox")]
+    #[case::relative_xdg_ignored(None, &[("XDG_CACHE_HOME", "rel"), ("HOME", "/home/u")], "/home/u/.cache/glovebox")]
+    #[case::empty_env_path_ignored(None, &[("GLOVEBOX_CACHE_PATH", " "), ("HOME", "/home/u")], "/home/u/.cache/glovebox")]
+    #[cfg_attr(not(any(windows, target_os = "macos")), case::home_last(None, &[("HOME", "/home/u")], "/home/u/.cache/glovebox"))]
+    fn cache_root_resolution_order(
+        #[case] explicit: Option<&str>,
+        #[case] vars: &[(&str, &str)],
+        #[case] expected: &str,
+    ) {
+        let env = Environment::from_pairs(vars.iter().copied());
+        let root = resolve_cache_root(explicit.map(Path::new), &env).unwrap();
+        assert_eq!(root, PathBuf::from(expected));
+    }
+
+    #[test]
+    fn no_home_at_all_is_a_clear_error() {
+        let err = resolve_cache_root(None, &Environment::from_pairs::<&str, &str>([])).unwrap_err();
+        assert!(err.to_string().contains("GLOVEBOX_CACHE_PATH"), "{err}");
+    }
+
+    #[rstest]
+    #[case("false", true)]
+    #[case("FALSE", true)]
+    #[case("False", true)]
+    #[case("0", true)]
+    #[case("disabled", true)]
+    #[case("DISABLED", true)]
+    #[case(" disabled ", true)]
+    #[case("true", false)]
+    #[case("1", false)]
+    #[case("enabled", false)]
+    #[case("no", false)]
+    fn kill_switch_values(#[case] value: &str, #[case] disables: bool) {
+        let tag = Tag::new("layout").unwrap();
+        let global = Environment::from_pairs([("GLOVEBOX_CACHE_GLOBAL", value)]);
+        let per_tag = Environment::from_pairs([("GLOVEBOX_CACHE_LAYOUT", value)]);
+        let other_tag = Environment::from_pairs([("GLOVEBOX_CACHE_METRICS", value)]);
+        assert_eq!(global.kill_switch_disables(&tag), disables);
+        assert_eq!(per_tag.kill_switch_disables(&tag), disables);
+        assert!(!other_tag.kill_switch_disables(&tag));
+    }
+
+    #[rstest]
+    #[case("shared", CacheStrategy::Shared)]
+    #[case("SHARED", CacheStrategy::Shared)]
+    #[case("Disabled", CacheStrategy::Disabled)]
+    fn strategy_parses_in_any_case(#[case] value: &str, #[case] expected: CacheStrategy) {
+        let config = UserCacheConfig::from_env(&Environment::from_pairs([(
+            "GLOVEBOX_CACHE_STRATEGY",
+            value,
+        )]))
+        .unwrap();
+        assert_eq!(config.strategy, expected);
+    }
+
+    #[test]
+    fn unknown_strategy_is_an_error_naming_the_variable() {
+        let err = UserCacheConfig::from_env(&Environment::from_pairs([(
+            "GLOVEBOX_CACHE_STRATEGY",
+            "fast",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("GLOVEBOX_CACHE_STRATEGY"), "{err}");
+    }
+
+    #[test]
+    fn options_differences_name_the_setting() {
+        let base = CacheOptions::default();
+        let other = CacheOptions {
+            max_size_bytes: 1,
+            ..base.clone()
+        };
+        assert_eq!(base.first_difference(&base.clone()).map(|d| d.0), None);
+        assert_eq!(
+            base.first_difference(&other).map(|d| d.0),
+            Some("max_size_bytes")
+        );
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(clock.now_ms(), 3_000);
+    }
+}

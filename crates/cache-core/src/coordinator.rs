@@ -1,0 +1,236 @@
+//! The coordinator: one shared instance per (canonical root, tag), and the process-wide default
+//! coordinator behind the free functions that mirror the original's API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use once_cell::sync::Lazy;
+
+use crate::config::{CacheOptions, CacheStrategy, Environment, UserCacheConfig};
+use crate::error::{CacheError, Result};
+use crate::manager::{CacheManager, CleanupReport, DisabledCache, SharedCache};
+use crate::stats::AggregatedStats;
+use crate::store::{RedbCache, prepare_root};
+use crate::tag::Tag;
+
+/// Hands out one shared cache instance per `(canonical root, tag)`.
+///
+/// Same pair: the same `Arc` (`Arc::ptr_eq`). Different tag: a different, isolated instance.
+/// Thread-safe: the registry is behind a mutex held across the open, so two threads asking for a
+/// new pair at once get one instance (the original had no lock: its defect 8). A second request
+/// for a registered pair with different options is an error naming the setting, never silently
+/// ignored.
+///
+/// redb allows one handle per database file per process, so a process should use one
+/// coordinator; [`default_coordinator`] is that one for applications. Tests make their own, with
+/// a temp root, so no test touches the user's cache and none needs a global reset.
+pub struct Coordinator {
+    environment: Environment,
+    registry: Mutex<HashMap<String, Arc<RedbCache>>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("instances", &self.instance_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator that reads the process environment (kill switches, `GLOVEBOX_CACHE_PATH`...).
+    pub fn new() -> Self {
+        Self::with_environment(Environment::process())
+    }
+
+    /// A coordinator that reads `environment` instead of the process's.
+    pub fn with_environment(environment: Environment) -> Self {
+        Coordinator {
+            environment,
+            registry: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The environment this coordinator reads.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<String, Arc<RedbCache>>> {
+        // Registry updates are single inserts/removes: a panic elsewhere cannot leave it torn.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shared instance of `(root, tag)`, opening it on first use; a [`DisabledCache`] (never
+    /// registered) when `options.enabled` is false or a kill switch disables the tag.
+    pub fn get_shared_cache_instance<'t>(
+        &self,
+        root: &Path,
+        tag: impl Into<Option<&'t str>>,
+        options: CacheOptions,
+    ) -> Result<SharedCache> {
+        let tag = Tag::from_option(tag.into())?;
+        options.validate()?;
+        if !options.enabled || self.environment.kill_switch_disables(&tag) {
+            tracing::debug!(%tag, "cache disabled by configuration or kill switch");
+            return Ok(Arc::new(DisabledCache::new(tag)));
+        }
+        let canonical_root = prepare_root(root)?;
+        let key = format!("{}:{}", canonical_root.display(), tag);
+        let mut registry = self.registry();
+        if let Some(existing) = registry.get(&key) {
+            if !existing.is_closed() {
+                if let Some((setting, registered, requested)) =
+                    existing.options().first_difference(&options)
+                {
+                    return Err(CacheError::SettingsConflict {
+                        key,
+                        setting,
+                        registered,
+                        requested,
+                    });
+                }
+                return Ok(existing.clone());
+            }
+            registry.remove(&key);
+        }
+        let cache = Arc::new(RedbCache::open(&canonical_root, tag, options)?);
+        registry.insert(key, cache.clone());
+        Ok(cache)
+    }
+
+    /// The instance of `tag` under the cache root and strategy the environment configures
+    /// (`GLOVEBOX_CACHE_PATH`, `XDG_CACHE_HOME`, `HOME`; `GLOVEBOX_CACHE_STRATEGY`).
+    pub fn create_default_cache<'t>(&self, tag: impl Into<Option<&'t str>>) -> Result<SharedCache> {
+        let config = UserCacheConfig::from_env(&self.environment)?;
+        self.create_cache_from_user_config(&config, tag)
+    }
+
+    /// The instance of `tag` for a user configuration. Every domain factory goes through here, so
+    /// all of them agree on the root.
+    pub fn create_cache_from_user_config<'t>(
+        &self,
+        config: &UserCacheConfig,
+        tag: impl Into<Option<&'t str>>,
+    ) -> Result<SharedCache> {
+        let root = config.cache_root(&self.environment)?;
+        let mut options = config.options.clone();
+        options.enabled &= config.strategy == CacheStrategy::Shared;
+        self.get_shared_cache_instance(&root, tag, options)
+    }
+
+    /// Flushes and closes every instance and empties the registry. Never deletes data (the
+    /// original's reset deleted the cache directory: its defect 10). Every instance is closed
+    /// even if one fails; the first failure is returned.
+    pub fn reset(&self) -> Result<()> {
+        let drained: Vec<(String, Arc<RedbCache>)> = self.registry().drain().collect();
+        let mut first_error = None;
+        for (key, cache) in drained {
+            if let Err(err) = cache.close() {
+                tracing::error!(key, error = %err, "closing cache instance during reset failed");
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// How many instances are registered.
+    pub fn instance_count(&self) -> usize {
+        self.registry().len()
+    }
+
+    /// The registry keys, `"{canonical root}:{tag}"`, sorted.
+    pub fn instance_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.registry().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn instances(&self) -> Vec<(String, Arc<RedbCache>)> {
+        let mut instances: Vec<_> = self
+            .registry()
+            .iter()
+            .map(|(key, cache)| (key.clone(), cache.clone()))
+            .collect();
+        instances.sort_by(|a, b| a.0.cmp(&b.0));
+        instances
+    }
+
+    /// Runs `cleanup()` on every registered instance; the outcome per registry key.
+    pub fn cleanup_all(&self) -> BTreeMap<String, Result<CleanupReport>> {
+        self.instances()
+            .into_iter()
+            .map(|(key, cache)| (key, cache.cleanup()))
+            .collect()
+    }
+
+    /// Statistics of every registered instance: totals, overall hit rate, per-instance breakdown.
+    pub fn aggregated_stats(&self) -> Result<AggregatedStats> {
+        let mut aggregated = AggregatedStats::default();
+        for (key, cache) in self.instances() {
+            aggregated.add(key, cache.get_stats()?);
+        }
+        Ok(aggregated)
+    }
+}
+
+static DEFAULT_COORDINATOR: Lazy<Coordinator> = Lazy::new(Coordinator::new);
+
+/// The process-wide coordinator used by the free functions.
+pub fn default_coordinator() -> &'static Coordinator {
+    &DEFAULT_COORDINATOR
+}
+
+/// [`Coordinator::get_shared_cache_instance`] on the default coordinator.
+pub fn get_shared_cache_instance<'t>(
+    root: &Path,
+    tag: impl Into<Option<&'t str>>,
+    options: CacheOptions,
+) -> Result<SharedCache> {
+    default_coordinator().get_shared_cache_instance(root, tag, options)
+}
+
+/// [`Coordinator::create_default_cache`] on the default coordinator.
+pub fn create_default_cache<'t>(tag: impl Into<Option<&'t str>>) -> Result<SharedCache> {
+    default_coordinator().create_default_cache(tag)
+}
+
+/// [`Coordinator::create_cache_from_user_config`] on the default coordinator.
+pub fn create_cache_from_user_config<'t>(
+    config: &UserCacheConfig,
+    tag: impl Into<Option<&'t str>>,
+) -> Result<SharedCache> {
+    default_coordinator().create_cache_from_user_config(config, tag)
+}
+
+/// [`Coordinator::reset`] on the default coordinator.
+pub fn reset_shared_cache_instances() -> Result<()> {
+    default_coordinator().reset()
+}
+
+/// [`Coordinator::instance_count`] on the default coordinator.
+pub fn get_cache_instance_count() -> usize {
+    default_coordinator().instance_count()
+}
+
+/// [`Coordinator::instance_keys`] on the default coordinator.
+pub fn get_cache_instance_keys() -> Vec<String> {
+    default_coordinator().instance_keys()
+}
+
+/// [`Coordinator::cleanup_all`] on the default coordinator.
+pub fn cleanup_shared_cache_instances() -> BTreeMap<String, Result<CleanupReport>> {
+    default_coordinator().cleanup_all()
+}
+
+/// [`Coordinator::aggregated_stats`] on the default coordinator.
+pub fn get_aggregated_cache_stats() -> Result<AggregatedStats> {
+    default_coordinator().aggregated_stats()
+}

@@ -1,0 +1,259 @@
+//! The one error type of `cache-core`, and a helper that renders keys readably in messages.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong in `cache-core`.
+///
+/// Every message is lower case and names the tag, key or path involved, so that a log line or a
+/// CLI error is enough to find the problem without a debugger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// A tag that is not `[a-z0-9_-]{1,64}`. Tags become directory names, so anything else is
+    /// refused rather than sanitised.
+    #[error("invalid cache tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The tag as given.
+        tag: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The cache root cannot be used (it is a file, cannot be created, cannot be resolved).
+    #[error("cache root {path}: {reason}")]
+    InvalidRoot {
+        /// The root as given or resolved.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A key longer than the store accepts.
+    #[error("key {key} in tag '{tag}' is {len} bytes, more than the limit of {max}")]
+    KeyTooLarge {
+        /// The tag written to.
+        tag: String,
+        /// The key, rendered readably and shortened.
+        key: KeyDisplay,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// An empty key, which would be indistinguishable from "no key" in tooling.
+    #[error("empty key in tag '{tag}'")]
+    EmptyKey {
+        /// The tag written to.
+        tag: String,
+    },
+
+    /// A value larger than the tag accepts (its inline limit or its whole size limit).
+    #[error("value for key {key} in tag '{tag}' is {len} bytes, more than the limit of {max}")]
+    ValueTooLarge {
+        /// The tag written to.
+        tag: String,
+        /// The key, rendered readably and shortened.
+        key: KeyDisplay,
+        /// The value's length in bytes.
+        len: u64,
+        /// The limit it passed.
+        max: u64,
+    },
+
+    /// A typed key used with the instance of another tag.
+    #[error("key type for tag '{key_tag}' used with the cache of tag '{tag}'")]
+    WrongTag {
+        /// The tag of the instance.
+        tag: String,
+        /// The tag the key type declares.
+        key_tag: String,
+    },
+
+    /// A value that could not be encoded.
+    #[error("cannot encode the value for key {key} in tag '{tag}': {message}")]
+    Encode {
+        /// The tag written to.
+        tag: String,
+        /// The key, rendered readably and shortened.
+        key: KeyDisplay,
+        /// The codec's own message.
+        message: String,
+    },
+
+    /// A filesystem operation failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done, as a verb phrase ("creating directory").
+        operation: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The redb database of a tag failed.
+    #[error("cache database of tag '{tag}' at {path}: {source}")]
+    Database {
+        /// The tag.
+        tag: String,
+        /// Its database file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// Another process (or thread) held the tag's write lock for longer than the instance's
+    /// `timeout`.
+    #[error("timed out after {waited:?} waiting for the write lock of tag '{tag}' at {path}")]
+    LockTimeout {
+        /// The tag.
+        tag: String,
+        /// Its database file.
+        path: PathBuf,
+        /// How long this call waited.
+        waited: Duration,
+    },
+
+    /// The tag's database is already open in this process through another [`crate::Coordinator`].
+    /// redb allows one handle per file per process; share the coordinator instead.
+    #[error(
+        "cache file {path} is already open in this process through another coordinator; \
+         share one coordinator per process"
+    )]
+    AlreadyOpenInProcess {
+        /// The database file.
+        path: PathBuf,
+    },
+
+    /// The instance was closed (by `close()` or a coordinator reset); ask the coordinator again.
+    #[error("cache instance of tag '{tag}' is closed")]
+    Closed {
+        /// The tag.
+        tag: String,
+    },
+
+    /// A registered `(root, tag)` was requested again with a different setting. The original
+    /// silently ignored the second request's settings (its defect 8); we refuse.
+    #[error(
+        "cache instance {key} is already open with {setting} = {registered}, \
+         but {requested} was requested"
+    )]
+    SettingsConflict {
+        /// The registry key, `"{canonical root}:{tag}"`.
+        key: String,
+        /// The name of the setting that differs.
+        setting: &'static str,
+        /// Its value in the registered instance.
+        registered: String,
+        /// Its value in the request.
+        requested: String,
+    },
+
+    /// An option value that cannot work (zero timeout, zero size limit...).
+    #[error("invalid cache option {option}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Result alias used throughout `cache-core`.
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+impl CacheError {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        CacheError::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn database(
+        tag: &str,
+        path: &std::path::Path,
+        source: impl Into<redb::Error>,
+    ) -> Self {
+        CacheError::Database {
+            tag: tag.to_owned(),
+            path: path.to_owned(),
+            source: Box::new(source.into()),
+        }
+    }
+}
+
+/// A key rendered for humans: UTF-8 text in quotes when it is printable, hex otherwise, shortened
+/// to 64 characters so that a huge key cannot flood a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDisplay(String);
+
+impl KeyDisplay {
+    const MAX_CHARS: usize = 64;
+
+    /// Renders `key`.
+    pub fn new(key: &[u8]) -> Self {
+        let rendered = match std::str::from_utf8(key) {
+            Ok(text) if !text.chars().any(char::is_control) => {
+                let mut shown: String = text.chars().take(Self::MAX_CHARS).collect();
+                if shown.len() < text.len() {
+                    shown.push('…');
+                }
+                format!("{shown:?}")
+            }
+            _ => {
+                let mut hex: String = key
+                    .iter()
+                    .take(Self::MAX_CHARS / 2)
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect();
+                if key.len() > Self::MAX_CHARS / 2 {
+                    hex.push('…');
+                }
+                format!("0x{hex}")
+            }
+        };
+        KeyDisplay(rendered)
+    }
+}
+
+impl fmt::Display for KeyDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyDisplay;
+
+    #[test]
+    fn key_display_quotes_text_and_hexes_binary() {
+        assert_eq!(KeyDisplay::new(b"layout:42").to_string(), "\"layout:42\"");
+        assert_eq!(KeyDisplay::new(&[0, 255, 16]).to_string(), "0x00ff10");
+    }
+
+    #[test]
+    fn key_display_shortens_long_keys() {
+        let long = "k".repeat(500);
+        let shown = KeyDisplay::new(long.as_bytes()).to_string();
+        assert!(shown.chars().count() < 70, "{shown}");
+        assert!(shown.contains('…'));
+    }
+}

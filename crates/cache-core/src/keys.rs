@@ -1,0 +1,146 @@
+//! Key building: unambiguous, full-width (blake3, 256-bit) hashes of key parts, maps and files.
+//!
+//! The original joined parts with a separator after dropping empty ones, so `("a", "", "b")` and
+//! `("a", "b")` collided, and it truncated hashes to 64 bits (its defect 12). Here every part is
+//! length-prefixed before hashing, each helper hashes under its own blake3 derive-key context (so
+//! a map and a part list can never produce the same key), and the full 256-bit hash is kept.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::error::{CacheError, Result};
+
+const PARTS_CONTEXT: &str = "glovebox-cache 2026-11 key from parts v1";
+const MAP_CONTEXT: &str = "glovebox-cache 2026-11 key from map v1";
+
+/// A key hashed from `parts`, as 64 lowercase hex characters.
+///
+/// Parts are length-prefixed, so the encoding is injective: no two different part lists hash the
+/// same input.
+///
+/// ```
+/// use cache_core::keys::from_parts;
+/// assert_ne!(from_parts(["a", "", "b"]), from_parts(["a", "b"]));
+/// assert_eq!(from_parts(["zmk", "main"]).len(), 64);
+/// ```
+pub fn from_parts<P: AsRef<[u8]>>(parts: impl IntoIterator<Item = P>) -> String {
+    let mut hasher = blake3::Hasher::new_derive_key(PARTS_CONTEXT);
+    for part in parts {
+        write_prefixed(&mut hasher, part.as_ref());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// A key hashed from a map, independent of the order its entries are given in.
+///
+/// Entries are sorted by key, then by value; each key and value is length-prefixed.
+///
+/// ```
+/// use cache_core::keys::from_map;
+/// assert_eq!(from_map([("board", "glove80"), ("shield", "")]), from_map([("shield", ""), ("board", "glove80")]));
+/// ```
+pub fn from_map<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: impl IntoIterator<Item = (K, V)>,
+) -> String {
+    let mut entries: Vec<(K, V)> = entries.into_iter().collect();
+    entries.sort_by(|(k1, v1), (k2, v2)| {
+        k1.as_ref()
+            .cmp(k2.as_ref())
+            .then_with(|| v1.as_ref().cmp(v2.as_ref()))
+    });
+    let mut hasher = blake3::Hasher::new_derive_key(MAP_CONTEXT);
+    hasher.update(&(entries.len() as u64).to_le_bytes());
+    for (key, value) in &entries {
+        write_prefixed(&mut hasher, key.as_ref());
+        write_prefixed(&mut hasher, value.as_ref());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The plain blake3 hash of a file's content (the same as `b3sum` prints), read in a stream so
+/// that a large file is never held in memory.
+pub fn from_file(path: &Path) -> Result<String> {
+    let file =
+        File::open(path).map_err(|source| CacheError::io("opening file to hash", path, source))?;
+    from_reader(file).map_err(|source| CacheError::io("reading file to hash", path, source))
+}
+
+/// The plain blake3 hash of everything `reader` yields.
+pub fn from_reader(mut reader: impl Read) -> io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => {
+                hasher.update(&buffer[..read]);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn write_prefixed(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    hasher.update(&(bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use rstest::rstest;
+
+    use super::*;
+
+    #[test]
+    fn defect_12_from_parts_keeps_empty_parts_distinct() {
+        assert_ne!(from_parts(["a", "", "b"]), from_parts(["a", "b"]));
+        assert_ne!(from_parts(["ab", "c"]), from_parts(["a", "bc"]));
+        assert_ne!(from_parts([""]), from_parts::<&str>([]));
+    }
+
+    #[test]
+    fn defect_12_keys_are_full_width() {
+        let key = from_parts(["zmk"]);
+        assert_eq!(key.len(), 64, "256-bit hash as hex");
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[rstest]
+    #[case(vec![("a", "1"), ("b", "2")], vec![("b", "2"), ("a", "1")], true)]
+    #[case(vec![("a", "1")], vec![("a", "2")], false)]
+    #[case(vec![("a", "")], vec![], false)]
+    #[case(vec![("ab", "")], vec![("a", "b")], false)]
+    fn from_map_is_order_independent_and_unambiguous(
+        #[case] left: Vec<(&str, &str)>,
+        #[case] right: Vec<(&str, &str)>,
+        #[case] equal: bool,
+    ) {
+        assert_eq!(from_map(left) == from_map(right), equal);
+    }
+
+    #[test]
+    fn parts_and_maps_never_collide() {
+        assert_ne!(from_parts(["a", "b"]), from_map([("a", "b")]));
+    }
+
+    #[test]
+    fn from_file_hashes_content_as_b3sum_does() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"hello").unwrap();
+        assert_eq!(
+            from_file(file.path()).unwrap(),
+            blake3::hash(b"hello").to_hex().to_string()
+        );
+    }
+
+    #[test]
+    fn from_file_names_a_missing_path() {
+        let err = from_file(Path::new("/definitely/not/here")).unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! `cache-core`: a persistent, process-safe cache on redb, shared by every part of a program,
+//! with each domain isolated in its own namespace (tag).
+//!
+//! # Overview
+//!
+//! - [`Coordinator`] hands out one shared instance per `(canonical cache root, tag)`:
+//!   same pair, same `Arc`; different tag, an isolated instance with its own database file
+//!   `<root>/<tag>/cache.redb`. [`default_coordinator`] and the free functions
+//!   ([`create_default_cache`], [`get_shared_cache_instance`], ...) use one process-wide
+//!   coordinator.
+//! - [`CacheManager`] is the object-safe interface every instance implements: byte values under
+//!   byte keys, with TTLs, metadata, statistics, cleanup and flush. [`RedbCache`] stores in redb
+//!   (`MultiWriter` mode: several processes share one file); [`DisabledCache`] stores nothing.
+//! - [`CacheKey`] and [`TypedCache`] give typed access: a domain declares per key type its tag,
+//!   value type, schema version and default TTL; values go through the codec (serde + bincode 2)
+//!   with the codec and schema version recorded in each entry.
+//! - [`keys`] builds unambiguous, full-width (blake3) keys from parts, maps and files.
+//! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program,
+//!   [`resolve_cache_root`] for the root, and [`Environment`] for kill switches
+//!   (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use cache_core::{CacheManager, CacheOptions, Coordinator};
+//!
+//! # fn main() -> Result<(), cache_core::CacheError> {
+//! let root = tempfile::tempdir().expect("temp dir");
+//! let coordinator = Coordinator::new();
+//! let cache = coordinator.get_shared_cache_instance(root.path(), "compilation", CacheOptions::default())?;
+//! cache.set(b"build:42", b"firmware bytes", Some(Duration::from_secs(3600)))?;
+//! assert_eq!(cache.get(b"build:42")?, Some(b"firmware bytes".to_vec()));
+//!
+//! let again = coordinator.get_shared_cache_instance(root.path(), "compilation", CacheOptions::default())?;
+//! assert!(std::sync::Arc::ptr_eq(&cache, &again));
+//! coordinator.reset()?; // flushes and closes; never deletes data
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod config;
+mod coordinator;
+mod error;
+pub mod keys;
+mod manager;
+mod stats;
+mod store;
+mod tag;
+mod typed;
+
+pub use codec::{CodecId, ValueFormat};
+pub use config::{
+    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, Environment, EvictionPolicy, ManualClock,
+    SystemClock, UserCacheConfig, resolve_cache_root,
+};
+pub use coordinator::{
+    Coordinator, cleanup_shared_cache_instances, create_cache_from_user_config,
+    create_default_cache, default_coordinator, get_aggregated_cache_stats,
+    get_cache_instance_count, get_cache_instance_keys, get_shared_cache_instance,
+    reset_shared_cache_instances,
+};
+pub use error::{CacheError, KeyDisplay, Result};
+pub use manager::{
+    AnyFormat, CacheManager, CleanupReport, DisabledCache, EntryMetadata, SharedCache,
+};
+pub use stats::{AggregatedStats, CacheStats, Counters};
+pub use store::{DATABASE_FILE_NAME, RedbCache, prepare_root};
+pub use tag::Tag;
+pub use typed::{CacheKey, TypedCache};

@@ -1,0 +1,251 @@
+//! The `CacheManager` trait every cache implements, the values it returns, and `DisabledCache`.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::codec::ValueFormat;
+use crate::error::Result;
+use crate::stats::{CacheStats, Counters};
+use crate::tag::Tag;
+
+/// A cache of byte values under byte keys, in one tag.
+///
+/// Object safe, `Send + Sync`: the coordinator hands instances out as [`SharedCache`]
+/// (`Arc<dyn CacheManager>`), and many threads use one instance. Typed access is layered on top
+/// by [`crate::TypedCache`].
+///
+/// Expiry is honoured everywhere: an expired entry is absent for `get`, `exists`, `keys`,
+/// `get_metadata`, `delete`'s return value, and the entry and byte counts of `get_stats`.
+pub trait CacheManager: Send + Sync + fmt::Debug {
+    /// The instance's tag.
+    fn tag(&self) -> &Tag;
+
+    /// Whether this cache stores anything (`false` for [`DisabledCache`]).
+    fn is_enabled(&self) -> bool;
+
+    /// The value stored under `key`, if live. An empty value is a hit (`Some(vec![])`).
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with_format(key, ValueFormat::RAW, AnyFormat::Yes)
+    }
+
+    /// The value under `key`, if live and written in `format` (or in any format when `any` is
+    /// `AnyFormat::Yes`). An entry in another format is a miss and is removed, with a warning:
+    /// it was written by an older schema of the key type.
+    fn get_with_format(
+        &self,
+        key: &[u8],
+        format: ValueFormat,
+        any: AnyFormat,
+    ) -> Result<Option<Vec<u8>>>;
+
+    /// Stores `value` under `key`, replacing any earlier entry; `ttl` of `None` never expires.
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.set_with_format(key, value, ttl, ValueFormat::RAW)
+    }
+
+    /// Stores `value` recording the `format` it was encoded in.
+    fn set_with_format(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        format: ValueFormat,
+    ) -> Result<()>;
+
+    /// Removes `key`; whether a live entry existed.
+    fn delete(&self, key: &[u8]) -> Result<bool>;
+
+    /// Removes every key in `keys` at once; how many live entries existed.
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize>;
+
+    /// Whether a live entry exists under `key`. Does not count as a read in the statistics.
+    fn exists(&self, key: &[u8]) -> Result<bool>;
+
+    /// Removes every entry of the tag. Statistics (tag and counters) are kept.
+    fn clear(&self) -> Result<()>;
+
+    /// Every live key.
+    fn keys(&self) -> Result<Vec<Vec<u8>>>;
+
+    /// What is stored about `key`, if live. All values are real, read from the store.
+    fn get_metadata(&self, key: &[u8]) -> Result<Option<EntryMetadata>>;
+
+    /// Counters and sizes.
+    fn get_stats(&self) -> Result<CacheStats>;
+
+    /// Removes expired entries and entries that cannot be read, then evicts until the tag is
+    /// under its size limit.
+    fn cleanup(&self) -> Result<CleanupReport>;
+
+    /// Makes everything this instance has written, and its statistics, durable and visible to
+    /// other processes.
+    fn flush(&self) -> Result<()>;
+
+    /// Flushes and releases the database; later calls return [`crate::CacheError::Closed`].
+    /// Closing twice is not an error. Never deletes data.
+    fn close(&self) -> Result<()>;
+
+    /// Whether [`CacheManager::close`] has been called.
+    fn is_closed(&self) -> bool;
+
+    /// The tag's database file, if there is one.
+    fn database_path(&self) -> Option<&Path>;
+
+    /// Removes an entry whose value a typed layer could not decode, and counts the read as a miss
+    /// and an error instead of a hit. Used by [`crate::TypedCache`]; rarely useful elsewhere.
+    fn discard_undecodable(&self, key: &[u8], reason: &str) -> Result<()>;
+}
+
+/// Whether a format-checked read accepts any stored format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnyFormat {
+    /// Return the value whatever format wrote it (untyped reads).
+    Yes,
+    /// Only the requested format; another is a miss and the entry is removed.
+    No,
+}
+
+/// The instances the coordinator hands out.
+pub type SharedCache = std::sync::Arc<dyn CacheManager>;
+
+/// What is stored about one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryMetadata {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The tag it lives in.
+    pub tag: String,
+    /// Size of the value in bytes.
+    pub size_bytes: u64,
+    /// When the value was stored.
+    pub created: SystemTime,
+    /// When it was last read by `get`, in any process; `None` if never.
+    pub last_accessed: Option<SystemTime>,
+    /// How many times it was read by `get`, in any process.
+    pub access_count: u64,
+    /// The time to live it was stored with; `None` never expires.
+    pub ttl: Option<Duration>,
+    /// When it expires; `None` never.
+    pub expires_at: Option<SystemTime>,
+    /// How the value was encoded.
+    pub format: ValueFormat,
+}
+
+/// What `cleanup()` removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Expired entries removed.
+    pub expired: u64,
+    /// Entries evicted to get under the size limit.
+    pub evicted: u64,
+    /// Entries removed because they could not be read.
+    pub unreadable: u64,
+}
+
+impl CleanupReport {
+    /// Everything removed.
+    pub fn total(&self) -> u64 {
+        self.expired + self.evicted + self.unreadable
+    }
+}
+
+/// A cache that stores nothing: every read misses, every write succeeds and is dropped.
+///
+/// Chosen by `enabled = false`, the `disabled` strategy, or a kill switch. Never registered in a
+/// coordinator.
+#[derive(Debug, Clone)]
+pub struct DisabledCache {
+    tag: Tag,
+}
+
+impl DisabledCache {
+    /// A disabled cache for `tag`.
+    pub fn new(tag: Tag) -> Self {
+        DisabledCache { tag }
+    }
+}
+
+impl CacheManager for DisabledCache {
+    fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    fn is_enabled(&self) -> bool {
+        false
+    }
+
+    fn get_with_format(&self, _: &[u8], _: ValueFormat, _: AnyFormat) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    fn set_with_format(
+        &self,
+        _: &[u8],
+        _: &[u8],
+        _: Option<Duration>,
+        _: ValueFormat,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn delete(&self, _: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn delete_many(&self, _: &[&[u8]]) -> Result<usize> {
+        Ok(0)
+    }
+
+    fn exists(&self, _: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn clear(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(Vec::new())
+    }
+
+    fn get_metadata(&self, _: &[u8]) -> Result<Option<EntryMetadata>> {
+        Ok(None)
+    }
+
+    fn get_stats(&self) -> Result<CacheStats> {
+        Ok(CacheStats {
+            tag: self.tag.to_string(),
+            enabled: false,
+            entries: 0,
+            bytes: 0,
+            max_size_bytes: 0,
+            counters: Counters::default(),
+            lifetime: Counters::default(),
+        })
+    }
+
+    fn cleanup(&self) -> Result<CleanupReport> {
+        Ok(CleanupReport::default())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn database_path(&self) -> Option<&Path> {
+        None
+    }
+
+    fn discard_undecodable(&self, _: &[u8], _: &str) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! Statistics: per-instance counters (lock-free), the snapshots `get_stats` returns, and the
+//! aggregation across instances that the coordinator reports.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A snapshot of operation counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Reads that found a live value (an empty or "falsy" value is a hit).
+    pub hits: u64,
+    /// Reads that found nothing, an expired entry, or an unreadable one.
+    pub misses: u64,
+    /// Values stored.
+    pub sets: u64,
+    /// Entries removed by `delete`/`delete_many` that existed.
+    pub deletes: u64,
+    /// Entries removed to bring the tag back under its size limit.
+    pub evictions: u64,
+    /// Expired entries removed by `cleanup()`.
+    pub expirations: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Operations of any kind.
+    pub operations: u64,
+    /// Time spent in operations, in nanoseconds.
+    pub operation_time_ns: u64,
+}
+
+impl Counters {
+    /// The names and values of every counter, in a fixed order (used to persist them).
+    pub(crate) fn fields(&self) -> [(&'static str, u64); 9] {
+        [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("sets", self.sets),
+            ("deletes", self.deletes),
+            ("evictions", self.evictions),
+            ("expirations", self.expirations),
+            ("errors", self.errors),
+            ("operations", self.operations),
+            ("operation_time_ns", self.operation_time_ns),
+        ]
+    }
+
+    /// Sets the counter called `name`; unknown names (from a newer version) are ignored.
+    pub(crate) fn set_field(&mut self, name: &str, value: u64) {
+        let slot = match name {
+            "hits" => &mut self.hits,
+            "misses" => &mut self.misses,
+            "sets" => &mut self.sets,
+            "deletes" => &mut self.deletes,
+            "evictions" => &mut self.evictions,
+            "expirations" => &mut self.expirations,
+            "errors" => &mut self.errors,
+            "operations" => &mut self.operations,
+            "operation_time_ns" => &mut self.operation_time_ns,
+            _ => return,
+        };
+        *slot = value;
+    }
+
+    /// Field-wise sum.
+    pub fn plus(&self, other: &Counters) -> Counters {
+        self.zip(other, u64::saturating_add)
+    }
+
+    /// Field-wise difference, clamped at zero.
+    pub fn minus(&self, other: &Counters) -> Counters {
+        self.zip(other, u64::saturating_sub)
+    }
+
+    fn zip(&self, other: &Counters, op: impl Fn(u64, u64) -> u64) -> Counters {
+        let mut out = Counters::default();
+        for ((name, left), (_, right)) in self.fields().into_iter().zip(other.fields()) {
+            out.set_field(name, op(left, right));
+        }
+        out
+    }
+
+    /// Whether every counter is zero.
+    pub fn is_zero(&self) -> bool {
+        self.fields().iter().all(|(_, value)| *value == 0)
+    }
+
+    /// Hits as a percentage of reads; 0 when there were no reads.
+    pub fn hit_rate(&self) -> f64 {
+        percent(self.hits, self.hits + self.misses)
+    }
+
+    /// Misses as a percentage of reads; 0 when there were no reads.
+    pub fn miss_rate(&self) -> f64 {
+        percent(self.misses, self.hits + self.misses)
+    }
+
+    /// Mean time per operation; zero when there were none.
+    pub fn average_operation_time(&self) -> Duration {
+        match self.operation_time_ns.checked_div(self.operations) {
+            Some(ns) => Duration::from_nanos(ns),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// Live counters of one instance, updated without locks.
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) sets: AtomicU64,
+    pub(crate) deletes: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) expirations: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) operations: AtomicU64,
+    pub(crate) operation_time_ns: AtomicU64,
+}
+
+impl AtomicCounters {
+    pub(crate) fn add(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Counters {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counters {
+            hits: load(&self.hits),
+            misses: load(&self.misses),
+            sets: load(&self.sets),
+            deletes: load(&self.deletes),
+            evictions: load(&self.evictions),
+            expirations: load(&self.expirations),
+            errors: load(&self.errors),
+            operations: load(&self.operations),
+            operation_time_ns: load(&self.operation_time_ns),
+        }
+    }
+}
+
+/// What `get_stats` reports for one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheStats {
+    /// The instance's tag. Kept across `clear()` (the original lost it: its defect 9).
+    pub tag: String,
+    /// `false` for a disabled cache.
+    pub enabled: bool,
+    /// Live (unexpired) entries.
+    pub entries: u64,
+    /// Bytes of live entries: keys plus stored values.
+    pub bytes: u64,
+    /// The tag's size limit in bytes (0 for a disabled cache).
+    pub max_size_bytes: u64,
+    /// Counters of this instance since it was opened.
+    pub counters: Counters,
+    /// Counters of every process that used this tag, over its whole life, including this
+    /// instance's. Kept across `clear()`.
+    pub lifetime: Counters,
+}
+
+/// Statistics over several instances, as the coordinator reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AggregatedStats {
+    /// How many instances are included.
+    pub instances: usize,
+    /// Sum of live entries.
+    pub entries: u64,
+    /// Sum of live bytes.
+    pub bytes: u64,
+    /// Sum of the instances' counters since they were opened.
+    pub totals: Counters,
+    /// Per-tag breakdown, keyed by the registry key `"{root}:{tag}"`.
+    pub per_instance: BTreeMap<String, CacheStats>,
+}
+
+impl AggregatedStats {
+    /// Adds one instance's statistics.
+    pub fn add(&mut self, key: String, stats: CacheStats) {
+        self.instances += 1;
+        self.entries += stats.entries;
+        self.bytes += stats.bytes;
+        self.totals = self.totals.plus(&stats.counters);
+        self.per_instance.insert(key, stats);
+    }
+
+    /// Hit rate across all instances, in percent.
+    pub fn overall_hit_rate(&self) -> f64 {
+        self.totals.hit_rate()
+    }
+
+    /// Sum of counters per tag (several roots may share a tag).
+    pub fn by_tag(&self) -> BTreeMap<String, Counters> {
+        let mut by_tag: BTreeMap<String, Counters> = BTreeMap::new();
+        for stats in self.per_instance.values() {
+            let slot = by_tag.entry(stats.tag.clone()).or_default();
+            *slot = slot.plus(&stats.counters);
+        }
+        by_tag
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_handle_no_reads() {
+        let counters = Counters::default();
+        assert_eq!(counters.hit_rate(), 0.0);
+        assert_eq!(counters.average_operation_time(), Duration::ZERO);
+    }
+
+    #[test]
+    fn rates_are_percentages() {
+        let counters = Counters {
+            hits: 3,
+            misses: 1,
+            operations: 4,
+            operation_time_ns: 4_000,
+            ..Counters::default()
+        };
+        assert_eq!(counters.hit_rate(), 75.0);
+        assert_eq!(counters.miss_rate(), 25.0);
+        assert_eq!(
+            counters.average_operation_time(),
+            Duration::from_nanos(1_000)
+        );
+    }
+
+    #[test]
+    fn plus_and_minus_are_field_wise() {
+        let a = Counters {
+            hits: 5,
+            errors: 1,
+            ..Counters::default()
+        };
+        let b = Counters {
+            hits: 2,
+            errors: 3,
+            ..Counters::default()
+        };
+        assert_eq!(
+            a.plus(&b),
+            Counters {
+                hits: 7,
+                errors: 4,
+                ..Counters::default()
+            }
+        );
+        assert_eq!(
+            a.minus(&b),
+            Counters {
+                hits: 3,
+                errors: 0,
+                ..Counters::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! `cargo xtask`: the project's automation, one module per task, run with `cargo xtask <command>`.
+//!
+//! The alias in `.cargo/config.toml` turns `cargo xtask ...` into `cargo run --package xtask -- ...`.
+//! Arguments are parsed by hand because there are few of them and a parser crate would cost more
+//! build time than it saves.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask is a program that reports to the terminal"
+)]
+
+mod shell;
+mod verify;
+
+use std::process::ExitCode;
+
+/// Printed for `help`, `--help`, no arguments, and (on stderr) for an unknown command.
+const USAGE: &str = "\
+Usage: cargo xtask <command>
+
+Commands:
+  verify    run every check CI runs, in order, stopping at the first failure:
+            fmt, clippy, test, doc, and the coordination example
+  help      print this message
+";
+
+/// Exit code for a command line we do not understand, as distinct from a task that failed.
+const EXIT_USAGE: u8 = 2;
+
+/// A task named on the command line.
+enum Task {
+    /// Print the usage text on stdout.
+    Help,
+    /// Run every check CI runs; see `verify.rs`.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|argument| argument.to_string_lossy().into_owned())
+        .collect();
+
+    let task = match parse_task(&arguments) {
+        Some(task) => task,
+        None => {
+            eprintln!("xtask: unknown command `{}`\n", arguments.join(" "));
+            eprint!("{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+
+    let result = match task {
+        Task::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Task::Verify => verify::run(),
+    };
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The outermost context on its own line (for example `verify: step 'fmt' failed`),
+            // then the causes beneath it, so the first line says what failed at a glance.
+            eprintln!("{error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Maps the arguments after `cargo xtask` to a task, or `None` if they name no known task.
+fn parse_task(arguments: &[String]) -> Option<Task> {
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    match arguments.as_slice() {
+        [] | ["help"] | ["--help"] | ["-h"] => Some(Task::Help),
+        ["verify"] => Some(Task::Verify),
+        _ => None,
+    }
+}

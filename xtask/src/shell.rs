@@ -1,0 +1,143 @@
+//! Running named commands from the project root, shared by every task.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+/// One named command, such as `clippy` running `cargo clippy --workspace ...`.
+///
+/// Only cargo commands exist so far; the program is fixed to the `cargo` that runs xtask.
+pub(crate) struct Step {
+    /// Short name printed before the step runs and in failure messages.
+    pub(crate) name: &'static str,
+    /// Arguments passed to cargo.
+    arguments: Vec<&'static str>,
+    /// Extra environment variables set for this step only.
+    environment: Vec<(&'static str, String)>,
+}
+
+impl Step {
+    /// A step that runs `cargo` with `arguments`.
+    pub(crate) fn cargo(name: &'static str, arguments: &[&'static str]) -> Self {
+        Self {
+            name,
+            arguments: arguments.to_vec(),
+            environment: Vec::new(),
+        }
+    }
+
+    /// Sets the environment variable `key` to `value` for this step only.
+    pub(crate) fn env(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.environment.push((key, value.into()));
+        self
+    }
+
+    /// The command as a person would type it, for the `==>` line and error messages.
+    fn command_line(&self) -> String {
+        let mut line = String::new();
+        for (key, value) in &self.environment {
+            let _ = write!(line, "{key}={} ", quote(value));
+        }
+        line.push_str("cargo");
+        for argument in &self.arguments {
+            line.push(' ');
+            line.push_str(&quote(argument));
+        }
+        line
+    }
+}
+
+/// Quotes an argument for display if it contains a space, so the printed line can be pasted.
+fn quote(argument: &str) -> String {
+    if argument.contains(' ') {
+        format!("'{argument}'")
+    } else {
+        argument.to_owned()
+    }
+}
+
+/// Runs steps from the project root with the same `cargo` that is running xtask.
+pub(crate) struct Shell {
+    /// The workspace root, where every step runs.
+    project_root: PathBuf,
+    /// The cargo binary: `$CARGO` (set by cargo for `cargo run`), else `cargo` from `PATH`.
+    cargo: OsString,
+}
+
+impl Shell {
+    /// The workspace root.
+    pub(crate) fn project_root(&self) -> &Path {
+        &self.project_root
+    }
+
+    /// A shell at the project root, the parent of xtask's own manifest directory.
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let project_root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("while finding the project root as the parent of xtask's manifest directory")?
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        Ok(Self {
+            project_root,
+            cargo,
+        })
+    }
+
+    /// Runs `step` with its output streamed live to the terminal; fails if it exits unsuccessfully.
+    pub(crate) fn run(&self, step: &Step) -> anyhow::Result<()> {
+        let command_line = self.announce(step);
+        let status = self
+            .command(step)
+            .status()
+            .with_context(|| format!("while starting `{command_line}`"))?;
+        if !status.success() {
+            bail!("`{command_line}` exited unsuccessfully ({status})");
+        }
+        Ok(())
+    }
+
+    /// Runs `step` with stderr streamed live and stdout captured and returned.
+    ///
+    /// Fails if the step exits unsuccessfully or its stdout is not UTF-8.
+    pub(crate) fn run_capturing_stdout(&self, step: &Step) -> anyhow::Result<String> {
+        let command_line = self.announce(step);
+        let output = self
+            .command(step)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("while starting `{command_line}`"))?;
+        let stdout = String::from_utf8(output.stdout)
+            .with_context(|| format!("while reading the output of `{command_line}` as UTF-8"))?;
+        if !output.status.success() {
+            // Show what the step printed before failing; it usually explains the failure.
+            print!("{stdout}");
+            bail!("`{command_line}` exited unsuccessfully ({})", output.status);
+        }
+        Ok(stdout)
+    }
+
+    /// Prints `==> <name>: <command line>` and returns the command line.
+    fn announce(&self, step: &Step) -> String {
+        let command_line = step.command_line();
+        println!("==> {}: {command_line}", step.name);
+        command_line
+    }
+
+    /// The `Command` for `step`, set to run from the project root.
+    fn command(&self, step: &Step) -> Command {
+        let mut command = Command::new(&self.cargo);
+        command
+            .args(&step.arguments)
+            .envs(
+                step.environment
+                    .iter()
+                    .map(|(key, value)| (*key, value.as_str())),
+            )
+            .current_dir(&self.project_root);
+        command
+    }
+}
