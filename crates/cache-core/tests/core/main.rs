@@ -1,0 +1,54 @@
+//! Integration tests of `cache-core`'s public API, one module per area, in one test binary.
+//! Every test uses its own temp root and its own `Coordinator`: none touches the user's cache.
+
+mod defects;
+mod disabled;
+mod entries;
+mod registry;
+mod threads;
+mod typed;
+
+use std::sync::Arc;
+
+use cache_core::{CacheOptions, Coordinator, Environment, ManualClock, SharedCache};
+use rstest::fixture;
+use tempfile::TempDir;
+
+/// A temp cache root, removed when the test ends.
+#[fixture]
+pub(crate) fn root() -> TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// A fresh coordinator that sees an empty environment, so that the developer's own
+/// `GLOVEBOX_CACHE_*` variables cannot change a test's outcome.
+#[fixture]
+pub(crate) fn coordinator() -> Coordinator {
+    Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
+}
+
+/// A clock standing at a fixed, realistic time (2026-01-01), moved only by the test.
+#[fixture]
+pub(crate) fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_767_225_600_000))
+}
+
+/// Options that use `clock`.
+pub(crate) fn options_with(clock: &Arc<ManualClock>) -> CacheOptions {
+    CacheOptions {
+        clock: clock.clone(),
+        ..CacheOptions::default()
+    }
+}
+
+/// The instance of `tag` under `root` with `options`.
+pub(crate) fn open(
+    coordinator: &Coordinator,
+    root: &TempDir,
+    tag: &str,
+    options: CacheOptions,
+) -> SharedCache {
+    coordinator
+        .get_shared_cache_instance(root.path(), tag, options)
+        .expect("open cache")
+}

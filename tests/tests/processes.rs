@@ -1,0 +1,121 @@
+//! Several real processes on one cache root: they write one tag at the same moment, and every
+//! entry is readable by each of them and by a third process afterwards.
+
+use std::process::{Command, Output};
+
+use cache_core::{CacheOptions, Coordinator, Environment};
+use cache_tests::{worker_key, worker_value};
+use rstest::rstest;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_cache-worker");
+
+fn spawn_worker(
+    root: &std::path::Path,
+    tag: &str,
+    me: &str,
+    other: &str,
+    count: usize,
+    barrier: &std::path::Path,
+) -> std::process::Child {
+    Command::new(WORKER)
+        .args([
+            root.to_str().unwrap(),
+            tag,
+            me,
+            other,
+            &count.to_string(),
+            barrier.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cache-worker")
+}
+
+fn assert_worker_succeeded(output: Output, expected_reads: usize) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "worker failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        output.status
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("read {expected_reads}"),
+        "stderr: {stderr}"
+    );
+}
+
+#[rstest]
+#[case::few(50)]
+#[case::more(400)]
+fn two_processes_write_one_tag_at_once_and_both_read_everything(#[case] count: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let barrier = tempfile::tempdir().unwrap();
+    let first = spawn_worker(
+        root.path(),
+        "shared",
+        "alpha",
+        "beta",
+        count,
+        barrier.path(),
+    );
+    let second = spawn_worker(
+        root.path(),
+        "shared",
+        "beta",
+        "alpha",
+        count,
+        barrier.path(),
+    );
+    assert_worker_succeeded(first.wait_with_output().unwrap(), 2 * count);
+    assert_worker_succeeded(second.wait_with_output().unwrap(), 2 * count);
+
+    // And this process, a third one, sees exactly both sets.
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    let cache = coordinator
+        .get_shared_cache_instance(root.path(), "shared", CacheOptions::default())
+        .unwrap();
+    for writer in ["alpha", "beta"] {
+        for index in 0..count {
+            assert_eq!(
+                cache.get(&worker_key(writer, index)).unwrap(),
+                Some(worker_value(writer, index))
+            );
+        }
+    }
+    let stats = cache.get_stats().unwrap();
+    assert_eq!(stats.entries, 2 * count as u64);
+    assert_eq!(
+        stats.lifetime.sets,
+        2 * count as u64,
+        "both processes' counters were merged into the file"
+    );
+}
+
+#[rstest]
+fn processes_on_different_tags_of_one_root_stay_isolated() {
+    let root = tempfile::tempdir().unwrap();
+    let barrier = tempfile::tempdir().unwrap();
+    // Each worker pairs with a partner on the same tag, so four processes run at once.
+    let workers = [
+        spawn_worker(root.path(), "layout", "l1", "l2", 30, barrier.path()),
+        spawn_worker(root.path(), "layout", "l2", "l1", 30, barrier.path()),
+        spawn_worker(root.path(), "metrics", "m1", "m2", 30, barrier.path()),
+        spawn_worker(root.path(), "metrics", "m2", "m1", 30, barrier.path()),
+    ];
+    for worker in workers {
+        assert_worker_succeeded(worker.wait_with_output().unwrap(), 60);
+    }
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    let layout = coordinator
+        .get_shared_cache_instance(root.path(), "layout", CacheOptions::default())
+        .unwrap();
+    let metrics = coordinator
+        .get_shared_cache_instance(root.path(), "metrics", CacheOptions::default())
+        .unwrap();
+    assert_eq!(layout.keys().unwrap().len(), 60);
+    assert_eq!(metrics.keys().unwrap().len(), 60);
+    assert_eq!(layout.get(&worker_key("m1", 0)).unwrap(), None);
+}
