@@ -18,14 +18,9 @@ fn spawn_worker(
     barrier: &std::path::Path,
 ) -> std::process::Child {
     Command::new(WORKER)
-        .args([
-            root.to_str().unwrap(),
-            tag,
-            me,
-            other,
-            &count.to_string(),
-            barrier.to_str().unwrap(),
-        ])
+        .arg(root)
+        .args([tag, me, other, &count.to_string()])
+        .arg(barrier)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
