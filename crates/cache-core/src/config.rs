@@ -196,6 +196,13 @@ pub struct CacheOptions {
     pub max_key_bytes: usize,
     /// Largest value accepted, in bytes. Default 256 MiB (values are held in memory whole).
     pub max_value_bytes: u64,
+    /// Group commit: how long a write may wait in memory before it is committed (durable and
+    /// visible to other processes), and the longest a read may serve an older snapshot of other
+    /// processes' writes. `flush()` commits at once. Default 20 ms.
+    pub commit_interval: Duration,
+    /// Back-pressure: when this many bytes of writes wait in memory, the writer commits them
+    /// itself instead of waiting for the commit thread. Default 64 MiB.
+    pub max_pending_bytes: usize,
     /// redb's page cache for this tag, in bytes. Default 16 MiB (redb's own default is 1 GiB,
     /// far too much for a CLI process).
     pub page_cache_bytes: usize,
@@ -212,6 +219,8 @@ impl Default for CacheOptions {
             eviction_policy: EvictionPolicy::default(),
             max_key_bytes: 4 * 1024,
             max_value_bytes: 256 * 1024 * 1024,
+            commit_interval: Duration::from_millis(20),
+            max_pending_bytes: 64 * 1024 * 1024,
             page_cache_bytes: 16 * 1024 * 1024,
             clock: SYSTEM_CLOCK.clone(),
         }
@@ -261,6 +270,8 @@ impl CacheOptions {
             eviction_policy,
             max_key_bytes,
             max_value_bytes,
+            commit_interval,
+            max_pending_bytes,
             page_cache_bytes
         );
         if !Arc::ptr_eq(&self.clock, &other.clock) {

@@ -9,9 +9,10 @@ use once_cell::sync::Lazy;
 
 use crate::config::{CacheOptions, CacheStrategy, Environment, UserCacheConfig};
 use crate::error::{CacheError, Result};
+use crate::files::prepare_root;
 use crate::manager::{CacheManager, CleanupReport, DisabledCache, SharedCache};
 use crate::stats::AggregatedStats;
-use crate::store::{RedbCache, prepare_root};
+use crate::store::RedbCache;
 use crate::tag::Tag;
 
 /// Hands out one shared cache instance per `(canonical root, tag)`.
@@ -101,7 +102,7 @@ impl Coordinator {
             }
             registry.remove(&key);
         }
-        let cache = Arc::new(RedbCache::open(&canonical_root, tag, options)?);
+        let cache = RedbCache::open(&canonical_root, tag, options)?;
         registry.insert(key, cache.clone());
         Ok(cache)
     }

@@ -40,9 +40,11 @@
 //! ```
 
 mod codec;
+mod committer;
 mod config;
 mod coordinator;
 mod error;
+mod files;
 pub mod keys;
 mod manager;
 mod stats;
@@ -62,10 +64,11 @@ pub use coordinator::{
     reset_shared_cache_instances,
 };
 pub use error::{CacheError, KeyDisplay, Result};
+pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use manager::{
     AnyFormat, CacheManager, CleanupReport, DisabledCache, EntryMetadata, SharedCache,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
-pub use store::{DATABASE_FILE_NAME, RedbCache, prepare_root};
+pub use store::RedbCache;
 pub use tag::Tag;
 pub use typed::{CacheKey, TypedCache};

@@ -40,6 +40,9 @@ pub trait CacheManager: Send + Sync + fmt::Debug {
     ) -> Result<Option<Vec<u8>>>;
 
     /// Stores `value` under `key`, replacing any earlier entry; `ttl` of `None` never expires.
+    ///
+    /// Visible to every thread of this process at once; durable and visible to other processes
+    /// within the instance's `commit_interval`, or at once after [`CacheManager::flush`].
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.set_with_format(key, value, ttl, ValueFormat::RAW)
     }
@@ -52,6 +55,25 @@ pub trait CacheManager: Send + Sync + fmt::Debug {
         ttl: Option<Duration>,
         format: ValueFormat,
     ) -> Result<()>;
+
+    /// Stores every `(key, value)` of `items` with one `ttl`, committed together.
+    fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.set_many_with_format(items, ttl, ValueFormat::RAW)
+    }
+
+    /// [`CacheManager::set_many`] recording the `format` the values were encoded in. Either every
+    /// item is accepted or, when one is invalid (empty or oversized key, oversized value), none.
+    fn set_many_with_format(
+        &self,
+        items: &[(&[u8], &[u8])],
+        ttl: Option<Duration>,
+        format: ValueFormat,
+    ) -> Result<()> {
+        for (key, value) in items {
+            self.set_with_format(key, value, ttl, format)?;
+        }
+        Ok(())
+    }
 
     /// Removes `key`; whether a live entry existed.
     fn delete(&self, key: &[u8]) -> Result<bool>;

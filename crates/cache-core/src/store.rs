@@ -1,25 +1,32 @@
 //! `RedbCache`: the redb-backed [`CacheManager`], one database file per (root, tag), opened in
 //! `MultiWriter` mode so that several processes share it.
 //!
-//! Every write goes through [`RedbCache::write`]: it is the one place that takes the write lock,
-//! begins the transaction with a bounded wait, merges pending access records and statistics,
-//! and commits. Batching writes (group commit) changes that function alone.
+//! Writes are group-committed. `set` and `delete` go into this process's write buffer, where
+//! every thread of the process sees them at once; the commit thread ([`crate::committer`])
+//! commits the buffer in one transaction when its oldest write is `commit_interval` old, and
+//! `flush`, `close` and drop commit at once. Every commit goes through [`RedbCache::write`]: the
+//! one place that takes the write lock, begins the transaction with a bounded wait, applies the
+//! buffer, merges access records and statistics, and commits.
+//!
+//! Reads look in the write buffer first, then in a read snapshot that is refreshed after each of
+//! our commits and whenever it is older than `commit_interval`, so a `get` does not pay for a
+//! read transaction of its own.
 
-use std::collections::{HashMap, HashSet};
-use std::fs;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use once_cell::sync::Lazy;
 use redb::{
-    ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, Table,
-    TableDefinition, TableError, TableHandle, TransactionError, WriteTransaction,
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError,
+    TableHandle, TransactionError, WriteTransaction,
 };
 
 use crate::codec::{EntryDecodeError, EntryHeader, ValueFormat};
-use crate::config::CacheOptions;
+use crate::committer::Committer;
+use crate::config::{CacheOptions, EvictionPolicy};
 use crate::error::{CacheError, KeyDisplay, Result};
+use crate::files::{FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files};
 use crate::manager::{AnyFormat, CacheManager, CleanupReport, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
@@ -32,97 +39,17 @@ const ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access"
 /// Counter name -> value: the tag's lifetime statistics, summed over every process.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
-/// File name of a tag's database inside `<root>/<tag>/`.
-pub const DATABASE_FILE_NAME: &str = "cache.redb";
-
-/// Pending access records are merged by the next write; past this many distinct keys a read
-/// triggers a write of its own, so memory stays bounded.
+/// Pending access records are merged by the next commit; past this many distinct keys a read
+/// commits them itself, so memory stays bounded.
 const ACCESS_PENDING_LIMIT: usize = 10_000;
 
-/// Database files this process has open. redb allows one handle per file per process, so a
-/// second coordinator opening the same tag gets a clear error instead of a confusing one.
-static OPEN_FILES: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+/// Back-pressure on the number of buffered writes (bytes are bounded by `max_pending_bytes`).
+const MAX_PENDING_WRITES: usize = 100_000;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of our locks cannot leave the guarded data half-updated (every
-    // critical section is a single insert/swap), so the data is still valid: recover it.
+    // Every critical section over our mutexes is a map insert/remove/swap that cannot leave the
+    // data half-updated, so data behind a poisoned lock is still valid: recover it.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Creates `root` (mode 0700) if needed, checks that it is a directory, and returns its
-/// canonical path: the form the coordinator keys its registry with.
-pub fn prepare_root(root: &Path) -> Result<PathBuf> {
-    match fs::symlink_metadata(root) {
-        Ok(meta) if meta.is_dir() || (meta.file_type().is_symlink() && root.is_dir()) => {}
-        Ok(_) => {
-            return Err(CacheError::InvalidRoot {
-                path: root.to_owned(),
-                reason: "is not a directory".to_owned(),
-            });
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_private_dir(root, true)?,
-        Err(source) => return Err(CacheError::io("reading cache root", root, source)),
-    }
-    fs::canonicalize(root).map_err(|source| CacheError::io("resolving cache root", root, source))
-}
-
-fn create_private_dir(path: &Path, recursive: bool) -> Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(recursive);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    match builder.create(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(source) => Err(CacheError::io("creating directory", path, source)),
-    }
-}
-
-/// Creates `<root>/<tag>/` and an empty database file (mode 0600), refusing symlinks, so that
-/// nothing the cache writes can land outside the root.
-fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<PathBuf> {
-    let tag_dir = canonical_root.join(tag.as_str());
-    match fs::symlink_metadata(&tag_dir) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(CacheError::InvalidRoot {
-                path: tag_dir,
-                reason: "tag directory is a symlink; refusing to follow it out of the cache root"
-                    .to_owned(),
-            });
-        }
-        Ok(meta) if !meta.is_dir() => {
-            return Err(CacheError::InvalidRoot {
-                path: tag_dir,
-                reason: "tag directory is not a directory".to_owned(),
-            });
-        }
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            create_private_dir(&tag_dir, false)?
-        }
-        Err(source) => return Err(CacheError::io("reading tag directory", tag_dir, source)),
-    }
-    let path = tag_dir.join(DATABASE_FILE_NAME);
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err(CacheError::InvalidRoot {
-                path,
-                reason: "database path is not a regular file (a symlink or directory)".to_owned(),
-            });
-        }
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create(true).truncate(false);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options
-                .open(&path)
-                .map_err(|source| CacheError::io("creating database file", &path, source))?;
-        }
-        Err(source) => return Err(CacheError::io("reading database file", path, source)),
-    }
-    Ok(path)
 }
 
 /// Maps any redb error of this tag into [`CacheError::Database`].
@@ -136,31 +63,49 @@ impl<T, E: Into<redb::Error>> OrDatabaseError<T> for std::result::Result<T, E> {
     }
 }
 
-/// An open database and its entry in [`OPEN_FILES`]; fields drop in order, so the file is
-/// closed before it is unregistered.
-struct OpenDatabase {
-    database: Database,
-    _registration: FileRegistration,
+/// A buffered write: the encoded entry to store, or `None` to delete.
+type BufferedWrite = Option<Vec<u8>>;
+
+/// This process's writes that are not yet committed, and the read snapshot.
+#[derive(Default)]
+struct WriteBuffer {
+    /// Writes no commit has taken yet.
+    pending: HashMap<Vec<u8>, BufferedWrite>,
+    /// Bytes of keys and values in `pending`.
+    pending_bytes: usize,
+    /// Writes taken by the commit in progress; served to readers until that commit lands.
+    /// Invariant: empty whenever no commit is in progress.
+    in_flight: Arc<HashMap<Vec<u8>, BufferedWrite>>,
+    /// A recent read snapshot; dropped by each of our commits so the next read sees it.
+    snapshot: Option<Arc<Snapshot>>,
+    /// Set by `close` before its final commit: later writes are refused, so none can slip in
+    /// after that commit and be lost.
+    closed: bool,
 }
 
-struct FileRegistration(PathBuf);
+impl WriteBuffer {
+    fn buffered(&self, key: &[u8]) -> Option<&BufferedWrite> {
+        self.pending.get(key).or_else(|| self.in_flight.get(key))
+    }
 
-impl FileRegistration {
-    fn register(path: &Path) -> Result<Self> {
-        if lock(&OPEN_FILES).insert(path.to_owned()) {
-            Ok(FileRegistration(path.to_owned()))
-        } else {
-            Err(CacheError::AlreadyOpenInProcess {
-                path: path.to_owned(),
-            })
+    fn insert(&mut self, key: &[u8], write: BufferedWrite) {
+        let added = key.len() + write.as_ref().map_or(0, Vec::len);
+        if let Some(old) = self.pending.insert(key.to_vec(), write) {
+            self.pending_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
         }
+        self.pending_bytes += added;
+    }
+
+    fn is_over(&self, max_bytes: usize) -> bool {
+        self.pending_bytes > max_bytes || self.pending.len() > MAX_PENDING_WRITES
     }
 }
 
-impl Drop for FileRegistration {
-    fn drop(&mut self) {
-        lock(&OPEN_FILES).remove(&self.0);
-    }
+/// A read transaction's tables, shared by reads for up to `commit_interval`.
+struct Snapshot {
+    taken: Instant,
+    entries: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    access: ReadOnlyTable<&'static [u8], (u64, u64)>,
 }
 
 /// Reads not yet written to the access table.
@@ -170,6 +115,11 @@ struct AccessDelta {
     count: u64,
 }
 
+fn merge_access(into: &mut AccessDelta, delta: AccessDelta) {
+    into.last_ms = into.last_ms.max(delta.last_ms);
+    into.count += delta.count;
+}
+
 /// The tables of one write transaction.
 struct WriteTables<'txn> {
     entries: Table<'txn, &'static [u8], &'static [u8]>,
@@ -177,19 +127,22 @@ struct WriteTables<'txn> {
 }
 
 impl WriteTables<'_> {
-    /// Removes `key`'s entry and access record; the removed entry's header, if it had a readable
-    /// one (`Some(None)` for an unreadable entry).
-    fn remove(
-        &mut self,
-        key: &[u8],
-    ) -> std::result::Result<Option<Option<EntryHeader>>, redb::StorageError> {
-        let removed = self
-            .entries
-            .remove(key)?
-            .map(|old| EntryHeader::decode(old.value()).ok().map(|(h, _)| h));
+    fn remove(&mut self, key: &[u8]) -> std::result::Result<(), redb::StorageError> {
+        self.entries.remove(key)?;
         self.access.remove(key)?;
-        Ok(removed)
+        Ok(())
     }
+}
+
+/// Whether stored entry bytes hold a live entry at `now_ms`.
+fn is_live(stored: Option<&[u8]>, now_ms: u64) -> bool {
+    stored
+        .and_then(|bytes| EntryHeader::decode(bytes).ok())
+        .is_some_and(|(header, _)| !header.is_expired(now_ms))
+}
+
+fn system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// The redb-backed cache of one (root, tag). Obtain it from a [`crate::Coordinator`].
@@ -200,13 +153,15 @@ pub struct RedbCache {
     /// `None` once closed. Operations clone the `Arc` and release the lock at once, so `close`
     /// waits only for operations already inside redb.
     database: RwLock<Option<Arc<OpenDatabase>>>,
-    /// Serialises this process's writers, so that threads queue here (fairly, cheaply) instead of
+    /// Serialises this process's commits, so that threads queue here (fairly, cheaply) instead of
     /// polling redb's cross-process lock.
     write_lock: Mutex<()>,
+    buffer: Mutex<WriteBuffer>,
+    access_pending: Mutex<HashMap<Vec<u8>, AccessDelta>>,
     counters: AtomicCounters,
     /// The part of `counters` already added to the persisted lifetime counters.
     persisted_counters: Mutex<Counters>,
-    access_pending: Mutex<HashMap<Vec<u8>, AccessDelta>>,
+    committer: Arc<Committer>,
 }
 
 impl std::fmt::Debug for RedbCache {
@@ -220,26 +175,40 @@ impl std::fmt::Debug for RedbCache {
 
 impl RedbCache {
     /// Opens (creating if needed) the database of `tag` under `canonical_root`, which must come
-    /// from [`prepare_root`]. A corrupt file is moved aside and the tag starts empty.
-    pub fn open(canonical_root: &Path, tag: Tag, options: CacheOptions) -> Result<Self> {
+    /// from [`crate::prepare_root`], and starts its commit thread. A corrupt file is moved aside
+    /// and the tag starts empty.
+    pub fn open(canonical_root: &Path, tag: Tag, options: CacheOptions) -> Result<Arc<Self>> {
         options.validate()?;
         let path = prepare_tag_files(canonical_root, &tag)?;
         let registration = FileRegistration::register(&path)?;
         let database = open_or_quarantine(&path, &tag, &options)?;
-        let cache = RedbCache {
+        let cache = Arc::new(RedbCache {
             tag,
             path,
-            options,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
                 database,
                 _registration: registration,
             }))),
             write_lock: Mutex::new(()),
+            buffer: Mutex::new(WriteBuffer::default()),
+            access_pending: Mutex::new(HashMap::new()),
             counters: AtomicCounters::default(),
             persisted_counters: Mutex::new(Counters::default()),
-            access_pending: Mutex::new(HashMap::new()),
-        };
+            committer: Arc::new(Committer::default()),
+            options,
+        });
         cache.ensure_tables()?;
+        let thread_name = format!("cache-commit-{}", cache.tag);
+        cache
+            .committer
+            .start(
+                Arc::downgrade(&cache),
+                cache.options.commit_interval,
+                thread_name,
+            )
+            .map_err(|source| {
+                CacheError::io("starting the commit thread for", &cache.path, source)
+            })?;
         tracing::debug!(tag = %cache.tag, path = %cache.path.display(), "opened cache");
         Ok(cache)
     }
@@ -337,26 +306,47 @@ impl RedbCache {
         }
     }
 
-    /// The single write path: one transaction that runs `change`, merges the pending access
-    /// records and the not-yet-persisted counters, and commits durably.
+    /// The single write path: one durable transaction that applies the write buffer, runs
+    /// `change`, merges pending access records and unpersisted counters, and commits. On
+    /// failure nothing is lost: the buffered writes and access records go back to the buffer.
     fn write<R>(&self, change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>) -> Result<R> {
         let open = self.open_database()?;
         let _writer = lock(&self.write_lock);
         let txn = self.begin_write(&open.database)?;
+        let in_flight = {
+            let mut buffer = lock(&self.buffer);
+            debug_assert!(
+                buffer.in_flight.is_empty(),
+                "commits are serialised by write_lock"
+            );
+            buffer.pending_bytes = 0;
+            let taken = Arc::new(std::mem::take(&mut buffer.pending));
+            buffer.in_flight = Arc::clone(&taken);
+            taken
+        };
         let pending_access = std::mem::take(&mut *lock(&self.access_pending));
         let counters_now = self.counters.snapshot();
-        let persisted = *lock(&self.persisted_counters);
-        let result = self.write_in(txn, change, &pending_access, counters_now.minus(&persisted));
+        let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
+        let result = self.write_in(txn, change, &in_flight, &pending_access, counters_delta);
+        let mut buffer = lock(&self.buffer);
+        let in_flight = std::mem::take(&mut buffer.in_flight);
         match result {
             Ok(value) => {
+                buffer.snapshot = None;
                 *lock(&self.persisted_counters) = counters_now;
                 Ok(value)
             }
             Err(err) => {
-                // Nothing was committed: keep the access records for the next write.
-                let mut pending = lock(&self.access_pending);
+                // Writes made since this commit began are newer and win.
+                for (key, write) in in_flight.iter() {
+                    if !buffer.pending.contains_key(key) {
+                        buffer.insert(key, write.clone());
+                    }
+                }
+                drop(buffer);
+                let mut access = lock(&self.access_pending);
                 for (key, delta) in pending_access {
-                    merge_access(pending.entry(key).or_default(), delta);
+                    merge_access(access.entry(key).or_default(), delta);
                 }
                 Err(err)
             }
@@ -367,6 +357,7 @@ impl RedbCache {
         &self,
         txn: WriteTransaction,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
+        in_flight: &HashMap<Vec<u8>, BufferedWrite>,
         pending_access: &HashMap<Vec<u8>, AccessDelta>,
         counters_delta: Counters,
     ) -> Result<R> {
@@ -375,6 +366,19 @@ impl RedbCache {
                 entries: txn.open_table(ENTRIES).or_db(self)?,
                 access: txn.open_table(ACCESS).or_db(self)?,
             };
+            for (key, write) in in_flight {
+                match write {
+                    // A new value starts with no reads; reads of it since are merged below.
+                    Some(entry) => {
+                        tables
+                            .entries
+                            .insert(key.as_slice(), entry.as_slice())
+                            .or_db(self)?;
+                        tables.access.remove(key.as_slice()).or_db(self)?;
+                    }
+                    None => tables.remove(key).or_db(self)?,
+                }
+            }
             let value = change(&mut tables, self.now_ms())?;
             for (key, delta) in pending_access {
                 // Reads of entries removed since are dropped with them.
@@ -394,12 +398,9 @@ impl RedbCache {
                     )
                     .or_db(self)?;
             }
-            if !counters_delta.is_zero() {
-                let mut counters = txn.open_table(COUNTERS).or_db(self)?;
-                for (name, delta) in counters_delta.fields() {
-                    if delta == 0 {
-                        continue;
-                    }
+            let mut counters = txn.open_table(COUNTERS).or_db(self)?;
+            for (name, delta) in counters_delta.fields() {
+                if delta != 0 {
                     let old = counters
                         .get(name)
                         .or_db(self)?
@@ -408,8 +409,6 @@ impl RedbCache {
                         .insert(name, old.saturating_add(delta))
                         .or_db(self)?;
                 }
-            } else {
-                txn.open_table(COUNTERS).or_db(self)?;
             }
             value
         };
@@ -417,17 +416,103 @@ impl RedbCache {
         Ok(value)
     }
 
+    /// Whether anything waits to be committed: buffered writes, access records or counters.
+    fn has_uncommitted(&self) -> bool {
+        !lock(&self.buffer).pending.is_empty()
+            || !lock(&self.access_pending).is_empty()
+            || !self
+                .counters
+                .snapshot()
+                .minus(&lock(&self.persisted_counters))
+                .is_zero()
+    }
+
+    /// Commits buffered writes and access records, if any; called by the commit thread.
+    pub(crate) fn commit_pending_in_background(&self) -> Result<()> {
+        let idle = lock(&self.buffer).pending.is_empty() && lock(&self.access_pending).is_empty();
+        if idle || self.is_closed() {
+            return Ok(());
+        }
+        self.write(|_, _| Ok(())).inspect_err(|err| {
+            AtomicCounters::add(&self.counters.errors, 1);
+            tracing::error!(tag = %self.tag, error = %err, "group commit failed; the writes stay buffered and will be retried");
+        })
+    }
+
+    /// Adds writes to the buffer and schedules their commit; past the back-pressure bound the
+    /// caller commits them itself.
+    fn buffer_writes<'k>(
+        &self,
+        writes: impl IntoIterator<Item = (&'k [u8], BufferedWrite)>,
+    ) -> Result<()> {
+        let over = {
+            let mut buffer = lock(&self.buffer);
+            if buffer.closed {
+                return Err(CacheError::Closed {
+                    tag: self.tag.to_string(),
+                });
+            }
+            for (key, write) in writes {
+                buffer.insert(key, write);
+            }
+            buffer.is_over(self.options.max_pending_bytes)
+        };
+        if over {
+            self.write(|_, _| Ok(()))
+        } else {
+            self.committer.work_arrived();
+            Ok(())
+        }
+    }
+
+    /// Finds `key` as this process sees it: its own uncommitted writes first, then the snapshot.
+    /// `read` gets the stored bytes, and the snapshot when they came from it.
+    fn lookup<T>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce(Option<&[u8]>, Option<&Snapshot>) -> Result<T>,
+    ) -> Result<T> {
+        let snapshot = {
+            let mut buffer = lock(&self.buffer);
+            if let Some(write) = buffer.buffered(key) {
+                return read(write.as_deref(), None);
+            }
+            self.current_snapshot(&mut buffer)?
+        };
+        let guard = snapshot.entries.get(key).or_db(self)?;
+        read(guard.as_ref().map(|guard| guard.value()), Some(&snapshot))
+    }
+
+    fn current_snapshot(&self, buffer: &mut WriteBuffer) -> Result<Arc<Snapshot>> {
+        if let Some(snapshot) = &buffer.snapshot
+            && snapshot.taken.elapsed() < self.options.commit_interval
+        {
+            return Ok(Arc::clone(snapshot));
+        }
+        let open = self.open_database()?;
+        let txn = open.database.begin_read().or_db(self)?;
+        let snapshot = Arc::new(Snapshot {
+            taken: Instant::now(),
+            entries: txn.open_table(ENTRIES).or_db(self)?,
+            access: txn.open_table(ACCESS).or_db(self)?,
+        });
+        buffer.snapshot = Some(Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
     fn record_access(&self, key: &[u8]) {
-        let now = self.now_ms();
+        let delta = AccessDelta {
+            last_ms: self.now_ms(),
+            count: 1,
+        };
         let over_limit = {
             let mut pending = lock(&self.access_pending);
-            merge_access(
-                pending.entry(key.to_vec()).or_default(),
-                AccessDelta {
-                    last_ms: now,
-                    count: 1,
-                },
-            );
+            match pending.get_mut(key) {
+                Some(existing) => merge_access(existing, delta),
+                None => {
+                    pending.insert(key.to_vec(), delta);
+                }
+            }
             pending.len() > ACCESS_PENDING_LIMIT
         };
         if over_limit && let Err(err) = self.write(|_, _| Ok(())) {
@@ -435,32 +520,34 @@ impl RedbCache {
         }
     }
 
-    /// Removes an entry found unusable by a read (older schema, corrupt bytes), logging why.
+    /// Schedules the removal of an entry a read found unusable (older schema, corrupt bytes).
     fn remove_unusable(&self, key: &[u8], reason: &str) {
         tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), reason, "removing unusable cache entry");
-        if let Err(err) = self.write(|tables, _| tables.remove(key).or_db(self).map(drop)) {
+        if let Err(err) = self.buffer_writes([(key, None)]) {
             tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), error = %err, "could not remove unusable entry");
         }
     }
 
-    fn read_entry<T>(
-        &self,
-        key: &[u8],
-        read: impl FnOnce(Option<&[u8]>, &redb::ReadOnlyTable<&'static [u8], (u64, u64)>) -> Result<T>,
-    ) -> Result<T> {
+    /// Commits whatever is buffered, so that a scan of the file sees this process's writes.
+    fn commit_if_buffered(&self) -> Result<()> {
+        if lock(&self.buffer).pending.is_empty() {
+            Ok(())
+        } else {
+            self.write(|_, _| Ok(()))
+        }
+    }
+
+    /// Calls `visit` with every stored (key, entry bytes) in a fresh read transaction.
+    fn scan(&self, mut visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        self.commit_if_buffered()?;
         let open = self.open_database()?;
         let txn = open.database.begin_read().or_db(self)?;
         let entries = txn.open_table(ENTRIES).or_db(self)?;
-        let access = txn.open_table(ACCESS).or_db(self)?;
-        let guard = entries.get(key).or_db(self)?;
-        read(guard.as_ref().map(|guard| guard.value()), &access)
-    }
-
-    fn pending_access(&self, key: &[u8]) -> AccessDelta {
-        lock(&self.access_pending)
-            .get(key)
-            .copied()
-            .unwrap_or_default()
+        for row in entries.iter().or_db(self)? {
+            let (key, value) = row.or_db(self)?;
+            visit(key.value(), value.value());
+        }
+        Ok(())
     }
 
     /// The lifetime counters persisted in the file.
@@ -481,66 +568,6 @@ impl RedbCache {
     }
 }
 
-fn merge_access(into: &mut AccessDelta, delta: AccessDelta) {
-    into.last_ms = into.last_ms.max(delta.last_ms);
-    into.count += delta.count;
-}
-
-fn system_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// Opens the file; a file redb reports as corrupt (or that panics redb while opening) is renamed
-/// to `cache.redb.corrupt-<ms>` and a fresh one is created: a cache can always be rebuilt, a
-/// crash loop cannot.
-fn open_or_quarantine(path: &Path, tag: &Tag, options: &CacheOptions) -> Result<Database> {
-    let page_cache_bytes = options.page_cache_bytes;
-    let open = || {
-        std::panic::catch_unwind(|| {
-            let mut builder = Database::builder();
-            builder
-                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-                .set_cache_size(page_cache_bytes);
-            builder.create(path)
-        })
-    };
-    let reason = match open() {
-        Ok(Ok(database)) => return Ok(database),
-        Ok(Err(err)) if is_corruption(&err) => err.to_string(),
-        Ok(Err(err)) => return Err(CacheError::database(tag.as_str(), path, err)),
-        Err(_) => "redb panicked while opening it".to_owned(),
-    };
-    let quarantined = path.with_extension(format!("redb.corrupt-{}", options.clock.now_ms()));
-    tracing::error!(tag = %tag, path = %path.display(), quarantined = %quarantined.display(), reason, "cache file is corrupt; moved aside, starting empty");
-    fs::rename(path, &quarantined)
-        .map_err(|source| CacheError::io("quarantining corrupt database", path, source))?;
-    let mut options_file = fs::OpenOptions::new();
-    options_file.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options_file, 0o600);
-    options_file
-        .open(path)
-        .map_err(|source| CacheError::io("creating database file", path, source))?;
-    match open() {
-        Ok(result) => result.map_err(|err| CacheError::database(tag.as_str(), path, err)),
-        Err(_) => Err(CacheError::InvalidRoot {
-            path: path.to_owned(),
-            reason: "redb panicked opening a fresh file".to_owned(),
-        }),
-    }
-}
-
-fn is_corruption(err: &DatabaseError) -> bool {
-    match err {
-        DatabaseError::RepairAborted | DatabaseError::UpgradeRequired(_) => true,
-        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
-        DatabaseError::Storage(StorageError::Io(io)) => {
-            io.kind() == std::io::ErrorKind::InvalidData
-        }
-        _ => false,
-    }
-}
-
 impl CacheManager for RedbCache {
     fn tag(&self) -> &Tag {
         &self.tag
@@ -556,15 +583,15 @@ impl CacheManager for RedbCache {
         format: ValueFormat,
         any: AnyFormat,
     ) -> Result<Option<Vec<u8>>> {
+        enum Outcome {
+            Hit(Vec<u8>),
+            Miss,
+            Unusable(String),
+        }
         self.measure("get", || {
             self.check_key(key)?;
             let now = self.now_ms();
-            enum Outcome {
-                Hit(Vec<u8>),
-                Miss,
-                Unusable(String),
-            }
-            let outcome = self.read_entry(key, |stored, _| {
+            let outcome = self.lookup(key, |stored, _| {
                 let Some(stored) = stored else { return Ok(Outcome::Miss) };
                 Ok(match EntryHeader::decode(stored) {
                     Ok((header, _)) if header.is_expired(now) => Outcome::Miss,
@@ -606,38 +633,52 @@ impl CacheManager for RedbCache {
         ttl: Option<Duration>,
         format: ValueFormat,
     ) -> Result<()> {
+        self.set_many_with_format(&[(key, value)], ttl, format)
+    }
+
+    fn set_many_with_format(
+        &self,
+        items: &[(&[u8], &[u8])],
+        ttl: Option<Duration>,
+        format: ValueFormat,
+    ) -> Result<()> {
         self.measure("set", || {
-            self.check_key(key)?;
             let limit = self
                 .options
                 .max_value_bytes
                 .min(self.options.max_size_bytes);
-            if value.len() as u64 > limit {
-                return Err(CacheError::ValueTooLarge {
-                    tag: self.tag.to_string(),
-                    key: KeyDisplay::new(key),
-                    len: value.len() as u64,
-                    max: limit,
-                });
+            for (key, value) in items {
+                self.check_key(key)?;
+                if value.len() as u64 > limit {
+                    return Err(CacheError::ValueTooLarge {
+                        tag: self.tag.to_string(),
+                        key: KeyDisplay::new(key),
+                        len: value.len() as u64,
+                        max: limit,
+                    });
+                }
             }
-            // Reads of the value being replaced belong to it, not to the new one.
-            lock(&self.access_pending).remove(key);
-            self.write(|tables, now| {
-                let expires_ms =
-                    ttl.map(|ttl| now.saturating_add(ttl.as_millis().min(u64::MAX as u128) as u64));
-                let header = EntryHeader {
-                    format,
-                    created_ms: now,
-                    expires_ms,
-                };
-                tables
-                    .entries
-                    .insert(key, header.encode_with(value).as_slice())
-                    .or_db(self)?;
-                tables.access.remove(key).or_db(self)?;
-                Ok(())
-            })?;
-            AtomicCounters::add(&self.counters.sets, 1);
+            let now = self.now_ms();
+            let expires_ms =
+                ttl.map(|ttl| now.saturating_add(ttl.as_millis().min(u64::MAX as u128) as u64));
+            let header = EntryHeader {
+                format,
+                created_ms: now,
+                expires_ms,
+            };
+            {
+                // Reads of the values being replaced belong to them, not to the new ones.
+                let mut access = lock(&self.access_pending);
+                for (key, _) in items {
+                    access.remove(*key);
+                }
+            }
+            self.buffer_writes(
+                items
+                    .iter()
+                    .map(|(key, value)| (*key, Some(header.encode_with(value)))),
+            )?;
+            AtomicCounters::add(&self.counters.sets, items.len() as u64);
             Ok(())
         })
     }
@@ -651,19 +692,24 @@ impl CacheManager for RedbCache {
             for key in keys {
                 self.check_key(key)?;
             }
-            let removed = self.write(|tables, now| {
-                let mut removed = 0;
-                for key in keys {
-                    if let Some(Some(header)) = tables.remove(key).or_db(self)?
-                        && !header.is_expired(now)
-                    {
-                        removed += 1;
-                    }
+            let now = self.now_ms();
+            let mut existed = 0;
+            for key in keys {
+                if self.lookup(key, |stored, _| Ok(is_live(stored, now)))? {
+                    existed += 1;
                 }
-                Ok(removed)
-            })?;
-            AtomicCounters::add(&self.counters.deletes, removed as u64);
-            Ok(removed)
+            }
+            {
+                let mut access = lock(&self.access_pending);
+                for key in keys {
+                    access.remove(*key);
+                }
+            }
+            // Deleted even when this process did not see it: another process may have just
+            // written it.
+            self.buffer_writes(keys.iter().map(|key| (*key, None)))?;
+            AtomicCounters::add(&self.counters.deletes, existed as u64);
+            Ok(existed)
         })
     }
 
@@ -671,11 +717,7 @@ impl CacheManager for RedbCache {
         self.measure("exists", || {
             self.check_key(key)?;
             let now = self.now_ms();
-            self.read_entry(key, |stored, _| {
-                Ok(stored
-                    .and_then(|stored| EntryHeader::decode(stored).ok())
-                    .is_some_and(|(header, _)| !header.is_expired(now)))
-            })
+            self.lookup(key, |stored, _| Ok(is_live(stored, now)))
         })
     }
 
@@ -693,18 +735,12 @@ impl CacheManager for RedbCache {
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
         self.measure("keys", || {
             let now = self.now_ms();
-            let open = self.open_database()?;
-            let txn = open.database.begin_read().or_db(self)?;
-            let entries = txn.open_table(ENTRIES).or_db(self)?;
             let mut keys = Vec::new();
-            for row in entries.iter().or_db(self)? {
-                let (key, value) = row.or_db(self)?;
-                if EntryHeader::decode(value.value())
-                    .is_ok_and(|(header, _)| !header.is_expired(now))
-                {
-                    keys.push(key.value().to_vec());
+            self.scan(|key, stored| {
+                if is_live(Some(stored), now) {
+                    keys.push(key.to_vec());
                 }
-            }
+            })?;
             Ok(keys)
         })
     }
@@ -713,8 +749,11 @@ impl CacheManager for RedbCache {
         self.measure("get_metadata", || {
             self.check_key(key)?;
             let now = self.now_ms();
-            let pending = self.pending_access(key);
-            self.read_entry(key, |stored, access| {
+            let pending = lock(&self.access_pending)
+                .get(key)
+                .copied()
+                .unwrap_or_default();
+            self.lookup(key, |stored, snapshot| {
                 let Some((header, payload)) =
                     stored.and_then(|stored| EntryHeader::decode(stored).ok())
                 else {
@@ -723,10 +762,15 @@ impl CacheManager for RedbCache {
                 if header.is_expired(now) {
                     return Ok(None);
                 }
-                let (stored_last, stored_count) = access
-                    .get(key)
-                    .or_db(self)?
-                    .map_or((0, 0), |row| row.value());
+                // A buffered value is new: the stored access record belongs to the old one.
+                let (stored_last, stored_count) = match snapshot {
+                    Some(snapshot) => snapshot
+                        .access
+                        .get(key)
+                        .or_db(self)?
+                        .map_or((0, 0), |row| row.value()),
+                    None => (0, 0),
+                };
                 let last_ms = stored_last.max(pending.last_ms);
                 Ok(Some(EntryMetadata {
                     key: key.to_vec(),
@@ -749,20 +793,12 @@ impl CacheManager for RedbCache {
         self.measure("get_stats", || {
             let now = self.now_ms();
             let (mut entries, mut bytes) = (0u64, 0u64);
-            {
-                let open = self.open_database()?;
-                let txn = open.database.begin_read().or_db(self)?;
-                let table = txn.open_table(ENTRIES).or_db(self)?;
-                for row in table.iter().or_db(self)? {
-                    let (key, value) = row.or_db(self)?;
-                    if EntryHeader::decode(value.value())
-                        .is_ok_and(|(header, _)| !header.is_expired(now))
-                    {
-                        entries += 1;
-                        bytes += (key.value().len() + value.value().len()) as u64;
-                    }
+            self.scan(|key, stored| {
+                if is_live(Some(stored), now) {
+                    entries += 1;
+                    bytes += (key.len() + stored.len()) as u64;
                 }
-            }
+            })?;
             let counters = self.counters.snapshot();
             let unpersisted = counters.minus(&lock(&self.persisted_counters));
             Ok(CacheStats {
@@ -809,7 +845,7 @@ impl CacheManager for RedbCache {
                 }
                 let mut total: u64 = live.iter().map(|(_, _, size)| size).sum();
                 if total > self.options.max_size_bytes {
-                    if self.options.eviction_policy == crate::EvictionPolicy::LeastRecentlyUsed {
+                    if self.options.eviction_policy == EvictionPolicy::LeastRecentlyUsed {
                         for (order, key, _) in &mut live {
                             let stored = tables
                                 .access
@@ -843,25 +879,26 @@ impl CacheManager for RedbCache {
 
     fn flush(&self) -> Result<()> {
         self.measure("flush", || {
-            let nothing_pending = lock(&self.access_pending).is_empty()
-                && self
-                    .counters
-                    .snapshot()
-                    .minus(&lock(&self.persisted_counters))
-                    .is_zero();
-            if nothing_pending {
-                Ok(())
-            } else {
+            if self.has_uncommitted() {
                 self.write(|_, _| Ok(()))
+            } else {
+                Ok(())
             }
         })
     }
 
     fn close(&self) -> Result<()> {
-        if self.is_closed() {
-            return Ok(());
+        {
+            let mut buffer = lock(&self.buffer);
+            if buffer.closed {
+                return Ok(());
+            }
+            buffer.closed = true;
         }
         let flushed = self.flush();
+        self.committer.shut_down();
+        // The snapshot's read transaction must end before the database closes.
+        lock(&self.buffer).snapshot = None;
         let taken = self
             .database
             .write()
@@ -919,6 +956,12 @@ impl Drop for RedbCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::prepare_root;
+
+    fn open_in(root: &Path, options: CacheOptions) -> Arc<RedbCache> {
+        let canonical = prepare_root(root).unwrap();
+        RedbCache::open(&canonical, Tag::new("t").unwrap(), options).unwrap()
+    }
 
     #[test]
     fn a_second_open_of_one_file_in_one_process_is_a_clear_error() {
@@ -937,26 +980,86 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_quarantined_and_the_tag_starts_empty() {
+    fn writes_are_buffered_until_the_commit_interval_or_a_flush() {
         let root = tempfile::tempdir().unwrap();
-        let canonical = prepare_root(root.path()).unwrap();
-        let tag_dir = canonical.join("t");
-        fs::create_dir(&tag_dir).unwrap();
-        fs::write(tag_dir.join(DATABASE_FILE_NAME), vec![0xA5u8; 64 * 1024]).unwrap();
-        let cache =
-            RedbCache::open(&canonical, Tag::new("t").unwrap(), CacheOptions::default()).unwrap();
-        assert_eq!(cache.keys().unwrap(), Vec::<Vec<u8>>::new());
+        let options = CacheOptions {
+            commit_interval: Duration::from_secs(3600),
+            ..CacheOptions::default()
+        };
+        let cache = open_in(root.path(), options);
         cache.set(b"k", b"v", None).unwrap();
-        assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
-        let quarantined: Vec<_> = fs::read_dir(&tag_dir)
-            .unwrap()
-            .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.file_name().to_string_lossy().contains(".corrupt-"))
-            .collect();
         assert_eq!(
-            quarantined.len(),
-            1,
-            "the corrupt file is kept aside for inspection"
+            cache.get(b"k").unwrap(),
+            Some(b"v".to_vec()),
+            "a process reads its own writes at once"
+        );
+        assert_eq!(lock(&cache.buffer).pending.len(), 1, "not committed yet");
+        cache.flush().unwrap();
+        assert!(lock(&cache.buffer).pending.is_empty());
+        assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn the_commit_thread_commits_within_the_interval() {
+        let root = tempfile::tempdir().unwrap();
+        let options = CacheOptions {
+            commit_interval: Duration::from_millis(5),
+            ..CacheOptions::default()
+        };
+        let cache = open_in(root.path(), options);
+        cache.set(b"k", b"v", None).unwrap();
+        // Waits for an event, not a duration: the loop ends as soon as the buffer is committed,
+        // and only a commit thread that never runs would exhaust it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock(&cache.buffer).pending.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            lock(&cache.buffer).pending.is_empty(),
+            "the commit thread never committed"
+        );
+    }
+
+    #[test]
+    fn back_pressure_commits_in_the_writer_when_the_buffer_is_full() {
+        let root = tempfile::tempdir().unwrap();
+        let options = CacheOptions {
+            commit_interval: Duration::from_secs(3600),
+            max_pending_bytes: 1024,
+            ..CacheOptions::default()
+        };
+        let cache = open_in(root.path(), options);
+        for index in 0..20u8 {
+            cache.set(&[b'k', index], &[0u8; 100], None).unwrap();
+            assert!(lock(&cache.buffer).pending_bytes <= 1024 + 2 + 100 + 22);
+        }
+        assert!(
+            lock(&cache.buffer).pending.len() < 20,
+            "some writes were committed by the writer itself"
+        );
+    }
+
+    #[test]
+    fn set_many_buffers_all_items_for_one_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let options = CacheOptions {
+            commit_interval: Duration::from_secs(3600),
+            ..CacheOptions::default()
+        };
+        let cache = open_in(root.path(), options);
+        let items: Vec<(Vec<u8>, Vec<u8>)> = (0..100u32)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![1u8; 10]))
+            .collect();
+        let borrowed: Vec<(&[u8], &[u8])> = items
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        cache.set_many(&borrowed, None).unwrap();
+        assert_eq!(lock(&cache.buffer).pending.len(), 100);
+        assert_eq!(
+            cache.keys().unwrap().len(),
+            100,
+            "keys() commits the buffer and scans the file"
         );
     }
 }

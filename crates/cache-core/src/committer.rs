@@ -1,0 +1,103 @@
+//! The group-commit thread of one `RedbCache`: it waits until the oldest pending write is
+//! `commit_interval` old, then commits everything pending in one transaction.
+//!
+//! The thread holds only a `Weak` reference to its cache while it waits, so an unused cache is
+//! dropped (and flushes in its `Drop`) without waiting for the thread.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::store::RedbCache;
+
+/// What the cache tells its committer.
+#[derive(Debug, Default)]
+struct Signal {
+    /// When the oldest uncommitted write was made; `None` when nothing waits.
+    work_since: Option<Instant>,
+    /// The cache is closing: stop.
+    shutdown: bool,
+}
+
+/// The state shared by a cache and its commit thread.
+#[derive(Debug, Default)]
+pub(crate) struct Committer {
+    signal: Mutex<Signal>,
+    wake: Condvar,
+}
+
+impl Committer {
+    fn signal(&self) -> MutexGuard<'_, Signal> {
+        // Signal updates are single field writes: a panic cannot leave them torn.
+        self.signal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the thread that commits `cache`'s pending writes every `interval`.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        cache: Weak<RedbCache>,
+        interval: Duration,
+        name: String,
+    ) -> std::io::Result<()> {
+        let committer = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || committer.run(&cache, interval))?;
+        Ok(())
+    }
+
+    /// Notes that a write is waiting; wakes the thread if it was idle.
+    pub(crate) fn work_arrived(&self) {
+        let mut signal = self.signal();
+        if signal.work_since.is_none() {
+            signal.work_since = Some(Instant::now());
+            self.wake.notify_one();
+        }
+    }
+
+    /// Stops the thread at its next wake-up.
+    pub(crate) fn shut_down(&self) {
+        self.signal().shutdown = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self, cache: &Weak<RedbCache>, interval: Duration) {
+        loop {
+            {
+                let mut signal = self.signal();
+                loop {
+                    if signal.shutdown {
+                        return;
+                    }
+                    match signal.work_since {
+                        None => {
+                            signal = self
+                                .wake
+                                .wait(signal)
+                                .unwrap_or_else(PoisonError::into_inner)
+                        }
+                        Some(since) => {
+                            let due = since + interval;
+                            let now = Instant::now();
+                            if now >= due {
+                                break;
+                            }
+                            signal = self
+                                .wake
+                                .wait_timeout(signal, due - now)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                    }
+                }
+                // Writes arriving from here on find the pending set non-empty or start a new
+                // window; either way none is left without a commit scheduled.
+                signal.work_since = None;
+            }
+            let Some(cache) = cache.upgrade() else { return };
+            if cache.commit_pending_in_background().is_err() {
+                // The writes stay pending; try again after another interval.
+                self.work_arrived();
+            }
+        }
+    }
+}

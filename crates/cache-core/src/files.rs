@@ -1,0 +1,216 @@
+//! Files of a cache root: creating the root and tag directories privately, refusing symlinks,
+//! registering which database files this process has open, and opening a tag's database with
+//! quarantine of a corrupt file.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use once_cell::sync::Lazy;
+use redb::{ConcurrencyMode, Database, DatabaseError, StorageError};
+
+use crate::config::CacheOptions;
+use crate::error::{CacheError, Result};
+use crate::tag::Tag;
+
+/// File name of a tag's database inside `<root>/<tag>/`.
+pub const DATABASE_FILE_NAME: &str = "cache.redb";
+
+/// Database files this process has open. redb allows one handle per file per process, so a
+/// second coordinator opening the same tag gets a clear error instead of a confusing one.
+static OPEN_FILES: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// Creates `root` (mode 0700) if needed, checks that it is a directory, and returns its
+/// canonical path: the form the coordinator keys its registry with.
+pub fn prepare_root(root: &Path) -> Result<PathBuf> {
+    match fs::symlink_metadata(root) {
+        Ok(meta) if meta.is_dir() || (meta.file_type().is_symlink() && root.is_dir()) => {}
+        Ok(_) => {
+            return Err(CacheError::InvalidRoot {
+                path: root.to_owned(),
+                reason: "is not a directory".to_owned(),
+            });
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_private_dir(root, true)?,
+        Err(source) => return Err(CacheError::io("reading cache root", root, source)),
+    }
+    fs::canonicalize(root).map_err(|source| CacheError::io("resolving cache root", root, source))
+}
+
+fn create_private_dir(path: &Path, recursive: bool) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(recursive);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(source) => Err(CacheError::io("creating directory", path, source)),
+    }
+}
+
+/// Creates `<root>/<tag>/` and an empty database file (mode 0600), refusing symlinks, so that
+/// nothing the cache writes can land outside the root.
+pub(crate) fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<PathBuf> {
+    let tag_dir = canonical_root.join(tag.as_str());
+    match fs::symlink_metadata(&tag_dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(CacheError::InvalidRoot {
+                path: tag_dir,
+                reason: "tag directory is a symlink; refusing to follow it out of the cache root"
+                    .to_owned(),
+            });
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(CacheError::InvalidRoot {
+                path: tag_dir,
+                reason: "tag directory is not a directory".to_owned(),
+            });
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            create_private_dir(&tag_dir, false)?
+        }
+        Err(source) => return Err(CacheError::io("reading tag directory", tag_dir, source)),
+    }
+    let path = tag_dir.join(DATABASE_FILE_NAME);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(CacheError::InvalidRoot {
+                path,
+                reason: "database path is not a regular file (a symlink or directory)".to_owned(),
+            });
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options
+                .open(&path)
+                .map_err(|source| CacheError::io("creating database file", &path, source))?;
+        }
+        Err(source) => return Err(CacheError::io("reading database file", path, source)),
+    }
+    Ok(path)
+}
+
+/// An open database and its entry in [`OPEN_FILES`]; fields drop in order, so the file is
+/// closed before it is unregistered.
+pub(crate) struct OpenDatabase {
+    pub(crate) database: Database,
+    pub(crate) _registration: FileRegistration,
+}
+
+pub(crate) struct FileRegistration(PathBuf);
+
+impl FileRegistration {
+    pub(crate) fn register(path: &Path) -> Result<Self> {
+        if lock(&OPEN_FILES).insert(path.to_owned()) {
+            Ok(FileRegistration(path.to_owned()))
+        } else {
+            Err(CacheError::AlreadyOpenInProcess {
+                path: path.to_owned(),
+            })
+        }
+    }
+}
+
+impl Drop for FileRegistration {
+    fn drop(&mut self) {
+        lock(&OPEN_FILES).remove(&self.0);
+    }
+}
+
+/// Opens the file; a file redb reports as corrupt (or that panics redb while opening) is renamed
+/// to `cache.redb.corrupt-<ms>` and a fresh one is created: a cache can always be rebuilt, a
+/// crash loop cannot.
+pub(crate) fn open_or_quarantine(
+    path: &Path,
+    tag: &Tag,
+    options: &CacheOptions,
+) -> Result<Database> {
+    let page_cache_bytes = options.page_cache_bytes;
+    let open = || {
+        std::panic::catch_unwind(|| {
+            let mut builder = Database::builder();
+            builder
+                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .set_cache_size(page_cache_bytes);
+            builder.create(path)
+        })
+    };
+    let reason = match open() {
+        Ok(Ok(database)) => return Ok(database),
+        Ok(Err(err)) if is_corruption(&err) => err.to_string(),
+        Ok(Err(err)) => return Err(CacheError::database(tag.as_str(), path, err)),
+        Err(_) => "redb panicked while opening it".to_owned(),
+    };
+    let quarantined = path.with_extension(format!("redb.corrupt-{}", options.clock.now_ms()));
+    tracing::error!(tag = %tag, path = %path.display(), quarantined = %quarantined.display(), reason, "cache file is corrupt; moved aside, starting empty");
+    fs::rename(path, &quarantined)
+        .map_err(|source| CacheError::io("quarantining corrupt database", path, source))?;
+    let mut options_file = fs::OpenOptions::new();
+    options_file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options_file, 0o600);
+    options_file
+        .open(path)
+        .map_err(|source| CacheError::io("creating database file", path, source))?;
+    match open() {
+        Ok(result) => result.map_err(|err| CacheError::database(tag.as_str(), path, err)),
+        Err(_) => Err(CacheError::InvalidRoot {
+            path: path.to_owned(),
+            reason: "redb panicked opening a fresh file".to_owned(),
+        }),
+    }
+}
+
+fn is_corruption(err: &DatabaseError) -> bool {
+    match err {
+        DatabaseError::RepairAborted | DatabaseError::UpgradeRequired(_) => true,
+        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
+        DatabaseError::Storage(StorageError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::InvalidData
+        }
+        _ => false,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The set is updated by single inserts and removes: a panic cannot leave it torn.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::CacheManager;
+    use crate::store::RedbCache;
+
+    #[test]
+    fn a_corrupt_file_is_quarantined_and_the_tag_starts_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let canonical = prepare_root(root.path()).unwrap();
+        let tag_dir = canonical.join("t");
+        fs::create_dir(&tag_dir).unwrap();
+        fs::write(tag_dir.join(DATABASE_FILE_NAME), vec![0xA5u8; 64 * 1024]).unwrap();
+        let cache =
+            RedbCache::open(&canonical, Tag::new("t").unwrap(), CacheOptions::default()).unwrap();
+        assert_eq!(cache.keys().unwrap(), Vec::<Vec<u8>>::new());
+        cache.set(b"k", b"v", None).unwrap();
+        assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+        let quarantined: Vec<_> = fs::read_dir(&tag_dir)
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().contains(".corrupt-"))
+            .collect();
+        assert_eq!(
+            quarantined.len(),
+            1,
+            "the corrupt file is kept aside for inspection"
+        );
+    }
+}
