@@ -1,6 +1,11 @@
 //! Several real processes on one cache root: they write one tag at the same moment, and every
 //! entry is readable by each of them and by a third process afterwards.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is a failed test with its location"
+)]
+
 use std::process::{Command, Output};
 
 use cache_core::{CacheOptions, Coordinator, Environment};
@@ -18,6 +23,7 @@ fn spawn_worker(
     barrier: &std::path::Path,
 ) -> std::process::Child {
     Command::new(WORKER)
+        .arg("pair")
         .arg(root)
         .args([tag, me, other, &count.to_string()])
         .arg(barrier)

@@ -1,8 +1,11 @@
-//! A worker process for multi-process tests: opens a cache root through its own coordinator,
-//! writes its entries while another worker writes its own, then reads both sets back.
+//! A worker process for multi-process tests, with one subcommand per scenario.
 //!
-//! Usage: `cache-worker ROOT TAG ME OTHER COUNT BARRIER_DIR`. Prints `read N` and exits 0 when
-//! every entry of both writers reads back exactly; exits 1 with a message otherwise.
+//! - `pair ROOT TAG ME OTHER COUNT BARRIER_DIR`: writes COUNT entries while a partner worker
+//!   writes its own, flushes, then reads both sets back. Prints `read N` and exits 0 when every
+//!   entry reads back exactly; exits 1 with a message otherwise.
+//! - `write-until-killed ROOT TAG FLUSH_EVERY`: writes entries `crash:000000`, `crash:000001`, ...
+//!   forever, calling `flush()` after every FLUSH_EVERY writes and then printing `flushed N`
+//!   (every entry below N is durable). The test kills it with SIGKILL.
 
 #![allow(
     clippy::print_stdout,
@@ -10,11 +13,12 @@
     reason = "a test helper program reports on its streams"
 )]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheOptions, Coordinator};
+use cache_core::{CacheOptions, Coordinator, SharedCache};
 use cache_tests::{barrier, worker_key, worker_value};
 
 fn main() {
@@ -26,17 +30,30 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [root, tag, me, other, count, barrier_dir] = args.as_slice() else {
-        bail!("usage: cache-worker ROOT TAG ME OTHER COUNT BARRIER_DIR");
+    match args.split_first() {
+        Some((command, rest)) if command == "pair" => pair(rest),
+        Some((command, rest)) if command == "write-until-killed" => write_until_killed(rest),
+        _ => bail!(
+            "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | write-until-killed ROOT TAG FLUSH_EVERY)"
+        ),
+    }
+}
+
+fn open(coordinator: &Coordinator, root: &str, tag: &str) -> anyhow::Result<SharedCache> {
+    coordinator
+        .get_shared_cache_instance(&PathBuf::from(root), tag, CacheOptions::default())
+        .context("while opening the cache")
+}
+
+fn pair(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, me, other, count, barrier_dir] = args else {
+        bail!("usage: cache-worker pair ROOT TAG ME OTHER COUNT BARRIER_DIR");
     };
     let count: usize = count.parse().context("while parsing COUNT")?;
     let barrier_dir = PathBuf::from(barrier_dir);
     let limit = Duration::from_secs(60);
-
     let coordinator = Coordinator::new();
-    let cache = coordinator
-        .get_shared_cache_instance(&PathBuf::from(root), tag.as_str(), CacheOptions::default())
-        .context("while opening the cache")?;
+    let cache = open(&coordinator, root, tag)?;
 
     barrier(
         &barrier_dir,
@@ -71,5 +88,30 @@ fn run() -> anyhow::Result<()> {
     }
     coordinator.reset().context("while closing")?;
     println!("read {read}");
+    Ok(())
+}
+
+fn write_until_killed(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, flush_every] = args else {
+        bail!("usage: cache-worker write-until-killed ROOT TAG FLUSH_EVERY");
+    };
+    let flush_every: usize = flush_every.parse().context("while parsing FLUSH_EVERY")?;
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    let mut stdout = std::io::stdout().lock();
+    for index in 0.. {
+        cache
+            .set(
+                &worker_key("crash", index),
+                &worker_value("crash", index),
+                None,
+            )
+            .with_context(|| format!("while writing entry {index}"))?;
+        if (index + 1) % flush_every == 0 {
+            cache.flush().context("while flushing")?;
+            writeln!(stdout, "flushed {}", index + 1).context("while reporting")?;
+            stdout.flush().context("while reporting")?;
+        }
+    }
     Ok(())
 }
