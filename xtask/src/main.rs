@@ -10,6 +10,7 @@
     reason = "xtask is a program that reports to the terminal"
 )]
 
+mod bench;
 mod shell;
 mod verify;
 
@@ -22,6 +23,10 @@ Usage: cargo xtask <command>
 Commands:
   verify    run every check CI runs, in order, stopping at the first failure:
             fmt, clippy, test, doc, and the coordination example
+  bench     measure ours against raw redb and python-diskcache on the same workloads, print
+            one table of medians, ratios and targets, and write it to docs/benchmarks.md
+            options: --quick (N = 10 000, 2 repetitions), --n N, --reps R
+            (default N = 100 000, 5 repetitions); diskcache is installed into target/bench-venv
   help      print this message
 ";
 
@@ -34,6 +39,8 @@ enum Task {
     Help,
     /// Run every check CI runs; see `verify.rs`.
     Verify,
+    /// Run the comparative benchmark with these options; see `bench.rs`.
+    Bench(Vec<String>),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Task::Verify => verify::run(),
+        Task::Bench(options) => bench::run(&options),
     };
 
     match result {
@@ -79,6 +87,9 @@ fn parse_task(arguments: &[String]) -> Option<Task> {
     match arguments.as_slice() {
         [] | ["help"] | ["--help"] | ["-h"] => Some(Task::Help),
         ["verify"] => Some(Task::Verify),
+        ["bench", options @ ..] => Some(Task::Bench(
+            options.iter().map(|option| (*option).to_owned()).collect(),
+        )),
         _ => None,
     }
 }

@@ -31,8 +31,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::{CacheOptions, Coordinator, Environment, SharedCache};
 use redb::{
-    ConcurrencyMode, Database, ReadOnlyTable, ReadableDatabase,
-    ReadableTableMetadata, TableDefinition,
+    ConcurrencyMode, Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata,
+    TableDefinition,
 };
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -1,0 +1,994 @@
+//! `cargo xtask bench`: ours against raw redb and python-diskcache on the same workloads, in one
+//! run; prints one table of medians, ratios and targets and writes it to `docs/benchmarks.md`.
+//!
+//! The Rust columns come from the `compare` bench of cache-core (run in release by `cargo
+//! bench`), the diskcache column from `xtask/bench/diskcache_bench.py` in a venv under `target/`.
+//! Both print one JSON line per workload and column; this module parses them (a small parser:
+//! the lines are flat objects of numbers and strings, not worth a dependency) and renders the
+//! table. The targets are those of the design's "Performance targets"; a target that is not met
+//! is marked `MISSED`, never left out.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+
+use crate::shell::Shell;
+
+/// Entries of the small-value workloads in a full run; `--quick` uses a tenth.
+const DEFAULT_N: u64 = 100_000;
+const QUICK_N: u64 = 10_000;
+const DEFAULT_REPETITIONS: u64 = 5;
+const QUICK_REPETITIONS: u64 = 2;
+/// The diskcache release measured; the design's figures are from it.
+const DISKCACHE_REQUIREMENT: &str = "diskcache==5.6.3";
+const DISKCACHE_VERSION: &str = "5.6.3";
+/// The RSS target of a CLI process, in KiB (64 MiB).
+const RSS_TARGET_KIB: f64 = 64.0 * 1024.0;
+/// The rows of the table, in order.
+const WORKLOADS: [&str; 7] = [
+    "set_100b",
+    "get_hit",
+    "get_miss",
+    "open_100k",
+    "multi_4proc",
+    "blob_64m",
+    "rss_cli",
+];
+
+/// What the command line asked for.
+struct Options {
+    n: u64,
+    repetitions: u64,
+    /// The command as typed, for the report.
+    command_line: String,
+}
+
+impl Options {
+    fn parse(arguments: &[String]) -> anyhow::Result<Self> {
+        let mut quick = false;
+        let mut n = None;
+        let mut repetitions = None;
+        let mut words = arguments.iter();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "--quick" => quick = true,
+                "--n" => n = Some(parse_count(words.next(), "--n")?),
+                "--reps" => repetitions = Some(parse_count(words.next(), "--reps")?),
+                other => bail!("bench: unknown argument `{other}` (see `cargo xtask help`)"),
+            }
+        }
+        let n = n.unwrap_or(if quick { QUICK_N } else { DEFAULT_N });
+        if n < 4 {
+            bail!("bench: --n must be at least 4 (four writer processes share it)");
+        }
+        let mut command_line = "cargo xtask bench".to_owned();
+        for argument in arguments {
+            command_line.push(' ');
+            command_line.push_str(argument);
+        }
+        Ok(Options {
+            n,
+            repetitions: repetitions.unwrap_or(if quick {
+                QUICK_REPETITIONS
+            } else {
+                DEFAULT_REPETITIONS
+            }),
+            command_line,
+        })
+    }
+}
+
+fn parse_count(word: Option<&String>, flag: &str) -> anyhow::Result<u64> {
+    let word = word.with_context(|| format!("bench: {flag} needs a number"))?;
+    let count: u64 = word
+        .parse()
+        .with_context(|| format!("bench: {flag} {word}: not a whole number"))?;
+    if count == 0 {
+        bail!("bench: {flag} must be at least 1");
+    }
+    Ok(count)
+}
+
+/// Runs the benchmark and writes `docs/benchmarks.md`.
+pub(crate) fn run(arguments: &[String]) -> anyhow::Result<()> {
+    let options = Options::parse(arguments)?;
+    let shell = Shell::new().context("while preparing to run the benchmark")?;
+    let root = shell.project_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+
+    // Set up the Python side first: it is quick, and a failure is reported before the long run.
+    let diskcache_python = match prepare_diskcache(root) {
+        Ok(python) => Ok(python),
+        Err(error) => {
+            let note = one_line(&error);
+            println!("bench: NOTE: skipping the diskcache column: {note}");
+            Err(note)
+        }
+    };
+
+    let n = options.n.to_string();
+    let repetitions = options.repetitions.to_string();
+    let mut rust = Command::new(&cargo);
+    rust.args(["bench", "-p", "cache-core", "--bench", "compare", "--"])
+        .args(["--n", &n, "--reps", &repetitions]);
+    let rust_output = run_capturing(
+        "compare",
+        &mut rust,
+        root,
+        &format!("cargo bench -p cache-core --bench compare -- --n {n} --reps {repetitions}"),
+    )
+    .context("bench: the Rust columns failed")?;
+    let mut records =
+        parse_records(&rust_output).context("while reading the Rust columns' results")?;
+
+    let diskcache = diskcache_python.and_then(|python| {
+        let script = root.join("xtask").join("bench").join("diskcache_bench.py");
+        let mut command = Command::new(&python);
+        command
+            .arg(&script)
+            .args(["--n", &n, "--reps", &repetitions]);
+        let command_line = format!(
+            "{} {} --n {n} --reps {repetitions}",
+            python.display(),
+            script.display()
+        );
+        run_capturing("diskcache", &mut command, root, &command_line)
+            .and_then(|output| parse_records(&output))
+            .map_err(|error| {
+                let note = format!("the diskcache script failed: {}", one_line(&error));
+                println!("bench: NOTE: skipping the diskcache column: {note}");
+                note
+            })
+    });
+    let diskcache_note = match diskcache {
+        Ok(diskcache_records) => {
+            records.extend(diskcache_records);
+            None
+        }
+        Err(note) => Some(note),
+    };
+
+    let report = render_report(&options, &records, diskcache_note.as_deref());
+    println!();
+    print!("{report}");
+    let path = root.join("docs").join("benchmarks.md");
+    std::fs::write(&path, &report).with_context(|| format!("while writing {}", path.display()))?;
+    println!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// An error and its causes on one line, for notes.
+fn one_line(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Runs `command` from `root` with stderr streamed live and stdout captured; fails if it exits
+/// unsuccessfully or prints something that is not UTF-8.
+fn run_capturing(
+    name: &str,
+    command: &mut Command,
+    root: &Path,
+    command_line: &str,
+) -> anyhow::Result<String> {
+    println!("==> {name}: {command_line}");
+    let output = command
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("while starting `{command_line}`"))?;
+    let stdout = String::from_utf8(output.stdout)
+        .with_context(|| format!("while reading the output of `{command_line}` as UTF-8"))?;
+    if !output.status.success() {
+        print!("{stdout}");
+        bail!("`{command_line}` exited unsuccessfully ({})", output.status);
+    }
+    Ok(stdout)
+}
+
+/// Runs `command` from `root` with its output streamed live; fails if it exits unsuccessfully.
+fn run_streaming(command: &mut Command, root: &Path, command_line: &str) -> anyhow::Result<()> {
+    println!("==> diskcache setup: {command_line}");
+    let status = command
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("while starting `{command_line}`"))?;
+    if !status.success() {
+        bail!("`{command_line}` exited unsuccessfully ({status})");
+    }
+    Ok(())
+}
+
+/// The venv's Python with diskcache installed: `target/bench-venv`, created and filled on first
+/// use with `python3 -m venv` and pip, reused afterwards.
+fn prepare_diskcache(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target").join("bench-venv");
+    let python = if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    };
+    if has_diskcache(&python) {
+        return Ok(python);
+    }
+    run_streaming(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        root,
+        &format!("python3 -m venv {}", venv.display()),
+    )
+    .context("while creating the venv (is python3 with the venv module installed?)")?;
+    run_streaming(
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            DISKCACHE_REQUIREMENT,
+        ]),
+        root,
+        &format!(
+            "{} -m pip install {DISKCACHE_REQUIREMENT}",
+            python.display()
+        ),
+    )
+    .context("while installing diskcache into the venv")?;
+    if !has_diskcache(&python) {
+        bail!("diskcache {DISKCACHE_VERSION} is still not importable after pip install");
+    }
+    Ok(python)
+}
+
+fn has_diskcache(python: &Path) -> bool {
+    python.exists()
+        && Command::new(python)
+            .args([
+                "-c",
+                &format!(
+                    "import sys, diskcache; sys.exit(diskcache.__version__ != '{DISKCACHE_VERSION}')"
+                ),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+}
+
+/// One line of results: the median of one workload in one column.
+#[derive(Debug)]
+struct Record {
+    workload: String,
+    column: String,
+    median_s: f64,
+    ops: f64,
+    reps: f64,
+    extra: BTreeMap<String, f64>,
+    /// The line as printed, for the raw results in the report.
+    line: String,
+}
+
+/// Parses the JSON lines of `output`; other lines (there should be none) are ignored.
+fn parse_records(output: &str) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if !line.starts_with('{') {
+            continue;
+        }
+        let value = json::parse(line).with_context(|| format!("while parsing `{line}`"))?;
+        let field = |name: &str| {
+            value
+                .get(name)
+                .with_context(|| format!("`{line}` has no field `{name}`"))
+        };
+        let text = |name: &str| -> anyhow::Result<String> {
+            field(name)?
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("`{name}` is not a string in `{line}`"))
+        };
+        let number = |name: &str| -> anyhow::Result<f64> {
+            field(name)?
+                .as_number()
+                .with_context(|| format!("`{name}` is not a number in `{line}`"))
+        };
+        let mut extra = BTreeMap::new();
+        if let Some(json::Value::Object(members)) = value.get("extra") {
+            for (name, member) in members {
+                if let Some(number) = member.as_number() {
+                    extra.insert(name.clone(), number);
+                }
+            }
+        }
+        records.push(Record {
+            workload: text("workload")?,
+            column: text("column")?,
+            median_s: number("median_s")?,
+            ops: number("ops")?,
+            reps: number("reps").unwrap_or(f64::NAN),
+            extra,
+            line: line.to_owned(),
+        });
+    }
+    if records.is_empty() {
+        bail!("no results in the output");
+    }
+    Ok(records)
+}
+
+/// Whether a target is met.
+enum Status {
+    Met,
+    Missed,
+    /// The comparison needs a column that was not measured.
+    NotChecked(&'static str),
+    /// The design sets no target for this row.
+    NoTarget,
+}
+
+impl Status {
+    fn from_check(met: bool) -> Self {
+        if met { Status::Met } else { Status::Missed }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Status::Met => "met".to_owned(),
+            Status::Missed => "**MISSED**".to_owned(),
+            Status::NotChecked(why) => format!("not checked ({why})"),
+            Status::NoTarget => "—".to_owned(),
+        }
+    }
+}
+
+/// The records of one workload, by column.
+struct Row<'a> {
+    workload: &'a str,
+    columns: BTreeMap<&'a str, &'a Record>,
+}
+
+impl Row<'_> {
+    fn column(&self, name: &str) -> Option<&Record> {
+        self.columns.get(name).copied()
+    }
+
+    fn extra(&self, column: &str, name: &str) -> Option<f64> {
+        self.column(column)?.extra.get(name).copied()
+    }
+
+    fn seconds(&self, column: &str) -> Option<f64> {
+        self.column(column).map(|record| record.median_s)
+    }
+
+    /// Operations per second of `column` (sets or gets per second).
+    fn throughput(&self, column: &str) -> Option<f64> {
+        self.column(column)
+            .map(|record| record.ops / record.median_s)
+    }
+
+    /// MiB per second of a blob row.
+    fn mib_per_second(&self, column: &str) -> Option<f64> {
+        let bytes = self.extra(column, "bytes")?;
+        Some(bytes / MIB / self.seconds(column)?)
+    }
+
+    /// The cell of `column`: the measurement in the unit that suits the workload.
+    fn cell(&self, column: &str) -> String {
+        let Some(record) = self.column(column) else {
+            return "—".to_owned();
+        };
+        match self.workload {
+            "set_100b" | "get_hit" | "get_miss" => format!(
+                "{} ({}/s)",
+                format_duration(record.median_s / record.ops),
+                format_rate(record.ops / record.median_s)
+            ),
+            "open_100k" => format_duration(record.median_s),
+            "multi_4proc" => {
+                let lost = self.extra(column, "lost").unwrap_or(f64::NAN);
+                let lost = if lost == 0.0 {
+                    "lost 0".to_owned()
+                } else {
+                    format!("**lost {lost}**")
+                };
+                format!(
+                    "{} sets/s, {lost}",
+                    format_rate(record.ops / record.median_s)
+                )
+            }
+            "blob_64m" => {
+                let speed = self.mib_per_second(column).unwrap_or(f64::NAN);
+                match (
+                    self.extra(column, "fsync_s"),
+                    self.extra(column, "set_s"),
+                    self.extra(column, "get_s"),
+                ) {
+                    (Some(fsync), _, _) => format!(
+                        "{speed:.0} MiB/s ({:.0} MiB/s with fsync)",
+                        self.extra(column, "bytes").unwrap_or(f64::NAN)
+                            / MIB
+                            / (record.median_s + fsync)
+                    ),
+                    (None, Some(set), Some(get)) => format!(
+                        "{speed:.0} MiB/s (set {}, get {})",
+                        format_duration(set),
+                        format_duration(get)
+                    ),
+                    _ => format!("{speed:.0} MiB/s"),
+                }
+            }
+            "rss_cli" => match self.extra(column, "vmhwm_kib") {
+                Some(kib) => format!("{:.1} MiB", kib / 1024.0),
+                None => "—".to_owned(),
+            },
+            _ => format_duration(record.median_s),
+        }
+    }
+
+    /// diskcache's cost over ours: above 1, ours is better by that factor.
+    fn versus_diskcache(&self) -> Option<f64> {
+        match self.workload {
+            "rss_cli" => {
+                Some(self.extra("diskcache", "vmhwm_kib")? / self.extra("ours", "vmhwm_kib")?)
+            }
+            "multi_4proc" => Some(self.throughput("ours")? / self.throughput("diskcache")?),
+            _ => Some(self.seconds("diskcache")? / self.seconds("ours")?),
+        }
+    }
+
+    /// Ours' time over raw redb's: the overhead of our layer; 1 is none.
+    fn versus_redb(&self) -> Option<f64> {
+        match self.workload {
+            "rss_cli" => None,
+            "multi_4proc" => Some(self.throughput("redb")? / self.throughput("ours")?),
+            _ => Some(self.seconds("ours")? / self.seconds("redb")?),
+        }
+    }
+
+    /// The design's target for this row and whether it is met.
+    fn target(&self) -> (&'static str, Status) {
+        const NO_DISKCACHE: &str = "no diskcache column";
+        const NO_OURS: &str = "no result for ours";
+        let versus_diskcache = self.versus_diskcache();
+        match self.workload {
+            "set_100b" => (
+                "≥ 20× diskcache",
+                versus_diskcache.map_or(Status::NotChecked(NO_DISKCACHE), |ratio| {
+                    Status::from_check(ratio >= 20.0)
+                }),
+            ),
+            "get_hit" => {
+                let redb_ok = self.versus_redb().map(|ratio| ratio <= 2.0);
+                let status = match (versus_diskcache, redb_ok) {
+                    (_, Some(false)) => Status::Missed,
+                    (Some(ratio), Some(true)) => Status::from_check(ratio >= 5.0),
+                    (Some(ratio), None) if ratio < 5.0 => Status::Missed,
+                    (None, _) => Status::NotChecked(NO_DISKCACHE),
+                    (Some(_), None) => Status::NotChecked("no raw redb column"),
+                };
+                ("≥ 5× diskcache and ≤ 2× raw redb", status)
+            }
+            "open_100k" => (
+                "no slower than diskcache (≥ 1×)",
+                versus_diskcache.map_or(Status::NotChecked(NO_DISKCACHE), |ratio| {
+                    Status::from_check(ratio >= 1.0)
+                }),
+            ),
+            "multi_4proc" => {
+                let lost = self.extra("ours", "lost");
+                let status = match (lost, versus_diskcache) {
+                    (None, _) => Status::NotChecked(NO_OURS),
+                    (Some(lost), _) if lost != 0.0 => Status::Missed,
+                    (Some(_), Some(ratio)) => Status::from_check(ratio >= 1.0),
+                    (Some(_), None) => Status::NotChecked(NO_DISKCACHE),
+                };
+                ("≥ diskcache's throughput, 0 lost", status)
+            }
+            "blob_64m" => {
+                let status = match (
+                    self.mib_per_second("ours"),
+                    self.mib_per_second("file_copy"),
+                ) {
+                    (Some(ours), Some(copy)) => Status::from_check(ours >= 0.5 * copy),
+                    _ => Status::NotChecked("no file copy or ours result"),
+                };
+                ("≥ 50% of the file copy's MiB/s", status)
+            }
+            "rss_cli" => (
+                "< 64 MiB peak RSS",
+                self.extra("ours", "vmhwm_kib")
+                    .map_or(Status::NotChecked(NO_OURS), |kib| {
+                        Status::from_check(kib < RSS_TARGET_KIB)
+                    }),
+            ),
+            _ => ("—", Status::NoTarget),
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A duration in the unit that suits it, with three significant digits.
+fn format_duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "—".to_owned();
+    }
+    let (scaled, unit) = if seconds >= 1.0 {
+        (seconds, "s")
+    } else if seconds >= 1e-3 {
+        (seconds * 1e3, "ms")
+    } else if seconds >= 1e-6 {
+        (seconds * 1e6, "µs")
+    } else {
+        (seconds * 1e9, "ns")
+    };
+    format!("{} {unit}", three_digits(scaled))
+}
+
+/// A rate per second with three significant digits: `812 k`, `1.23 M`.
+fn format_rate(per_second: f64) -> String {
+    if !per_second.is_finite() {
+        "—".to_owned()
+    } else if per_second >= 1e6 {
+        format!("{} M", three_digits(per_second / 1e6))
+    } else if per_second >= 1e3 {
+        format!("{} k", three_digits(per_second / 1e3))
+    } else {
+        three_digits(per_second)
+    }
+}
+
+/// `value` with three significant digits (at least the integer part).
+fn three_digits(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn format_ratio(ratio: Option<f64>) -> String {
+    match ratio {
+        Some(ratio) if ratio.is_finite() => format!("{}×", three_digits(ratio)),
+        _ => "—".to_owned(),
+    }
+}
+
+/// The whole of `docs/benchmarks.md`.
+fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&str>) -> String {
+    let rows: Vec<Row<'_>> = WORKLOADS
+        .iter()
+        .map(|&workload| Row {
+            workload,
+            columns: records
+                .iter()
+                .filter(|record| record.workload == workload)
+                .map(|record| (record.column.as_str(), record))
+                .collect(),
+        })
+        .collect();
+    let reps_seen: Vec<f64> = records.iter().map(|record| record.reps).collect();
+    let reps_note = if reps_seen
+        .iter()
+        .all(|&reps| reps == options.repetitions as f64)
+    {
+        String::new()
+    } else {
+        " (some columns report a different count; see the raw results)".to_owned()
+    };
+
+    let mut out = String::new();
+    // `write!` to a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Generated by `{}`; do not edit by hand (the next run overwrites this file).\n",
+        options.command_line
+    );
+    let _ = writeln!(out, "- Date: {}", utc_now());
+    let _ = writeln!(out, "- Machine: {}", machine_description());
+    let _ = writeln!(
+        out,
+        "- N = {} entries (100-byte values, keys `key-000000`...); medians of {} repetition{}{reps_note}",
+        options.n,
+        options.repetitions,
+        if options.repetitions == 1 { "" } else { "s" }
+    );
+    match diskcache_note {
+        None => {
+            let _ = writeln!(
+                out,
+                "- diskcache {DISKCACHE_VERSION} in `target/bench-venv` (python3 -m venv + pip)"
+            );
+        }
+        Some(note) => {
+            let _ = writeln!(out, "- **diskcache column skipped**: {note}");
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| workload | ours | raw redb | diskcache | file copy | diskcache ÷ ours ¹ | ours ÷ raw redb ² | target | status |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        let (target, status) = row.target();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {target} | {} |",
+            row.workload,
+            row.cell("ours"),
+            row.cell("redb"),
+            row.cell("diskcache"),
+            row.cell("file_copy"),
+            format_ratio(row.versus_diskcache()),
+            format_ratio(row.versus_redb()),
+            status.text()
+        );
+    }
+    let _ = writeln!(out);
+    let open_walls = WORKLOADS
+        .iter()
+        .position(|&workload| workload == "open_100k")
+        .and_then(|index| rows.get(index))
+        .map(|row| {
+            ["ours", "redb", "diskcache"]
+                .iter()
+                .filter_map(|&column| {
+                    row.extra(column, "wall_s")
+                        .map(|wall| format!("{column} {}", format_duration(wall)))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let notes = [
+        "¹ How many times better ours is than diskcache: diskcache's time ÷ ours (for `multi_4proc` \
+         ours' throughput ÷ diskcache's, for `rss_cli` diskcache's peak RSS ÷ ours). Above 1, ours is better."
+            .to_owned(),
+        "² Our layer's overhead over redb used directly: ours' time ÷ raw redb's (for `multi_4proc` \
+         redb's throughput ÷ ours). 1 is no overhead."
+            .to_owned(),
+        "Columns: **ours** is `cache_core` through `Coordinator::get_shared_cache_instance(root, \"bench\", \
+         CacheOptions::default())` and `CacheManager`; **raw redb** is redb opened in `MultiWriter` mode \
+         with the same page cache size, sets committed in batches of 1 000 per write transaction \
+         (`Durability::Immediate`), gets through one held read transaction and table; **diskcache** is \
+         python-diskcache with its defaults (SQLite in WAL mode, `synchronous=NORMAL`: a set is visible \
+         to other processes and survives a process crash when it returns, but is not fsynced per set)."
+            .to_owned(),
+        "`set_100b`: N sets of 100-byte values until durable and visible to other processes (ours: \
+         `set` each, then `flush()`). `get_hit`: N gets of existing keys in a fixed xorshift64 random \
+         order, the same in every column. `get_miss`: N gets of absent keys (`miss-000000`...). \
+         Cells show time per operation and operations per second."
+            .to_owned(),
+        format!(
+            "`open_100k`: a fresh process opens the tag holding N entries and reads one key; the time is \
+             the child's own measurement of open + first get, which leaves out process start-up \
+             (and, for diskcache, the interpreter's start and `import diskcache`). The OS page cache \
+             is warm. Wall times of the whole child, for reference: {open_walls}."
+        ),
+        "`multi_4proc`: 4 processes write N/4 distinct keys each to one tag at once (ours: `set` \
+         each, `flush()` at the end); throughput = N ÷ (last child's end − first child's start, each \
+         child timing itself from before its open to after its flush), so process start-up is left \
+         out. `lost` = N − entries the parent counts afterwards, the worst repetition."
+            .to_owned(),
+        "`blob_64m`: one 64 MiB value set (durably) then read back; MiB/s = 64 MiB ÷ (set + get). \
+         The file copy is `std::fs::copy` of a 64 MiB file in the same temp file system, without \
+         fsync (the target's reference); the fsync of the copy is shown beside it. diskcache stores \
+         the value as its own file, without fsync."
+            .to_owned(),
+        "`rss_cli`: peak RSS (`VmHWM`) of a fresh process that opens the tag holding N entries, does \
+         1 000 random gets and exits; raw redb is not measured. The diskcache figure includes the \
+         Python interpreter."
+            .to_owned(),
+        "All data lives in temp directories (`tempfile`), never in a user's cache. The machine is \
+         shared and noisy: compare ratios, not absolute times."
+            .to_owned(),
+    ];
+    for note in notes {
+        let _ = writeln!(out, "{note}\n");
+    }
+    let _ = writeln!(out, "## Raw results\n\n```json");
+    for record in records {
+        let _ = writeln!(out, "{}", record.line);
+    }
+    let _ = writeln!(out, "```");
+    out
+}
+
+/// `nproc` and the CPU model from `/proc/cpuinfo`, as far as they can be found.
+fn machine_description() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|count| count.to_string())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|cpuinfo| {
+            cpuinfo.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                (name.trim() == "model name").then(|| value.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU model".to_owned());
+    format!(
+        "{model}, nproc = {cores}, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM UTC`, without a date crate.
+fn utc_now() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let days = (seconds / 86_400) as i64;
+    let (year, month, day) = civil_from_days(days);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        of_day / 3600,
+        of_day % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Just enough JSON for the result lines: objects, strings and numbers are kept; booleans, null
+/// and arrays are parsed and dropped, as no result uses them.
+mod json {
+    use anyhow::{Context as _, bail};
+
+    #[derive(Debug)]
+    pub(super) enum Value {
+        Number(f64),
+        String(String),
+        Object(Vec<(String, Value)>),
+        /// `true`, `false`, `null` or an array: accepted, not kept.
+        Other,
+    }
+
+    impl Value {
+        pub(super) fn get(&self, name: &str) -> Option<&Value> {
+            match self {
+                Value::Object(members) => members
+                    .iter()
+                    .find(|(member, _)| member == name)
+                    .map(|(_, value)| value),
+                _ => None,
+            }
+        }
+
+        pub(super) fn as_str(&self) -> Option<&str> {
+            match self {
+                Value::String(text) => Some(text),
+                _ => None,
+            }
+        }
+
+        pub(super) fn as_number(&self) -> Option<f64> {
+            match self {
+                Value::Number(number) => Some(*number),
+                _ => None,
+            }
+        }
+    }
+
+    pub(super) fn parse(text: &str) -> anyhow::Result<Value> {
+        let mut parser = Parser { text, position: 0 };
+        let value = parser.value()?;
+        parser.skip_whitespace();
+        if parser.position != text.len() {
+            bail!(
+                "unexpected text after the value at byte {}",
+                parser.position
+            );
+        }
+        Ok(value)
+    }
+
+    struct Parser<'a> {
+        text: &'a str,
+        position: usize,
+    }
+
+    impl Parser<'_> {
+        fn rest(&self) -> &str {
+            self.text.get(self.position..).unwrap_or("")
+        }
+
+        fn peek(&self) -> Option<char> {
+            self.rest().chars().next()
+        }
+
+        fn skip_whitespace(&mut self) {
+            let rest = self.rest();
+            self.position += rest.len() - rest.trim_start().len();
+        }
+
+        fn expect(&mut self, expected: char) -> anyhow::Result<()> {
+            self.skip_whitespace();
+            if self.peek() != Some(expected) {
+                bail!("expected `{expected}` at byte {}", self.position);
+            }
+            self.position += expected.len_utf8();
+            Ok(())
+        }
+
+        fn value(&mut self) -> anyhow::Result<Value> {
+            self.skip_whitespace();
+            match self.peek() {
+                Some('{') => self.object(),
+                Some('[') => self.array(),
+                Some('"') => self.string().map(Value::String),
+                Some('t') => self.literal("true"),
+                Some('f') => self.literal("false"),
+                Some('n') => self.literal("null"),
+                Some(_) => self.number(),
+                None => bail!("unexpected end of input"),
+            }
+        }
+
+        fn literal(&mut self, word: &str) -> anyhow::Result<Value> {
+            if !self.rest().starts_with(word) {
+                bail!("expected `{word}` at byte {}", self.position);
+            }
+            self.position += word.len();
+            Ok(Value::Other)
+        }
+
+        fn number(&mut self) -> anyhow::Result<Value> {
+            let rest = self.rest();
+            let length = rest
+                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E')))
+                .unwrap_or(rest.len());
+            let number: f64 = rest[..length]
+                .parse()
+                .with_context(|| format!("expected a value at byte {}", self.position))?;
+            self.position += length;
+            Ok(Value::Number(number))
+        }
+
+        fn string(&mut self) -> anyhow::Result<String> {
+            self.expect('"')?;
+            let mut text = String::new();
+            let mut characters = self.rest().char_indices();
+            while let Some((offset, character)) = characters.next() {
+                match character {
+                    '"' => {
+                        self.position += offset + 1;
+                        return Ok(text);
+                    }
+                    '\\' => {
+                        let escaped = match characters.next().map(|(_, escaped)| escaped) {
+                            Some('n') => '\n',
+                            Some('t') => '\t',
+                            Some('r') => '\r',
+                            Some('b') => '\u{8}',
+                            Some('f') => '\u{c}',
+                            Some('u') => {
+                                let hex: String =
+                                    characters.by_ref().take(4).map(|(_, c)| c).collect();
+                                u32::from_str_radix(&hex, 16)
+                                    .ok()
+                                    .and_then(char::from_u32)
+                                    .unwrap_or('\u{fffd}')
+                            }
+                            Some(other) => other,
+                            None => bail!("unterminated escape in a string"),
+                        };
+                        text.push(escaped);
+                    }
+                    other => text.push(other),
+                }
+            }
+            bail!("unterminated string starting before byte {}", self.position)
+        }
+
+        fn array(&mut self) -> anyhow::Result<Value> {
+            self.expect('[')?;
+            self.skip_whitespace();
+            if self.peek() == Some(']') {
+                self.position += 1;
+                return Ok(Value::Other);
+            }
+            loop {
+                self.value()?;
+                self.skip_whitespace();
+                match self.peek() {
+                    Some(',') => self.position += 1,
+                    Some(']') => {
+                        self.position += 1;
+                        return Ok(Value::Other);
+                    }
+                    _ => bail!("expected `,` or `]` at byte {}", self.position),
+                }
+            }
+        }
+
+        fn object(&mut self) -> anyhow::Result<Value> {
+            self.expect('{')?;
+            let mut members = Vec::new();
+            self.skip_whitespace();
+            if self.peek() == Some('}') {
+                self.position += 1;
+                return Ok(Value::Object(members));
+            }
+            loop {
+                self.skip_whitespace();
+                let name = self.string()?;
+                self.expect(':')?;
+                members.push((name, self.value()?));
+                self.skip_whitespace();
+                match self.peek() {
+                    Some(',') => self.position += 1,
+                    Some('}') => {
+                        self.position += 1;
+                        return Ok(Value::Object(members));
+                    }
+                    _ => bail!("expected `,` or `}}` at byte {}", self.position),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_result_line() {
+        let records = parse_records(
+            "noise\n{\"workload\":\"get_hit\",\"column\":\"ours\",\"median_s\":0.5,\"ops\":10,\"reps\":2,\"extra\":{\"lost\":0,\"vmhwm_kib\":1.5e3}}\n",
+        )
+        .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].workload, "get_hit");
+        assert_eq!(records[0].column, "ours");
+        assert_eq!(records[0].median_s, 0.5);
+        assert_eq!(records[0].extra.get("vmhwm_kib"), Some(&1500.0));
+    }
+
+    #[test]
+    fn rejects_a_truncated_line() {
+        assert!(parse_records("{\"workload\":\"get_hit\",").is_err());
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}
