@@ -413,6 +413,8 @@ fn json_number(value: f64) -> String {
 struct RunConfig {
     n: u64,
     repetitions: u64,
+    /// Runs one group of workloads only (`small`, `multi`, `large`), for quick iteration.
+    only: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -454,6 +456,7 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
     let mut config = RunConfig {
         n: 100_000,
         repetitions: 5,
+        only: None,
     };
     let mut words = words.iter();
     while let Some(word) = words.next() {
@@ -461,6 +464,13 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
             "--bench" => {}
             "--n" => config.n = parse(words.next().ok_or("--n needs a value")?)?,
             "--reps" => config.repetitions = parse(words.next().ok_or("--reps needs a value")?)?,
+            "--only" => {
+                let group = *words.next().ok_or("--only needs small, multi or large")?;
+                if !["small", "multi", "large"].contains(&group) {
+                    return Err(format!("--only takes small, multi or large, not {group:?}").into());
+                }
+                config.only = Some(group.to_owned());
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -479,13 +489,20 @@ fn run_parent(config: &RunConfig) -> BenchResult<()> {
             "compare: repetition {repetition}/{} (n = {})",
             config.repetitions, config.n
         );
-        small_values::<Ours>(config.n, &mut results)?;
-        small_values::<RawRedb>(config.n, &mut results)?;
-        multi_process::<Ours>(config.n, &mut results)?;
-        multi_process::<RawRedb>(config.n, &mut results)?;
-        large_value::<Ours>(&mut results)?;
-        large_value::<RawRedb>(&mut results)?;
-        file_copy(&mut results)?;
+        let runs = |group: &str| config.only.as_deref().is_none_or(|only| only == group);
+        if runs("small") {
+            small_values::<Ours>(config.n, &mut results)?;
+            small_values::<RawRedb>(config.n, &mut results)?;
+        }
+        if runs("multi") {
+            multi_process::<Ours>(config.n, &mut results)?;
+            multi_process::<RawRedb>(config.n, &mut results)?;
+        }
+        if runs("large") {
+            large_value::<Ours>(&mut results)?;
+            large_value::<RawRedb>(&mut results)?;
+            file_copy(&mut results)?;
+        }
     }
     let mut stdout = std::io::stdout().lock();
     for line in results.json_lines() {

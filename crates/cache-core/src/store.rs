@@ -39,9 +39,12 @@ const ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access"
 /// Counter name -> value: the tag's lifetime statistics, summed over every process.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
-/// Pending access records are merged by the next commit; past this many distinct keys a read
-/// commits them itself, so memory stays bounded.
-const ACCESS_PENDING_LIMIT: usize = 10_000;
+/// Pending access records are merged by the next commit. Past this many distinct keys a read
+/// asks the commit thread for a commit, so that a read-only process still persists them.
+const ACCESS_PENDING_SOFT_LIMIT: usize = 50_000;
+/// Past this many, the reader commits them itself: memory stays bounded even if the commit
+/// thread cannot keep up.
+const ACCESS_PENDING_HARD_LIMIT: usize = 200_000;
 
 /// Back-pressure on the number of buffered writes (bytes are bounded by `max_pending_bytes`).
 const MAX_PENDING_WRITES: usize = 100_000;
@@ -63,6 +66,9 @@ impl<T, E: Into<redb::Error>> OrDatabaseError<T> for std::result::Result<T, E> {
     }
 }
 
+/// A map keyed by cache keys.
+type KeyMap<V> = HashMap<Vec<u8>, V>;
+
 /// A buffered write: the encoded entry to store, or `None` to delete.
 type BufferedWrite = Option<Vec<u8>>;
 
@@ -70,12 +76,12 @@ type BufferedWrite = Option<Vec<u8>>;
 #[derive(Default)]
 struct WriteBuffer {
     /// Writes no commit has taken yet.
-    pending: HashMap<Vec<u8>, BufferedWrite>,
+    pending: KeyMap<BufferedWrite>,
     /// Bytes of keys and values in `pending`.
     pending_bytes: usize,
     /// Writes taken by the commit in progress; served to readers until that commit lands.
     /// Invariant: empty whenever no commit is in progress.
-    in_flight: Arc<HashMap<Vec<u8>, BufferedWrite>>,
+    in_flight: Arc<KeyMap<BufferedWrite>>,
     /// A recent read snapshot; dropped by each of our commits so the next read sees it.
     snapshot: Option<Arc<Snapshot>>,
     /// Set by `close` before its final commit: later writes are refused, so none can slip in
@@ -157,7 +163,7 @@ pub struct RedbCache {
     /// polling redb's cross-process lock.
     write_lock: Mutex<()>,
     buffer: Mutex<WriteBuffer>,
-    access_pending: Mutex<HashMap<Vec<u8>, AccessDelta>>,
+    access_pending: Mutex<KeyMap<AccessDelta>>,
     counters: AtomicCounters,
     /// The part of `counters` already added to the persisted lifetime counters.
     persisted_counters: Mutex<Counters>,
@@ -191,7 +197,7 @@ impl RedbCache {
             }))),
             write_lock: Mutex::new(()),
             buffer: Mutex::new(WriteBuffer::default()),
-            access_pending: Mutex::new(HashMap::new()),
+            access_pending: Mutex::new(KeyMap::default()),
             counters: AtomicCounters::default(),
             persisted_counters: Mutex::new(Counters::default()),
             committer: Arc::new(Committer::default()),
@@ -357,8 +363,8 @@ impl RedbCache {
         &self,
         txn: WriteTransaction,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
-        in_flight: &HashMap<Vec<u8>, BufferedWrite>,
-        pending_access: &HashMap<Vec<u8>, AccessDelta>,
+        in_flight: &KeyMap<BufferedWrite>,
+        pending_access: &KeyMap<AccessDelta>,
         counters_delta: Counters,
     ) -> Result<R> {
         let value = {
@@ -500,12 +506,12 @@ impl RedbCache {
         Ok(snapshot)
     }
 
-    fn record_access(&self, key: &[u8]) {
+    fn record_access(&self, key: &[u8], now_ms: u64) {
         let delta = AccessDelta {
-            last_ms: self.now_ms(),
+            last_ms: now_ms,
             count: 1,
         };
-        let over_limit = {
+        let pending_keys = {
             let mut pending = lock(&self.access_pending);
             match pending.get_mut(key) {
                 Some(existing) => merge_access(existing, delta),
@@ -513,10 +519,14 @@ impl RedbCache {
                     pending.insert(key.to_vec(), delta);
                 }
             }
-            pending.len() > ACCESS_PENDING_LIMIT
+            pending.len()
         };
-        if over_limit && let Err(err) = self.write(|_, _| Ok(())) {
-            tracing::warn!(tag = %self.tag, error = %err, "could not record access times; will retry");
+        if pending_keys > ACCESS_PENDING_HARD_LIMIT {
+            if let Err(err) = self.write(|_, _| Ok(())) {
+                tracing::warn!(tag = %self.tag, error = %err, "could not record access times; will retry");
+            }
+        } else if pending_keys > ACCESS_PENDING_SOFT_LIMIT {
+            self.committer.work_arrived();
         }
     }
 
@@ -610,7 +620,7 @@ impl CacheManager for RedbCache {
             match outcome {
                 Outcome::Hit(value) => {
                     AtomicCounters::add(&self.counters.hits, 1);
-                    self.record_access(key);
+                    self.record_access(key, now);
                     Ok(Some(value))
                 }
                 Outcome::Miss => {
@@ -815,7 +825,7 @@ impl CacheManager for RedbCache {
 
     fn cleanup(&self) -> Result<CleanupReport> {
         self.measure("cleanup", || {
-            let pending_access: HashMap<Vec<u8>, AccessDelta> = lock(&self.access_pending).clone();
+            let pending_access: KeyMap<AccessDelta> = lock(&self.access_pending).clone();
             let report = self.write(|tables, now| {
                 let mut report = CleanupReport::default();
                 // (eviction order, key, bytes) of every live entry.
