@@ -272,10 +272,16 @@ impl RedbCache {
     }
 
     /// Runs one operation: counts it, times it, counts its failure, and logs failures.
-    fn measure<T>(&self, operation: &'static str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// `run` gets the operation's start time, which reads reuse to judge the snapshot's age
+    /// instead of reading the clock again.
+    fn measure<T>(
+        &self,
+        operation: &'static str,
+        run: impl FnOnce(Instant) -> Result<T>,
+    ) -> Result<T> {
         let _span = tracing::trace_span!("cache", operation, tag = %self.tag).entered();
         let started = Instant::now();
-        let result = run();
+        let result = run(started);
         AtomicCounters::add(&self.counters.operations, 1);
         AtomicCounters::add(
             &self.counters.operation_time_ns,
@@ -476,6 +482,7 @@ impl RedbCache {
     fn lookup<T>(
         &self,
         key: &[u8],
+        now: Instant,
         read: impl FnOnce(Option<&[u8]>, Option<&Snapshot>) -> Result<T>,
     ) -> Result<T> {
         let snapshot = {
@@ -483,15 +490,15 @@ impl RedbCache {
             if let Some(write) = buffer.buffered(key) {
                 return read(write.as_deref(), None);
             }
-            self.current_snapshot(&mut buffer)?
+            self.current_snapshot(&mut buffer, now)?
         };
         let guard = snapshot.entries.get(key).or_db(self)?;
         read(guard.as_ref().map(|guard| guard.value()), Some(&snapshot))
     }
 
-    fn current_snapshot(&self, buffer: &mut WriteBuffer) -> Result<Arc<Snapshot>> {
+    fn current_snapshot(&self, buffer: &mut WriteBuffer, now: Instant) -> Result<Arc<Snapshot>> {
         if let Some(snapshot) = &buffer.snapshot
-            && snapshot.taken.elapsed() < self.options.commit_interval
+            && now.saturating_duration_since(snapshot.taken) < self.options.commit_interval
         {
             return Ok(Arc::clone(snapshot));
         }
@@ -598,10 +605,10 @@ impl CacheManager for RedbCache {
             Miss,
             Unusable(String),
         }
-        self.measure("get", || {
+        self.measure("get", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
-            let outcome = self.lookup(key, |stored, _| {
+            let outcome = self.lookup(key, started, |stored, _| {
                 let Some(stored) = stored else { return Ok(Outcome::Miss) };
                 Ok(match EntryHeader::decode(stored) {
                     Ok((header, _)) if header.is_expired(now) => Outcome::Miss,
@@ -652,7 +659,7 @@ impl CacheManager for RedbCache {
         ttl: Option<Duration>,
         format: ValueFormat,
     ) -> Result<()> {
-        self.measure("set", || {
+        self.measure("set", |_| {
             let limit = self
                 .options
                 .max_value_bytes
@@ -698,14 +705,14 @@ impl CacheManager for RedbCache {
     }
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
-        self.measure("delete", || {
+        self.measure("delete", |started| {
             for key in keys {
                 self.check_key(key)?;
             }
             let now = self.now_ms();
             let mut existed = 0;
             for key in keys {
-                if self.lookup(key, |stored, _| Ok(is_live(stored, now)))? {
+                if self.lookup(key, started, |stored, _| Ok(is_live(stored, now)))? {
                     existed += 1;
                 }
             }
@@ -724,15 +731,15 @@ impl CacheManager for RedbCache {
     }
 
     fn exists(&self, key: &[u8]) -> Result<bool> {
-        self.measure("exists", || {
+        self.measure("exists", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
-            self.lookup(key, |stored, _| Ok(is_live(stored, now)))
+            self.lookup(key, started, |stored, _| Ok(is_live(stored, now)))
         })
     }
 
     fn clear(&self) -> Result<()> {
-        self.measure("clear", || {
+        self.measure("clear", |_| {
             lock(&self.access_pending).clear();
             self.write(|tables, _| {
                 tables.entries.retain(|_, _| false).or_db(self)?;
@@ -743,7 +750,7 @@ impl CacheManager for RedbCache {
     }
 
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
-        self.measure("keys", || {
+        self.measure("keys", |_| {
             let now = self.now_ms();
             let mut keys = Vec::new();
             self.scan(|key, stored| {
@@ -756,14 +763,14 @@ impl CacheManager for RedbCache {
     }
 
     fn get_metadata(&self, key: &[u8]) -> Result<Option<EntryMetadata>> {
-        self.measure("get_metadata", || {
+        self.measure("get_metadata", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
             let pending = lock(&self.access_pending)
                 .get(key)
                 .copied()
                 .unwrap_or_default();
-            self.lookup(key, |stored, snapshot| {
+            self.lookup(key, started, |stored, snapshot| {
                 let Some((header, payload)) =
                     stored.and_then(|stored| EntryHeader::decode(stored).ok())
                 else {
@@ -800,7 +807,7 @@ impl CacheManager for RedbCache {
     }
 
     fn get_stats(&self) -> Result<CacheStats> {
-        self.measure("get_stats", || {
+        self.measure("get_stats", |_| {
             let now = self.now_ms();
             let (mut entries, mut bytes) = (0u64, 0u64);
             self.scan(|key, stored| {
@@ -824,7 +831,7 @@ impl CacheManager for RedbCache {
     }
 
     fn cleanup(&self) -> Result<CleanupReport> {
-        self.measure("cleanup", || {
+        self.measure("cleanup", |_| {
             let pending_access: KeyMap<AccessDelta> = lock(&self.access_pending).clone();
             let report = self.write(|tables, now| {
                 let mut report = CleanupReport::default();
@@ -888,7 +895,7 @@ impl CacheManager for RedbCache {
     }
 
     fn flush(&self) -> Result<()> {
-        self.measure("flush", || {
+        self.measure("flush", |_| {
             if self.has_uncommitted() {
                 self.write(|_, _| Ok(()))
             } else {

@@ -6,6 +6,8 @@
 //! - `write-until-killed ROOT TAG FLUSH_EVERY`: writes entries `crash:000000`, `crash:000001`, ...
 //!   forever, calling `flush()` after every FLUSH_EVERY writes and then printing `flushed N`
 //!   (every entry below N is durable). The test kills it with SIGKILL.
+//! - `hold-write-lock DATABASE_FILE`: opens the file with redb directly (`MultiWriter`, as the
+//!   cache does), begins a write transaction, prints `locked`, and holds it until killed.
 
 #![allow(
     clippy::print_stdout,
@@ -33,8 +35,10 @@ fn run() -> anyhow::Result<()> {
     match args.split_first() {
         Some((command, rest)) if command == "pair" => pair(rest),
         Some((command, rest)) if command == "write-until-killed" => write_until_killed(rest),
+        Some((command, [path])) if command == "hold-write-lock" => hold_write_lock(path),
         _ => bail!(
-            "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | write-until-killed ROOT TAG FLUSH_EVERY)"
+            "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
+             write-until-killed ROOT TAG FLUSH_EVERY | hold-write-lock DATABASE_FILE)"
         ),
     }
 }
@@ -114,4 +118,19 @@ fn write_until_killed(args: &[String]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn hold_write_lock(path: &str) -> anyhow::Result<()> {
+    let database = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(path)
+        .context("while opening the database")?;
+    let _txn = database
+        .begin_write()
+        .context("while taking the write lock")?;
+    println!("locked");
+    std::io::stdout().flush().context("while reporting")?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
