@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 
-use crate::shell::Shell;
+use crate::shell::{self, Shell};
 
 /// Entries of the small-value workloads in a full run; `--quick` uses a tenth.
 const DEFAULT_N: u64 = 100_000;
@@ -171,8 +171,7 @@ fn one_line(error: &anyhow::Error) -> String {
         .join(": ")
 }
 
-/// Runs `command` from `root` with stderr streamed live and stdout captured; fails if it exits
-/// unsuccessfully or prints something that is not UTF-8.
+/// Runs `command` from `root`, announced as `name`, returning its stdout.
 fn run_capturing(
     name: &str,
     command: &mut Command,
@@ -180,33 +179,13 @@ fn run_capturing(
     command_line: &str,
 ) -> anyhow::Result<String> {
     println!("==> {name}: {command_line}");
-    let output = command
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("while starting `{command_line}`"))?;
-    let stdout = String::from_utf8(output.stdout)
-        .with_context(|| format!("while reading the output of `{command_line}` as UTF-8"))?;
-    if !output.status.success() {
-        print!("{stdout}");
-        bail!("`{command_line}` exited unsuccessfully ({})", output.status);
-    }
-    Ok(stdout)
+    shell::capture_stdout(command.current_dir(root), command_line)
 }
 
-/// Runs `command` from `root` with its output streamed live; fails if it exits unsuccessfully.
+/// Runs `command` from `root` with its output streamed live.
 fn run_streaming(command: &mut Command, root: &Path, command_line: &str) -> anyhow::Result<()> {
     println!("==> diskcache setup: {command_line}");
-    let status = command
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("while starting `{command_line}`"))?;
-    if !status.success() {
-        bail!("`{command_line}` exited unsuccessfully ({status})");
-    }
-    Ok(())
+    shell::stream(command.current_dir(root), command_line)
 }
 
 /// The venv's Python with diskcache installed: `target/bench-venv`, created and filled on first

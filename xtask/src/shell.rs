@@ -89,14 +89,7 @@ impl Shell {
     /// Runs `step` with its output streamed live to the terminal; fails if it exits unsuccessfully.
     pub(crate) fn run(&self, step: &Step) -> anyhow::Result<()> {
         let command_line = self.announce(step);
-        let status = self
-            .command(step)
-            .status()
-            .with_context(|| format!("while starting `{command_line}`"))?;
-        if !status.success() {
-            bail!("`{command_line}` exited unsuccessfully ({status})");
-        }
-        Ok(())
+        stream(&mut self.command(step), &command_line)
     }
 
     /// Runs `step` with stderr streamed live and stdout captured and returned.
@@ -104,20 +97,7 @@ impl Shell {
     /// Fails if the step exits unsuccessfully or its stdout is not UTF-8.
     pub(crate) fn run_capturing_stdout(&self, step: &Step) -> anyhow::Result<String> {
         let command_line = self.announce(step);
-        let output = self
-            .command(step)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("while starting `{command_line}`"))?;
-        let stdout = String::from_utf8(output.stdout)
-            .with_context(|| format!("while reading the output of `{command_line}` as UTF-8"))?;
-        if !output.status.success() {
-            // Show what the step printed before failing; it usually explains the failure.
-            print!("{stdout}");
-            bail!("`{command_line}` exited unsuccessfully ({})", output.status);
-        }
-        Ok(stdout)
+        capture_stdout(&mut self.command(step), &command_line)
     }
 
     /// Prints `==> <name>: <command line>` and returns the command line.
@@ -140,4 +120,35 @@ impl Shell {
             .current_dir(&self.project_root);
         command
     }
+}
+
+/// Runs `command` with its output streamed live; fails if it exits unsuccessfully.
+/// `command_line` is how the command is named in errors.
+pub(crate) fn stream(command: &mut Command, command_line: &str) -> anyhow::Result<()> {
+    let status = command
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("while starting `{command_line}`"))?;
+    if !status.success() {
+        bail!("`{command_line}` exited unsuccessfully ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `command` with stderr streamed live and stdout captured and returned. Fails if it exits
+/// unsuccessfully (after printing what it wrote, which usually explains why) or its stdout is not
+/// UTF-8.
+pub(crate) fn capture_stdout(command: &mut Command, command_line: &str) -> anyhow::Result<String> {
+    let output = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("while starting `{command_line}`"))?;
+    let stdout = String::from_utf8(output.stdout)
+        .with_context(|| format!("while reading the output of `{command_line}` as UTF-8"))?;
+    if !output.status.success() {
+        print!("{stdout}");
+        bail!("`{command_line}` exited unsuccessfully ({})", output.status);
+    }
+    Ok(stdout)
 }
