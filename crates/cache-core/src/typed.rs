@@ -91,8 +91,8 @@ pub trait TypedCache: CacheManager {
     ///
     /// A failure to store the computed value does not lose it: the value is returned and the
     /// failure is logged (and counted in the instance's errors), since the cache is an
-    /// optimisation of `compute`, not its owner. Concurrent callers may each compute; running it
-    /// once across threads and processes is [`crate`]'s single-flight feature (not yet built).
+    /// optimisation of `compute`, not its owner. Concurrent callers on a miss may each compute:
+    /// single-flight computation (once across threads and processes) is not built yet.
     fn get_or_insert_with<K, E, F>(&self, key: &K, compute: F) -> std::result::Result<K::Value, E>
     where
         K: CacheKey,
