@@ -31,51 +31,39 @@ struct Build {
     size: u64,
 }
 
-/// Version 1 of a build record.
-struct BuildKey;
+/// Declares a key type stored under the fixed key `build` in tag `t`, never expiring.
+macro_rules! build_key {
+    ($(#[$doc:meta])* $name:ident, $value:ty, schema $schema:literal) => {
+        $(#[$doc])*
+        struct $name;
 
-impl CacheKey for BuildKey {
-    type Value = Build;
-    const TAG: &'static str = "t";
-    const SCHEMA_VERSION: u32 = 1;
-    fn default_ttl(&self) -> Option<Duration> {
-        None
-    }
-    fn key_bytes(&self) -> Vec<u8> {
-        b"build".to_vec()
-    }
+        impl CacheKey for $name {
+            type Value = $value;
+            const TAG: &'static str = "t";
+            const SCHEMA_VERSION: u32 = $schema;
+            fn default_ttl(&self) -> Option<Duration> {
+                None
+            }
+            fn key_bytes(&self) -> Vec<u8> {
+                b"build".to_vec()
+            }
+        }
+    };
 }
 
-/// Version 2 of the same key: the value's shape changed, and the schema version says so.
-struct BuildKeyV2;
-
-impl CacheKey for BuildKeyV2 {
-    type Value = (String, u32);
-    const TAG: &'static str = "t";
-    const SCHEMA_VERSION: u32 = 2;
-    fn default_ttl(&self) -> Option<Duration> {
-        None
-    }
-    fn key_bytes(&self) -> Vec<u8> {
-        b"build".to_vec()
-    }
-}
-
-/// The same key and schema as `BuildKey` but another value type: a developer forgot to bump the
-/// schema version.
-struct BuildKeyWrongType;
-
-impl CacheKey for BuildKeyWrongType {
-    type Value = Vec<u64>;
-    const TAG: &'static str = "t";
-    const SCHEMA_VERSION: u32 = 1;
-    fn default_ttl(&self) -> Option<Duration> {
-        None
-    }
-    fn key_bytes(&self) -> Vec<u8> {
-        b"build".to_vec()
-    }
-}
+build_key!(
+    /// Version 1 of a build record.
+    BuildKey, Build, schema 1
+);
+build_key!(
+    /// Version 2 of the same key: the value's shape changed, and the schema version says so.
+    BuildKeyV2, (String, u32), schema 2
+);
+build_key!(
+    /// The same key and schema as `BuildKey` but another value type: a developer forgot to
+    /// bump the schema version.
+    BuildKeyWrongType, Vec<u64>, schema 1
+);
 
 fn sample() -> Build {
     Build {
