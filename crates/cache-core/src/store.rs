@@ -1057,6 +1057,21 @@ mod tests {
     }
 
     #[test]
+    fn set_many_with_one_invalid_item_stores_none_of_them() {
+        let root = tempfile::tempdir().unwrap();
+        let options = CacheOptions {
+            max_value_bytes: 8,
+            ..CacheOptions::default()
+        };
+        let cache = open_in(root.path(), options);
+        let items: [(&[u8], &[u8]); 3] = [(b"a", b"ok"), (b"b", b"far too long"), (b"c", b"ok")];
+        let err = cache.set_many(&items, None).unwrap_err();
+        assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
+        assert!(lock(&cache.buffer).pending.is_empty());
+        assert_eq!(cache.keys().unwrap(), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
     fn set_many_buffers_all_items_for_one_commit() {
         let root = tempfile::tempdir().unwrap();
         let options = CacheOptions {
