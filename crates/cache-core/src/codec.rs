@@ -84,18 +84,46 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     Ok(value)
 }
 
+/// How an entry holds its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// The value follows the header.
+    Inline,
+    /// The value is a blob file under `blobs/`; a [`BlobRef`] follows the header.
+    Blob,
+    /// The entry owns a directory under `dirs/`; a [`DirRef`] and then the value follow the
+    /// header.
+    Directory,
+}
+
+impl EntryKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            EntryKind::Inline => 1,
+            EntryKind::Blob => 2,
+            EntryKind::Directory => 3,
+        }
+    }
+}
+
+/// The highest entry format byte this version reads; a higher one was written by a newer
+/// version of this library.
+const NEWEST_ENTRY_FORMAT: u8 = 3;
+
 /// The entry header stored in front of every value.
 ///
-/// Layout (little endian), format 1:
-/// `format:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never) | payload`.
+/// Layout (little endian):
+/// `kind:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never) | payload`,
+/// where `kind` is 1 (inline: the payload is the value), 2 (blob: the payload is a [`BlobRef`])
+/// or 3 (directory: the payload is a [`DirRef`] followed by the value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EntryHeader {
+    pub(crate) kind: EntryKind,
     pub(crate) format: ValueFormat,
     pub(crate) created_ms: u64,
     pub(crate) expires_ms: Option<u64>,
 }
 
-const ENTRY_FORMAT_V1: u8 = 1;
 pub(crate) const ENTRY_HEADER_LEN: usize = 1 + 1 + 4 + 8 + 8;
 
 /// Why stored entry bytes could not be read.
@@ -107,6 +135,114 @@ pub(crate) enum EntryDecodeError {
     Corrupt(&'static str),
 }
 
+/// A blob's identity: the blake3 hash of its content, and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BlobRef {
+    pub(crate) hash: [u8; 32],
+    pub(crate) len: u64,
+}
+
+impl BlobRef {
+    pub(crate) const ENCODED_LEN: usize = 32 + 8;
+
+    pub(crate) fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut bytes = [0u8; Self::ENCODED_LEN];
+        bytes[..32].copy_from_slice(&self.hash);
+        bytes[32..].copy_from_slice(&self.len.to_le_bytes());
+        bytes
+    }
+
+    pub(crate) fn decode(payload: &[u8]) -> Result<BlobRef, EntryDecodeError> {
+        if payload.len() != Self::ENCODED_LEN {
+            return Err(EntryDecodeError::Corrupt(
+                "blob reference of the wrong length",
+            ));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&payload[..32]);
+        Ok(BlobRef {
+            hash,
+            len: u64_at(payload, 32),
+        })
+    }
+
+    /// The blob's file name: the hash in hex.
+    pub(crate) fn file_name(&self) -> String {
+        hex(&self.hash)
+    }
+}
+
+/// The directory an entry owns (its name under `dirs/`) and the bytes it held when stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DirRef<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) size: u64,
+}
+
+impl DirRef<'_> {
+    /// Encodes the reference followed by `value`: `size:u64 | name_len:u8 | name | value`.
+    pub(crate) fn encode_with(&self, value: &[u8]) -> Vec<u8> {
+        debug_assert!(
+            self.name.len() <= usize::from(u8::MAX),
+            "directory names are short"
+        );
+        let mut bytes = Vec::with_capacity(9 + self.name.len() + value.len());
+        bytes.extend_from_slice(&self.size.to_le_bytes());
+        bytes.push(self.name.len() as u8);
+        bytes.extend_from_slice(self.name.as_bytes());
+        bytes.extend_from_slice(value);
+        bytes
+    }
+
+    /// Splits a directory entry's payload into the reference and the value.
+    pub(crate) fn decode(payload: &[u8]) -> Result<(DirRef<'_>, &[u8]), EntryDecodeError> {
+        if payload.len() < 9 {
+            return Err(EntryDecodeError::Corrupt("directory reference too short"));
+        }
+        let size = u64_at(payload, 0);
+        let name_len = usize::from(payload[8]);
+        let rest = &payload[9..];
+        if rest.len() < name_len {
+            return Err(EntryDecodeError::Corrupt("directory name cut short"));
+        }
+        let (name, value) = rest.split_at(name_len);
+        let name = std::str::from_utf8(name)
+            .ok()
+            .filter(|name| is_safe_dir_name(name))
+            .ok_or(EntryDecodeError::Corrupt(
+                "directory name is not a plain name",
+            ))?;
+        Ok((DirRef { name, size }, value))
+    }
+}
+
+/// Whether `name` is one of our directory names: lower-case hex only, so that a damaged entry
+/// can never name a path outside `dirs/`.
+pub(crate) fn is_safe_dir_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
 impl EntryHeader {
     pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_ms.is_some_and(|expires| expires <= now_ms)
@@ -114,7 +250,7 @@ impl EntryHeader {
 
     pub(crate) fn encode_with(&self, payload: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
-        bytes.push(ENTRY_FORMAT_V1);
+        bytes.push(self.kind.to_byte());
         bytes.push(self.format.codec.to_byte());
         bytes.extend_from_slice(&self.format.schema_version.to_le_bytes());
         bytes.extend_from_slice(&self.created_ms.to_le_bytes());
@@ -126,35 +262,32 @@ impl EntryHeader {
 
     /// Splits stored bytes into header and payload.
     pub(crate) fn decode(bytes: &[u8]) -> Result<(EntryHeader, &[u8]), EntryDecodeError> {
-        let Some((&format, rest)) = bytes.split_first() else {
+        let Some((&kind, rest)) = bytes.split_first() else {
             return Err(EntryDecodeError::Corrupt("empty entry"));
         };
-        if format > ENTRY_FORMAT_V1 {
-            return Err(EntryDecodeError::NewerFormat(format));
-        }
-        if format != ENTRY_FORMAT_V1 {
-            return Err(EntryDecodeError::Corrupt("unknown entry format"));
-        }
+        let kind = match kind {
+            1 => EntryKind::Inline,
+            2 => EntryKind::Blob,
+            3 => EntryKind::Directory,
+            newer if newer > NEWEST_ENTRY_FORMAT => {
+                return Err(EntryDecodeError::NewerFormat(newer));
+            }
+            _ => return Err(EntryDecodeError::Corrupt("unknown entry format")),
+        };
         if bytes.len() < ENTRY_HEADER_LEN {
             return Err(EntryDecodeError::Corrupt("entry shorter than its header"));
         }
         let codec =
             CodecId::from_byte(rest[0]).ok_or(EntryDecodeError::Corrupt("unknown codec"))?;
-        let u32_at = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let u64_at = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(word)
-        };
+        let schema_version = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
         let header = EntryHeader {
+            kind,
             format: ValueFormat {
                 codec,
-                schema_version: u32_at(2),
+                schema_version,
             },
-            created_ms: u64_at(6),
-            expires_ms: Some(u64_at(14)).filter(|&ms| ms != 0),
+            created_ms: u64_at(bytes, 6),
+            expires_ms: Some(u64_at(bytes, 14)).filter(|&ms| ms != 0),
         };
         Ok((header, &bytes[ENTRY_HEADER_LEN..]))
     }
@@ -202,6 +335,7 @@ mod tests {
     #[test]
     fn entry_header_round_trips() {
         let header = EntryHeader {
+            kind: EntryKind::Inline,
             format: ValueFormat::typed(3),
             created_ms: 1_700_000_000_000,
             expires_ms: Some(1_700_000_360_000),
@@ -215,6 +349,7 @@ mod tests {
     #[test]
     fn entry_without_expiry_and_empty_payload_round_trips() {
         let header = EntryHeader {
+            kind: EntryKind::Inline,
             format: ValueFormat::RAW,
             created_ms: 5,
             expires_ms: None,

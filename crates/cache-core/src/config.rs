@@ -186,15 +186,28 @@ static SYSTEM_CLOCK: once_cell::sync::Lazy<Arc<dyn Clock>> =
 pub struct CacheOptions {
     /// `false` gives a disabled cache (all misses, nothing stored, never registered).
     pub enabled: bool,
-    /// Size limit of the tag in bytes; `cleanup()` evicts back under it. Default 2 GiB.
+    /// Size limit of the tag in bytes, counting everything it stores on disk: keys and inline
+    /// values, blob files, and directories owned by entries. A commit that passes it evicts the
+    /// tag down to 90 % of it. Default 2 GiB.
     pub max_size_bytes: u64,
+    /// Limit on the number of entries of the tag; `None` (the default) for no limit. Enforced
+    /// like `max_size_bytes`.
+    pub max_entries: Option<u64>,
+    /// A budget for the whole cache root, shared fairly by its tags; `None` (the default) for no
+    /// budget. See `docs/caching-system.md`, "Capacity".
+    pub root_max_size_bytes: Option<u64>,
+    /// Values larger than this are stored as content-addressed blob files under
+    /// `<root>/<tag>/blobs/` instead of inside the database file. Default 256 KiB.
+    pub blob_threshold_bytes: u64,
     /// How long an operation waits for another process's write lock. Default 30 s.
     pub timeout: Duration,
     /// Which entries are evicted first.
     pub eviction_policy: EvictionPolicy,
     /// Longest key accepted, in bytes. Default 4 KiB.
     pub max_key_bytes: usize,
-    /// Largest value accepted, in bytes. Default 256 MiB (values are held in memory whole).
+    /// Largest value accepted by the in-memory API (`set`, `get`), in bytes. Default 256 MiB.
+    /// The streaming API (`set_from_reader`, `get_to_writer`, directories) is bounded by
+    /// `max_size_bytes` only.
     pub max_value_bytes: u64,
     /// Group commit: how long a write may wait in memory before it is committed (durable and
     /// visible to other processes), and the longest a read may serve an older snapshot of other
@@ -218,6 +231,9 @@ impl Default for CacheOptions {
         CacheOptions {
             enabled: true,
             max_size_bytes: 2 * 1024 * 1024 * 1024,
+            max_entries: None,
+            root_max_size_bytes: None,
+            blob_threshold_bytes: 256 * 1024,
             timeout: Duration::from_secs(30),
             eviction_policy: EvictionPolicy::default(),
             max_key_bytes: 4 * 1024,
@@ -251,6 +267,18 @@ impl CacheOptions {
         if self.max_value_bytes == 0 {
             return invalid("max_value_bytes", "must be greater than zero");
         }
+        if self.max_entries == Some(0) {
+            return invalid(
+                "max_entries",
+                "must be greater than zero (or None for no limit)",
+            );
+        }
+        if self.root_max_size_bytes == Some(0) {
+            return invalid(
+                "root_max_size_bytes",
+                "must be greater than zero (or None for no budget)",
+            );
+        }
         Ok(())
     }
 
@@ -269,6 +297,9 @@ impl CacheOptions {
         compare!(
             enabled,
             max_size_bytes,
+            max_entries,
+            root_max_size_bytes,
+            blob_threshold_bytes,
             timeout,
             eviction_policy,
             max_key_bytes,

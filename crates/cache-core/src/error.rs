@@ -154,6 +154,38 @@ pub enum CacheError {
         requested: String,
     },
 
+    /// Reading the caller's source of a streamed value failed; nothing was stored.
+    #[error("reading the value for key {key} in tag '{tag}' from its source failed: {source}")]
+    Source {
+        /// The tag written to.
+        tag: String,
+        /// The key.
+        key: KeyDisplay,
+        /// The source's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A staged directory handed to another tag's (or another instance's) `set_directory` than
+    /// the one that staged it.
+    #[error("directory {path} was not staged by the cache of tag '{tag}'")]
+    ForeignStagedDirectory {
+        /// The tag written to.
+        tag: String,
+        /// The staged directory.
+        path: PathBuf,
+    },
+
+    /// An operation that needs the database to itself (compaction, integrity check) found it
+    /// in use.
+    #[error("cache of tag '{tag}' is busy: {reason}")]
+    Busy {
+        /// The tag.
+        tag: String,
+        /// Who is using it.
+        reason: &'static str,
+    },
+
     /// An option value that cannot work (zero timeout, zero size limit...).
     #[error("invalid cache option {option}: {reason}")]
     InvalidOption {

@@ -38,7 +38,8 @@ pub fn prepare_root(root: &Path) -> Result<PathBuf> {
     fs::canonicalize(root).map_err(|source| CacheError::io("resolving cache root", root, source))
 }
 
-fn create_private_dir(path: &Path, recursive: bool) -> Result<()> {
+/// Creates a directory with mode 0700; an existing directory is fine.
+pub(crate) fn create_private_dir(path: &Path, recursive: bool) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(recursive);
     #[cfg(unix)]
@@ -47,6 +48,84 @@ fn create_private_dir(path: &Path, recursive: bool) -> Result<()> {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
         Err(source) => Err(CacheError::io("creating directory", path, source)),
+    }
+}
+
+/// Creates a new file with mode 0600, failing if it exists (`create_new`) or truncating it.
+pub(crate) fn open_private_file(path: &Path, create_new: bool) -> Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map_err(|source| CacheError::io("creating file", path, source))
+}
+
+/// A file written beside its destination and renamed over it once complete; dropped before
+/// that, it is removed and the destination is untouched.
+pub(crate) struct TempOutput {
+    path: PathBuf,
+    file: fs::File,
+    persisted: bool,
+}
+
+impl TempOutput {
+    pub(crate) fn beside(parent: &Path, destination: &Path) -> Result<TempOutput> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = destination
+            .file_name()
+            .map_or_else(|| "output".into(), |name| name.to_string_lossy());
+        let path = parent.join(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = open_private_file(&path, true)?;
+        Ok(TempOutput {
+            path,
+            file,
+            persisted: false,
+        })
+    }
+
+    pub(crate) fn file_mut(&mut self) -> &mut fs::File {
+        &mut self.file
+    }
+
+    pub(crate) fn persist(mut self, destination: &Path) -> Result<()> {
+        fs::rename(&self.path, destination)
+            .map_err(|source| CacheError::io("moving the finished file to", destination, source))?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Makes the creation, rename or removal of entries of `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)
+            .and_then(|handle| handle.sync_all())
+            .map_err(|source| CacheError::io("syncing directory", dir, source))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 

@@ -39,10 +39,12 @@
 //! # }
 //! ```
 
+mod blobs;
 mod codec;
 mod committer;
 mod config;
 mod coordinator;
+mod dirs;
 mod error;
 mod files;
 pub mod keys;
@@ -63,10 +65,11 @@ pub use coordinator::{
     get_cache_instance_count, get_cache_instance_keys, get_shared_cache_instance,
     reset_shared_cache_instances,
 };
+pub use dirs::{CachedDirectory, StagedDirectory};
 pub use error::{CacheError, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use manager::{
-    AnyFormat, CacheManager, CleanupReport, DisabledCache, EntryMetadata, SharedCache,
+    AnyFormat, CacheManager, CleanupReport, Compaction, DisabledCache, EntryMetadata, SharedCache,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;

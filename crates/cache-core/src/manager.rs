@@ -1,11 +1,14 @@
 //! The `CacheManager` trait every cache implements, the values it returns, and `DisabledCache`.
 
 use std::fmt;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::codec::ValueFormat;
-use crate::error::Result;
+use crate::dirs::{CachedDirectory, StagedDirectory};
+use crate::error::{CacheError, Result};
+use crate::files::TempOutput;
 use crate::stats::{CacheStats, Counters};
 use crate::tag::Tag;
 
@@ -75,6 +78,67 @@ pub trait CacheManager: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Stores the bytes `source` yields under `key`, reading them in pieces: a value larger than
+    /// the blob threshold goes to a blob file without ever being held in memory whole. Returns
+    /// the number of bytes stored. Committed before it returns (durable and visible to other
+    /// processes). A value larger than the tag's size limit is refused and nothing is stored;
+    /// an error reading `source` is returned as [`CacheError::Source`] and nothing is stored.
+    fn set_from_reader(
+        &self,
+        key: &[u8],
+        source: &mut dyn Read,
+        ttl: Option<Duration>,
+    ) -> Result<u64>;
+
+    /// Writes the value under `key` to `sink`, in pieces; `None` on a miss (nothing written).
+    /// A blob is verified against its hash before any byte reaches `sink`.
+    fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>>;
+
+    /// [`CacheManager::set_from_reader`] from a file.
+    fn set_from_path(&self, key: &[u8], path: &Path, ttl: Option<Duration>) -> Result<u64> {
+        let mut file = std::fs::File::open(path)
+            .map_err(|source| CacheError::io("opening the file to cache", path, source))?;
+        self.set_from_reader(key, &mut file, ttl)
+    }
+
+    /// Writes the value under `key` to a file at `path` (replacing it), through a temp file
+    /// beside it that is renamed into place only once complete; `None` on a miss, and then
+    /// `path` is left as it was.
+    fn get_to_path(&self, key: &[u8], path: &Path) -> Result<Option<u64>> {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut temp = TempOutput::beside(&parent, path)?;
+        let written = match self.get_to_writer(key, temp.file_mut())? {
+            Some(written) => written,
+            None => return Ok(None),
+        };
+        temp.persist(path)?;
+        Ok(Some(written))
+    }
+
+    /// A new empty directory to fill and then store with [`CacheManager::set_directory`]. If
+    /// it is dropped instead, it is removed.
+    fn stage_directory(&self) -> Result<StagedDirectory>;
+
+    /// Stores `staged` as a directory owned by the entry `key`, with `value` (for example the
+    /// directory's metadata). The directory's size counts in the tag's size limit, and it is
+    /// removed when the entry expires, is evicted, deleted or replaced. Committed before it
+    /// returns. A directory larger than the size limit is refused (and removed). `None` from a
+    /// cache that stores nothing (a disabled one), which drops the directory.
+    fn set_directory(
+        &self,
+        key: &[u8],
+        staged: StagedDirectory,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<CachedDirectory>>;
+
+    /// The directory owned by `key`, with its value, if live and present. An entry whose
+    /// directory has gone is a miss, and is removed.
+    fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>>;
+
     /// Removes `key`; whether a live entry existed.
     fn delete(&self, key: &[u8]) -> Result<bool>;
 
@@ -96,8 +160,10 @@ pub trait CacheManager: Send + Sync + fmt::Debug {
     /// Counters and sizes.
     fn get_stats(&self) -> Result<CacheStats>;
 
-    /// Removes expired entries and entries that cannot be read, then evicts until the tag is
-    /// under its size limit.
+    /// Removes expired entries (with the blobs and directories they own), entries that cannot
+    /// be read or whose blob or directory is missing, orphan blobs, directories and temp files;
+    /// evicts until the tag is under its limits; compacts the file when much of it is dead
+    /// space. Returns what it did.
     fn cleanup(&self) -> Result<CleanupReport>;
 
     /// Makes everything this instance has written, and its statistics, durable and visible to
@@ -154,22 +220,48 @@ pub struct EntryMetadata {
     pub format: ValueFormat,
 }
 
-/// What `cleanup()` removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What `cleanup()` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CleanupReport {
     /// Expired entries removed.
     pub expired: u64,
-    /// Entries evicted to get under the size limit.
+    /// Entries evicted to get under the size limit or the entry limit.
     pub evicted: u64,
     /// Entries removed because they could not be read.
     pub unreadable: u64,
+    /// Entries removed because their blob or directory was missing or damaged.
+    pub missing_files: u64,
+    /// Blob files and directories removed because no entry owned them.
+    pub orphan_files: u64,
+    /// Temp files and staging directories of dead processes removed.
+    pub temp_files: u64,
+    /// Whether the database file was compacted.
+    pub compaction: Compaction,
 }
 
 impl CleanupReport {
-    /// Everything removed.
+    /// Entries removed.
     pub fn total(&self) -> u64 {
-        self.expired + self.evicted + self.unreadable
+        self.expired + self.evicted + self.unreadable + self.missing_files
     }
+}
+
+/// Whether `cleanup()` compacted the tag's database file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Compaction {
+    /// Dead space was under the threshold.
+    #[default]
+    NotNeeded,
+    /// Compacted: the file's size before and after.
+    Compacted {
+        /// Bytes before.
+        before: u64,
+        /// Bytes after.
+        after: u64,
+    },
+    /// Compaction was due but could not run; the reason (for example another process reading
+    /// the file at that moment).
+    Skipped(String),
 }
 
 /// A cache that stores nothing: every read misses, every write succeeds and is dropped.
@@ -211,6 +303,34 @@ impl CacheManager for DisabledCache {
         Ok(())
     }
 
+    fn set_from_reader(&self, _: &[u8], _: &mut dyn Read, _: Option<Duration>) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn get_to_writer(&self, _: &[u8], _: &mut dyn Write) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    fn stage_directory(&self) -> Result<StagedDirectory> {
+        StagedDirectory::detached()
+    }
+
+    fn set_directory(
+        &self,
+        _: &[u8],
+        staged: StagedDirectory,
+        _: &[u8],
+        _: Option<Duration>,
+    ) -> Result<Option<CachedDirectory>> {
+        // Nothing is kept: the directory is removed as `staged` drops.
+        drop(staged);
+        Ok(None)
+    }
+
+    fn get_directory(&self, _: &[u8]) -> Result<Option<CachedDirectory>> {
+        Ok(None)
+    }
+
     fn delete(&self, _: &[u8]) -> Result<bool> {
         Ok(false)
     }
@@ -241,7 +361,10 @@ impl CacheManager for DisabledCache {
             enabled: false,
             entries: 0,
             bytes: 0,
+            disk_bytes: 0,
             max_size_bytes: 0,
+            max_entries: None,
+            last_cleanup: None,
             counters: Counters::default(),
             lifetime: Counters::default(),
         })

@@ -155,10 +155,18 @@ pub struct CacheStats {
     pub enabled: bool,
     /// Live (unexpired) entries.
     pub entries: u64,
-    /// Bytes of live entries: keys plus stored values.
+    /// Bytes of live entries: keys, stored values, and the blobs and directories they own
+    /// (a blob shared by several entries counts for each).
     pub bytes: u64,
+    /// What the size limit counts: keys, entries (expired ones not yet removed included), each
+    /// blob file once, and owned directories.
+    pub disk_bytes: u64,
     /// The tag's size limit in bytes (0 for a disabled cache).
     pub max_size_bytes: u64,
+    /// The tag's limit on entries, if any.
+    pub max_entries: Option<u64>,
+    /// When `cleanup()` last ran on this tag, in any process.
+    pub last_cleanup: Option<std::time::SystemTime>,
     /// Counters of this instance since it was opened.
     pub counters: Counters,
     /// Counters of every process that used this tag, over its whole life, including this

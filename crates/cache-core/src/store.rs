@@ -12,7 +12,8 @@
 //! our commits and whenever it is older than `commit_interval`, so a `get` does not pay for a
 //! read transaction of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,12 +23,16 @@ use redb::{
     TableHandle, TransactionError, WriteTransaction,
 };
 
-use crate::codec::{EntryDecodeError, EntryHeader, ValueFormat};
+use crate::blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
+use crate::codec::{
+    BlobRef, DirRef, ENTRY_HEADER_LEN, EntryDecodeError, EntryHeader, EntryKind, ValueFormat,
+};
 use crate::committer::Committer;
 use crate::config::{CacheOptions, EvictionPolicy};
+use crate::dirs::{CachedDirectory, DirFiles, StagedDirectory, measure};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::{FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files};
-use crate::manager::{AnyFormat, CacheManager, CleanupReport, EntryMetadata};
+use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
 
@@ -38,6 +43,25 @@ const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access");
 /// Counter name -> value: the tag's lifetime statistics, summed over every process.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Blob hash -> (entries referring to it, its length). Identical values share one blob file,
+/// which is removed when its last entry goes.
+const BLOBS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("blobs");
+/// What the limits count, kept exact by every commit: `bytes` (keys, entries, each blob once,
+/// owned directories) and `entries`; and `last_cleanup_ms`.
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+const USAGE_BYTES: &str = "bytes";
+const USAGE_ENTRIES: &str = "entries";
+const LAST_CLEANUP_MS: &str = "last_cleanup_ms";
+
+/// Every commit looks at this many entries (from where the last one stopped) and removes the
+/// expired ones, so that expired entries go without a full `cleanup()`, at a bounded cost.
+const SWEEP_BATCH: usize = 32;
+/// A commit that passes a limit evicts down to this share of it (percent), so that eviction,
+/// which scans the tag, runs once per tenth of the limit written rather than on every commit.
+const EVICT_TO_PERCENT: u64 = 90;
+/// `cleanup()` compacts the file when its dead space passes both of these.
+const COMPACT_MIN_DEAD_BYTES: u64 = 16 * 1024 * 1024;
+const COMPACT_MIN_DEAD_SHARE_PERCENT: u64 = 25;
 
 /// Pending access records are merged by the next commit. Past this many distinct keys a read
 /// asks the commit thread for a commit, so that a read-only process still persists them.
@@ -126,17 +150,184 @@ fn merge_access(into: &mut AccessDelta, delta: AccessDelta) {
     into.count += delta.count;
 }
 
-/// The tables of one write transaction.
+/// What an entry owns on disk besides its own bytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Owned {
+    blob: Option<BlobRef>,
+    dir: Option<(String, u64)>,
+}
+
+impl Owned {
+    fn of(stored: &[u8]) -> Owned {
+        let Ok((header, payload)) = EntryHeader::decode(stored) else {
+            return Owned::default();
+        };
+        match header.kind {
+            EntryKind::Inline => Owned::default(),
+            EntryKind::Blob => Owned {
+                blob: BlobRef::decode(payload).ok(),
+                dir: None,
+            },
+            EntryKind::Directory => Owned {
+                blob: None,
+                dir: DirRef::decode(payload)
+                    .ok()
+                    .map(|(dir, _)| (dir.name.to_owned(), dir.size)),
+            },
+        }
+    }
+
+    /// Bytes an entry counts for in the size limit, its blob aside (blobs count once, when their
+    /// first entry takes them).
+    fn accounted(&self, key_len: usize, stored_len: usize) -> u64 {
+        (key_len + stored_len) as u64 + self.dir.as_ref().map_or(0, |(_, size)| *size)
+    }
+}
+
+/// The tables of one write transaction, and what it changes besides them.
 struct WriteTables<'txn> {
     entries: Table<'txn, &'static [u8], &'static [u8]>,
     access: Table<'txn, &'static [u8], (u64, u64)>,
+    blobs: Table<'txn, &'static [u8], (u64, u64)>,
+    /// The tag's usage as of this transaction: loaded at its start, kept by `put` and `remove`,
+    /// stored at its end.
+    bytes: u64,
+    entry_count: u64,
+    /// Blobs whose last entry went: their files are removed just before the commit, while the
+    /// write lock still keeps every other process from publishing the same blob.
+    released_blobs: Vec<BlobRef>,
+    /// Directories whose entry went: removed after the commit (their names are never reused).
+    released_dirs: Vec<String>,
+    expired: u64,
+    evicted: u64,
+    /// Set by `cleanup()`: recorded in the usage table.
+    last_cleanup_ms: Option<u64>,
 }
 
+type StorageResult<T> = std::result::Result<T, redb::StorageError>;
+
 impl WriteTables<'_> {
-    fn remove(&mut self, key: &[u8]) -> std::result::Result<(), redb::StorageError> {
-        self.entries.remove(key)?;
+    /// Stores `entry` under `key`, releasing what the entry it replaces owned. A blob `entry`
+    /// refers to must already be in place.
+    fn put(&mut self, key: &[u8], entry: &[u8]) -> StorageResult<()> {
+        let owned = Owned::of(entry);
+        // Taken before the old entry is released, so that rewriting a key with the same blob
+        // never drops the blob's count to zero on the way.
+        if let Some(blob) = &owned.blob {
+            self.retain_blob(blob)?;
+        }
+        let old = self
+            .entries
+            .insert(key, entry)?
+            .map(|old| (old.value().len(), Owned::of(old.value())));
+        if let Some((old_len, old_owned)) = old {
+            self.forget(key.len(), old_len, old_owned)?;
+        }
         self.access.remove(key)?;
+        self.bytes = self
+            .bytes
+            .saturating_add(owned.accounted(key.len(), entry.len()));
+        self.entry_count += 1;
         Ok(())
+    }
+
+    /// Removes `key` with what it owns; whether it was there.
+    fn remove(&mut self, key: &[u8]) -> StorageResult<bool> {
+        let old = self
+            .entries
+            .remove(key)?
+            .map(|old| (old.value().len(), Owned::of(old.value())));
+        self.access.remove(key)?;
+        match old {
+            Some((old_len, old_owned)) => {
+                self.forget(key.len(), old_len, old_owned)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn forget(&mut self, key_len: usize, stored_len: usize, owned: Owned) -> StorageResult<()> {
+        self.bytes = self
+            .bytes
+            .saturating_sub(owned.accounted(key_len, stored_len));
+        self.entry_count = self.entry_count.saturating_sub(1);
+        if let Some(blob) = owned.blob {
+            self.release_blob(&blob)?;
+        }
+        if let Some((name, _)) = owned.dir {
+            self.released_dirs.push(name);
+        }
+        Ok(())
+    }
+
+    fn retain_blob(&mut self, blob: &BlobRef) -> StorageResult<()> {
+        let refs = self
+            .blobs
+            .get(blob.hash.as_slice())?
+            .map_or(0, |row| row.value().0);
+        if refs == 0 {
+            self.bytes = self.bytes.saturating_add(blob.len);
+        }
+        self.blobs
+            .insert(blob.hash.as_slice(), (refs + 1, blob.len))?;
+        Ok(())
+    }
+
+    fn release_blob(&mut self, blob: &BlobRef) -> StorageResult<()> {
+        let refs = self
+            .blobs
+            .get(blob.hash.as_slice())?
+            .map(|row| row.value().0);
+        match refs {
+            Some(refs) if refs > 1 => {
+                self.blobs
+                    .insert(blob.hash.as_slice(), (refs - 1, blob.len))?;
+            }
+            Some(_) => {
+                self.blobs.remove(blob.hash.as_slice())?;
+                self.bytes = self.bytes.saturating_sub(blob.len);
+                self.released_blobs.push(*blob);
+            }
+            None => self.released_blobs.push(*blob),
+        }
+        Ok(())
+    }
+}
+
+/// What a read found under a key.
+enum Found {
+    Value(Vec<u8>),
+    Blob(BlobRef),
+    Nothing,
+    Unusable(String),
+}
+
+/// What a landed commit leaves to do, and what it did.
+struct Aftermath {
+    released_dirs: Vec<String>,
+    expired: u64,
+    evicted: u64,
+    bytes: u64,
+    entries: u64,
+}
+
+/// What one commit removed besides what it was asked to.
+#[derive(Clone, Copy, Debug, Default)]
+struct CommitOutcome {
+    expired: u64,
+    evicted: u64,
+}
+
+/// The size of an entry's value: inline bytes, the blob's length, or the directory's size plus
+/// the value stored with it. `None` when the reference is damaged.
+fn value_size(header: &EntryHeader, payload: &[u8]) -> Option<u64> {
+    match header.kind {
+        EntryKind::Inline => Some(payload.len() as u64),
+        EntryKind::Blob => BlobRef::decode(payload).ok().map(|blob| blob.len),
+        EntryKind::Directory => DirRef::decode(payload)
+            .ok()
+            .map(|(dir, value)| dir.size + value.len() as u64),
     }
 }
 
@@ -168,6 +359,10 @@ pub struct RedbCache {
     /// The part of `counters` already added to the persisted lifetime counters.
     persisted_counters: Mutex<Counters>,
     committer: Arc<Committer>,
+    blob_files: BlobFiles,
+    dir_files: DirFiles,
+    /// Where the next commit's expiry sweep starts (empty: at the first key).
+    sweep_cursor: Mutex<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedbCache {
@@ -188,7 +383,11 @@ impl RedbCache {
         let path = prepare_tag_files(canonical_root, &tag)?;
         let registration = FileRegistration::register(&path)?;
         let database = open_or_quarantine(&path, &tag, &options)?;
+        let tag_dir = path.parent().unwrap_or(canonical_root).to_owned();
         let cache = Arc::new(RedbCache {
+            blob_files: BlobFiles::new(&tag_dir),
+            dir_files: DirFiles::new(&tag_dir),
+            sweep_cursor: Mutex::new(Vec::new()),
             tag,
             path,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
@@ -245,13 +444,58 @@ impl RedbCache {
             .map(|handle| handle.name().to_owned())
             .collect();
         drop(read);
-        if [ENTRIES.name(), ACCESS.name(), COUNTERS.name()]
-            .iter()
-            .all(|name| names.iter().any(|n| n == name))
+        if [
+            ENTRIES.name(),
+            ACCESS.name(),
+            COUNTERS.name(),
+            BLOBS.name(),
+            USAGE.name(),
+        ]
+        .iter()
+        .all(|name| names.iter().any(|n| n == name))
         {
             return Ok(());
         }
-        self.write(|_, _| Ok(()))
+        // A file from before usage was kept (or a new one): count it once.
+        self.write(|tables, _| self.recount(tables)).map(|_| ())
+    }
+
+    /// Recomputes the usage and every blob's reference count from the entries, correcting any
+    /// drift (for example a directory whose size changed since it was stored). Returns the
+    /// referenced blobs.
+    fn recount(&self, tables: &mut WriteTables<'_>) -> Result<HashMap<[u8; 32], (u64, u64)>> {
+        let mut blobs: HashMap<[u8; 32], (u64, u64)> = HashMap::new();
+        let (mut bytes, mut entry_count) = (0u64, 0u64);
+        for row in tables.entries.iter().or_db(self)? {
+            let (key, stored) = row.or_db(self)?;
+            let owned = Owned::of(stored.value());
+            bytes += owned.accounted(key.value().len(), stored.value().len());
+            entry_count += 1;
+            if let Some(blob) = owned.blob {
+                blobs.entry(blob.hash).or_insert((0, blob.len)).0 += 1;
+            }
+        }
+        let stale: Vec<Vec<u8>> = tables
+            .blobs
+            .iter()
+            .or_db(self)?
+            .filter_map(|row| row.ok())
+            .map(|(hash, _)| hash.value().to_vec())
+            .filter(|hash| {
+                <[u8; 32]>::try_from(hash.as_slice())
+                    .map_or(true, |hash| !blobs.contains_key(&hash))
+            })
+            .collect();
+        for hash in stale {
+            tables.blobs.remove(hash.as_slice()).or_db(self)?;
+        }
+        for (hash, value) in &blobs {
+            tables.blobs.insert(hash.as_slice(), *value).or_db(self)?;
+            bytes += value.1;
+        }
+        tables.bytes = bytes;
+        tables.entry_count = entry_count;
+        Ok(blobs)
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
@@ -322,6 +566,14 @@ impl RedbCache {
     /// `change`, merges pending access records and unpersisted counters, and commits. On
     /// failure nothing is lost: the buffered writes and access records go back to the buffer.
     fn write<R>(&self, change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>) -> Result<R> {
+        self.write_counting(change).map(|(value, _)| value)
+    }
+
+    /// [`RedbCache::write`], also returning what the commit expired and evicted.
+    fn write_counting<R>(
+        &self,
+        change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
+    ) -> Result<(R, CommitOutcome)> {
         let open = self.open_database()?;
         let _writer = lock(&self.write_lock);
         let txn = self.begin_write(&open.database)?;
@@ -343,10 +595,16 @@ impl RedbCache {
         let mut buffer = lock(&self.buffer);
         let in_flight = std::mem::take(&mut buffer.in_flight);
         match result {
-            Ok(value) => {
+            Ok((value, aftermath)) => {
                 buffer.snapshot = None;
                 *lock(&self.persisted_counters) = counters_now;
-                Ok(value)
+                drop(buffer);
+                let outcome = CommitOutcome {
+                    expired: aftermath.expired,
+                    evicted: aftermath.evicted,
+                };
+                self.after_commit(aftermath);
+                Ok((value, outcome))
             }
             Err(err) => {
                 // Writes made since this commit began are newer and win.
@@ -365,6 +623,21 @@ impl RedbCache {
         }
     }
 
+    /// What a commit leaves to do once it has landed.
+    fn after_commit(&self, aftermath: Aftermath) {
+        for name in &aftermath.released_dirs {
+            if let Err(err) = self.dir_files.remove(name) {
+                // Left as an orphan: cleanup() removes it.
+                tracing::warn!(tag = %self.tag, error = %err, "could not remove the directory of a removed entry");
+            }
+        }
+        AtomicCounters::add(&self.counters.expirations, aftermath.expired);
+        AtomicCounters::add(&self.counters.evictions, aftermath.evicted);
+        if aftermath.evicted > 0 {
+            tracing::debug!(tag = %self.tag, evicted = aftermath.evicted, bytes = aftermath.bytes, entries = aftermath.entries, "evicted entries to get under the limits");
+        }
+    }
+
     fn write_in<R>(
         &self,
         txn: WriteTransaction,
@@ -372,26 +645,40 @@ impl RedbCache {
         in_flight: &KeyMap<BufferedWrite>,
         pending_access: &KeyMap<AccessDelta>,
         counters_delta: Counters,
-    ) -> Result<R> {
-        let value = {
+    ) -> Result<(R, Aftermath)> {
+        let now = self.now_ms();
+        let (value, aftermath) = {
+            let mut usage = txn.open_table(USAGE).or_db(self)?;
+            let read_usage = |name| -> Result<u64> {
+                Ok(usage
+                    .get(name)
+                    .or_db(self)?
+                    .map_or(0, |value| value.value()))
+            };
+            let (bytes, entry_count) = (read_usage(USAGE_BYTES)?, read_usage(USAGE_ENTRIES)?);
             let mut tables = WriteTables {
                 entries: txn.open_table(ENTRIES).or_db(self)?,
                 access: txn.open_table(ACCESS).or_db(self)?,
+                blobs: txn.open_table(BLOBS).or_db(self)?,
+                bytes,
+                entry_count,
+                released_blobs: Vec::new(),
+                released_dirs: Vec::new(),
+                expired: 0,
+                evicted: 0,
+                last_cleanup_ms: None,
             };
             for (key, write) in in_flight {
                 match write {
                     // A new value starts with no reads; reads of it since are merged below.
-                    Some(entry) => {
-                        tables
-                            .entries
-                            .insert(key.as_slice(), entry.as_slice())
-                            .or_db(self)?;
-                        tables.access.remove(key.as_slice()).or_db(self)?;
+                    Some(entry) => tables.put(key, entry).or_db(self)?,
+                    None => {
+                        tables.remove(key).or_db(self)?;
                     }
-                    None => tables.remove(key).or_db(self)?,
                 }
             }
-            let value = change(&mut tables, self.now_ms())?;
+            let value = change(&mut tables, now)?;
+            self.sweep_expired(&mut tables, now)?;
             for (key, delta) in pending_access {
                 // Reads of entries removed since are dropped with them.
                 if tables.entries.get(key.as_slice()).or_db(self)?.is_none() {
@@ -410,6 +697,14 @@ impl RedbCache {
                     )
                     .or_db(self)?;
             }
+            self.enforce_limits(&mut tables, now)?;
+            usage.insert(USAGE_BYTES, tables.bytes).or_db(self)?;
+            usage
+                .insert(USAGE_ENTRIES, tables.entry_count)
+                .or_db(self)?;
+            if let Some(now) = tables.last_cleanup_ms {
+                usage.insert(LAST_CLEANUP_MS, now).or_db(self)?;
+            }
             let mut counters = txn.open_table(COUNTERS).or_db(self)?;
             for (name, delta) in counters_delta.fields() {
                 if delta != 0 {
@@ -422,10 +717,118 @@ impl RedbCache {
                         .or_db(self)?;
                 }
             }
-            value
+            // A released blob may have been taken again later in this transaction.
+            for blob in &tables.released_blobs {
+                if tables
+                    .blobs
+                    .get(blob.hash.as_slice())
+                    .or_db(self)?
+                    .is_none()
+                {
+                    self.blob_files.remove(blob)?;
+                }
+            }
+            let aftermath = Aftermath {
+                released_dirs: std::mem::take(&mut tables.released_dirs),
+                expired: tables.expired,
+                evicted: tables.evicted,
+                bytes: tables.bytes,
+                entries: tables.entry_count,
+            };
+            (value, aftermath)
         };
         txn.commit().or_db(self)?;
-        Ok(value)
+        Ok((value, aftermath))
+    }
+
+    /// Removes the expired entries among the next [`SWEEP_BATCH`] after the sweep cursor.
+    fn sweep_expired(&self, tables: &mut WriteTables<'_>, now: u64) -> Result<()> {
+        let mut cursor = lock(&self.sweep_cursor);
+        let mut expired = Vec::new();
+        let mut seen = 0;
+        let mut last: Option<Vec<u8>> = None;
+        for row in tables
+            .entries
+            .range::<&[u8]>(cursor.as_slice()..)
+            .or_db(self)?
+            .take(SWEEP_BATCH)
+        {
+            let (key, stored) = row.or_db(self)?;
+            seen += 1;
+            if EntryHeader::decode(stored.value()).is_ok_and(|(header, _)| header.is_expired(now)) {
+                expired.push(key.value().to_vec());
+            }
+            last = Some(key.value().to_vec());
+        }
+        *cursor = match last {
+            // The smallest key after `last`.
+            Some(mut next) if seen == SWEEP_BATCH => {
+                next.push(0);
+                next
+            }
+            _ => Vec::new(),
+        };
+        drop(cursor);
+        for key in expired {
+            if tables.remove(&key).or_db(self)? {
+                tables.expired += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts when the tag is over its size or entry limit: expired entries first, then in the
+    /// policy's order (oldest stored, or least recently used), down to [`EVICT_TO_PERCENT`] of
+    /// the limit.
+    fn enforce_limits(&self, tables: &mut WriteTables<'_>, now: u64) -> Result<()> {
+        let max_bytes = self.options.max_size_bytes;
+        let max_entries = self.options.max_entries.unwrap_or(u64::MAX);
+        if tables.bytes <= max_bytes && tables.entry_count <= max_entries {
+            return Ok(());
+        }
+        let low_water =
+            |limit: u64| (u128::from(limit) * u128::from(EVICT_TO_PERCENT) / 100) as u64;
+        let target_bytes = low_water(max_bytes);
+        let target_entries = if max_entries == u64::MAX {
+            u64::MAX
+        } else {
+            low_water(max_entries)
+        };
+        // (expired first, order, key) of every entry.
+        let mut order: Vec<(bool, u64, Vec<u8>)> = Vec::new();
+        for row in tables.entries.iter().or_db(self)? {
+            let (key, stored) = row.or_db(self)?;
+            let (expired, stamp) = match EntryHeader::decode(stored.value()) {
+                Ok((header, _)) => (header.is_expired(now), header.created_ms),
+                // Unreadable entries go first too: nothing can read them.
+                Err(_) => (true, 0),
+            };
+            order.push((!expired, stamp, key.value().to_vec()));
+        }
+        if self.options.eviction_policy == EvictionPolicy::LeastRecentlyUsed {
+            for (_, stamp, key) in &mut order {
+                let last_read = tables
+                    .access
+                    .get(key.as_slice())
+                    .or_db(self)?
+                    .map_or(0, |row| row.value().0);
+                *stamp = (*stamp).max(last_read);
+            }
+        }
+        order.sort_unstable();
+        for (live, _, key) in order {
+            if tables.bytes <= target_bytes && tables.entry_count <= target_entries {
+                break;
+            }
+            if tables.remove(&key).or_db(self)? {
+                if live {
+                    tables.evicted += 1;
+                } else {
+                    tables.expired += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether anything waits to be committed: buffered writes, access records or counters.
@@ -545,6 +948,175 @@ impl RedbCache {
         }
     }
 
+    /// What stored bytes hold for a read; `check` is the format a typed read expects.
+    fn classify(
+        &self,
+        key: &[u8],
+        stored: Option<&[u8]>,
+        now: u64,
+        check: Option<(ValueFormat, AnyFormat)>,
+    ) -> Found {
+        let Some(stored) = stored else {
+            return Found::Nothing;
+        };
+        let (header, payload) = match EntryHeader::decode(stored) {
+            Ok(decoded) => decoded,
+            Err(EntryDecodeError::NewerFormat(version)) => {
+                tracing::debug!(tag = %self.tag, key = %KeyDisplay::new(key), version, "entry written by a newer version; treated as a miss");
+                return Found::Nothing;
+            }
+            Err(EntryDecodeError::Corrupt(reason)) => return Found::Unusable(reason.to_owned()),
+        };
+        if header.is_expired(now) {
+            return Found::Nothing;
+        }
+        if let Some((format, AnyFormat::No)) = check
+            && header.format != format
+        {
+            return Found::Unusable(format!(
+                "stored as {:?}, read as {:?} (schema changed)",
+                header.format, format
+            ));
+        }
+        match header.kind {
+            EntryKind::Inline => Found::Value(payload.to_vec()),
+            EntryKind::Blob => match BlobRef::decode(payload) {
+                Ok(blob) => Found::Blob(blob),
+                Err(_) => Found::Unusable("damaged blob reference".to_owned()),
+            },
+            EntryKind::Directory => match DirRef::decode(payload) {
+                Ok((_, value)) => Found::Value(value.to_vec()),
+                Err(_) => Found::Unusable("damaged directory reference".to_owned()),
+            },
+        }
+    }
+
+    /// Counts a read as a hit (recording the access) or a miss.
+    fn count_read(&self, key: &[u8], now: u64, hit: bool) {
+        if hit {
+            AtomicCounters::add(&self.counters.hits, 1);
+            self.record_access(key, now);
+        } else {
+            AtomicCounters::add(&self.counters.misses, 1);
+        }
+    }
+
+    /// Refuses a value of `len` bytes under `key` when it passes `inline_limit` or could not fit
+    /// in the tag's size limit even alone (then nothing else is evicted for it).
+    fn check_value_len(&self, key: &[u8], len: u64, inline_limit: u64) -> Result<()> {
+        let overhead = (key.len() + ENTRY_HEADER_LEN + BlobRef::ENCODED_LEN) as u64;
+        let max = inline_limit.min(self.options.max_size_bytes.saturating_sub(overhead));
+        if len > max {
+            return Err(CacheError::ValueTooLarge {
+                tag: self.tag.to_string(),
+                key: KeyDisplay::new(key),
+                len,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn header(&self, kind: EntryKind, format: ValueFormat, ttl: Option<Duration>) -> EntryHeader {
+        let now = self.now_ms();
+        EntryHeader {
+            kind,
+            format,
+            created_ms: now,
+            expires_ms: ttl
+                .map(|ttl| now.saturating_add(ttl.as_millis().min(u128::from(u64::MAX)) as u64)),
+        }
+    }
+
+    /// Reads of the values being replaced belong to them, not to the new ones.
+    fn forget_pending_reads<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let mut access = lock(&self.access_pending);
+        for key in keys {
+            access.remove(key);
+        }
+    }
+
+    /// Copies a value into a temp blob file, refusing it past the size limit.
+    fn stage_blob(&self, key: &[u8], source: &mut dyn Read) -> Result<StagedBlob> {
+        let overhead = (key.len() + ENTRY_HEADER_LEN + BlobRef::ENCODED_LEN) as u64;
+        let limit = self.options.max_size_bytes.saturating_sub(overhead);
+        self.blob_files
+            .stage(source, limit)
+            .map_err(|err| match err {
+                StageError::TooLarge => CacheError::ValueTooLarge {
+                    tag: self.tag.to_string(),
+                    key: KeyDisplay::new(key),
+                    len: limit + 1,
+                    max: limit,
+                },
+                StageError::Source(source) => CacheError::Source {
+                    tag: self.tag.to_string(),
+                    key: KeyDisplay::new(key),
+                    source,
+                },
+                StageError::Cache(err) => err,
+            })
+    }
+
+    /// Records a staged blob under `key` in one commit: the blob goes into place (unless an
+    /// intact copy is there already) inside the transaction, before the entry commits.
+    fn store_blob(
+        &self,
+        key: &[u8],
+        staged: StagedBlob,
+        format: ValueFormat,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let blob = staged.blob;
+        let entry = self
+            .header(EntryKind::Blob, format, ttl)
+            .encode_with(&blob.encode());
+        self.write(|tables, _| {
+            let shared = tables
+                .blobs
+                .get(blob.hash.as_slice())
+                .or_db(self)?
+                .is_some_and(|row| row.value().0 > 0);
+            if shared && self.blob_files.is_present(&blob) {
+                drop(staged);
+            } else {
+                self.blob_files.publish(staged)?;
+            }
+            tables.put(key, &entry).or_db(self)
+        })
+    }
+
+    /// A blob a read found missing or damaged: logged as an error, the damaged file removed,
+    /// and the entry removed if it still refers to that blob.
+    fn discard_damaged_blob<T>(&self, key: &[u8], blob: &BlobRef, found: &BlobRead<T>) {
+        let corrupt = matches!(found, BlobRead::Corrupt);
+        tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), blob = %blob.file_name(), corrupt, "blob of a cached entry is missing or does not match its hash; treated as a miss and removed");
+        AtomicCounters::add(&self.counters.errors, 1);
+        if corrupt && let Err(err) = self.blob_files.remove(blob) {
+            tracing::warn!(tag = %self.tag, error = %err, "could not remove a damaged blob");
+        }
+        self.remove_if_owning(key, |owned| owned.blob.as_ref() == Some(blob));
+    }
+
+    /// Removes `key` in a commit of its own if what it stores still matches `owns`: the entry
+    /// may have been replaced since it was read, and the replacement must stay.
+    fn remove_if_owning(&self, key: &[u8], owns: impl FnOnce(&Owned) -> bool) {
+        let result = self.write(|tables, _| {
+            let matches = tables
+                .entries
+                .get(key)
+                .or_db(self)?
+                .is_some_and(|stored| owns(&Owned::of(stored.value())));
+            if matches {
+                tables.remove(key).or_db(self)?;
+            }
+            Ok(())
+        });
+        if let Err(err) = result {
+            tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), error = %err, "could not remove an entry whose file is damaged; cleanup() will");
+        }
+    }
+
     /// Commits whatever is buffered, so that a scan of the file sees this process's writes.
     fn commit_if_buffered(&self) -> Result<()> {
         if lock(&self.buffer).pending.is_empty() {
@@ -565,6 +1137,105 @@ impl RedbCache {
             visit(key.value(), value.value());
         }
         Ok(())
+    }
+
+    /// The usage table: `bytes`, `entries`, `last_cleanup_ms`.
+    fn read_usage(&self) -> Result<HashMap<String, u64>> {
+        let open = self.open_database()?;
+        let txn = open.database.begin_read().or_db(self)?;
+        let table = match txn.open_table(USAGE) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+            Err(err) => return Err(err).or_db(self),
+        };
+        let mut usage = HashMap::new();
+        for row in table.iter().or_db(self)? {
+            let (name, value) = row.or_db(self)?;
+            usage.insert(name.value().to_owned(), value.value());
+        }
+        Ok(usage)
+    }
+
+    /// Compacts the file when its dead space passes the thresholds; says why not otherwise.
+    fn compact_if_worthwhile(&self) -> Compaction {
+        let dead = {
+            let open = match self.open_database() {
+                Ok(open) => open,
+                Err(err) => return Compaction::Skipped(err.to_string()),
+            };
+            let _writer = lock(&self.write_lock);
+            let measured = self.begin_write(&open.database).and_then(|txn| {
+                let stats = txn.stats().or_db(self)?;
+                txn.abort().or_db(self)?;
+                Ok(stats.fragmented_bytes())
+            });
+            match measured {
+                Ok(dead) => dead,
+                Err(err) => return Compaction::Skipped(err.to_string()),
+            }
+        };
+        let before = std::fs::metadata(&self.path).map_or(0, |meta| meta.len());
+        if dead < COMPACT_MIN_DEAD_BYTES
+            || dead.saturating_mul(100) < before.saturating_mul(COMPACT_MIN_DEAD_SHARE_PERCENT)
+        {
+            return Compaction::NotNeeded;
+        }
+        let compacted = self.with_exclusive_database(|database| {
+            database
+                .compact()
+                .map_err(|err| CacheError::database(self.tag.as_str(), &self.path, err))
+        });
+        match compacted {
+            Ok(_) => {
+                let after = std::fs::metadata(&self.path).map_or(0, |meta| meta.len());
+                tracing::debug!(tag = %self.tag, before, after, "compacted the database file");
+                Compaction::Compacted { before, after }
+            }
+            Err(err) => {
+                tracing::warn!(tag = %self.tag, error = %err, "compaction was due but did not run");
+                Compaction::Skipped(err.to_string())
+            }
+        }
+    }
+
+    /// Runs `run` with the only handle to the database, which redb's compaction and integrity
+    /// check need: commits what is buffered, drops the read snapshot, and holds off this
+    /// instance's other operations meanwhile. Fails, doing nothing, while another thread is
+    /// inside an operation.
+    fn with_exclusive_database<T>(
+        &self,
+        run: impl FnOnce(&mut Database) -> Result<T>,
+    ) -> Result<T> {
+        self.commit_if_buffered()?;
+        let mut guard = self
+            .database
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        lock(&self.buffer).snapshot = None;
+        let Some(handle) = guard.as_mut() else {
+            return Err(CacheError::Closed {
+                tag: self.tag.to_string(),
+            });
+        };
+        let Some(open) = Arc::get_mut(handle) else {
+            return Err(CacheError::Busy {
+                tag: self.tag.to_string(),
+                reason: "another thread of this process is using the database",
+            });
+        };
+        run(&mut open.database)
+    }
+
+    /// Checks every page of the tag's database file against its checksum (redb's integrity
+    /// check); `false` when damage was found (redb repairs what it can on the next open).
+    /// Needs the instance to itself for the moment: fails with [`CacheError::Busy`] while
+    /// another thread is inside an operation.
+    pub fn check_integrity(&self) -> Result<bool> {
+        self.with_exclusive_database(|database| {
+            database
+                .check_integrity()
+                .map_err(|err| CacheError::database(self.tag.as_str(), &self.path, err))
+        })
     }
 
     /// The lifetime counters persisted in the file.
@@ -600,46 +1271,29 @@ impl CacheManager for RedbCache {
         format: ValueFormat,
         any: AnyFormat,
     ) -> Result<Option<Vec<u8>>> {
-        enum Outcome {
-            Hit(Vec<u8>),
-            Miss,
-            Unusable(String),
-        }
         self.measure("get", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
-            let outcome = self.lookup(key, started, |stored, _| {
-                let Some(stored) = stored else { return Ok(Outcome::Miss) };
-                Ok(match EntryHeader::decode(stored) {
-                    Ok((header, _)) if header.is_expired(now) => Outcome::Miss,
-                    Ok((header, _)) if any == AnyFormat::No && header.format != format => Outcome::Unusable(format!(
-                        "stored as {:?}, read as {:?} (schema changed)",
-                        header.format, format
-                    )),
-                    Ok((_, payload)) => Outcome::Hit(payload.to_vec()),
-                    Err(EntryDecodeError::NewerFormat(version)) => {
-                        tracing::debug!(tag = %self.tag, version, "entry written by a newer version; treated as a miss");
-                        Outcome::Miss
-                    }
-                    Err(EntryDecodeError::Corrupt(reason)) => Outcome::Unusable(reason.to_owned()),
-                })
+            let found = self.lookup(key, started, |stored, _| {
+                Ok(self.classify(key, stored, now, Some((format, any))))
             })?;
-            match outcome {
-                Outcome::Hit(value) => {
-                    AtomicCounters::add(&self.counters.hits, 1);
-                    self.record_access(key, now);
-                    Ok(Some(value))
-                }
-                Outcome::Miss => {
-                    AtomicCounters::add(&self.counters.misses, 1);
-                    Ok(None)
-                }
-                Outcome::Unusable(reason) => {
-                    AtomicCounters::add(&self.counters.misses, 1);
+            let value = match found {
+                Found::Value(value) => Some(value),
+                Found::Blob(blob) => match self.blob_files.read(&blob)? {
+                    BlobRead::Verified(bytes) => Some(bytes),
+                    damaged => {
+                        self.discard_damaged_blob(key, &blob, &damaged);
+                        None
+                    }
+                },
+                Found::Nothing => None,
+                Found::Unusable(reason) => {
                     self.remove_unusable(key, &reason);
-                    Ok(None)
+                    None
                 }
-            }
+            };
+            self.count_read(key, now, value.is_some());
+            Ok(value)
         })
     }
 
@@ -660,43 +1314,178 @@ impl CacheManager for RedbCache {
         format: ValueFormat,
     ) -> Result<()> {
         self.measure("set", |_| {
-            let limit = self
-                .options
-                .max_value_bytes
-                .min(self.options.max_size_bytes);
             for (key, value) in items {
                 self.check_key(key)?;
-                if value.len() as u64 > limit {
-                    return Err(CacheError::ValueTooLarge {
-                        tag: self.tag.to_string(),
-                        key: KeyDisplay::new(key),
-                        len: value.len() as u64,
-                        max: limit,
-                    });
-                }
+                self.check_value_len(key, value.len() as u64, self.options.max_value_bytes)?;
             }
-            let now = self.now_ms();
-            let expires_ms =
-                ttl.map(|ttl| now.saturating_add(ttl.as_millis().min(u64::MAX as u128) as u64));
-            let header = EntryHeader {
-                format,
-                created_ms: now,
-                expires_ms,
-            };
-            {
-                // Reads of the values being replaced belong to them, not to the new ones.
-                let mut access = lock(&self.access_pending);
-                for (key, _) in items {
-                    access.remove(*key);
-                }
-            }
+            let header = self.header(EntryKind::Inline, format, ttl);
+            self.forget_pending_reads(items.iter().map(|(key, _)| *key));
+            let (large, small): (Vec<_>, Vec<_>) = items
+                .iter()
+                .partition(|(_, value)| value.len() as u64 > self.options.blob_threshold_bytes);
             self.buffer_writes(
-                items
+                small
                     .iter()
                     .map(|(key, value)| (*key, Some(header.encode_with(value)))),
             )?;
+            for (key, value) in large {
+                let staged = self.stage_blob(key, &mut &value[..])?;
+                self.store_blob(key, staged, format, ttl)?;
+            }
             AtomicCounters::add(&self.counters.sets, items.len() as u64);
             Ok(())
+        })
+    }
+
+    fn set_from_reader(
+        &self,
+        key: &[u8],
+        source: &mut dyn Read,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        self.measure("set", |_| {
+            self.check_key(key)?;
+            let staged = self.stage_blob(key, source)?;
+            let len = staged.blob.len;
+            self.forget_pending_reads([key]);
+            if len > self.options.blob_threshold_bytes {
+                self.store_blob(key, staged, ValueFormat::RAW, ttl)?;
+            } else {
+                // Small after all: inline, like any small value, and committed like the rest
+                // of this method's writes.
+                let value = self.blob_files.read_staged(&staged)?;
+                let header = self.header(EntryKind::Inline, ValueFormat::RAW, ttl);
+                let entry = header.encode_with(&value);
+                self.write(|tables, _| tables.put(key, &entry).or_db(self))?;
+            }
+            AtomicCounters::add(&self.counters.sets, 1);
+            Ok(len)
+        })
+    }
+
+    fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
+        self.measure("get", |started| {
+            self.check_key(key)?;
+            let now = self.now_ms();
+            let found = self.lookup(key, started, |stored, _| {
+                Ok(self.classify(key, stored, now, None))
+            })?;
+            let written = match found {
+                Found::Value(value) => {
+                    sink.write_all(&value).map_err(|source| CacheError::Io {
+                        operation: "writing a cached value to the caller's writer for",
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                    Some(value.len() as u64)
+                }
+                Found::Blob(blob) => match self.blob_files.copy_to(&blob, sink)? {
+                    BlobRead::Verified(written) => Some(written),
+                    damaged => {
+                        self.discard_damaged_blob(key, &blob, &damaged);
+                        None
+                    }
+                },
+                Found::Nothing => None,
+                Found::Unusable(reason) => {
+                    self.remove_unusable(key, &reason);
+                    None
+                }
+            };
+            self.count_read(key, now, written.is_some());
+            Ok(written)
+        })
+    }
+
+    fn stage_directory(&self) -> Result<StagedDirectory> {
+        self.dir_files.stage()
+    }
+
+    fn set_directory(
+        &self,
+        key: &[u8],
+        mut staged: StagedDirectory,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<CachedDirectory>> {
+        self.measure("set", |_| {
+            self.check_key(key)?;
+            if !self.dir_files.owns(&staged) {
+                return Err(CacheError::ForeignStagedDirectory {
+                    tag: self.tag.to_string(),
+                    path: staged.path().to_owned(),
+                });
+            }
+            self.check_value_len(key, value.len() as u64, self.options.max_value_bytes)?;
+            let size = measure(staged.path())?;
+            self.check_value_len(key, size.saturating_add(value.len() as u64), u64::MAX)?;
+            let header = self.header(EntryKind::Directory, ValueFormat::RAW, ttl);
+            self.forget_pending_reads([key]);
+            let mut published: Option<String> = None;
+            let result = self.write(|tables, _| {
+                let (name, path) = self.dir_files.publish(&mut staged)?;
+                published = Some(name.clone());
+                let dir = DirRef { name: &name, size };
+                tables
+                    .put(key, &header.encode_with(&dir.encode_with(value)))
+                    .or_db(self)?;
+                Ok(path)
+            });
+            match result {
+                Ok(path) => {
+                    AtomicCounters::add(&self.counters.sets, 1);
+                    Ok(Some(CachedDirectory {
+                        path,
+                        value: value.to_vec(),
+                        size_bytes: size,
+                    }))
+                }
+                Err(err) => {
+                    if let Some(name) = published {
+                        // Moved into place, but its entry never committed: nothing owns it.
+                        let _ = self.dir_files.remove(&name);
+                    }
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>> {
+        self.measure("get", |started| {
+            self.check_key(key)?;
+            let now = self.now_ms();
+            let found = self.lookup(key, started, |stored, _| {
+                let Some(stored) = stored else { return Ok(None) };
+                Ok(match EntryHeader::decode(stored) {
+                    Ok((header, payload))
+                        if header.kind == EntryKind::Directory && !header.is_expired(now) =>
+                    {
+                        DirRef::decode(payload).ok().map(|(dir, value)| {
+                            (dir.name.to_owned(), dir.size, value.to_vec())
+                        })
+                    }
+                    _ => None,
+                })
+            })?;
+            let directory = match found {
+                Some((name, size, value)) if self.dir_files.is_present(&name) => {
+                    Some(CachedDirectory {
+                        path: self.dir_files.path(&name),
+                        value,
+                        size_bytes: size,
+                    })
+                }
+                Some((name, _, _)) => {
+                    tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), name, "owned directory of a cached entry is missing; removing the entry");
+                    AtomicCounters::add(&self.counters.errors, 1);
+                    self.remove_if_owning(key, |owned| owned.dir.as_ref().is_some_and(|(dir, _)| *dir == name));
+                    None
+                }
+                None => None,
+            };
+            self.count_read(key, now, directory.is_some());
+            Ok(directory)
         })
     }
 
@@ -742,7 +1531,17 @@ impl CacheManager for RedbCache {
         self.measure("clear", |_| {
             lock(&self.access_pending).clear();
             self.write(|tables, _| {
-                tables.entries.retain(|_, _| false).or_db(self)?;
+                // One by one, so that blobs and directories go with their entries.
+                let keys: Vec<Vec<u8>> = tables
+                    .entries
+                    .iter()
+                    .or_db(self)?
+                    .map(|row| row.map(|(key, _)| key.value().to_vec()))
+                    .collect::<StorageResult<_>>()
+                    .or_db(self)?;
+                for key in keys {
+                    tables.remove(&key).or_db(self)?;
+                }
                 tables.access.retain(|_, _| false).or_db(self)?;
                 Ok(())
             })
@@ -779,6 +1578,9 @@ impl CacheManager for RedbCache {
                 if header.is_expired(now) {
                     return Ok(None);
                 }
+                let Some(size_bytes) = value_size(&header, payload) else {
+                    return Ok(None);
+                };
                 // A buffered value is new: the stored access record belongs to the old one.
                 let (stored_last, stored_count) = match snapshot {
                     Some(snapshot) => snapshot
@@ -792,7 +1594,7 @@ impl CacheManager for RedbCache {
                 Ok(Some(EntryMetadata {
                     key: key.to_vec(),
                     tag: self.tag.to_string(),
-                    size_bytes: payload.len() as u64,
+                    size_bytes,
                     created: system_time(header.created_ms),
                     last_accessed: (last_ms != 0).then(|| system_time(last_ms)),
                     access_count: stored_count + pending.count,
@@ -811,11 +1613,20 @@ impl CacheManager for RedbCache {
             let now = self.now_ms();
             let (mut entries, mut bytes) = (0u64, 0u64);
             self.scan(|key, stored| {
-                if is_live(Some(stored), now) {
+                if let Ok((header, payload)) = EntryHeader::decode(stored)
+                    && !header.is_expired(now)
+                {
                     entries += 1;
-                    bytes += (key.len() + stored.len()) as u64;
+                    let owned = value_size(&header, payload).unwrap_or(0).saturating_sub(
+                        match header.kind {
+                            EntryKind::Inline => payload.len() as u64,
+                            _ => 0,
+                        },
+                    );
+                    bytes += (key.len() + stored.len()) as u64 + owned;
                 }
             })?;
+            let usage = self.read_usage()?;
             let counters = self.counters.snapshot();
             let unpersisted = counters.minus(&lock(&self.persisted_counters));
             Ok(CacheStats {
@@ -823,7 +1634,10 @@ impl CacheManager for RedbCache {
                 enabled: true,
                 entries,
                 bytes,
+                disk_bytes: usage.get(USAGE_BYTES).copied().unwrap_or(0),
                 max_size_bytes: self.options.max_size_bytes,
+                max_entries: self.options.max_entries,
+                last_cleanup: usage.get(LAST_CLEANUP_MS).map(|ms| system_time(*ms)),
                 counters,
                 lifetime: self.persisted_lifetime()?.plus(&unpersisted),
             })
@@ -832,63 +1646,79 @@ impl CacheManager for RedbCache {
 
     fn cleanup(&self) -> Result<CleanupReport> {
         self.measure("cleanup", |_| {
-            let pending_access: KeyMap<AccessDelta> = lock(&self.access_pending).clone();
-            let report = self.write(|tables, now| {
-                let mut report = CleanupReport::default();
-                // (eviction order, key, bytes) of every live entry.
-                let mut live: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+            let mut report = CleanupReport::default();
+            report.temp_files += self.blob_files.remove_stale_temps()?;
+            report.temp_files += self.dir_files.remove_stale_staging()?;
+            let aftermath = self.write_counting(|tables, now| {
+                tables.last_cleanup_ms = Some(now);
                 let mut doomed: Vec<Vec<u8>> = Vec::new();
                 for row in tables.entries.iter().or_db(self)? {
-                    let (key, value) = row.or_db(self)?;
-                    let key_bytes = key.value().to_vec();
-                    match EntryHeader::decode(value.value()) {
+                    let (key, stored) = row.or_db(self)?;
+                    let key = key.value();
+                    match EntryHeader::decode(stored.value()) {
                         Ok((header, _)) if header.is_expired(now) => {
                             report.expired += 1;
-                            doomed.push(key_bytes);
+                            doomed.push(key.to_vec());
                         }
-                        Ok((header, _)) => {
-                            let size = (key_bytes.len() + value.value().len()) as u64;
-                            live.push((header.created_ms, key_bytes, size));
+                        Ok(_) => {
+                            let owned = Owned::of(stored.value());
+                            let blob_missing = owned
+                                .blob
+                                .as_ref()
+                                .is_some_and(|blob| !self.blob_files.is_present(blob));
+                            let dir_missing = owned
+                                .dir
+                                .as_ref()
+                                .is_some_and(|(name, _)| !self.dir_files.is_present(name));
+                            if blob_missing || dir_missing {
+                                report.missing_files += 1;
+                                doomed.push(key.to_vec());
+                            }
                         }
                         Err(EntryDecodeError::NewerFormat(_)) => {}
                         Err(EntryDecodeError::Corrupt(_)) => {
                             report.unreadable += 1;
-                            doomed.push(key_bytes);
+                            doomed.push(key.to_vec());
                         }
                     }
                 }
                 for key in &doomed {
                     tables.remove(key).or_db(self)?;
                 }
-                let mut total: u64 = live.iter().map(|(_, _, size)| size).sum();
-                if total > self.options.max_size_bytes {
-                    if self.options.eviction_policy == EvictionPolicy::LeastRecentlyUsed {
-                        for (order, key, _) in &mut live {
-                            let stored = tables
-                                .access
-                                .get(key.as_slice())
-                                .or_db(self)?
-                                .map_or(0, |row| row.value().0);
-                            let pending = pending_access.get(key).map_or(0, |delta| delta.last_ms);
-                            *order = (*order).max(stored).max(pending);
-                        }
-                    }
-                    live.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-                    for (_, key, size) in &live {
-                        if total <= self.options.max_size_bytes {
-                            break;
-                        }
-                        tables.remove(key).or_db(self)?;
-                        total -= size;
-                        report.evicted += 1;
+                tables.expired += report.expired;
+                let referenced_blobs = self.recount(tables)?;
+                // Inside the transaction: no other process can be publishing a blob or a
+                // directory (that happens under the write lock too), so a file without an entry
+                // here is debris, not a write in progress.
+                for (hash, _) in self.blob_files.list()? {
+                    if !referenced_blobs.contains_key(&hash) {
+                        self.blob_files.remove(&BlobRef { hash, len: 0 })?;
+                        report.orphan_files += 1;
                     }
                 }
-                Ok(report)
-            })?;
-            AtomicCounters::add(&self.counters.expirations, report.expired);
-            AtomicCounters::add(&self.counters.evictions, report.evicted);
-            if report.total() > 0 {
-                tracing::debug!(tag = %self.tag, ?report, "cleanup removed entries");
+                let mut referenced_dirs: HashSet<String> =
+                    tables.released_dirs.iter().cloned().collect();
+                for row in tables.entries.iter().or_db(self)? {
+                    let (_, stored) = row.or_db(self)?;
+                    if let Some((name, _)) = Owned::of(stored.value()).dir {
+                        referenced_dirs.insert(name);
+                    }
+                }
+                for name in self.dir_files.list()? {
+                    if !referenced_dirs.contains(&name) {
+                        self.dir_files.remove(&name)?;
+                        report.orphan_files += 1;
+                    }
+                }
+                // Eviction follows in the commit (`enforce_limits`), on the recounted usage.
+                Ok(())
+            });
+            let ((), outcome) = aftermath?;
+            report.expired = outcome.expired;
+            report.evicted = outcome.evicted;
+            report.compaction = self.compact_if_worthwhile();
+            if report.total() + report.orphan_files + report.temp_files > 0 {
+                tracing::debug!(tag = %self.tag, ?report, "cleanup removed entries and files");
             }
             Ok(report)
         })

@@ -17,8 +17,11 @@ fn defect_01_cleanup_removes_expired_and_counts_evictions(
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
 ) {
+    // Writes stay buffered until cleanup commits them, so that cleanup is what meets the
+    // expired entries (a commit's opportunistic sweep would otherwise remove them first).
     let options = CacheOptions {
         max_size_bytes: 250,
+        commit_interval: Duration::from_secs(3600),
         ..options_with(&clock)
     };
     let cache = open(&coordinator, &root, "t", options);
@@ -34,6 +37,7 @@ fn defect_01_cleanup_removes_expired_and_counts_evictions(
         clock.advance(Duration::from_secs(1));
     }
 
+    // 300 bytes of live entries under a 250-byte limit: the oldest goes, down to 90 % of it.
     let report = cache.cleanup().unwrap();
     assert_eq!(report.expired, 2);
     assert_eq!(report.evicted, 1);

@@ -276,10 +276,28 @@ fn a_value_larger_than_the_whole_size_limit_is_refused(root: TempDir, coordinato
             ..CacheOptions::default()
         },
     );
-    let err = cache.set(b"k", &[0u8; 101], None).unwrap_err();
+    cache.set(b"small", b"kept", None).unwrap();
+    // The value must fit together with its key, entry header (22 bytes) and a blob reference
+    // (40 bytes): 100 - 1 - 22 - 40 = 37.
+    cache.set(b"k", &[0u8; 37], None).unwrap();
+    let err = cache.set(b"k", &[0u8; 38], None).unwrap_err();
     assert!(
-        matches!(err, CacheError::ValueTooLarge { max: 100, .. }),
+        matches!(
+            err,
+            CacheError::ValueTooLarge {
+                len: 38,
+                max: 37,
+                ..
+            }
+        ),
         "{err}"
+    );
+    let err = cache.set(b"k2", &[0u8; 101], None).unwrap_err();
+    assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
+    assert_eq!(
+        cache.get(b"k").unwrap(),
+        Some(vec![0u8; 37]),
+        "a refused value changes nothing"
     );
 }
 
@@ -293,7 +311,7 @@ fn binary_keys_and_values_round_trip(root: TempDir, coordinator: Coordinator) {
 }
 
 #[rstest]
-fn cleanup_evicts_least_recently_stored_first(
+fn a_commit_past_the_limit_evicts_least_recently_stored_first(
     root: TempDir,
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
@@ -306,20 +324,26 @@ fn cleanup_evicts_least_recently_stored_first(
     let cache = open(&coordinator, &root, "t", options);
     for key in [b"1", b"2", b"3", b"4", b"5"] {
         cache.set(key, &[0u8; 77], None).unwrap();
+        cache.flush().unwrap();
         clock.advance(Duration::from_secs(1));
     }
-    let report = cache.cleanup().unwrap();
-    assert_eq!(report.evicted, 2);
+    // The commit of "4" passed the limit and evicted down to 90 % of it ("1" and "2"); "5"
+    // then fitted exactly.
     let mut keys = cache.keys().unwrap();
     keys.sort();
     assert_eq!(keys, vec![b"3".to_vec(), b"4".to_vec(), b"5".to_vec()]);
     let stats = cache.get_stats().unwrap();
     assert_eq!(stats.counters.evictions, 2);
-    assert!(stats.bytes <= 300);
+    assert_eq!(stats.disk_bytes, 300);
+    assert_eq!(
+        cache.cleanup().unwrap().evicted,
+        0,
+        "already under the limit"
+    );
 }
 
 #[rstest]
-fn cleanup_evicts_least_recently_used_first_when_asked(
+fn a_commit_past_the_limit_evicts_least_recently_used_first_when_asked(
     root: TempDir,
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
@@ -330,15 +354,65 @@ fn cleanup_evicts_least_recently_used_first_when_asked(
         ..options_with(&clock)
     };
     let cache = open(&coordinator, &root, "t", options);
-    for key in [b"1", b"2", b"3", b"4"] {
+    for key in [b"1", b"2", b"3"] {
         cache.set(key, &[0u8; 77], None).unwrap();
+        cache.flush().unwrap();
         clock.advance(Duration::from_secs(1));
     }
     cache.get(b"1").unwrap(); // the oldest entry is the most recently used
-    let report = cache.cleanup().unwrap();
-    assert_eq!(report.evicted, 1);
+    cache.set(b"4", &[0u8; 77], None).unwrap();
+    cache.flush().unwrap();
     assert!(cache.exists(b"1").unwrap());
     assert!(!cache.exists(b"2").unwrap());
+    assert!(!cache.exists(b"3").unwrap());
+    assert!(cache.exists(b"4").unwrap());
+    assert_eq!(cache.get_stats().unwrap().counters.evictions, 2);
+}
+
+#[rstest]
+fn an_entry_limit_is_enforced_like_the_size_limit(root: TempDir, coordinator: Coordinator) {
+    let options = CacheOptions {
+        max_entries: Some(10),
+        ..CacheOptions::default()
+    };
+    let cache = open(&coordinator, &root, "t", options);
+    for index in 0..25u32 {
+        cache.set(&index.to_be_bytes(), b"v", None).unwrap();
+        cache.flush().unwrap();
+    }
+    let stats = cache.get_stats().unwrap();
+    assert!(stats.entries <= 10, "{} entries", stats.entries);
+    assert!(
+        cache.exists(&24u32.to_be_bytes()).unwrap(),
+        "the newest stays"
+    );
+    assert_eq!(stats.counters.evictions, 25 - stats.entries);
+}
+
+#[rstest]
+fn expired_entries_are_swept_by_ordinary_commits(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let cache = open(&coordinator, &root, "t", options_with(&clock));
+    for index in 0..10u8 {
+        cache
+            .set(&[b'e', index], b"v", Some(Duration::from_secs(1)))
+            .unwrap();
+    }
+    cache.flush().unwrap();
+    clock.advance(Duration::from_secs(2));
+    // Any commit sweeps a bounded batch; ten entries fit in one.
+    cache.set(b"other", b"v", None).unwrap();
+    cache.flush().unwrap();
+    let stats = cache.get_stats().unwrap();
+    assert_eq!(stats.counters.expirations, 10);
+    assert_eq!(
+        stats.disk_bytes,
+        (5 + 22 + 1) as u64,
+        "only the live entry is left"
+    );
 }
 
 #[rstest]
