@@ -40,6 +40,7 @@
 //! ```
 
 mod blobs;
+mod budget;
 mod codec;
 mod committer;
 mod config;

@@ -24,6 +24,7 @@ use redb::{
 };
 
 use crate::blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
+use crate::budget;
 use crate::codec::{
     BlobRef, DirRef, ENTRY_HEADER_LEN, EntryDecodeError, EntryHeader, EntryKind, ValueFormat,
 };
@@ -363,6 +364,8 @@ pub struct RedbCache {
     dir_files: DirFiles,
     /// Where the next commit's expiry sweep starts (empty: at the first key).
     sweep_cursor: Mutex<Vec<u8>>,
+    /// The usage last published to `<root>/<tag>/usage` for the root budget of other tags.
+    published_usage: Mutex<(u64, u64)>,
 }
 
 impl std::fmt::Debug for RedbCache {
@@ -388,6 +391,7 @@ impl RedbCache {
             blob_files: BlobFiles::new(&tag_dir),
             dir_files: DirFiles::new(&tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
+            published_usage: Mutex::new((u64::MAX, u64::MAX)),
             tag,
             path,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
@@ -416,6 +420,11 @@ impl RedbCache {
             })?;
         tracing::debug!(tag = %cache.tag, path = %cache.path.display(), "opened cache");
         Ok(cache)
+    }
+
+    /// `<root>/<tag>/`.
+    fn tag_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.path)
     }
 
     /// The options this instance was opened with.
@@ -631,6 +640,17 @@ impl RedbCache {
                 tracing::warn!(tag = %self.tag, error = %err, "could not remove the directory of a removed entry");
             }
         }
+        let usage = (aftermath.bytes, aftermath.entries);
+        let mut published = lock(&self.published_usage);
+        if *published != usage {
+            match budget::publish_usage(self.tag_dir(), aftermath.bytes, aftermath.entries) {
+                Ok(()) => *published = usage,
+                Err(err) => {
+                    tracing::warn!(tag = %self.tag, error = %err, "could not publish the tag's usage for the root budget");
+                }
+            }
+        }
+        drop(published);
         AtomicCounters::add(&self.counters.expirations, aftermath.expired);
         AtomicCounters::add(&self.counters.evictions, aftermath.evicted);
         if aftermath.evicted > 0 {
@@ -781,7 +801,13 @@ impl RedbCache {
     /// policy's order (oldest stored, or least recently used), down to [`EVICT_TO_PERCENT`] of
     /// the limit.
     fn enforce_limits(&self, tables: &mut WriteTables<'_>, now: u64) -> Result<()> {
-        let max_bytes = self.options.max_size_bytes;
+        let mut max_bytes = self.options.max_size_bytes;
+        if let Some(budget) = self.options.root_max_size_bytes {
+            let others = budget::sibling_usage(self.tag_dir(), &self.tag);
+            if let Some(level) = budget::fair_level(budget, tables.bytes, &others) {
+                max_bytes = max_bytes.min(level);
+            }
+        }
         let max_entries = self.options.max_entries.unwrap_or(u64::MAX);
         if tables.bytes <= max_bytes && tables.entry_count <= max_entries {
             return Ok(());

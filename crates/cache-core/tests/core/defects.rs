@@ -216,3 +216,35 @@ fn defect_12_falsy_values_are_hits_and_keys_are_unambiguous(
         (0, None)
     );
 }
+
+/// Defect 5: workspace and build directories were outside the size limit and were left behind
+/// when their entry expired, so the disk grew without bound.
+#[rstest]
+fn defect_05_expired_owned_directories_are_removed_and_counted(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        ..options_with(&clock)
+    };
+    let cache = open(&coordinator, &root, "compilation", options);
+    let staged = cache.stage_directory().unwrap();
+    std::fs::create_dir_all(staged.path().join("zmk")).unwrap();
+    std::fs::write(staged.path().join("zmk/west.yml"), [b'x'; 5000]).unwrap();
+    let stored = cache
+        .set_directory(b"workspace", staged, b"meta", Some(Duration::from_secs(60)))
+        .unwrap()
+        .unwrap();
+    assert!(
+        cache.get_stats().unwrap().disk_bytes >= 5000,
+        "the directory counts in the size limit"
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(cache.get_directory(b"workspace").unwrap(), None);
+    let report = cache.cleanup().unwrap();
+    assert_eq!(report.expired, 1);
+    assert!(!stored.path.exists(), "the directory went with its entry");
+    assert_eq!(cache.get_stats().unwrap().disk_bytes, 0);
+}

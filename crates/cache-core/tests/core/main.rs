@@ -1,6 +1,7 @@
 //! Integration tests of `cache-core`'s public API, one module per area, in one test binary.
 //! Every test uses its own temp root and its own `Coordinator`: none touches the user's cache.
 
+mod capacity;
 mod defects;
 mod disabled;
 mod entries;
