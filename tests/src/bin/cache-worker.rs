@@ -6,6 +6,9 @@
 //! - `write-until-killed ROOT TAG FLUSH_EVERY`: writes entries `crash:000000`, `crash:000001`, ...
 //!   forever, calling `flush()` after every FLUSH_EVERY writes and then printing `flushed N`
 //!   (every entry below N is durable). The test kills it with SIGKILL.
+//! - `same-blob ROOT TAG ME OTHER LEN BARRIER_DIR`: stores the same LEN-byte value (a blob) under
+//!   its own key `blob:ME` at the same moment as its partner, flushes, then reads both keys back.
+//!   Prints `read 2` and exits 0 when both read back exactly.
 //! - `hold-write-lock DATABASE_FILE`: opens the file with redb directly (`MultiWriter`, as the
 //!   cache does), begins a write transaction, prints `locked`, and holds it until killed.
 
@@ -35,10 +38,12 @@ fn run() -> anyhow::Result<()> {
     match args.split_first() {
         Some((command, rest)) if command == "pair" => pair(rest),
         Some((command, rest)) if command == "write-until-killed" => write_until_killed(rest),
+        Some((command, rest)) if command == "same-blob" => same_blob(rest),
         Some((command, [path])) if command == "hold-write-lock" => hold_write_lock(path),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
-             write-until-killed ROOT TAG FLUSH_EVERY | hold-write-lock DATABASE_FILE)"
+             write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
+             hold-write-lock DATABASE_FILE)"
         ),
     }
 }
@@ -93,6 +98,53 @@ fn pair(args: &[String]) -> anyhow::Result<()> {
     coordinator.reset().context("while closing")?;
     println!("read {read}");
     Ok(())
+}
+
+fn same_blob(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, me, other, len, barrier_dir] = args else {
+        bail!("usage: cache-worker same-blob ROOT TAG ME OTHER LEN BARRIER_DIR");
+    };
+    let len: usize = len.parse().context("while parsing LEN")?;
+    let value = blob_value(len);
+    let barrier_dir = PathBuf::from(barrier_dir);
+    let limit = Duration::from_secs(60);
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    barrier(
+        &barrier_dir,
+        &format!("{me}.ready"),
+        &format!("{other}.ready"),
+        limit,
+    )?;
+    cache
+        .set(format!("blob:{me}").as_bytes(), &value, None)
+        .context("while storing the blob")?;
+    cache.flush().context("while flushing")?;
+    barrier(
+        &barrier_dir,
+        &format!("{me}.done"),
+        &format!("{other}.done"),
+        limit,
+    )?;
+    for writer in [me, other] {
+        let read = cache
+            .get(format!("blob:{writer}").as_bytes())
+            .with_context(|| format!("while reading blob:{writer}"))?;
+        if read.as_deref() != Some(value.as_slice()) {
+            bail!(
+                "blob:{writer} read back wrong ({:?} bytes)",
+                read.map(|v| v.len())
+            );
+        }
+    }
+    coordinator.reset().context("while closing")?;
+    println!("read 2");
+    Ok(())
+}
+
+/// The value both `same-blob` workers store: the same bytes in both processes.
+fn blob_value(len: usize) -> Vec<u8> {
+    (0..len).map(|index| (index % 251) as u8).collect()
 }
 
 fn write_until_killed(args: &[String]) -> anyhow::Result<()> {

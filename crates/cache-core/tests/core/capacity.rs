@@ -1,15 +1,18 @@
 //! Capacity: size and entry limits, eviction, blobs, entry-owned directories, cleanup of what
 //! nothing owns, compaction, and the root budget.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is a failed test with its location"
+)]
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{
-    CacheError, CacheManager, CacheOptions, Compaction, Coordinator, EvictionPolicy, ManualClock,
-};
+use cache_core::{CacheError, CacheOptions, Compaction, Coordinator, EvictionPolicy, ManualClock};
 use rstest::rstest;
 use tempfile::TempDir;
 
