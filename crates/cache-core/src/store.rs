@@ -739,13 +739,15 @@ impl RedbCache {
             }
             // A released blob may have been taken again later in this transaction.
             for blob in &tables.released_blobs {
-                if tables
+                let unreferenced = tables
                     .blobs
                     .get(blob.hash.as_slice())
                     .or_db(self)?
-                    .is_none()
-                {
-                    self.blob_files.remove(blob)?;
+                    .is_none();
+                if unreferenced && let Err(err) = self.blob_files.remove(blob) {
+                    // An orphan now, which cleanup() removes; failing the commit for it would
+                    // hold every buffered write hostage to one file.
+                    tracing::warn!(tag = %self.tag, error = %err, "could not remove an unreferenced blob");
                 }
             }
             let aftermath = Aftermath {
@@ -1233,11 +1235,14 @@ impl RedbCache {
         run: impl FnOnce(&mut Database) -> Result<T>,
     ) -> Result<T> {
         self.commit_if_buffered()?;
+        // Dropped before the database lock is taken, never under it: readers take the buffer
+        // lock and then the database lock, so taking them the other way round could deadlock.
+        // A snapshot taken again in between makes redb refuse, as a transaction in progress.
+        lock(&self.buffer).snapshot = None;
         let mut guard = self
             .database
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        lock(&self.buffer).snapshot = None;
         let Some(handle) = guard.as_mut() else {
             return Err(CacheError::Closed {
                 tag: self.tag.to_string(),
