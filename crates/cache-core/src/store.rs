@@ -1019,6 +1019,36 @@ impl RedbCache {
         }
     }
 
+    /// Turns what a read found into its result: an inline value through `value`, a blob through
+    /// `blob` (damaged or missing: a miss, and discarded), and counts the read.
+    fn deliver<T, S: ?Sized>(
+        &self,
+        key: &[u8],
+        now: u64,
+        found: Found,
+        sink: &mut S,
+        value: impl FnOnce(&mut S, Vec<u8>) -> Result<T>,
+        blob: impl FnOnce(&mut S, &BlobRef) -> Result<BlobRead<T>>,
+    ) -> Result<Option<T>> {
+        let delivered = match found {
+            Found::Value(bytes) => Some(value(sink, bytes)?),
+            Found::Blob(reference) => match blob(sink, &reference)? {
+                BlobRead::Verified(delivered) => Some(delivered),
+                damaged => {
+                    self.discard_damaged_blob(key, &reference, &damaged);
+                    None
+                }
+            },
+            Found::Nothing => None,
+            Found::Unusable(reason) => {
+                self.remove_unusable(key, &reason);
+                None
+            }
+        };
+        self.count_read(key, now, delivered.is_some());
+        Ok(delivered)
+    }
+
     /// Counts a read as a hit (recording the access) or a miss.
     fn count_read(&self, key: &[u8], now: u64, hit: bool) {
         if hit {
@@ -1308,23 +1338,14 @@ impl CacheManager for RedbCache {
             let found = self.lookup(key, started, |stored, _| {
                 Ok(self.classify(key, stored, now, Some((format, any))))
             })?;
-            let value = match found {
-                Found::Value(value) => Some(value),
-                Found::Blob(blob) => match self.blob_files.read(&blob)? {
-                    BlobRead::Verified(bytes) => Some(bytes),
-                    damaged => {
-                        self.discard_damaged_blob(key, &blob, &damaged);
-                        None
-                    }
-                },
-                Found::Nothing => None,
-                Found::Unusable(reason) => {
-                    self.remove_unusable(key, &reason);
-                    None
-                }
-            };
-            self.count_read(key, now, value.is_some());
-            Ok(value)
+            self.deliver(
+                key,
+                now,
+                found,
+                &mut (),
+                |(), value| Ok(value),
+                |(), blob| self.blob_files.read(blob),
+            )
         })
     }
 
@@ -1401,30 +1422,21 @@ impl CacheManager for RedbCache {
             let found = self.lookup(key, started, |stored, _| {
                 Ok(self.classify(key, stored, now, None))
             })?;
-            let written = match found {
-                Found::Value(value) => {
+            self.deliver(
+                key,
+                now,
+                found,
+                sink,
+                |sink, value| {
                     sink.write_all(&value).map_err(|source| CacheError::Io {
                         operation: "writing a cached value to the caller's writer for",
                         path: self.path.clone(),
                         source,
                     })?;
-                    Some(value.len() as u64)
-                }
-                Found::Blob(blob) => match self.blob_files.copy_to(&blob, sink)? {
-                    BlobRead::Verified(written) => Some(written),
-                    damaged => {
-                        self.discard_damaged_blob(key, &blob, &damaged);
-                        None
-                    }
+                    Ok(value.len() as u64)
                 },
-                Found::Nothing => None,
-                Found::Unusable(reason) => {
-                    self.remove_unusable(key, &reason);
-                    None
-                }
-            };
-            self.count_read(key, now, written.is_some());
-            Ok(written)
+                |sink, blob| self.blob_files.copy_to(blob, sink),
+            )
         })
     }
 
