@@ -428,31 +428,6 @@ mod tests {
     }
 
     #[test]
-    fn user_config_reads_ttl_overrides_and_refuses_bad_ones() {
-        let config = UserCacheConfig::from_env(&Environment::from_pairs([(
-            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
-            "60",
-        )]))
-        .unwrap();
-        assert_eq!(config.ttls.layout_bookmarks, Duration::from_secs(60));
-        assert_eq!(
-            config.ttls.layout_processing,
-            CacheTtlConfig::default().layout_processing
-        );
-
-        let err = UserCacheConfig::from_env(&Environment::from_pairs([(
-            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
-            "soon",
-        )]))
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn options_differences_name_the_setting() {
         let base = CacheOptions::default();
         let other = CacheOptions {

@@ -425,4 +425,29 @@ mod tests {
         let err = serde_json::from_str::<CacheTtlConfig>(text).unwrap_err();
         assert!(err.to_string().contains(mentions), "{err}");
     }
+
+    #[test]
+    fn user_config_reads_ttl_overrides_and_refuses_bad_ones() {
+        let config = crate::config::UserCacheConfig::from_env(&Environment::from_pairs([(
+            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
+            "60",
+        )]))
+        .unwrap();
+        assert_eq!(config.ttls.layout_bookmarks, Duration::from_secs(60));
+        assert_eq!(
+            config.ttls.layout_processing,
+            CacheTtlConfig::default().layout_processing
+        );
+
+        let err = crate::config::UserCacheConfig::from_env(&Environment::from_pairs([(
+            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
+            "soon",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS"),
+            "{err}"
+        );
+    }
 }
