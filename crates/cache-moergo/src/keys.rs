@@ -1,0 +1,164 @@
+//! The typed keys of the `moergo` tag. There is one per kind of API response the tag may hold,
+//! and deliberately none for tokens, credentials or user data: see the crate docs.
+
+use std::time::Duration;
+
+use cache_core::{CacheKey, CacheTtlConfig, KeyDisplay, keys};
+
+use crate::error::{MoergoError, Result};
+use crate::values::{
+    ApiDocument, FirmwareImage, FirmwareVersion, LayoutUuid, PublicLayoutTags, check_identifier,
+};
+
+/// The tag every MoErgo entry lives in.
+pub const MOERGO_TAG: &str = "moergo";
+
+/// Declares a key type: its fields, value type, readable prefix and the parts hashed after it.
+macro_rules! moergo_key {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident: $type:ty),* } => $value:ty,
+        prefix $prefix:literal, parts |$key:ident| $parts:expr
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $name {
+            $($field: $type,)*
+            ttl: Duration,
+        }
+
+        impl CacheKey for $name {
+            type Value = $value;
+            const TAG: &'static str = MOERGO_TAG;
+            const SCHEMA_VERSION: u32 = 1;
+
+            fn default_ttl(&self) -> Option<Duration> {
+                Some(self.ttl)
+            }
+
+            fn key_bytes(&self) -> Vec<u8> {
+                let $key = self;
+                let hash = keys::from_parts($parts);
+                [$prefix.as_slice(), hash.as_bytes()].concat()
+            }
+        }
+    };
+}
+
+moergo_key!(
+    /// A layout's config by layout UUID, with the TTL of
+    /// [`CacheTtlConfig::moergo_layout_config`] (30 days: a layout is immutable per UUID).
+    ///
+    /// Key bytes: `layout-config:` + `from_parts(["moergo", "layout-config", uuid])`.
+    LayoutConfigKey { uuid: LayoutUuid } => ApiDocument,
+    prefix b"layout-config:", parts |key| ["moergo", "layout-config", key.uuid.as_str()]
+);
+
+moergo_key!(
+    /// A layout's meta by layout UUID, with the TTL of
+    /// [`CacheTtlConfig::moergo_layout_config`] (30 days).
+    ///
+    /// Key bytes: `layout-meta:` + `from_parts(["moergo", "layout-meta", uuid])`.
+    LayoutMetaKey { uuid: LayoutUuid } => ApiDocument,
+    prefix b"layout-meta:", parts |key| ["moergo", "layout-meta", key.uuid.as_str()]
+);
+
+moergo_key!(
+    /// The public layout list for a tag set, with the TTL of
+    /// [`CacheTtlConfig::moergo_public_layouts`] (10 minutes), or of
+    /// [`CacheTtlConfig::moergo_public_layouts_standard`] (2 hours) when the set includes
+    /// `glove80-standard`.
+    ///
+    /// Key bytes: `public-layouts:` + `from_parts(["moergo", "public-layouts", tags...])`, the
+    /// tags sorted and deduplicated, each its own length-prefixed part (the original joined them
+    /// with `,`, so a tag containing a comma collided with two tags).
+    PublicLayoutsKey { tags: PublicLayoutTags } => Vec<LayoutUuid>,
+    prefix b"public-layouts:",
+    parts |key| ["moergo", "public-layouts"].into_iter().chain(key.tags.iter())
+);
+
+moergo_key!(
+    /// The firmware versions the API offers for a board, with the TTL of
+    /// [`CacheTtlConfig::moergo_versions`] (12 hours).
+    ///
+    /// Key bytes: `firmware-versions:` + `from_parts(["moergo", "firmware-versions", board])`.
+    FirmwareVersionsKey { board: String } => Vec<FirmwareVersion>,
+    prefix b"firmware-versions:", parts |key| ["moergo", "firmware-versions", key.board.as_str()]
+);
+
+moergo_key!(
+    /// A downloaded firmware image by the location the compile response gave, with the TTL of
+    /// [`CacheTtlConfig::moergo_firmware_downloads`] (30 days: a build is immutable). The
+    /// location may be a signed URL, so the key holds only its hash, from construction on: it
+    /// is never stored, logged or printed by `Debug`.
+    ///
+    /// Key bytes: `firmware-download:` +
+    /// `from_parts(["moergo", "firmware-download", from_parts([location])])`.
+    FirmwareDownloadKey { location_hash: String } => FirmwareImage,
+    prefix b"firmware-download:",
+    parts |key| ["moergo", "firmware-download", key.location_hash.as_str()]
+);
+
+impl LayoutConfigKey {
+    /// The key of `uuid`'s config.
+    pub fn new(uuid: &LayoutUuid, ttls: &CacheTtlConfig) -> Self {
+        LayoutConfigKey {
+            uuid: uuid.clone(),
+            ttl: ttls.moergo_layout_config,
+        }
+    }
+}
+
+impl LayoutMetaKey {
+    /// The key of `uuid`'s meta.
+    pub fn new(uuid: &LayoutUuid, ttls: &CacheTtlConfig) -> Self {
+        LayoutMetaKey {
+            uuid: uuid.clone(),
+            ttl: ttls.moergo_layout_config,
+        }
+    }
+}
+
+impl PublicLayoutsKey {
+    /// The key of the public layout list for `tags`; its TTL depends on whether they include
+    /// `glove80-standard`.
+    pub fn new(tags: &PublicLayoutTags, ttls: &CacheTtlConfig) -> Self {
+        let ttl = if tags.includes_glove80_standard() {
+            ttls.moergo_public_layouts_standard
+        } else {
+            ttls.moergo_public_layouts
+        };
+        PublicLayoutsKey {
+            tags: tags.clone(),
+            ttl,
+        }
+    }
+}
+
+impl FirmwareVersionsKey {
+    /// The key of the firmware versions for `board` (1 to 64 of `A-Z a-z 0-9 . _ -`).
+    pub fn new(board: &str, ttls: &CacheTtlConfig) -> Result<Self> {
+        check_identifier("board", board)?;
+        Ok(FirmwareVersionsKey {
+            board: board.to_owned(),
+            ttl: ttls.moergo_versions,
+        })
+    }
+}
+
+impl FirmwareDownloadKey {
+    /// The key of the firmware downloaded from `location` (not empty).
+    pub fn new(location: &str, ttls: &CacheTtlConfig) -> Result<Self> {
+        if location.is_empty() {
+            return Err(MoergoError::InvalidIdentifier {
+                what: "firmware location",
+                value: KeyDisplay::new(b""),
+                reason: "a firmware location is never empty",
+            });
+        }
+        Ok(FirmwareDownloadKey {
+            location_hash: keys::from_parts([location]),
+            ttl: ttls.moergo_firmware_downloads,
+        })
+    }
+}
