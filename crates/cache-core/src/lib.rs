@@ -43,6 +43,7 @@ mod codec;
 mod committer;
 mod config;
 mod coordinator;
+mod doctor;
 mod error;
 mod files;
 pub mod keys;
@@ -63,6 +64,7 @@ pub use coordinator::{
     get_cache_instance_count, get_cache_instance_keys, get_shared_cache_instance,
     reset_shared_cache_instances,
 };
+pub use doctor::{CheckFinding, CheckStatus, DoctorOptions, TagDiagnosis, diagnose_tag};
 pub use error::{CacheError, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use manager::{
