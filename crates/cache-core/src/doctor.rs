@@ -478,6 +478,7 @@ fn copy_pinned(target: &CheckTarget<'_>, to: &Path) -> Result<()> {
     })
     .ok()
     .flatten();
+    tracing::debug!(path = %path.display(), pinned = reader.is_some(), "copying the database to check it");
     let copied = fs::copy(path, to);
     if catch_unwind(AssertUnwindSafe(move || drop(reader))).is_err() {
         tracing::warn!(path = %path.display(), "redb panicked closing a read-only handle");
