@@ -147,3 +147,20 @@ fn quiet_silences_notes_but_not_results_or_errors() {
         .expect_code(1)
         .expect_stderr(&["missing"]);
 }
+
+#[test]
+fn kill_switches_disable_programs_not_this_tool() {
+    let sandbox = Sandbox::new();
+    run(sandbox
+        .command()
+        .env("GLOVEBOX_CACHE_GLOBAL", "false")
+        .env("GLOVEBOX_CACHE_LAYOUT", "disabled")
+        .args(["set", "--tag", "layout", "k", "stored"]))
+    .expect_code(0);
+    let get = run(sandbox
+        .command()
+        .env("GLOVEBOX_CACHE_GLOBAL", "0")
+        .args(["get", "--tag", "layout", "k"]));
+    get.expect_code(0);
+    assert_eq!(get.stdout, b"stored");
+}
