@@ -86,14 +86,11 @@ pub(crate) fn run(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     let mut total_counters = Counters::default();
     for tag in root.tags()? {
-        let stats = root
-            .open_existing(&tag)
-            .and_then(|cache| {
-                cache
-                    .get_stats()
-                    .with_context(|| format!("while reading the statistics of tag '{tag}'"))
-            })
-            .with_context(|| format!("tag '{tag}'"));
+        let stats = root.open_existing(&tag).and_then(|cache| {
+            cache
+                .get_stats()
+                .with_context(|| format!("while reading the statistics of tag '{tag}'"))
+        });
         match stats {
             Ok(stats) => {
                 total_counters = total_counters.plus(&stats.lifetime);
@@ -183,7 +180,7 @@ fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
     ]);
     output.text(&table.render())?;
     for error in &report.errors {
-        output.note(&format!("tag '{}': {}", error.tag, error.error))?;
+        output.note(&error.error)?;
     }
     output.note("last cleanup: unknown (cache-core does not record when cleanup ran)")
 }

@@ -108,3 +108,24 @@ fn only_directories_named_as_tags_and_holding_a_database_are_tags() {
         "show created a tag"
     );
 }
+
+#[test]
+fn a_tag_that_cannot_be_opened_is_reported_and_the_others_still_shown() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["set", "--tag", "good", "k", "v"])
+        .expect_code(0);
+    std::fs::create_dir_all(sandbox.root().join("broken").join("cache.redb")).unwrap();
+    let run = sandbox.run(&["show", "--json"]);
+    run.expect_code(3)
+        .expect_stderr(&["could not read tag(s) 'broken'", "doctor"]);
+    let json = run.json();
+    assert_eq!(json["tags"][0]["tag"], "good");
+    assert_eq!(json["errors"][0]["tag"], "broken");
+    assert!(
+        json["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file")
+    );
+}
