@@ -22,7 +22,7 @@ Usage: cargo xtask <command>
 
 Commands:
   verify    run every check CI runs, in order, stopping at the first failure:
-            fmt, clippy, test, doc, and the coordination example
+            fmt, clippy, test, doc, the coordination example, and a CLI session
   bench     measure ours against raw redb and python-diskcache on the same workloads, print
             one table of medians, ratios and targets, and write it to docs/benchmarks.md
             options: --quick (N = 10 000, 2 repetitions), --n N, --reps R

@@ -247,7 +247,7 @@ pub(crate) fn open_or_quarantine(
     }
 }
 
-fn is_corruption(err: &DatabaseError) -> bool {
+pub(crate) fn is_corruption(err: &DatabaseError) -> bool {
     match err {
         DatabaseError::RepairAborted | DatabaseError::UpgradeRequired(_) => true,
         DatabaseError::Storage(StorageError::Corrupted(_)) => true,

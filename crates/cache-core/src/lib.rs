@@ -46,6 +46,7 @@ mod committer;
 mod config;
 mod coordinator;
 mod dirs;
+mod doctor;
 mod error;
 mod files;
 pub mod keys;
@@ -68,6 +69,7 @@ pub use coordinator::{
     reset_shared_cache_instances,
 };
 pub use dirs::{CachedDirectory, StagedDirectory};
+pub use doctor::{CheckFinding, CheckStatus, DoctorOptions, TagDiagnosis, diagnose_tag};
 pub use error::{CacheError, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use manager::{

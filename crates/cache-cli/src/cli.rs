@@ -1,0 +1,294 @@
+//! The command line: global options (accepted before or after the subcommand) and one
+//! subcommand per operation, each with its help and examples. A new command is one more variant
+//! of [`Command`] and one more module in `commands/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cache_core::Tag;
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
+
+use crate::duration::{parse_duration, parse_ttl};
+use crate::glob::Glob;
+
+const ABOUT: &str = "See and manage what programs cached under a glovebox cache root.";
+
+const LONG_ABOUT: &str = "See and manage what programs cached under a glovebox cache root.
+
+The root is --root, else $GLOVEBOX_CACHE_PATH, else $XDG_CACHE_HOME/glovebox, else the platform \
+cache directory + glovebox (~/.cache/glovebox on Linux): the same resolution every program using \
+the cache follows. Each tag (a domain: compilation, layout, moergo, ...) is a directory of the \
+root holding its own cache.redb. Kill switches (GLOVEBOX_CACHE_GLOBAL, GLOVEBOX_CACHE_<TAG>) are \
+for programs; this tool manages the files whatever they say.
+
+Keys are bytes: they are shown as quoted text when printable, as 0x-hex otherwise, and given on \
+the command line as UTF-8 text. Patterns are globs matched against the whole key: * any run of \
+characters, ? one character, \\ makes the next character literal.
+
+Exit codes: 0 success, 1 a tag or key not found (or a miss), 2 a usage error, 3 any other error.";
+
+const EXAMPLES: &str = "Examples:
+  glovebox-cache show
+  glovebox-cache set --tag layout greeting hello --ttl 10m
+  glovebox-cache get --tag layout greeting
+  glovebox-cache keys --tag layout --pattern 'greet*' --metadata
+  glovebox-cache cleanup
+  glovebox-cache --root /tmp/other-cache show --json";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "glovebox-cache",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes, before or after its name.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Cache root [default: $GLOVEBOX_CACHE_PATH, else $XDG_CACHE_HOME/glovebox, else
+    /// ~/.cache/glovebox]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) root: Option<PathBuf>,
+
+    /// Print results as JSON on stdout
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Log what happens on stderr: -v debug, -vv trace
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Print only results and errors: no notes on stderr, no warnings
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Per tag: entries, size, hits, misses, hit rate, evictions, size limit, last cleanup
+    #[command(
+        after_help = "Hits, misses and evictions are lifetime counts over every process \
+that used the tag. The last cleanup is when cleanup last ran on the tag, in any process.
+
+Examples:
+  glovebox-cache show
+  glovebox-cache show --json"
+    )]
+    Show,
+
+    /// List the live keys of a tag
+    #[command(after_help = "Examples:
+  glovebox-cache keys --tag layout
+  glovebox-cache keys --tag layout --pattern 'bookmark:*' --limit 20
+  glovebox-cache keys --tag moergo --metadata --values --json")]
+    Keys(KeysArgs),
+
+    /// Print the value of a key (its bytes, exactly); exit 1 on a miss
+    #[command(
+        after_help = "Reading counts as a hit or a miss in the tag's statistics, as any read \
+does.
+
+Examples:
+  glovebox-cache get --tag layout greeting
+  glovebox-cache get --tag moergo firmware:v25 > firmware.uf2"
+    )]
+    Get(GetArgs),
+
+    /// Store a value under a key
+    #[command(
+        override_usage = "glovebox-cache set [OPTIONS] --tag <TAG> <KEY> <VALUE | --file <FILE>>",
+        after_help = "Examples:
+  glovebox-cache set --tag layout greeting hello
+  glovebox-cache set --tag layout greeting hello --ttl 10m
+  glovebox-cache set --tag moergo firmware:v25 --file firmware.uf2 --ttl 30d
+  echo hi | glovebox-cache set --tag layout greeting --file -"
+    )]
+    Set(SetArgs),
+
+    /// Delete keys of a tag: named, matching a pattern, or listed in a JSON file
+    #[command(
+        after_help = "Exit code 1 when a key named by --keys or --json-file was not there \
+(the others are still deleted).
+
+The JSON file is an array of keys (strings), or the output of `keys --json`, whose key_hex fields \
+also reach keys that are not UTF-8.
+
+Examples:
+  glovebox-cache delete --tag layout --keys greeting,farewell
+  glovebox-cache delete --tag layout --pattern 'tmp:*' --dry-run
+  glovebox-cache keys --tag layout --pattern 'old:*' --json > old.json
+  glovebox-cache delete --tag layout --json-file old.json"
+    )]
+    Delete(DeleteArgs),
+
+    /// Remove entries: all of them, only the expired ones, or those older than a duration
+    #[command(
+        after_help = "On a terminal, clear asks before it removes anything; without a \
+terminal it needs --yes and otherwise refuses.
+
+Examples:
+  glovebox-cache clear --tag layout
+  glovebox-cache clear --expired --yes
+  glovebox-cache clear --tag compilation --older-than 7d --yes"
+    )]
+    Clear(ClearArgs),
+
+    /// Run cleanup on every tag: remove expired and unreadable entries, evict down to the limit
+    #[command(after_help = "Examples:
+  glovebox-cache cleanup
+  glovebox-cache cleanup --json")]
+    Cleanup,
+
+    /// Check every tag's files (file types, permissions, database integrity)
+    #[command(
+        after_help = "Without --repair nothing is written: the database check runs on a \
+copy next to the file. With --repair, permissions are tightened, redb repairs what it can, and a \
+file beyond repair is moved aside to cache.redb.corrupt-<ms> (the tag starts empty): stop \
+programs using the cache first. Exit code 0 when healthy or repaired, 3 when damage is left.
+
+Examples:
+  glovebox-cache doctor
+  glovebox-cache doctor --repair --json"
+    )]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysArgs {
+    /// The tag to list
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Tag,
+
+    /// Only keys matching this glob (* any run, ? one character, \ escapes)
+    #[arg(long, value_parser = Glob::parse)]
+    pub(crate) pattern: Option<Glob>,
+
+    /// Show at most N keys (in key order)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+
+    /// Also show each entry's size, creation, expiry and reads
+    #[arg(long)]
+    pub(crate) metadata: bool,
+
+    /// Also show each value (reading it counts as a hit)
+    #[arg(long)]
+    pub(crate) values: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// The tag to read from
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Tag,
+
+    /// The key, as UTF-8 text
+    #[arg(value_parser = parse_key)]
+    pub(crate) key: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["value", "file"])))]
+pub(crate) struct SetArgs {
+    /// The tag to write to (created if it does not exist)
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Tag,
+
+    /// The key, as UTF-8 text
+    #[arg(value_parser = parse_key)]
+    pub(crate) key: String,
+
+    /// The value, as UTF-8 text
+    pub(crate) value: Option<String>,
+
+    /// Read the value's bytes from FILE (`-` for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// Expire after this long: 90s, 10m, 12h, 7d, or plain seconds [default: never]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub(crate) ttl: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("selection").required(true).args(["keys", "pattern", "json_file"])))]
+pub(crate) struct DeleteArgs {
+    /// The tag to delete from
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Tag,
+
+    /// Comma-separated keys (repeatable)
+    #[arg(long, value_name = "K1,K2", value_delimiter = ',', value_parser = parse_key)]
+    pub(crate) keys: Vec<String>,
+
+    /// Every key matching this glob (* any run, ? one character, \ escapes)
+    #[arg(long, value_parser = Glob::parse)]
+    pub(crate) pattern: Option<Glob>,
+
+    /// Keys listed in a JSON file: an array of strings, or the output of `keys --json`
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json_file: Option<PathBuf>,
+
+    /// Show what would be deleted; delete nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClearArgs {
+    /// Only this tag [default: every tag]
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Option<Tag>,
+
+    /// Remove only expired (and unreadable) entries
+    #[arg(long, conflicts_with = "older_than")]
+    pub(crate) expired: bool,
+
+    /// Remove only entries stored more than DURATION ago: 90s, 10m, 12h, 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) older_than: Option<Duration>,
+
+    /// Do not ask; required when stdin is not a terminal
+    #[arg(short, long)]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Fix what can be fixed; move a database beyond repair aside
+    #[arg(long)]
+    pub(crate) repair: bool,
+}
+
+fn parse_tag(text: &str) -> Result<Tag, String> {
+    Tag::new(text).map_err(|err| err.to_string())
+}
+
+fn parse_key(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("a key cannot be empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

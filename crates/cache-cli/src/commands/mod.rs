@@ -1,0 +1,33 @@
+//! One module per subcommand. [`run`] resolves the root, runs the command, and closes every tag
+//! the command opened, so that what it wrote is durable before the process exits.
+
+mod cleanup;
+mod clear;
+mod delete;
+mod doctor;
+mod entry;
+mod keys;
+mod show;
+
+use crate::cli::{Cli, Command};
+use crate::output::Output;
+use crate::root::CacheRoot;
+
+/// Runs the parsed command line.
+pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
+    let root = CacheRoot::resolve(cli.global.root.as_deref())?;
+    let result = match &cli.command {
+        Command::Show => show::run(&root, output),
+        Command::Keys(args) => keys::run(&root, args, output),
+        Command::Get(args) => entry::get(&root, args, output),
+        Command::Set(args) => entry::set(&root, args, output),
+        Command::Delete(args) => delete::run(&root, args, output),
+        Command::Clear(args) => clear::run(&root, args, output),
+        Command::Cleanup => cleanup::run(&root, output),
+        Command::Doctor(args) => doctor::run(&root, args, output),
+    };
+    // Closing flushes: a `set` is durable only once this returns. A command's own error is the
+    // one worth reporting; a close error is reported when the command succeeded.
+    let closed = root.close();
+    result.and(closed)
+}

@@ -1,0 +1,188 @@
+//! `show`: per-tag statistics and totals, as a table or JSON.
+//!
+//! Hits, misses, evictions and expirations are the tag's lifetime counters (persisted by every
+//! process that used it). The size limit is the one this tool opens tags with (cache-core's
+//! default); a program may configure another. The last cleanup is the time cache-core recorded
+//! in the tag's file when `cleanup()` last ran in any process (`never` / `null` if it never did).
+
+use anyhow::Context as _;
+use cache_core::{CacheStats, Counters};
+use serde::Serialize;
+
+use crate::output::Output;
+use crate::render::{self, Align, Table};
+use crate::root::CacheRoot;
+
+#[derive(Serialize)]
+struct ShowReport {
+    root: String,
+    tags: Vec<TagRow>,
+    totals: Totals,
+    /// Tags that could not be read, with why.
+    errors: Vec<TagError>,
+}
+
+#[derive(Serialize)]
+struct TagRow {
+    tag: String,
+    entries: u64,
+    bytes: u64,
+    hits: u64,
+    misses: u64,
+    /// `null` when the tag was never read.
+    hit_rate_percent: Option<f64>,
+    evictions: u64,
+    expirations: u64,
+    sets: u64,
+    deletes: u64,
+    errors: u64,
+    limit_bytes: u64,
+    /// When `cleanup()` last ran on the tag, in any process; `null` if never.
+    last_cleanup: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    tags: usize,
+    entries: u64,
+    bytes: u64,
+    hits: u64,
+    misses: u64,
+    hit_rate_percent: Option<f64>,
+    evictions: u64,
+}
+
+#[derive(Serialize)]
+struct TagError {
+    tag: String,
+    error: String,
+}
+
+fn hit_rate(counters: &Counters) -> Option<f64> {
+    (counters.hits + counters.misses > 0).then(|| counters.hit_rate())
+}
+
+fn row(stats: &CacheStats) -> TagRow {
+    let lifetime = &stats.lifetime;
+    TagRow {
+        tag: stats.tag.clone(),
+        entries: stats.entries,
+        bytes: stats.bytes,
+        hits: lifetime.hits,
+        misses: lifetime.misses,
+        hit_rate_percent: hit_rate(lifetime),
+        evictions: lifetime.evictions,
+        expirations: lifetime.expirations,
+        sets: lifetime.sets,
+        deletes: lifetime.deletes,
+        errors: lifetime.errors,
+        limit_bytes: stats.max_size_bytes,
+        last_cleanup: stats.last_cleanup.map(render::timestamp),
+    }
+}
+
+pub(crate) fn run(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut total_counters = Counters::default();
+    for tag in root.tags()? {
+        let stats = root.open_existing(&tag).and_then(|cache| {
+            cache
+                .get_stats()
+                .with_context(|| format!("while reading the statistics of tag '{tag}'"))
+        });
+        match stats {
+            Ok(stats) => {
+                total_counters = total_counters.plus(&stats.lifetime);
+                rows.push(row(&stats));
+            }
+            Err(err) => errors.push(TagError {
+                tag: tag.to_string(),
+                error: format!("{err:#}"),
+            }),
+        }
+    }
+    let report = ShowReport {
+        root: root.path().display().to_string(),
+        totals: Totals {
+            tags: rows.len(),
+            entries: rows.iter().map(|row| row.entries).sum(),
+            bytes: rows.iter().map(|row| row.bytes).sum(),
+            hits: total_counters.hits,
+            misses: total_counters.misses,
+            hit_rate_percent: hit_rate(&total_counters),
+            evictions: total_counters.evictions,
+        },
+        tags: rows,
+        errors,
+    };
+    if output.is_json() {
+        output.json(&report)?;
+    } else {
+        print_human(&report, output)?;
+    }
+    if !report.errors.is_empty() {
+        let names: Vec<String> = report
+            .errors
+            .iter()
+            .map(|error| format!("'{}'", error.tag))
+            .collect();
+        anyhow::bail!(
+            "could not read tag(s) {} under {}; `glovebox-cache doctor` checks their files",
+            names.join(", "),
+            report.root
+        );
+    }
+    Ok(())
+}
+
+fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
+    output.note(&format!("cache root: {}", report.root))?;
+    if report.tags.is_empty() && report.errors.is_empty() {
+        return output.text("no tags");
+    }
+    let percent = |rate: Option<f64>| rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}%"));
+    let mut table = Table::new(&[
+        ("TAG", Align::Left),
+        ("ENTRIES", Align::Right),
+        ("SIZE", Align::Right),
+        ("HITS", Align::Right),
+        ("MISSES", Align::Right),
+        ("HIT RATE", Align::Right),
+        ("EVICTIONS", Align::Right),
+        ("LIMIT", Align::Right),
+        ("LAST CLEANUP", Align::Left),
+    ]);
+    for row in &report.tags {
+        table.row(vec![
+            row.tag.clone(),
+            row.entries.to_string(),
+            render::size(row.bytes),
+            row.hits.to_string(),
+            row.misses.to_string(),
+            percent(row.hit_rate_percent),
+            row.evictions.to_string(),
+            render::size(row.limit_bytes),
+            row.last_cleanup
+                .clone()
+                .unwrap_or_else(|| "never".to_owned()),
+        ]);
+    }
+    let totals = &report.totals;
+    table.row(vec![
+        format!("total ({})", totals.tags),
+        totals.entries.to_string(),
+        render::size(totals.bytes),
+        totals.hits.to_string(),
+        totals.misses.to_string(),
+        percent(totals.hit_rate_percent),
+        totals.evictions.to_string(),
+        String::new(),
+        String::new(),
+    ]);
+    output.text(&table.render())?;
+    for error in &report.errors {
+        output.note(&error.error)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Where output goes: results on stdout (text, raw bytes or `--json`), notes on stderr (silenced
+//! by `--quiet`), so that stdout can always be piped.
+
+use std::io::{self, Write as _};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+/// The output settings of one run.
+pub(crate) struct Output {
+    json: bool,
+    quiet: bool,
+}
+
+impl Output {
+    pub(crate) fn new(json: bool, quiet: bool) -> Self {
+        Output { json, quiet }
+    }
+
+    /// Whether results are printed as JSON.
+    pub(crate) fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints `value` as pretty JSON on stdout.
+    pub(crate) fn json(&self, value: &impl Serialize) -> anyhow::Result<()> {
+        let mut stdout = io::stdout().lock();
+        serde_json::to_writer_pretty(&mut stdout, value)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(stdout))
+            .and_then(|()| stdout.flush())
+            .context("while writing JSON to stdout")
+    }
+
+    /// Prints result text on stdout (a newline is added).
+    pub(crate) fn text(&self, text: &str) -> anyhow::Result<()> {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{text}")
+            .and_then(|()| stdout.flush())
+            .context("while writing to stdout")
+    }
+
+    /// Prints raw bytes on stdout, exactly.
+    pub(crate) fn bytes(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut stdout = io::stdout().lock();
+        stdout
+            .write_all(bytes)
+            .and_then(|()| stdout.flush())
+            .context("while writing the value to stdout")
+    }
+
+    /// Prints a note for the person at the keyboard on stderr, unless `--quiet`.
+    pub(crate) fn note(&self, text: &str) -> anyhow::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        writeln!(io::stderr(), "{text}").context("while writing to stderr")
+    }
+}

@@ -1,0 +1,128 @@
+//! The cache root this run works on: its resolution, its tags, and opening them.
+//!
+//! A tag exists when `<root>/<tag>/` is a directory (not a symlink) whose name is a valid tag and
+//! which holds a `cache.redb`. Reading commands use [`CacheRoot::open_existing`], which refuses a
+//! tag that does not exist instead of creating it; only `set` creates.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use cache_core::{
+    CacheOptions, Coordinator, DATABASE_FILE_NAME, Environment, SharedCache, Tag, prepare_root,
+    resolve_cache_root,
+};
+
+use crate::exit::NotFound;
+
+/// A resolved cache root and the coordinator that opens its tags.
+pub(crate) struct CacheRoot {
+    path: PathBuf,
+    coordinator: Coordinator,
+}
+
+impl CacheRoot {
+    /// `explicit` (`--root`), else `GLOVEBOX_CACHE_PATH`, `$XDG_CACHE_HOME/glovebox`, or the
+    /// platform cache directory: `cache_core::resolve_cache_root`, as every program uses.
+    pub(crate) fn resolve(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let path = resolve_cache_root(explicit, &Environment::process())
+            .context("while finding the cache root")?;
+        tracing::debug!(root = %path.display(), "cache root");
+        // The kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`) tell programs not to
+        // use the cache; this tool manages the files whatever they say, so its coordinator reads
+        // an empty environment instead of the process's.
+        let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+        Ok(CacheRoot { path, coordinator })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the root exists; an error if something that is not a directory is in its place.
+    pub(crate) fn exists(&self) -> anyhow::Result<bool> {
+        match fs::metadata(&self.path) {
+            Ok(meta) if meta.is_dir() => Ok(true),
+            Ok(_) => bail!("cache root {} is not a directory", self.path.display()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err)
+                .with_context(|| format!("while reading the cache root {}", self.path.display())),
+        }
+    }
+
+    /// The root's tags, sorted; none when the root does not exist.
+    pub(crate) fn tags(&self) -> anyhow::Result<Vec<Tag>> {
+        if !self.exists()? {
+            return Ok(Vec::new());
+        }
+        let listing_context = || format!("while listing the tags in {}", self.path.display());
+        let mut tags = Vec::new();
+        for entry in fs::read_dir(&self.path).with_context(listing_context)? {
+            let entry = entry.with_context(listing_context)?;
+            let Some(tag) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| Tag::new(name).ok())
+            else {
+                continue;
+            };
+            let directory = entry.path();
+            let is_real_directory = fs::symlink_metadata(&directory)
+                .is_ok_and(|meta| meta.is_dir() && !meta.file_type().is_symlink());
+            if is_real_directory && fs::symlink_metadata(directory.join(DATABASE_FILE_NAME)).is_ok()
+            {
+                tags.push(tag);
+            }
+        }
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// `Ok` if `tag` exists, else [`NotFound`] naming the tag and the root.
+    pub(crate) fn require_tag(&self, tag: &Tag) -> anyhow::Result<()> {
+        if !self.exists()? {
+            return Err(NotFound(format!(
+                "no such tag '{tag}': the cache root {} does not exist",
+                self.path.display()
+            ))
+            .into());
+        }
+        if !self.tags()?.contains(tag) {
+            return Err(
+                NotFound(format!("no such tag '{tag}' under {}", self.path.display())).into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens a tag that exists, with the default options; never creates one.
+    pub(crate) fn open_existing(&self, tag: &Tag) -> anyhow::Result<SharedCache> {
+        self.require_tag(tag)?;
+        self.open(tag, CacheOptions::default())
+    }
+
+    /// Opens `tag`, creating the root and the tag if needed.
+    pub(crate) fn open(&self, tag: &Tag, options: CacheOptions) -> anyhow::Result<SharedCache> {
+        self.exists()?;
+        self.coordinator
+            .get_shared_cache_instance(&self.path, tag.as_str(), options)
+            .with_context(|| format!("while opening tag '{tag}' under {}", self.path.display()))
+    }
+
+    /// The canonical path of an existing root (what `cache_core::diagnose_tag` takes).
+    pub(crate) fn canonical(&self) -> anyhow::Result<PathBuf> {
+        prepare_root(&self.path)
+            .with_context(|| format!("while resolving the cache root {}", self.path.display()))
+    }
+
+    /// Flushes and closes every tag this run opened: its writes are durable when this returns.
+    pub(crate) fn close(&self) -> anyhow::Result<()> {
+        self.coordinator.reset().with_context(|| {
+            format!(
+                "while writing changes to the cache files under {}",
+                self.path.display()
+            )
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Help, usage errors, global options, root resolution, logging.
+
+use crate::support::{Sandbox, exists, run};
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let sandbox = Sandbox::new();
+    for command in [
+        "show", "keys", "get", "set", "delete", "clear", "cleanup", "doctor",
+    ] {
+        let help = sandbox.run(&[command, "--help"]);
+        help.expect_code(0);
+        assert!(
+            help.stdout().contains("Examples:"),
+            "{command} --help has no examples:\n{}",
+            help.stdout()
+        );
+    }
+    let top = sandbox.run(&["--help"]);
+    top.expect_code(0);
+    assert!(top.stdout().contains("Exit codes"));
+}
+
+#[test]
+fn usage_errors_from_clap_exit_with_2() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["frobnicate"])
+        .expect_code(2)
+        .expect_stderr(&["frobnicate"]);
+    sandbox.run(&[]).expect_code(2);
+    sandbox
+        .run(&["keys"])
+        .expect_code(2)
+        .expect_stderr(&["--tag"]);
+    sandbox
+        .run(&["show", "-v", "--quiet"])
+        .expect_code(2)
+        .expect_stderr(&["--quiet"]);
+}
+
+#[test]
+fn global_options_are_accepted_before_or_after_the_command() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["set", "--tag", "layout", "k", "v"])
+        .expect_code(0);
+    let before = sandbox.json(&["--json", "show"]);
+    let after = sandbox.json(&["show", "--json"]);
+    assert_eq!(before["tags"][0]["tag"], "layout");
+    assert_eq!(before["tags"], after["tags"]);
+    let other_root = sandbox.path("other");
+    let elsewhere = sandbox.json(&["show", "--json", "--root", other_root.to_str().unwrap()]);
+    assert_eq!(elsewhere["tags"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn the_root_comes_from_root_then_glovebox_cache_path_then_xdg_then_home() {
+    let sandbox = Sandbox::new();
+    let explicit = sandbox.path("explicit");
+    run(sandbox.command().args([
+        "--root",
+        explicit.to_str().unwrap(),
+        "set",
+        "--tag",
+        "t",
+        "k",
+        "v",
+    ]))
+    .expect_code(0);
+    assert!(exists(&explicit.join("t").join("cache.redb")));
+    assert!(
+        !exists(&sandbox.root()),
+        "--root wins over GLOVEBOX_CACHE_PATH"
+    );
+
+    run(sandbox.command().args(["set", "--tag", "t", "k", "v"])).expect_code(0);
+    assert!(exists(&sandbox.root().join("t").join("cache.redb")));
+
+    run(sandbox.bare_command().args(["set", "--tag", "t", "k", "v"])).expect_code(0);
+    assert!(exists(&sandbox.path("xdg").join("glovebox").join("t")));
+
+    run(sandbox
+        .bare_command()
+        .env_remove("XDG_CACHE_HOME")
+        .args(["set", "--tag", "t", "k", "v"]))
+    .expect_code(0);
+    assert!(exists(
+        &sandbox
+            .path("home")
+            .join(".cache")
+            .join("glovebox")
+            .join("t")
+    ));
+}
+
+#[test]
+fn a_root_that_is_a_file_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.path("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let root = file.to_str().unwrap();
+    for args in [
+        vec!["show"],
+        vec!["keys", "--tag", "t"],
+        vec!["set", "--tag", "t", "k", "v"],
+        vec!["cleanup"],
+        vec!["doctor"],
+    ] {
+        let mut full = vec!["--root", root];
+        full.extend(args.iter().copied());
+        sandbox
+            .run(&full)
+            .expect_code(3)
+            .expect_stderr(&[root, "not a directory"]);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn verbose_logs_debug_events_on_stderr() {
+    let sandbox = Sandbox::new();
+    sandbox.run(&["set", "--tag", "t", "k", "v"]).expect_code(0);
+    let quiet_by_default = sandbox.run(&["get", "--tag", "t", "k"]);
+    assert!(!quiet_by_default.stderr.contains("DEBUG"));
+    let verbose = sandbox.run(&["-v", "get", "--tag", "t", "k"]);
+    verbose
+        .expect_code(0)
+        .expect_stderr(&["DEBUG", "cache root"]);
+    assert_eq!(verbose.stdout, b"v", "logs never go to stdout");
+}
+
+#[test]
+fn quiet_silences_notes_but_not_results_or_errors() {
+    let sandbox = Sandbox::new();
+    let noisy = sandbox.run(&["set", "--tag", "t", "k", "v"]);
+    noisy
+        .expect_code(0)
+        .expect_stderr(&["stored key \"k\" in tag 't'"]);
+    let quiet = sandbox.run(&["--quiet", "set", "--tag", "t", "k2", "v2"]);
+    quiet.expect_code(0);
+    assert_eq!(quiet.stderr, "");
+    let keys = sandbox.run(&["keys", "--tag", "t", "-q"]);
+    assert_eq!(keys.stdout(), "\"k\"\n\"k2\"\n");
+    sandbox
+        .run(&["-q", "get", "--tag", "t", "missing"])
+        .expect_code(1)
+        .expect_stderr(&["missing"]);
+}
+
+#[test]
+fn kill_switches_disable_programs_not_this_tool() {
+    let sandbox = Sandbox::new();
+    run(sandbox
+        .command()
+        .env("GLOVEBOX_CACHE_GLOBAL", "false")
+        .env("GLOVEBOX_CACHE_LAYOUT", "disabled")
+        .args(["set", "--tag", "layout", "k", "stored"]))
+    .expect_code(0);
+    let get = run(sandbox
+        .command()
+        .env("GLOVEBOX_CACHE_GLOBAL", "0")
+        .args(["get", "--tag", "layout", "k"]));
+    get.expect_code(0);
+    assert_eq!(get.stdout, b"stored");
+}

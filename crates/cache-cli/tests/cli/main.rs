@@ -1,0 +1,14 @@
+//! Integration tests of the `glovebox-cache` binary: one test binary, one module per area. Every
+//! test runs the real binary against its own temp root, with `HOME`, `XDG_CACHE_HOME` and
+//! `GLOVEBOX_CACHE_PATH` pointed into a temp directory, so none touches the real cache.
+
+mod support;
+
+mod cleanup;
+mod clear;
+mod delete;
+mod doctor;
+mod entry;
+mod general;
+mod keys;
+mod show;
