@@ -11,18 +11,16 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 use crate::codec::{BlobRef, hex};
 use crate::error::{CacheError, Result};
-use crate::files::{create_private_dir, open_private_file, sync_dir};
+use crate::files::{
+    create_private_dir, open_private_file, read_dir_if_present, remove_stale_entries, sync_dir,
+};
 
 /// Read and write in pieces of this size: big enough for blake3's SIMD and for few syscalls,
 /// small enough that a 1 GiB blob never sits in memory whole.
 const CHUNK_BYTES: usize = 1 << 20;
-
-/// A temp file whose writer process is gone, or that is older than this, is debris.
-const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Distinguishes temp files of one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -287,58 +285,6 @@ fn parse_hash(name: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(name.get(index * 2..index * 2 + 2)?, 16).ok()?;
     }
     (hex(&hash) == name).then_some(hash)
-}
-
-pub(crate) fn read_dir_if_present(dir: &Path) -> Result<Vec<io::Result<fs::DirEntry>>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.collect()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CacheError::io("listing", dir, source)),
-    }
-}
-
-/// Removes the entries of a temp directory (named `<pid>-<n>`) whose process is gone or that
-/// are older than a day, with `remove`; how many it removed.
-pub(crate) fn remove_stale_entries(
-    dir: &Path,
-    remove: impl Fn(&Path) -> io::Result<()>,
-) -> Result<u64> {
-    let mut removed = 0;
-    for entry in read_dir_if_present(dir)? {
-        let entry = entry.map_err(|source| CacheError::io("listing", dir, source))?;
-        let name = entry.file_name();
-        let owner_alive = name
-            .to_str()
-            .and_then(|name| name.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(process_is_alive);
-        let old = entry
-            .metadata()
-            .and_then(|meta| meta.modified())
-            .ok()
-            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-            .is_some_and(|age| age > STALE_TEMP_AGE);
-        if !owner_alive || old {
-            match remove(&entry.path()) {
-                Ok(()) => removed += 1,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(CacheError::io("removing stale temp", entry.path(), source));
-                }
-            }
-        }
-    }
-    Ok(removed)
-}
-
-/// Whether a process with this id exists. Where that cannot be known (no `/proc`), every
-/// process counts as alive and only age removes its debris.
-pub(crate) fn process_is_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let proc_root = Path::new("/proc");
-    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::blobs::{read_dir_if_present, remove_stale_entries};
 use crate::codec::{hex, is_safe_dir_name};
 use crate::error::{CacheError, Result};
-use crate::files::{create_private_dir, sync_dir};
+use crate::files::{create_private_dir, read_dir_if_present, remove_stale_entries, sync_dir};
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 

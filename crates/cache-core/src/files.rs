@@ -114,6 +114,62 @@ impl Drop for TempOutput {
     }
 }
 
+/// A temp file or staging directory whose writer process is gone, or that is older than this,
+/// is debris.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+pub(crate) fn read_dir_if_present(dir: &Path) -> Result<Vec<std::io::Result<fs::DirEntry>>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.collect()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(CacheError::io("listing", dir, source)),
+    }
+}
+
+/// Removes the entries of a temp directory (named `<pid>-<n>`) whose process is gone or that
+/// are older than a day, with `remove`; how many it removed.
+pub(crate) fn remove_stale_entries(
+    dir: &Path,
+    remove: impl Fn(&Path) -> std::io::Result<()>,
+) -> Result<u64> {
+    let mut removed = 0;
+    for entry in read_dir_if_present(dir)? {
+        let entry = entry.map_err(|source| CacheError::io("listing", dir, source))?;
+        let name = entry.file_name();
+        let owner_alive = name
+            .to_str()
+            .and_then(|name| name.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(process_is_alive);
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| std::time::SystemTime::now().duration_since(modified).ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if !owner_alive || old {
+            match remove(&entry.path()) {
+                Ok(()) => removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(CacheError::io("removing stale temp", entry.path(), source));
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether a process with this id exists. Where that cannot be known (no `/proc`), every
+/// process counts as alive and only age removes its debris.
+fn process_is_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
+}
+
 /// Makes the creation, rename or removal of entries of `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]

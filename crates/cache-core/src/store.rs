@@ -296,6 +296,14 @@ impl WriteTables<'_> {
     }
 }
 
+/// What the entries of a tag refer to: blobs (with their reference count and length) and owned
+/// directories.
+#[derive(Default)]
+struct Referenced {
+    blobs: HashMap<[u8; 32], (u64, u64)>,
+    dirs: HashSet<String>,
+}
+
 /// What a read found under a key.
 enum Found {
     Value(Vec<u8>),
@@ -472,8 +480,8 @@ impl RedbCache {
     /// Recomputes the usage and every blob's reference count from the entries, correcting any
     /// drift (for example a directory whose size changed since it was stored). Returns the
     /// referenced blobs.
-    fn recount(&self, tables: &mut WriteTables<'_>) -> Result<HashMap<[u8; 32], (u64, u64)>> {
-        let mut blobs: HashMap<[u8; 32], (u64, u64)> = HashMap::new();
+    fn recount(&self, tables: &mut WriteTables<'_>) -> Result<Referenced> {
+        let mut referenced = Referenced::default();
         let (mut bytes, mut entry_count) = (0u64, 0u64);
         for row in tables.entries.iter().or_db(self)? {
             let (key, stored) = row.or_db(self)?;
@@ -481,30 +489,31 @@ impl RedbCache {
             bytes += owned.accounted(key.value().len(), stored.value().len());
             entry_count += 1;
             if let Some(blob) = owned.blob {
-                blobs.entry(blob.hash).or_insert((0, blob.len)).0 += 1;
+                referenced.blobs.entry(blob.hash).or_insert((0, blob.len)).0 += 1;
+            }
+            if let Some((name, _)) = owned.dir {
+                referenced.dirs.insert(name);
             }
         }
-        let stale: Vec<Vec<u8>> = tables
-            .blobs
-            .iter()
-            .or_db(self)?
-            .filter_map(|row| row.ok())
-            .map(|(hash, _)| hash.value().to_vec())
-            .filter(|hash| {
-                <[u8; 32]>::try_from(hash.as_slice())
-                    .map_or(true, |hash| !blobs.contains_key(&hash))
-            })
-            .collect();
+        let mut stale: Vec<Vec<u8>> = Vec::new();
+        for row in tables.blobs.iter().or_db(self)? {
+            let (hash, _) = row.or_db(self)?;
+            let known = <[u8; 32]>::try_from(hash.value())
+                .is_ok_and(|hash| referenced.blobs.contains_key(&hash));
+            if !known {
+                stale.push(hash.value().to_vec());
+            }
+        }
         for hash in stale {
             tables.blobs.remove(hash.as_slice()).or_db(self)?;
         }
-        for (hash, value) in &blobs {
+        for (hash, value) in &referenced.blobs {
             tables.blobs.insert(hash.as_slice(), *value).or_db(self)?;
             bytes += value.1;
         }
         tables.bytes = bytes;
         tables.entry_count = entry_count;
-        Ok(blobs)
+        Ok(referenced)
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
@@ -1729,26 +1738,19 @@ impl CacheManager for RedbCache {
                     tables.remove(key).or_db(self)?;
                 }
                 tables.expired += report.expired;
-                let referenced_blobs = self.recount(tables)?;
+                let referenced = self.recount(tables)?;
                 // Inside the transaction: no other process can be publishing a blob or a
                 // directory (that happens under the write lock too), so a file without an entry
-                // here is debris, not a write in progress.
+                // here is debris, not a write in progress. Directories released by this
+                // transaction are removed after its commit, not counted as orphans.
                 for (hash, _) in self.blob_files.list()? {
-                    if !referenced_blobs.contains_key(&hash) {
+                    if !referenced.blobs.contains_key(&hash) {
                         self.blob_files.remove(&BlobRef { hash, len: 0 })?;
                         report.orphan_files += 1;
                     }
                 }
-                let mut referenced_dirs: HashSet<String> =
-                    tables.released_dirs.iter().cloned().collect();
-                for row in tables.entries.iter().or_db(self)? {
-                    let (_, stored) = row.or_db(self)?;
-                    if let Some((name, _)) = Owned::of(stored.value()).dir {
-                        referenced_dirs.insert(name);
-                    }
-                }
                 for name in self.dir_files.list()? {
-                    if !referenced_dirs.contains(&name) {
+                    if !referenced.dirs.contains(&name) && !tables.released_dirs.contains(&name) {
                         self.dir_files.remove(&name)?;
                         report.orphan_files += 1;
                     }

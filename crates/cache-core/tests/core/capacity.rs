@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{CacheError, CacheOptions, Compaction, Coordinator, EvictionPolicy, ManualClock};
+use cache_core::{
+    CacheError, CacheManager, CacheOptions, Compaction, Coordinator, EvictionPolicy, ManualClock,
+};
 use rstest::rstest;
 use tempfile::TempDir;
 
@@ -575,4 +577,60 @@ fn a_root_budget_is_shared_fairly_between_tags(root: TempDir, coordinator: Coord
     let (small_stats, big_stats) = (small.get_stats().unwrap(), big.get_stats().unwrap());
     assert!(small_stats.disk_bytes + big_stats.disk_bytes <= MIB);
     assert_eq!(small_stats.counters.evictions, 0);
+}
+
+#[rstest]
+fn cleanup_removes_temp_files_of_dead_processes_and_keeps_live_ones(
+    root: TempDir,
+    coordinator: Coordinator,
+) {
+    let cache = open(&coordinator, &root, "t", CacheOptions::default());
+    cache.set(b"k", &pattern(MIB, 1), None).unwrap();
+    cache.stage_directory().unwrap(); // creates dirs/.staging, removed again at once
+    // No process has id 4 000 000 000 (pid_max is at most 2^22).
+    let dead_temp = root.path().join("t/blobs/tmp/4000000000-0");
+    let dead_staging = root.path().join("t/dirs/.staging/4000000000-ab");
+    fs::write(&dead_temp, b"half a blob").unwrap();
+    fs::create_dir_all(dead_staging.join("zmk")).unwrap();
+    let live_staging = cache.stage_directory().unwrap();
+
+    let report = cache.cleanup().unwrap();
+    assert_eq!(report.temp_files, 2);
+    assert!(!dead_temp.exists() && !dead_staging.exists());
+    assert!(live_staging.path().is_dir(), "this process's staging stays");
+    let last = cache.get_stats().unwrap().last_cleanup.unwrap();
+    assert!(last.elapsed().unwrap_or_default() < Duration::from_secs(3600));
+}
+
+#[rstest]
+fn files_round_trip_through_paths(root: TempDir, coordinator: Coordinator) {
+    let cache = open(&coordinator, &root, "t", CacheOptions::default());
+    let source = root.path().join("firmware.uf2");
+    fs::write(&source, pattern(MIB, 5)).unwrap();
+    assert_eq!(cache.set_from_path(b"uf2", &source, None).unwrap(), MIB);
+    let target = root.path().join("restored.uf2");
+    assert_eq!(cache.get_to_path(b"uf2", &target).unwrap(), Some(MIB));
+    assert_eq!(fs::read(&target).unwrap(), pattern(MIB, 5));
+    let err = cache
+        .set_from_path(b"missing", &root.path().join("nope"), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[rstest]
+fn a_healthy_tag_passes_the_integrity_check(root: TempDir) {
+    let canonical = cache_core::prepare_root(root.path()).unwrap();
+    let cache = cache_core::RedbCache::open(
+        &canonical,
+        cache_core::Tag::new("t").unwrap(),
+        CacheOptions::default(),
+    )
+    .unwrap();
+    cache.set(b"k", b"v", None).unwrap();
+    assert!(cache.check_integrity().unwrap());
+    assert_eq!(
+        cache.get(b"k").unwrap(),
+        Some(b"v".to_vec()),
+        "usable after"
+    );
 }
