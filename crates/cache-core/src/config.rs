@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{CacheError, Result};
 use crate::tag::Tag;
+use crate::ttl::CacheTtlConfig;
 
 /// Where configuration variables come from: the process environment, or a fixed map.
 ///
@@ -354,11 +355,14 @@ pub struct UserCacheConfig {
     pub strategy: CacheStrategy,
     /// Options for the instances this config creates (`enabled` is combined with `strategy`).
     pub options: CacheOptions,
+    /// The time to live of every domain's cache levels; domain crates read their TTLs here.
+    pub ttls: CacheTtlConfig,
 }
 
 impl UserCacheConfig {
-    /// Reads `GLOVEBOX_CACHE_PATH` and `GLOVEBOX_CACHE_STRATEGY` from `env`; everything else
-    /// takes its default. An unknown strategy is an error, not a silent default.
+    /// Reads `GLOVEBOX_CACHE_PATH`, `GLOVEBOX_CACHE_STRATEGY` and the TTL overrides
+    /// `GLOVEBOX_CACHE_TTL_<LEVEL>` ([`CacheTtlConfig::from_env`]) from `env`; everything else
+    /// takes its default. An unknown strategy or a bad TTL is an error, not a silent default.
     pub fn from_env(env: &Environment) -> Result<Self> {
         let strategy = match env.var("GLOVEBOX_CACHE_STRATEGY") {
             Some(value) => value.parse()?,
@@ -368,6 +372,7 @@ impl UserCacheConfig {
             cache_path: env.var("GLOVEBOX_CACHE_PATH").map(PathBuf::from),
             strategy,
             options: CacheOptions::default(),
+            ttls: CacheTtlConfig::from_env(env)?,
         })
     }
 
@@ -451,6 +456,31 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(err.to_string().contains("GLOVEBOX_CACHE_STRATEGY"), "{err}");
+    }
+
+    #[test]
+    fn user_config_reads_ttl_overrides_and_refuses_bad_ones() {
+        let config = UserCacheConfig::from_env(&Environment::from_pairs([(
+            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
+            "60",
+        )]))
+        .unwrap();
+        assert_eq!(config.ttls.layout_bookmarks, Duration::from_secs(60));
+        assert_eq!(
+            config.ttls.layout_processing,
+            CacheTtlConfig::default().layout_processing
+        );
+
+        let err = UserCacheConfig::from_env(&Environment::from_pairs([(
+            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
+            "soon",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -83,6 +83,39 @@ pub fn from_reader(mut reader: impl Read) -> io::Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// The canonical (lower-case, hyphenated) form of a UUID given in the 8-4-4-4-12 hex form, in any
+/// case; `None` for anything else.
+///
+/// Domains key entries by UUIDs (sessions, layouts, bookmarks); parsing them to one canonical
+/// form first makes `ABC...` and `abc...` one key, and refuses text that is not a UUID before it
+/// reaches a key. Only the hyphenated form is accepted: braces, `urn:uuid:` and the 32-digit
+/// simple form are refused rather than guessed at. The version and variant bits are not checked,
+/// since the domains' UUIDs come from other systems.
+///
+/// ```
+/// use cache_core::keys::canonical_uuid;
+/// assert_eq!(
+///     canonical_uuid("67E55044-10B1-426F-9247-BB680E5FE0C8").as_deref(),
+///     Some("67e55044-10b1-426f-9247-bb680e5fe0c8")
+/// );
+/// assert_eq!(canonical_uuid("67e5504410b1426f9247bb680e5fe0c8"), None);
+/// ```
+pub fn canonical_uuid(text: &str) -> Option<String> {
+    const HYPHENS: [usize; 4] = [8, 13, 18, 23];
+    let bytes = text.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let well_formed = bytes.iter().enumerate().all(|(index, byte)| {
+        if HYPHENS.contains(&index) {
+            *byte == b'-'
+        } else {
+            byte.is_ascii_hexdigit()
+        }
+    });
+    well_formed.then(|| text.to_ascii_lowercase())
+}
+
 fn write_prefixed(hasher: &mut blake3::Hasher, bytes: &[u8]) {
     hasher.update(&(bytes.len() as u64).to_le_bytes());
     hasher.update(bytes);
@@ -121,6 +154,33 @@ mod tests {
         #[case] equal: bool,
     ) {
         assert_eq!(from_map(left) == from_map(right), equal);
+    }
+
+    #[rstest]
+    #[case::lower(
+        "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        Some("67e55044-10b1-426f-9247-bb680e5fe0c8")
+    )]
+    #[case::upper(
+        "67E55044-10B1-426F-9247-BB680E5FE0C8",
+        Some("67e55044-10b1-426f-9247-bb680e5fe0c8")
+    )]
+    #[case::nil(
+        "00000000-0000-0000-0000-000000000000",
+        Some("00000000-0000-0000-0000-000000000000")
+    )]
+    #[case::simple_form("67e5504410b1426f9247bb680e5fe0c8", None)]
+    #[case::braces("{67e55044-10b1-426f-9247-bb680e5fe0c8}", None)]
+    #[case::hyphen_misplaced("67e5504-410b1-426f-9247-bb680e5fe0c8", None)]
+    #[case::not_hex("67e55044-10b1-426f-9247-bb680e5fe0cg", None)]
+    #[case::too_long("67e55044-10b1-426f-9247-bb680e5fe0c80", None)]
+    #[case::multibyte("67e55044-10b1-426f-9247-bb680e5fe0é", None)]
+    #[case::empty("", None)]
+    fn canonical_uuid_accepts_only_the_hyphenated_form(
+        #[case] text: &str,
+        #[case] expected: Option<&str>,
+    ) {
+        assert_eq!(canonical_uuid(text).as_deref(), expected);
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //!   with the codec and schema version recorded in each entry.
 //! - [`keys`] builds unambiguous, full-width (blake3) keys from parts, maps and files.
 //! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program,
-//!   [`resolve_cache_root`] for the root, and [`Environment`] for kill switches
-//!   (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`).
+//!   [`CacheTtlConfig`] for every domain's TTL per level, [`resolve_cache_root`] for the root,
+//!   and [`Environment`] for kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`).
 //!
 //! # Example
 //!
@@ -53,6 +53,7 @@ mod manager;
 mod stats;
 mod store;
 mod tag;
+mod ttl;
 mod typed;
 
 pub use codec::{CodecId, ValueFormat};
@@ -75,4 +76,5 @@ pub use manager::{
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;
 pub use tag::Tag;
+pub use ttl::CacheTtlConfig;
 pub use typed::{CacheKey, TypedCache};
