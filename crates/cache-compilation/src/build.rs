@@ -211,9 +211,10 @@ impl BuildService {
         Ok(Some(build))
     }
 
-    /// Removes the cached build of `inputs` (with its artifacts); whether one was there.
+    /// Removes the cached build of `inputs`; whether one was there. Its artifacts are gone when
+    /// this returns.
     pub fn delete(&self, inputs: &BuildInputs) -> Result<bool> {
-        Ok(self.context.cache.delete(&inputs.key_bytes())?)
+        Ok(self.context.delete_now(&[&inputs.key_bytes()])? == 1)
     }
 
     /// Every cached build, newest first. Damaged builds met on the way are removed.

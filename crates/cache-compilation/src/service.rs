@@ -155,8 +155,19 @@ impl Context {
     /// Removes an entry that cannot be used, saying why.
     pub(crate) fn discard(&self, key: &[u8], reason: &str) -> Result<()> {
         tracing::warn!(tag = COMPILATION_TAG, key = %KeyDisplay::new(key), reason, "removing an unusable cache entry");
-        self.cache.delete(key)?;
+        self.delete_now(&[key])?;
         Ok(())
+    }
+
+    /// Removes `keys` and commits at once, so that the directories they own are gone when this
+    /// returns (a plain delete is group-committed, and a directory goes after the commit that
+    /// drops its entry); how many live entries there were.
+    pub(crate) fn delete_now(&self, keys: &[&[u8]]) -> Result<usize> {
+        let removed = self.cache.delete_many(keys)?;
+        if removed > 0 {
+            self.cache.flush()?;
+        }
+        Ok(removed)
     }
 
     /// When `key` was last read and when it expires, from the store.

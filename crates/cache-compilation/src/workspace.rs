@@ -480,15 +480,15 @@ impl WorkspaceService {
         tree::copy_tree(&workspace.path, &tree, target, Transfer::Copy, &mut tracker)
     }
 
-    /// Removes the workspace cached at exactly `id`'s level (with its directory); whether one
-    /// was there.
+    /// Removes the workspace cached at exactly `id`'s level; whether one was there. Its
+    /// directory is gone when this returns.
     pub fn delete(&self, id: &WorkspaceId) -> Result<bool> {
-        Ok(self.context.cache.delete(&id.key_bytes())?)
+        Ok(self.context.delete_now(&[&id.key_bytes()])? == 1)
     }
 
     /// Removes every workspace of `repository`: the repository level and every branch (the
     /// original's `workspace delete` never reached the branch entries: its defect 11). How
-    /// many were removed.
+    /// many were removed; their directories are gone when this returns.
     pub fn delete_repository(&self, repository: &str) -> Result<usize> {
         let [repository_key, branch_prefix] =
             repository_key_prefixes(WorkspaceId::repository(repository)?.repository_name());
@@ -499,7 +499,7 @@ impl WorkspaceService {
             .filter(|key| *key == repository_key || key.starts_with(&branch_prefix))
             .collect();
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        Ok(self.context.cache.delete_many(&keys)?)
+        self.context.delete_now(&keys)
     }
 
     /// Every cached workspace, by repository then branch (the repository level first). Listing
@@ -528,10 +528,12 @@ impl WorkspaceService {
     }
 
     /// Removes every workspace stored more than `older_than` ago (by the cache's clock; the
-    /// original's default is [`STALE_WORKSPACE_AGE`]) and every unusable one; how many.
+    /// original's default is [`STALE_WORKSPACE_AGE`]) and every unusable one; how many. Their
+    /// directories are gone when this returns.
     pub fn cleanup_stale(&self, older_than: Duration) -> Result<usize> {
         let now = self.context.now();
         let mut removed = 0;
+        let mut stale = Vec::new();
         for key in self
             .context
             .keys_with_prefix(WORKSPACE_KEY_PREFIX.as_bytes())?
@@ -541,15 +543,16 @@ impl WorkspaceService {
                     let age = now
                         .duration_since(entry.metadata.created)
                         .unwrap_or(Duration::ZERO);
-                    if age >= older_than && self.context.cache.delete(&key)? {
-                        removed += 1;
+                    if age >= older_than {
+                        stale.push(key);
                     }
                 }
                 Stored::Discarded => removed += 1,
                 Stored::Absent => {}
             }
         }
-        Ok(removed)
+        let stale: Vec<&[u8]> = stale.iter().map(Vec::as_slice).collect();
+        Ok(removed + self.context.delete_now(&stale)?)
     }
 
     /// Writes the workspace for `id` (found as [`WorkspaceService::get`] finds it) to an
