@@ -1,0 +1,1 @@
+//! Regressions of the original's defects that concern this domain.
