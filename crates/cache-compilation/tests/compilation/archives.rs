@@ -320,7 +320,10 @@ fn assert_refused(root: &TempDir, compilation: &CompilationCache, archive: &Path
 
 const GOOD: (&str, Kind) = ("zmk/app/CMakeLists.txt", Kind::File);
 
-fn unsafe_cases(root: &TempDir) -> Vec<(&'static str, Vec<(String, Kind)>, &'static str)> {
+/// One archive that must be refused: its name, its bad entries, and the entry the error names.
+type UnsafeCase = (&'static str, Vec<(String, Kind)>, &'static str);
+
+fn unsafe_cases(root: &TempDir) -> Vec<UnsafeCase> {
     let absolute = root.path().join("evil").to_str().unwrap().to_owned();
     vec![
         (
