@@ -164,8 +164,10 @@ impl WorkspaceService {
         details: WorkspaceDetails,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Option<CachedWorkspace>> {
-        let meta = fs::symlink_metadata(source)
-            .map_err(|err| CompilationError::io("reading", source, err))?;
+        // The path given may itself be a symlink to the workspace; what is inside is never
+        // followed.
+        let meta =
+            fs::metadata(source).map_err(|err| CompilationError::io("reading", source, err))?;
         if meta.is_dir() {
             return self.store_directory(
                 source,
