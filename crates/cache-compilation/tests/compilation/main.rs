@@ -111,8 +111,9 @@ pub(crate) fn mode_of(path: &Path) -> u32 {
 }
 
 /// A small fake west workspace under `<root>/<name>`: the four components with `.git`
-/// directories at three depths, an executable script, a relative symlink, and two top-level
-/// directories that are not part of a workspace (`config`, `build`).
+/// directories at three depths, an executable script, relative symlinks (one with a long
+/// target), a path longer than 100 bytes, a non-ASCII name, and two top-level directories that
+/// are not part of a workspace (`config`, `build`).
 pub(crate) fn fake_workspace(root: &TempDir, name: &str) -> PathBuf {
     let ws = root.path().join(name);
     write(&ws.join("zmk/app/CMakeLists.txt"), b"project(zmk)\n");
@@ -131,12 +132,23 @@ pub(crate) fn fake_workspace(root: &TempDir, name: &str) -> PathBuf {
         b"ref: refs/heads/main\n",
     );
     write(&ws.join(".west/config"), b"[manifest]\npath = config\n");
+    // Longer than a tar header's 100-byte name field, and not ASCII: archives must keep both.
+    let deep = "modules/lib/a-rather-long-directory-name-for-a-module/and-another-long-one-below-it/include/deeply/nested";
+    write(
+        &ws.join(deep).join("header-with-a-long-name.h"),
+        b"#pragma once\n",
+    );
+    write(&ws.join("zmk/docs/\u{fc}berblick.md"), b"Deutsch\n");
     write(&ws.join("config/glove80.keymap"), b"/ { keymap {}; };\n");
     write(&ws.join("build/zephyr/zmk.uf2"), b"UF2");
     #[cfg(unix)]
     {
         set_mode(&ws.join("zephyr/scripts/build.sh"), 0o755);
         symlink("README.rst", &ws.join("zephyr/doc-link"));
+        symlink(
+            &format!("../../{deep}/header-with-a-long-name.h"),
+            &ws.join("zmk/app/long-link"),
+        );
     }
     ws
 }
