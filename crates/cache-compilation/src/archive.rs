@@ -1,0 +1,919 @@
+//! Workspace archives: writing a listed tree as tar.gz, tar or zip, and unpacking one safely.
+//!
+//! Unpacking is two passes over the archive. The first reads every entry's header (and a
+//! symlink's target) and refuses the whole archive if any entry could land outside the target:
+//! an absolute name, a `..` component, a Windows drive, a NUL or backslash in a name, a hard
+//! link, a device or fifo, an entry below a symlink of the archive, a name that appears twice,
+//! or a symlink whose target, resolved through the archive's own symlinks, leaves the target
+//! directory. Only then does the second pass write anything, creating symlinks last. Since the
+//! target starts empty and holds only what the archive says, the first pass sees every symlink
+//! that can exist there, so its resolution is exact.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CompilationError, Result};
+use crate::progress::Tracker;
+use crate::tree::{self, NodeKind, Tree};
+
+/// Longest symlink target read from an archive; longer ones are refused.
+const MAX_LINK_TARGET_BYTES: u64 = 4096;
+/// Symlinks followed while resolving one target before giving up (as the kernel's ELOOP).
+const MAX_LINK_HOPS: usize = 40;
+/// The modification time written for every tar entry, so that one workspace always gives the
+/// same archive bytes (2000-01-01T00:00:00Z). Zip entries keep zip's own default (1980-01-01).
+const TAR_MTIME: u64 = 946_684_800;
+
+/// The archive formats export writes and import reads.
+///
+/// The original also wrote `tar.bz2` and `tar.xz`; they are left out to keep the dependencies
+/// to the pure-Rust deflate that tar.gz and zip share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ArchiveFormat {
+    /// A gzip-compressed tar archive (`.tar.gz`, `.tgz`).
+    TarGz,
+    /// An uncompressed tar archive (`.tar`).
+    Tar,
+    /// A zip archive, deflate-compressed (`.zip`).
+    Zip,
+}
+
+impl ArchiveFormat {
+    /// The format a file name says, by its ending in any case (`.tar.gz`, `.tgz`, `.tar`,
+    /// `.zip`); `None` for anything else.
+    pub fn from_path(path: &Path) -> Option<ArchiveFormat> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Some(ArchiveFormat::TarGz)
+        } else if name.ends_with(".tar") {
+            Some(ArchiveFormat::Tar)
+        } else if name.ends_with(".zip") {
+            Some(ArchiveFormat::Zip)
+        } else {
+            None
+        }
+    }
+
+    /// The usual file name ending, without the leading dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ArchiveFormat::TarGz => "tar.gz",
+            ArchiveFormat::Tar => "tar",
+            ArchiveFormat::Zip => "zip",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// Writes the listed `tree` of `source` as an archive at `output` (replacing it), through a temp
+/// file beside it that is renamed into place only once complete and synced. Returns the
+/// archive's size in bytes.
+pub(crate) fn write_archive(
+    source: &Path,
+    tree: &Tree,
+    output: &Path,
+    format: ArchiveFormat,
+    tracker: &mut Tracker<'_>,
+) -> Result<u64> {
+    let pending = PendingOutput::beside(output)?;
+    let file = File::create(&pending.temp)
+        .map_err(|source| CompilationError::io("creating", &pending.temp, source))?;
+    let writer = BufWriter::new(file);
+    let archive_error = |message: String| CompilationError::Archive {
+        path: output.to_owned(),
+        message,
+    };
+    let writer = match format {
+        ArchiveFormat::TarGz => {
+            let encoder = flate2::write::GzEncoder::new(writer, flate2::Compression::default());
+            let encoder = write_tar(encoder, source, tree, output, tracker)?;
+            encoder
+                .finish()
+                .map_err(|source| CompilationError::io("compressing", output, source))?
+        }
+        ArchiveFormat::Tar => write_tar(writer, source, tree, output, tracker)?,
+        ArchiveFormat::Zip => {
+            write_zip(writer, source, tree, output, tracker).map_err(|err| match err {
+                ZipWriteError::Ours(err) => err,
+                ZipWriteError::Zip(err) => archive_error(err.to_string()),
+            })?
+        }
+    };
+    let file = writer
+        .into_inner()
+        .map_err(|err| CompilationError::io("writing", &pending.temp, err.into_error()))?;
+    file.sync_all()
+        .map_err(|source| CompilationError::io("syncing", &pending.temp, source))?;
+    let len = file
+        .metadata()
+        .map_err(|source| CompilationError::io("reading metadata of", &pending.temp, source))?
+        .len();
+    pending.persist(output)?;
+    Ok(len)
+}
+
+fn write_tar<W: Write>(
+    writer: W,
+    source: &Path,
+    tree: &Tree,
+    output: &Path,
+    tracker: &mut Tracker<'_>,
+) -> Result<W> {
+    let mut builder = tar::Builder::new(writer);
+    let write_error = |source: io::Error| CompilationError::io("writing archive", output, source);
+    for node in &tree.nodes {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(TAR_MTIME);
+        header.set_uid(0);
+        header.set_gid(0);
+        match &node.kind {
+            NodeKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, &node.relative, io::empty())
+                    .map_err(write_error)?;
+            }
+            NodeKind::File { len, executable } => {
+                let path = source.join(&node.relative);
+                let file = open_unchanged(&path, *len)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(if *executable { 0o755 } else { 0o644 });
+                header.set_size(*len);
+                builder
+                    .append_data(&mut header, &node.relative, file.take(*len))
+                    .map_err(write_error)?;
+                tracker.file_done(*len);
+            }
+            NodeKind::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &node.relative, target)
+                    .map_err(write_error)?;
+                tracker.file_done(0);
+            }
+        }
+    }
+    builder.into_inner().map_err(write_error)
+}
+
+enum ZipWriteError {
+    Ours(CompilationError),
+    Zip(zip::result::ZipError),
+}
+
+impl From<CompilationError> for ZipWriteError {
+    fn from(err: CompilationError) -> Self {
+        ZipWriteError::Ours(err)
+    }
+}
+
+impl From<zip::result::ZipError> for ZipWriteError {
+    fn from(err: zip::result::ZipError) -> Self {
+        ZipWriteError::Zip(err)
+    }
+}
+
+fn write_zip<W: Write + io::Seek>(
+    writer: W,
+    source: &Path,
+    tree: &Tree,
+    output: &Path,
+    tracker: &mut Tracker<'_>,
+) -> std::result::Result<W, ZipWriteError> {
+    use zip::write::SimpleFileOptions;
+
+    let mut zip = zip::ZipWriter::new(writer);
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let name_of = |relative: &Path| {
+        tree::slash_path(relative).ok_or_else(|| CompilationError::Archive {
+            path: output.to_owned(),
+            message: format!(
+                "{} is not valid UTF-8, which zip names must be; export as tar.gz instead",
+                relative.display()
+            ),
+        })
+    };
+    for node in &tree.nodes {
+        let name = name_of(&node.relative)?;
+        match &node.kind {
+            NodeKind::Dir => zip.add_directory(name, options.unix_permissions(0o755))?,
+            NodeKind::File { len, executable } => {
+                let path = source.join(&node.relative);
+                let file = open_unchanged(&path, *len)?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                zip.start_file(
+                    name,
+                    options
+                        .unix_permissions(mode)
+                        .large_file(*len >= u64::from(u32::MAX)),
+                )?;
+                let copied = io::copy(&mut file.take(*len), &mut zip)
+                    .map_err(|source| CompilationError::io("reading", &path, source))?;
+                if copied != *len {
+                    return Err(changed_while_reading(&path).into());
+                }
+                tracker.file_done(*len);
+            }
+            NodeKind::Symlink { target } => {
+                let target = target.to_str().ok_or_else(|| CompilationError::Archive {
+                    path: output.to_owned(),
+                    message: format!("the target of symlink {name} is not valid UTF-8"),
+                })?;
+                zip.add_symlink(name, target, options)?;
+                tracker.file_done(0);
+            }
+        }
+    }
+    Ok(zip.finish()?)
+}
+
+/// Opens a listed file, refusing it if it is no longer a regular file of the listed length.
+fn open_unchanged(path: &Path, len: u64) -> Result<BufReader<File>> {
+    let meta = fs::symlink_metadata(path)
+        .map_err(|source| CompilationError::io("reading", path, source))?;
+    if !meta.file_type().is_file() || meta.len() != len {
+        return Err(changed_while_reading(path));
+    }
+    let file = File::open(path).map_err(|source| CompilationError::io("opening", path, source))?;
+    Ok(BufReader::new(file))
+}
+
+fn changed_while_reading(path: &Path) -> CompilationError {
+    CompilationError::io(
+        "reading",
+        path,
+        io::Error::other("the file changed while it was being archived"),
+    )
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temp file beside an output, removed if dropped before [`PendingOutput::persist`].
+struct PendingOutput {
+    temp: PathBuf,
+    persisted: bool,
+}
+
+impl PendingOutput {
+    fn beside(output: &Path) -> Result<PendingOutput> {
+        let name = output
+            .file_name()
+            .ok_or_else(|| CompilationError::InvalidInput {
+                what: "archive path",
+                reason: format!("{} does not name a file", output.display()),
+            })?;
+        let mut temp_name = OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(
+            ".partial-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        Ok(PendingOutput {
+            temp: output.with_file_name(temp_name),
+            persisted: false,
+        })
+    }
+
+    fn persist(mut self, output: &Path) -> Result<()> {
+        fs::rename(&self.temp, output).map_err(|source| {
+            CompilationError::io("moving archive into place at", output, source)
+        })?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingOutput {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/// What the first pass decided for one entry of the archive, by its position.
+#[derive(Clone, Debug)]
+struct Planned {
+    /// Where it goes, relative to the target (after any top-level directory is stripped).
+    path: PathBuf,
+    kind: NodeKind,
+}
+
+/// The checked plan of an extraction: per archive entry, in archive order, what to write
+/// (`None`: skipped).
+#[derive(Debug)]
+pub(crate) struct ExtractionPlan {
+    archive: PathBuf,
+    format: ArchiveFormat,
+    entries: Vec<Option<Planned>>,
+    /// Files and symlinks to write.
+    pub(crate) file_count: u64,
+    /// Bytes of file content to write.
+    pub(crate) byte_count: u64,
+}
+
+impl ExtractionPlan {
+    /// Whether the plan writes anything at or under `first` (a top-level name).
+    pub(crate) fn writes_under(&self, first: &str) -> bool {
+        self.entries.iter().flatten().any(|planned| {
+            matches!(planned.path.components().next(), Some(Component::Normal(name)) if name == first)
+        })
+    }
+}
+
+/// One entry as the first pass read it, before filtering.
+struct RawEntry {
+    /// The name as stored, for messages.
+    name: String,
+    /// The validated relative path; `None` for the archive's root (`./`) and headers that carry
+    /// no file (pax global headers).
+    path: Option<PathBuf>,
+    kind: NodeKind,
+}
+
+/// Reads `archive` and checks every entry (see the module docs). Entries under a single
+/// top-level directory are taken from inside it when `anchor` is not at the top but is inside
+/// that directory (an archive made of a folder holding the workspace). `keep(path, is_dir)`
+/// chooses which entries are written.
+pub(crate) fn plan_extraction(
+    archive: &Path,
+    format: ArchiveFormat,
+    anchor: &str,
+    keep: &dyn Fn(&Path, bool) -> bool,
+) -> Result<ExtractionPlan> {
+    let raw = match format {
+        ArchiveFormat::TarGz | ArchiveFormat::Tar => read_tar_entries(archive, format)?,
+        ArchiveFormat::Zip => read_zip_entries(archive)?,
+    };
+    let unsafe_entry = |name: &str, reason: String| CompilationError::UnsafeArchiveEntry {
+        archive: archive.to_owned(),
+        entry: name.to_owned(),
+        reason,
+    };
+
+    let strip = top_level_to_strip(&raw, anchor);
+    let mut entries: Vec<Option<Planned>> = Vec::with_capacity(raw.len());
+    for entry in &raw {
+        let planned = entry.path.as_ref().and_then(|path| {
+            let path = match &strip {
+                Some(top) => path.strip_prefix(top).ok()?.to_owned(),
+                None => path.clone(),
+            };
+            let is_dir = matches!(entry.kind, NodeKind::Dir);
+            (!path.as_os_str().is_empty() && keep(&path, is_dir)).then(|| Planned {
+                path,
+                kind: entry.kind.clone(),
+            })
+        });
+        entries.push(planned);
+    }
+
+    // Symlinks of the archive, by where they go: the whole set that will exist in the target.
+    let links: HashMap<PathBuf, PathBuf> = entries
+        .iter()
+        .flatten()
+        .filter_map(|planned| match &planned.kind {
+            NodeKind::Symlink { target } => Some((planned.path.clone(), target.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut seen_dirs: HashSet<&Path> = HashSet::new();
+    let mut seen_others: HashSet<&Path> = HashSet::new();
+    let (mut file_count, mut byte_count) = (0u64, 0u64);
+    for (planned, entry) in entries.iter().zip(&raw) {
+        let Some(planned) = planned else { continue };
+        let path = planned.path.as_path();
+        if let Some(link) = path
+            .ancestors()
+            .skip(1)
+            .find(|ancestor| links.contains_key(*ancestor))
+        {
+            return Err(unsafe_entry(
+                &entry.name,
+                format!("it lies below {}, a symlink of the archive", link.display()),
+            ));
+        }
+        let fresh = match planned.kind {
+            NodeKind::Dir => {
+                !seen_others.contains(path) && {
+                    seen_dirs.insert(path);
+                    true
+                }
+            }
+            _ => !seen_dirs.contains(path) && seen_others.insert(path),
+        };
+        if !fresh {
+            return Err(unsafe_entry(
+                &entry.name,
+                "the name appears twice".to_owned(),
+            ));
+        }
+        match &planned.kind {
+            NodeKind::Dir => {}
+            NodeKind::File { len, .. } => {
+                file_count += 1;
+                byte_count = byte_count.saturating_add(*len);
+            }
+            NodeKind::Symlink { target } => {
+                link_stays_inside(&links, path, target)
+                    .map_err(|reason| unsafe_entry(&entry.name, reason))?;
+                file_count += 1;
+            }
+        }
+    }
+    Ok(ExtractionPlan {
+        archive: archive.to_owned(),
+        format,
+        entries,
+        file_count,
+        byte_count,
+    })
+}
+
+/// The single top-level directory to take entries from, when `anchor` is not at the top of the
+/// archive but inside that directory.
+fn top_level_to_strip(raw: &[RawEntry], anchor: &str) -> Option<PathBuf> {
+    let firsts: HashSet<&std::ffi::OsStr> = raw
+        .iter()
+        .filter_map(|entry| entry.path.as_ref()?.components().next())
+        .map(Component::as_os_str)
+        .collect();
+    if firsts.contains(std::ffi::OsStr::new(anchor)) || firsts.len() != 1 {
+        return None;
+    }
+    let top = PathBuf::from(firsts.into_iter().next()?);
+    let anchor_inside = top.join(anchor);
+    raw.iter()
+        .filter_map(|entry| entry.path.as_ref())
+        .any(|path| path.starts_with(&anchor_inside))
+        .then_some(top)
+}
+
+/// Whether the symlink at `link` (relative to the target) with `target` resolves inside the
+/// target directory, following the archive's own `links` as the filesystem would.
+fn link_stays_inside(
+    links: &HashMap<PathBuf, PathBuf>,
+    link: &Path,
+    target: &Path,
+) -> std::result::Result<(), String> {
+    enum Step {
+        Up,
+        Down(OsString),
+    }
+    fn steps(path: &Path) -> std::result::Result<Vec<Step>, String> {
+        let mut steps = Vec::new();
+        for component in path.components() {
+            match component {
+                Component::CurDir => {}
+                Component::ParentDir => steps.push(Step::Up),
+                Component::Normal(name) => steps.push(Step::Down(name.to_owned())),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(format!(
+                        "its target {} is absolute: it would point outside the workspace",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(steps)
+    }
+
+    if target.as_os_str().is_empty() {
+        return Err("its target is empty".to_owned());
+    }
+    let mut at: Vec<OsString> = link
+        .parent()
+        .map(|parent| parent.iter().map(OsString::from).collect())
+        .unwrap_or_default();
+    let mut pending: VecDeque<Step> = steps(target)?.into();
+    let mut hops = 0;
+    while let Some(step) = pending.pop_front() {
+        match step {
+            Step::Up => {
+                if at.pop().is_none() {
+                    return Err(format!(
+                        "its target {} leads outside the workspace",
+                        target.display()
+                    ));
+                }
+            }
+            Step::Down(name) => {
+                at.push(name);
+                let here: PathBuf = at.iter().collect();
+                if let Some(next) = links.get(&here) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return Err("its target goes through too many symlinks".to_owned());
+                    }
+                    at.pop();
+                    for step in steps(next)?.into_iter().rev() {
+                        pending.push_front(step);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A name from an archive as a relative path of normal components; `Ok(None)` for the root
+/// itself (`./`); an error saying why for anything that could leave the target.
+fn safe_relative(path: &Path) -> std::result::Result<Option<PathBuf>, String> {
+    let mut relative = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => {
+                let text = part.to_string_lossy();
+                if text.contains('\\') {
+                    return Err("the name contains a backslash".to_owned());
+                }
+                if relative.as_os_str().is_empty() && is_windows_drive(&text) {
+                    return Err("the name starts with a windows drive".to_owned());
+                }
+                relative.push(part);
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err("the name climbs out with ..".to_owned()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("the name is an absolute path".to_owned());
+            }
+        }
+    }
+    Ok((!relative.as_os_str().is_empty()).then_some(relative))
+}
+
+fn is_windows_drive(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    bytes.len() == 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':'
+}
+
+/// A zip entry name as a path: `/`-separated, checked for NUL and a leading `/` (which
+/// `Path` would also catch) before [`safe_relative`].
+fn zip_name_to_path(name: &str) -> std::result::Result<Option<PathBuf>, String> {
+    if name.contains('\0') {
+        return Err("the name contains a NUL byte".to_owned());
+    }
+    if name.contains('\\') {
+        return Err("the name contains a backslash".to_owned());
+    }
+    safe_relative(Path::new(name))
+}
+
+fn open_archive_file(archive: &Path) -> Result<BufReader<File>> {
+    let file = File::open(archive)
+        .map_err(|source| CompilationError::io("opening archive", archive, source))?;
+    Ok(BufReader::new(file))
+}
+
+/// A tar (or tar.gz) archive, opened for reading.
+fn open_tar(archive: &Path, format: ArchiveFormat) -> Result<tar::Archive<Box<dyn Read>>> {
+    let file = open_archive_file(archive)?;
+    let reader: Box<dyn Read> = match format {
+        ArchiveFormat::TarGz => Box::new(flate2::read::GzDecoder::new(file)),
+        _ => Box::new(file),
+    };
+    Ok(tar::Archive::new(reader))
+}
+
+fn tar_error(archive: &Path, source: io::Error) -> CompilationError {
+    CompilationError::Archive {
+        path: archive.to_owned(),
+        message: source.to_string(),
+    }
+}
+
+fn read_tar_entries(archive: &Path, format: ArchiveFormat) -> Result<Vec<RawEntry>> {
+    let mut tar = open_tar(archive, format)?;
+    let mut raw = Vec::new();
+    for entry in tar.entries().map_err(|err| tar_error(archive, err))? {
+        let entry = entry.map_err(|err| tar_error(archive, err))?;
+        let path = entry
+            .path()
+            .map_err(|err| tar_error(archive, err))?
+            .into_owned();
+        let name = path.to_string_lossy().into_owned();
+        let unsafe_entry = |reason: String| CompilationError::UnsafeArchiveEntry {
+            archive: archive.to_owned(),
+            entry: name.clone(),
+            reason,
+        };
+        let entry_type = entry.header().entry_type();
+        let kind = match entry_type {
+            tar::EntryType::Regular | tar::EntryType::Continuous => NodeKind::File {
+                len: entry.size(),
+                executable: entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0),
+            },
+            tar::EntryType::Directory => NodeKind::Dir,
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|err| tar_error(archive, err))?
+                    .ok_or_else(|| unsafe_entry("a symlink without a target".to_owned()))?
+                    .into_owned();
+                NodeKind::Symlink { target }
+            }
+            // Headers that describe other entries, not files; the tar crate applies the
+            // per-entry ones itself.
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {
+                raw.push(RawEntry {
+                    name,
+                    path: None,
+                    kind: NodeKind::Dir,
+                });
+                continue;
+            }
+            other => {
+                return Err(unsafe_entry(format!(
+                    "entries of type {other:?} (hard links, devices, fifos, sparse files) are not unpacked"
+                )));
+            }
+        };
+        let path = safe_relative(&path).map_err(unsafe_entry)?;
+        raw.push(RawEntry { name, path, kind });
+    }
+    Ok(raw)
+}
+
+fn zip_error(archive: &Path, err: zip::result::ZipError) -> CompilationError {
+    match err {
+        zip::result::ZipError::Io(source) => {
+            CompilationError::io("reading archive", archive, source)
+        }
+        other => CompilationError::Archive {
+            path: archive.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn read_zip_entries(archive: &Path) -> Result<Vec<RawEntry>> {
+    let mut zip =
+        zip::ZipArchive::new(open_archive_file(archive)?).map_err(|err| zip_error(archive, err))?;
+    let mut raw = Vec::with_capacity(zip.len());
+    for index in 0..zip.len() {
+        let file = zip
+            .by_index_raw(index)
+            .map_err(|err| zip_error(archive, err))?;
+        let name = file
+            .name()
+            .map_err(|err| zip_error(archive, err))?
+            .into_owned();
+        let unsafe_entry = |reason: String| CompilationError::UnsafeArchiveEntry {
+            archive: archive.to_owned(),
+            entry: name.clone(),
+            reason,
+        };
+        if file.encrypted() {
+            return Err(unsafe_entry(
+                "encrypted entries are not unpacked".to_owned(),
+            ));
+        }
+        let path = zip_name_to_path(&name).map_err(unsafe_entry)?;
+        let kind = if file.is_symlink() {
+            drop(file);
+            // The target is the entry's content; read it decompressed.
+            let file = zip.by_index(index).map_err(|err| zip_error(archive, err))?;
+            let mut target = Vec::new();
+            file.take(MAX_LINK_TARGET_BYTES + 1)
+                .read_to_end(&mut target)
+                .map_err(|source| CompilationError::io("reading archive", archive, source))?;
+            if target.len() as u64 > MAX_LINK_TARGET_BYTES {
+                return Err(unsafe_entry("its symlink target is too long".to_owned()));
+            }
+            let target = String::from_utf8(target)
+                .map_err(|_| unsafe_entry("its symlink target is not valid UTF-8".to_owned()))?;
+            if target.contains('\0') {
+                return Err(unsafe_entry(
+                    "its symlink target contains a NUL byte".to_owned(),
+                ));
+            }
+            NodeKind::Symlink {
+                target: PathBuf::from(target),
+            }
+        } else if file.is_dir() {
+            NodeKind::Dir
+        } else {
+            let executable = file.unix_mode().is_some_and(|mode| mode & 0o111 != 0);
+            NodeKind::File {
+                len: file.size(),
+                executable,
+            }
+        };
+        raw.push(RawEntry { name, path, kind });
+    }
+    Ok(raw)
+}
+
+/// Writes what `plan` says into `target` (an empty directory), symlinks last. The archive is
+/// read again; an entry that no longer matches the plan (the archive changed in between) is an
+/// error.
+pub(crate) fn extract(
+    plan: &ExtractionPlan,
+    target: &Path,
+    tracker: &mut Tracker<'_>,
+) -> Result<()> {
+    let archive = plan.archive.as_path();
+    let mut links: Vec<&Planned> = Vec::new();
+    match plan.format {
+        ArchiveFormat::TarGz | ArchiveFormat::Tar => {
+            let mut tar = open_tar(archive, plan.format)?;
+            let mut entries = tar.entries().map_err(|err| tar_error(archive, err))?;
+            for planned in &plan.entries {
+                let mut entry = entries
+                    .next()
+                    .ok_or_else(|| changed_archive(archive))?
+                    .map_err(|err| tar_error(archive, err))?;
+                let Some(planned) = planned else { continue };
+                write_planned(planned, &mut entry, target, archive, tracker, &mut links)?;
+            }
+        }
+        ArchiveFormat::Zip => {
+            let mut zip = zip::ZipArchive::new(open_archive_file(archive)?)
+                .map_err(|err| zip_error(archive, err))?;
+            if zip.len() != plan.entries.len() {
+                return Err(changed_archive(archive));
+            }
+            for (index, planned) in plan.entries.iter().enumerate() {
+                let Some(planned) = planned else { continue };
+                if matches!(planned.kind, NodeKind::File { .. }) {
+                    let mut file = zip.by_index(index).map_err(|err| zip_error(archive, err))?;
+                    write_planned(planned, &mut file, target, archive, tracker, &mut links)?;
+                } else {
+                    write_planned(
+                        planned,
+                        &mut io::empty(),
+                        target,
+                        archive,
+                        tracker,
+                        &mut links,
+                    )?;
+                }
+            }
+        }
+    }
+    for planned in links {
+        if let NodeKind::Symlink { target: link } = &planned.kind {
+            let at = target.join(&planned.path);
+            tree::create_parent(&at)?;
+            tree::make_symlink(link, &at)?;
+            tracker.file_done(0);
+        }
+    }
+    Ok(())
+}
+
+fn changed_archive(archive: &Path) -> CompilationError {
+    CompilationError::Archive {
+        path: archive.to_owned(),
+        message: "the archive changed while it was being unpacked".to_owned(),
+    }
+}
+
+fn write_planned<'p>(
+    planned: &'p Planned,
+    data: &mut dyn Read,
+    target: &Path,
+    archive: &Path,
+    tracker: &mut Tracker<'_>,
+    links: &mut Vec<&'p Planned>,
+) -> Result<()> {
+    let at = target.join(&planned.path);
+    match &planned.kind {
+        NodeKind::Dir => tree::create_dir_all(&at),
+        NodeKind::Symlink { .. } => {
+            links.push(planned);
+            Ok(())
+        }
+        NodeKind::File { len, executable } => {
+            tree::create_parent(&at)?;
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&at)
+                .map_err(|source| CompilationError::io("creating", &at, source))?;
+            let mut writer = BufWriter::new(file);
+            // One byte more than declared, to notice an entry longer than its header says.
+            let written = io::copy(&mut data.take(len.saturating_add(1)), &mut writer)
+                .map_err(|source| CompilationError::io("unpacking archive", archive, source))?;
+            if written != *len {
+                return Err(CompilationError::Archive {
+                    path: archive.to_owned(),
+                    message: format!(
+                        "entry {} holds {written} bytes, but its header says {len}",
+                        planned.path.display()
+                    ),
+                });
+            }
+            writer
+                .flush()
+                .map_err(|source| CompilationError::io("writing", &at, source))?;
+            if *executable {
+                set_executable(&at)?;
+            }
+            tracker.file_done(*len);
+            Ok(())
+        }
+    }
+}
+
+fn set_executable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+            .map_err(|source| CompilationError::io("setting permissions of", path, source))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    #[rstest]
+    #[case("ws.tar.gz", Some(ArchiveFormat::TarGz))]
+    #[case("WS.TGZ", Some(ArchiveFormat::TarGz))]
+    #[case("ws.tar", Some(ArchiveFormat::Tar))]
+    #[case("ws.zip", Some(ArchiveFormat::Zip))]
+    #[case("ws.tar.xz", None)]
+    #[case("ws", None)]
+    fn formats_by_name(#[case] name: &str, #[case] expected: Option<ArchiveFormat>) {
+        assert_eq!(ArchiveFormat::from_path(Path::new(name)), expected);
+    }
+
+    #[rstest]
+    #[case("zmk/app/x", Ok(Some("zmk/app/x")))]
+    #[case("./zmk//app/./x", Ok(Some("zmk/app/x")))]
+    #[case("./", Ok(None))]
+    #[case("../evil", Err("..".to_owned()))]
+    #[case("zmk/../../evil", Err("..".to_owned()))]
+    #[case("/etc/passwd", Err("absolute".to_owned()))]
+    #[case("C:/evil", Err("drive".to_owned()))]
+    #[case("zmk\\..\\evil", Err("backslash".to_owned()))]
+    #[case("zmk/\0evil", Err("NUL".to_owned()))]
+    fn zip_names(#[case] name: &str, #[case] expected: std::result::Result<Option<&str>, String>) {
+        let got = zip_name_to_path(name);
+        match expected {
+            Ok(path) => assert_eq!(got, Ok(path.map(PathBuf::from))),
+            Err(word) => {
+                let reason = got.expect_err(name);
+                assert!(reason.contains(&word), "{name}: {reason}");
+            }
+        }
+    }
+
+    fn links(pairs: &[(&str, &str)]) -> HashMap<PathBuf, PathBuf> {
+        pairs
+            .iter()
+            .map(|(at, to)| (PathBuf::from(at), PathBuf::from(to)))
+            .collect()
+    }
+
+    #[rstest]
+    #[case::sibling(&[], "zmk/link", "file", true)]
+    #[case::up_and_over(&[], "zmk/a/link", "../../zephyr/x", true)]
+    #[case::one_too_many(&[], "zmk/link", "../../x", false)]
+    #[case::absolute(&[], "zmk/link", "/etc/passwd", false)]
+    #[case::empty(&[], "zmk/link", "", false)]
+    // `s -> .` makes `s/s/s` the top again, so three `..` from there leave the target, though
+    // the same text without symlinks would not.
+    #[case::through_a_dot_link(&[("zmk/s", ".")], "zmk/l", "s/s/s/../../..", false)]
+    #[case::through_a_deep_link(&[("zmk/d", "a/b/c")], "zmk/l", "d/../../..", true)]
+    #[case::chain_out(&[("zmk/a", "b"), ("zmk/b", "../..")], "zmk/l", "a/x", false)]
+    #[case::loop_(&[("zmk/a", "b"), ("zmk/b", "a")], "zmk/l", "a", false)]
+    fn symlink_targets(
+        #[case] others: &[(&str, &str)],
+        #[case] link: &str,
+        #[case] target: &str,
+        #[case] inside: bool,
+    ) {
+        let mut all = links(others);
+        all.insert(PathBuf::from(link), PathBuf::from(target));
+        let got = link_stays_inside(&all, Path::new(link), Path::new(target));
+        assert_eq!(got.is_ok(), inside, "{link} -> {target}: {got:?}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The one error type of `cache-compilation`.
+
+use std::path::PathBuf;
+
+use cache_core::CacheError;
+
+/// Everything that can go wrong in `cache-compilation`.
+///
+/// Messages are lower case and name the path, repository or archive entry involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompilationError {
+    /// The cache underneath failed; its message names the tag, key or path.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+
+    /// A filesystem operation outside the cache failed (reading a workspace, writing an archive,
+    /// restoring artifacts).
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done, as a verb phrase ("copying").
+        operation: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A directory given as a workspace that is not a usable ZMK west workspace (it has no real
+    /// `zmk/` directory).
+    #[error("{path} is not a usable zmk workspace: {reason}")]
+    NotAWorkspace {
+        /// The directory or archive given.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+
+    /// No workspace is cached for the repository (and branch) asked for.
+    #[error("no cached workspace for repository {repository:?}{}", branch_suffix(.branch))]
+    WorkspaceNotCached {
+        /// The repository.
+        repository: String,
+        /// The branch, if one was asked for.
+        branch: Option<String>,
+    },
+
+    /// An archive entry that would land outside the target, or that cannot be unpacked safely
+    /// (absolute path, `..`, a symlink pointing outside, a hard link, a device). Nothing of the
+    /// archive is stored.
+    #[error("unsafe entry {entry:?} in archive {archive}: {reason}")]
+    UnsafeArchiveEntry {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's name as stored in the archive.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// An archive that cannot be read or written (corrupt, truncated, unsupported feature).
+    #[error("archive {path}: {message}")]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// The archive library's message.
+        message: String,
+    },
+
+    /// A file whose name does not say which archive format it is.
+    #[error(
+        "unknown archive format for {path}: expected a name ending in .tar.gz, .tgz, .tar or .zip"
+    )]
+    UnknownArchiveFormat {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// An input the caller gave that cannot be used (an empty repository name, for example).
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// What the input is ("repository", "branch", ...).
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A build directory that holds no firmware artifact (`*.uf2`, `*.hex`, ...).
+    #[error("no firmware artifacts under {path}")]
+    NoArtifacts {
+        /// The build directory.
+        path: PathBuf,
+    },
+
+    /// Metadata that could not be encoded for storing.
+    #[error("cannot encode the metadata of {what}: {source}")]
+    Metadata {
+        /// What the metadata describes.
+        what: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn branch_suffix(branch: &Option<String>) -> String {
+    branch
+        .as_ref()
+        .map(|branch| format!(" and branch {branch:?}"))
+        .unwrap_or_default()
+}
+
+impl CompilationError {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        CompilationError::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias used throughout `cache-compilation`.
+pub type Result<T, E = CompilationError> = std::result::Result<T, E>;
