@@ -1,10 +1,11 @@
 //! The domain crates together on one cache root with one coordinator: each gets its own isolated
 //! instance and file, the coordinator's statistics show every tag, and clearing one domain
-//! leaves the others intact. (`cache-compilation` joins these tests when it is built.)
+//! leaves the others intact, files and entry-owned directories included.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use cache_compilation::{CompilationCache, WorkspaceDetails, WorkspaceId};
 use cache_core::{
     CacheOptions, CacheTtlConfig, Clock, Coordinator, Environment, ManualClock, UserCacheConfig,
 };
@@ -14,11 +15,13 @@ use cache_moergo::{ApiDocument, LayoutUuid, MoergoCache};
 use rstest::{fixture, rstest};
 use tempfile::TempDir;
 
-/// The three domain services on one root and one coordinator, and what each stored.
+/// The four domain services on one root and one coordinator, and what each stored.
 struct Domains {
     root: TempDir,
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
+    compilation: CompilationCache,
+    workspace: WorkspaceId,
     metrics: MetricsCache,
     layouts: LayoutCache,
     moergo: MoergoCache,
@@ -28,6 +31,16 @@ struct Domains {
 }
 
 impl Domains {
+    /// Whether the workspace is cached, and its directory (checked to hold `zmk/`).
+    fn workspace_present(&self) -> bool {
+        let found = self
+            .compilation
+            .workspaces
+            .get_exact(&self.workspace)
+            .expect("read workspace");
+        found.is_some_and(|cached| cached.path.join("zmk/west.yml").is_file())
+    }
+
     fn metrics_present(&self) -> bool {
         self.metrics
             .get(&self.session.session_id)
@@ -68,6 +81,22 @@ fn domains() -> Domains {
     let metrics = MetricsCache::open(&coordinator, &config).expect("open metrics");
     let layouts = LayoutCache::open(&coordinator, &config).expect("open layout");
     let moergo = MoergoCache::open(&coordinator, &config).expect("open moergo");
+    let compilation = CompilationCache::open(&coordinator, &config).expect("open compilation");
+
+    let source = root.path().join("source-workspace");
+    std::fs::create_dir_all(source.join("zmk")).expect("mkdir zmk");
+    std::fs::write(source.join("zmk/west.yml"), "manifest: {}").expect("write west.yml");
+    let workspace = WorkspaceId::repository("zmkfirmware/zmk").expect("a valid repository");
+    compilation
+        .workspaces
+        .inject(
+            &source,
+            &workspace,
+            WorkspaceDetails::default(),
+            &mut |_| {},
+        )
+        .expect("cache workspace")
+        .expect("the cache is enabled");
 
     let started = UNIX_EPOCH + Duration::from_millis(clock.now_ms());
     let session = SessionMetrics::new(SessionId::generate(), "layout compile", started);
@@ -89,6 +118,8 @@ fn domains() -> Domains {
         root,
         coordinator,
         clock,
+        compilation,
+        workspace,
         metrics,
         layouts,
         moergo,
@@ -104,7 +135,7 @@ fn each_domain_has_its_own_instance_and_file_under_the_one_root(domains: Domains
     let keys = domains.coordinator.instance_keys();
     assert_eq!(
         keys,
-        ["layout", "metrics", "moergo"]
+        ["compilation", "layout", "metrics", "moergo"]
             .map(|tag| format!("{}:{tag}", root.display()))
             .to_vec()
     );
@@ -113,6 +144,7 @@ fn each_domain_has_its_own_instance_and_file_under_the_one_root(domains: Domains
         domains.layouts.cache()
     ));
     for (tag, path) in [
+        ("compilation", domains.compilation.cache.database_path()),
         ("metrics", domains.metrics.cache().database_path()),
         ("layout", domains.layouts.cache().database_path()),
         ("moergo", domains.moergo.database_path()),
@@ -127,6 +159,18 @@ fn each_domain_has_its_own_instance_and_file_under_the_one_root(domains: Domains
     assert_eq!(domains.metrics.cache().keys().unwrap().len(), 1);
     assert_eq!(domains.layouts.cache().keys().unwrap().len(), 1);
     assert_eq!(domains.moergo.stats().unwrap().entries, 1);
+    assert_eq!(domains.compilation.workspaces.list().unwrap().len(), 1);
+    let cached = domains
+        .compilation
+        .workspaces
+        .get_exact(&domains.workspace)
+        .unwrap()
+        .unwrap();
+    assert!(
+        cached.path.starts_with(root.join("compilation")),
+        "{}",
+        cached.path.display()
+    );
 }
 
 #[rstest]
@@ -141,22 +185,33 @@ fn aggregated_statistics_show_every_tag(domains: Domains) {
     );
 
     let stats = domains.coordinator.aggregated_stats().unwrap();
-    assert_eq!(stats.instances, 3);
-    assert_eq!(stats.entries, 3);
+    assert_eq!(stats.instances, 4);
+    assert_eq!(stats.entries, 4);
     let by_tag = stats.by_tag();
     assert_eq!(
         by_tag.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["layout", "metrics", "moergo"]
+        ["compilation", "layout", "metrics", "moergo"]
+    );
+    assert_eq!(by_tag["compilation"].sets, 1);
+    let compilation = stats
+        .per_instance
+        .values()
+        .find(|instance| instance.tag == "compilation")
+        .unwrap();
+    assert!(
+        compilation.bytes > "manifest: {}".len() as u64,
+        "the workspace directory is counted: {}",
+        compilation.bytes
     );
     assert_eq!((by_tag["layout"].sets, by_tag["layout"].hits), (1, 1));
     assert_eq!((by_tag["metrics"].sets, by_tag["metrics"].hits), (1, 0));
     assert_eq!((by_tag["moergo"].sets, by_tag["moergo"].misses), (1, 1));
-    assert_eq!(stats.totals.sets, 3);
+    assert_eq!(stats.totals.sets, 4);
 
     // And a session can record that activity, per tag, into the metrics domain.
     let mut session = domains.session.clone();
     session.record_cache_activity(&stats);
-    assert_eq!(session.cache_activity.len(), 3);
+    assert_eq!(session.cache_activity.len(), 4);
     assert_eq!(session.cache_activity["moergo"].misses, 1);
     domains.metrics.record(&session).unwrap();
     assert_eq!(
@@ -171,6 +226,29 @@ fn clearing_the_layout_domain_leaves_the_others_intact(domains: Domains) {
     assert!(!domains.layout_present());
     assert!(domains.metrics_present());
     assert!(domains.moergo_present());
+    assert!(domains.workspace_present());
+}
+
+#[rstest]
+fn clearing_the_compilation_domain_removes_its_directories_and_leaves_the_others_intact(
+    domains: Domains,
+) {
+    let cached = domains
+        .compilation
+        .workspaces
+        .get_exact(&domains.workspace)
+        .unwrap()
+        .unwrap();
+    domains.compilation.cache.clear().unwrap();
+    domains.compilation.cache.flush().unwrap();
+    assert!(!domains.workspace_present());
+    assert!(
+        !cached.path.exists(),
+        "the owned directory goes with its entry"
+    );
+    assert!(domains.metrics_present());
+    assert!(domains.layout_present());
+    assert!(domains.moergo_present());
 }
 
 #[rstest]
@@ -179,6 +257,7 @@ fn clearing_the_moergo_domain_leaves_the_others_intact(domains: Domains) {
     assert!(!domains.moergo_present());
     assert!(domains.metrics_present());
     assert!(domains.layout_present());
+    assert!(domains.workspace_present());
 }
 
 #[rstest]
@@ -187,11 +266,13 @@ fn clearing_the_metrics_domain_leaves_the_others_intact(domains: Domains) {
     assert!(domains.metrics.list().unwrap().is_empty());
     assert!(domains.layout_present());
     assert!(domains.moergo_present());
+    assert!(domains.workspace_present());
 }
 
 #[rstest]
 fn one_ttl_config_governs_every_domain(domains: Domains) {
-    // Default levels: moergo meta 30 d, layout processing 7 d, metrics sessions 7 d.
+    // Default levels: moergo meta 30 d, workspace base 30 d, layout processing 7 d, metrics
+    // sessions 7 d.
     let defaults = CacheTtlConfig::default();
     domains
         .clock
@@ -201,6 +282,7 @@ fn one_ttl_config_governs_every_domain(domains: Domains) {
     assert!(!domains.layout_present());
     assert!(!domains.metrics_present());
     assert!(domains.moergo_present(), "30 days, not 7");
+    assert!(domains.workspace_present(), "30 days, not 7");
     let cleanup = domains.coordinator.cleanup_all();
     let removed: u64 = cleanup.values().map(|r| r.as_ref().unwrap().expired).sum();
     assert_eq!(removed, 2);
