@@ -419,7 +419,10 @@ fn load(args: &[String]) -> anyhow::Result<()> {
             .copied()
             .flatten()
             .map(|seq| stamped_value(&key, me, seq));
-        if cache.get(&key).context("while rereading own keys")? != expected {
+        let value = cache.get(&key).context("while rereading own keys")?;
+        tally.gets += 1;
+        tally.hits += u64::from(value.is_some());
+        if value != expected {
             bail!("own key {index} differs from the model after the final flush");
         }
     }
