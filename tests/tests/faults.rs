@@ -390,27 +390,24 @@ fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The worker command for a probe that permission bits apply to: the worker itself, or, when this
-/// process is privileged, the worker run as `nobody` through `setpriv` (util-linux). `None` when
-/// no such process can be made.
-fn unprivileged_worker(privileged: bool) -> Option<Command> {
+/// The program and leading arguments that run the worker as a process permission bits apply to:
+/// the worker itself, or, when this process is privileged, the worker as `nobody` through
+/// `setpriv` (util-linux). `None` when no such process can be made here.
+fn unprivileged_worker(privileged: bool) -> Option<Vec<std::ffi::OsString>> {
     if !privileged {
-        return Some(Command::new(WORKER));
+        return Some(vec![WORKER.into()]);
     }
-    let mut command = Command::new("setpriv");
-    command.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-    ]);
-    command.arg(WORKER);
+    let drop_to_nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
     let works = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .args(drop_to_nobody)
+        .arg("true")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
+    let mut command: Vec<std::ffi::OsString> = vec!["setpriv".into()];
+    command.extend(drop_to_nobody.map(Into::into));
+    command.push(WORKER.into());
     works.then_some(command)
 }
 
@@ -438,7 +435,7 @@ fn a_read_only_root_is_a_clear_error_and_changes_nothing() {
     set_mode(database.parent().unwrap(), 0o555);
     set_mode(&root, 0o555);
     let privileged = permissions_do_not_bite(&root);
-    let Some(mut worker) = unprivileged_worker(privileged) else {
+    let Some(worker) = unprivileged_worker(privileged) else {
         set_mode(&root, 0o700);
         set_mode(database.parent().unwrap(), 0o700);
         eprintln!(
@@ -450,7 +447,8 @@ fn a_read_only_root_is_a_clear_error_and_changes_nothing() {
 
     let mut outcomes = Vec::new();
     for tag in ["t", "new"] {
-        let output = worker
+        let output = Command::new(&worker[0])
+            .args(&worker[1..])
             .args(["probe".as_ref(), root.as_os_str(), tag.as_ref()])
             .output()
             .unwrap();
@@ -462,7 +460,6 @@ fn a_read_only_root_is_a_clear_error_and_changes_nothing() {
             String::from_utf8_lossy(&output.stderr)
         );
         outcomes.push(stdout);
-        worker = unprivileged_worker(privileged).unwrap();
     }
     let existing = &outcomes[0];
     assert!(
