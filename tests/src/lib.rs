@@ -1,6 +1,8 @@
-//! Shared pieces of the workspace-level tests: the key and value scheme the worker process and
-//! the tests agree on, and a file barrier that lines processes up.
+//! Shared pieces of the workspace-level tests: the key and value schemes the worker process and
+//! the tests agree on, a file barrier that lines processes up, a seeded generator both sides can
+//! replay, the crash writer's script, and the sizes the suites read from the environment.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,13 +19,205 @@ pub fn worker_value(writer: &str, index: usize) -> Vec<u8> {
 
 /// Creates `<dir>/<me>` and waits until `<dir>/<other>` exists, or `limit` passes.
 pub fn barrier(dir: &Path, me: &str, other: &str, limit: Duration) -> anyhow::Result<()> {
+    gather(dir, me, &[other], limit)
+}
+
+/// Creates `<dir>/<me>` and waits until `<dir>/<name>` exists for every name in `everyone` (which
+/// may include `me`), or `limit` passes: an N-process barrier.
+pub fn gather(dir: &Path, me: &str, everyone: &[&str], limit: Duration) -> anyhow::Result<()> {
     std::fs::write(dir.join(me), b"")?;
     let started = Instant::now();
-    while !dir.join(other).exists() {
-        if started.elapsed() > limit {
-            anyhow::bail!("barrier: {other} did not arrive within {limit:?}");
+    for other in everyone {
+        while !dir.join(other).exists() {
+            if started.elapsed() > limit {
+                anyhow::bail!("barrier: {other} did not arrive within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// A small seeded generator (splitmix64): the crash test replays the worker's exact operations
+/// from the seed alone, so both sides need the same generator, and a failure names its seed.
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SeededRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (`bound` > 0); the slight modulo bias does not matter here.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
+}
+
+/// A value that names the key it was written under, its writer and the write's sequence number,
+/// padded to a length derived from them: [`check_stamped`] rebuilds it from those, so a value
+/// read under the wrong key, torn, or mixed with another is caught.
+pub fn stamped_value(key: &[u8], writer: &str, seq: u64) -> Vec<u8> {
+    let mut value = format!("v1|{writer}|{seq}|").into_bytes();
+    value.extend_from_slice(key);
+    value.push(b'|');
+    let fill = b'a' + (seq % 26) as u8;
+    let padding = (seq.wrapping_mul(7919) % 300) as usize;
+    value.extend(std::iter::repeat_n(fill, padding));
+    value
+}
+
+/// Checks that `value` is exactly what [`stamped_value`] writes for `key` under the writer and
+/// sequence number it names; returns those.
+pub fn check_stamped(key: &[u8], value: &[u8]) -> Result<(String, u64), String> {
+    let text = String::from_utf8_lossy(value);
+    let mut fields = text.splitn(4, '|');
+    let (Some("v1"), Some(writer), Some(seq)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(format!("value {text:?} under key {key:?} is not stamped"));
+    };
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| format!("value {text:?} has no sequence number"))?;
+    if stamped_value(key, writer, seq) != value {
+        return Err(format!(
+            "value {text:?} read under key {:?} is not the one {writer} wrote as #{seq}",
+            String::from_utf8_lossy(key)
+        ));
+    }
+    Ok((writer.to_owned(), seq))
+}
+
+/// The value of entry `index` of the disk-full writer: stamped, then padded with a byte derived
+/// from `index` to `len` bytes, so a torn or misplaced value is caught.
+pub fn fill_value(key: &[u8], index: u64, len: usize) -> Vec<u8> {
+    let mut value = stamped_value(key, "fill", index);
+    let pad = (index % 251) as u8;
+    value.resize(len.max(value.len()), pad);
+    value
+}
+
+/// One operation of the crash writer's script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashOp {
+    /// Set key number `key` to the value stamped with `seq`.
+    Set {
+        /// Which of the script's keys.
+        key: u64,
+        /// The write's sequence number.
+        seq: u64,
+    },
+    /// Delete key number `key`.
+    Delete {
+        /// Which of the script's keys.
+        key: u64,
+    },
+    /// `cleanup()`: a transaction of its own that removes nothing (no entry has a TTL).
+    Cleanup,
+    /// `clear()`: removes every entry, in a transaction of its own.
+    Clear,
+}
+
+/// The key of the crash script's key number `index`.
+pub fn crash_key(index: u64) -> Vec<u8> {
+    format!("crash:{index:05}").into_bytes()
+}
+
+/// The crash writer's operations for `seed` over `keys` keys: deterministic, so the test replays
+/// exactly what the killed worker did. Sequence numbers start at `seed << 32`, so that values of
+/// different rounds on one root never coincide.
+pub fn crash_script(seed: u64, keys: u64) -> impl Iterator<Item = CrashOp> {
+    let mut rng = SeededRng::new(seed);
+    (0u64..).map(move |index| match rng.below(1000) {
+        0..=699 => CrashOp::Set {
+            key: rng.below(keys),
+            seq: (seed << 32) + index,
+        },
+        700..=969 => CrashOp::Delete {
+            key: rng.below(keys),
+        },
+        970..=998 => CrashOp::Cleanup,
+        _ => CrashOp::Clear,
+    })
+}
+
+/// The writer name the crash script stamps its values with.
+pub const CRASH_WRITER: &str = "crash";
+
+/// Applies one crash operation to a model of the stored entries.
+pub fn apply_crash_op(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: CrashOp) {
+    match op {
+        CrashOp::Set { key, seq } => {
+            let key = crash_key(key);
+            let value = stamped_value(&key, CRASH_WRITER, seq);
+            model.insert(key, value);
+        }
+        CrashOp::Delete { key } => {
+            model.remove(&crash_key(key));
+        }
+        CrashOp::Cleanup => {}
+        CrashOp::Clear => model.clear(),
+    }
+}
+
+/// Whether the soak variants were asked for (`CACHE_SOAK=1`, as `cargo xtask soak` sets).
+pub fn soak() -> bool {
+    std::env::var("CACHE_SOAK").is_ok_and(|value| value == "1")
+}
+
+/// A size a suite reads from the environment: `name` if set, else `soak_default` under
+/// [`soak`], else `default`. An unparsable value is an error, not a silent default.
+pub fn size_from_env(name: &str, default: u64, soak_default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={value:?} is not a number")),
+        Err(_) if soak() => Ok(soak_default),
+        Err(_) => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_values_check_exactly() {
+        let value = stamped_value(b"k1", "w", 42);
+        assert_eq!(check_stamped(b"k1", &value), Ok(("w".to_owned(), 42)));
+        assert!(
+            check_stamped(b"k2", &value).is_err(),
+            "a value under the wrong key"
+        );
+        let mut torn = value.clone();
+        torn.pop();
+        assert!(check_stamped(b"k1", &torn).is_err(), "a shortened value");
+        assert!(check_stamped(b"k1", b"garbage").is_err());
+    }
+
+    #[test]
+    fn the_crash_script_is_replayable_and_mixed() {
+        let first: Vec<CrashOp> = crash_script(7, 50).take(2000).collect();
+        let again: Vec<CrashOp> = crash_script(7, 50).take(2000).collect();
+        assert_eq!(first, again);
+        for kind in [
+            |op: &CrashOp| matches!(op, CrashOp::Set { .. }),
+            |op: &CrashOp| matches!(op, CrashOp::Delete { .. }),
+            |op: &CrashOp| matches!(op, CrashOp::Cleanup),
+            |op: &CrashOp| matches!(op, CrashOp::Clear),
+        ] {
+            assert!(first.iter().any(kind), "every kind of operation occurs");
+        }
+    }
 }

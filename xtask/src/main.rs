@@ -11,7 +11,9 @@
 )]
 
 mod bench;
+mod fuzz;
 mod shell;
+mod soak;
 mod verify;
 
 use std::process::ExitCode;
@@ -27,6 +29,11 @@ Commands:
             one table of medians, ratios and targets, and write it to docs/benchmarks.md
             options: --quick (N = 10 000, 2 repetitions), --n N, --reps R
             (default N = 100 000, 5 repetitions); diskcache is installed into target/bench-venv
+  soak      the long variants of the reliability suites (8 processes x 20 000 operations,
+            60 SIGKILLs, 10 000 property cases), then their figures; sizes can be set with
+            CACHE_LOAD_PROCESSES, CACHE_LOAD_OPS, CACHE_CRASH_KILLS, PROPTEST_CASES
+  fuzz      run each cargo-fuzz target in fuzz/ on nightly; options: --seconds N (default 30
+            per target); needs the nightly toolchain and cargo-fuzz, and says so if missing
   help      print this message
 ";
 
@@ -41,6 +48,10 @@ enum Task {
     Verify,
     /// Run the comparative benchmark with these options; see `bench.rs`.
     Bench(Vec<String>),
+    /// Run the long variants of the reliability suites; see `soak.rs`.
+    Soak,
+    /// Run the fuzz targets with these options; see `fuzz.rs`.
+    Fuzz(Vec<String>),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +76,8 @@ fn main() -> ExitCode {
         }
         Task::Verify => verify::run(),
         Task::Bench(options) => bench::run(&options),
+        Task::Soak => soak::run(),
+        Task::Fuzz(options) => fuzz::run(&options),
     };
 
     match result {
@@ -88,6 +101,10 @@ fn parse_task(arguments: &[String]) -> Option<Task> {
         [] | ["help"] | ["--help"] | ["-h"] => Some(Task::Help),
         ["verify"] => Some(Task::Verify),
         ["bench", options @ ..] => Some(Task::Bench(
+            options.iter().map(|option| (*option).to_owned()).collect(),
+        )),
+        ["soak"] => Some(Task::Soak),
+        ["fuzz", options @ ..] => Some(Task::Fuzz(
             options.iter().map(|option| (*option).to_owned()).collect(),
         )),
         _ => None,

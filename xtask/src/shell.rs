@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -9,23 +10,43 @@ use anyhow::{Context as _, bail};
 
 /// One named command, such as `clippy` running `cargo clippy --workspace ...`.
 ///
-/// Only cargo commands exist so far; the program is fixed to the `cargo` that runs xtask.
+/// Every step runs cargo: by default the cargo that runs xtask (the pinned toolchain); with
+/// [`Step::cargo_on`], rustup's `cargo +<toolchain>` from `PATH`, for the few tasks that need
+/// another toolchain (nightly, for fuzzing).
 pub(crate) struct Step {
     /// Short name printed before the step runs and in failure messages.
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
+    /// `Some(toolchain)` to run `cargo +toolchain` through rustup instead of `$CARGO`.
+    toolchain: Option<&'static str>,
     /// Arguments passed to cargo.
-    arguments: Vec<&'static str>,
+    arguments: Vec<String>,
     /// Extra environment variables set for this step only.
     environment: Vec<(&'static str, String)>,
 }
 
 impl Step {
     /// A step that runs `cargo` with `arguments`.
-    pub(crate) fn cargo(name: &'static str, arguments: &[&'static str]) -> Self {
+    pub(crate) fn cargo(name: impl Into<String>, arguments: &[&str]) -> Self {
         Self {
-            name,
-            arguments: arguments.to_vec(),
+            name: name.into(),
+            toolchain: None,
+            arguments: arguments
+                .iter()
+                .map(|argument| (*argument).to_owned())
+                .collect(),
             environment: Vec::new(),
+        }
+    }
+
+    /// A step that runs rustup's `cargo +toolchain` with `arguments`.
+    pub(crate) fn cargo_on(
+        name: impl Into<String>,
+        toolchain: &'static str,
+        arguments: &[&str],
+    ) -> Self {
+        Self {
+            toolchain: Some(toolchain),
+            ..Self::cargo(name, arguments)
         }
     }
 
@@ -42,6 +63,9 @@ impl Step {
             let _ = write!(line, "{key}={} ", quote(value));
         }
         line.push_str("cargo");
+        if let Some(toolchain) = self.toolchain {
+            let _ = write!(line, " +{toolchain}");
+        }
         for argument in &self.arguments {
             line.push(' ');
             line.push_str(&quote(argument));
@@ -107,9 +131,65 @@ impl Shell {
         command_line
     }
 
+    /// Runs `step` with stdout streamed live and stderr streamed live line by line, each line
+    /// also passed to `watch` (to pick figures out of a tool's report); fails if it exits
+    /// unsuccessfully.
+    pub(crate) fn run_watching_stderr(
+        &self,
+        step: &Step,
+        mut watch: impl FnMut(&str),
+    ) -> anyhow::Result<()> {
+        let command_line = self.announce(step);
+        let mut child = self
+            .command(step)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("while starting `{command_line}`"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .context("while reading stderr: it was not piped")?;
+        for line in BufReader::new(stderr).lines() {
+            let line =
+                line.with_context(|| format!("while reading the stderr of `{command_line}`"))?;
+            eprintln!("{line}");
+            watch(&line);
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("while waiting for `{command_line}`"))?;
+        if !status.success() {
+            bail!("`{command_line}` exited unsuccessfully ({status})");
+        }
+        Ok(())
+    }
+
+    /// Whether `step` runs and exits successfully, with its output discarded: for probing that a
+    /// tool is installed.
+    pub(crate) fn succeeds_quietly(&self, step: &Step) -> bool {
+        self.command(step)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     /// The `Command` for `step`, set to run from the project root.
     fn command(&self, step: &Step) -> Command {
-        let mut command = Command::new(&self.cargo);
+        let mut command = match step.toolchain {
+            // rustup's proxy, told which toolchain to use; the variable rustup sets for the
+            // pinned toolchain that runs xtask must not leak into it.
+            Some(toolchain) => {
+                let mut command = Command::new("cargo");
+                command
+                    .arg(format!("+{toolchain}"))
+                    .env_remove("RUSTUP_TOOLCHAIN");
+                command
+            }
+            None => Command::new(&self.cargo),
+        };
         command
             .args(&step.arguments)
             .envs(

@@ -49,6 +49,9 @@ mod dirs;
 mod doctor;
 mod error;
 mod files;
+// Entry points for the fuzz targets and the decoder property tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod manager;
 mod stats;

@@ -18,7 +18,8 @@ pub struct Counters {
     pub deletes: u64,
     /// Entries removed to bring the tag back under its size limit.
     pub evictions: u64,
-    /// Expired entries removed by `cleanup()`.
+    /// Expired entries removed: by `cleanup()`, by the batch every commit sweeps, or to make
+    /// room.
     pub expirations: u64,
     /// Operations that failed.
     pub errors: u64,

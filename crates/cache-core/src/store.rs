@@ -321,6 +321,22 @@ struct Aftermath {
     entries: u64,
 }
 
+impl Aftermath {
+    /// The commit's expirations and evictions as counters.
+    fn removal_counters(&self) -> Counters {
+        removal_counters(self.expired, self.evicted)
+    }
+}
+
+/// Expirations and evictions as counters.
+fn removal_counters(expired: u64, evicted: u64) -> Counters {
+    Counters {
+        expirations: expired,
+        evictions: evicted,
+        ..Counters::default()
+    }
+}
+
 /// What one commit removed besides what it was asked to.
 #[derive(Clone, Copy, Debug, Default)]
 struct CommitOutcome {
@@ -615,7 +631,9 @@ impl RedbCache {
         match result {
             Ok((value, aftermath)) => {
                 buffer.snapshot = None;
-                *lock(&self.persisted_counters) = counters_now;
+                // The commit persisted its own removals too; after_commit adds them to the live
+                // counters.
+                *lock(&self.persisted_counters) = counters_now.plus(&aftermath.removal_counters());
                 drop(buffer);
                 let outcome = CommitOutcome {
                     expired: aftermath.expired,
@@ -734,6 +752,10 @@ impl RedbCache {
             if let Some(now) = tables.last_cleanup_ms {
                 usage.insert(LAST_CLEANUP_MS, now).or_db(self)?;
             }
+            // What this commit expired and evicted is persisted by the commit itself, so that it
+            // is not lost when this commit is the instance's last.
+            let counters_delta =
+                counters_delta.plus(&removal_counters(tables.expired, tables.evicted));
             let mut counters = txn.open_table(COUNTERS).or_db(self)?;
             for (name, delta) in counters_delta.fields() {
                 if delta != 0 {

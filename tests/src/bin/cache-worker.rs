@@ -11,6 +11,24 @@
 //!   Prints `read 2` and exits 0 when both read back exactly.
 //! - `hold-write-lock DATABASE_FILE`: opens the file with redb directly (`MultiWriter`, as the
 //!   cache does), begins a write transaction, prints `locked`, and holds it until killed.
+//! - `crash-writer ROOT TAG SEED FLUSH_EVERY KEYS`: runs the seeded crash script
+//!   (`cache_tests::crash_script`: sets, deletes, cleanups, clears over KEYS keys) forever,
+//!   flushing after every FLUSH_EVERY operations and then printing `flushed N` (the first N
+//!   operations are durable). The test kills it with SIGKILL at a random moment.
+//! - `load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE`: one of several processes
+//!   running OPS mixed operations (get, set, set_many, delete, cleanup, flush) on one tag: its own
+//!   keys, keys shared by everyone, other workers' keys, and short-TTL keys. Every read is checked
+//!   (its own keys against its model, others' values must be stamped for their key); only a
+//!   `LockTimeout` is tolerated (counted). Writes its final model to REPORT_FILE (`own K SEQ|-`,
+//!   `shared K SEQ|-`) and prints one `key=value` summary line. EVERYONE is the comma-separated
+//!   list of worker names, for the start barrier and the other workers' keys.
+//! - `fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES`: writes VALUE_BYTES-byte entries until
+//!   an operation fails (run under a file-size limit: disk full), printing `flushed N` after each
+//!   flush, then `error <message>`, then rereads every flushed entry (`reread N`) and closes
+//!   (`close ok` or `close error <message>`). Exits 1 if nothing failed within MAX_ENTRIES.
+//! - `probe ROOT TAG`: opens the tag, then reads, writes and flushes one entry, printing one line
+//!   per step (`open ok`, `open error <message>`, ...). Exits 0 whatever the outcome: the test
+//!   judges the lines (a panic would still exit 101).
 
 #![allow(
     clippy::print_stdout,
@@ -18,13 +36,17 @@
     reason = "a test helper program reports on its streams"
 )]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheOptions, Coordinator, SharedCache};
-use cache_tests::{barrier, worker_key, worker_value};
+use cache_core::{CacheError, CacheOptions, Coordinator, SharedCache};
+use cache_tests::{
+    CRASH_WRITER, CrashOp, SeededRng, barrier, check_stamped, crash_key, crash_script, fill_value,
+    gather, stamped_value, worker_key, worker_value,
+};
 
 fn main() {
     if let Err(err) = run() {
@@ -40,10 +62,17 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "write-until-killed" => write_until_killed(rest),
         Some((command, rest)) if command == "same-blob" => same_blob(rest),
         Some((command, [path])) if command == "hold-write-lock" => hold_write_lock(path),
+        Some((command, rest)) if command == "crash-writer" => crash_writer(rest),
+        Some((command, rest)) if command == "load" => load(rest),
+        Some((command, rest)) if command == "fill" => fill(rest),
+        Some((command, [root, tag])) if command == "probe" => probe(root, tag),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
-             hold-write-lock DATABASE_FILE)"
+             hold-write-lock DATABASE_FILE | \
+             crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
+             load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
+             fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG)"
         ),
     }
 }
@@ -184,5 +213,405 @@ fn hold_write_lock(path: &str) -> anyhow::Result<()> {
     std::io::stdout().flush().context("while reporting")?;
     loop {
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Prints one line and pushes it down the pipe at once: the test may kill us right after.
+fn report(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").context("while reporting")?;
+    stdout.flush().context("while reporting")
+}
+
+fn crash_writer(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, seed, flush_every, keys] = args else {
+        bail!("usage: cache-worker crash-writer ROOT TAG SEED FLUSH_EVERY KEYS");
+    };
+    let seed: u64 = seed.parse().context("while parsing SEED")?;
+    let flush_every: usize = flush_every.parse().context("while parsing FLUSH_EVERY")?;
+    let keys: u64 = keys.parse().context("while parsing KEYS")?;
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    for (index, op) in crash_script(seed, keys).enumerate() {
+        match op {
+            CrashOp::Set { key, seq } => {
+                let key = crash_key(key);
+                cache.set(&key, &stamped_value(&key, CRASH_WRITER, seq), None)
+            }
+            CrashOp::Delete { key } => cache.delete(&crash_key(key)).map(drop),
+            CrashOp::Cleanup => cache.cleanup().map(drop),
+            CrashOp::Clear => cache.clear(),
+        }
+        .with_context(|| format!("while running operation {index}: {op:?}"))?;
+        if (index + 1) % flush_every == 0 {
+            cache.flush().context("while flushing")?;
+            report(format_args!("flushed {}", index + 1))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a load worker did, printed as its summary line.
+#[derive(Debug, Default)]
+struct Tally {
+    ops: u64,
+    gets: u64,
+    hits: u64,
+    sets: u64,
+    deletes: u64,
+    cleanups: u64,
+    expired: u64,
+    flushes: u64,
+    timeouts: u64,
+}
+
+/// A load worker's key families, and how many keys each has.
+const OWN_KEYS: u64 = 48;
+const SHARED_KEYS: u64 = 12;
+const TTL_KEYS: u64 = 8;
+
+fn own_key(worker: &str, index: u64) -> Vec<u8> {
+    format!("own:{worker}:{index:03}").into_bytes()
+}
+
+fn shared_key(index: u64) -> Vec<u8> {
+    format!("shared:{index:03}").into_bytes()
+}
+
+fn ttl_key(worker: &str, index: u64) -> Vec<u8> {
+    format!("ttl:{worker}:{index:03}").into_bytes()
+}
+
+/// The outcome of an operation, with a `LockTimeout` (the one documented failure under
+/// contention) counted and turned into `None`; any other error ends the worker.
+fn tolerate<T>(result: cache_core::Result<T>, tally: &mut Tally) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(CacheError::LockTimeout { .. }) => {
+            tally.timeouts += 1;
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn load(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, me, seed, ops, barrier_dir, report_file, everyone] = args else {
+        bail!("usage: cache-worker load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE");
+    };
+    let seed: u64 = seed.parse().context("while parsing SEED")?;
+    let ops: u64 = ops.parse().context("while parsing OPS")?;
+    let everyone: Vec<&str> = everyone.split(',').collect();
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    let ready: Vec<String> = everyone
+        .iter()
+        .map(|name| format!("{name}.ready"))
+        .collect();
+    let ready: Vec<&str> = ready.iter().map(String::as_str).collect();
+    gather(
+        &PathBuf::from(barrier_dir),
+        &format!("{me}.ready"),
+        &ready,
+        Duration::from_secs(120),
+    )?;
+
+    let mut rng = SeededRng::new(seed);
+    // Key index -> the sequence number of its last set, or `None` after a delete.
+    let mut own: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    let mut shared: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    let mut tally = Tally::default();
+    for seq in 1..=ops {
+        tally.ops += 1;
+        match rng.below(100) {
+            // Reads: own keys must match the model exactly, anything else must be stamped for
+            // the key it was read under.
+            0..=39 => {
+                let (key, expected_writer, model) = match rng.below(4) {
+                    0 | 1 => {
+                        let index = rng.below(OWN_KEYS);
+                        (
+                            own_key(me, index),
+                            Some(me.as_str()),
+                            Some(own.get(&index).copied().flatten()),
+                        )
+                    }
+                    2 => {
+                        let other = everyone[rng.below(everyone.len() as u64) as usize];
+                        (own_key(other, rng.below(OWN_KEYS)), Some(other), None)
+                    }
+                    _ if rng.below(2) == 0 => (shared_key(rng.below(SHARED_KEYS)), None, None),
+                    _ => {
+                        let other = everyone[rng.below(everyone.len() as u64) as usize];
+                        (ttl_key(other, rng.below(TTL_KEYS)), Some(other), None)
+                    }
+                };
+                tally.gets += 1;
+                let value = cache
+                    .get(&key)
+                    .with_context(|| format!("while reading {}", String::from_utf8_lossy(&key)))?;
+                if let Some(model) = model {
+                    let expected = model.map(|seq| stamped_value(&key, me, seq));
+                    if value != expected {
+                        bail!(
+                            "own key {} read back as {:?}, expected {:?}",
+                            String::from_utf8_lossy(&key),
+                            value.as_deref().map(String::from_utf8_lossy),
+                            expected.as_deref().map(String::from_utf8_lossy)
+                        );
+                    }
+                }
+                if let Some(value) = &value {
+                    tally.hits += 1;
+                    let (writer, _) = check_stamped(&key, value).map_err(anyhow::Error::msg)?;
+                    if expected_writer.is_some_and(|expected| expected != writer) {
+                        bail!(
+                            "{} holds a value of {writer}",
+                            String::from_utf8_lossy(&key)
+                        );
+                    }
+                }
+            }
+            40..=61 => {
+                let index = rng.below(OWN_KEYS);
+                let key = own_key(me, index);
+                tally.sets += 1;
+                // A set that times out committing (back-pressure) keeps its write buffered: the
+                // documented contract, so the model records it either way.
+                tolerate(
+                    cache.set(&key, &stamped_value(&key, me, seq), None),
+                    &mut tally,
+                )?;
+                own.insert(index, Some(seq));
+            }
+            62..=65 => {
+                let indexes: Vec<u64> =
+                    (0..1 + rng.below(6)).map(|_| rng.below(OWN_KEYS)).collect();
+                let items: Vec<(Vec<u8>, Vec<u8>)> = indexes
+                    .iter()
+                    .map(|&index| {
+                        let key = own_key(me, index);
+                        let value = stamped_value(&key, me, seq);
+                        (key, value)
+                    })
+                    .collect();
+                let borrowed: Vec<(&[u8], &[u8])> = items
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                tally.sets += items.len() as u64;
+                tolerate(cache.set_many(&borrowed, None), &mut tally)?;
+                for index in indexes {
+                    own.insert(index, Some(seq));
+                }
+            }
+            66..=73 => {
+                let index = rng.below(SHARED_KEYS);
+                let key = shared_key(index);
+                tally.sets += 1;
+                tolerate(
+                    cache.set(&key, &stamped_value(&key, me, seq), None),
+                    &mut tally,
+                )?;
+                shared.insert(index, Some(seq));
+            }
+            74..=79 => {
+                let key = ttl_key(me, rng.below(TTL_KEYS));
+                let ttl = Duration::from_millis(1 + rng.below(40));
+                tally.sets += 1;
+                tolerate(
+                    cache.set(&key, &stamped_value(&key, me, seq), Some(ttl)),
+                    &mut tally,
+                )?;
+            }
+            80..=87 => {
+                let index = rng.below(OWN_KEYS);
+                tally.deletes += 1;
+                let existed = tolerate(cache.delete(&own_key(me, index)), &mut tally)?;
+                let modelled = own.get(&index).copied().flatten().is_some();
+                if existed.is_some_and(|existed| existed != modelled) {
+                    bail!("delete of own key {index} said existed={existed:?}, model {modelled}");
+                }
+                own.insert(index, None);
+            }
+            88..=91 => {
+                let index = rng.below(SHARED_KEYS);
+                tally.deletes += 1;
+                tolerate(cache.delete(&shared_key(index)), &mut tally)?;
+                shared.insert(index, None);
+            }
+            92..=94 => {
+                tally.cleanups += 1;
+                if let Some(report) = tolerate(cache.cleanup(), &mut tally)? {
+                    if report.evicted != 0 || report.unreadable != 0 {
+                        bail!("cleanup removed live or unreadable entries: {report:?}");
+                    }
+                    tally.expired += report.expired;
+                }
+            }
+            _ => {
+                tally.flushes += 1;
+                tolerate(cache.flush(), &mut tally)?;
+            }
+        }
+    }
+    // The final flush may meet a writer holding the lock past `timeout`; it keeps the writes, so
+    // try again a few times before giving up loudly.
+    let mut attempts = 0;
+    while tolerate(cache.flush(), &mut tally)?.is_none() {
+        attempts += 1;
+        if attempts >= 10 {
+            bail!("the final flush timed out {attempts} times");
+        }
+    }
+    for index in 0..OWN_KEYS {
+        let key = own_key(me, index);
+        let expected = own
+            .get(&index)
+            .copied()
+            .flatten()
+            .map(|seq| stamped_value(&key, me, seq));
+        let value = cache.get(&key).context("while rereading own keys")?;
+        tally.gets += 1;
+        tally.hits += u64::from(value.is_some());
+        if value != expected {
+            bail!("own key {index} differs from the model after the final flush");
+        }
+    }
+    coordinator.reset().context("while closing")?;
+
+    let mut lines = String::new();
+    for (family, model) in [("own", &own), ("shared", &shared)] {
+        for (index, seq) in model {
+            let seq = seq.map_or_else(|| "-".to_owned(), |seq| seq.to_string());
+            lines.push_str(&format!("{family} {index} {seq}\n"));
+        }
+    }
+    std::fs::write(report_file, lines).context("while writing the report")?;
+    let Tally {
+        ops,
+        gets,
+        hits,
+        sets,
+        deletes,
+        cleanups,
+        expired,
+        flushes,
+        timeouts,
+    } = tally;
+    report(format_args!(
+        "ops={ops} gets={gets} hits={hits} sets={sets} deletes={deletes} cleanups={cleanups} \
+         expired={expired} flushes={flushes} timeouts={timeouts}"
+    ))
+}
+
+fn fill(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, value_bytes, flush_every, max_entries] = args else {
+        bail!("usage: cache-worker fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES");
+    };
+    let value_bytes: usize = value_bytes.parse().context("while parsing VALUE_BYTES")?;
+    let flush_every: u64 = flush_every.parse().context("while parsing FLUSH_EVERY")?;
+    let max_entries: u64 = max_entries.parse().context("while parsing MAX_ENTRIES")?;
+    let coordinator = Coordinator::new();
+    let cache = match coordinator.get_shared_cache_instance(
+        &PathBuf::from(root),
+        tag.as_str(),
+        CacheOptions::default(),
+    ) {
+        Ok(cache) => cache,
+        Err(err) => return report(format_args!("open error {err}")),
+    };
+    let mut flushed = 0;
+    let mut failure = None;
+    for index in 0..max_entries {
+        let key = worker_key("fill", index as usize);
+        if let Err(err) = cache.set(&key, &fill_value(&key, index, value_bytes), None) {
+            failure = Some(err);
+            break;
+        }
+        if (index + 1) % flush_every == 0 {
+            if let Err(err) = cache.flush() {
+                failure = Some(err);
+                break;
+            }
+            flushed = index + 1;
+            report(format_args!("flushed {flushed}"))?;
+        }
+    }
+    let Some(failure) = failure else {
+        bail!("{max_entries} entries of {value_bytes} bytes were written without an error");
+    };
+    report(format_args!("error {failure}"))?;
+    report(format_args!(
+        "reread {}",
+        reread(&cache, flushed, value_bytes)?
+    ))?;
+    match coordinator.reset() {
+        Ok(()) => report(format_args!("close ok"))?,
+        Err(err) => report(format_args!("close error {err}"))?,
+    }
+    // A fresh instance of the same tag, still under the limit: reads need no room.
+    let cache = match coordinator.get_shared_cache_instance(
+        &PathBuf::from(root),
+        tag.as_str(),
+        CacheOptions::default(),
+    ) {
+        Ok(cache) => cache,
+        Err(err) => return report(format_args!("reopen error {err}")),
+    };
+    report(format_args!(
+        "reopen reread {}",
+        reread(&cache, flushed, value_bytes)?
+    ))?;
+    // Dropping the coordinator closes the instance; its final commit may fail again, which is
+    // what a full disk does, and is not what this worker reports on.
+    Ok(())
+}
+
+/// Rereads the first `flushed` fill entries: `ok N` when all read back exactly, `error <message>`
+/// at the first that fails to read. A value that reads back wrong ends the worker with an error.
+fn reread(cache: &SharedCache, flushed: u64, value_bytes: usize) -> anyhow::Result<String> {
+    for index in 0..flushed {
+        let key = worker_key("fill", index as usize);
+        match cache.get(&key) {
+            Ok(value) if value == Some(fill_value(&key, index, value_bytes)) => {}
+            Ok(value) => bail!(
+                "flushed entry {index} read back as {:?}",
+                value.map(|value| value.len())
+            ),
+            Err(err) => return Ok(format!("error {err}")),
+        }
+    }
+    Ok(format!("ok {flushed}"))
+}
+
+fn probe(root: &str, tag: &str) -> anyhow::Result<()> {
+    let coordinator = Coordinator::new();
+    let cache = match coordinator.get_shared_cache_instance(
+        &PathBuf::from(root),
+        tag,
+        CacheOptions::default(),
+    ) {
+        Ok(cache) => {
+            report(format_args!("open ok"))?;
+            cache
+        }
+        Err(err) => return report(format_args!("open error {err}")),
+    };
+    match cache.get(b"probe") {
+        Ok(value) => report(format_args!("get ok {}", value.is_some()))?,
+        Err(err) => report(format_args!("get error {err}"))?,
+    }
+    match cache.set(b"probe", b"written by probe", None) {
+        Ok(()) => report(format_args!("set ok"))?,
+        Err(err) => report(format_args!("set error {err}"))?,
+    }
+    match cache.flush() {
+        Ok(()) => report(format_args!("flush ok"))?,
+        Err(err) => report(format_args!("flush error {err}"))?,
+    }
+    match coordinator.reset() {
+        Ok(()) => report(format_args!("close ok")),
+        Err(err) => report(format_args!("close error {err}")),
     }
 }

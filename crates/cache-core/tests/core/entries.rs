@@ -215,6 +215,36 @@ fn lifetime_counters_survive_a_reopen(root: TempDir, coordinator: Coordinator) {
     );
 }
 
+/// Regression (found by the model suite): what an instance's last commit expired or evicted
+/// was added to the lifetime counters only by the next commit, so it was lost on close.
+#[rstest]
+fn expirations_and_evictions_of_the_last_commit_survive_a_reopen(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let options = CacheOptions {
+        max_entries: Some(4),
+        ..options_with(&clock)
+    };
+    let cache = open(&coordinator, &root, "t", options.clone());
+    cache
+        .set(b"short", b"v", Some(Duration::from_secs(1)))
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    for key in [&b"a"[..], b"b", b"c", b"d", b"e"] {
+        cache.set(key, b"v", None).unwrap();
+    }
+    // One commit: the expired entry is swept, and the fifth live entry evicts down to 90 %.
+    cache.close().unwrap();
+    coordinator.reset().unwrap();
+    let reopened = open(&coordinator, &root, "t", options);
+    let lifetime = reopened.get_stats().unwrap().lifetime;
+    assert_eq!(lifetime.expirations, 1);
+    assert_eq!(lifetime.evictions, 2, "5 entries cut to 90 % of 4");
+    assert_eq!(reopened.keys().unwrap().len(), 3);
+}
+
 #[rstest]
 fn bad_keys_and_values_are_refused_and_change_nothing(root: TempDir, coordinator: Coordinator) {
     let options = CacheOptions {
