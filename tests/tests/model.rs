@@ -455,13 +455,12 @@ fn random_operation_sequences_match_a_btreemap_model() {
     );
 }
 
-/// Defect (minor): the entry format stores "never expires" as an expiry of 0 ms, so an entry whose
-/// TTL ends exactly at the Unix epoch (a clock at the epoch, as `SystemClock` reports for a clock
-/// set before 1970, plus a TTL under 1 ms) never expires. Fix: store such an expiry as 1 ms
-/// (already past for any later clock) when encoding the header (`codec.rs` or `store.rs`).
+/// Regression (was a known defect): the entry format stores "never expires" as an expiry of
+/// 0 ms, so an entry whose TTL ended exactly at the Unix epoch (a clock at the epoch, as
+/// `SystemClock` reports for a clock set before 1970, plus a TTL under 1 ms) never expired. Such
+/// an expiry is now stored as 1 ms.
 #[test]
-#[ignore = "defect (minor): a TTL ending at the epoch never expires; fix planned (docs/reliability.md, known defects)"]
-fn defect_an_entry_whose_ttl_ends_at_the_epoch_still_expires() {
+fn an_entry_whose_ttl_ends_at_the_epoch_still_expires() {
     let root = tempfile::tempdir().unwrap();
     let coordinator = coordinator();
     let clock = Arc::new(ManualClock::new(0));

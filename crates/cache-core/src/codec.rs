@@ -113,7 +113,8 @@ const NEWEST_ENTRY_FORMAT: u8 = 3;
 /// The entry header stored in front of every value.
 ///
 /// Layout (little endian):
-/// `kind:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never) | payload`,
+/// `kind:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never; an expiry at
+/// the epoch is stored as 1) | payload`,
 /// where `kind` is 1 (inline: the payload is the value), 2 (blob: the payload is a [`BlobRef`])
 /// or 3 (directory: the payload is a [`DirRef`] followed by the value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +255,10 @@ impl EntryHeader {
         bytes.push(self.format.codec.to_byte());
         bytes.extend_from_slice(&self.format.schema_version.to_le_bytes());
         bytes.extend_from_slice(&self.created_ms.to_le_bytes());
-        bytes.extend_from_slice(&self.expires_ms.unwrap_or(0).to_le_bytes());
+        // 0 means "never", so an expiry at the epoch itself is stored as 1 ms: already past for
+        // any clock that reads it later, and never mistaken for "never".
+        let expires = self.expires_ms.map_or(0, |ms| ms.max(1));
+        bytes.extend_from_slice(&expires.to_le_bytes());
         bytes.extend_from_slice(payload);
         debug_assert_eq!(bytes.len(), ENTRY_HEADER_LEN + payload.len());
         bytes

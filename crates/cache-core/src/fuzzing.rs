@@ -54,7 +54,8 @@ pub struct EntryFields {
     pub format: ValueFormat,
     /// When the value was stored, in ms since the Unix epoch.
     pub created_ms: u64,
-    /// When it expires; `None` never. `Some(0)` is not representable: 0 is stored for "never".
+    /// When it expires; `None` never. `Some(0)` does not round-trip: 0 is stored for "never", so
+    /// an expiry at the epoch is stored (and reads back) as `Some(1)`.
     pub expires_ms: Option<u64>,
 }
 
