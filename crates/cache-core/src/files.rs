@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use once_cell::sync::Lazy;
 use redb::{ConcurrencyMode, Database, DatabaseError, StorageError};
@@ -236,7 +236,9 @@ pub(crate) fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<Path
 /// closed before it is unregistered.
 pub(crate) struct OpenDatabase {
     pub(crate) database: Database,
-    pub(crate) _registration: FileRegistration,
+    /// Shared with a handle that replaced this one after an I/O error: the path stays
+    /// registered until every handle to it is gone.
+    pub(crate) registration: Arc<FileRegistration>,
 }
 
 pub(crate) struct FileRegistration(PathBuf);

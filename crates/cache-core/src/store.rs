@@ -420,7 +420,7 @@ impl RedbCache {
             path,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
                 database,
-                _registration: registration,
+                registration: Arc::new(registration),
             }))),
             write_lock: Mutex::new(()),
             buffer: Mutex::new(WriteBuffer::default()),
@@ -465,6 +465,51 @@ impl RedbCache {
         guard.clone().ok_or_else(|| CacheError::Closed {
             tag: self.tag.to_string(),
         })
+    }
+
+    /// After an I/O error, redb refuses every later operation on the handle ("previous I/O
+    /// error") until it is closed. This replaces the handle `failed` with a new one on the same
+    /// file, so that the instance recovers by itself; the write buffer is untouched, so nothing
+    /// buffered is lost and the next commit retries it. A no-op for other errors, or when
+    /// `failed` is no longer the current handle. If the file cannot be opened again (the disk is
+    /// still failing), the old handle stays and the next failure tries again.
+    ///
+    /// Returns whether it replaced the handle; the caller then drops the read snapshot (which
+    /// belongs to the old handle), since the buffer lock must not be taken here: a reader calls
+    /// this holding it.
+    fn reopen_if_latched(&self, failed: &Arc<OpenDatabase>, err: &CacheError) -> bool {
+        let CacheError::Database { source, .. } = err else {
+            return false;
+        };
+        if !matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            return false;
+        }
+        let mut current = self
+            .database
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !current
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, failed))
+        {
+            return false;
+        }
+        // The old handle stays open until its last user is done with it; redb's byte-range
+        // locks are per handle, so both may be open at once.
+        match open_or_quarantine(&self.path, &self.tag, &self.options) {
+            Ok(database) => {
+                *current = Some(Arc::new(OpenDatabase {
+                    database,
+                    registration: Arc::clone(&failed.registration),
+                }));
+                tracing::warn!(tag = %self.tag, path = %self.path.display(), error = %err, "reopened the cache file after an I/O error");
+                true
+            }
+            Err(reopen) => {
+                tracing::warn!(tag = %self.tag, error = %reopen, "could not reopen the cache file after an I/O error; will try again");
+                false
+            }
+        }
     }
 
     /// Creates the tables on a new file, so that readers never meet a missing table.
@@ -610,7 +655,11 @@ impl RedbCache {
     ) -> Result<(R, CommitOutcome)> {
         let open = self.open_database()?;
         let _writer = lock(&self.write_lock);
-        let txn = self.begin_write(&open.database)?;
+        let txn = self.begin_write(&open.database).inspect_err(|err| {
+            if self.reopen_if_latched(&open, err) {
+                lock(&self.buffer).snapshot = None;
+            }
+        })?;
         let in_flight = {
             let mut buffer = lock(&self.buffer);
             debug_assert!(
@@ -626,6 +675,11 @@ impl RedbCache {
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
         let result = self.write_in(txn, change, &in_flight, &pending_access, counters_delta);
+        if let Err(err) = &result
+            && self.reopen_if_latched(&open, err)
+        {
+            lock(&self.buffer).snapshot = None;
+        }
         let mut buffer = lock(&self.buffer);
         let in_flight = std::mem::take(&mut buffer.in_flight);
         match result {
@@ -965,7 +1019,11 @@ impl RedbCache {
             return Ok(Arc::clone(snapshot));
         }
         let open = self.open_database()?;
-        let txn = open.database.begin_read().or_db(self)?;
+        let txn = open.database.begin_read().or_db(self).inspect_err(|err| {
+            if self.reopen_if_latched(&open, err) {
+                buffer.snapshot = None;
+            }
+        })?;
         let snapshot = Arc::new(Snapshot {
             taken: Instant::now(),
             entries: txn.open_table(ENTRIES).or_db(self)?,
@@ -1824,7 +1882,7 @@ impl CacheManager for RedbCache {
             if let Ok(open) = Arc::try_unwrap(open) {
                 let OpenDatabase {
                     database,
-                    _registration,
+                    registration: _,
                 } = open;
                 database
                     .close()
