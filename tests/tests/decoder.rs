@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cache_core::ValueFormat;
 use cache_core::fuzzing::{
-    CODECS, EntryFields, KINDS, check_entry_bytes, check_entry_round_trip, check_key_display,
-    check_tag, encode_entry,
+    CODECS, EntryFields, KINDS, check_damage_detected, check_entry_bytes, check_entry_round_trip,
+    check_key_display, check_tag, encode_entry,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
@@ -48,6 +48,10 @@ fn run<S: Strategy>(
         panic!("{failure}");
     }
     tried.into_inner()
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 1..24)
 }
 
 fn entry_fields() -> impl Strategy<Value = EntryFields> {
@@ -115,28 +119,34 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 fn the_entry_decoder_never_panics_and_accepts_one_encoding_per_entry() {
     let random = run(
         3_000,
-        proptest::collection::vec(any::<u8>(), 0..64),
-        |bytes| check_entry_bytes(bytes),
+        (key(), proptest::collection::vec(any::<u8>(), 0..64)),
+        |(key, bytes)| check_entry_bytes(key, bytes),
     );
-    // Random bytes rarely start like an entry; mutated valid encodings reach the deeper paths.
+    // Random bytes rarely start like an entry; mutated valid encodings reach the deeper paths,
+    // and every one that differs from the original must fail the checksum.
     let mutated = run(
         3_000,
         (
+            key(),
             entry_fields(),
             proptest::collection::vec(any::<u8>(), 0..32),
             proptest::collection::vec(mutation(), 1..4),
         ),
-        |(fields, payload, mutations)| {
-            check_entry_bytes(&mutate(encode_entry(fields, payload), mutations))
+        |(key, fields, payload, mutations)| {
+            let original = encode_entry(key, fields, payload);
+            let damaged = mutate(original.clone(), mutations);
+            check_entry_bytes(key, &damaged)?;
+            check_damage_detected(key, &original, &damaged)
         },
     );
     let round_trips = run(
         2_000,
         (
+            key(),
             entry_fields(),
             proptest::collection::vec(any::<u8>(), 0..64),
         ),
-        |(fields, payload)| check_entry_round_trip(fields, payload),
+        |(key, fields, payload)| check_entry_round_trip(key, fields, payload),
     );
     eprintln!(
         "decoder: {} inputs ({random} random, {mutated} mutated encodings, {round_trips} \

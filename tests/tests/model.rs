@@ -34,8 +34,8 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 
 const START_MS: u64 = 1_767_225_600_000;
 const KEYS: u8 = 8;
-/// Bytes of the entry header the store puts in front of each value (format 1).
-const ENTRY_HEADER_BYTES: u64 = 22;
+/// Bytes of the entry header the store puts in front of each value (with its checksum).
+const ENTRY_HEADER_BYTES: u64 = 26;
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -99,24 +99,27 @@ pub(crate) enum EntryKind {
 impl EntryKind {
     fn to_byte(self) -> u8 {
         match self {
-            EntryKind::Inline => 1,
-            EntryKind::Blob => 2,
-            EntryKind::Directory => 3,
+            EntryKind::Inline => 4,
+            EntryKind::Blob => 5,
+            EntryKind::Directory => 6,
         }
     }
 }
 
 /// The highest entry format byte this version reads; a higher one was written by a newer
-/// version of this library.
-const NEWEST_ENTRY_FORMAT: u8 = 3;
+/// version of this library. Bytes 1 to 3 were the same kinds without a checksum, written before
+/// the first release; they read as damaged.
+const NEWEST_ENTRY_FORMAT: u8 = 6;
 
 /// The entry header stored in front of every value.
 ///
 /// Layout (little endian):
 /// `kind:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never; an expiry at
-/// the epoch is stored as 1) | payload`,
-/// where `kind` is 1 (inline: the payload is the value), 2 (blob: the payload is a [`BlobRef`])
-/// or 3 (directory: the payload is a [`DirRef`] followed by the value).
+/// the epoch is stored as 1) | crc32:u32 | payload`,
+/// where `kind` is 4 (inline: the payload is the value), 5 (blob: the payload is a [`BlobRef`])
+/// or 6 (directory: the payload is a [`DirRef`] followed by the value), and `crc32` is the
+/// CRC-32 of the key's length (u64), the key, the 22 bytes before it and the payload: a byte
+/// changed on disk, or an entry found under another key, fails [`EntryHeader::decode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EntryHeader {
     pub(crate) kind: EntryKind,
@@ -125,7 +128,10 @@ pub(crate) struct EntryHeader {
     pub(crate) expires_ms: Option<u64>,
 }
 
-pub(crate) const ENTRY_HEADER_LEN: usize = 1 + 1 + 4 + 8 + 8;
+pub(crate) const ENTRY_HEADER_LEN: usize = CHECKSUM_AT + 4;
+
+/// Where the checksum starts: after kind, codec, schema, created and expires.
+const CHECKSUM_AT: usize = 1 + 1 + 4 + 8 + 8;
 
 /// Why stored entry bytes could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,7 +255,8 @@ impl EntryHeader {
         self.expires_ms.is_some_and(|expires| expires <= now_ms)
     }
 
-    pub(crate) fn encode_with(&self, payload: &[u8]) -> Vec<u8> {
+    /// The stored bytes of an entry under `key`: header, checksum, `payload`.
+    pub(crate) fn encode_with(&self, key: &[u8], payload: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
         bytes.push(self.kind.to_byte());
         bytes.push(self.format.codec.to_byte());
@@ -259,20 +266,44 @@ impl EntryHeader {
         // any clock that reads it later, and never mistaken for "never".
         let expires = self.expires_ms.map_or(0, |ms| ms.max(1));
         bytes.extend_from_slice(&expires.to_le_bytes());
+        let checksum = entry_checksum(key, &bytes, payload);
+        bytes.extend_from_slice(&checksum.to_le_bytes());
         bytes.extend_from_slice(payload);
         debug_assert_eq!(bytes.len(), ENTRY_HEADER_LEN + payload.len());
         bytes
     }
 
-    /// Splits stored bytes into header and payload.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<(EntryHeader, &[u8]), EntryDecodeError> {
+    /// Splits the stored bytes of the entry under `key` into header and payload, verifying the
+    /// checksum: what this returns is what was stored under `key`.
+    pub(crate) fn decode<'a>(
+        key: &[u8],
+        bytes: &'a [u8],
+    ) -> Result<(EntryHeader, &'a [u8]), EntryDecodeError> {
+        let (header, payload) = EntryHeader::parse(bytes)?;
+        let stored = u32::from_le_bytes([
+            bytes[CHECKSUM_AT],
+            bytes[CHECKSUM_AT + 1],
+            bytes[CHECKSUM_AT + 2],
+            bytes[CHECKSUM_AT + 3],
+        ]);
+        if stored != entry_checksum(key, &bytes[..CHECKSUM_AT], payload) {
+            return Err(EntryDecodeError::Corrupt("checksum mismatch"));
+        }
+        Ok((header, payload))
+    }
+
+    /// Splits stored bytes into header and payload without verifying the checksum: for
+    /// bookkeeping that must see every entry whatever its state (what it owns, whether it has
+    /// expired). Never for what a caller is given.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<(EntryHeader, &[u8]), EntryDecodeError> {
         let Some((&kind, rest)) = bytes.split_first() else {
             return Err(EntryDecodeError::Corrupt("empty entry"));
         };
         let kind = match kind {
-            1 => EntryKind::Inline,
-            2 => EntryKind::Blob,
-            3 => EntryKind::Directory,
+            4 => EntryKind::Inline,
+            5 => EntryKind::Blob,
+            6 => EntryKind::Directory,
+            1..=3 => return Err(EntryDecodeError::Corrupt("entry without a checksum")),
             newer if newer > NEWEST_ENTRY_FORMAT => {
                 return Err(EntryDecodeError::NewerFormat(newer));
             }
@@ -295,6 +326,16 @@ impl EntryHeader {
         };
         Ok((header, &bytes[ENTRY_HEADER_LEN..]))
     }
+}
+
+/// CRC-32 of the key's length, the key, the header before the checksum, and the payload.
+fn entry_checksum(key: &[u8], header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(header);
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 #[cfg(test)]
@@ -344,10 +385,55 @@ mod tests {
             created_ms: 1_700_000_000_000,
             expires_ms: Some(1_700_000_360_000),
         };
-        let bytes = header.encode_with(b"payload");
-        let (decoded, payload) = EntryHeader::decode(&bytes).unwrap();
+        let bytes = header.encode_with(b"key", b"payload");
+        let (decoded, payload) = EntryHeader::decode(b"key", &bytes).unwrap();
         assert_eq!(decoded, header);
         assert_eq!(payload, b"payload");
+    }
+
+    #[test]
+    fn every_changed_bit_and_every_other_key_fails_the_checksum() {
+        let header = EntryHeader {
+            kind: EntryKind::Directory,
+            format: ValueFormat::typed(3),
+            created_ms: 1_700_000_000_000,
+            expires_ms: None,
+        };
+        let bytes = header.encode_with(b"key", b"payload");
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut changed = bytes.clone();
+                changed[at] ^= 1 << bit;
+                assert!(
+                    EntryHeader::decode(b"key", &changed).is_err(),
+                    "bit {bit} of byte {at}"
+                );
+            }
+        }
+        for other in [&b"kez"[..], b"ke", b"key\0", b""] {
+            assert_eq!(
+                EntryHeader::decode(other, &bytes),
+                Err(EntryDecodeError::Corrupt("checksum mismatch"))
+            );
+        }
+        assert_eq!(EntryHeader::parse(&bytes).unwrap().0, header);
+    }
+
+    #[test]
+    fn an_entry_of_the_format_without_checksums_reads_as_damaged() {
+        let mut bytes = EntryHeader {
+            kind: EntryKind::Inline,
+            format: ValueFormat::RAW,
+            created_ms: 5,
+            expires_ms: None,
+        }
+        .encode_with(b"k", b"value");
+        bytes[0] = 1;
+        bytes.drain(CHECKSUM_AT..ENTRY_HEADER_LEN);
+        assert_eq!(
+            EntryHeader::decode(b"k", &bytes),
+            Err(EntryDecodeError::Corrupt("entry without a checksum"))
+        );
     }
 
     #[test]
@@ -358,8 +444,11 @@ mod tests {
             created_ms: 5,
             expires_ms: None,
         };
-        let bytes = header.encode_with(b"");
-        assert_eq!(EntryHeader::decode(&bytes).unwrap(), (header, &b""[..]));
+        let bytes = header.encode_with(b"k", b"");
+        assert_eq!(
+            EntryHeader::decode(b"k", &bytes).unwrap(),
+            (header, &b""[..])
+        );
     }
 
     #[test]
@@ -367,15 +456,15 @@ mod tests {
         for len in 0..ENTRY_HEADER_LEN + 2 {
             for fill in [0u8, 1, 2, 0xff] {
                 let bytes = vec![fill; len];
-                let _ = EntryHeader::decode(&bytes);
+                let _ = EntryHeader::decode(b"k", &bytes);
             }
         }
         assert_eq!(
-            EntryHeader::decode(&[9]),
+            EntryHeader::decode(b"k", &[9]),
             Err(EntryDecodeError::NewerFormat(9))
         );
         assert!(matches!(
-            EntryHeader::decode(&[1, 7, 0]),
+            EntryHeader::decode(b"k", &[4, 7, 0]),
             Err(EntryDecodeError::Corrupt(_))
         ));
     }

@@ -107,6 +107,22 @@ pub enum CacheError {
         source: Box<redb::Error>,
     },
 
+    /// redb panicked inside an operation: the tag's file is damaged in a way redb does not
+    /// report as an error. The file has been moved aside (`cache.redb.corrupt-<ms>`) and the tag
+    /// goes on with a fresh, empty file; this process's unsaved writes are kept.
+    #[error(
+        "cache file of tag '{tag}' at {path} is damaged (redb panicked during {operation}); \
+         it was moved aside and the tag starts empty"
+    )]
+    Damaged {
+        /// The tag.
+        tag: String,
+        /// Its database file (the damaged one was renamed next to it).
+        path: PathBuf,
+        /// The operation that met the damage.
+        operation: &'static str,
+    },
+
     /// Another process (or thread) held the tag's write lock for longer than the instance's
     /// `timeout`.
     #[error("timed out after {waited:?} waiting for the write lock of tag '{tag}' at {path}")]

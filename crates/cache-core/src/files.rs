@@ -309,9 +309,12 @@ pub(crate) fn is_corruption(err: &DatabaseError) -> bool {
     match err {
         DatabaseError::RepairAborted | DatabaseError::UpgradeRequired(_) => true,
         DatabaseError::Storage(StorageError::Corrupted(_)) => true,
-        DatabaseError::Storage(StorageError::Io(io)) => {
-            io.kind() == std::io::ErrorKind::InvalidData
-        }
+        // InvalidData: bytes that do not parse; UnexpectedEof: a page pointer past the end of
+        // the file. Both are damage, not a failing disk.
+        DatabaseError::Storage(StorageError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
         _ => false,
     }
 }

@@ -71,9 +71,10 @@ pub enum EntryRejection {
 /// The codecs an entry can name, for generators.
 pub const CODECS: [CodecId; 2] = [CodecId::Raw, CodecId::Bincode2];
 
-/// Decodes stored entry bytes into header fields and payload.
-pub fn decode_entry(bytes: &[u8]) -> Result<(EntryFields, &[u8]), EntryRejection> {
-    match EntryHeader::decode(bytes) {
+fn fields_and_payload(
+    decoded: Result<(EntryHeader, &[u8]), EntryDecodeError>,
+) -> Result<(EntryFields, &[u8]), EntryRejection> {
+    match decoded {
         Ok((header, payload)) => Ok((
             EntryFields {
                 kind: StoredKind::from_entry(header.kind),
@@ -88,32 +89,51 @@ pub fn decode_entry(bytes: &[u8]) -> Result<(EntryFields, &[u8]), EntryRejection
     }
 }
 
-/// Encodes header fields and payload as the store does.
-pub fn encode_entry(fields: &EntryFields, payload: &[u8]) -> Vec<u8> {
+/// Decodes the stored entry bytes of `key` into header fields and payload, verifying the
+/// checksum, as every read that gives a value to a caller does.
+pub fn decode_entry<'a>(
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<(EntryFields, &'a [u8]), EntryRejection> {
+    fields_and_payload(EntryHeader::decode(key, bytes))
+}
+
+/// Splits stored bytes into header fields and payload without the checksum, as the store's
+/// bookkeeping (what an entry owns, whether it expired) does.
+pub fn parse_entry(bytes: &[u8]) -> Result<(EntryFields, &[u8]), EntryRejection> {
+    fields_and_payload(EntryHeader::parse(bytes))
+}
+
+/// Encodes header fields and payload under `key` as the store does.
+pub fn encode_entry(key: &[u8], fields: &EntryFields, payload: &[u8]) -> Vec<u8> {
     EntryHeader {
         kind: fields.kind.to_entry(),
         format: fields.format,
         created_ms: fields.created_ms,
         expires_ms: fields.expires_ms,
     }
-    .encode_with(payload)
+    .encode_with(key, payload)
 }
 
-/// The decoder's properties on arbitrary `bytes`: it returns (a panic is the caller's to catch),
-/// bytes it accepts are the one encoding of what it read, so they re-encode to themselves and no
-/// two stored byte strings decode to the same entry, and the blob or directory reference a
-/// payload holds either decodes to something that re-encodes to it, or is refused.
-pub fn check_entry_bytes(bytes: &[u8]) -> Result<(), String> {
-    let Ok((fields, payload)) = decode_entry(bytes) else {
+/// The decoder's properties on arbitrary `bytes` stored under `key`: parsing and decoding
+/// return (a panic is the caller's to catch); the payload is the tail of the input; the blob or
+/// directory reference a parsed payload holds either decodes to something that re-encodes to it,
+/// or is refused (bookkeeping reads references without the checksum); and bytes the verified
+/// decoder accepts are the one encoding of what it read, so they re-encode to themselves and no
+/// two stored byte strings decode to the same entry.
+pub fn check_entry_bytes(key: &[u8], bytes: &[u8]) -> Result<(), String> {
+    if let Ok((fields, payload)) = parse_entry(bytes) {
+        if !bytes.ends_with(payload) {
+            return Err(format!(
+                "the payload is not the tail of the input: {bytes:?}"
+            ));
+        }
+        check_reference(fields.kind, payload)?;
+    }
+    let Ok((fields, payload)) = decode_entry(key, bytes) else {
         return Ok(());
     };
-    check_reference(fields.kind, payload)?;
-    if !bytes.ends_with(payload) {
-        return Err(format!(
-            "the payload is not the tail of the input: {bytes:?}"
-        ));
-    }
-    let again = encode_entry(&fields, payload);
+    let again = encode_entry(key, &fields, payload);
     if again != bytes {
         return Err(format!(
             "{bytes:?} decodes to {fields:?} + {} payload bytes, which encodes to {again:?}",
@@ -121,6 +141,18 @@ pub fn check_entry_bytes(bytes: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A damaged copy of an entry stored under `key` never decodes: `damaged`, if it differs from
+/// `original`, is refused (a CRC-32 misses one damage in 2^32 at random, and none of up to 3
+/// changed bits or a burst of up to 32).
+pub fn check_damage_detected(key: &[u8], original: &[u8], damaged: &[u8]) -> Result<(), String> {
+    match decode_entry(key, damaged) {
+        Ok((fields, payload)) if damaged != original => Err(format!(
+            "damaged bytes {damaged:?} (from {original:?}) decode to {fields:?} + {payload:?}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A payload's blob or directory reference decodes to something that encodes back to the
@@ -158,9 +190,13 @@ fn check_reference(kind: StoredKind, payload: &[u8]) -> Result<(), String> {
 
 /// Encoding then decoding gives back the same fields and payload. `fields.expires_ms` must not be
 /// `Some(0)` (see [`EntryFields::expires_ms`]).
-pub fn check_entry_round_trip(fields: &EntryFields, payload: &[u8]) -> Result<(), String> {
-    let bytes = encode_entry(fields, payload);
-    match decode_entry(&bytes) {
+pub fn check_entry_round_trip(
+    key: &[u8],
+    fields: &EntryFields,
+    payload: &[u8],
+) -> Result<(), String> {
+    let bytes = encode_entry(key, fields, payload);
+    match decode_entry(key, &bytes) {
         Ok((decoded, decoded_payload)) if decoded == *fields && decoded_payload == payload => {
             Ok(())
         }
@@ -220,15 +256,23 @@ mod tests {
             created_ms: 5,
             expires_ms: Some(9),
         };
-        let bytes = encode_entry(&fields, b"payload");
-        assert_eq!(check_entry_bytes(&bytes), Ok(()));
-        assert_eq!(check_entry_round_trip(&fields, b"payload"), Ok(()));
+        let bytes = encode_entry(b"k", &fields, b"payload");
+        assert_eq!(check_entry_bytes(b"k", &bytes), Ok(()));
+        assert_eq!(check_entry_round_trip(b"k", &fields, b"payload"), Ok(()));
+        let mut damaged = bytes.clone();
+        damaged[30] ^= 0x10;
+        assert_eq!(check_damage_detected(b"k", &bytes, &damaged), Ok(()));
+        assert!(check_damage_detected(b"other", &bytes, &bytes).is_ok());
+        assert!(
+            check_damage_detected(b"k", &[], &bytes).is_err(),
+            "intact bytes passed off as damage are caught"
+        );
         // Some(0) is the one unrepresentable header: the check says so.
         let never = EntryFields {
             expires_ms: Some(0),
             ..fields
         };
-        assert!(check_entry_round_trip(&never, b"").is_err());
+        assert!(check_entry_round_trip(b"k", &never, b"").is_err());
         assert_eq!(check_tag("compilation"), Ok(()));
         assert_eq!(check_tag("../etc"), Ok(()), "refused, as it must be");
         assert_eq!(check_key_display(&[0xff; 10_000]), Ok(()));

@@ -160,7 +160,7 @@ struct Owned {
 
 impl Owned {
     fn of(stored: &[u8]) -> Owned {
-        let Ok((header, payload)) = EntryHeader::decode(stored) else {
+        let Ok((header, payload)) = EntryHeader::parse(stored) else {
             return Owned::default();
         };
         match header.kind {
@@ -356,10 +356,10 @@ fn value_size(header: &EntryHeader, payload: &[u8]) -> Option<u64> {
     }
 }
 
-/// Whether stored entry bytes hold a live entry at `now_ms`.
-fn is_live(stored: Option<&[u8]>, now_ms: u64) -> bool {
+/// Whether the stored entry bytes of `key` hold a live, intact entry at `now_ms`.
+fn is_live(key: &[u8], stored: Option<&[u8]>, now_ms: u64) -> bool {
     stored
-        .and_then(|bytes| EntryHeader::decode(bytes).ok())
+        .and_then(|bytes| EntryHeader::decode(key, bytes).ok())
         .is_some_and(|(header, _)| !header.is_expired(now_ms))
 }
 
@@ -512,6 +512,78 @@ impl RedbCache {
         }
     }
 
+    /// Runs `run`, turning a panic into [`CacheError::Damaged`]. Our own code is written not to
+    /// panic on any input (no unwrap, indexing only within checked bounds), so a panic is taken
+    /// to come from redb meeting a damaged file: redb asserts on page contents it does not
+    /// expect rather than returning an error. Such a file is moved aside, as a damaged file found
+    /// at open is: a cache can be rebuilt, a panic in the caller cannot be taken back.
+    fn catching_panics<T>(
+        &self,
+        operation: &'static str,
+        run: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .unwrap_or_else(|_| Err(self.quarantine_after_panic(operation)))
+    }
+
+    /// Moves the tag's damaged file aside and goes on with a fresh one: the handle is replaced
+    /// (other processes find the damage themselves), the snapshot is dropped, writes a panicking
+    /// commit had taken go back to the buffer, and the new file gets its tables.
+    fn quarantine_after_panic(&self, operation: &'static str) -> CacheError {
+        let damaged = CacheError::Damaged {
+            tag: self.tag.to_string(),
+            path: self.path.clone(),
+            operation,
+        };
+        {
+            let mut current = self
+                .database
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(failed) = current.as_ref() else {
+                return damaged;
+            };
+            let aside = self
+                .path
+                .with_extension(format!("redb.corrupt-{}", self.now_ms()));
+            if let Err(err) = std::fs::rename(&self.path, &aside) {
+                tracing::error!(tag = %self.tag, path = %self.path.display(), error = %err, "could not move a damaged cache file aside");
+                return damaged;
+            }
+            match open_or_quarantine(&self.path, &self.tag, &self.options) {
+                Ok(database) => {
+                    let registration = Arc::clone(&failed.registration);
+                    *current = Some(Arc::new(OpenDatabase {
+                        database,
+                        registration,
+                    }));
+                }
+                Err(err) => {
+                    tracing::error!(tag = %self.tag, error = %err, "could not start a fresh cache file after moving a damaged one aside");
+                    return damaged;
+                }
+            }
+            tracing::error!(tag = %self.tag, operation, quarantined = %aside.display(), "redb panicked on the cache file; moved it aside, starting empty");
+        }
+        {
+            // No guard is held here: the panic unwound them all.
+            let mut buffer = lock(&self.buffer);
+            buffer.snapshot = None;
+            let in_flight = std::mem::take(&mut buffer.in_flight);
+            for (key, write) in in_flight.iter() {
+                if !buffer.pending.contains_key(key) {
+                    buffer.insert(key, write.clone());
+                }
+            }
+        }
+        lock(&self.sweep_cursor).clear();
+        *lock(&self.published_usage) = (u64::MAX, u64::MAX);
+        if let Err(err) = self.ensure_tables() {
+            tracing::error!(tag = %self.tag, error = %err, "could not create the tables of the fresh cache file");
+        }
+        damaged
+    }
+
     /// Creates the tables on a new file, so that readers never meet a missing table.
     fn ensure_tables(&self) -> Result<()> {
         let open = self.open_database()?;
@@ -604,7 +676,7 @@ impl RedbCache {
     ) -> Result<T> {
         let _span = tracing::trace_span!("cache", operation, tag = %self.tag).entered();
         let started = Instant::now();
-        let result = run(started);
+        let result = self.catching_panics(operation, || run(started));
         AtomicCounters::add(&self.counters.operations, 1);
         AtomicCounters::add(
             &self.counters.operation_time_ns,
@@ -862,7 +934,7 @@ impl RedbCache {
         {
             let (key, stored) = row.or_db(self)?;
             seen += 1;
-            if EntryHeader::decode(stored.value()).is_ok_and(|(header, _)| header.is_expired(now)) {
+            if EntryHeader::parse(stored.value()).is_ok_and(|(header, _)| header.is_expired(now)) {
                 expired.push(key.value().to_vec());
             }
             last = Some(key.value().to_vec());
@@ -911,7 +983,7 @@ impl RedbCache {
         let mut order: Vec<(bool, u64, Vec<u8>)> = Vec::new();
         for row in tables.entries.iter().or_db(self)? {
             let (key, stored) = row.or_db(self)?;
-            let (expired, stamp) = match EntryHeader::decode(stored.value()) {
+            let (expired, stamp) = match EntryHeader::parse(stored.value()) {
                 Ok((header, _)) => (header.is_expired(now), header.created_ms),
                 // Unreadable entries go first too: nothing can read them.
                 Err(_) => (true, 0),
@@ -961,7 +1033,8 @@ impl RedbCache {
         if idle || self.is_closed() {
             return Ok(());
         }
-        self.write(|_, _| Ok(())).inspect_err(|err| {
+        self.catching_panics("commit", || self.write(|_, _| Ok(())))
+            .inspect_err(|err| {
             AtomicCounters::add(&self.counters.errors, 1);
             tracing::error!(tag = %self.tag, error = %err, "group commit failed; the writes stay buffered and will be retried");
         })
@@ -1076,7 +1149,7 @@ impl RedbCache {
         let Some(stored) = stored else {
             return Found::Nothing;
         };
-        let (header, payload) = match EntryHeader::decode(stored) {
+        let (header, payload) = match EntryHeader::decode(key, stored) {
             Ok(decoded) => decoded,
             Err(EntryDecodeError::NewerFormat(version)) => {
                 tracing::debug!(tag = %self.tag, key = %KeyDisplay::new(key), version, "entry written by a newer version; treated as a miss");
@@ -1217,7 +1290,7 @@ impl RedbCache {
         let blob = staged.blob;
         let entry = self
             .header(EntryKind::Blob, format, ttl)
-            .encode_with(&blob.encode());
+            .encode_with(key, &blob.encode());
         self.write(|tables, _| {
             let shared = tables
                 .blobs
@@ -1467,7 +1540,7 @@ impl CacheManager for RedbCache {
             self.buffer_writes(
                 small
                     .iter()
-                    .map(|(key, value)| (*key, Some(header.encode_with(value)))),
+                    .map(|(key, value)| (*key, Some(header.encode_with(key, value)))),
             )?;
             for (key, value) in large {
                 let staged = self.stage_blob(key, &mut &value[..])?;
@@ -1496,7 +1569,7 @@ impl CacheManager for RedbCache {
                 // of this method's writes.
                 let value = self.blob_files.read_staged(&staged)?;
                 let header = self.header(EntryKind::Inline, ValueFormat::RAW, ttl);
-                let entry = header.encode_with(&value);
+                let entry = header.encode_with(key, &value);
                 self.write(|tables, _| tables.put(key, &entry).or_db(self))?;
             }
             AtomicCounters::add(&self.counters.sets, 1);
@@ -1559,7 +1632,7 @@ impl CacheManager for RedbCache {
                 published = Some(name.clone());
                 let dir = DirRef { name: &name, size };
                 tables
-                    .put(key, &header.encode_with(&dir.encode_with(value)))
+                    .put(key, &header.encode_with(key, &dir.encode_with(value)))
                     .or_db(self)?;
                 Ok(path)
             });
@@ -1589,7 +1662,7 @@ impl CacheManager for RedbCache {
             let now = self.now_ms();
             let found = self.lookup(key, started, |stored, _| {
                 let Some(stored) = stored else { return Ok(None) };
-                Ok(match EntryHeader::decode(stored) {
+                Ok(match EntryHeader::decode(key, stored) {
                     Ok((header, payload))
                         if header.kind == EntryKind::Directory && !header.is_expired(now) =>
                     {
@@ -1633,7 +1706,7 @@ impl CacheManager for RedbCache {
             let now = self.now_ms();
             let mut existed = 0;
             for key in keys {
-                if self.lookup(key, started, |stored, _| Ok(is_live(stored, now)))? {
+                if self.lookup(key, started, |stored, _| Ok(is_live(key, stored, now)))? {
                     existed += 1;
                 }
             }
@@ -1655,7 +1728,7 @@ impl CacheManager for RedbCache {
         self.measure("exists", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
-            self.lookup(key, started, |stored, _| Ok(is_live(stored, now)))
+            self.lookup(key, started, |stored, _| Ok(is_live(key, stored, now)))
         })
     }
 
@@ -1685,7 +1758,7 @@ impl CacheManager for RedbCache {
             let now = self.now_ms();
             let mut keys = Vec::new();
             self.scan(|key, stored| {
-                if is_live(Some(stored), now) {
+                if is_live(key, Some(stored), now) {
                     keys.push(key.to_vec());
                 }
             })?;
@@ -1703,7 +1776,7 @@ impl CacheManager for RedbCache {
                 .unwrap_or_default();
             self.lookup(key, started, |stored, snapshot| {
                 let Some((header, payload)) =
-                    stored.and_then(|stored| EntryHeader::decode(stored).ok())
+                    stored.and_then(|stored| EntryHeader::decode(key, stored).ok())
                 else {
                     return Ok(None);
                 };
@@ -1745,7 +1818,7 @@ impl CacheManager for RedbCache {
             let now = self.now_ms();
             let (mut entries, mut bytes) = (0u64, 0u64);
             self.scan(|key, stored| {
-                if let Ok((header, payload)) = EntryHeader::decode(stored)
+                if let Ok((header, payload)) = EntryHeader::decode(key, stored)
                     && !header.is_expired(now)
                 {
                     entries += 1;
@@ -1787,7 +1860,7 @@ impl CacheManager for RedbCache {
                 for row in tables.entries.iter().or_db(self)? {
                     let (key, stored) = row.or_db(self)?;
                     let key = key.value();
-                    match EntryHeader::decode(stored.value()) {
+                    match EntryHeader::decode(key, stored.value()) {
                         Ok((header, _)) if header.is_expired(now) => {
                             report.expired += 1;
                             doomed.push(key.to_vec());
@@ -2003,7 +2076,7 @@ mod tests {
         let cache = open_in(root.path(), options);
         for index in 0..20u8 {
             cache.set(&[b'k', index], &[0u8; 100], None).unwrap();
-            assert!(lock(&cache.buffer).pending_bytes <= 1024 + 2 + 100 + 22);
+            assert!(lock(&cache.buffer).pending_bytes <= 1024 + 2 + 100 + ENTRY_HEADER_LEN);
         }
         assert!(
             lock(&cache.buffer).pending.len() < 20,
