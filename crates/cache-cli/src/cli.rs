@@ -148,12 +148,20 @@ Examples:
   glovebox-cache cleanup --json")]
     Cleanup,
 
-    /// Check every tag's files (file types, permissions, database integrity)
+    /// Check every tag's files (file types, permissions, database integrity, blobs, directories,
+    /// temp files)
     #[command(
-        after_help = "Without --repair nothing is written: the database check runs on a \
-copy next to the file. With --repair, permissions are tightened, redb repairs what it can, and a \
-file beyond repair is moved aside to cache.redb.corrupt-<ms> (the tag starts empty): stop \
-programs using the cache first. Exit code 0 when healthy or repaired, 3 when damage is left.
+        after_help = "Checks per tag: files (types), permissions, integrity (redb's check of \
+every page), blobs (each entry's blob file present and matching its hash; no blob file without \
+an entry), directories (each entry's directory present; none without an entry), temp files \
+(none left by processes that are gone).
+
+Without --repair nothing is written: the database check runs on a copy next to the file, and \
+the entries are read through a read-only handle. With --repair, permissions are tightened, redb \
+repairs what it can, a file beyond repair is moved aside to cache.redb.corrupt-<ms> (the tag \
+starts empty), and the tag's cleanup removes entries without their files, files without an \
+entry and stale temp files (it also removes expired entries; it never evicts): stop programs \
+using the cache first. Exit code 0 when healthy or repaired, 3 when damage is left.
 
 Examples:
   glovebox-cache doctor
