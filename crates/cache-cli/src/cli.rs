@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cache_compilation::{ArchiveFormat, WorkspaceId};
 use cache_core::Tag;
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 
@@ -33,6 +34,7 @@ const EXAMPLES: &str = "Examples:
   glovebox-cache get --tag layout greeting
   glovebox-cache keys --tag layout --pattern 'greet*' --metadata
   glovebox-cache cleanup
+  glovebox-cache workspace list
   glovebox-cache --root /tmp/other-cache show --json";
 
 #[derive(Debug, Parser)]
@@ -74,10 +76,13 @@ pub(crate) struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Per tag: entries, size, hits, misses, hit rate, evictions, size limit, last cleanup
+    /// Per tag: entries, size, hits, misses, hit rate, evictions, size limit, last cleanup;
+    /// then the cached workspaces
     #[command(
         after_help = "Hits, misses and evictions are lifetime counts over every process \
-that used the tag. The last cleanup is when cleanup last ran on the tag, in any process.
+that used the tag. The last cleanup is when cleanup last ran on the tag, in any process. The \
+workspaces (repository, branch, size, age, expiry) are read from the compilation tag; reading \
+them counts as hits there, as `workspace list` does.
 
 Examples:
   glovebox-cache show
@@ -148,18 +153,198 @@ Examples:
   glovebox-cache cleanup --json")]
     Cleanup,
 
-    /// Check every tag's files (file types, permissions, database integrity)
+    /// Check every tag's files (file types, permissions, database integrity, blobs, directories,
+    /// temp files)
     #[command(
-        after_help = "Without --repair nothing is written: the database check runs on a \
-copy next to the file. With --repair, permissions are tightened, redb repairs what it can, and a \
-file beyond repair is moved aside to cache.redb.corrupt-<ms> (the tag starts empty): stop \
-programs using the cache first. Exit code 0 when healthy or repaired, 3 when damage is left.
+        after_help = "Checks per tag: files (types), permissions, integrity (redb's check of \
+every page), blobs (each entry's blob file present and matching its hash; no blob file without \
+an entry), directories (each entry's directory present; none without an entry), temp files \
+(none left by processes that are gone).
+
+Without --repair nothing is written: the database check runs on a copy next to the file, and \
+the entries are read through a read-only handle. With --repair, permissions are tightened, redb \
+repairs what it can, a file beyond repair is moved aside to cache.redb.corrupt-<ms> (the tag \
+starts empty), and the tag's cleanup removes entries without their files, files without an \
+entry and stale temp files (it also removes expired entries; it never evicts): stop programs \
+using the cache first. Exit code 0 when healthy or repaired, 3 when damage is left.
 
 Examples:
   glovebox-cache doctor
   glovebox-cache doctor --repair --json"
     )]
     Doctor(DoctorArgs),
+
+    /// Manage cached ZMK west workspaces (the compilation tag): list, add, delete, cleanup,
+    /// export, import
+    #[command(
+        subcommand_required = true,
+        after_help = "A workspace is cached per repository (30 days) and per repository + branch \
+(1 day); the TTLs are those of every program (GLOVEBOX_CACHE_TTL_WORKSPACE_BASE and \
+_WORKSPACE_BRANCH override them). Only zmk/, zephyr/, modules/ and .west/ are kept.
+
+Examples:
+  glovebox-cache workspace list
+  glovebox-cache workspace add ~/zmk-workspace --repo zmkfirmware/zmk --branch main
+  glovebox-cache workspace export zmkfirmware/zmk --branch main -o zmk-main.tar.gz
+  glovebox-cache workspace import zmk-main.tar.gz --repo zmkfirmware/zmk --branch main
+  glovebox-cache workspace delete zmkfirmware/zmk --all
+  glovebox-cache workspace cleanup --older-than 3d"
+    )]
+    Workspace(WorkspaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceArgs {
+    #[command(subcommand)]
+    pub(crate) command: WorkspaceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkspaceCommand {
+    /// List the cached workspaces: repository, branch, size, files, age, expiry, origin
+    #[command(
+        after_help = "Listing reads each workspace's metadata, which counts as a hit in the \
+compilation tag's statistics. Unusable workspaces met on the way (no zmk/, unreadable metadata) \
+are removed.
+
+Examples:
+  glovebox-cache workspace list
+  glovebox-cache workspace list --json"
+    )]
+    List,
+
+    /// Cache an existing west workspace directory (it must hold a zmk/ directory)
+    #[command(
+        after_help = "Copies zmk/, zephyr/, modules/ and .west/ (with their .git directories) \
+into the cache, replacing what was cached for the same repository and branch. Without --branch \
+the workspace is cached for the repository (30 days), with it for that branch (1 day).
+
+Examples:
+  glovebox-cache workspace add ~/zmk-workspace --repo zmkfirmware/zmk
+  glovebox-cache workspace add ./build/ws --repo moergo-sc/zmk --branch v25.08"
+    )]
+    Add(WorkspaceAddArgs),
+
+    /// Delete a cached workspace: the repository's, one branch's, or all of them (--all)
+    #[command(
+        after_help = "Without --branch, the repository-level workspace is deleted (its branches \
+stay); --branch B deletes that branch's; --all deletes the repository's and every branch's. Exit \
+code 1 when nothing was cached.
+
+Examples:
+  glovebox-cache workspace delete zmkfirmware/zmk
+  glovebox-cache workspace delete zmkfirmware/zmk --branch main
+  glovebox-cache workspace delete zmkfirmware/zmk --all"
+    )]
+    Delete(WorkspaceDeleteArgs),
+
+    /// Remove workspaces stored more than a duration ago (default 7d), and unusable ones
+    #[command(after_help = "Examples:
+  glovebox-cache workspace cleanup
+  glovebox-cache workspace cleanup --older-than 12h --json")]
+    Cleanup(WorkspaceCleanupArgs),
+
+    /// Write a cached workspace to an archive (tar.gz, tar or zip)
+    #[command(
+        after_help = "With --branch, the branch's workspace is exported if cached, else the \
+repository's (as a build would find it). The format is --format, else the FILE's ending \
+(.tar.gz, .tgz, .tar, .zip); a FILE without one gets the format's ending added (tar.gz by \
+default), so that import recognises it. An existing FILE is replaced. .git directories are left \
+out unless --include-git. Exit code 1 when nothing is cached.
+
+Examples:
+  glovebox-cache workspace export zmkfirmware/zmk -o zmk.tar.gz
+  glovebox-cache workspace export zmkfirmware/zmk --branch main -o zmk-main --format zip
+  glovebox-cache workspace export zmkfirmware/zmk -o zmk-full.tar.gz --include-git"
+    )]
+    Export(WorkspaceExportArgs),
+
+    /// Cache a workspace from an archive (tar.gz, tgz, tar, zip) or a directory
+    #[command(
+        after_help = "An archive is checked whole before anything is stored: an entry that \
+could land outside the workspace (absolute, .., a symlink pointing out, a hard link) refuses \
+it. The archive may hold the workspace at its top or inside one top-level folder.
+
+Examples:
+  glovebox-cache workspace import zmk-main.tar.gz --repo zmkfirmware/zmk --branch main
+  glovebox-cache workspace import ./ws --repo zmkfirmware/zmk"
+    )]
+    Import(WorkspaceImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceAddArgs {
+    /// The workspace directory (holding zmk/, and usually zephyr/, modules/, .west/)
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+
+    /// The repository it was set up from (zmkfirmware/zmk)
+    #[arg(long, value_name = "R", value_parser = parse_repository)]
+    pub(crate) repo: String,
+
+    /// Cache it for this branch (1 day) instead of the repository (30 days)
+    #[arg(long, value_name = "B", value_parser = parse_branch)]
+    pub(crate) branch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceDeleteArgs {
+    /// The repository (zmkfirmware/zmk)
+    #[arg(value_name = "REPO", value_parser = parse_repository)]
+    pub(crate) repo: String,
+
+    /// Delete only this branch's workspace
+    #[arg(long, value_name = "B", conflicts_with = "all", value_parser = parse_branch)]
+    pub(crate) branch: Option<String>,
+
+    /// Delete the repository's workspace and every branch's
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceCleanupArgs {
+    /// Remove workspaces stored more than DURATION ago: 90s, 10m, 12h, 7d
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub(crate) older_than: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceExportArgs {
+    /// The repository (zmkfirmware/zmk)
+    #[arg(value_name = "REPO", value_parser = parse_repository)]
+    pub(crate) repo: String,
+
+    /// Export this branch's workspace (the repository's if the branch is not cached)
+    #[arg(long, value_name = "B", value_parser = parse_branch)]
+    pub(crate) branch: Option<String>,
+
+    /// The archive to write
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: PathBuf,
+
+    /// Archive format: tar.gz, tar or zip [default: FILE's ending, else tar.gz]
+    #[arg(long, value_name = "FORMAT", value_parser = parse_archive_format)]
+    pub(crate) format: Option<ArchiveFormat>,
+
+    /// Include .git directories (when the cached workspace has them)
+    #[arg(long)]
+    pub(crate) include_git: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceImportArgs {
+    /// The archive (.tar.gz, .tgz, .tar, .zip) or directory to import
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+
+    /// The repository the workspace belongs to (zmkfirmware/zmk)
+    #[arg(long, value_name = "R", value_parser = parse_repository)]
+    pub(crate) repo: String,
+
+    /// Cache it for this branch (1 day) instead of the repository (30 days)
+    #[arg(long, value_name = "B", value_parser = parse_branch)]
+    pub(crate) branch: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +456,31 @@ pub(crate) struct DoctorArgs {
 
 fn parse_tag(text: &str) -> Result<Tag, String> {
     Tag::new(text).map_err(|err| err.to_string())
+}
+
+/// A repository name cache-compilation accepts: not empty, no control characters, at most 1 KiB.
+fn parse_repository(text: &str) -> Result<String, String> {
+    WorkspaceId::repository(text)
+        .map(|_| text.to_owned())
+        .map_err(|err| err.to_string())
+}
+
+/// A branch name, checked as [`parse_repository`].
+fn parse_branch(text: &str) -> Result<String, String> {
+    WorkspaceId::branch("repository", text)
+        .map(|_| text.to_owned())
+        .map_err(|err| err.to_string())
+}
+
+fn parse_archive_format(text: &str) -> Result<ArchiveFormat, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "tar.gz" | "tgz" => Ok(ArchiveFormat::TarGz),
+        "tar" => Ok(ArchiveFormat::Tar),
+        "zip" => Ok(ArchiveFormat::Zip),
+        _ => Err(format!(
+            "unknown archive format {text:?}: use tar.gz, tar or zip"
+        )),
+    }
 }
 
 fn parse_key(text: &str) -> Result<String, String> {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use cache_compilation::CompilationError;
 use cache_core::CacheError;
 
 /// A tag or key that does not exist (exit code 1). The message is the whole sentence.
@@ -40,16 +41,45 @@ pub(crate) fn code(err: &anyhow::Error) -> u8 {
         if cause.is::<UsageError>() {
             return 2;
         }
-        if let Some(
-            CacheError::InvalidTag { .. }
-            | CacheError::EmptyKey { .. }
-            | CacheError::KeyTooLarge { .. },
-        ) = cause.downcast_ref::<CacheError>()
+        if let Some(code) = cause
+            .downcast_ref::<CacheError>()
+            .and_then(cache_error_code)
         {
-            return 2;
+            return code;
+        }
+        if let Some(code) = cause
+            .downcast_ref::<CompilationError>()
+            .and_then(compilation_error_code)
+        {
+            return code;
         }
     }
     3
+}
+
+/// Bad input to the core is a usage error.
+fn cache_error_code(err: &CacheError) -> Option<u8> {
+    match err {
+        CacheError::InvalidTag { .. }
+        | CacheError::EmptyKey { .. }
+        | CacheError::KeyTooLarge { .. } => Some(2),
+        _ => None,
+    }
+}
+
+/// A workspace that is not cached is a miss; a repository name, path or archive name that
+/// cannot be used is a usage error. I/O failures (a path that does not exist or cannot be
+/// read), damaged or unsafe archives and storage errors are other errors.
+fn compilation_error_code(err: &CompilationError) -> Option<u8> {
+    match err {
+        CompilationError::WorkspaceNotCached { .. } => Some(1),
+        CompilationError::InvalidInput { .. }
+        | CompilationError::NotAWorkspace { .. }
+        | CompilationError::UnknownArchiveFormat { .. } => Some(2),
+        // Transparent: the inner error is not in the source chain, so look at it here.
+        CompilationError::Cache(inner) => cache_error_code(inner),
+        _ => None,
+    }
 }
 
 /// Whether `err` comes from writing to a closed pipe (`glovebox-cache keys | head`), which is not
@@ -88,6 +118,31 @@ mod tests {
         assert_eq!(code(&usage), 2);
         let other = anyhow::anyhow!("disk on fire");
         assert_eq!(code(&other), 3);
+    }
+
+    #[test]
+    fn workspace_errors_map_to_miss_usage_or_other() {
+        let not_cached = anyhow::Error::new(CompilationError::WorkspaceNotCached {
+            repository: "r".to_owned(),
+            branch: None,
+        })
+        .context("while exporting");
+        assert_eq!(code(&not_cached), 1);
+        let not_a_workspace = anyhow::Error::new(CompilationError::NotAWorkspace {
+            path: "/x".into(),
+            reason: "it has no zmk/ directory".to_owned(),
+        });
+        assert_eq!(code(&not_a_workspace), 2);
+        let wrapped_tag = anyhow::Error::new(CompilationError::Cache(CacheError::InvalidTag {
+            tag: "X".to_owned(),
+            reason: "upper case",
+        }));
+        assert_eq!(code(&wrapped_tag), 2);
+        let archive = anyhow::Error::new(CompilationError::Archive {
+            path: "/a.zip".into(),
+            message: "truncated".to_owned(),
+        });
+        assert_eq!(code(&archive), 3);
     }
 
     #[test]

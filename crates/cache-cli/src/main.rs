@@ -11,7 +11,8 @@
 //! - [`exit`] maps a failure to the exit code (0 success, 1 not found or miss, 2 usage error,
 //!   3 anything else) and prints it as one line on stderr.
 //! - [`output`] writes results (text or `--json`) to stdout and notes to stderr; [`render`],
-//!   [`glob`] and [`duration`] format and parse keys, sizes, times, patterns and durations.
+//!   [`glob`] and [`duration`] format and parse keys, sizes, times, patterns and durations;
+//!   [`progress`] draws a bar for long workspace copies when stderr is a terminal.
 
 mod cli;
 mod commands;
@@ -19,6 +20,7 @@ mod duration;
 mod exit;
 mod glob;
 mod output;
+mod progress;
 mod render;
 mod root;
 

@@ -22,6 +22,11 @@ impl Output {
         self.json
     }
 
+    /// Whether notes (and progress bars) are silenced.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Prints `value` as pretty JSON on stdout.
     pub(crate) fn json(&self, value: &impl Serialize) -> anyhow::Result<()> {
         let mut stdout = io::stdout().lock();

@@ -9,9 +9,10 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use cache_compilation::{COMPILATION_TAG, CompilationCache};
 use cache_core::{
-    CacheOptions, Coordinator, DATABASE_FILE_NAME, Environment, SharedCache, Tag, prepare_root,
-    resolve_cache_root,
+    CacheOptions, CacheStrategy, CacheTtlConfig, Coordinator, DATABASE_FILE_NAME, Environment,
+    SharedCache, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
 };
 
 use crate::exit::NotFound;
@@ -108,6 +109,37 @@ impl CacheRoot {
         self.coordinator
             .get_shared_cache_instance(&self.path, tag.as_str(), options)
             .with_context(|| format!("while opening tag '{tag}' under {}", self.path.display()))
+    }
+
+    /// Whether the `compilation` tag (where workspaces live) exists; reading workspace commands
+    /// ask before [`CacheRoot::compilation`], which would create it.
+    pub(crate) fn has_compilation_tag(&self) -> anyhow::Result<bool> {
+        Ok(self
+            .tags()?
+            .iter()
+            .any(|tag| tag.as_str() == COMPILATION_TAG))
+    }
+
+    /// The compilation domain's services over this root's `compilation` tag, creating the root
+    /// and the tag if needed. Opened through this run's coordinator with the default options,
+    /// so the instance is the one [`CacheRoot::open_existing`] gives (`show` uses both), and
+    /// with the TTLs every program uses (`GLOVEBOX_CACHE_TTL_<LEVEL>` overrides honoured).
+    pub(crate) fn compilation(&self) -> anyhow::Result<CompilationCache> {
+        self.exists()?;
+        let ttls = CacheTtlConfig::from_env(&Environment::process())
+            .context("while reading the TTL overrides (GLOVEBOX_CACHE_TTL_*)")?;
+        let config = UserCacheConfig {
+            cache_path: Some(self.path.clone()),
+            strategy: CacheStrategy::Shared,
+            options: CacheOptions::default(),
+            ttls,
+        };
+        CompilationCache::open(&self.coordinator, &config).with_context(|| {
+            format!(
+                "while opening tag '{COMPILATION_TAG}' under {}",
+                self.path.display()
+            )
+        })
     }
 
     /// The canonical path of an existing root (what `cache_core::diagnose_tag` takes).

@@ -1,26 +1,50 @@
-//! Health checks of a tag's files (file types, permissions, database integrity), run read-only
-//! or with repair: what `glovebox-cache doctor` runs.
+//! Health checks of a tag's files (file types, permissions, database integrity, and the blobs,
+//! owned directories and temp files beside the database), run read-only or with repair: what
+//! `glovebox-cache doctor` runs.
 //!
 //! The checks are a list ([`CHECKS`]): each is a [`TagCheck`] with a name and a `run`, and a new
-//! check (orphan blobs, orphan workspace directories, once blobs exist) is one more entry.
+//! check is one more entry.
 //!
 //! Without repair nothing is written: even opening a damaged file read-write lets redb change it
 //! (it falls back to its other commit slot), so the integrity check runs on a copy, taken under a
 //! read-only handle's snapshot. With repair, redb repairs the file in place when it can; a file
 //! beyond repair is moved aside to `cache.redb.corrupt-<ms>` (as an open of a corrupt file does)
 //! and the tag starts empty.
+//!
+//! The storage checks (`blobs`, `directories`, `temp files`) share one inspection: the entries
+//! are read through a read-only handle and compared with the files under `blobs/` and `dirs/`
+//! (every referenced blob is hashed). Another process may be publishing or removing a file at
+//! that moment (a blob or directory moves into place just before the commit that records it, and
+//! goes with the commit that drops it), so a problem is reported only if a second look, a moment
+//! later, finds it too. With repair, the tag's own `cleanup()` fixes what was found (it removes
+//! entries without their files, files without entries, and stale temp files, inside its write
+//! transaction); entries whose blob does not match its hash, which cleanup does not hash, are
+//! first read once, which removes them and the damaged file as any read of a damaged blob does.
 
+use std::cell::{OnceCell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io::Read as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, TransactionError, WriteTransaction};
 
+use crate::blobs::BlobFiles;
+use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
-use crate::error::{CacheError, Result};
-use crate::files::{DATABASE_FILE_NAME, FileRegistration, is_corruption};
+use crate::dirs::DirFiles;
+use crate::error::{CacheError, KeyDisplay, Result};
+use crate::files::{DATABASE_FILE_NAME, FileRegistration, is_corruption, remove_stale_entries};
+use crate::manager::{CacheManager, CleanupReport};
+use crate::store::{EntryFiles, RedbCache, entries_with_files};
 use crate::tag::Tag;
+
+/// How long the storage checks wait before their second look. Publishing a blob or directory
+/// and committing its entry happen within one write transaction (milliseconds), so a file seen
+/// without its entry twice, this far apart, is not one being published.
+const SECOND_LOOK_DELAY: Duration = Duration::from_millis(250);
 
 /// How [`diagnose_tag`] runs.
 #[derive(Clone, Debug)]
@@ -100,6 +124,75 @@ pub struct TagDiagnosis {
     pub database_path: PathBuf,
     /// One finding per check.
     pub findings: Vec<CheckFinding>,
+    /// What the storage checks found, item by item, before any repair; `None` when they did not
+    /// run (the database could not be read, or the tag's files are unusable).
+    pub storage: Option<StorageFindings>,
+    /// With repair, what the tag's cleanup removed to fix what the storage checks found; `None`
+    /// when it did not run (no repair asked, or nothing to fix).
+    pub cleanup: Option<CleanupReport>,
+}
+
+/// An entry, and the file beside the database it refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryFile {
+    /// The entry's key.
+    pub key: Vec<u8>,
+    /// Its blob file (`<tag>/blobs/ab/<hash>`) or owned directory (`<tag>/dirs/<name>`).
+    pub path: PathBuf,
+}
+
+/// What the storage checks (`blobs`, `directories`, `temp files`) found: a tag's entries
+/// compared with the files beside its database. Every list is sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StorageFindings {
+    /// Entries whose blob file is missing (or is not a regular file).
+    pub missing_blobs: Vec<EntryFile>,
+    /// Entries whose blob file does not hold what was stored: another length, or content that
+    /// does not match its hash.
+    pub corrupt_blobs: Vec<EntryFile>,
+    /// Entries whose owned directory is missing.
+    pub missing_directories: Vec<EntryFile>,
+    /// Blob files no entry refers to.
+    pub orphan_blobs: Vec<PathBuf>,
+    /// Directories under `dirs/` no entry owns.
+    pub orphan_directories: Vec<PathBuf>,
+    /// Temp files (`blobs/tmp/`) and staging directories (`dirs/.staging/`) of processes that
+    /// are gone, or older than a day.
+    pub stale_temp_files: Vec<PathBuf>,
+}
+
+impl StorageFindings {
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        !self.has_reference_problems() && self.stale_temp_files.is_empty()
+    }
+
+    /// Whether an entry and the files disagree (stale temp files aside).
+    fn has_reference_problems(&self) -> bool {
+        !(self.missing_blobs.is_empty()
+            && self.corrupt_blobs.is_empty()
+            && self.missing_directories.is_empty()
+            && self.orphan_blobs.is_empty()
+            && self.orphan_directories.is_empty())
+    }
+
+    /// What `self` and `other` both found: a problem seen by one look only was a write in
+    /// progress.
+    fn seen_in_both(self, other: &StorageFindings) -> StorageFindings {
+        fn both<T: PartialEq>(mut first: Vec<T>, second: &[T]) -> Vec<T> {
+            first.retain(|item| second.contains(item));
+            first
+        }
+        StorageFindings {
+            missing_blobs: both(self.missing_blobs, &other.missing_blobs),
+            corrupt_blobs: both(self.corrupt_blobs, &other.corrupt_blobs),
+            missing_directories: both(self.missing_directories, &other.missing_directories),
+            orphan_blobs: both(self.orphan_blobs, &other.orphan_blobs),
+            orphan_directories: both(self.orphan_directories, &other.orphan_directories),
+            stale_temp_files: both(self.stale_temp_files, &other.stale_temp_files),
+        }
+    }
 }
 
 impl TagDiagnosis {
@@ -118,14 +211,18 @@ impl TagDiagnosis {
 /// The tag's file must not be open in this process (through a [`crate::Coordinator`]); if it is,
 /// the integrity check fails with [`CacheError::AlreadyOpenInProcess`]. Other processes may keep
 /// using the tag while it is checked; with repair, a file beyond repair is moved aside under
-/// them, so stop them first.
+/// them, so stop them first. With repair, when the storage checks find something, the tag is
+/// opened and its `cleanup()` runs (without a size limit: expired entries go, nothing is
+/// evicted); [`TagDiagnosis::cleanup`] says what it removed.
 pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -> TagDiagnosis {
     let directory = canonical_root.join(tag.as_str());
     let target = CheckTarget {
         tag,
+        canonical_root,
         database: directory.join(DATABASE_FILE_NAME),
         directory,
         options,
+        storage: OnceCell::new(),
     };
     let findings = CHECKS
         .iter()
@@ -144,22 +241,42 @@ pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -
             }
         })
         .collect();
+    let (storage, cleanup) = match target.storage.into_inner() {
+        Some(StorageState::Inspected(outcome)) => {
+            let StorageOutcome { found, cleanup, .. } = *outcome;
+            (Some(found), cleanup)
+        }
+        _ => (None, None),
+    };
     TagDiagnosis {
         tag: tag.clone(),
         database_path: target.database,
         findings,
+        storage,
+        cleanup,
     }
 }
 
-/// The checks, in the order they run. Later checks skip a file an earlier one found unusable.
-const CHECKS: &[&dyn TagCheck] = &[&FileTypes, &Permissions, &Integrity];
+/// The checks, in the order they run. Later checks skip a file an earlier one found unusable;
+/// the storage checks run after the integrity check, so with repair they read a repaired file.
+const CHECKS: &[&dyn TagCheck] = &[
+    &FileTypes,
+    &Permissions,
+    &Integrity,
+    &StorageCheck(StorageKind::Blobs),
+    &StorageCheck(StorageKind::Directories),
+    &StorageCheck(StorageKind::TempFiles),
+];
 
 /// What a check looks at.
 struct CheckTarget<'a> {
     tag: &'a Tag,
+    canonical_root: &'a Path,
     directory: PathBuf,
     database: PathBuf,
     options: &'a DoctorOptions,
+    /// The storage checks' shared inspection (and repair), run by the first of them.
+    storage: OnceCell<StorageState>,
 }
 
 impl CheckTarget<'_> {
@@ -171,6 +288,11 @@ impl CheckTarget<'_> {
 
     fn database_error(&self, err: impl Into<redb::Error>) -> CacheError {
         CacheError::database(self.tag.as_str(), &self.database, err)
+    }
+
+    /// The storage inspection (and, with repair, its repair), run once for all storage checks.
+    fn storage(&self) -> &StorageState {
+        self.storage.get_or_init(|| inspect_and_repair(self))
     }
 }
 
@@ -552,6 +674,492 @@ fn quarantine(path: &Path) -> Result<PathBuf> {
     Ok(quarantined)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Storage: the entries against the files beside the database
+
+/// Which part of the storage inspection a check reports.
+#[derive(Clone, Copy)]
+enum StorageKind {
+    /// Entries whose blob file is missing or damaged; blob files without an entry.
+    Blobs,
+    /// Entries whose directory is missing; directories without an entry.
+    Directories,
+    /// Temp files and staging directories of processes that are gone.
+    TempFiles,
+}
+
+impl StorageKind {
+    /// What of this kind `findings` holds, as a clause naming the items; `None` when nothing.
+    fn describe(self, findings: &StorageFindings) -> Option<String> {
+        let entries = |items: &[EntryFile], what: &str| {
+            (!items.is_empty()).then(|| {
+                let named: Vec<String> = items
+                    .iter()
+                    .map(|item| {
+                        format!(
+                            "key {} at {}",
+                            KeyDisplay::new(&item.key),
+                            item.path.display()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} {what} ({})",
+                    count(items.len(), "entry", "entries"),
+                    name_some(&named)
+                )
+            })
+        };
+        let files = |items: &[PathBuf], singular: &str, plural: &str| {
+            (!items.is_empty()).then(|| {
+                let named: Vec<String> = items
+                    .iter()
+                    .map(|path| path.display().to_string())
+                    .collect();
+                format!(
+                    "{} ({})",
+                    count(items.len(), singular, plural),
+                    name_some(&named)
+                )
+            })
+        };
+        let parts: Vec<String> = match self {
+            StorageKind::Blobs => [
+                entries(&findings.missing_blobs, "whose blob file is missing"),
+                entries(
+                    &findings.corrupt_blobs,
+                    "whose blob file does not match its hash",
+                ),
+                files(
+                    &findings.orphan_blobs,
+                    "blob file no entry refers to",
+                    "blob files no entry refers to",
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            StorageKind::Directories => [
+                entries(&findings.missing_directories, "whose directory is missing"),
+                files(
+                    &findings.orphan_directories,
+                    "directory no entry owns",
+                    "directories no entry owns",
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            StorageKind::TempFiles => files(
+                &findings.stale_temp_files,
+                "temp file of a process that is gone",
+                "temp files of processes that are gone",
+            )
+            .into_iter()
+            .collect(),
+        };
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    fn healthy(self) -> &'static str {
+        match self {
+            StorageKind::Blobs => {
+                "every entry's blob file is present and matches its hash, and every blob file \
+                 belongs to an entry"
+            }
+            StorageKind::Directories => {
+                "every entry's directory is present, and every directory under dirs/ belongs to \
+                 an entry"
+            }
+            StorageKind::TempFiles => "no temp files left by processes that are gone",
+        }
+    }
+}
+
+/// `1 entry`, `2 entries`.
+fn count(number: usize, singular: &str, plural: &str) -> String {
+    if number == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{number} {plural}")
+    }
+}
+
+/// The first few of `names`, and how many more there are: a finding stays one readable line
+/// (the full lists are in [`TagDiagnosis::storage`]).
+fn name_some(names: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// One of the storage checks: a view of the shared inspection.
+struct StorageCheck(StorageKind);
+
+impl TagCheck for StorageCheck {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            StorageKind::Blobs => "blobs",
+            StorageKind::Directories => "directories",
+            StorageKind::TempFiles => "temp files",
+        }
+    }
+
+    fn run(&self, target: &CheckTarget<'_>) -> Result<(CheckStatus, String)> {
+        if !target.database_is_regular_file() {
+            return Ok((
+                CheckStatus::Skipped,
+                "not checked: the files check found the tag's files unusable".to_owned(),
+            ));
+        }
+        let kind = self.0;
+        Ok(match target.storage() {
+            StorageState::Unreadable(reason) => (
+                CheckStatus::Skipped,
+                format!(
+                    "not checked: redb cannot read {} ({reason}); see the integrity check",
+                    target.database.display()
+                ),
+            ),
+            StorageState::Failed(reason) => (
+                CheckStatus::Failed,
+                format!("the check could not run: {reason}"),
+            ),
+            StorageState::Inspected(outcome) => match kind.describe(&outcome.found) {
+                None => (CheckStatus::Healthy, kind.healthy().to_owned()),
+                Some(found) if !target.options.repair => {
+                    (CheckStatus::Damaged, format!("{found}; repair fixes this"))
+                }
+                Some(found) => {
+                    let left = outcome.left.as_ref().and_then(|left| kind.describe(left));
+                    match (&outcome.repair_error, left) {
+                        (Some(err), _) => (
+                            CheckStatus::Failed,
+                            format!("{found}; the repair could not run: {err}"),
+                        ),
+                        (None, Some(left)) => (
+                            CheckStatus::Damaged,
+                            format!("{found}; still there after repair: {left}"),
+                        ),
+                        (None, None) => (CheckStatus::Repaired, format!("removed {found}")),
+                    }
+                }
+            },
+        })
+    }
+}
+
+/// What the storage checks share.
+enum StorageState {
+    /// redb could not read the database (the integrity check reports on it); why.
+    Unreadable(String),
+    /// The inspection could not run; why.
+    Failed(String),
+    /// Boxed: the other variants are one string.
+    Inspected(Box<StorageOutcome>),
+}
+
+struct StorageOutcome {
+    /// What the inspection found.
+    found: StorageFindings,
+    /// With repair: what cleanup removed.
+    cleanup: Option<CleanupReport>,
+    /// With repair: what a second inspection still found.
+    left: Option<StorageFindings>,
+    /// With repair: why it could not run or finish.
+    repair_error: Option<String>,
+}
+
+/// Why one look at the storage ended early.
+enum LookError {
+    /// redb cannot read the database.
+    Unreadable(String),
+    Cache(CacheError),
+}
+
+impl From<CacheError> for LookError {
+    fn from(err: CacheError) -> Self {
+        LookError::Cache(err)
+    }
+}
+
+fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
+    let found = match inspect(target) {
+        Ok(found) => found,
+        Err(LookError::Unreadable(reason)) => return StorageState::Unreadable(reason),
+        Err(LookError::Cache(err)) => return StorageState::Failed(err.to_string()),
+    };
+    let mut outcome = StorageOutcome {
+        found,
+        cleanup: None,
+        left: None,
+        repair_error: None,
+    };
+    if outcome.found.is_empty() || !target.options.repair {
+        return StorageState::Inspected(Box::new(outcome));
+    }
+    match repair_storage(target, &outcome.found) {
+        Ok(report) => {
+            tracing::info!(tag = %target.tag, ?report, "doctor ran cleanup to repair the tag's files");
+            outcome.cleanup = Some(report);
+            match inspect(target) {
+                Ok(left) => outcome.left = Some(left),
+                Err(LookError::Unreadable(reason)) => outcome.repair_error = Some(reason),
+                Err(LookError::Cache(err)) => outcome.repair_error = Some(err.to_string()),
+            }
+        }
+        Err(err) => outcome.repair_error = Some(err.to_string()),
+    }
+    StorageState::Inspected(Box::new(outcome))
+}
+
+/// Looks at the tag's storage, and again a moment later if something seemed wrong: what both
+/// looks found.
+fn inspect(target: &CheckTarget<'_>) -> std::result::Result<StorageFindings, LookError> {
+    let first = look(target, None)?;
+    if !first.has_reference_problems() {
+        return Ok(first);
+    }
+    std::thread::sleep(SECOND_LOOK_DELAY);
+    // Only blobs found damaged the first time are hashed again: a problem counts only if both
+    // looks find it.
+    let suspects: HashSet<PathBuf> = first
+        .corrupt_blobs
+        .iter()
+        .map(|entry| entry.path.clone())
+        .collect();
+    let second = look(target, Some(&suspects))?;
+    Ok(first.seen_in_both(&second))
+}
+
+/// What a blob file holds for an entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BlobState {
+    Fine,
+    Missing,
+    Corrupt,
+}
+
+/// One look: the files under `blobs/` and `dirs/` are listed, then the entries read, and the two
+/// compared. Blobs are hashed (all of them, or only `verify_only`'s). Reads only.
+fn look(
+    target: &CheckTarget<'_>,
+    verify_only: Option<&HashSet<PathBuf>>,
+) -> std::result::Result<StorageFindings, LookError> {
+    let blob_files = BlobFiles::new(&target.directory);
+    let dir_files = DirFiles::new(&target.directory);
+    // Listed before the entries are read: a file moved into place after this is not listed, so
+    // it cannot look like an orphan; one listed whose entry commits later is caught by the
+    // second look.
+    let blobs_on_disk = blob_files.list()?;
+    let dirs_on_disk = dir_files.list()?;
+    let entries = read_entries(target)?;
+
+    let mut findings = StorageFindings::default();
+    let mut referenced_blobs = HashSet::new();
+    let mut referenced_dirs = HashSet::new();
+    let mut blob_states: HashMap<[u8; 32], BlobState> = HashMap::new();
+    for EntryFiles { key, blob, dir } in entries {
+        if let Some(blob) = blob {
+            referenced_blobs.insert(blob.hash);
+            let path = blob_files.path(&blob);
+            let state = match blob_states.get(&blob.hash) {
+                Some(state) => *state,
+                None => {
+                    let verify = verify_only.is_none_or(|suspects| suspects.contains(&path));
+                    let state = blob_state(&path, &blob, verify)?;
+                    blob_states.insert(blob.hash, state);
+                    state
+                }
+            };
+            let entry = EntryFile {
+                key: key.clone(),
+                path,
+            };
+            match state {
+                BlobState::Fine => {}
+                BlobState::Missing => findings.missing_blobs.push(entry),
+                BlobState::Corrupt => findings.corrupt_blobs.push(entry),
+            }
+        }
+        if let Some(name) = dir {
+            if !dir_files.is_present(&name) {
+                findings.missing_directories.push(EntryFile {
+                    key,
+                    path: dir_files.path(&name),
+                });
+            }
+            referenced_dirs.insert(name);
+        }
+    }
+    // A file listed above whose last entry was removed since has gone with it: only files still
+    // there are orphans.
+    for (hash, _) in blobs_on_disk {
+        let path = blob_files.path(&BlobRef { hash, len: 0 });
+        if !referenced_blobs.contains(&hash) && fs::symlink_metadata(&path).is_ok() {
+            findings.orphan_blobs.push(path);
+        }
+    }
+    for name in dirs_on_disk {
+        let path = dir_files.path(&name);
+        if !referenced_dirs.contains(&name) && fs::symlink_metadata(&path).is_ok() {
+            findings.orphan_directories.push(path);
+        }
+    }
+    findings.stale_temp_files = stale_temp_files(&target.directory)?;
+
+    let by_path = |a: &EntryFile, b: &EntryFile| (&a.path, &a.key).cmp(&(&b.path, &b.key));
+    findings.missing_blobs.sort_by(by_path);
+    findings.corrupt_blobs.sort_by(by_path);
+    findings.missing_directories.sort_by(by_path);
+    findings.orphan_blobs.sort();
+    findings.orphan_directories.sort();
+    findings.stale_temp_files.sort();
+    Ok(findings)
+}
+
+/// Whether the blob file at `path` holds `blob`: present as a regular file, of its length, and
+/// (when `verify`) hashing to its name.
+fn blob_state(path: &Path, blob: &BlobRef, verify: bool) -> Result<BlobState> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BlobState::Missing),
+        Err(source) => return Err(CacheError::io("reading blob", path, source)),
+    };
+    if !meta.is_file() {
+        return Ok(BlobState::Missing);
+    }
+    if meta.len() != blob.len {
+        return Ok(BlobState::Corrupt);
+    }
+    if !verify {
+        return Ok(BlobState::Fine);
+    }
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BlobState::Missing),
+        Err(source) => return Err(CacheError::io("opening blob", path, source)),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(CacheError::io("reading blob", path, source)),
+        };
+        hasher.update(buffer.get(..read).unwrap_or_default());
+    }
+    Ok(if hasher.finalize().as_bytes() == &blob.hash {
+        BlobState::Fine
+    } else {
+        BlobState::Corrupt
+    })
+}
+
+/// The temp files and staging directories cleanup would remove (see `blobs.rs` and `dirs.rs`
+/// for the layout): `remove_stale_entries` decides staleness exactly as cleanup does, and the
+/// "removal" given to it here only records the path.
+fn stale_temp_files(tag_directory: &Path) -> Result<Vec<PathBuf>> {
+    let found = RefCell::new(Vec::new());
+    for temp_directory in [
+        tag_directory.join("blobs").join("tmp"),
+        tag_directory.join("dirs").join(".staging"),
+    ] {
+        remove_stale_entries(&temp_directory, |path| {
+            found.borrow_mut().push(path.to_owned());
+            Ok(())
+        })?;
+    }
+    Ok(found.into_inner())
+}
+
+/// The entries that refer to files, read through a read-only handle (which never writes the
+/// file, and shares it with other processes' writers). An empty file is a new tag, or one just
+/// moved aside by repair: no entries.
+fn read_entries(target: &CheckTarget<'_>) -> std::result::Result<Vec<EntryFiles>, LookError> {
+    let length = fs::metadata(&target.database)
+        .map_err(|source| CacheError::io("reading", &target.database, source))?
+        .len();
+    if length == 0 {
+        return Ok(Vec::new());
+    }
+    // One handle per file per process: refuse clearly if a coordinator of ours has it open.
+    let _registration = FileRegistration::register(&target.database)?;
+    let page_cache_bytes = target.options.page_cache_bytes;
+    let path = target.database.as_path();
+    let opened = catch_unwind(|| {
+        let mut builder = Database::builder();
+        builder
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_cache_size(page_cache_bytes);
+        builder.open_read_only(path)
+    });
+    let database = match opened {
+        Ok(Ok(database)) => database,
+        Ok(Err(err)) if is_corruption(&err) => {
+            return Err(LookError::Unreadable(err.to_string()));
+        }
+        Ok(Err(err)) => return Err(target.database_error(err).into()),
+        Err(_) => {
+            return Err(LookError::Unreadable(
+                "redb panicked opening it read-only".to_owned(),
+            ));
+        }
+    };
+    let read = catch_unwind(AssertUnwindSafe(|| {
+        let txn = database.begin_read()?;
+        entries_with_files(&txn)
+    }));
+    if catch_unwind(AssertUnwindSafe(move || drop(database))).is_err() {
+        tracing::warn!(path = %path.display(), "redb panicked closing a read-only handle");
+    }
+    match read {
+        Ok(Ok(entries)) => Ok(entries),
+        Ok(Err(err @ (redb::Error::Corrupted(_) | redb::Error::RepairAborted))) => {
+            Err(LookError::Unreadable(err.to_string()))
+        }
+        Ok(Err(err)) => Err(target.database_error(err).into()),
+        Err(_) => Err(LookError::Unreadable("redb panicked reading it".to_owned())),
+    }
+}
+
+/// The repair: the tag's own cleanup, without a size limit (so nothing live is evicted), after
+/// reading each entry whose blob does not match its hash (cleanup checks presence and length,
+/// not content; the read removes the damaged file and the entry, as any read does). Entries
+/// removed by those reads are counted in the report's `missing_files`.
+fn repair_storage(target: &CheckTarget<'_>, found: &StorageFindings) -> Result<CleanupReport> {
+    let options = CacheOptions {
+        max_size_bytes: u64::MAX,
+        timeout: target.options.timeout,
+        page_cache_bytes: target.options.page_cache_bytes,
+        ..CacheOptions::default()
+    };
+    let cache = RedbCache::open(target.canonical_root, target.tag.clone(), options)?;
+    let repaired = (|| {
+        let mut removed_by_reads = 0;
+        for entry in &found.corrupt_blobs {
+            if cache
+                .get_to_writer(&entry.key, &mut std::io::sink())?
+                .is_none()
+            {
+                removed_by_reads += 1;
+            }
+        }
+        let mut report = cache.cleanup()?;
+        report.missing_files += removed_by_reads;
+        Ok(report)
+    })();
+    let closed = cache.close();
+    let report = repaired?;
+    closed?;
+    Ok(report)
+}
+
 /// A temporary copy of a database next to it, removed on drop.
 struct ScratchCopy {
     path: PathBuf,
@@ -625,9 +1233,17 @@ mod tests {
             [
                 ("files", CheckStatus::Healthy),
                 ("permissions", CheckStatus::Healthy),
-                ("integrity", CheckStatus::Healthy)
+                ("integrity", CheckStatus::Healthy),
+                ("blobs", CheckStatus::Healthy),
+                ("directories", CheckStatus::Healthy),
+                ("temp files", CheckStatus::Healthy)
             ],
             "{diagnosis:?}"
+        );
+        assert_eq!(diagnosis.storage, Some(StorageFindings::default()));
+        assert_eq!(
+            diagnosis.cleanup, None,
+            "nothing to repair, no repair asked"
         );
         assert!(diagnosis.is_healthy());
         let mut names: Vec<String> = fs::read_dir(canonical.join("t"))
@@ -734,9 +1350,13 @@ mod tests {
             [
                 ("files", CheckStatus::Damaged),
                 ("permissions", CheckStatus::Skipped),
-                ("integrity", CheckStatus::Skipped)
+                ("integrity", CheckStatus::Skipped),
+                ("blobs", CheckStatus::Skipped),
+                ("directories", CheckStatus::Skipped),
+                ("temp files", CheckStatus::Skipped)
             ]
         );
+        assert_eq!(diagnosis.storage, None);
         assert!(diagnosis.findings[0].detail.contains("symlink"));
         assert!(
             fs::symlink_metadata(&database)

@@ -72,7 +72,10 @@ pub use coordinator::{
     reset_shared_cache_instances,
 };
 pub use dirs::{CachedDirectory, StagedDirectory};
-pub use doctor::{CheckFinding, CheckStatus, DoctorOptions, TagDiagnosis, diagnose_tag};
+pub use doctor::{
+    CheckFinding, CheckStatus, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
+    diagnose_tag,
+};
 pub use error::{CacheError, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use manager::{

@@ -1998,6 +1998,40 @@ impl Drop for RedbCache {
     }
 }
 
+/// An entry that refers to a file beside the database: its key, and its blob or its directory.
+pub(crate) struct EntryFiles {
+    pub(crate) key: Vec<u8>,
+    pub(crate) blob: Option<BlobRef>,
+    pub(crate) dir: Option<String>,
+}
+
+/// Every entry of `txn`'s snapshot that refers to a blob or an owned directory, expired ones
+/// included (they own their files until they are removed), read as [`Owned::of`] reads them
+/// for cleanup. For the doctor's read-only storage checks, which hold no [`RedbCache`]: only
+/// reads. A file without the entries table (a new tag) has none.
+pub(crate) fn entries_with_files(
+    txn: &redb::ReadTransaction,
+) -> std::result::Result<Vec<EntryFiles>, redb::Error> {
+    let entries = match txn.open_table(ENTRIES) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(err.into()),
+    };
+    let mut found = Vec::new();
+    for row in entries.iter()? {
+        let (key, stored) = row?;
+        let Owned { blob, dir } = Owned::of(stored.value());
+        if blob.is_some() || dir.is_some() {
+            found.push(EntryFiles {
+                key: key.value().to_vec(),
+                blob,
+                dir: dir.map(|(name, _)| name),
+            });
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

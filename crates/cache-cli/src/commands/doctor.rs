@@ -1,10 +1,18 @@
 //! `doctor`: cache-core's checks of every tag's files (`cache_core::diagnose_tag`), read-only or
 //! with `--repair`. Exit code 0 when every tag is healthy or was repaired, 3 when damage is left
 //! or a check could not run.
+//!
+//! Besides each check's one-line finding, the report lists what the storage checks found item
+//! by item (entries without their blob or directory, blobs that do not match their hash, files
+//! no entry refers to, stale temp files) and, with `--repair`, what the tag's cleanup removed.
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use cache_core::{DoctorOptions, TagDiagnosis, diagnose_tag};
+use cache_core::{
+    CleanupReport, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis, diagnose_tag,
+};
 
 use crate::cli::DoctorArgs;
 use crate::output::Output;
@@ -25,6 +33,82 @@ struct TagReport {
     database: String,
     healthy: bool,
     checks: Vec<CheckReport>,
+    /// What the storage checks found before any repair; `null` when they could not run.
+    storage: Option<StorageReport>,
+    /// With `--repair`, what cleanup removed to fix it; `null` when it did not run.
+    cleanup: Option<CleanupJson>,
+}
+
+#[derive(Serialize)]
+struct StorageReport {
+    missing_blobs: Vec<EntryFileJson>,
+    corrupt_blobs: Vec<EntryFileJson>,
+    missing_directories: Vec<EntryFileJson>,
+    orphan_blobs: Vec<String>,
+    orphan_directories: Vec<String>,
+    stale_temp_files: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EntryFileJson {
+    /// The key as text, or `null` when it is not UTF-8.
+    key: Option<String>,
+    key_hex: String,
+    path: String,
+}
+
+#[derive(Serialize)]
+struct CleanupJson {
+    expired: u64,
+    evicted: u64,
+    unreadable: u64,
+    missing_files: u64,
+    orphan_files: u64,
+    temp_files: u64,
+}
+
+fn paths(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect()
+}
+
+fn entry_files(entries: &[EntryFile]) -> Vec<EntryFileJson> {
+    entries
+        .iter()
+        .map(|entry| EntryFileJson {
+            key: render::text_or_none(&entry.key),
+            key_hex: render::hex(&entry.key),
+            path: entry.path.display().to_string(),
+        })
+        .collect()
+}
+
+impl StorageReport {
+    fn new(found: &StorageFindings) -> Self {
+        StorageReport {
+            missing_blobs: entry_files(&found.missing_blobs),
+            corrupt_blobs: entry_files(&found.corrupt_blobs),
+            missing_directories: entry_files(&found.missing_directories),
+            orphan_blobs: paths(&found.orphan_blobs),
+            orphan_directories: paths(&found.orphan_directories),
+            stale_temp_files: paths(&found.stale_temp_files),
+        }
+    }
+}
+
+impl CleanupJson {
+    fn new(report: &CleanupReport) -> Self {
+        CleanupJson {
+            expired: report.expired,
+            evicted: report.evicted,
+            unreadable: report.unreadable,
+            missing_files: report.missing_files,
+            orphan_files: report.orphan_files,
+            temp_files: report.temp_files,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -49,6 +133,8 @@ impl TagReport {
                     detail: finding.detail.clone(),
                 })
                 .collect(),
+            storage: diagnosis.storage.as_ref().map(StorageReport::new),
+            cleanup: diagnosis.cleanup.as_ref().map(CleanupJson::new),
         }
     }
 }
@@ -121,6 +207,23 @@ fn print_human(report: &DoctorReport, output: &Output) -> anyhow::Result<()> {
         }
     }
     output.text(&table.render())?;
+    for tag in &report.tags {
+        if let Some(cleanup) = &tag.cleanup {
+            output.note(&format!(
+                "tag '{}': cleanup removed {} whose blob or directory was missing or damaged, {}, \
+                 {} and {}",
+                tag.tag,
+                render::count(cleanup.missing_files, "entry", "entries"),
+                render::count(
+                    cleanup.orphan_files,
+                    "file without an entry",
+                    "files without an entry"
+                ),
+                render::count(cleanup.temp_files, "stale temp file", "stale temp files"),
+                render::count(cleanup.expired, "expired entry", "expired entries"),
+            ))?;
+        }
+    }
     if report.healthy {
         output.note(&format!(
             "{} healthy",

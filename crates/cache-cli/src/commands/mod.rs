@@ -8,6 +8,7 @@ mod doctor;
 mod entry;
 mod keys;
 mod show;
+mod workspace;
 
 use crate::cli::{Cli, Command};
 use crate::output::Output;
@@ -25,6 +26,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
         Command::Clear(args) => clear::run(&root, args, output),
         Command::Cleanup => cleanup::run(&root, output),
         Command::Doctor(args) => doctor::run(&root, args, output),
+        Command::Workspace(args) => workspace::run(&root, args, output),
     };
     // Closing flushes: a `set` is durable only once this returns. A command's own error is the
     // one worth reporting; a close error is reported when the command succeeded.

@@ -4,11 +4,17 @@
 //! process that used it). The size limit is the one this tool opens tags with (cache-core's
 //! default); a program may configure another. The last cleanup is the time cache-core recorded
 //! in the tag's file when `cleanup()` last ran in any process (`never` / `null` if it never did).
+//!
+//! Then the cached workspaces of the `compilation` tag (repository, branch, size, age, expiry),
+//! listed by cache-compilation after the statistics were read: listing reads each workspace's
+//! metadata, which counts as a hit, so the numbers shown are those from before this `show`.
 
 use anyhow::Context as _;
+use cache_compilation::COMPILATION_TAG;
 use cache_core::{CacheStats, Counters};
 use serde::Serialize;
 
+use crate::commands::workspace::{self, WorkspaceRow};
 use crate::output::Output;
 use crate::render::{self, Align, Table};
 use crate::root::CacheRoot;
@@ -18,6 +24,8 @@ struct ShowReport {
     root: String,
     tags: Vec<TagRow>,
     totals: Totals,
+    /// The cached workspaces (tag `compilation`), by repository then branch.
+    workspaces: Vec<WorkspaceRow>,
     /// Tags that could not be read, with why.
     errors: Vec<TagError>,
 }
@@ -102,8 +110,21 @@ pub(crate) fn run(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
             }),
         }
     }
+    let compilation_listable = rows.iter().any(|row| row.tag == COMPILATION_TAG);
+    let workspaces = if compilation_listable {
+        workspace::list_rows(root).unwrap_or_else(|err| {
+            errors.push(TagError {
+                tag: COMPILATION_TAG.to_owned(),
+                error: format!("{err:#}"),
+            });
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     let report = ShowReport {
         root: root.path().display().to_string(),
+        workspaces,
         totals: Totals {
             tags: rows.len(),
             entries: rows.iter().map(|row| row.entries).sum(),
@@ -181,6 +202,12 @@ fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
         String::new(),
     ]);
     output.text(&table.render())?;
+    if !report.workspaces.is_empty() {
+        output.text(&format!(
+            "\nworkspaces (tag '{COMPILATION_TAG}'):\n{}",
+            workspace::table(&report.workspaces)
+        ))?;
+    }
     for error in &report.errors {
         output.note(&error.error)?;
     }

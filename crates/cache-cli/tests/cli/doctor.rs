@@ -1,9 +1,15 @@
-//! `doctor`: healthy files, a corrupt file found and then quarantined, loose permissions, and a
-//! tag in use by another process.
+//! `doctor`: healthy files, a corrupt file found and then quarantined, loose permissions, a tag
+//! in use by another process, and blobs and directories that disagree with their entries.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is a failed test with its location"
+)]
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cache_core::{CacheOptions, Coordinator};
+use cache_core::{CacheOptions, Coordinator, Environment};
 
 use crate::support::{Sandbox, exists};
 
@@ -44,9 +50,14 @@ fn a_healthy_root_passes_every_check() {
             pairs(&[
                 ("files", "healthy"),
                 ("permissions", "healthy"),
-                ("integrity", "healthy")
+                ("integrity", "healthy"),
+                ("blobs", "healthy"),
+                ("directories", "healthy"),
+                ("temp files", "healthy")
             ])
         );
+        assert_eq!(tag["storage"]["orphan_blobs"].as_array().unwrap().len(), 0);
+        assert!(tag["cleanup"].is_null(), "no repair asked");
         assert!(tag["database"].as_str().unwrap().ends_with("cache.redb"));
     }
     let human = sandbox.run(&["doctor"]);
@@ -159,4 +170,161 @@ fn an_empty_root_has_nothing_to_check() {
     assert_eq!(json["healthy"], true);
     assert_eq!(json["tags"].as_array().unwrap().len(), 0);
     assert!(!exists(&sandbox.root()));
+}
+
+/// The value stored as `key`'s blob in [`seed_files`]: 4 KiB, over the 1 KiB blob threshold.
+fn blob_value(seed: u8) -> Vec<u8> {
+    (0..4096u32).map(|index| (index as u8) ^ seed).collect()
+}
+
+fn blob_file(root: &Path, tag: &str, value: &[u8]) -> PathBuf {
+    let hash = blake3::hash(value).to_hex().to_string();
+    root.join(tag).join("blobs").join(&hash[..2]).join(&hash)
+}
+
+/// Tag `files` with two blob entries (`lost`, `kept`) and a directory entry (`workspace`).
+fn seed_files(sandbox: &Sandbox) {
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    let options = CacheOptions {
+        blob_threshold_bytes: 1024,
+        ..CacheOptions::default()
+    };
+    let cache = coordinator
+        .get_shared_cache_instance(&sandbox.root(), "files", options)
+        .unwrap();
+    cache.set(b"lost", &blob_value(1), None).unwrap();
+    cache.set(b"kept", &blob_value(2), None).unwrap();
+    let staged = cache.stage_directory().unwrap();
+    std::fs::create_dir_all(staged.path().join("zmk")).unwrap();
+    std::fs::write(staged.path().join("zmk/west.yml"), b"manifest").unwrap();
+    cache
+        .set_directory(b"workspace", staged, b"{}", None)
+        .unwrap()
+        .unwrap();
+    coordinator.reset().unwrap();
+}
+
+fn status_of(tag: &serde_json::Value, check: &str) -> String {
+    tag["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["check"] == check)
+        .map(|item| item["status"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no {check} check in {tag}"))
+}
+
+#[test]
+fn a_deleted_blob_an_orphan_blob_and_an_orphan_dir_exit_3_unchanged_then_repair_fixes_them() {
+    let sandbox = Sandbox::new();
+    seed_files(&sandbox);
+    let root = sandbox.root();
+    let lost_blob = blob_file(&root, "files", &blob_value(1));
+    std::fs::remove_file(&lost_blob).unwrap();
+    let orphan_blob = root.join("files/blobs/ab").join("ab".repeat(32));
+    std::fs::create_dir_all(orphan_blob.parent().unwrap()).unwrap();
+    std::fs::write(&orphan_blob, b"nobody's").unwrap();
+    let orphan_dir = root.join("files/dirs").join("cd".repeat(16));
+    std::fs::create_dir_all(orphan_dir.join("zmk")).unwrap();
+
+    let check = sandbox.run(&["doctor", "--json"]);
+    check
+        .expect_code(3)
+        .expect_stderr(&["damage left in tag(s) 'files'", "--repair"]);
+    let json = check.json();
+    let tag = &json["tags"][0];
+    assert_eq!(status_of(tag, "blobs"), "damaged");
+    assert_eq!(status_of(tag, "directories"), "damaged");
+    assert_eq!(status_of(tag, "integrity"), "healthy");
+    let storage = &tag["storage"];
+    assert_eq!(storage["missing_blobs"][0]["key"], "lost");
+    assert_eq!(storage["missing_blobs"][0]["key_hex"], "6c6f7374");
+    assert!(
+        storage["missing_blobs"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(lost_blob.file_name().unwrap().to_str().unwrap())
+    );
+    assert_eq!(storage["orphan_blobs"].as_array().unwrap().len(), 1);
+    assert!(
+        storage["orphan_blobs"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&"ab".repeat(32))
+    );
+    assert!(
+        storage["orphan_directories"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&"cd".repeat(16))
+    );
+    assert_eq!(storage["missing_directories"].as_array().unwrap().len(), 0);
+    assert!(tag["cleanup"].is_null());
+    assert!(
+        exists(&orphan_blob) && exists(&orphan_dir),
+        "without --repair nothing is removed"
+    );
+
+    let human = sandbox.run(&["doctor"]);
+    human.expect_code(3);
+    let table = human.stdout();
+    assert!(
+        table.contains("blob file is missing") && table.contains("\"lost\""),
+        "{table}"
+    );
+
+    let repair = sandbox.run(&["doctor", "--repair", "--json"]);
+    repair.expect_code(0);
+    let json = repair.json();
+    let tag = &json["tags"][0];
+    assert_eq!(json["healthy"], true);
+    assert_eq!(status_of(tag, "blobs"), "repaired");
+    assert_eq!(status_of(tag, "directories"), "repaired");
+    assert_eq!(tag["cleanup"]["missing_files"], 1);
+    assert_eq!(tag["cleanup"]["orphan_files"], 2);
+    assert_eq!(tag["cleanup"]["evicted"], 0);
+    assert!(!exists(&orphan_blob) && !exists(&orphan_dir));
+
+    let again = sandbox.run(&["doctor"]);
+    again.expect_code(0).expect_stderr(&["1 tag healthy"]);
+    sandbox
+        .run(&["get", "--tag", "files", "lost"])
+        .expect_code(1)
+        .expect_stderr(&["\"lost\" not found"]);
+    assert_eq!(
+        sandbox.run(&["get", "--tag", "files", "kept"]).stdout,
+        blob_value(2)
+    );
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_hash_is_damage_and_repair_notes_what_cleanup_removed() {
+    let sandbox = Sandbox::new();
+    seed_files(&sandbox);
+    let damaged = blob_file(&sandbox.root(), "files", &blob_value(2));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[7] ^= 0x01;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let check = sandbox.json_code(&["doctor", "--json"], 3);
+    assert_eq!(
+        check["tags"][0]["storage"]["corrupt_blobs"][0]["key"],
+        "kept"
+    );
+    assert_eq!(std::fs::read(&damaged).unwrap(), bytes, "left as it was");
+
+    let repair = sandbox.run(&["doctor", "--repair"]);
+    repair.expect_code(0).expect_stderr(&[
+        "tag 'files': cleanup removed 1 entry whose blob or directory was missing or damaged",
+        "1 tag healthy",
+    ]);
+    assert!(repair.stdout().contains("repaired"));
+    assert!(!exists(&damaged));
+    sandbox
+        .run(&["get", "--tag", "files", "kept"])
+        .expect_code(1);
+    assert_eq!(
+        sandbox.run(&["get", "--tag", "files", "lost"]).stdout,
+        blob_value(1)
+    );
 }

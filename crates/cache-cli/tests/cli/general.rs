@@ -6,7 +6,15 @@ use crate::support::{Sandbox, exists, run};
 fn every_command_has_help_with_examples() {
     let sandbox = Sandbox::new();
     for command in [
-        "show", "keys", "get", "set", "delete", "clear", "cleanup", "doctor",
+        "show",
+        "keys",
+        "get",
+        "set",
+        "delete",
+        "clear",
+        "cleanup",
+        "doctor",
+        "workspace",
     ] {
         let help = sandbox.run(&[command, "--help"]);
         help.expect_code(0);

@@ -12,3 +12,4 @@ mod entry;
 mod general;
 mod keys;
 mod show;
+mod workspace;

@@ -110,6 +110,13 @@ impl Sandbox {
         run.json()
     }
 
+    /// Runs `args`, expects exit code `code`, and parses stdout as JSON.
+    pub(crate) fn json_code(&self, args: &[&str], code: i32) -> Value {
+        let run = self.run(args);
+        run.expect_code(code);
+        run.json()
+    }
+
     /// Stores entries through cache-core as if written `age` ago, with `ttl`, then closes.
     pub(crate) fn seed(
         &self,

@@ -4,6 +4,7 @@
 mod capacity;
 mod defects;
 mod disabled;
+mod doctor;
 mod entries;
 mod registry;
 mod threads;
