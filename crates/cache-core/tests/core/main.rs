@@ -5,6 +5,7 @@ mod capacity;
 mod defects;
 mod disabled;
 mod entries;
+mod flight;
 mod registry;
 mod threads;
 mod typed;
