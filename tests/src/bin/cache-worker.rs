@@ -11,6 +11,11 @@
 //!   Prints `read 2` and exits 0 when both read back exactly.
 //! - `hold-write-lock DATABASE_FILE`: opens the file with redb directly (`MultiWriter`, as the
 //!   cache does), begins a write transaction, prints `locked`, and holds it until killed.
+//! - `compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail`: appends its pid to
+//!   CALLS_FILE, then asks for KEY with `get_or_compute`. Its computation appends its pid to
+//!   COUNT_FILE, waits until CALLS_FILE has CALLERS lines (every caller has asked), holds for
+//!   HOLD_MS, then returns `computed by <pid>` (`ok`) or fails (`fail`). Prints `value <value>`
+//!   and `counters computations=N waits=N takeovers=N`, exits 0; exits 1 with the error.
 
 #![allow(
     clippy::print_stdout,
@@ -23,8 +28,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheOptions, Coordinator, SharedCache};
-use cache_tests::{barrier, worker_key, worker_value};
+use cache_core::{CacheOptions, Coordinator, SharedCache, SingleFlight};
+use cache_tests::{append_line, barrier, computed_value, until_lines, worker_key, worker_value};
 
 fn main() {
     if let Err(err) = run() {
@@ -40,10 +45,12 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "write-until-killed" => write_until_killed(rest),
         Some((command, rest)) if command == "same-blob" => same_blob(rest),
         Some((command, [path])) if command == "hold-write-lock" => hold_write_lock(path),
+        Some((command, rest)) if command == "compute" => compute(rest),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
-             hold-write-lock DATABASE_FILE)"
+             hold-write-lock DATABASE_FILE | \
+             compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail)"
         ),
     }
 }
@@ -185,4 +192,55 @@ fn hold_write_lock(path: &str) -> anyhow::Result<()> {
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+fn compute(args: &[String]) -> anyhow::Result<()> {
+    let [
+        root,
+        tag,
+        key,
+        count_file,
+        calls_file,
+        callers,
+        hold_ms,
+        outcome,
+    ] = args
+    else {
+        bail!(
+            "usage: cache-worker compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail"
+        );
+    };
+    let callers: usize = callers.parse().context("while parsing CALLERS")?;
+    let hold = Duration::from_millis(hold_ms.parse().context("while parsing HOLD_MS")?);
+    let succeed = match outcome.as_str() {
+        "ok" => true,
+        "fail" => false,
+        other => bail!("OUTCOME must be ok or fail, not {other:?}"),
+    };
+    let (count_file, calls_file) = (PathBuf::from(count_file), PathBuf::from(calls_file));
+    let pid = std::process::id();
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    append_line(&calls_file, &pid.to_string()).context("while recording the call")?;
+    let value = cache.get_or_compute(key.as_bytes(), None, || -> anyhow::Result<Vec<u8>> {
+        append_line(&count_file, &pid.to_string()).context("while counting the computation")?;
+        until_lines(&calls_file, callers, Duration::from_secs(60))?;
+        std::thread::sleep(hold);
+        if succeed {
+            Ok(computed_value(pid).into_bytes())
+        } else {
+            bail!("the computation of process {pid} failed as asked")
+        }
+    })?;
+    let counters = cache
+        .get_stats()
+        .context("while reading statistics")?
+        .counters;
+    coordinator.reset().context("while closing")?;
+    println!("value {}", String::from_utf8_lossy(&value));
+    println!(
+        "counters computations={} waits={} takeovers={}",
+        counters.computations, counters.waits, counters.takeovers
+    );
+    Ok(())
 }
