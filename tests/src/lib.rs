@@ -1,6 +1,7 @@
 //! Shared pieces of the workspace-level tests: the key and value schemes the worker process and
 //! the tests agree on, a file barrier that lines processes up, a seeded generator both sides can
-//! replay, the crash writer's script, and the sizes the suites read from the environment.
+//! replay, the crash writer's script, the sizes the suites read from the environment, and the
+//! line files through which single-flight workers record their calls and computations.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,45 @@ pub fn gather(dir: &Path, me: &str, everyone: &[&str], limit: Duration) -> anyho
         }
     }
     Ok(())
+}
+
+/// Appends `line` to the file at `path` (created if missing). One `write` of a short line to a
+/// file opened for appending, so that lines of several processes never interleave.
+pub fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(format!("{line}\n").as_bytes())?;
+    Ok(())
+}
+
+/// The lines of the file at `path`; none when it does not exist.
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until the file at `path` has at least `count` lines, or `limit` passes.
+pub fn until_lines(path: &Path, count: usize, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while lines_of(path).len() < count {
+        if started.elapsed() > limit {
+            anyhow::bail!(
+                "{} did not reach {count} lines within {limit:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// The value a single-flight worker computes: names the process that computed it.
+pub fn computed_value(pid: u32) -> String {
+    format!("computed by {pid}")
 }
 
 /// A small seeded generator (splitmix64): the crash test replays the worker's exact operations

@@ -1,12 +1,13 @@
 //! `BuildService`: firmware build artifacts, kept as one directory owned by one entry per build.
 
 use std::ffi::OsStr;
+use std::fmt::Display;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cache_core::CachedDirectory;
+use cache_core::{CacheError, CachedDirectory, SingleFlight};
 
 use crate::error::{CompilationError, Result};
 use crate::keys::{BUILD_KEY_PREFIX, BuildInputs};
@@ -82,27 +83,7 @@ impl BuildService {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Option<CachedBuild>> {
         inputs.validate()?;
-        if !is_real_dir(build_dir) {
-            return Err(CompilationError::InvalidInput {
-                what: "build directory",
-                reason: format!("{} is not a directory", build_dir.display()),
-            });
-        }
-        let listed = tree::list(build_dir, &|relative, is_dir| {
-            is_dir || relative.file_name().is_some_and(is_artifact)
-        })?;
-        let artifacts = Tree {
-            nodes: listed
-                .nodes
-                .into_iter()
-                .filter(|node| matches!(node.kind, NodeKind::File { .. }))
-                .collect(),
-        };
-        if artifacts.nodes.is_empty() {
-            return Err(CompilationError::NoArtifacts {
-                path: build_dir.to_owned(),
-            });
-        }
+        let artifacts = list_artifacts(build_dir)?;
         let mut recorded = Vec::with_capacity(artifacts.nodes.len());
         for node in &artifacts.nodes {
             let path =
@@ -180,35 +161,81 @@ impl BuildService {
         let Some(build) = self.get(inputs)? else {
             return Ok(None);
         };
-        let artifacts = Tree {
-            nodes: build
-                .metadata
-                .artifacts
-                .iter()
-                .map(|artifact| Node {
-                    relative: PathBuf::from(&artifact.path),
-                    kind: NodeKind::File {
-                        len: artifact.size_bytes,
-                        executable: false,
-                    },
-                })
-                .collect(),
-        };
-        tree::create_dir_all(target)?;
-        let mut tracker = Tracker::start(
-            ProgressStage::Copying,
-            artifacts.file_count(),
-            artifacts.byte_count(),
-            progress,
-        );
-        tree::copy_tree(
-            &build.path,
-            &artifacts,
-            target,
-            Transfer::Copy,
-            &mut tracker,
-        )?;
+        copy_out(&build, target, progress)?;
         Ok(Some(build))
+    }
+
+    /// Puts the artifacts of the build of `inputs` into `target` (created if missing, relative
+    /// paths kept, files of the same name replaced): from the cache, or by running `build`.
+    ///
+    /// On a miss, exactly one caller on the machine (any thread, any process on the cache root)
+    /// runs `build`; the others wait for it and copy what it cached
+    /// ([`cache_core::SingleFlight`]). `build` gets an empty scratch directory (under the tag's
+    /// staging directory) to build into; the artifacts it leaves there, at any depth, are
+    /// cached as [`BuildService::store`] caches a build directory, and the scratch directory is
+    /// removed. The lease is held from before `build` starts until the build is cached, so a
+    /// waiter never meets half a build.
+    ///
+    /// A `build` that fails or leaves no artifact ([`CompilationError::NoArtifacts`]) caches
+    /// nothing and returns its error; callers waiting for it try once more (the cache's
+    /// `flight_retries`), so a flaky build is retried by the next caller, not by all of them. A
+    /// `build` that panics releases its waiters the same way before the panic goes on. Waiting
+    /// is bounded by the cache's `timeout` (30 s by default): configure it above the longest
+    /// build expected, or waiters return [`cache_core::CacheError::FlightTimeout`].
+    ///
+    /// Returns the cached build (found, or just built); `None` when the cache is disabled: then
+    /// `build` runs every time, its artifacts are copied to `target`, and nothing is kept.
+    pub fn get_or_build<E, F>(
+        &self,
+        inputs: &BuildInputs,
+        target: &Path,
+        build: F,
+        progress: &mut dyn FnMut(Progress),
+    ) -> std::result::Result<Option<CachedBuild>, E>
+    where
+        E: From<CompilationError> + Display,
+        F: FnOnce(&Path) -> std::result::Result<(), E>,
+    {
+        inputs.validate()?;
+        let key = inputs.key_bytes();
+        let cache = &self.context.cache;
+        let obtained = cache
+            .single_flight(
+                &key,
+                || {
+                    self.read(&key)
+                        .map(|found| found.map(|build| Obtained::Cached(Box::new(build))))
+                        .map_err(FlightError::Compilation)
+                },
+                || {
+                    let scratch = cache
+                        .stage_directory()
+                        .map_err(|err| FlightError::Compilation(err.into()))?;
+                    build(scratch.path()).map_err(FlightError::Build)?;
+                    match self
+                        .store(inputs, scratch.path(), &mut *progress)
+                        .map_err(FlightError::Compilation)?
+                    {
+                        Some(cached) => Ok(Obtained::Cached(Box::new(cached))),
+                        None => Ok(Obtained::NotCached(scratch)),
+                    }
+                },
+            )
+            .map_err(|err| match err {
+                FlightError::Build(err) => err,
+                FlightError::Compilation(err) => E::from(err),
+            })?;
+        match obtained {
+            Obtained::Cached(build) => {
+                copy_out(&build, target, progress)?;
+                Ok(Some(*build))
+            }
+            Obtained::NotCached(scratch) => {
+                let artifacts = list_artifacts(scratch.path())?;
+                copy_artifacts(scratch.path(), &artifacts, target, progress)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Removes the cached build of `inputs`; whether one was there. Its artifacts are gone when
@@ -279,6 +306,100 @@ impl BuildService {
             expires_at,
         })
     }
+}
+
+/// What a single flight of [`BuildService::get_or_build`] hands back.
+enum Obtained {
+    /// A build in the cache (found, or built and stored); boxed, being ten times the size of
+    /// the other variant.
+    Cached(Box<CachedBuild>),
+    /// Built, but the cache is disabled: the scratch directory holding it, removed when dropped.
+    NotCached(cache_core::StagedDirectory),
+}
+
+/// The errors of a single flight of [`BuildService::get_or_build`]: ours, or the caller's
+/// build's, kept apart so that the caller gets its own error back unchanged.
+enum FlightError<E> {
+    Compilation(CompilationError),
+    Build(E),
+}
+
+impl<E> From<CacheError> for FlightError<E> {
+    fn from(err: CacheError) -> Self {
+        FlightError::Compilation(err.into())
+    }
+}
+
+impl<E: Display> Display for FlightError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlightError::Compilation(err) => err.fmt(f),
+            FlightError::Build(err) => err.fmt(f),
+        }
+    }
+}
+
+/// The artifacts under `build_dir`, at any depth (regular files whose name is an artifact's);
+/// [`CompilationError::NoArtifacts`] when there is none.
+fn list_artifacts(build_dir: &Path) -> Result<Tree> {
+    if !is_real_dir(build_dir) {
+        return Err(CompilationError::InvalidInput {
+            what: "build directory",
+            reason: format!("{} is not a directory", build_dir.display()),
+        });
+    }
+    let listed = tree::list(build_dir, &|relative, is_dir| {
+        is_dir || relative.file_name().is_some_and(is_artifact)
+    })?;
+    let artifacts = Tree {
+        nodes: listed
+            .nodes
+            .into_iter()
+            .filter(|node| matches!(node.kind, NodeKind::File { .. }))
+            .collect(),
+    };
+    if artifacts.nodes.is_empty() {
+        return Err(CompilationError::NoArtifacts {
+            path: build_dir.to_owned(),
+        });
+    }
+    Ok(artifacts)
+}
+
+/// Copies the recorded artifacts of a cached build into `target`.
+fn copy_out(build: &CachedBuild, target: &Path, progress: &mut dyn FnMut(Progress)) -> Result<()> {
+    let artifacts = Tree {
+        nodes: build
+            .metadata
+            .artifacts
+            .iter()
+            .map(|artifact| Node {
+                relative: PathBuf::from(&artifact.path),
+                kind: NodeKind::File {
+                    len: artifact.size_bytes,
+                    executable: false,
+                },
+            })
+            .collect(),
+    };
+    copy_artifacts(&build.path, &artifacts, target, progress)
+}
+
+/// Copies `artifacts` (relative to `from`) into `target`, created if missing.
+fn copy_artifacts(
+    from: &Path,
+    artifacts: &Tree,
+    target: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<()> {
+    tree::create_dir_all(target)?;
+    let mut tracker = Tracker::start(
+        ProgressStage::Copying,
+        artifacts.file_count(),
+        artifacts.byte_count(),
+        progress,
+    );
+    tree::copy_tree(from, artifacts, target, Transfer::Copy, &mut tracker)
 }
 
 /// Whether a recorded artifact is in the cached directory as recorded: a plain relative path

@@ -17,7 +17,9 @@
 //! - [`BuildService`]: firmware artifacts (`*.uf2`, `*.hex`, `*.bin`, `*.elf`, `*.kconfig`,
 //!   `*.dts`, `*.dts.pre`, `devicetree_generated.h`) per [`BuildInputs`] (repository, branch,
 //!   keymap and config content hashes, board, shield); store, restore into a directory, list,
-//!   delete, clean up. [`BuildMetadata`] is stored with each.
+//!   delete, clean up, and `get_or_build`: from the cache, or built once on the machine
+//!   however many threads and processes ask at once (cache-core's single-flight lease).
+//!   [`BuildMetadata`] is stored with each.
 //! - [`DockerImageCache`]: whether a docker image was available, for an hour.
 //! - [`CompilationOptions`]: `.git` handling ([`GitHandling`], one setting for every way into
 //!   the cache), whether a hit restarts a workspace's TTL (not by default), the docker TTL.

@@ -200,7 +200,9 @@ pub struct CacheOptions {
     /// Values larger than this are stored as content-addressed blob files under
     /// `<root>/<tag>/blobs/` instead of inside the database file. Default 256 KiB.
     pub blob_threshold_bytes: u64,
-    /// How long an operation waits for another process's write lock. Default 30 s.
+    /// How long an operation waits for another process's write lock, and how long a
+    /// single-flight caller ([`crate::SingleFlight`]) waits in all for a computation running in
+    /// another thread or process. Default 30 s.
     pub timeout: Duration,
     /// Which entries are evicted first.
     pub eviction_policy: EvictionPolicy,
@@ -223,6 +225,14 @@ pub struct CacheOptions {
     /// measured with `cargo bench -p cache-core --bench compare -- --only small`). redb's own
     /// default, 1 GiB, is far too much for a CLI.
     pub page_cache_bytes: usize,
+    /// Single-flight: how long a computation's lease lasts without renewal. While the
+    /// computation runs its lease is renewed every third of this, so another process takes it
+    /// over only when its owner has died or stopped renewing for this long. Default 30 s.
+    pub lease_duration: Duration,
+    /// Single-flight: how many times a waiter whose awaited computation failed tries again
+    /// (computing itself, or waiting for whoever does) before returning
+    /// [`CacheError::ComputationFailed`]. Default 1.
+    pub flight_retries: u32,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -242,6 +252,8 @@ impl Default for CacheOptions {
             commit_interval: Duration::from_millis(20),
             max_pending_bytes: 64 * 1024 * 1024,
             page_cache_bytes: 32 * 1024 * 1024,
+            lease_duration: Duration::from_secs(30),
+            flight_retries: 1,
             clock: SYSTEM_CLOCK.clone(),
         }
     }
@@ -261,6 +273,9 @@ impl CacheOptions {
         }
         if self.timeout.is_zero() {
             return invalid("timeout", "must be greater than zero");
+        }
+        if self.lease_duration.is_zero() {
+            return invalid("lease_duration", "must be greater than zero");
         }
         if self.max_key_bytes == 0 {
             return invalid("max_key_bytes", "must be greater than zero");
@@ -307,7 +322,9 @@ impl CacheOptions {
             max_value_bytes,
             commit_interval,
             max_pending_bytes,
-            page_cache_bytes
+            page_cache_bytes,
+            lease_duration,
+            flight_retries
         );
         if !Arc::ptr_eq(&self.clock, &other.clock) {
             return Some((

@@ -210,6 +210,38 @@ pub enum CacheError {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A single-flight caller waited longer than the instance's `timeout` for the computation
+    /// of a key that another thread or process was running.
+    #[error(
+        "timed out after {waited:?} waiting for process {owner_pid} to compute key {key} \
+         in tag '{tag}'"
+    )]
+    FlightTimeout {
+        /// The tag.
+        tag: String,
+        /// The key being computed.
+        key: KeyDisplay,
+        /// The process that held the key's lease when the wait ended (this process's own id when
+        /// another of its threads was computing).
+        owner_pid: u32,
+        /// How long this caller waited.
+        waited: Duration,
+    },
+
+    /// A single-flight computation this caller waited for failed (or panicked, or its process
+    /// gave it up), and the caller had no retry left (`CacheOptions::flight_retries`).
+    #[error("computing key {key} in tag '{tag}' failed in process {owner_pid}: {message}")]
+    ComputationFailed {
+        /// The tag.
+        tag: String,
+        /// The key whose computation failed.
+        key: KeyDisplay,
+        /// The process whose computation failed.
+        owner_pid: u32,
+        /// The computation's error, as it displayed.
+        message: String,
+    },
 }
 
 /// Result alias used throughout `cache-core`.

@@ -14,6 +14,12 @@
 //! - [`CacheKey`] and [`TypedCache`] give typed access: a domain declares per key type its tag,
 //!   value type, schema version and default TTL; values go through the codec (serde + bincode 2)
 //!   with the codec and schema version recorded in each entry.
+//! - [`SingleFlight`] computes a missing value once on the whole machine: `get_or_compute`
+//!   (bytes), [`TypedCache::get_or_compute_typed`], and the primitive `single_flight` that
+//!   domain services build on. One caller (any thread, any process on the root) computes under
+//!   a lease kept in the tag's file; the others wait, bounded by the instance's `timeout`, and
+//!   receive what it stored. A dead owner's lease is taken over; a failed computation wakes its
+//!   waiters, who retry once (`flight_retries`).
 //! - [`keys`] builds unambiguous, full-width (blake3) keys from parts, maps and files.
 //! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program,
 //!   [`CacheTtlConfig`] for every domain's TTL per level, [`resolve_cache_root`] for the root,
@@ -38,6 +44,33 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Computing a missing value once, however many threads and processes ask for it at once:
+//!
+//! ```
+//! use std::time::Duration;
+//! use cache_core::{CacheError, CacheOptions, Coordinator, SingleFlight};
+//!
+//! # fn main() -> Result<(), CacheError> {
+//! let root = tempfile::tempdir().expect("temp dir");
+//! let coordinator = Coordinator::new();
+//! let cache = coordinator.get_shared_cache_instance(root.path(), "layout", CacheOptions::default())?;
+//! let runs = std::sync::atomic::AtomicUsize::new(0);
+//! std::thread::scope(|scope| {
+//!     for _ in 0..4 {
+//!         scope.spawn(|| {
+//!             let value = cache.get_or_compute(b"render:7", Some(Duration::from_secs(60)), || {
+//!                 runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!                 Ok::<_, CacheError>(b"rendered".to_vec())
+//!             });
+//!             assert_eq!(value.expect("computed or waited for"), b"rendered");
+//!         });
+//!     }
+//! });
+//! assert_eq!(runs.into_inner(), 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod blobs;
 mod budget;
@@ -49,6 +82,7 @@ mod dirs;
 mod doctor;
 mod error;
 mod files;
+mod flight;
 // Entry points for the fuzz targets and the decoder property tests; not part of the API.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -78,6 +112,7 @@ pub use doctor::{
 };
 pub use error::{CacheError, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
+pub use flight::{FlightWork, Lookup, SingleFlight};
 pub use manager::{
     AnyFormat, CacheManager, CleanupReport, Compaction, DisabledCache, EntryMetadata, SharedCache,
 };

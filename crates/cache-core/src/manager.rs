@@ -9,6 +9,7 @@ use crate::codec::ValueFormat;
 use crate::dirs::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, Result};
 use crate::files::TempOutput;
+use crate::flight::FlightWork;
 use crate::stats::{CacheStats, Counters};
 use crate::tag::Tag;
 
@@ -183,6 +184,21 @@ pub trait CacheManager: Send + Sync + fmt::Debug {
     /// Removes an entry whose value a typed layer could not decode, and counts the read as a miss
     /// and an error instead of a hit. Used by [`crate::TypedCache`]; rarely useful elsewhere.
     fn discard_undecodable(&self, key: &[u8], reason: &str) -> Result<()>;
+
+    /// Runs `work` as the single flight of `key`: the object-safe machinery behind
+    /// [`crate::SingleFlight`], which is what to call. On a miss, exactly one caller on the
+    /// machine computes while the others wait for it, then look again. `Ok` once `work` has its
+    /// answer (found, computed, or its own error); `Err` when waiting failed (the instance's
+    /// `timeout`, [`CacheError::ComputationFailed`] with no retry left, a storage error).
+    ///
+    /// The provided implementation coordinates nothing: it looks, then computes on a miss. That
+    /// is what a cache that stores nothing ([`DisabledCache`]) needs; [`crate::RedbCache`]
+    /// coordinates threads in memory and processes through a lease in the tag's file.
+    fn run_single_flight(&self, key: &[u8], work: &mut dyn FlightWork) -> Result<()> {
+        let _ = key;
+        crate::flight::run_alone(work);
+        Ok(())
+    }
 }
 
 /// Whether a format-checked read accepts any stored format.

@@ -27,11 +27,19 @@ pub struct Counters {
     pub operations: u64,
     /// Time spent in operations, in nanoseconds.
     pub operation_time_ns: u64,
+    /// Single-flight computations this instance ran (each a miss that no other caller of the
+    /// machine was computing), whether they succeeded or failed.
+    pub computations: u64,
+    /// Times a single-flight caller waited for a computation running in another thread or
+    /// process instead of computing itself.
+    pub waits: u64,
+    /// Single-flight leases taken over from an owner that died or stopped renewing.
+    pub takeovers: u64,
 }
 
 impl Counters {
     /// The names and values of every counter, in a fixed order (used to persist them).
-    pub(crate) fn fields(&self) -> [(&'static str, u64); 9] {
+    pub(crate) fn fields(&self) -> [(&'static str, u64); 12] {
         [
             ("hits", self.hits),
             ("misses", self.misses),
@@ -42,6 +50,9 @@ impl Counters {
             ("errors", self.errors),
             ("operations", self.operations),
             ("operation_time_ns", self.operation_time_ns),
+            ("computations", self.computations),
+            ("waits", self.waits),
+            ("takeovers", self.takeovers),
         ]
     }
 
@@ -57,6 +68,9 @@ impl Counters {
             "errors" => &mut self.errors,
             "operations" => &mut self.operations,
             "operation_time_ns" => &mut self.operation_time_ns,
+            "computations" => &mut self.computations,
+            "waits" => &mut self.waits,
+            "takeovers" => &mut self.takeovers,
             _ => return,
         };
         *slot = value;
@@ -124,6 +138,9 @@ pub(crate) struct AtomicCounters {
     pub(crate) errors: AtomicU64,
     pub(crate) operations: AtomicU64,
     pub(crate) operation_time_ns: AtomicU64,
+    pub(crate) computations: AtomicU64,
+    pub(crate) waits: AtomicU64,
+    pub(crate) takeovers: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -143,6 +160,9 @@ impl AtomicCounters {
             errors: load(&self.errors),
             operations: load(&self.operations),
             operation_time_ns: load(&self.operation_time_ns),
+            computations: load(&self.computations),
+            waits: load(&self.waits),
+            takeovers: load(&self.takeovers),
         }
     }
 }

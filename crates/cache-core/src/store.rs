@@ -33,6 +33,7 @@ use crate::config::{CacheOptions, EvictionPolicy};
 use crate::dirs::{CachedDirectory, DirFiles, StagedDirectory, measure};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::{FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files};
+use crate::flight::{self, FlightWork, Flights};
 use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
@@ -187,6 +188,8 @@ impl Owned {
 
 /// The tables of one write transaction, and what it changes besides them.
 struct WriteTables<'txn> {
+    /// The transaction, for tables only some commits open (the single-flight leases).
+    txn: &'txn WriteTransaction,
     entries: Table<'txn, &'static [u8], &'static [u8]>,
     access: Table<'txn, &'static [u8], (u64, u64)>,
     blobs: Table<'txn, &'static [u8], (u64, u64)>,
@@ -367,6 +370,44 @@ fn system_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+thread_local! {
+    /// Set when a caller's reader or writer panicked inside an operation, so that
+    /// [`RedbCache::catching_panics`] lets that panic go on instead of taking it for damage.
+    static CALLER_PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A caller's reader or writer: a panic in it is marked as the caller's before it unwinds.
+struct CallerIo<'a, T: ?Sized>(&'a mut T);
+
+impl<T: ?Sized> CallerIo<'_, T> {
+    fn call<R>(&mut self, run: impl FnOnce(&mut T) -> R) -> R {
+        let inner = &mut *self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(inner))) {
+            Ok(result) => result,
+            Err(payload) => {
+                CALLER_PANICKED.set(true);
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+impl<T: Read + ?Sized> Read for CallerIo<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.call(|inner| inner.read(buf))
+    }
+}
+
+impl<T: Write + ?Sized> Write for CallerIo<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.call(|inner| inner.write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.call(|inner| inner.flush())
+    }
+}
+
 /// The redb-backed cache of one (root, tag). Obtain it from a [`crate::Coordinator`].
 pub struct RedbCache {
     tag: Tag,
@@ -390,6 +431,8 @@ pub struct RedbCache {
     sweep_cursor: Mutex<Vec<u8>>,
     /// The usage last published to `<root>/<tag>/usage` for the root budget of other tags.
     published_usage: Mutex<(u64, u64)>,
+    /// Single-flight computations of this instance's threads (`flight.rs`).
+    flights: Flights,
 }
 
 impl std::fmt::Debug for RedbCache {
@@ -416,6 +459,7 @@ impl RedbCache {
             dir_files: DirFiles::new(&tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
             published_usage: Mutex::new((u64::MAX, u64::MAX)),
+            flights: Flights::default(),
             tag,
             path,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
@@ -522,8 +566,12 @@ impl RedbCache {
         operation: &'static str,
         run: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
-            .unwrap_or_else(|_| Err(self.quarantine_after_panic(operation)))
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(result) => result,
+            // The caller's own reader or writer panicked: theirs to see, not damage.
+            Err(payload) if CALLER_PANICKED.take() => std::panic::resume_unwind(payload),
+            Err(_) => Err(self.quarantine_after_panic(operation)),
+        }
     }
 
     /// Moves the tag's damaged file aside and goes on with a fresh one: the handle is replaced
@@ -830,6 +878,7 @@ impl RedbCache {
             };
             let (bytes, entry_count) = (read_usage(USAGE_BYTES)?, read_usage(USAGE_ENTRIES)?);
             let mut tables = WriteTables {
+                txn: &txn,
                 entries: txn.open_table(ENTRIES).or_db(self)?,
                 access: txn.open_table(ACCESS).or_db(self)?,
                 blobs: txn.open_table(BLOBS).or_db(self)?,
@@ -1559,7 +1608,7 @@ impl CacheManager for RedbCache {
     ) -> Result<u64> {
         self.measure("set", |_| {
             self.check_key(key)?;
-            let staged = self.stage_blob(key, source)?;
+            let staged = self.stage_blob(key, &mut CallerIo(source))?;
             let len = staged.blob.len;
             self.forget_pending_reads([key]);
             if len > self.options.blob_threshold_bytes {
@@ -1579,6 +1628,7 @@ impl CacheManager for RedbCache {
 
     fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
         self.measure("get", |started| {
+            let sink = &mut CallerIo(sink);
             self.check_key(key)?;
             let now = self.now_ms();
             let found = self.lookup(key, started, |stored, _| {
@@ -1987,6 +2037,82 @@ impl CacheManager for RedbCache {
         AtomicCounters::add(&self.counters.errors, 1);
         self.remove_unusable(key, reason);
         Ok(())
+    }
+
+    fn run_single_flight(&self, key: &[u8], work: &mut dyn FlightWork) -> Result<()> {
+        self.check_key(key)?;
+        flight::run(self, key, work)
+    }
+}
+
+/// Single-flight leases: key bytes -> the lease record of the computation of that key
+/// (`flight.rs` encodes it). Created by the first lease written; absent means no lease.
+const LEASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leases");
+
+/// What [`RedbCache::update_lease`] does to a key's lease row.
+pub(crate) enum LeaseWrite {
+    /// Leave it as it is.
+    Keep,
+    /// Store this record.
+    Put(Vec<u8>),
+    /// Remove the row.
+    Remove,
+}
+
+/// The storage side of single-flight (`flight.rs`): the in-process flights, the lease table,
+/// and the counters it keeps.
+impl RedbCache {
+    pub(crate) fn flights(&self) -> &Flights {
+        &self.flights
+    }
+
+    pub(crate) fn counters(&self) -> &AtomicCounters {
+        &self.counters
+    }
+
+    /// Reads the lease row of `key` and changes it as `decide` says, in one commit through the
+    /// one write path: the change is durable and visible to other processes when this returns,
+    /// and this process's buffered writes (a computed value among them) commit with it.
+    pub(crate) fn update_lease<R>(
+        &self,
+        key: &[u8],
+        decide: impl FnOnce(Option<&[u8]>) -> (LeaseWrite, R),
+    ) -> Result<R> {
+        self.write(|tables, _| {
+            let mut leases = tables.txn.open_table(LEASES).or_db(self)?;
+            let current = leases.get(key).or_db(self)?.map(|row| row.value().to_vec());
+            let (write, decided) = decide(current.as_deref());
+            match write {
+                LeaseWrite::Keep => {}
+                LeaseWrite::Put(record) => {
+                    leases.insert(key, record.as_slice()).or_db(self)?;
+                }
+                LeaseWrite::Remove => {
+                    leases.remove(key).or_db(self)?;
+                }
+            }
+            Ok(decided)
+        })
+    }
+
+    /// The lease row of `key` as last committed by any process, in a fresh read transaction
+    /// (never the shared snapshot, which may be `commit_interval` old).
+    pub(crate) fn read_lease(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let open = self.open_database()?;
+        let txn = open.database.begin_read().or_db(self)?;
+        let leases = match txn.open_table(LEASES) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(err) => return Err(err).or_db(self),
+        };
+        let row = leases.get(key).or_db(self)?;
+        Ok(row.map(|row| row.value().to_vec()))
+    }
+
+    /// Drops the read snapshot, so that the next read sees what other processes committed up to
+    /// now (a waiter whose computation finished elsewhere reads the result at once).
+    pub(crate) fn refresh_snapshot(&self) {
+        lock(&self.buffer).snapshot = None;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Typed keys: the `CacheKey` trait a domain implements per key type, and `TypedCache`, the typed
-//! `get`/`set`/`get_or_insert_with` available on every cache.
+//! `get`/`set`/`get_or_insert_with`/`get_or_compute_typed` available on every cache.
 
+use std::fmt::Display;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, ValueFormat};
 use crate::error::{CacheError, KeyDisplay, Result};
+use crate::flight::SingleFlight;
 use crate::manager::{AnyFormat, CacheManager};
 
 /// One kind of key of a domain: which tag it lives in, the type of its values, their schema
@@ -91,8 +93,9 @@ pub trait TypedCache: CacheManager {
     ///
     /// A failure to store the computed value does not lose it: the value is returned and the
     /// failure is logged (and counted in the instance's errors), since the cache is an
-    /// optimisation of `compute`, not its owner. Concurrent callers on a miss may each compute:
-    /// single-flight computation (once across threads and processes) is not built yet.
+    /// optimisation of `compute`, not its owner. Concurrent callers on a miss may each compute;
+    /// [`TypedCache::get_or_compute_typed`] computes once across threads and processes, at the
+    /// price of a lease commit per miss.
     fn get_or_insert_with<K, E, F>(&self, key: &K, compute: F) -> std::result::Result<K::Value, E>
     where
         K: CacheKey,
@@ -107,6 +110,49 @@ pub trait TypedCache: CacheManager {
             tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(&key.key_bytes()), error = %err, "computed value could not be cached");
         }
         Ok(value)
+    }
+
+    /// The cached value, or `compute`'s result stored with the key's default time to live; on a
+    /// miss, exactly one caller on the machine computes and the others wait and receive what it
+    /// stored ([`SingleFlight`]: bounded by the instance's `timeout`, retries after a failed
+    /// computation, lease takeover when its owner dies).
+    ///
+    /// A failure to store the computed value does not lose it: the computing caller gets it and
+    /// the failure is logged.
+    fn get_or_compute_typed<K, E, F>(&self, key: &K, compute: F) -> std::result::Result<K::Value, E>
+    where
+        K: CacheKey,
+        E: From<CacheError> + Display,
+        F: FnOnce() -> std::result::Result<K::Value, E>,
+    {
+        self.get_or_compute_typed_with_ttl(key, key.default_ttl(), compute)
+    }
+
+    /// [`TypedCache::get_or_compute_typed`] storing the computed value with `ttl`.
+    fn get_or_compute_typed_with_ttl<K, E, F>(
+        &self,
+        key: &K,
+        ttl: Option<Duration>,
+        compute: F,
+    ) -> std::result::Result<K::Value, E>
+    where
+        K: CacheKey,
+        E: From<CacheError> + Display,
+        F: FnOnce() -> std::result::Result<K::Value, E>,
+    {
+        check_tag::<K>(self)?;
+        let bytes = key.key_bytes();
+        self.single_flight(
+            &bytes,
+            || self.get_typed(key).map_err(E::from),
+            || {
+                let value = compute()?;
+                if let Err(err) = self.set_typed_with_ttl(key, &value, ttl) {
+                    tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(&bytes), error = %err, "computed value could not be cached");
+                }
+                Ok(value)
+            },
+        )
     }
 }
 

@@ -29,6 +29,11 @@
 //! - `probe ROOT TAG`: opens the tag, then reads, writes and flushes one entry, printing one line
 //!   per step (`open ok`, `open error <message>`, ...). Exits 0 whatever the outcome: the test
 //!   judges the lines (a panic would still exit 101).
+//! - `compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail`: appends its pid to
+//!   CALLS_FILE, then asks for KEY with `get_or_compute`. Its computation appends its pid to
+//!   COUNT_FILE, waits until CALLS_FILE has CALLERS lines (every caller has asked), holds for
+//!   HOLD_MS, then returns `computed by <pid>` (`ok`) or fails (`fail`). Prints `value <value>`
+//!   and `counters computations=N waits=N takeovers=N`, exits 0; exits 1 with the error.
 
 #![allow(
     clippy::print_stdout,
@@ -42,10 +47,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheError, CacheOptions, Coordinator, SharedCache};
+use cache_core::{CacheError, CacheOptions, Coordinator, SharedCache, SingleFlight};
 use cache_tests::{
-    CRASH_WRITER, CrashOp, SeededRng, barrier, check_stamped, crash_key, crash_script, fill_value,
-    gather, stamped_value, worker_key, worker_value,
+    CRASH_WRITER, CrashOp, SeededRng, append_line, barrier, check_stamped, computed_value,
+    crash_key, crash_script, fill_value, gather, stamped_value, until_lines, worker_key,
+    worker_value,
 };
 
 fn main() {
@@ -66,13 +72,15 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "load" => load(rest),
         Some((command, rest)) if command == "fill" => fill(rest),
         Some((command, [root, tag])) if command == "probe" => probe(root, tag),
+        Some((command, rest)) if command == "compute" => compute(rest),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
              hold-write-lock DATABASE_FILE | \
              crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
-             fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG)"
+             fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG | \
+             compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail)"
         ),
     }
 }
@@ -614,4 +622,55 @@ fn probe(root: &str, tag: &str) -> anyhow::Result<()> {
         Ok(()) => report(format_args!("close ok")),
         Err(err) => report(format_args!("close error {err}")),
     }
+}
+
+fn compute(args: &[String]) -> anyhow::Result<()> {
+    let [
+        root,
+        tag,
+        key,
+        count_file,
+        calls_file,
+        callers,
+        hold_ms,
+        outcome,
+    ] = args
+    else {
+        bail!(
+            "usage: cache-worker compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail"
+        );
+    };
+    let callers: usize = callers.parse().context("while parsing CALLERS")?;
+    let hold = Duration::from_millis(hold_ms.parse().context("while parsing HOLD_MS")?);
+    let succeed = match outcome.as_str() {
+        "ok" => true,
+        "fail" => false,
+        other => bail!("OUTCOME must be ok or fail, not {other:?}"),
+    };
+    let (count_file, calls_file) = (PathBuf::from(count_file), PathBuf::from(calls_file));
+    let pid = std::process::id();
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    append_line(&calls_file, &pid.to_string()).context("while recording the call")?;
+    let value = cache.get_or_compute(key.as_bytes(), None, || -> anyhow::Result<Vec<u8>> {
+        append_line(&count_file, &pid.to_string()).context("while counting the computation")?;
+        until_lines(&calls_file, callers, Duration::from_secs(60))?;
+        std::thread::sleep(hold);
+        if succeed {
+            Ok(computed_value(pid).into_bytes())
+        } else {
+            bail!("the computation of process {pid} failed as asked")
+        }
+    })?;
+    let counters = cache
+        .get_stats()
+        .context("while reading statistics")?
+        .counters;
+    coordinator.reset().context("while closing")?;
+    println!("value {}", String::from_utf8_lossy(&value));
+    println!(
+        "counters computations={} waits={} takeovers={}",
+        counters.computations, counters.waits, counters.takeovers
+    );
+    Ok(())
 }

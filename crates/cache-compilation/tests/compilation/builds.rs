@@ -1,16 +1,19 @@
 //! The build service on real directories: which files are artifacts, store and restore with
-//! relative paths, damaged builds, list, delete.
+//! relative paths, damaged builds, list, delete, and `get_or_build` (one build for concurrent
+//! callers).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use cache_compilation::{BuildArtifact, BuildInputs, CompilationCache, CompilationError};
-use cache_core::{Coordinator, ManualClock};
+use cache_core::{CacheOptions, CacheStrategy, Coordinator, ManualClock, UserCacheConfig};
 use rstest::rstest;
 use tempfile::TempDir;
 
-use crate::{clock, coordinator, open, quiet, root, snapshot, write};
+use crate::{clock, config, coordinator, open, open_with, quiet, root, snapshot, write};
 
 fn inputs() -> BuildInputs {
     BuildInputs::new("zmkfirmware/zmk", "main", "keymap-hash", "config-hash")
@@ -20,6 +23,12 @@ fn inputs() -> BuildInputs {
 /// A ZMK build directory: artifacts at several depths among files that are not artifacts.
 fn fake_build(root: &TempDir) -> PathBuf {
     let build = root.path().join("build");
+    fill_build(&build);
+    build
+}
+
+/// Writes what a ZMK build leaves in `build`.
+fn fill_build(build: &Path) {
     write(&build.join("zephyr/zmk.uf2"), b"UF2 firmware");
     write(&build.join("zephyr/zmk.hex"), b":10000000");
     write(&build.join("zephyr/zmk.bin"), &[1u8; 300]);
@@ -35,7 +44,6 @@ fn fake_build(root: &TempDir) -> PathBuf {
     write(&build.join("CMakeCache.txt"), b"not an artifact");
     write(&build.join("zephyr/app/libapp.a"), b"not an artifact");
     write(&build.join("zephyr/main.c.obj"), b"not an artifact");
-    build
 }
 
 const ARTIFACTS: [&str; 8] = [
@@ -268,4 +276,212 @@ fn invalid_inputs_are_refused_before_anything_is_read(
         "{err}"
     );
     assert!(compilation.builds.get(&bad).is_err());
+}
+
+/// The error of the builds below: a build's own failure, or the cache's.
+#[derive(Debug)]
+enum BuildError {
+    Compiler(String),
+    Cache(CompilationError),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Compiler(message) => write!(f, "compiler: {message}"),
+            BuildError::Cache(err) => err.fmt(f),
+        }
+    }
+}
+
+impl From<CompilationError> for BuildError {
+    fn from(err: CompilationError) -> Self {
+        BuildError::Cache(err)
+    }
+}
+
+#[rstest]
+fn two_threads_asking_for_one_build_build_it_once(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let builds = AtomicUsize::new(0);
+    let barrier = Barrier::new(2);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["out-a", "out-b"]
+            .into_iter()
+            .map(|out| {
+                let (compilation, builds, barrier) = (&compilation, &builds, &barrier);
+                let target = root.path().join(out);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let build = |dir: &Path| {
+                        builds.fetch_add(1, Ordering::SeqCst);
+                        // Hold the build until the other caller waits for it (an event, not a
+                        // duration: the bound only ends a broken test).
+                        let bound = Instant::now() + Duration::from_secs(30);
+                        while compilation.cache.get_stats().unwrap().counters.waits == 0
+                            && Instant::now() < bound
+                        {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        fill_build(dir);
+                        Ok::<(), BuildError>(())
+                    };
+                    let cached = compilation
+                        .builds
+                        .get_or_build(&inputs(), &target, build, &mut quiet())
+                        .unwrap();
+                    (target, cached)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        builds.load(Ordering::SeqCst),
+        1,
+        "one build for both callers"
+    );
+    let counters = compilation.cache.get_stats().unwrap().counters;
+    assert_eq!(counters.computations, 1);
+    assert_eq!(counters.waits, 1);
+    let (first, second) = (&results[0].1, &results[1].1);
+    assert_eq!(
+        first.as_ref().unwrap().path,
+        second.as_ref().unwrap().path,
+        "both got the one cached build"
+    );
+    for (target, _) in &results {
+        assert_eq!(files_only(target), ARTIFACTS, "{}", target.display());
+    }
+    // The scratch directory the build ran in is gone; only the cached build remains.
+    let staging = root.path().join("cache/compilation/dirs/.staging");
+    assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
+}
+
+#[rstest]
+fn get_or_build_on_a_hit_copies_without_building(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let stored = store(&compilation, &fake_build(&root));
+    let target = root.path().join("out");
+    let found = compilation
+        .builds
+        .get_or_build(
+            &inputs(),
+            &target,
+            |_: &Path| -> Result<(), BuildError> { panic!("a hit must not build") },
+            &mut quiet(),
+        )
+        .unwrap();
+    assert_eq!(found.unwrap().path, stored.path);
+    assert_eq!(files_only(&target), ARTIFACTS);
+}
+
+#[rstest]
+fn a_failed_build_caches_nothing_and_the_next_call_builds(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let target = root.path().join("out");
+    let err = compilation
+        .builds
+        .get_or_build(
+            &inputs(),
+            &target,
+            |dir: &Path| {
+                write(&dir.join("zephyr/zmk.uf2"), b"half a build");
+                Err(BuildError::Compiler("undefined reference".to_owned()))
+            },
+            &mut quiet(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Compiler(message) if message == "undefined reference"),
+        "the build's own error comes back: {err}"
+    );
+    assert_eq!(compilation.builds.get(&inputs()).unwrap(), None);
+    assert!(!target.exists(), "nothing was copied out");
+
+    let err = compilation
+        .builds
+        .get_or_build(
+            &inputs(),
+            &target,
+            |_: &Path| Ok::<(), BuildError>(()),
+            &mut quiet(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::Cache(CompilationError::NoArtifacts { .. })),
+        "a build that leaves no artifact: {err}"
+    );
+
+    let built = compilation
+        .builds
+        .get_or_build(
+            &inputs(),
+            &target,
+            |dir: &Path| {
+                fill_build(dir);
+                Ok::<(), BuildError>(())
+            },
+            &mut quiet(),
+        )
+        .unwrap();
+    assert_eq!(files_only(&built.unwrap().path), ARTIFACTS);
+    assert_eq!(files_only(&target), ARTIFACTS);
+    assert_eq!(
+        compilation.cache.get_stats().unwrap().counters.computations,
+        3
+    );
+}
+
+#[rstest]
+fn get_or_build_on_a_disabled_cache_builds_into_the_target_every_time(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let config = UserCacheConfig {
+        strategy: CacheStrategy::Disabled,
+        options: CacheOptions {
+            clock: clock.clone(),
+            ..CacheOptions::default()
+        },
+        ..config(&root, &clock)
+    };
+    let compilation = open_with(&coordinator, &config, Default::default());
+    let builds = AtomicUsize::new(0);
+    for out in ["out-1", "out-2"] {
+        let target = root.path().join(out);
+        let cached = compilation
+            .builds
+            .get_or_build(
+                &inputs(),
+                &target,
+                |dir: &Path| {
+                    builds.fetch_add(1, Ordering::SeqCst);
+                    fill_build(dir);
+                    Ok::<(), BuildError>(())
+                },
+                &mut quiet(),
+            )
+            .unwrap();
+        assert_eq!(cached, None, "nothing is kept");
+        assert_eq!(files_only(&target), ARTIFACTS);
+    }
+    assert_eq!(builds.load(Ordering::SeqCst), 2);
+    assert!(
+        !root.path().join("cache").exists(),
+        "a disabled cache creates no files"
+    );
 }

@@ -245,6 +245,52 @@ fn expirations_and_evictions_of_the_last_commit_survive_a_reopen(
     assert_eq!(reopened.keys().unwrap().len(), 3);
 }
 
+/// Operations catch panics (redb panics on some damaged pages, and the file is then quarantined),
+/// but a panic in the caller's own reader or writer is the caller's: it reaches them, and the
+/// tag's file is not taken for damaged.
+#[rstest]
+fn a_panicking_reader_or_writer_panics_the_caller_and_the_file_stays(
+    root: TempDir,
+    coordinator: Coordinator,
+) {
+    struct Panicking;
+    impl std::io::Read for Panicking {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            panic!("the caller's reader");
+        }
+    }
+    impl std::io::Write for Panicking {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            panic!("the caller's writer");
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let cache = open(&coordinator, &root, "t", CacheOptions::default());
+    cache.set(b"kept", b"value", None).unwrap();
+    cache.flush().unwrap();
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.set_from_reader(b"k", &mut Panicking, None)
+    }));
+    assert!(read.is_err(), "the reader's panic reaches the caller");
+    let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.get_to_writer(b"kept", &mut Panicking)
+    }));
+    assert!(write.is_err(), "the writer's panic reaches the caller");
+    assert_eq!(cache.get(b"kept").unwrap(), Some(b"value".to_vec()));
+    assert_eq!(cache.get(b"k").unwrap(), None);
+    let names: Vec<String> = std::fs::read_dir(root.path().join("t"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|name| name.contains(".corrupt-")),
+        "nothing quarantined: {names:?}"
+    );
+    assert_eq!(cache.get_stats().unwrap().counters.errors, 0);
+}
+
 #[rstest]
 fn bad_keys_and_values_are_refused_and_change_nothing(root: TempDir, coordinator: Coordinator) {
     let options = CacheOptions {

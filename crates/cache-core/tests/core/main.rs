@@ -6,6 +6,7 @@ mod defects;
 mod disabled;
 mod doctor;
 mod entries;
+mod flight;
 mod registry;
 mod threads;
 mod typed;
