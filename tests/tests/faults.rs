@@ -3,9 +3,8 @@
 //! give a clear error or a quarantine-and-recover: never a panic, never a wrong value. (A write
 //! lock held past `timeout` is `lock_timeout.rs`.)
 //!
-//! The tests marked `#[ignore]` reproduce defects found here that are not fixed yet; each says
-//! why and what would fix it, and `docs/reliability.md` lists them. Run them with
-//! `cargo test -p cache-tests --test faults -- --ignored`.
+//! The tests named as regressions reproduced defects these suites found; each says what was wrong
+//! and what fixed it, and `docs/reliability.md` lists them.
 
 #![allow(
     clippy::unwrap_used,

@@ -327,6 +327,17 @@ pub(crate) struct OpenDatabase {
     pub(crate) registration: Arc<FileRegistration>,
 }
 
+impl OpenDatabase {
+    /// A handle on a new `database` for the same file, replacing this one: the path stays
+    /// registered until both are gone.
+    pub(crate) fn replaced_by(&self, database: Database) -> Arc<OpenDatabase> {
+        Arc::new(OpenDatabase {
+            database,
+            registration: Arc::clone(&self.registration),
+        })
+    }
+}
+
 pub(crate) struct FileRegistration(PathBuf);
 
 impl FileRegistration {
@@ -347,30 +358,30 @@ impl Drop for FileRegistration {
     }
 }
 
-/// Opens the file; a file redb reports as corrupt (or that panics redb while opening) is renamed
-/// to `cache.redb.corrupt-<ms>` and a fresh one is created: a cache can always be rebuilt, a
-/// crash loop cannot.
+/// Opens the file; a file redb reports as corrupt (or that panics redb while opening) is moved
+/// aside by [`quarantine_and_start_fresh`]: a cache can always be rebuilt, a crash loop cannot.
 pub(crate) fn open_or_quarantine(
     path: &Path,
     tag: &Tag,
     options: &CacheOptions,
 ) -> Result<Database> {
-    let page_cache_bytes = options.page_cache_bytes;
-    let open = || {
-        std::panic::catch_unwind(|| {
-            let mut builder = Database::builder();
-            builder
-                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-                .set_cache_size(page_cache_bytes);
-            builder.create(path)
-        })
-    };
-    let reason = match open() {
+    let reason = match open_redb(path, options) {
         Ok(Ok(database)) => return Ok(database),
         Ok(Err(err)) if is_corruption(&err) => err.to_string(),
         Ok(Err(err)) => return Err(CacheError::database(tag.as_str(), path, err)),
         Err(_) => "redb panicked while opening it".to_owned(),
     };
+    quarantine_and_start_fresh(path, tag, options, &reason)
+}
+
+/// Renames the damaged file at `path` to `cache.redb.corrupt-<ms>` and opens a fresh one in its
+/// place, created first with mode 0600 so that redb never creates it with the umask's mode.
+pub(crate) fn quarantine_and_start_fresh(
+    path: &Path,
+    tag: &Tag,
+    options: &CacheOptions,
+    reason: &str,
+) -> Result<Database> {
     let quarantined = path.with_extension(format!("redb.corrupt-{}", options.clock.now_ms()));
     tracing::error!(tag = %tag, path = %path.display(), quarantined = %quarantined.display(), reason, "cache file is corrupt; moved aside, starting empty");
     fs::rename(path, &quarantined)
@@ -382,13 +393,28 @@ pub(crate) fn open_or_quarantine(
     options_file
         .open(path)
         .map_err(|source| CacheError::io("creating database file", path, source))?;
-    match open() {
+    match open_redb(path, options) {
         Ok(result) => result.map_err(|err| CacheError::database(tag.as_str(), path, err)),
         Err(_) => Err(CacheError::InvalidRoot {
             path: path.to_owned(),
             reason: "redb panicked opening a fresh file".to_owned(),
         }),
     }
+}
+
+/// redb's open of `path` in multi-writer mode, with a panic caught.
+fn open_redb(
+    path: &Path,
+    options: &CacheOptions,
+) -> std::thread::Result<std::result::Result<Database, DatabaseError>> {
+    let page_cache_bytes = options.page_cache_bytes;
+    std::panic::catch_unwind(|| {
+        let mut builder = Database::builder();
+        builder
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_cache_size(page_cache_bytes);
+        builder.create(path)
+    })
 }
 
 pub(crate) fn is_corruption(err: &DatabaseError) -> bool {

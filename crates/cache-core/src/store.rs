@@ -32,7 +32,10 @@ use crate::committer::Committer;
 use crate::config::{CacheOptions, EvictionPolicy};
 use crate::dirs::{CachedDirectory, DirFiles, StagedDirectory, measure};
 use crate::error::{CacheError, KeyDisplay, Result};
-use crate::files::{FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files};
+use crate::files::{
+    FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files,
+    quarantine_and_start_fresh,
+};
 use crate::flight::{self, FlightWork, Flights};
 use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
@@ -542,10 +545,7 @@ impl RedbCache {
         // locks are per handle, so both may be open at once.
         match open_or_quarantine(&self.path, &self.tag, &self.options) {
             Ok(database) => {
-                *current = Some(Arc::new(OpenDatabase {
-                    database,
-                    registration: Arc::clone(&failed.registration),
-                }));
+                *current = Some(failed.replaced_by(database));
                 tracing::warn!(tag = %self.tag, path = %self.path.display(), error = %err, "reopened the cache file after an I/O error");
                 true
             }
@@ -591,27 +591,14 @@ impl RedbCache {
             let Some(failed) = current.as_ref() else {
                 return damaged;
             };
-            let aside = self
-                .path
-                .with_extension(format!("redb.corrupt-{}", self.now_ms()));
-            if let Err(err) = std::fs::rename(&self.path, &aside) {
-                tracing::error!(tag = %self.tag, path = %self.path.display(), error = %err, "could not move a damaged cache file aside");
-                return damaged;
-            }
-            match open_or_quarantine(&self.path, &self.tag, &self.options) {
-                Ok(database) => {
-                    let registration = Arc::clone(&failed.registration);
-                    *current = Some(Arc::new(OpenDatabase {
-                        database,
-                        registration,
-                    }));
-                }
+            let reason = format!("redb panicked during {operation}");
+            match quarantine_and_start_fresh(&self.path, &self.tag, &self.options, &reason) {
+                Ok(database) => *current = Some(failed.replaced_by(database)),
                 Err(err) => {
-                    tracing::error!(tag = %self.tag, error = %err, "could not start a fresh cache file after moving a damaged one aside");
+                    tracing::error!(tag = %self.tag, error = %err, "could not move a damaged cache file aside and start a fresh one");
                     return damaged;
                 }
             }
-            tracing::error!(tag = %self.tag, operation, quarantined = %aside.display(), "redb panicked on the cache file; moved it aside, starting empty");
         }
         {
             // No guard is held here: the panic unwound them all.
@@ -2166,6 +2153,60 @@ mod tests {
     fn open_in(root: &Path, options: CacheOptions) -> Arc<RedbCache> {
         let canonical = prepare_root(root).unwrap();
         RedbCache::open(&canonical, Tag::new("t").unwrap(), options).unwrap()
+    }
+
+    /// The mechanism behind the garbage-block fault test, made deterministic: a panic inside an
+    /// operation (as redb's on a damaged page) moves the file aside, starts a fresh 0600 file
+    /// with its tables, and keeps this process's buffered writes.
+    #[test]
+    fn a_panic_inside_an_operation_quarantines_the_file_and_keeps_buffered_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = open_in(
+            root.path(),
+            CacheOptions {
+                commit_interval: Duration::from_secs(3600),
+                ..CacheOptions::default()
+            },
+        );
+        cache.set(b"flushed", b"v", None).unwrap();
+        cache.flush().unwrap();
+        cache.set(b"buffered", b"w", None).unwrap();
+        let err = cache
+            .catching_panics("get", || -> Result<()> {
+                panic!("as redb asserts on a damaged page")
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CacheError::Damaged {
+                    operation: "get",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let aside: Vec<_> = std::fs::read_dir(cache.tag_dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("cache.redb.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&cache.path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            cache.get(b"flushed").unwrap(),
+            None,
+            "the old file's entries are gone"
+        );
+        assert_eq!(cache.get(b"buffered").unwrap(), Some(b"w".to_vec()));
+        cache.flush().unwrap();
+        assert_eq!(cache.keys().unwrap(), vec![b"buffered".to_vec()]);
+        assert_eq!(cache.get_stats().unwrap().entries, 1);
     }
 
     #[test]
