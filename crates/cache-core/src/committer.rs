@@ -5,6 +5,7 @@
 //! dropped (and flushes in its `Drop`) without waiting for the thread.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::store::RedbCache;
@@ -23,6 +24,8 @@ struct Signal {
 pub(crate) struct Committer {
     signal: Mutex<Signal>,
     wake: Condvar,
+    /// The thread, taken by the first [`Committer::shut_down`] that joins it.
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Committer {
@@ -39,9 +42,10 @@ impl Committer {
         name: String,
     ) -> std::io::Result<()> {
         let committer = Arc::clone(self);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || committer.run(&cache, interval))?;
+        *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(())
     }
 
@@ -54,10 +58,26 @@ impl Committer {
         }
     }
 
-    /// Stops the thread at its next wake-up.
+    /// Stops the thread and waits until it has ended, so that it holds nothing of the cache
+    /// (the database handle above all) when this returns. Called on the thread itself (the
+    /// cache dropped by its commit thread), it only asks it to stop: the thread ends as soon
+    /// as the drop returns.
     pub(crate) fn shut_down(&self) {
         self.signal().shutdown = true;
         self.wake.notify_one();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.thread().id() == std::thread::current().id() {
+                return;
+            }
+            // The thread's body catches panics of the commits it runs (`catching_panics`), and
+            // a panic anywhere else has nothing left to clean up: ignore how it ended.
+            let _ = thread.join();
+        }
     }
 
     fn run(&self, cache: &Weak<RedbCache>, interval: Duration) {

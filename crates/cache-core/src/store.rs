@@ -78,6 +78,18 @@ const ACCESS_PENDING_HARD_LIMIT: usize = 200_000;
 /// Back-pressure on the number of buffered writes (bytes are bounded by `max_pending_bytes`).
 const MAX_PENDING_WRITES: usize = 100_000;
 
+/// Damaged entries remembered for the next commit to judge; more wait for a later read or for
+/// `cleanup()`.
+const MAX_SUSPECTS: usize = 1024;
+
+/// An entry a read found unusable: its key, the exact stored bytes the read saw, and why.
+#[derive(Clone)]
+struct Suspect {
+    key: Vec<u8>,
+    stored: Vec<u8>,
+    reason: String,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section over our mutexes is a map insert/remove/swap that cannot leave the
     // data half-updated, so data behind a poisoned lock is still valid: recover it.
@@ -116,6 +128,9 @@ struct WriteBuffer {
     /// Set by `close` before its final commit: later writes are refused, so none can slip in
     /// after that commit and be lost.
     closed: bool,
+    /// Entry versions reads found damaged: hidden from this process's reads, and judged (and
+    /// removed if still damaged) by the next commit, which drops them from here once it lands.
+    suspects: Vec<Suspect>,
 }
 
 impl WriteBuffer {
@@ -129,6 +144,11 @@ impl WriteBuffer {
             self.pending_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
         }
         self.pending_bytes += added;
+    }
+
+    /// Whether `stored` is an entry version a read of this process found damaged.
+    fn is_suspect(&self, stored: &[u8]) -> bool {
+        self.suspects.iter().any(|suspect| suspect.stored == stored)
     }
 
     fn is_over(&self, max_bytes: usize) -> bool {
@@ -200,8 +220,8 @@ struct WriteTables<'txn> {
     /// stored at its end.
     bytes: u64,
     entry_count: u64,
-    /// Blobs whose last entry went: their files are removed just before the commit, while the
-    /// write lock still keeps every other process from publishing the same blob.
+    /// Blobs whose last entry went: their files are removed after the commit has landed, and
+    /// only if no commit since has taken them again (`RedbCache::remove_released_blobs`).
     released_blobs: Vec<BlobRef>,
     /// Directories whose entry went: removed after the commit (their names are never reused).
     released_dirs: Vec<String>,
@@ -310,16 +330,29 @@ struct Referenced {
     dirs: HashSet<String>,
 }
 
-/// What a read found under a key.
+/// What a read found under a key. `Blob` and `Unusable` keep the stored entry bytes, which
+/// identify the very version read if it has to be reported as damaged.
 enum Found {
     Value(Vec<u8>),
-    Blob(BlobRef),
+    Blob { blob: BlobRef, stored: Vec<u8> },
     Nothing,
-    Unusable(String),
+    Unusable { reason: String, stored: Vec<u8> },
+}
+
+/// What delivering a found entry came to.
+enum Delivered<T> {
+    /// The value (or a miss), counted.
+    Done(Option<T>),
+    /// The entry's blob is missing, which a snapshot older than the commit that replaced or
+    /// removed the entry explains: read again from a fresh one before calling it damage.
+    BlobMissing,
 }
 
 /// What a landed commit leaves to do, and what it did.
 struct Aftermath {
+    /// Blobs whose last reference this commit dropped: their files go once it has landed.
+    released_blobs: Vec<BlobRef>,
+    /// Directories whose entry this commit removed: they go once it has landed.
     released_dirs: Vec<String>,
     expired: u64,
     evicted: u64,
@@ -760,8 +793,17 @@ impl RedbCache {
         &self,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
     ) -> Result<(R, CommitOutcome)> {
+        let writer = lock(&self.write_lock);
+        self.write_holding(&writer, change)
+    }
+
+    /// The write path, for a caller that already holds `write_lock` (`writer` proves it).
+    fn write_holding<R>(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
+    ) -> Result<(R, CommitOutcome)> {
         let open = self.open_database()?;
-        let _writer = lock(&self.write_lock);
         let txn = self.begin_write(&open.database).inspect_err(|err| {
             if self.reopen_if_latched(&open, err) {
                 lock(&self.buffer).snapshot = None;
@@ -779,9 +821,17 @@ impl RedbCache {
             taken
         };
         let pending_access = std::mem::take(&mut *lock(&self.access_pending));
+        let suspects = lock(&self.buffer).suspects.clone();
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
-        let result = self.write_in(txn, change, &in_flight, &pending_access, counters_delta);
+        let result = self.write_in(
+            txn,
+            change,
+            &in_flight,
+            &pending_access,
+            &suspects,
+            counters_delta,
+        );
         if let Err(err) = &result
             && self.reopen_if_latched(&open, err)
         {
@@ -792,6 +842,10 @@ impl RedbCache {
         match result {
             Ok((value, aftermath)) => {
                 buffer.snapshot = None;
+                // Judged by the commit that just landed: removed, or no longer current.
+                buffer
+                    .suspects
+                    .retain(|suspect| !suspects.iter().any(|judged| judged.stored == suspect.stored));
                 // The commit persisted its own removals too; after_commit adds them to the live
                 // counters.
                 *lock(&self.persisted_counters) = counters_now.plus(&aftermath.removal_counters());
@@ -800,7 +854,7 @@ impl RedbCache {
                     expired: aftermath.expired,
                     evicted: aftermath.evicted,
                 };
-                self.after_commit(aftermath);
+                self.after_commit(writer, &open, aftermath);
                 Ok((value, outcome))
             }
             Err(err) => {
@@ -820,8 +874,19 @@ impl RedbCache {
         }
     }
 
-    /// What a commit leaves to do once it has landed.
-    fn after_commit(&self, aftermath: Aftermath) {
+    /// What a commit leaves to do once it has landed: removing the files it released, and
+    /// publishing the tag's usage. Runs with `write_lock` still held (`_writer`), so this
+    /// process's next commit cannot take a released blob again before it is judged.
+    fn after_commit(
+        &self,
+        _writer: &MutexGuard<'_, ()>,
+        open: &OpenDatabase,
+        aftermath: Aftermath,
+    ) {
+        if !aftermath.released_blobs.is_empty() {
+            self.remove_released_blobs(open, &aftermath.released_blobs);
+        }
+        // Directory names are never reused, so no other writer can have taken one again.
         for name in &aftermath.released_dirs {
             if let Err(err) = self.dir_files.remove(name) {
                 // Left as an orphan: cleanup() removes it.
@@ -846,12 +911,99 @@ impl RedbCache {
         }
     }
 
+    /// Removes the files of `released` blobs that are still unreferenced, under redb's write
+    /// lock: another process may have stored the same content (same name) and committed a
+    /// reference to it since our commit landed, and while we hold the lock none can. Without
+    /// the lock (another writer holds it past `timeout`), or if this process dies first, the
+    /// files stay as orphans, which `cleanup()` removes.
+    fn remove_released_blobs(&self, open: &OpenDatabase, released: &[BlobRef]) {
+        let judged = self.begin_write(&open.database).and_then(|txn| {
+            let blobs = txn.open_table(BLOBS).or_db(self)?;
+            let mut unreferenced = Vec::with_capacity(released.len());
+            for blob in released {
+                if blobs.get(blob.hash.as_slice()).or_db(self)?.is_none() {
+                    unreferenced.push(*blob);
+                }
+            }
+            for blob in &unreferenced {
+                if let Err(err) = self.blob_files.remove(blob) {
+                    tracing::warn!(tag = %self.tag, error = %err, "could not remove an unreferenced blob; cleanup() will");
+                }
+            }
+            drop(blobs);
+            // Nothing was written: ending it commits nothing and syncs nothing.
+            txn.abort().or_db(self)
+        });
+        if let Err(err) = judged {
+            tracing::warn!(tag = %self.tag, error = %err, blobs = released.len(), "could not remove the files of released blobs; cleanup() will");
+        }
+    }
+
+    /// Removes the entries reads found damaged, each only if it is still the very version the
+    /// read saw (byte for byte) and its damage is still there now, judged under the write lock:
+    /// a read may have seen an old snapshot, or a file another process was just replacing, and
+    /// a fresh entry must never be removed for it.
+    fn settle_suspects(&self, tables: &mut WriteTables<'_>, suspects: &[Suspect]) -> Result<()> {
+        for suspect in suspects {
+            let same_version = tables
+                .entries
+                .get(suspect.key.as_slice())
+                .or_db(self)?
+                .is_some_and(|stored| stored.value() == suspect.stored.as_slice());
+            if same_version && self.still_damaged(&suspect.key, &suspect.stored)? {
+                tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(&suspect.key), reason = %suspect.reason, "removing a damaged cache entry");
+                tables.remove(&suspect.key).or_db(self)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stored entry bytes of `key`, which a read found unusable, are unusable now:
+    /// unreadable bytes, or a blob or directory that is missing (or, for a blob, does not match
+    /// its hash). An intact inline entry was unusable to the reader that reported it (another
+    /// schema, a value that does not decode): it stays unusable as long as it is this version.
+    fn still_damaged(&self, key: &[u8], stored: &[u8]) -> Result<bool> {
+        let Ok((header, payload)) = EntryHeader::decode(key, stored) else {
+            return Ok(true);
+        };
+        Ok(match header.kind {
+            EntryKind::Inline => true,
+            EntryKind::Blob => match BlobRef::decode(payload) {
+                Ok(blob) => !matches!(
+                    self.blob_files.copy_to(&blob, &mut std::io::sink())?,
+                    BlobRead::Verified(_)
+                ),
+                Err(_) => true,
+            },
+            EntryKind::Directory => match DirRef::decode(payload) {
+                Ok((dir, _)) => !self.dir_files.is_present(dir.name),
+                Err(_) => true,
+            },
+        })
+    }
+
+    /// Notes an entry a read found damaged, for the next commit to judge and remove
+    /// ([`RedbCache::settle_suspects`]). A read never writes: it reports, counts and misses.
+    fn suspect(&self, key: &[u8], stored: &[u8], reason: String) {
+        tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), %reason, "cache entry is unusable; treated as a miss");
+        let suspects = &mut lock(&self.buffer).suspects;
+        // Bounded: past this many, later ones wait for another read or for cleanup().
+        if suspects.len() < MAX_SUSPECTS && !suspects.iter().any(|s| s.stored == stored) {
+            suspects.push(Suspect {
+                key: key.to_vec(),
+                stored: stored.to_vec(),
+                reason,
+            });
+        }
+    }
+
     fn write_in<R>(
         &self,
         txn: WriteTransaction,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
         in_flight: &KeyMap<BufferedWrite>,
         pending_access: &KeyMap<AccessDelta>,
+        suspects: &[Suspect],
         counters_delta: Counters,
     ) -> Result<(R, Aftermath)> {
         let now = self.now_ms();
@@ -887,6 +1039,7 @@ impl RedbCache {
                 }
             }
             let value = change(&mut tables, now)?;
+            self.settle_suspects(&mut tables, suspects)?;
             self.sweep_expired(&mut tables, now)?;
             for (key, delta) in pending_access {
                 // Reads of entries removed since are dropped with them.
@@ -930,20 +1083,11 @@ impl RedbCache {
                         .or_db(self)?;
                 }
             }
-            // A released blob may have been taken again later in this transaction.
-            for blob in &tables.released_blobs {
-                let unreferenced = tables
-                    .blobs
-                    .get(blob.hash.as_slice())
-                    .or_db(self)?
-                    .is_none();
-                if unreferenced && let Err(err) = self.blob_files.remove(blob) {
-                    // An orphan now, which cleanup() removes; failing the commit for it would
-                    // hold every buffered write hostage to one file.
-                    tracing::warn!(tag = %self.tag, error = %err, "could not remove an unreferenced blob");
-                }
-            }
+            // Released files are removed only once this commit has landed (`after_commit`): a
+            // kill or a failed commit before then leaves orphans, which cleanup removes, never
+            // a committed entry without its file.
             let aftermath = Aftermath {
+                released_blobs: std::mem::take(&mut tables.released_blobs),
                 released_dirs: std::mem::take(&mut tables.released_dirs),
                 expired: tables.expired,
                 evicted: tables.evicted,
@@ -1054,7 +1198,11 @@ impl RedbCache {
 
     /// Whether anything waits to be committed: buffered writes, access records or counters.
     fn has_uncommitted(&self) -> bool {
-        !lock(&self.buffer).pending.is_empty()
+        let buffered = {
+            let buffer = lock(&self.buffer);
+            !buffer.pending.is_empty() || !buffer.suspects.is_empty()
+        };
+        buffered
             || !lock(&self.access_pending).is_empty()
             || !self
                 .counters
@@ -1110,15 +1258,20 @@ impl RedbCache {
         now: Instant,
         read: impl FnOnce(Option<&[u8]>, Option<&Snapshot>) -> Result<T>,
     ) -> Result<T> {
-        let snapshot = {
+        let (snapshot, any_suspect) = {
             let mut buffer = lock(&self.buffer);
             if let Some(write) = buffer.buffered(key) {
-                return read(write.as_deref(), None);
+                let stored = write.as_deref().filter(|stored| !buffer.is_suspect(stored));
+                return read(stored, None);
             }
-            self.current_snapshot(&mut buffer, now)?
+            let snapshot = self.current_snapshot(&mut buffer, now)?;
+            (snapshot, !buffer.suspects.is_empty())
         };
         let guard = snapshot.entries.get(key).or_db(self)?;
-        read(guard.as_ref().map(|guard| guard.value()), Some(&snapshot))
+        let stored = guard.as_ref().map(|guard| guard.value());
+        // A version a read found damaged reads as absent until a commit has judged it.
+        let stored = stored.filter(|stored| !any_suspect || !lock(&self.buffer).is_suspect(stored));
+        read(stored, Some(&snapshot))
     }
 
     fn current_snapshot(&self, buffer: &mut WriteBuffer, now: Instant) -> Result<Arc<Snapshot>> {
@@ -1166,14 +1319,6 @@ impl RedbCache {
         }
     }
 
-    /// Schedules the removal of an entry a read found unusable (older schema, corrupt bytes).
-    fn remove_unusable(&self, key: &[u8], reason: &str) {
-        tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), reason, "removing unusable cache entry");
-        if let Err(err) = self.buffer_writes([(key, None)]) {
-            tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), error = %err, "could not remove unusable entry");
-        }
-    }
-
     /// What stored bytes hold for a read; `check` is the format a typed read expects.
     fn classify(
         &self,
@@ -1191,7 +1336,12 @@ impl RedbCache {
                 tracing::debug!(tag = %self.tag, key = %KeyDisplay::new(key), version, "entry written by a newer version; treated as a miss");
                 return Found::Nothing;
             }
-            Err(EntryDecodeError::Corrupt(reason)) => return Found::Unusable(reason.to_owned()),
+            Err(EntryDecodeError::Corrupt(reason)) => {
+                return Found::Unusable {
+                    reason: reason.to_owned(),
+                    stored: stored.to_vec(),
+                };
+            }
         };
         if header.is_expired(now) {
             return Found::Nothing;
@@ -1199,52 +1349,106 @@ impl RedbCache {
         if let Some((format, AnyFormat::No)) = check
             && header.format != format
         {
-            return Found::Unusable(format!(
-                "stored as {:?}, read as {:?} (schema changed)",
-                header.format, format
-            ));
+            return Found::Unusable {
+                reason: format!(
+                    "stored as {:?}, read as {:?} (schema changed)",
+                    header.format, format
+                ),
+                stored: stored.to_vec(),
+            };
         }
         match header.kind {
             EntryKind::Inline => Found::Value(payload.to_vec()),
             EntryKind::Blob => match BlobRef::decode(payload) {
-                Ok(blob) => Found::Blob(blob),
-                Err(_) => Found::Unusable("damaged blob reference".to_owned()),
+                Ok(blob) => Found::Blob {
+                    blob,
+                    stored: stored.to_vec(),
+                },
+                Err(_) => Found::Unusable {
+                    reason: "damaged blob reference".to_owned(),
+                    stored: stored.to_vec(),
+                },
             },
             EntryKind::Directory => match DirRef::decode(payload) {
                 Ok((_, value)) => Found::Value(value.to_vec()),
-                Err(_) => Found::Unusable("damaged directory reference".to_owned()),
+                Err(_) => Found::Unusable {
+                    reason: "damaged directory reference".to_owned(),
+                    stored: stored.to_vec(),
+                },
             },
         }
     }
 
-    /// Turns what a read found into its result: an inline value through `value`, a blob through
-    /// `blob` (damaged or missing: a miss, and discarded), and counts the read.
+    /// Reads `key` and turns what was found into the result: an inline value through `value`,
+    /// a blob through `blob`; counts the read. A missing blob is first read again from a fresh
+    /// snapshot (the entry may have been replaced or removed since the shared one was taken);
+    /// damage found then is reported as a suspect and is a miss: a read never writes.
+    fn read_entry<T, S: ?Sized>(
+        &self,
+        key: &[u8],
+        started: Instant,
+        check: Option<(ValueFormat, AnyFormat)>,
+        sink: &mut S,
+        mut value: impl FnMut(&mut S, Vec<u8>) -> Result<T>,
+        mut blob: impl FnMut(&mut S, &BlobRef) -> Result<BlobRead<T>>,
+    ) -> Result<Option<T>> {
+        let now = self.now_ms();
+        let mut first = true;
+        loop {
+            let found = self.lookup(key, started, |stored, _| {
+                Ok(self.classify(key, stored, now, check))
+            })?;
+            match self.deliver(key, found, first, sink, &mut value, &mut blob)? {
+                Delivered::Done(delivered) => {
+                    self.count_read(key, now, delivered.is_some());
+                    return Ok(delivered);
+                }
+                Delivered::BlobMissing => {
+                    first = false;
+                    self.refresh_snapshot();
+                }
+            }
+        }
+    }
+
+    /// Turns what a read found into its result (see [`RedbCache::read_entry`]).
     fn deliver<T, S: ?Sized>(
         &self,
         key: &[u8],
-        now: u64,
         found: Found,
+        first: bool,
         sink: &mut S,
-        value: impl FnOnce(&mut S, Vec<u8>) -> Result<T>,
-        blob: impl FnOnce(&mut S, &BlobRef) -> Result<BlobRead<T>>,
-    ) -> Result<Option<T>> {
+        value: &mut impl FnMut(&mut S, Vec<u8>) -> Result<T>,
+        blob: &mut impl FnMut(&mut S, &BlobRef) -> Result<BlobRead<T>>,
+    ) -> Result<Delivered<T>> {
         let delivered = match found {
             Found::Value(bytes) => Some(value(sink, bytes)?),
-            Found::Blob(reference) => match blob(sink, &reference)? {
+            Found::Blob {
+                blob: reference,
+                stored,
+            } => match blob(sink, &reference)? {
                 BlobRead::Verified(delivered) => Some(delivered),
+                BlobRead::Missing if first => return Ok(Delivered::BlobMissing),
                 damaged => {
-                    self.discard_damaged_blob(key, &reference, &damaged);
+                    let corrupt = matches!(damaged, BlobRead::Corrupt);
+                    tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), blob = %reference.file_name(), corrupt, "blob of a cached entry is missing or does not match its hash; treated as a miss");
+                    AtomicCounters::add(&self.counters.errors, 1);
+                    let reason = if corrupt {
+                        "its blob does not match its hash"
+                    } else {
+                        "its blob is missing"
+                    };
+                    self.suspect(key, &stored, reason.to_owned());
                     None
                 }
             },
             Found::Nothing => None,
-            Found::Unusable(reason) => {
-                self.remove_unusable(key, &reason);
+            Found::Unusable { reason, stored } => {
+                self.suspect(key, &stored, reason);
                 None
             }
         };
-        self.count_read(key, now, delivered.is_some());
-        Ok(delivered)
+        Ok(Delivered::Done(delivered))
     }
 
     /// Counts a read as a hit (recording the access) or a miss.
@@ -1342,44 +1546,23 @@ impl RedbCache {
         })
     }
 
-    /// A blob a read found missing or damaged: logged as an error, the damaged file removed,
-    /// and the entry removed if it still refers to that blob.
-    fn discard_damaged_blob<T>(&self, key: &[u8], blob: &BlobRef, found: &BlobRead<T>) {
-        let corrupt = matches!(found, BlobRead::Corrupt);
-        tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), blob = %blob.file_name(), corrupt, "blob of a cached entry is missing or does not match its hash; treated as a miss and removed");
-        AtomicCounters::add(&self.counters.errors, 1);
-        if corrupt && let Err(err) = self.blob_files.remove(blob) {
-            tracing::warn!(tag = %self.tag, error = %err, "could not remove a damaged blob");
-        }
-        self.remove_if_owning(key, |owned| owned.blob.as_ref() == Some(blob));
-    }
-
-    /// Removes `key` in a commit of its own if what it stores still matches `owns`: the entry
-    /// may have been replaced since it was read, and the replacement must stay.
-    fn remove_if_owning(&self, key: &[u8], owns: impl FnOnce(&Owned) -> bool) {
-        let result = self.write(|tables, _| {
-            let matches = tables
-                .entries
-                .get(key)
-                .or_db(self)?
-                .is_some_and(|stored| owns(&Owned::of(stored.value())));
-            if matches {
-                tables.remove(key).or_db(self)?;
-            }
-            Ok(())
-        });
-        if let Err(err) = result {
-            tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), error = %err, "could not remove an entry whose file is damaged; cleanup() will");
-        }
-    }
-
-    /// Commits whatever is buffered, so that a scan of the file sees this process's writes.
+    /// Makes every write this process made before the call land in the file, so that a scan
+    /// of the file sees them: commits what is buffered (and judges suspects), and waits for a
+    /// commit in progress.
+    /// A commit holds `write_lock` from taking the buffer until its writes have landed (or,
+    /// failing, have gone back to the buffer), so holding it here means nothing of ours is in
+    /// flight; what is still pending is committed under the same hold.
     fn commit_if_buffered(&self) -> Result<()> {
-        if lock(&self.buffer).pending.is_empty() {
-            Ok(())
-        } else {
-            self.write(|_, _| Ok(()))
+        let writer = lock(&self.write_lock);
+        let idle = {
+            let buffer = lock(&self.buffer);
+            // Suspects too, so that a listing never shows an entry this process found damaged.
+            buffer.pending.is_empty() && buffer.suspects.is_empty()
+        };
+        if idle {
+            return Ok(());
         }
+        self.write_holding(&writer, |_, _| Ok(())).map(|_| ())
     }
 
     /// Calls `visit` with every stored (key, entry bytes) in a fresh read transaction.
@@ -1497,6 +1680,41 @@ impl RedbCache {
         })
     }
 
+    /// Closes the database once no other thread of this process holds the handle (an operation
+    /// that began before `close`), so that the file is released, and can be opened again, when
+    /// `close` returns. The commit thread has ended by then; other threads' operations are
+    /// waited for up to `timeout`, after which the file closes when the last of them is done
+    /// and `close` says so.
+    fn close_when_released(&self, mut open: Arc<OpenDatabase>) -> Result<()> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_micros(50);
+        loop {
+            match Arc::try_unwrap(open) {
+                Ok(OpenDatabase {
+                    database,
+                    registration: _,
+                }) => {
+                    return database
+                        .close()
+                        .map_err(|err| CacheError::database(self.tag.as_str(), &self.path, err));
+                }
+                Err(shared) => {
+                    let waited = started.elapsed();
+                    if waited >= self.options.timeout {
+                        return Err(CacheError::Busy {
+                            tag: self.tag.to_string(),
+                            reason: "another thread of this process was still using the database \
+                                     when close gave up waiting; the file closes when it is done",
+                        });
+                    }
+                    open = shared;
+                    std::thread::sleep(backoff.min(self.options.timeout - waited));
+                    backoff = (backoff * 2).min(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
     /// The lifetime counters persisted in the file.
     fn persisted_lifetime(&self) -> Result<Counters> {
         let open = self.open_database()?;
@@ -1532,14 +1750,10 @@ impl CacheManager for RedbCache {
     ) -> Result<Option<Vec<u8>>> {
         self.measure("get", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
-            let found = self.lookup(key, started, |stored, _| {
-                Ok(self.classify(key, stored, now, Some((format, any))))
-            })?;
-            self.deliver(
+            self.read_entry(
                 key,
-                now,
-                found,
+                started,
+                Some((format, any)),
                 &mut (),
                 |(), value| Ok(value),
                 |(), blob| self.blob_files.read(blob),
@@ -1617,14 +1831,10 @@ impl CacheManager for RedbCache {
         self.measure("get", |started| {
             let sink = &mut CallerIo(sink);
             self.check_key(key)?;
-            let now = self.now_ms();
-            let found = self.lookup(key, started, |stored, _| {
-                Ok(self.classify(key, stored, now, None))
-            })?;
-            self.deliver(
+            self.read_entry(
                 key,
-                now,
-                found,
+                started,
+                None,
                 sink,
                 |sink, value| {
                     sink.write_all(&value).map_err(|source| CacheError::Io {
@@ -1697,34 +1907,44 @@ impl CacheManager for RedbCache {
         self.measure("get", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
-            let found = self.lookup(key, started, |stored, _| {
-                let Some(stored) = stored else { return Ok(None) };
-                Ok(match EntryHeader::decode(key, stored) {
-                    Ok((header, payload))
-                        if header.kind == EntryKind::Directory && !header.is_expired(now) =>
-                    {
-                        DirRef::decode(payload).ok().map(|(dir, value)| {
-                            (dir.name.to_owned(), dir.size, value.to_vec())
-                        })
-                    }
-                    _ => None,
-                })
-            })?;
-            let directory = match found {
-                Some((name, size, value)) if self.dir_files.is_present(&name) => {
-                    Some(CachedDirectory {
-                        path: self.dir_files.path(&name),
-                        value,
-                        size_bytes: size,
+            let mut first = true;
+            let directory = loop {
+                let found = self.lookup(key, started, |stored, _| {
+                    let Some(stored) = stored else { return Ok(None) };
+                    Ok(match EntryHeader::decode(key, stored) {
+                        Ok((header, payload))
+                            if header.kind == EntryKind::Directory && !header.is_expired(now) =>
+                        {
+                            DirRef::decode(payload).ok().map(|(dir, value)| {
+                                let name = dir.name.to_owned();
+                                (name, dir.size, value.to_vec(), stored.to_vec())
+                            })
+                        }
+                        _ => None,
                     })
+                })?;
+                match found {
+                    Some((name, size, value, _)) if self.dir_files.is_present(&name) => {
+                        break Some(CachedDirectory {
+                            path: self.dir_files.path(&name),
+                            value,
+                            size_bytes: size,
+                        });
+                    }
+                    // An entry replaced or removed since the snapshot was taken has had its
+                    // directory removed: look again in a fresh snapshot before calling it damage.
+                    Some(_) if first => {
+                        first = false;
+                        self.refresh_snapshot();
+                    }
+                    Some((name, _, _, stored)) => {
+                        tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), name, "owned directory of a cached entry is missing; treated as a miss");
+                        AtomicCounters::add(&self.counters.errors, 1);
+                        self.suspect(key, &stored, "its directory is missing".to_owned());
+                        break None;
+                    }
+                    None => break None,
                 }
-                Some((name, _, _)) => {
-                    tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), name, "owned directory of a cached entry is missing; removing the entry");
-                    AtomicCounters::add(&self.counters.errors, 1);
-                    self.remove_if_owning(key, |owned| owned.dir.as_ref().is_some_and(|(dir, _)| *dir == name));
-                    None
-                }
-                None => None,
             };
             self.count_read(key, now, directory.is_some());
             Ok(directory)
@@ -1931,10 +2151,12 @@ impl CacheManager for RedbCache {
                 let referenced = self.recount(tables)?;
                 // Inside the transaction: no other process can be publishing a blob or a
                 // directory (that happens under the write lock too), so a file without an entry
-                // here is debris, not a write in progress. Directories released by this
-                // transaction are removed after its commit, not counted as orphans.
+                // here is debris, not a write in progress. Files released by this transaction
+                // are removed after its commit (a kill before then must not leave its doomed
+                // entries committed without their files), not counted as orphans.
                 for (hash, _) in self.blob_files.list()? {
-                    if !referenced.blobs.contains_key(&hash) {
+                    let released = tables.released_blobs.iter().any(|blob| blob.hash == hash);
+                    if !referenced.blobs.contains_key(&hash) && !released {
                         self.blob_files.remove(&BlobRef { hash, len: 0 })?;
                         report.orphan_files += 1;
                     }
@@ -1961,8 +2183,11 @@ impl CacheManager for RedbCache {
 
     fn flush(&self) -> Result<()> {
         self.measure("flush", |_| {
+            // Under `write_lock`: a commit in progress (the commit thread's) has landed when it
+            // is ours, so "nothing uncommitted" then means durable.
+            let writer = lock(&self.write_lock);
             if self.has_uncommitted() {
-                self.write(|_, _| Ok(()))
+                self.write_holding(&writer, |_, _| Ok(())).map(|_| ())
             } else {
                 Ok(())
             }
@@ -1987,17 +2212,7 @@ impl CacheManager for RedbCache {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(open) = taken {
-            // Other threads may still hold the handle for an operation in flight; the file then
-            // closes when the last of them finishes.
-            if let Ok(open) = Arc::try_unwrap(open) {
-                let OpenDatabase {
-                    database,
-                    registration: _,
-                } = open;
-                database
-                    .close()
-                    .map_err(|err| CacheError::database(self.tag.as_str(), &self.path, err))?;
-            }
+            self.close_when_released(open)?;
         }
         tracing::debug!(tag = %self.tag, "closed cache");
         flushed
@@ -2022,7 +2237,14 @@ impl CacheManager for RedbCache {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         AtomicCounters::add(&self.counters.misses, 1);
         AtomicCounters::add(&self.counters.errors, 1);
-        self.remove_unusable(key, reason);
+        // The version to judge is the one stored now, as this process sees it; the commit that
+        // judges it removes it only if it is still that version.
+        let stored = self.lookup(key, Instant::now(), |stored, _| {
+            Ok(stored.map(<[u8]>::to_vec))
+        })?;
+        if let Some(stored) = stored {
+            self.suspect(key, &stored, reason.to_owned());
+        }
         Ok(())
     }
 
@@ -2153,6 +2375,189 @@ mod tests {
     fn open_in(root: &Path, options: CacheOptions) -> Arc<RedbCache> {
         let canonical = prepare_root(root).unwrap();
         RedbCache::open(&canonical, Tag::new("t").unwrap(), options).unwrap()
+    }
+
+    /// How long a test lets a call that should wait run before it lets the wait end. On fixed
+    /// code both branches assert the same thing, so the figure only decides how likely the
+    /// test is to catch the old defect, never whether correct code passes.
+    const LET_IT_WAIT: Duration = Duration::from_secs(2);
+
+    /// Runs `call` on a thread while a commit of this instance is held in progress (its writes
+    /// taken from the buffer, its transaction not yet committed), lets the commit land after
+    /// `call` returned or after [`LET_IT_WAIT`], and returns what `call` returned.
+    fn during_a_commit_in_progress<T: Send + 'static>(
+        cache: &Arc<RedbCache>,
+        call: impl FnOnce(&RedbCache) -> T + Send + 'static,
+    ) -> T {
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let committing = {
+            let cache = Arc::clone(cache);
+            std::thread::spawn(move || {
+                cache
+                    .write(|_, _| {
+                        entered_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        Ok(())
+                    })
+                    .unwrap();
+            })
+        };
+        entered_rx.recv().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let caller = {
+            let cache = Arc::clone(cache);
+            std::thread::spawn(move || done_tx.send(call(&cache)).unwrap())
+        };
+        let result = match done_rx.recv_timeout(LET_IT_WAIT) {
+            Ok(result) => {
+                release_tx.send(()).unwrap();
+                result
+            }
+            Err(_) => {
+                release_tx.send(()).unwrap();
+                done_rx.recv().unwrap()
+            }
+        };
+        caller.join().unwrap();
+        committing.join().unwrap();
+        result
+    }
+
+    /// Trust item 1: a write the commit thread has taken into its in-flight set, and not yet
+    /// committed, was invisible to `keys()` (it committed only what was still pending, then
+    /// scanned the file).
+    #[test]
+    fn trust_01_keys_and_stats_see_writes_of_a_commit_in_progress() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = open_in(root.path(), CacheOptions::default());
+        cache.set(b"in-flight", b"value", None).unwrap();
+        let keys = during_a_commit_in_progress(&cache, |cache| cache.keys().unwrap());
+        assert_eq!(keys, vec![b"in-flight".to_vec()]);
+
+        cache.set(b"second", b"value", None).unwrap();
+        let stats = during_a_commit_in_progress(&cache, |cache| cache.get_stats().unwrap());
+        assert_eq!(stats.entries, 2, "{stats:?}");
+    }
+
+    /// `flush()` must not return while the commit thread is still committing this process's
+    /// writes (it did not before either, but only because the commit's counters were still
+    /// unpersisted: this keeps it so by rule).
+    #[test]
+    fn flush_returns_only_once_a_commit_in_progress_has_landed() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = open_in(root.path(), CacheOptions::default());
+        cache.set(b"in-flight", b"value", None).unwrap();
+        let seen_by_a_fresh_reader = during_a_commit_in_progress(&cache, |cache| {
+            cache.flush().unwrap();
+            let open = cache.open_database().unwrap();
+            let txn = open.database.begin_read().unwrap();
+            let entries = txn.open_table(ENTRIES).unwrap();
+            entries.get(b"in-flight".as_slice()).unwrap().is_some()
+        });
+        assert!(seen_by_a_fresh_reader, "flushed, so committed");
+    }
+
+    /// Trust item 4: `close()` returned while another thread (the commit thread, in the field)
+    /// still held the database handle, so the file stayed registered and opening the tag again
+    /// right after failed with `AlreadyOpenInProcess`.
+    #[test]
+    fn trust_04_close_returns_only_once_the_file_is_released() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = open_in(root.path(), CacheOptions::default());
+        cache.set(b"k", b"v", None).unwrap();
+        let held = cache.open_database().unwrap();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        let closing = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || closed_tx.send(cache.close()).unwrap())
+        };
+        let closed = match closed_rx.recv_timeout(LET_IT_WAIT) {
+            Ok(closed) => {
+                let reopened = RedbCache::open(
+                    &prepare_root(root.path()).unwrap(),
+                    Tag::new("t").unwrap(),
+                    CacheOptions::default(),
+                );
+                assert!(
+                    reopened.is_ok(),
+                    "close returned, so the file is released: {:?}",
+                    reopened.err()
+                );
+                drop(held);
+                closed
+            }
+            Err(_) => {
+                drop(held);
+                closed_rx.recv().unwrap()
+            }
+        };
+        closing.join().unwrap();
+        closed.unwrap();
+        let reopened = RedbCache::open(
+            &prepare_root(root.path()).unwrap(),
+            Tag::new("t").unwrap(),
+            CacheOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(reopened.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// The committed entry bytes of `key`, read in a fresh transaction.
+    fn committed(cache: &RedbCache, key: &[u8]) -> Option<Vec<u8>> {
+        let open = cache.open_database().unwrap();
+        let txn = open.database.begin_read().unwrap();
+        let entries = txn.open_table(ENTRIES).unwrap();
+        entries.get(key).unwrap().map(|row| row.value().to_vec())
+    }
+
+    fn blob_path(cache: &RedbCache, stored: &[u8]) -> PathBuf {
+        let Owned { blob: Some(blob), .. } = Owned::of(stored) else {
+            panic!("a blob entry")
+        };
+        cache.blob_files.path(&blob)
+    }
+
+    /// Trust item 3: a read that found an entry's blob missing removed "the entry if it still
+    /// refers to that blob" at once; blob names are content hashes, so an entry stored again
+    /// since with the same content matched and the fresh entry was removed. Now a read only
+    /// reports; a commit removes the entry under the write lock, and only the very version the
+    /// read saw, and only if its damage is still there.
+    #[test]
+    fn trust_03_a_read_never_removes_an_entry_and_a_fresh_version_survives() {
+        let root = tempfile::tempdir().unwrap();
+        let options = CacheOptions {
+            blob_threshold_bytes: 16,
+            ..CacheOptions::default()
+        };
+        let cache = open_in(root.path(), options);
+        let value = vec![7u8; 4096];
+        cache.set(b"k", &value, None).unwrap();
+        cache.flush().unwrap();
+        let first = committed(&cache, b"k").unwrap();
+        std::fs::remove_file(blob_path(&cache, &first)).unwrap();
+
+        assert_eq!(cache.get(b"k").unwrap(), None, "a missing blob is a miss");
+        assert_eq!(
+            committed(&cache, b"k"),
+            Some(first.clone()),
+            "the read wrote nothing"
+        );
+
+        // Stored again with the same content: the same blob name, a new version of the entry.
+        // The commit that stores it also judges the suspect, which is no longer current.
+        cache.set(b"k", &value, None).unwrap();
+        cache.flush().unwrap();
+        assert_eq!(cache.get(b"k").unwrap(), Some(value.clone()), "fresh entry kept");
+
+        // Damage still there at the next commit, on the very version read: removed then.
+        let second = committed(&cache, b"k").unwrap();
+        std::fs::remove_file(blob_path(&cache, &second)).unwrap();
+        assert_eq!(cache.get(b"k").unwrap(), None);
+        cache.set(b"other", b"x", None).unwrap();
+        cache.flush().unwrap();
+        assert_eq!(committed(&cache, b"k"), None, "damaged entry removed by a writer");
+        assert_eq!(cache.keys().unwrap(), vec![b"other".to_vec()]);
     }
 
     /// The mechanism behind the garbage-block fault test, made deterministic: a panic inside an

@@ -249,8 +249,13 @@ fn a_corrupted_blob_reads_as_a_miss_and_is_removed(root: TempDir, coordinator: C
     fs::write(&blob, damaged).unwrap();
 
     assert_eq!(cache.get(b"k").unwrap(), None);
+    assert!(!cache.exists(b"k").unwrap(), "hidden from this process at once");
+    assert!(blob.exists(), "a read never writes: nothing removed yet");
+    // The next commit judges the damage under the write lock and removes the entry, then the
+    // blob file its entry no longer refers to.
+    cache.flush().unwrap();
     assert!(!blob.exists(), "the damaged blob is removed");
-    assert!(!cache.exists(b"k").unwrap(), "and its entry");
+    assert!(cache.keys().unwrap().is_empty(), "and its entry");
     let mut sink = Vec::new();
     assert_eq!(cache.get_to_writer(b"k", &mut sink).unwrap(), None);
     let stats = cache.get_stats().unwrap();
