@@ -402,6 +402,13 @@ fn is_live(key: &[u8], stored: Option<&[u8]>, now_ms: u64) -> bool {
         .is_some_and(|(header, _)| !header.is_expired(now_ms))
 }
 
+/// Whether `err` is an I/O failure of a redb handle, after which redb refuses every later
+/// operation on that handle ("previous I/O error") until it is closed.
+fn is_latched(err: &CacheError) -> bool {
+    matches!(err, CacheError::Database { source, .. }
+        if matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo))
+}
+
 fn system_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
@@ -558,10 +565,7 @@ impl RedbCache {
     /// belongs to the old handle), since the buffer lock must not be taken here: a reader calls
     /// this holding it.
     fn reopen_if_latched(&self, failed: &Arc<OpenDatabase>, err: &CacheError) -> bool {
-        let CacheError::Database { source, .. } = err else {
-            return false;
-        };
-        if !matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo) {
+        if !is_latched(err) {
             return false;
         }
         let mut current = self
@@ -843,9 +847,11 @@ impl RedbCache {
             Ok((value, aftermath)) => {
                 buffer.snapshot = None;
                 // Judged by the commit that just landed: removed, or no longer current.
-                buffer
-                    .suspects
-                    .retain(|suspect| !suspects.iter().any(|judged| judged.stored == suspect.stored));
+                buffer.suspects.retain(|suspect| {
+                    !suspects
+                        .iter()
+                        .any(|judged| judged.stored == suspect.stored)
+                });
                 // The commit persisted its own removals too; after_commit adds them to the live
                 // counters.
                 *lock(&self.persisted_counters) = counters_now.plus(&aftermath.removal_counters());
@@ -1267,11 +1273,46 @@ impl RedbCache {
             let snapshot = self.current_snapshot(&mut buffer, now)?;
             (snapshot, !buffer.suspects.is_empty())
         };
-        let guard = snapshot.entries.get(key).or_db(self)?;
+        let guard = match snapshot.entries.get(key).or_db(self) {
+            Ok(guard) => guard,
+            // The snapshot belongs to a handle that failed since (another thread's commit met
+            // a full disk, say) and has been replaced: read from a snapshot of the current one.
+            Err(err) if is_latched(&err) => {
+                let mut buffer = lock(&self.buffer);
+                if buffer
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|current| Arc::ptr_eq(current, &snapshot))
+                {
+                    buffer.snapshot = None;
+                }
+                let fresh = self.current_snapshot(&mut buffer, Instant::now())?;
+                drop(buffer);
+                if Arc::ptr_eq(&fresh, &snapshot) {
+                    return Err(err);
+                }
+                return self.read_snapshot(&fresh, key, any_suspect, read);
+            }
+            Err(err) => return Err(err),
+        };
         let stored = guard.as_ref().map(|guard| guard.value());
         // A version a read found damaged reads as absent until a commit has judged it.
         let stored = stored.filter(|stored| !any_suspect || !lock(&self.buffer).is_suspect(stored));
         read(stored, Some(&snapshot))
+    }
+
+    /// Reads `key` from `snapshot` for [`RedbCache::lookup`], without a second chance.
+    fn read_snapshot<T>(
+        &self,
+        snapshot: &Snapshot,
+        key: &[u8],
+        any_suspect: bool,
+        read: impl FnOnce(Option<&[u8]>, Option<&Snapshot>) -> Result<T>,
+    ) -> Result<T> {
+        let guard = snapshot.entries.get(key).or_db(self)?;
+        let stored = guard.as_ref().map(|guard| guard.value());
+        let stored = stored.filter(|stored| !any_suspect || !lock(&self.buffer).is_suspect(stored));
+        read(stored, Some(snapshot))
     }
 
     fn current_snapshot(&self, buffer: &mut WriteBuffer, now: Instant) -> Result<Arc<Snapshot>> {
@@ -1281,11 +1322,21 @@ impl RedbCache {
             return Ok(Arc::clone(snapshot));
         }
         let open = self.open_database()?;
-        let txn = open.database.begin_read().or_db(self).inspect_err(|err| {
-            if self.reopen_if_latched(&open, err) {
+        let txn = match open.database.begin_read().or_db(self) {
+            Ok(txn) => txn,
+            Err(err) if is_latched(&err) => {
+                // This handle failed, here or in another thread's commit, which may have
+                // replaced it already: read from the current handle if there is a new one.
+                self.reopen_if_latched(&open, &err);
                 buffer.snapshot = None;
+                let current = self.open_database()?;
+                if Arc::ptr_eq(&current, &open) {
+                    return Err(err);
+                }
+                current.database.begin_read().or_db(self)?
             }
-        })?;
+            Err(err) => return Err(err),
+        };
         let snapshot = Arc::new(Snapshot {
             taken: Instant::now(),
             entries: txn.open_table(ENTRIES).or_db(self)?,
@@ -2512,7 +2563,10 @@ mod tests {
     }
 
     fn blob_path(cache: &RedbCache, stored: &[u8]) -> PathBuf {
-        let Owned { blob: Some(blob), .. } = Owned::of(stored) else {
+        let Owned {
+            blob: Some(blob), ..
+        } = Owned::of(stored)
+        else {
             panic!("a blob entry")
         };
         cache.blob_files.path(&blob)
@@ -2548,7 +2602,11 @@ mod tests {
         // The commit that stores it also judges the suspect, which is no longer current.
         cache.set(b"k", &value, None).unwrap();
         cache.flush().unwrap();
-        assert_eq!(cache.get(b"k").unwrap(), Some(value.clone()), "fresh entry kept");
+        assert_eq!(
+            cache.get(b"k").unwrap(),
+            Some(value.clone()),
+            "fresh entry kept"
+        );
 
         // Damage still there at the next commit, on the very version read: removed then.
         let second = committed(&cache, b"k").unwrap();
@@ -2556,7 +2614,11 @@ mod tests {
         assert_eq!(cache.get(b"k").unwrap(), None);
         cache.set(b"other", b"x", None).unwrap();
         cache.flush().unwrap();
-        assert_eq!(committed(&cache, b"k"), None, "damaged entry removed by a writer");
+        assert_eq!(
+            committed(&cache, b"k"),
+            None,
+            "damaged entry removed by a writer"
+        );
         assert_eq!(cache.keys().unwrap(), vec![b"other".to_vec()]);
     }
 

@@ -249,7 +249,10 @@ fn a_corrupted_blob_reads_as_a_miss_and_is_removed(root: TempDir, coordinator: C
     fs::write(&blob, damaged).unwrap();
 
     assert_eq!(cache.get(b"k").unwrap(), None);
-    assert!(!cache.exists(b"k").unwrap(), "hidden from this process at once");
+    assert!(
+        !cache.exists(b"k").unwrap(),
+        "hidden from this process at once"
+    );
     assert!(blob.exists(), "a read never writes: nothing removed yet");
     // The next commit judges the damage under the write lock and removes the entry, then the
     // blob file its entry no longer refers to.
