@@ -202,14 +202,17 @@ impl BlobFiles {
         let Ok(Some(fanout)) = self.fanout_dir(blob) else {
             return false;
         };
-        fanout
-            .stat(blob_names(blob).1)
-            .is_ok_and(|meta| meta.is_some_and(|meta| meta.kind == Kind::File && meta.len == blob.len))
+        fanout.stat(blob_names(blob).1).is_ok_and(|meta| {
+            meta.is_some_and(|meta| meta.kind == Kind::File && meta.len == blob.len)
+        })
     }
 
     /// Whether a blob file (of any length) exists under this hash.
     pub(crate) fn exists(&self, hash: &[u8; 32]) -> Result<bool> {
-        let blob = BlobRef { hash: *hash, len: 0 };
+        let blob = BlobRef {
+            hash: *hash,
+            len: 0,
+        };
         let Some(fanout) = self.fanout_dir(&blob)? else {
             return Ok(false);
         };
@@ -336,11 +339,11 @@ impl BlobFiles {
                 continue;
             };
             for file in dir.entries()? {
-                let hash = file
-                    .name
-                    .to_str()
-                    .and_then(parse_hash)
-                    .filter(|_| file.name.as_encoded_bytes().starts_with(fanout.name.as_encoded_bytes()));
+                let hash = file.name.to_str().and_then(parse_hash).filter(|_| {
+                    file.name
+                        .as_encoded_bytes()
+                        .starts_with(fanout.name.as_encoded_bytes())
+                });
                 match hash {
                     Some(hash) if file.meta.kind == Kind::File => found.push((hash, file.meta.len)),
                     _ => fsys::warn_once(
@@ -391,7 +394,10 @@ impl BlobFiles {
 /// Whether `name` is a fan-out directory's: two lower-case hex digits.
 fn is_fanout_name(name: &OsStr) -> bool {
     let bytes = name.as_encoded_bytes();
-    bytes.len() == 2 && bytes.iter().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    bytes.len() == 2
+        && bytes
+            .iter()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn read_some(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {

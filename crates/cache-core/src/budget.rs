@@ -140,7 +140,10 @@ fn read_usage(
     if text.len() as u64 > MAX_USAGE_FILE_BYTES {
         return Err(format!("longer than {MAX_USAGE_FILE_BYTES} bytes"));
     }
-    let numbers: Vec<Option<u64>> = text.split_whitespace().map(|word| word.parse().ok()).collect();
+    let numbers: Vec<Option<u64>> = text
+        .split_whitespace()
+        .map(|word| word.parse().ok())
+        .collect();
     let [Some(bytes), Some(entries)] = numbers[..] else {
         return Err(format!("{:?} is not \"<bytes> <entries>\"", text.trim()));
     };
@@ -235,7 +238,11 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("usage"), linked.join(USAGE_FILE)).unwrap();
         fs::create_dir(root.path().join("a")).unwrap();
         let usage = sibling_usage(&root.path().join("a"), &Tag::new("a").unwrap());
-        assert_eq!(usage, vec![9; claims.len() + 1], "each counts as its file's size");
+        assert_eq!(
+            usage,
+            vec![9; claims.len() + 1],
+            "each counts as its file's size"
+        );
     }
 
     #[test]

@@ -1026,9 +1026,7 @@ fn look(
     }
     // Judged exactly as cleanup judges them (`fsys::Dir::stale_temps`).
     findings.stale_temp_files = blob_files.stale_temps()?;
-    findings
-        .stale_temp_files
-        .extend(dir_files.stale_staging()?);
+    findings.stale_temp_files.extend(dir_files.stale_staging()?);
 
     let by_path = |a: &EntryFile, b: &EntryFile| (&a.path, &a.key).cmp(&(&b.path, &b.key));
     findings.missing_blobs.sort_by(by_path);

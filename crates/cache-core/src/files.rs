@@ -229,8 +229,7 @@ pub(crate) fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<(Pat
         // A symlink or a file where the tag directory goes: the error callers have always had.
         Err(CacheError::UnsafePath { path, reason }) if path == tag_path => {
             let reason = if reason.contains("symlink") {
-                "tag directory is a symlink; refusing to follow it out of the cache root"
-                    .to_owned()
+                "tag directory is a symlink; refusing to follow it out of the cache root".to_owned()
             } else if reason.contains("not a directory") {
                 "tag directory is not a directory".to_owned()
             } else {

@@ -228,7 +228,11 @@ impl Dir {
                 reason: format!(
                     "the {what} is writable by {} (mode {mode:04o}): another user could plant \
                      links in it; run `chmod go-w {}`",
-                    if mode & 0o002 != 0 { "others" } else { "its group" },
+                    if mode & 0o002 != 0 {
+                        "others"
+                    } else {
+                        "its group"
+                    },
                     self.path.display()
                 ),
             });
@@ -343,11 +347,7 @@ impl Dir {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
             Err(errno) => {
-                return Err(CacheError::io(
-                    "opening",
-                    self.join(name),
-                    io_error(errno),
-                ));
+                return Err(CacheError::io("opening", self.join(name), io_error(errno)));
             }
         };
         let stat = rustix::fs::fstat(&fd)
@@ -394,9 +394,8 @@ impl Dir {
     ) -> Result<()> {
         let from = component(&self.path, from.as_ref())?;
         let to_name = component(&to.path, to_name.as_ref())?;
-        rustix::fs::renameat(&self.fd, from, &to.fd, to_name).map_err(|errno| {
-            CacheError::io("moving into place", to.join(to_name), io_error(errno))
-        })
+        rustix::fs::renameat(&self.fd, from, &to.fd, to_name)
+            .map_err(|errno| CacheError::io("moving into place", to.join(to_name), io_error(errno)))
     }
 
     /// Removes the file (or symlink) `name`; `false` if it was not there.
@@ -735,7 +734,10 @@ mod tests {
         let scratch = scratch();
         symlink(&scratch.outside, scratch.root.join("blobs")).unwrap();
         let root = Dir::open_root(&scratch.root).unwrap();
-        for result in [root.dir("blobs").map(drop), root.dir_or_create("blobs").map(drop)] {
+        for result in [
+            root.dir("blobs").map(drop),
+            root.dir_or_create("blobs").map(drop),
+        ] {
             let err = result.unwrap_err();
             assert!(
                 matches!(&err, CacheError::UnsafePath { path, reason }
