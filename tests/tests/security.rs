@@ -355,11 +355,17 @@ impl Planted {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
         let root = fs::canonicalize(&root).unwrap();
         let outside = scratch.path().join("outside");
-        fs::create_dir_all(outside.join("nested")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        // Only files in `files/`, only directories in `projects/`: a sweep of temp files (or of
+        // staging directories) that followed a link there would remove every one of them; a
+        // mix would stop it with an error before it got to all.
+        fs::create_dir_all(outside.join("files")).unwrap();
+        fs::create_dir_all(outside.join("projects/firmware")).unwrap();
         for (name, content) in [
-            ("sentinel", &b"precious"[..]),
-            ("4000000000-0", b"looks like a dead writer's temp"),
-            ("nested/file", b"deep"),
+            ("files/sentinel", &b"precious"[..]),
+            ("files/4000000000-0", b"looks like a dead writer's temp"),
+            ("files/notes.txt", b"the user's"),
+            ("projects/firmware/main.c", b"int main(void) { return 0; }"),
         ] {
             fs::write(outside.join(name), content).unwrap();
         }
@@ -385,15 +391,21 @@ impl Planted {
             .collect()
     }
 
-    /// Replaces `relative` (below the root) with a symlink to `outside/`.
+    /// Replaces `relative` (below the root) with a symlink to `outside/files/` (to
+    /// `outside/projects/`, which holds only directories, for the staging directory).
     fn plant(&self, relative: &str) -> PathBuf {
+        let target = if relative.ends_with(".staging") {
+            self.outside.join("projects")
+        } else {
+            self.outside.join("files")
+        };
         let path = self.root.join(relative);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).unwrap(),
             Ok(_) => fs::remove_file(&path).unwrap(),
             Err(_) => fs::create_dir_all(path.parent().unwrap()).unwrap(),
         }
-        symlink(&self.outside, &path).unwrap();
+        symlink(&target, &path).unwrap();
         path
     }
 
@@ -501,7 +513,7 @@ fn trust_07_a_symlinked_usage_temp_is_never_written_through() {
     fs::create_dir(&tag_dir).unwrap();
     fs::set_permissions(&tag_dir, fs::Permissions::from_mode(0o700)).unwrap();
     symlink(
-        planted.outside.join("sentinel"),
+        planted.outside.join("files/sentinel"),
         tag_dir.join(format!("usage.tmp-{}", std::process::id())),
     )
     .unwrap();
@@ -545,12 +557,18 @@ fn trust_16_a_failed_usage_write_leaves_no_temp_file() {
 fn trust_06_a_tag_blobs_linked_to_another_tags_blobs_is_never_followed() {
     let planted = Planted::new();
     assert_eq!(planted.step("layout", "set").trim(), "ok set");
-    assert_eq!(planted.step("metrics", "set").trim(), "ok set");
     let layout_blobs = walk(&planted.root.join("layout/blobs"));
-    fs::remove_dir_all(planted.root.join("metrics/blobs")).unwrap();
+    // The metrics tag refers to no blob of its own: every blob reached through the link would
+    // be an orphan to it.
+    fs::create_dir(planted.root.join("metrics")).unwrap();
+    fs::set_permissions(
+        planted.root.join("metrics"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
     symlink("../layout/blobs", planted.root.join("metrics/blobs")).unwrap();
     let link = planted.root.join("metrics/blobs");
-    for step in ["cleanup", "repair", "set", "cleanup"] {
+    for step in ["cleanup", "repair", "cleanup"] {
         let stdout = planted.step("metrics", step);
         assert_ok_or_refused(step, &stdout, &link);
         assert_eq!(
@@ -615,7 +633,7 @@ fn trust_05_a_tag_directory_another_user_owns_is_refused() {
         .expect("chown to uid 65534 (the suite runs as root, as CI does)");
     // What that user would plant.
     fs::create_dir(tag_dir.join("blobs")).unwrap();
-    symlink(&planted.outside, tag_dir.join("blobs/tmp")).unwrap();
+    symlink(planted.outside.join("files"), tag_dir.join("blobs/tmp")).unwrap();
     let before = planted.outside_state();
     for step in ["set", "cleanup"] {
         let stdout = planted.step("t", step);
