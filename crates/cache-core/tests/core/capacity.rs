@@ -410,6 +410,52 @@ fn an_owned_directory_is_counted_and_goes_with_its_entry(root: TempDir, coordina
     assert_eq!(cache.get_stats().unwrap().disk_bytes, 0);
 }
 
+/// Issue 13, item 13: an owned directory of many one-byte files and empty directories is
+/// charged what it occupies on disk (its allocated blocks), in the size limit and the stats,
+/// not the few hundred bytes its files hold.
+#[rstest]
+fn trust_13_an_owned_directory_is_charged_its_allocated_size(
+    root: TempDir,
+    coordinator: Coordinator,
+) {
+    let cache = open(&coordinator, &root, "compilation", CacheOptions::default());
+    let staged = cache.stage_directory().unwrap();
+    for index in 0..300 {
+        fs::write(staged.path().join(format!("one-{index}")), b"1").unwrap();
+    }
+    for index in 0..200 {
+        fs::create_dir(staged.path().join(format!("empty-{index}"))).unwrap();
+    }
+    let on_disk = allocated(staged.path());
+    let stored = cache
+        .set_directory(b"ws", staged, b"", None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.size_bytes, on_disk);
+    assert!(
+        stored.size_bytes >= 300 * 512,
+        "every one-byte file takes a block at least: {}",
+        stored.size_bytes
+    );
+    assert!(cache.get_stats().unwrap().disk_bytes >= on_disk);
+    // A limit between the files' lengths and what they occupy refuses the directory.
+    let small = open(
+        &coordinator,
+        &root,
+        "small",
+        CacheOptions {
+            max_size_bytes: 64 * KIB,
+            ..CacheOptions::default()
+        },
+    );
+    let staged = small.stage_directory().unwrap();
+    for index in 0..300 {
+        fs::write(staged.path().join(format!("one-{index}")), b"1").unwrap();
+    }
+    let err = small.set_directory(b"ws", staged, b"", None).unwrap_err();
+    assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
+}
+
 #[rstest]
 fn a_directory_whose_files_went_missing_is_a_miss(root: TempDir, coordinator: Coordinator) {
     let cache = open(&coordinator, &root, "compilation", CacheOptions::default());
