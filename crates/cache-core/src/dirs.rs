@@ -125,7 +125,7 @@ impl DirFiles {
     pub(crate) fn stage(&self) -> Result<StagedDirectory> {
         let staging = self.tag.dir_or_create(DIRS)?.dir_or_create(STAGING)?;
         let name = fsys::temp_name(unique_name());
-        staging.dir_or_create(&name)?;
+        staging.create_new_dir(&name)?;
         Ok(StagedDirectory {
             path: staging.join(&name),
             staging: Some((staging, name)),

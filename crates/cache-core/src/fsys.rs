@@ -290,6 +290,25 @@ impl Dir {
         })
     }
 
+    /// Creates the child directory `name` (0700), failing if anything exists under that name,
+    /// and opens it.
+    pub(crate) fn create_new_dir(&self, name: impl AsRef<OsStr>) -> Result<Dir> {
+        let name = component(&self.path, name.as_ref())?;
+        rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(PRIVATE_DIR_MODE)).map_err(
+            |errno| CacheError::io("creating directory", self.join(name), io_error(errno)),
+        )?;
+        self.dir(name)?.ok_or_else(|| {
+            CacheError::io(
+                "opening directory",
+                self.join(name),
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "removed by another process just after it was created",
+                ),
+            )
+        })
+    }
+
     /// Why `name` cannot be opened as a directory: it is a symlink, or not a directory.
     fn refusal(&self, name: &OsStr, errno: Errno) -> CacheError {
         let path = self.join(name);
