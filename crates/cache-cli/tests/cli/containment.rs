@@ -1,6 +1,11 @@
 //! Containment through the binary (issue 13, items 5, 6 and 14): symlinks planted below the root
 //! are never followed by `set`, `cleanup` or `doctor --repair`, and a stray file stops neither.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is a failed test with its location"
+)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
