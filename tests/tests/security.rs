@@ -680,6 +680,7 @@ fn trust_05_a_root_other_users_can_write_is_refused(#[case] mode: u32, #[case] l
             && err.to_string().contains("writable by"),
         "{err}"
     );
+    let before = planted.outside_state();
     let output = Command::new(WORKER)
         .args([
             "contain".as_ref(),
@@ -695,4 +696,5 @@ fn trust_05_a_root_other_users_can_write_is_refused(#[case] mode: u32, #[case] l
         "{stdout}"
     );
     assert!(walk(&planted.root).is_empty(), "nothing was created");
+    assert_eq!(planted.outside_state(), before);
 }
