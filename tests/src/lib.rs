@@ -228,6 +228,14 @@ pub fn size_from_env(name: &str, default: u64, soak_default: u64) -> anyhow::Res
     }
 }
 
+/// The 300 KB value `cache-worker contain ... set` stores: a blob (above the default 256 KiB
+/// threshold), the same bytes every time.
+pub fn large_value() -> Vec<u8> {
+    (0..300_000u32)
+        .map(|index| (index % 251) as u8 ^ (index >> 11) as u8)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

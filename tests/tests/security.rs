@@ -332,3 +332,369 @@ fn a_symlinked_root_is_resolved_once() {
     assert!(real.join("t").join(DATABASE_FILE_NAME).is_file());
     coordinator.reset().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Containment (issue 13, items 5 to 7): every directory and file the cache creates below the
+// root, planted as a symlink out of it, is never followed by a write, a cleanup or a doctor run
+// in another process; a root or tag directory another user could change is refused.
+
+/// A root an attacker prepared, and beside it `outside/`, whose files must survive unchanged.
+/// Its names look like temp files of processes that are gone, so that a sweep that followed a
+/// link would remove them.
+struct Planted {
+    _scratch: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+}
+
+impl Planted {
+    fn new() -> Planted {
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        let root = fs::canonicalize(&root).unwrap();
+        let outside = scratch.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        // Only files in `files/`, only directories in `projects/`: a sweep of temp files (or of
+        // staging directories) that followed a link there would remove every one of them; a
+        // mix would stop it with an error before it got to all.
+        fs::create_dir_all(outside.join("files")).unwrap();
+        fs::create_dir_all(outside.join("projects/firmware")).unwrap();
+        for (name, content) in [
+            ("files/sentinel", &b"precious"[..]),
+            ("files/4000000000-0", b"looks like a dead writer's temp"),
+            ("files/notes.txt", b"the user's"),
+            ("projects/firmware/main.c", b"int main(void) { return 0; }"),
+        ] {
+            fs::write(outside.join(name), content).unwrap();
+        }
+        Planted {
+            _scratch: scratch,
+            root,
+            outside,
+        }
+    }
+
+    /// Everything under `outside/`, with every file's content: equal before and after means
+    /// nothing there was written, created or removed.
+    fn outside_state(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        walk(&self.outside)
+            .into_iter()
+            .map(|(path, node)| {
+                let content = match node {
+                    Node::File(_) => fs::read(self.outside.join(&path)).unwrap(),
+                    other => format!("{other:?}").into_bytes(),
+                };
+                (path, content)
+            })
+            .collect()
+    }
+
+    /// Replaces `relative` (below the root) with a symlink to `outside/files/` (to
+    /// `outside/projects/`, which holds only directories, for the staging directory).
+    fn plant(&self, relative: &str) -> PathBuf {
+        let target = if relative.ends_with(".staging") {
+            self.outside.join("projects")
+        } else {
+            self.outside.join("files")
+        };
+        let path = self.root.join(relative);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).unwrap(),
+            Ok(_) => fs::remove_file(&path).unwrap(),
+            Err(_) => fs::create_dir_all(path.parent().unwrap()).unwrap(),
+        }
+        symlink(&target, &path).unwrap();
+        path
+    }
+
+    /// Runs `cache-worker contain ROOT TAG STEP` and returns what it printed.
+    fn step(&self, tag: &str, step: &str) -> String {
+        let output = Command::new(WORKER)
+            .args([
+                "contain".as_ref(),
+                self.root.as_os_str(),
+                tag.as_ref(),
+                step.as_ref(),
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && !stderr.contains("panicked"),
+            "contain {tag} {step} failed ({}): {stderr}\n{stdout}",
+            output.status
+        );
+        stdout
+    }
+}
+
+/// Asserts that a step either succeeded or failed with a clear error naming `planted`.
+fn assert_ok_or_refused(step: &str, stdout: &str, planted: &Path) {
+    for line in stdout.lines() {
+        if let Some(error) = line.strip_prefix("error ") {
+            assert!(
+                error.contains(&*planted.to_string_lossy()),
+                "{step}: the error names {}: {error}",
+                planted.display()
+            );
+        } else {
+            assert!(
+                line.starts_with("ok") || line.starts_with("check "),
+                "{step}: {line}"
+            );
+        }
+    }
+}
+
+/// Issue 13, items 5 to 7: a symlink planted (after a first write) where the cache keeps a
+/// directory or file of its own is never followed by `set`, `cleanup`, `doctor` or
+/// `doctor --repair` in another process: each succeeds without touching what it points to, or
+/// fails with an error naming it.
+#[rstest]
+#[case::tag_directory("t")]
+#[case::blobs("t/blobs")]
+#[case::blob_fanout("fanout")]
+#[case::blobs_tmp("t/blobs/tmp")]
+#[case::dirs("t/dirs")]
+#[case::dirs_staging("t/dirs/.staging")]
+#[case::usage("t/usage")]
+#[case::database("t/cache.redb")]
+fn trust_05_no_step_follows_a_symlink_planted_below_the_root(#[case] relative: &str) {
+    let planted = Planted::new();
+    assert_eq!(planted.step("t", "set").trim(), "ok set");
+    let relative = if relative == "fanout" {
+        // The fan-out directory of the stored blob: the only one there besides `tmp`.
+        let fanout = fs::read_dir(planted.root.join("t/blobs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .find(|name| name != "tmp")
+            .unwrap();
+        format!("t/blobs/{fanout}")
+    } else {
+        relative.to_owned()
+    };
+    let link = planted.plant(&relative);
+    let before = planted.outside_state();
+    let mut refusals = 0;
+    for step in ["set", "cleanup", "doctor", "repair", "set", "cleanup"] {
+        let stdout = planted.step("t", step);
+        assert_ok_or_refused(step, &stdout, &link);
+        refusals += stdout.matches("refusing").count() + stdout.matches("symlink").count();
+        assert_eq!(
+            planted.outside_state(),
+            before,
+            "{step} with {relative} planted changed what is outside the root"
+        );
+    }
+    assert!(
+        fs::symlink_metadata(&link).is_err()
+            || fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+            || relative == "t/usage",
+        "the link is left for a person to look at (only `usage` is replaced by a file)"
+    );
+    if relative != "t/usage" {
+        assert!(refusals > 0, "some step said what it refused");
+    }
+}
+
+/// Issue 13, item 7: a symlink planted under this process's usage temp name
+/// (`usage.tmp-<pid>`) is never written through: the temp is created exclusively (the link is
+/// unlinked first), and `usage` ends a regular file.
+#[test]
+fn trust_07_a_symlinked_usage_temp_is_never_written_through() {
+    let planted = Planted::new();
+    let tag_dir = planted.root.join("t");
+    fs::create_dir(&tag_dir).unwrap();
+    fs::set_permissions(&tag_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    symlink(
+        planted.outside.join("files/sentinel"),
+        tag_dir.join(format!("usage.tmp-{}", std::process::id())),
+    )
+    .unwrap();
+    let before = planted.outside_state();
+    let coordinator = coordinator();
+    let cache = coordinator
+        .get_shared_cache_instance(&planted.root, "t", CacheOptions::default())
+        .unwrap();
+    cache.set(b"k", b"v", None).unwrap();
+    cache.flush().unwrap();
+    coordinator.reset().unwrap();
+    assert_eq!(planted.outside_state(), before);
+    let usage = fs::symlink_metadata(tag_dir.join("usage")).unwrap();
+    assert!(usage.is_file(), "usage is a regular file");
+    assert!(
+        fs::symlink_metadata(tag_dir.join(format!("usage.tmp-{}", std::process::id()))).is_err(),
+        "no temp left"
+    );
+}
+
+/// Issue 13, item 16: a usage file that cannot be written (here `usage` is a directory, so the
+/// rename fails every time) leaves no `usage.tmp-*` behind, and the write itself goes through.
+#[test]
+fn trust_16_a_failed_usage_write_leaves_no_temp_file() {
+    let planted = Planted::new();
+    let tag_dir = planted.root.join("t");
+    fs::create_dir_all(tag_dir.join("usage/in-the-way")).unwrap();
+    fs::set_permissions(&tag_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(planted.step("t", "set").trim(), "ok set");
+    let temps: Vec<_> = fs::read_dir(&tag_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("usage.tmp"))
+        .collect();
+    assert!(temps.is_empty(), "left behind: {temps:?}");
+}
+
+/// Issue 13, item 6: `metrics/blobs -> ../layout/blobs` never makes the metrics tag's cleanup
+/// (or doctor's repair) remove the layout tag's blobs.
+#[test]
+fn trust_06_a_tag_blobs_linked_to_another_tags_blobs_is_never_followed() {
+    let planted = Planted::new();
+    assert_eq!(planted.step("layout", "set").trim(), "ok set");
+    let layout_blobs = walk(&planted.root.join("layout/blobs"));
+    // The metrics tag refers to no blob of its own: every blob reached through the link would
+    // be an orphan to it.
+    fs::create_dir(planted.root.join("metrics")).unwrap();
+    fs::set_permissions(
+        planted.root.join("metrics"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    symlink("../layout/blobs", planted.root.join("metrics/blobs")).unwrap();
+    let link = planted.root.join("metrics/blobs");
+    for step in ["cleanup", "repair", "cleanup"] {
+        let stdout = planted.step("metrics", step);
+        assert_ok_or_refused(step, &stdout, &link);
+        assert_eq!(
+            walk(&planted.root.join("layout/blobs")),
+            layout_blobs,
+            "metrics {step} changed the layout tag's blobs"
+        );
+    }
+    let coordinator = coordinator();
+    let layout = coordinator
+        .get_shared_cache_instance(&planted.root, "layout", CacheOptions::default())
+        .unwrap();
+    assert_eq!(
+        layout.get(b"large").unwrap(),
+        Some(cache_tests::large_value())
+    );
+}
+
+/// Issue 13, item 6: `layout/dirs -> ../compilation/dirs` never makes the layout tag's cleanup
+/// (or doctor's repair) remove the compilation tag's directories.
+#[test]
+fn trust_06_a_tag_dirs_linked_to_another_tags_dirs_is_never_followed() {
+    let planted = Planted::new();
+    assert_eq!(planted.step("compilation", "set").trim(), "ok set");
+    fs::create_dir(planted.root.join("layout")).unwrap();
+    fs::set_permissions(
+        planted.root.join("layout"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    symlink("../compilation/dirs", planted.root.join("layout/dirs")).unwrap();
+    let link = planted.root.join("layout/dirs");
+    let compilation_dirs = walk(&planted.root.join("compilation/dirs"));
+    for step in ["set", "cleanup", "repair", "cleanup"] {
+        let stdout = planted.step("layout", step);
+        assert_ok_or_refused(step, &stdout, &link);
+        assert_eq!(
+            walk(&planted.root.join("compilation/dirs")),
+            compilation_dirs,
+            "layout {step} changed the compilation tag's directories"
+        );
+    }
+    let coordinator = coordinator();
+    let compilation = coordinator
+        .get_shared_cache_instance(&planted.root, "compilation", CacheOptions::default())
+        .unwrap();
+    let directory = compilation.get_directory(b"directory").unwrap().unwrap();
+    assert_eq!(fs::read(directory.path.join("file")).unwrap(), b"staged");
+}
+
+/// Issue 13, item 5: in a root shared by two users, a tag directory owned by another user
+/// (uid 65534) with mode 0777, where that user could plant links, is refused by every step with
+/// an error naming it; nothing the victim owns outside the root is touched.
+#[test]
+fn trust_05_a_tag_directory_another_user_owns_is_refused() {
+    let planted = Planted::new();
+    fs::set_permissions(&planted.root, fs::Permissions::from_mode(0o755)).unwrap();
+    let tag_dir = planted.root.join("t");
+    fs::create_dir(&tag_dir).unwrap();
+    fs::set_permissions(&tag_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&tag_dir, Some(65534), Some(65534))
+        .expect("chown to uid 65534 (the suite runs as root, as CI does)");
+    // What that user would plant.
+    fs::create_dir(tag_dir.join("blobs")).unwrap();
+    symlink(planted.outside.join("files"), tag_dir.join("blobs/tmp")).unwrap();
+    let before = planted.outside_state();
+    for step in ["set", "cleanup"] {
+        let stdout = planted.step("t", step);
+        assert!(
+            stdout.starts_with("error ")
+                && stdout.contains(&*tag_dir.to_string_lossy())
+                && stdout.contains("owned by uid 65534"),
+            "{step}: {stdout}"
+        );
+    }
+    for step in ["doctor", "repair"] {
+        let stdout = planted.step("t", step);
+        assert_ok_or_refused(step, &stdout, &tag_dir);
+    }
+    assert_eq!(planted.outside_state(), before);
+}
+
+/// Issue 13, item 5: a root writable by its group or by others (where another user could plant
+/// a tag directory of their own) is refused with an error naming it; so is a symlinked root
+/// that leads to one. A symlinked root leading to a private directory is fine (the test above,
+/// `a_symlinked_root_is_resolved_once`).
+#[rstest]
+#[case::group_writable(0o770, false)]
+#[case::other_writable(0o707, false)]
+#[case::sticky_world_writable(0o1777, false)]
+#[case::through_a_symlink(0o777, true)]
+fn trust_05_a_root_other_users_can_write_is_refused(#[case] mode: u32, #[case] linked: bool) {
+    let planted = Planted::new();
+    fs::set_permissions(&planted.root, fs::Permissions::from_mode(mode)).unwrap();
+    let given = if linked {
+        let link = planted.root.with_file_name("link");
+        symlink(&planted.root, &link).unwrap();
+        link
+    } else {
+        planted.root.clone()
+    };
+    let err = coordinator()
+        .get_shared_cache_instance(&given, "t", CacheOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("refusing {}: ", planted.root.display()))
+            && err.to_string().contains("writable by"),
+        "{err}"
+    );
+    let before = planted.outside_state();
+    let output = Command::new(WORKER)
+        .args([
+            "contain".as_ref(),
+            given.as_os_str(),
+            "t".as_ref(),
+            "set".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("error refusing") && stdout.contains("writable by"),
+        "{stdout}"
+    );
+    assert!(walk(&planted.root).is_empty(), "nothing was created");
+    assert_eq!(planted.outside_state(), before);
+}

@@ -14,7 +14,6 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,9 +83,7 @@ pub(crate) fn write_archive(
     format: ArchiveFormat,
     tracker: &mut Tracker<'_>,
 ) -> Result<u64> {
-    let pending = PendingOutput::beside(output)?;
-    let file = File::create(&pending.temp)
-        .map_err(|source| CompilationError::io("creating", &pending.temp, source))?;
+    let (pending, file) = PendingOutput::create_beside(output)?;
     let writer = BufWriter::new(file);
     let archive_error = |message: String| CompilationError::Archive {
         path: output.to_owned(),
@@ -259,7 +256,8 @@ fn changed_while_reading(path: &Path) -> CompilationError {
     )
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// How many names [`PendingOutput::create_beside`] tries before it gives up.
+const TEMP_NAME_ATTEMPTS: u32 = 100;
 
 /// A temp file beside an output, removed if dropped before [`PendingOutput::persist`].
 struct PendingOutput {
@@ -268,24 +266,47 @@ struct PendingOutput {
 }
 
 impl PendingOutput {
-    fn beside(output: &Path) -> Result<PendingOutput> {
+    /// Creates `.NAME.partial-<pid>-<n>` beside `output` exclusively (`O_CREAT | O_EXCL`, which
+    /// never follows a symlink), trying the next `n` while the name is taken: a file or a
+    /// symlink planted under a name is never written through. The directory may be shared (a
+    /// download folder, `/tmp`), so the names are assumed known to others.
+    fn create_beside(output: &Path) -> Result<(PendingOutput, File)> {
         let name = output
             .file_name()
             .ok_or_else(|| CompilationError::InvalidInput {
                 what: "archive path",
                 reason: format!("{} does not name a file", output.display()),
             })?;
-        let mut temp_name = OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(
-            ".partial-{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        Ok(PendingOutput {
-            temp: output.with_file_name(temp_name),
-            persisted: false,
-        })
+        for attempt in 0..TEMP_NAME_ATTEMPTS {
+            let mut temp_name = OsString::from(".");
+            temp_name.push(name);
+            temp_name.push(format!(".partial-{}-{attempt}", std::process::id()));
+            let temp = output.with_file_name(temp_name);
+            match File::options().write(true).create_new(true).open(&temp) {
+                Ok(file) => {
+                    let pending = PendingOutput {
+                        temp,
+                        persisted: false,
+                    };
+                    return Ok((pending, file));
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(CompilationError::io("creating", &temp, source)),
+            }
+        }
+        Err(CompilationError::io(
+            "creating a temp file beside",
+            output,
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "all {TEMP_NAME_ATTEMPTS} names .{}.partial-{}-<n> are taken (by files or \
+                     symlinks someone else put there); nothing was written",
+                    name.to_string_lossy(),
+                    std::process::id()
+                ),
+            ),
+        ))
     }
 
     fn persist(mut self, output: &Path) -> Result<()> {

@@ -7,44 +7,57 @@
 //! blob that does not match is never returned. Which entries use a blob is counted in the
 //! database (`blobs` table), not here: this module only moves bytes.
 
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::codec::{BlobRef, hex};
 use crate::error::{CacheError, Result};
-use crate::files::{
-    create_private_dir, open_private_file, read_dir_if_present, remove_stale_entries, sync_dir,
-};
+use crate::fsys::{self, Dir, Kind};
 
 /// Read and write in pieces of this size: big enough for blake3's SIMD and for few syscalls,
 /// small enough that a 1 GiB blob never sits in memory whole.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// The directory of blob files, in the tag directory.
+const BLOBS: &str = "blobs";
+/// Blobs being written, in `blobs/`.
+const TEMP: &str = "tmp";
+
 /// Distinguishes temp files of one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The blob directory of one tag.
+/// The blob directory of one tag. Every path below it is reached through the open tag
+/// directory, never following a symlink (`fsys`).
 #[derive(Debug)]
 pub(crate) struct BlobFiles {
-    dir: PathBuf,
-    temp_dir: PathBuf,
+    tag: Arc<Dir>,
 }
 
 /// A blob written to a temp file and fsynced, not yet in place. Dropped unpublished, the temp
 /// file is removed.
 #[derive(Debug)]
 pub(crate) struct StagedBlob {
-    temp: PathBuf,
+    /// `blobs/tmp`, as it was opened when the blob was staged.
+    temp_dir: Dir,
+    temp_name: String,
     pub(crate) blob: BlobRef,
     published: bool,
+}
+
+impl StagedBlob {
+    fn temp_path(&self) -> PathBuf {
+        self.temp_dir.join(&self.temp_name)
+    }
 }
 
 impl Drop for StagedBlob {
     fn drop(&mut self) {
         if !self.published {
-            let _ = fs::remove_file(&self.temp);
+            let _ = self.temp_dir.remove_file(&self.temp_name);
         }
     }
 }
@@ -71,17 +84,34 @@ pub(crate) enum StageError {
     Cache(CacheError),
 }
 
+/// The fan-out directory and file name of a blob: `<first two hex digits>`, `<blake3 hex>`.
+fn blob_names(blob: &BlobRef) -> (String, String) {
+    let name = blob.file_name();
+    (name[..2].to_owned(), name)
+}
+
 impl BlobFiles {
-    pub(crate) fn new(tag_dir: &Path) -> Self {
-        let dir = tag_dir.join("blobs");
-        let temp_dir = dir.join("tmp");
-        BlobFiles { dir, temp_dir }
+    pub(crate) fn new(tag: Arc<Dir>) -> Self {
+        BlobFiles { tag }
     }
 
     /// Where the blob lives.
     pub(crate) fn path(&self, blob: &BlobRef) -> PathBuf {
-        let name = blob.file_name();
-        self.dir.join(&name[..2]).join(name)
+        let (fanout, name) = blob_names(blob);
+        self.tag.join(BLOBS).join(fanout).join(name)
+    }
+
+    /// `blobs/` if it exists (a symlink there is an error).
+    fn blobs_dir(&self) -> Result<Option<Dir>> {
+        self.tag.dir(BLOBS)
+    }
+
+    /// The fan-out directory of `blob`, if it exists.
+    fn fanout_dir(&self, blob: &BlobRef) -> Result<Option<Dir>> {
+        let Some(blobs) = self.blobs_dir()? else {
+            return Ok(None);
+        };
+        blobs.dir(blob_names(blob).0)
     }
 
     /// Copies `source` into a new temp file, hashing it on the way, and fsyncs it. Past `limit`
@@ -91,17 +121,19 @@ impl BlobFiles {
         source: &mut dyn Read,
         limit: u64,
     ) -> std::result::Result<StagedBlob, StageError> {
-        create_private_dir(&self.dir, false).map_err(StageError::Cache)?;
-        create_private_dir(&self.temp_dir, false).map_err(StageError::Cache)?;
-        let temp = self.temp_dir.join(format!(
-            "{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut file = open_private_file(&temp, true).map_err(StageError::Cache)?;
+        let temp_dir = self
+            .tag
+            .dir_or_create(BLOBS)
+            .and_then(|blobs| blobs.dir_or_create(TEMP))
+            .map_err(StageError::Cache)?;
+        let temp_name = fsys::temp_name(TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut file = temp_dir
+            .create_new_file(&temp_name)
+            .map_err(StageError::Cache)?;
         // From here on the guard removes the temp file on every early return.
         let mut staged = StagedBlob {
-            temp,
+            temp_dir,
+            temp_name,
             blob: BlobRef {
                 hash: [0; 32],
                 len: 0,
@@ -124,11 +156,11 @@ impl BlobFiles {
             }
             hasher.update(&buffer[..read]);
             file.write_all(&buffer[..read]).map_err(|source| {
-                StageError::Cache(CacheError::io("writing blob", &staged.temp, source))
+                StageError::Cache(CacheError::io("writing blob", staged.temp_path(), source))
             })?;
         }
         file.sync_all().map_err(|source| {
-            StageError::Cache(CacheError::io("syncing blob", &staged.temp, source))
+            StageError::Cache(CacheError::io("syncing blob", staged.temp_path(), source))
         })?;
         staged.blob = BlobRef {
             hash: *hasher.finalize().as_bytes(),
@@ -139,47 +171,79 @@ impl BlobFiles {
 
     /// The content of a staged blob (a small one: read whole).
     pub(crate) fn read_staged(&self, staged: &StagedBlob) -> Result<Vec<u8>> {
-        fs::read(&staged.temp)
-            .map_err(|source| CacheError::io("reading back", &staged.temp, source))
+        let mut file = staged
+            .temp_dir
+            .open_file(&staged.temp_name)?
+            .ok_or_else(|| {
+                CacheError::io(
+                    "reading back",
+                    staged.temp_path(),
+                    io::Error::new(io::ErrorKind::NotFound, "the staged blob is gone"),
+                )
+            })?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| CacheError::io("reading back", staged.temp_path(), source))?;
+        Ok(bytes)
     }
 
     /// Moves a staged blob into place (replacing a damaged copy, if any) and makes the rename
     /// durable. Called inside the write transaction that records the blob.
     pub(crate) fn publish(&self, mut staged: StagedBlob) -> Result<()> {
-        let path = self.path(&staged.blob);
-        let parent = path.parent().unwrap_or(&self.dir).to_owned();
-        create_private_dir(&parent, false)?;
-        fs::rename(&staged.temp, &path)
-            .map_err(|source| CacheError::io("moving blob into place", &path, source))?;
+        let (fanout, name) = blob_names(&staged.blob);
+        let fanout = self.tag.dir_or_create(BLOBS)?.dir_or_create(fanout)?;
+        staged.temp_dir.rename(&staged.temp_name, &fanout, &name)?;
         staged.published = true;
-        sync_dir(&parent)
+        fanout.sync()
     }
 
     /// Whether the blob's file exists with the right length (content is verified on read).
     pub(crate) fn is_present(&self, blob: &BlobRef) -> bool {
-        fs::symlink_metadata(self.path(blob))
-            .is_ok_and(|meta| meta.is_file() && meta.len() == blob.len)
+        let Ok(Some(fanout)) = self.fanout_dir(blob) else {
+            return false;
+        };
+        fanout.stat(blob_names(blob).1).is_ok_and(|meta| {
+            meta.is_some_and(|meta| meta.kind == Kind::File && meta.len == blob.len)
+        })
+    }
+
+    /// Whether a blob file (of any length) exists under this hash.
+    pub(crate) fn exists(&self, hash: &[u8; 32]) -> Result<bool> {
+        let blob = BlobRef {
+            hash: *hash,
+            len: 0,
+        };
+        let Some(fanout) = self.fanout_dir(&blob)? else {
+            return Ok(false);
+        };
+        Ok(fanout.stat(blob_names(&blob).1)?.is_some())
     }
 
     /// Removes the blob's file; a missing one is fine.
     pub(crate) fn remove(&self, blob: &BlobRef) -> Result<()> {
-        let path = self.path(blob);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(CacheError::io("removing blob", path, source)),
-        }
+        let Some(fanout) = self.fanout_dir(blob)? else {
+            return Ok(());
+        };
+        fanout.remove_file(blob_names(blob).1).map(drop)
+    }
+
+    /// The blob's file, opened for reading without following a symlink; `None` if there is no
+    /// regular file.
+    fn open(&self, blob: &BlobRef) -> Result<Option<File>> {
+        let Some(fanout) = self.fanout_dir(blob)? else {
+            return Ok(None);
+        };
+        fanout.open_file(blob_names(blob).1)
     }
 
     /// The blob's content, verified.
     pub(crate) fn read(&self, blob: &BlobRef) -> Result<BlobRead<Vec<u8>>> {
-        let path = self.path(blob);
-        let Some(mut file) = self.open(&path)? else {
+        let Some(mut file) = self.open(blob)? else {
             return Ok(BlobRead::Missing);
         };
         let mut bytes = Vec::with_capacity(usize::try_from(blob.len).unwrap_or(0));
         file.read_to_end(&mut bytes)
-            .map_err(|source| CacheError::io("reading blob", &path, source))?;
+            .map_err(|source| CacheError::io("reading blob", self.path(blob), source))?;
         if bytes.len() as u64 == blob.len && blake3::hash(&bytes).as_bytes() == &blob.hash {
             Ok(BlobRead::Verified(bytes))
         } else {
@@ -187,13 +251,47 @@ impl BlobFiles {
         }
     }
 
+    /// Whether the blob's file holds `blob`: its length, and (when `verify`) its hash. What
+    /// `doctor` checks; reads only.
+    pub(crate) fn check(&self, blob: &BlobRef, verify: bool) -> Result<BlobRead<()>> {
+        let Some(mut file) = self.open(blob)? else {
+            return Ok(BlobRead::Missing);
+        };
+        let path = self.path(blob);
+        let len = file
+            .metadata()
+            .map_err(|source| CacheError::io("reading blob", &path, source))?
+            .len();
+        if len != blob.len {
+            return Ok(BlobRead::Corrupt);
+        }
+        if !verify {
+            return Ok(BlobRead::Verified(()));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        loop {
+            let read = read_some(&mut file, &mut buffer)
+                .map_err(|source| CacheError::io("reading blob", &path, source))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(if hasher.finalize().as_bytes() == &blob.hash {
+            BlobRead::Verified(())
+        } else {
+            BlobRead::Corrupt
+        })
+    }
+
     /// Writes the blob's content to `sink`, in pieces. The content is verified first, in a
     /// reading pass of its own, so that `sink` never receives bytes that turn out to be wrong.
     pub(crate) fn copy_to(&self, blob: &BlobRef, sink: &mut dyn Write) -> Result<BlobRead<u64>> {
-        let path = self.path(blob);
-        let Some(mut file) = self.open(&path)? else {
+        let Some(mut file) = self.open(blob)? else {
             return Ok(BlobRead::Missing);
         };
+        let path = self.path(blob);
         let mut hasher = blake3::Hasher::new();
         let mut buffer = vec![0u8; CHUNK_BYTES];
         let mut len = 0u64;
@@ -220,50 +318,86 @@ impl BlobFiles {
         Ok(BlobRead::Verified(copied))
     }
 
-    fn open(&self, path: &Path) -> Result<Option<File>> {
-        match fs::symlink_metadata(path) {
-            Ok(meta) if !meta.is_file() => return Ok(None),
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CacheError::io("reading blob", path, source)),
-        }
-        match File::open(path) {
-            Ok(file) => Ok(Some(file)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CacheError::io("opening blob", path, source)),
-        }
-    }
-
-    /// Every blob file present: its hash (from its name) and its size. Files that are not ours
-    /// (other names) are ignored, never touched.
+    /// Every blob file present: its hash (from its name) and its size. Anything else (a stray
+    /// file such as a `README`, a symlink, a name that is not a blob's) is reported once and
+    /// skipped, never touched: it must not stop maintenance.
     pub(crate) fn list(&self) -> Result<Vec<([u8; 32], u64)>> {
+        let Some(blobs) = self.blobs_dir()? else {
+            return Ok(Vec::new());
+        };
         let mut found = Vec::new();
-        for fanout in read_dir_if_present(&self.dir)? {
-            let fanout = fanout.map_err(|source| CacheError::io("listing", &self.dir, source))?;
-            if fanout.file_name() == "tmp" {
+        for fanout in blobs.entries()? {
+            if fanout.name == TEMP {
                 continue;
             }
-            for file in read_dir_if_present(&fanout.path())? {
-                let file =
-                    file.map_err(|source| CacheError::io("listing", fanout.path(), source))?;
-                let Some(hash) = file.file_name().to_str().and_then(parse_hash) else {
-                    continue;
-                };
-                let meta = file
-                    .metadata()
-                    .map_err(|source| CacheError::io("reading", file.path(), source))?;
-                if meta.is_file() {
-                    found.push((hash, meta.len()));
+            let path = blobs.join(&fanout.name);
+            if fanout.meta.kind != Kind::Dir || !is_fanout_name(&fanout.name) {
+                fsys::warn_once(&path, "not a blob directory the cache writes; skipped");
+                continue;
+            }
+            let Some(dir) = blobs.dir(&fanout.name)? else {
+                continue;
+            };
+            for file in dir.entries()? {
+                let hash = file.name.to_str().and_then(parse_hash).filter(|_| {
+                    file.name
+                        .as_encoded_bytes()
+                        .starts_with(fanout.name.as_encoded_bytes())
+                });
+                match hash {
+                    Some(hash) if file.meta.kind == Kind::File => found.push((hash, file.meta.len)),
+                    _ => fsys::warn_once(
+                        &dir.join(&file.name),
+                        "not a blob file the cache writes; skipped",
+                    ),
                 }
             }
         }
         Ok(found)
     }
 
+    /// The temp files cleanup would remove (see `fsys::Dir::stale_temps`), as paths.
+    pub(crate) fn stale_temps(&self) -> Result<Vec<PathBuf>> {
+        let Some(temp_dir) = self.temp_dir()? else {
+            return Ok(Vec::new());
+        };
+        Ok(temp_dir
+            .stale_temps()?
+            .iter()
+            .map(|name| temp_dir.join(name))
+            .collect())
+    }
+
     /// Removes temp files left by processes that died while writing a blob; how many.
     pub(crate) fn remove_stale_temps(&self) -> Result<u64> {
-        remove_stale_entries(&self.temp_dir, |path| fs::remove_file(path))
+        let Some(temp_dir) = self.temp_dir()? else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for name in temp_dir.stale_temps()? {
+            if temp_dir.remove_tree(&name)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
+
+    /// `blobs/tmp` if it exists.
+    fn temp_dir(&self) -> Result<Option<Dir>> {
+        match self.blobs_dir()? {
+            Some(blobs) => blobs.dir(TEMP),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Whether `name` is a fan-out directory's: two lower-case hex digits.
+fn is_fanout_name(name: &OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    bytes.len() == 2
+        && bytes
+            .iter()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn read_some(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
@@ -290,6 +424,11 @@ fn parse_hash(name: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    fn tag_dir(path: &std::path::Path) -> Arc<Dir> {
+        Arc::new(Dir::open_root(path).unwrap())
+    }
 
     #[test]
     fn parse_hash_takes_only_our_names() {
@@ -303,9 +442,9 @@ mod tests {
     #[test]
     fn a_staged_blob_that_is_dropped_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobFiles::new(dir.path());
+        let blobs = BlobFiles::new(tag_dir(dir.path()));
         let staged = blobs.stage(&mut &b"hello"[..], 100).unwrap();
-        let temp = staged.temp.clone();
+        let temp = staged.temp_path();
         assert!(temp.exists());
         drop(staged);
         assert!(!temp.exists());
@@ -314,7 +453,7 @@ mod tests {
     #[test]
     fn staging_past_the_limit_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobFiles::new(dir.path());
+        let blobs = BlobFiles::new(tag_dir(dir.path()));
         let err = blobs.stage(&mut &[0u8; 10][..], 9).unwrap_err();
         assert!(matches!(err, StageError::TooLarge));
         assert_eq!(
@@ -326,7 +465,7 @@ mod tests {
     #[test]
     fn published_blobs_read_back_verified_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobFiles::new(dir.path());
+        let blobs = BlobFiles::new(tag_dir(dir.path()));
         let staged = blobs.stage(&mut &b"content"[..], 100).unwrap();
         let blob = staged.blob;
         assert_eq!(blob.hash, *blake3::hash(b"content").as_bytes());

@@ -8,53 +8,159 @@
 //! is the one that loses entries, and a small domain is never evicted to make room for a large
 //! one. Each tag enforces the level on itself, in its own commits (and in `cleanup()`).
 
-use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{CacheError, Result};
-use crate::files::{DATABASE_FILE_NAME, open_private_file};
+use crate::files::DATABASE_FILE_NAME;
+use crate::fsys::{self, Dir, Kind};
 use crate::tag::Tag;
 
 const USAGE_FILE: &str = "usage";
 
-/// Writes the tag's usage file atomically (temp file, then rename).
+/// A usage above this is implausible whatever the filesystem: 2^53 bytes is 8 PiB (and the
+/// largest integer a JSON reader of the file keeps exactly).
+const MAX_PLAUSIBLE_BYTES: u64 = 1 << 53;
+
+/// A usage file is one short line; anything longer is not one.
+const MAX_USAGE_FILE_BYTES: u64 = 64;
+
+/// Writes the tag's usage file atomically: a temp file `usage.tmp-<pid>` created exclusively
+/// (a leftover or a planted symlink under that name is unlinked first, never written through),
+/// then renamed over `usage`. On every error the temp file is removed.
 pub(crate) fn publish_usage(tag_dir: &Path, bytes: u64, entries: u64) -> Result<()> {
-    let temp = tag_dir.join(format!("{USAGE_FILE}.tmp-{}", std::process::id()));
-    let mut file = open_private_file(&temp, false)?;
-    file.write_all(format!("{bytes} {entries}\n").as_bytes())
-        .map_err(|source| CacheError::io("writing", &temp, source))?;
-    drop(file);
-    let path = tag_dir.join(USAGE_FILE);
-    fs::rename(&temp, &path).map_err(|source| CacheError::io("replacing", path, source))
+    let tag = Dir::open_tag_path(tag_dir, false)?.ok_or_else(|| {
+        CacheError::io(
+            "publishing usage in",
+            tag_dir,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+    })?;
+    let temp = format!("{USAGE_FILE}.tmp-{}", std::process::id());
+    tag.replace_file(USAGE_FILE, temp, |file| {
+        file.write_all(format!("{bytes} {entries}\n").as_bytes())
+    })
 }
 
-/// The bytes every other tag of the root uses, from their usage files. A tag without a readable
-/// usage file (never committed since usage files exist) counts its database file's size.
+/// The bytes every other tag of the root uses, from their usage files. A tag without a usage
+/// file (never committed since usage files exist) counts its database file's size, and so does
+/// one whose usage file cannot be trusted: unreadable, a symlink, not `<bytes> <entries>`, or
+/// implausible (more than 2^53 bytes or than the filesystem holds, or bytes without entries);
+/// that is reported once. A tag directory that is a symlink or that another user could change
+/// is not counted at all.
 pub(crate) fn sibling_usage(tag_dir: &Path, own: &Tag) -> Vec<u64> {
-    let Some(root) = tag_dir.parent() else {
+    let Some(root_path) = tag_dir.parent() else {
         return Vec::new();
     };
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
+    let listed = Dir::open_root(root_path).and_then(|root| Ok((root.entries()?, root)));
+    let (entries, root) = match listed {
+        Ok(listed) => listed,
+        Err(err) => {
+            fsys::warn_once(
+                root_path,
+                &format!("cannot read the other tags' usage for the root budget: {err}"),
+            );
+            return Vec::new();
+        }
     };
+    let filesystem_bytes = root.filesystem_bytes();
     let mut usage = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for entry in entries {
+        let Some(name) = entry.name.to_str() else {
+            continue;
+        };
         if name == own.as_str() || Tag::new(name).is_err() {
             continue;
         }
-        let dir = entry.path();
-        let Ok(database) = fs::symlink_metadata(dir.join(DATABASE_FILE_NAME)) else {
-            continue;
+        let dir = match root.dir(name).and_then(|dir| {
+            if let Some(dir) = &dir {
+                dir.check_private("tag directory")?;
+            }
+            Ok(dir)
+        }) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => continue,
+            Err(err) => {
+                fsys::warn_once(
+                    &root.join(name),
+                    &format!("tag ignored for the root budget: {err}"),
+                );
+                continue;
+            }
         };
-        let published = fs::read_to_string(dir.join(USAGE_FILE))
-            .ok()
-            .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok());
-        usage.push(published.unwrap_or(database.len()));
+        let database = match dir.stat(DATABASE_FILE_NAME) {
+            Ok(Some(meta)) if meta.kind == Kind::File => meta,
+            _ => continue,
+        };
+        match read_usage(&dir, filesystem_bytes) {
+            Ok(Some(bytes)) => usage.push(bytes),
+            Ok(None) => usage.push(database.len),
+            Err(reason) => {
+                fsys::warn_once(
+                    &dir.join(USAGE_FILE),
+                    &format!(
+                        "usage file of another tag ignored ({reason}); the tag counts as its \
+                         database file's size"
+                    ),
+                );
+                usage.push(database.len);
+            }
+        }
     }
     usage
+}
+
+/// The bytes a tag's usage file states; `None` when there is none, and why it cannot be
+/// trusted when it cannot.
+fn read_usage(
+    tag: &Dir,
+    filesystem_bytes: Option<u64>,
+) -> std::result::Result<Option<u64>, String> {
+    match tag.stat(USAGE_FILE) {
+        Ok(None) => return Ok(None),
+        Ok(Some(meta)) if meta.kind == Kind::Symlink => {
+            return Err("it is a symlink, which is never followed".to_owned());
+        }
+        Ok(Some(meta)) if meta.kind != Kind::File => {
+            return Err("it is not a regular file".to_owned());
+        }
+        Ok(Some(_)) => {}
+        Err(err) => return Err(err.to_string()),
+    }
+    let mut file = match tag.open_file(USAGE_FILE) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    let mut text = String::new();
+    Read::by_ref(&mut file)
+        .take(MAX_USAGE_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| format!("unreadable: {err}"))?;
+    if text.len() as u64 > MAX_USAGE_FILE_BYTES {
+        return Err(format!("longer than {MAX_USAGE_FILE_BYTES} bytes"));
+    }
+    let numbers: Vec<Option<u64>> = text
+        .split_whitespace()
+        .map(|word| word.parse().ok())
+        .collect();
+    let [Some(bytes), Some(entries)] = numbers[..] else {
+        return Err(format!("{:?} is not \"<bytes> <entries>\"", text.trim()));
+    };
+    if bytes > MAX_PLAUSIBLE_BYTES {
+        return Err(format!("implausible: {bytes} bytes"));
+    }
+    if let Some(filesystem_bytes) = filesystem_bytes
+        && bytes > filesystem_bytes
+    {
+        return Err(format!(
+            "implausible: {bytes} bytes on a filesystem of {filesystem_bytes}"
+        ));
+    }
+    if entries == 0 && bytes > 0 {
+        return Err(format!("implausible: {bytes} bytes in no entries"));
+    }
+    Ok(Some(bytes))
 }
 
 /// The fair level for a tag using `own` bytes beside tags using `others`, when together they
@@ -84,6 +190,7 @@ pub(crate) fn fair_level(budget: u64, own: u64, others: &[u64]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn under_the_budget_there_is_no_level() {
@@ -101,6 +208,41 @@ mod tests {
     #[test]
     fn two_large_tags_share_equally() {
         assert_eq!(fair_level(100, 300, &[200, 10]), Some(45));
+    }
+
+    /// Issue 13, item 15: another tag's usage file that cannot be trusted (garbage, implausible,
+    /// a symlink) is ignored: the tag counts as its database file's size.
+    #[test]
+    fn trust_15_an_implausible_or_unreadable_sibling_usage_is_ignored() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let claims: [&[u8]; 7] = [
+            b"18446744073709551615 1\n",
+            b"9007199254740993 5\n",
+            b"100 0\n",
+            b"garbage\n",
+            b"12 3 4\n",
+            b"",
+            &[b'1'; 200],
+        ];
+        for (index, claim) in claims.iter().enumerate() {
+            let dir = root.path().join(format!("t{index}"));
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join(DATABASE_FILE_NAME), [0u8; 9]).unwrap();
+            fs::write(dir.join(USAGE_FILE), claim).unwrap();
+        }
+        let linked = root.path().join("linked");
+        fs::create_dir(&linked).unwrap();
+        fs::write(linked.join(DATABASE_FILE_NAME), [0u8; 9]).unwrap();
+        fs::write(outside.path().join("usage"), b"5000000 1\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("usage"), linked.join(USAGE_FILE)).unwrap();
+        fs::create_dir(root.path().join("a")).unwrap();
+        let usage = sibling_usage(&root.path().join("a"), &Tag::new("a").unwrap());
+        assert_eq!(
+            usage,
+            vec![9; claims.len() + 1],
+            "each counts as its file's size"
+        );
     }
 
     #[test]

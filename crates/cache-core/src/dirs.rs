@@ -6,12 +6,19 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::codec::{hex, is_safe_dir_name};
 use crate::error::{CacheError, Result};
-use crate::files::{create_private_dir, read_dir_if_present, remove_stale_entries, sync_dir};
+use crate::files::create_private_dir;
+use crate::fsys::{self, Dir, Kind, TreeSize};
+
+/// The directory of owned directories, in the tag directory.
+const DIRS: &str = "dirs";
+/// Directories being filled, in `dirs/`.
+const STAGING: &str = ".staging";
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -21,6 +28,10 @@ static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct StagedDirectory {
     path: PathBuf,
+    /// `dirs/.staging` as it was opened when the directory was staged, and the directory's name
+    /// in it: the cache's own operations on it (measure, move into place, remove) go through
+    /// these, never through `path`. `None` for a detached directory (a disabled cache's).
+    staging: Option<(Dir, String)>,
     /// Set once the directory has been moved into place (or handed back by a disabled cache).
     consumed: bool,
 }
@@ -37,6 +48,7 @@ impl StagedDirectory {
         create_private_dir(&path, true)?;
         Ok(StagedDirectory {
             path,
+            staging: None,
             consumed: false,
         })
     }
@@ -44,8 +56,16 @@ impl StagedDirectory {
 
 impl Drop for StagedDirectory {
     fn drop(&mut self) {
-        if !self.consumed {
-            let _ = fs::remove_dir_all(&self.path);
+        if self.consumed {
+            return;
+        }
+        match &self.staging {
+            Some((staging, name)) => {
+                let _ = staging.remove_tree(name);
+            }
+            None => {
+                let _ = fs::remove_dir_all(&self.path);
+            }
         }
     }
 }
@@ -58,15 +78,16 @@ pub struct CachedDirectory {
     pub path: PathBuf,
     /// The value stored with the directory (for example its metadata).
     pub value: Vec<u8>,
-    /// Bytes of the directory's files (and symlinks) as measured when it was stored.
+    /// Bytes the directory occupies on disk (allocated blocks of its files, directories and
+    /// symlinks), as measured when it was stored.
     pub size_bytes: u64,
 }
 
-/// The owned directories of one tag.
+/// The owned directories of one tag. Every path below `dirs/` is reached through the open tag
+/// directory, never following a symlink (`fsys`).
 #[derive(Debug)]
 pub(crate) struct DirFiles {
-    dir: PathBuf,
-    staging: PathBuf,
+    tag: Arc<Dir>,
 }
 
 /// A name no other directory of any process has: hex of a hash of the process id, a counter and
@@ -83,10 +104,8 @@ fn unique_name() -> String {
 }
 
 impl DirFiles {
-    pub(crate) fn new(tag_dir: &Path) -> Self {
-        let dir = tag_dir.join("dirs");
-        let staging = dir.join(".staging");
-        DirFiles { dir, staging }
+    pub(crate) fn new(tag: Arc<Dir>) -> Self {
+        DirFiles { tag }
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -94,126 +113,186 @@ impl DirFiles {
             is_safe_dir_name(name),
             "names come from unique_name or are checked"
         );
-        self.dir.join(name)
+        self.tag.join(DIRS).join(name)
     }
 
-    /// A new empty staging directory, named `<pid>-<unique>` so that cleanup can tell whether
-    /// its process is still alive.
+    fn staging_path(&self) -> PathBuf {
+        self.tag.join(DIRS).join(STAGING)
+    }
+
+    /// A new empty staging directory, named after this process (`fsys::temp_name`) so that
+    /// cleanup can tell whether its writer is still alive.
     pub(crate) fn stage(&self) -> Result<StagedDirectory> {
-        create_private_dir(&self.dir, false)?;
-        create_private_dir(&self.staging, false)?;
-        let path = self
-            .staging
-            .join(format!("{}-{}", std::process::id(), unique_name()));
-        create_private_dir(&path, false)?;
+        let staging = self.tag.dir_or_create(DIRS)?.dir_or_create(STAGING)?;
+        let name = fsys::temp_name(unique_name());
+        staging.create_new_dir(&name)?;
         Ok(StagedDirectory {
-            path,
+            path: staging.join(&name),
+            staging: Some((staging, name)),
             consumed: false,
         })
     }
 
     /// Whether `staged` was staged by this tag (and not by another tag or a disabled cache).
     pub(crate) fn owns(&self, staged: &StagedDirectory) -> bool {
-        staged.path.parent() == Some(self.staging.as_path())
+        staged.staging.is_some() && staged.path.parent() == Some(self.staging_path().as_path())
     }
 
-    /// Moves a staged directory to its place under a new name; returns the name and path.
-    pub(crate) fn publish(&self, staged: &mut StagedDirectory) -> Result<(String, PathBuf)> {
+    /// Counts and sizes a staged directory without following a symlink in it: what it is
+    /// charged (its allocated size) and what [`DirFiles::publish`] checks again.
+    pub(crate) fn measure(&self, staged: &StagedDirectory) -> Result<TreeSize> {
+        let Some((staging, name)) = &staged.staging else {
+            return Err(CacheError::io(
+                "measuring",
+                &staged.path,
+                io::Error::new(io::ErrorKind::InvalidInput, "not staged in a cache"),
+            ));
+        };
+        staging.measure_tree(name)
+    }
+
+    /// Moves a staged directory to its place under a new name and checks that what is there is
+    /// what was `measured` (entries and lengths; allocation may change by itself): a directory
+    /// that changed since, for example files removed by another process, is removed again and
+    /// the set fails. Returns the name and path.
+    pub(crate) fn publish(
+        &self,
+        staged: &mut StagedDirectory,
+        measured: &TreeSize,
+    ) -> Result<(String, PathBuf)> {
+        let Some((staging, staged_name)) = &staged.staging else {
+            return Err(CacheError::io(
+                "moving directory into place",
+                &staged.path,
+                io::Error::new(io::ErrorKind::InvalidInput, "not staged in a cache"),
+            ));
+        };
+        let dirs = self.tag.dir_or_create(DIRS)?;
         let name = unique_name();
         let path = self.path(&name);
-        fs::rename(&staged.path, &path)
-            .map_err(|source| CacheError::io("moving directory into place", &path, source))?;
+        staging.rename(staged_name, &dirs, &name)?;
         staged.consumed = true;
-        sync_dir(&self.dir)?;
+        let found = dirs.measure_tree(&name);
+        let unchanged = matches!(&found, Ok(found)
+            if found.entries == measured.entries && found.length == measured.length);
+        if !unchanged {
+            if let Err(err) = dirs.remove_tree(&name) {
+                tracing::warn!(path = %path.display(), error = %err, "could not remove a directory that changed while it was stored");
+            }
+            let found = found?;
+            return Err(CacheError::StagedDirectoryChanged {
+                path,
+                measured_entries: measured.entries,
+                measured_bytes: measured.length,
+                found_entries: found.entries,
+                found_bytes: found.length,
+            });
+        }
+        dirs.sync()?;
         Ok((name, path))
     }
 
     /// Whether the directory is there.
     pub(crate) fn is_present(&self, name: &str) -> bool {
         is_safe_dir_name(name)
-            && fs::symlink_metadata(self.path(name)).is_ok_and(|meta| meta.is_dir())
+            && matches!(self.tag.dir(DIRS), Ok(Some(dirs))
+                if matches!(dirs.stat(name), Ok(Some(meta)) if meta.kind == Kind::Dir))
     }
 
-    /// Removes an owned directory and everything in it; a missing one is fine.
+    /// Whether anything (a directory or not) is there under `name`.
+    pub(crate) fn exists(&self, name: &str) -> Result<bool> {
+        if !is_safe_dir_name(name) {
+            return Ok(false);
+        }
+        match self.tag.dir(DIRS)? {
+            Some(dirs) => Ok(dirs.stat(name)?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// Removes an owned directory and everything in it, never following a symlink; a missing
+    /// one is fine.
     pub(crate) fn remove(&self, name: &str) -> Result<()> {
         if !is_safe_dir_name(name) {
             return Ok(());
         }
-        let path = self.path(name);
-        match fs::remove_dir_all(&path) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(CacheError::io("removing owned directory", path, source)),
+        match self.tag.dir(DIRS)? {
+            Some(dirs) => dirs.remove_tree(name).map(drop),
+            None => Ok(()),
         }
     }
 
-    /// The names of every owned directory present (staging excluded; other names ignored).
+    /// The names of every owned directory present (staging excluded). Anything else is
+    /// reported once and skipped, never touched.
     pub(crate) fn list(&self) -> Result<Vec<String>> {
+        let Some(dirs) = self.tag.dir(DIRS)? else {
+            return Ok(Vec::new());
+        };
         let mut names = Vec::new();
-        for entry in read_dir_if_present(&self.dir)? {
-            let entry = entry.map_err(|source| CacheError::io("listing", &self.dir, source))?;
-            if let Some(name) = entry.file_name().to_str()
-                && is_safe_dir_name(name)
-            {
-                names.push(name.to_owned());
+        for entry in dirs.entries()? {
+            if entry.name == STAGING {
+                continue;
+            }
+            match entry.name.to_str() {
+                Some(name) if is_safe_dir_name(name) && entry.meta.kind == Kind::Dir => {
+                    names.push(name.to_owned());
+                }
+                _ => fsys::warn_once(
+                    &dirs.join(&entry.name),
+                    "not a directory the cache owns; skipped",
+                ),
             }
         }
         Ok(names)
     }
 
-    /// Removes staging directories of processes that are gone; how many.
-    pub(crate) fn remove_stale_staging(&self) -> Result<u64> {
-        remove_stale_entries(&self.staging, |path| fs::remove_dir_all(path))
-    }
-}
-
-/// The bytes under `path`: lengths of regular files and symlinks, found without following any
-/// symlink.
-pub(crate) fn measure(path: &Path) -> Result<u64> {
-    let mut total = 0u64;
-    let mut pending = vec![path.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            fs::read_dir(&dir).map_err(|source| CacheError::io("measuring", &dir, source))?;
-        for entry in entries {
-            let entry = entry.map_err(|source| CacheError::io("measuring", &dir, source))?;
-            let meta = fs::symlink_metadata(entry.path())
-                .map_err(|source| CacheError::io("measuring", entry.path(), source))?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else {
-                total = total.saturating_add(meta.len());
-            }
+    /// `dirs/.staging` if it exists.
+    fn staging_dir(&self) -> Result<Option<Dir>> {
+        match self.tag.dir(DIRS)? {
+            Some(dirs) => dirs.dir(STAGING),
+            None => Ok(None),
         }
     }
-    Ok(total)
+
+    /// The staging directories cleanup would remove (see `fsys::Dir::stale_temps`), as paths.
+    pub(crate) fn stale_staging(&self) -> Result<Vec<PathBuf>> {
+        let Some(staging) = self.staging_dir()? else {
+            return Ok(Vec::new());
+        };
+        Ok(staging
+            .stale_temps()?
+            .iter()
+            .map(|name| staging.join(name))
+            .collect())
+    }
+
+    /// Removes staging directories of processes that are gone; how many.
+    pub(crate) fn remove_stale_staging(&self) -> Result<u64> {
+        let Some(staging) = self.staging_dir()? else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for name in staging.stale_temps()? {
+            if staging.remove_tree(&name)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn measure_counts_files_in_nested_directories_and_does_not_follow_symlinks() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("a/b")).unwrap();
-        fs::write(dir.path().join("a/one"), [0u8; 10]).unwrap();
-        fs::write(dir.path().join("a/b/two"), [0u8; 32]).unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        fs::write(outside.path().join("big"), vec![0u8; 4096]).unwrap();
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        let measured = measure(dir.path()).unwrap();
-        assert!(
-            (42..42 + 4096).contains(&measured),
-            "the link counts its own length, not its target's: {measured}"
-        );
+    fn tag_dir(path: &Path) -> Arc<Dir> {
+        Arc::new(Dir::open_root(path).unwrap())
     }
 
     #[test]
     fn a_dropped_staged_directory_is_removed_and_a_published_one_is_kept() {
         let tag = tempfile::tempdir().unwrap();
-        let dirs = DirFiles::new(tag.path());
+        let dirs = DirFiles::new(tag_dir(tag.path()));
         let staged = dirs.stage().unwrap();
         fs::write(staged.path().join("f"), b"x").unwrap();
         let path = staged.path().to_owned();
@@ -223,7 +302,9 @@ mod tests {
         let mut staged = dirs.stage().unwrap();
         assert!(dirs.owns(&staged));
         fs::write(staged.path().join("f"), b"x").unwrap();
-        let (name, published) = dirs.publish(&mut staged).unwrap();
+        let measured = dirs.measure(&staged).unwrap();
+        assert_eq!((measured.entries, measured.length), (1, 1));
+        let (name, published) = dirs.publish(&mut staged, &measured).unwrap();
         drop(staged);
         assert_eq!(fs::read(published.join("f")).unwrap(), b"x");
         assert!(dirs.is_present(&name));
@@ -232,10 +313,44 @@ mod tests {
         assert!(!dirs.is_present(&name));
     }
 
+    /// Issue 13, item 11: a directory whose content changed between its measurement and its
+    /// move into place (files removed by another process's sweep) is not stored.
+    #[test]
+    fn trust_11_a_directory_that_changed_after_it_was_measured_is_not_published() {
+        let tag = tempfile::tempdir().unwrap();
+        let dirs = DirFiles::new(tag_dir(tag.path()));
+        let mut staged = dirs.stage().unwrap();
+        for index in 0..3 {
+            fs::write(staged.path().join(format!("f{index}")), b"xyz").unwrap();
+        }
+        let measured = dirs.measure(&staged).unwrap();
+        fs::remove_file(staged.path().join("f1")).unwrap();
+        let err = dirs.publish(&mut staged, &measured).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CacheError::StagedDirectoryChanged {
+                    measured_entries: 3,
+                    found_entries: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        drop(staged);
+        assert_eq!(dirs.list().unwrap(), Vec::<String>::new(), "removed again");
+        assert!(
+            fs::read_dir(tag.path().join("dirs/.staging"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
     #[test]
     fn a_detached_staging_directory_is_not_owned_by_a_tag() {
         let tag = tempfile::tempdir().unwrap();
-        let dirs = DirFiles::new(tag.path());
+        let dirs = DirFiles::new(tag_dir(tag.path()));
         let detached = StagedDirectory::detached().unwrap();
         assert!(!dirs.owns(&detached));
         assert!(detached.path().is_dir());

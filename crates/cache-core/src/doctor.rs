@@ -21,22 +21,22 @@
 //! transaction); entries whose blob does not match its hash, which cleanup does not hash, are
 //! first read once, which removes them and the damaged file as any read of a damaged blob does.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Read as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, TransactionError, WriteTransaction};
 
-use crate::blobs::BlobFiles;
+use crate::blobs::{BlobFiles, BlobRead};
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::dirs::DirFiles;
 use crate::error::{CacheError, KeyDisplay, Result};
-use crate::files::{DATABASE_FILE_NAME, FileRegistration, is_corruption, remove_stale_entries};
+use crate::files::{DATABASE_FILE_NAME, FileRegistration, is_corruption};
+use crate::fsys;
 use crate::manager::{CacheManager, CleanupReport};
 use crate::store::{EntryFiles, RedbCache, entries_with_files};
 use crate::tag::Tag;
@@ -949,8 +949,19 @@ fn look(
     target: &CheckTarget<'_>,
     verify_only: Option<&HashSet<PathBuf>>,
 ) -> std::result::Result<StorageFindings, LookError> {
-    let blob_files = BlobFiles::new(&target.directory);
-    let dir_files = DirFiles::new(&target.directory);
+    // Through the open tag directory, never following a symlink (`fsys`): a planted one is a
+    // failed check naming it, never a read outside the root.
+    let tag_dir = fsys::Dir::open_tag(target.canonical_root, target.tag.as_str(), false)?
+        .ok_or_else(|| {
+            CacheError::io(
+                "inspecting",
+                &target.directory,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+    let tag_dir = std::sync::Arc::new(tag_dir);
+    let blob_files = BlobFiles::new(std::sync::Arc::clone(&tag_dir));
+    let dir_files = DirFiles::new(tag_dir);
     // Listed before the entries are read: a file moved into place after this is not listed, so
     // it cannot look like an orphan; one listed whose entry commits later is caught by the
     // second look.
@@ -970,7 +981,11 @@ fn look(
                 Some(state) => *state,
                 None => {
                     let verify = verify_only.is_none_or(|suspects| suspects.contains(&path));
-                    let state = blob_state(&path, &blob, verify)?;
+                    let state = match blob_files.check(&blob, verify)? {
+                        BlobRead::Verified(()) => BlobState::Fine,
+                        BlobRead::Missing => BlobState::Missing,
+                        BlobRead::Corrupt => BlobState::Corrupt,
+                    };
                     blob_states.insert(blob.hash, state);
                     state
                 }
@@ -998,18 +1013,20 @@ fn look(
     // A file listed above whose last entry was removed since has gone with it: only files still
     // there are orphans.
     for (hash, _) in blobs_on_disk {
-        let path = blob_files.path(&BlobRef { hash, len: 0 });
-        if !referenced_blobs.contains(&hash) && fs::symlink_metadata(&path).is_ok() {
-            findings.orphan_blobs.push(path);
+        if !referenced_blobs.contains(&hash) && blob_files.exists(&hash)? {
+            findings
+                .orphan_blobs
+                .push(blob_files.path(&BlobRef { hash, len: 0 }));
         }
     }
     for name in dirs_on_disk {
-        let path = dir_files.path(&name);
-        if !referenced_dirs.contains(&name) && fs::symlink_metadata(&path).is_ok() {
-            findings.orphan_directories.push(path);
+        if !referenced_dirs.contains(&name) && dir_files.exists(&name)? {
+            findings.orphan_directories.push(dir_files.path(&name));
         }
     }
-    findings.stale_temp_files = stale_temp_files(&target.directory)?;
+    // Judged exactly as cleanup judges them (`fsys::Dir::stale_temps`).
+    findings.stale_temp_files = blob_files.stale_temps()?;
+    findings.stale_temp_files.extend(dir_files.stale_staging()?);
 
     let by_path = |a: &EntryFile, b: &EntryFile| (&a.path, &a.key).cmp(&(&b.path, &b.key));
     findings.missing_blobs.sort_by(by_path);
@@ -1019,63 +1036,6 @@ fn look(
     findings.orphan_directories.sort();
     findings.stale_temp_files.sort();
     Ok(findings)
-}
-
-/// Whether the blob file at `path` holds `blob`: present as a regular file, of its length, and
-/// (when `verify`) hashing to its name.
-fn blob_state(path: &Path, blob: &BlobRef, verify: bool) -> Result<BlobState> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BlobState::Missing),
-        Err(source) => return Err(CacheError::io("reading blob", path, source)),
-    };
-    if !meta.is_file() {
-        return Ok(BlobState::Missing);
-    }
-    if meta.len() != blob.len {
-        return Ok(BlobState::Corrupt);
-    }
-    if !verify {
-        return Ok(BlobState::Fine);
-    }
-    let mut file = match fs::File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BlobState::Missing),
-        Err(source) => return Err(CacheError::io("opening blob", path, source)),
-    };
-    let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(CacheError::io("reading blob", path, source)),
-        };
-        hasher.update(buffer.get(..read).unwrap_or_default());
-    }
-    Ok(if hasher.finalize().as_bytes() == &blob.hash {
-        BlobState::Fine
-    } else {
-        BlobState::Corrupt
-    })
-}
-
-/// The temp files and staging directories cleanup would remove (see `blobs.rs` and `dirs.rs`
-/// for the layout): `remove_stale_entries` decides staleness exactly as cleanup does, and the
-/// "removal" given to it here only records the path.
-fn stale_temp_files(tag_directory: &Path) -> Result<Vec<PathBuf>> {
-    let found = RefCell::new(Vec::new());
-    for temp_directory in [
-        tag_directory.join("blobs").join("tmp"),
-        tag_directory.join("dirs").join(".staging"),
-    ] {
-        remove_stale_entries(&temp_directory, |path| {
-            found.borrow_mut().push(path.to_owned());
-            Ok(())
-        })?;
-    }
-    Ok(found.into_inner())
 }
 
 /// The entries that refer to files, read through a read-only handle (which never writes the

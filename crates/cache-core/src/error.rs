@@ -30,6 +30,18 @@ pub enum CacheError {
         reason: String,
     },
 
+    /// A path under the cache root that the cache refuses to use: a symlink (or another kind of
+    /// file) where it keeps a directory or file of its own, or a root or tag directory that
+    /// another user could change (owned by someone else, or writable by group or others).
+    /// Nothing was read, written or removed through it.
+    #[error("refusing {path}: {reason}")]
+    UnsafePath {
+        /// The path refused.
+        path: PathBuf,
+        /// Why, and what to do about it.
+        reason: String,
+    },
+
     /// A key longer than the store accepts.
     #[error("key {key} in tag '{tag}' is {len} bytes, more than the limit of {max}")]
     KeyTooLarge {
@@ -190,6 +202,26 @@ pub enum CacheError {
         tag: String,
         /// The staged directory.
         path: PathBuf,
+    },
+
+    /// A staged directory changed between its measurement and its move into place (files
+    /// added or removed by another process): it was removed again and nothing was stored.
+    #[error(
+        "directory {path} changed while it was being stored: measured {measured_entries} \
+         entries of {measured_bytes} bytes, found {found_entries} entries of {found_bytes} bytes \
+         once in place; it was removed and not stored"
+    )]
+    StagedDirectoryChanged {
+        /// Where the directory was moved (and removed from).
+        path: PathBuf,
+        /// Entries (files, directories, symlinks) measured before the move.
+        measured_entries: u64,
+        /// Their length in bytes, measured before the move.
+        measured_bytes: u64,
+        /// Entries found after the move.
+        found_entries: u64,
+        /// Their length in bytes, found after the move.
+        found_bytes: u64,
     },
 
     /// An operation that needs the database to itself (compaction, integrity check) found it

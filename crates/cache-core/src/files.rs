@@ -12,6 +12,7 @@ use redb::{ConcurrencyMode, Database, DatabaseError, StorageError};
 
 use crate::config::CacheOptions;
 use crate::error::{CacheError, Result};
+use crate::fsys;
 use crate::tag::Tag;
 
 /// File name of a tag's database inside `<root>/<tag>/`.
@@ -21,8 +22,9 @@ pub const DATABASE_FILE_NAME: &str = "cache.redb";
 /// second coordinator opening the same tag gets a clear error instead of a confusing one.
 static OPEN_FILES: Lazy<Mutex<HashSet<PathBuf>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 
-/// Creates `root` (mode 0700) if needed, checks that it is a directory, and returns its
-/// canonical path: the form the coordinator keys its registry with.
+/// Creates `root` (mode 0700) if needed, checks that it is a directory that only this user (or
+/// root) can change, and returns its canonical path: the form the coordinator keys its registry
+/// with. The root itself may be a symlink (the user chose it): it is resolved here, once.
 pub fn prepare_root(root: &Path) -> Result<PathBuf> {
     match fs::symlink_metadata(root) {
         Ok(meta) if meta.is_dir() || (meta.file_type().is_symlink() && root.is_dir()) => {}
@@ -35,7 +37,10 @@ pub fn prepare_root(root: &Path) -> Result<PathBuf> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_private_dir(root, true)?,
         Err(source) => return Err(CacheError::io("reading cache root", root, source)),
     }
-    fs::canonicalize(root).map_err(|source| CacheError::io("resolving cache root", root, source))
+    let canonical = fs::canonicalize(root)
+        .map_err(|source| CacheError::io("resolving cache root", root, source))?;
+    fsys::Dir::open_root(&canonical)?;
+    Ok(canonical)
 }
 
 /// Creates a directory with mode 0700; an existing directory is fine.
@@ -51,15 +56,12 @@ pub(crate) fn create_private_dir(path: &Path, recursive: bool) -> Result<()> {
     }
 }
 
-/// Creates a new file with mode 0600, failing if it exists (`create_new`) or truncating it.
-pub(crate) fn open_private_file(path: &Path, create_new: bool) -> Result<fs::File> {
+/// Creates a new file with mode 0600, failing if anything exists under its name (a symlink
+/// included: `O_EXCL` never follows one). For files outside the cache root (a caller's
+/// destination); below the root, `fsys` creates files.
+pub(crate) fn create_new_private_file(path: &Path) -> Result<fs::File> {
     let mut options = fs::OpenOptions::new();
-    options.write(true);
-    if create_new {
-        options.create_new(true);
-    } else {
-        options.create(true).truncate(true);
-    }
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options
@@ -86,7 +88,7 @@ impl TempOutput {
             std::process::id(),
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let file = open_private_file(&path, true)?;
+        let file = create_new_private_file(&path)?;
         Ok(TempOutput {
             path,
             file,
@@ -112,52 +114,6 @@ impl Drop for TempOutput {
             let _ = fs::remove_file(&self.path);
         }
     }
-}
-
-/// A temp file or staging directory whose writer process is gone, or that is older than this,
-/// is debris.
-const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-pub(crate) fn read_dir_if_present(dir: &Path) -> Result<Vec<std::io::Result<fs::DirEntry>>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.collect()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CacheError::io("listing", dir, source)),
-    }
-}
-
-/// Removes the entries of a temp directory (named `<pid>-<n>`) whose process is gone or that
-/// are older than a day, with `remove`; how many it removed.
-pub(crate) fn remove_stale_entries(
-    dir: &Path,
-    remove: impl Fn(&Path) -> std::io::Result<()>,
-) -> Result<u64> {
-    let mut removed = 0;
-    for entry in read_dir_if_present(dir)? {
-        let entry = entry.map_err(|source| CacheError::io("listing", dir, source))?;
-        let name = entry.file_name();
-        let owner_alive = name
-            .to_str()
-            .and_then(|name| name.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(process_is_alive);
-        let old = entry
-            .metadata()
-            .and_then(|meta| meta.modified())
-            .ok()
-            .and_then(|modified| std::time::SystemTime::now().duration_since(modified).ok())
-            .is_some_and(|age| age > STALE_TEMP_AGE);
-        if !owner_alive || old {
-            match remove(&entry.path()) {
-                Ok(()) => removed += 1,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(CacheError::io("removing stale temp", entry.path(), source));
-                }
-            }
-        }
-    }
-    Ok(removed)
 }
 
 /// Whether a process with this id exists. Where that cannot be known (no `/proc`), every
@@ -256,66 +212,54 @@ fn current_pid_namespace() -> Option<u64> {
     text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// Makes the creation, rename or removal of entries of `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)
-            .and_then(|handle| handle.sync_all())
-            .map_err(|source| CacheError::io("syncing directory", dir, source))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// Creates `<root>/<tag>/` and an empty database file (mode 0600), refusing symlinks, so that
-/// nothing the cache writes can land outside the root.
-pub(crate) fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<PathBuf> {
-    let tag_dir = canonical_root.join(tag.as_str());
-    match fs::symlink_metadata(&tag_dir) {
-        Ok(meta) if meta.file_type().is_symlink() => {
+/// Opens (creating if needed) `<root>/<tag>/` and creates an empty database file (mode 0600)
+/// if there is none, refusing symlinks and a root or tag directory another user could change,
+/// so that nothing the cache writes can land outside the root. Returns the database's path and
+/// the open tag directory.
+pub(crate) fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<(PathBuf, fsys::Dir)> {
+    let tag_path = canonical_root.join(tag.as_str());
+    let tag_dir = match fsys::Dir::open_tag(canonical_root, tag.as_str(), true) {
+        Ok(Some(tag_dir)) => tag_dir,
+        Ok(None) => {
             return Err(CacheError::InvalidRoot {
-                path: tag_dir,
-                reason: "tag directory is a symlink; refusing to follow it out of the cache root"
-                    .to_owned(),
+                path: tag_path,
+                reason: "tag directory vanished while it was being created".to_owned(),
             });
         }
-        Ok(meta) if !meta.is_dir() => {
-            return Err(CacheError::InvalidRoot {
-                path: tag_dir,
-                reason: "tag directory is not a directory".to_owned(),
-            });
+        // A symlink or a file where the tag directory goes: the error callers have always had.
+        Err(CacheError::UnsafePath { path, reason }) if path == tag_path => {
+            let reason = if reason.contains("symlink") {
+                "tag directory is a symlink; refusing to follow it out of the cache root".to_owned()
+            } else if reason.contains("not a directory") {
+                "tag directory is not a directory".to_owned()
+            } else {
+                reason
+            };
+            return Err(CacheError::InvalidRoot { path, reason });
         }
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            create_private_dir(&tag_dir, false)?
-        }
-        Err(source) => return Err(CacheError::io("reading tag directory", tag_dir, source)),
-    }
+        Err(err) => return Err(err),
+    };
     let path = tag_dir.join(DATABASE_FILE_NAME);
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if !meta.is_file() => {
+    match tag_dir.stat(DATABASE_FILE_NAME)? {
+        Some(meta) if meta.kind != fsys::Kind::File => {
             return Err(CacheError::InvalidRoot {
                 path,
                 reason: "database path is not a regular file (a symlink or directory)".to_owned(),
             });
         }
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create(true).truncate(false);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options
-                .open(&path)
-                .map_err(|source| CacheError::io("creating database file", &path, source))?;
-        }
-        Err(source) => return Err(CacheError::io("reading database file", path, source)),
+        Some(_) => {}
+        None => match tag_dir.create_new_file(DATABASE_FILE_NAME) {
+            Ok(_) => {}
+            // Created by another process at the same moment: theirs is as good.
+            Err(CacheError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists
+                    && tag_dir
+                        .stat(DATABASE_FILE_NAME)?
+                        .is_some_and(|meta| meta.kind == fsys::Kind::File) => {}
+            Err(err) => return Err(err),
+        },
     }
-    Ok(path)
+    Ok((path, tag_dir))
 }
 
 /// An open database and its entry in [`OPEN_FILES`]; fields drop in order, so the file is
@@ -384,15 +328,19 @@ pub(crate) fn quarantine_and_start_fresh(
 ) -> Result<Database> {
     let quarantined = path.with_extension(format!("redb.corrupt-{}", options.clock.now_ms()));
     tracing::error!(tag = %tag, path = %path.display(), quarantined = %quarantined.display(), reason, "cache file is corrupt; moved aside, starting empty");
-    fs::rename(path, &quarantined)
-        .map_err(|source| CacheError::io("quarantining corrupt database", path, source))?;
-    let mut options_file = fs::OpenOptions::new();
-    options_file.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options_file, 0o600);
-    options_file
-        .open(path)
-        .map_err(|source| CacheError::io("creating database file", path, source))?;
+    let tag_path = path.parent().unwrap_or(path);
+    let tag_dir = fsys::Dir::open_tag_path(tag_path, false)?.ok_or_else(|| {
+        CacheError::io(
+            "quarantining corrupt database",
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+    })?;
+    let quarantined_name = quarantined
+        .file_name()
+        .unwrap_or(std::ffi::OsStr::new("cache.redb.corrupt"));
+    tag_dir.rename(DATABASE_FILE_NAME, &tag_dir, quarantined_name)?;
+    tag_dir.create_new_file(DATABASE_FILE_NAME)?;
     match open_redb(path, options) {
         Ok(result) => result.map_err(|err| CacheError::database(tag.as_str(), path, err)),
         Err(_) => Err(CacheError::InvalidRoot {

@@ -83,6 +83,7 @@ mod doctor;
 mod error;
 mod files;
 mod flight;
+mod fsys;
 // Entry points for the fuzz targets and the decoder property tests; not part of the API.
 #[doc(hidden)]
 pub mod fuzzing;

@@ -30,7 +30,7 @@ use crate::codec::{
 };
 use crate::committer::Committer;
 use crate::config::{CacheOptions, EvictionPolicy};
-use crate::dirs::{CachedDirectory, DirFiles, StagedDirectory, measure};
+use crate::dirs::{CachedDirectory, DirFiles, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::{
     FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files,
@@ -493,13 +493,13 @@ impl RedbCache {
     /// and the tag starts empty.
     pub fn open(canonical_root: &Path, tag: Tag, options: CacheOptions) -> Result<Arc<Self>> {
         options.validate()?;
-        let path = prepare_tag_files(canonical_root, &tag)?;
+        let (path, tag_dir) = prepare_tag_files(canonical_root, &tag)?;
         let registration = FileRegistration::register(&path)?;
         let database = open_or_quarantine(&path, &tag, &options)?;
-        let tag_dir = path.parent().unwrap_or(canonical_root).to_owned();
+        let tag_dir = Arc::new(tag_dir);
         let cache = Arc::new(RedbCache {
-            blob_files: BlobFiles::new(&tag_dir),
-            dir_files: DirFiles::new(&tag_dir),
+            blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
+            dir_files: DirFiles::new(tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
             published_usage: Mutex::new((u64::MAX, u64::MAX)),
             flights: Flights::default(),
@@ -1920,13 +1920,14 @@ impl CacheManager for RedbCache {
                 });
             }
             self.check_value_len(key, value.len() as u64, self.options.max_value_bytes)?;
-            let size = measure(staged.path())?;
+            let measured = self.dir_files.measure(&staged)?;
+            let size = measured.allocated;
             self.check_value_len(key, size.saturating_add(value.len() as u64), u64::MAX)?;
             let header = self.header(EntryKind::Directory, ValueFormat::RAW, ttl);
             self.forget_pending_reads([key]);
             let mut published: Option<String> = None;
             let result = self.write(|tables, _| {
-                let (name, path) = self.dir_files.publish(&mut staged)?;
+                let (name, path) = self.dir_files.publish(&mut staged, &measured)?;
                 published = Some(name.clone());
                 let dir = DirRef { name: &name, size };
                 tables

@@ -34,6 +34,12 @@
 //!   COUNT_FILE, waits until CALLS_FILE has CALLERS lines (every caller has asked), holds for
 //!   HOLD_MS, then returns `computed by <pid>` (`ok`) or fails (`fail`). Prints `value <value>`
 //!   and `counters computations=N waits=N takeovers=N`, exits 0; exits 1 with the error.
+//! - `contain ROOT TAG set|cleanup|doctor|repair`: one maintenance or write step on a root an
+//!   attacker prepared (`security.rs`). `set` stores a 300 KB blob value (the same bytes every
+//!   time: `cache_tests::large_value`) and a staged directory holding one file, then flushes;
+//!   `cleanup` runs the tag's cleanup; `doctor` and `repair` run its checks without and with
+//!   repair. Prints `ok ...` or `error <message>` for `set` and `cleanup`, and one
+//!   `check <name> <status> <detail>` line per doctor check. Exits 0 whatever the outcome.
 
 #![allow(
     clippy::print_stdout,
@@ -73,6 +79,7 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "fill" => fill(rest),
         Some((command, [root, tag])) if command == "probe" => probe(root, tag),
         Some((command, rest)) if command == "compute" => compute(rest),
+        Some((command, [root, tag, step])) if command == "contain" => contain(root, tag, step),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
@@ -80,7 +87,8 @@ fn run() -> anyhow::Result<()> {
              crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
              fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG | \
-             compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail)"
+             compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail | \
+             contain ROOT TAG set|cleanup|doctor|repair)"
         ),
     }
 }
@@ -673,4 +681,50 @@ fn compute(args: &[String]) -> anyhow::Result<()> {
         counters.computations, counters.waits, counters.takeovers
     );
     Ok(())
+}
+
+fn contain(root: &str, tag: &str, step: &str) -> anyhow::Result<()> {
+    if step == "doctor" || step == "repair" {
+        let tag = cache_core::Tag::new(tag).context("while parsing TAG")?;
+        let canonical = match cache_core::prepare_root(&PathBuf::from(root)) {
+            Ok(canonical) => canonical,
+            Err(err) => return report(format_args!("error {err}")),
+        };
+        let options = cache_core::DoctorOptions {
+            repair: step == "repair",
+            ..cache_core::DoctorOptions::default()
+        };
+        for finding in cache_core::diagnose_tag(&canonical, &tag, &options).findings {
+            report(format_args!(
+                "check {} {} {}",
+                finding.check, finding.status, finding.detail
+            ))?;
+        }
+        return Ok(());
+    }
+    let coordinator = Coordinator::new();
+    let outcome = coordinator
+        .get_shared_cache_instance(&PathBuf::from(root), tag, CacheOptions::default())
+        .and_then(|cache| match step {
+            "set" => {
+                cache.set(b"large", &cache_tests::large_value(), None)?;
+                let staged = cache.stage_directory()?;
+                std::fs::write(staged.path().join("file"), b"staged").map_err(|source| {
+                    CacheError::Io {
+                        operation: "filling",
+                        path: staged.path().to_owned(),
+                        source,
+                    }
+                })?;
+                cache.set_directory(b"directory", staged, b"", None)?;
+                cache.flush()?;
+                Ok("ok set".to_owned())
+            }
+            "cleanup" => cache.cleanup().map(|report| format!("ok {report:?}")),
+            _ => Ok(format!("error unknown step {step}")),
+        });
+    match outcome {
+        Ok(line) => report(format_args!("{line}")),
+        Err(err) => report(format_args!("error {err}")),
+    }
 }

@@ -445,3 +445,63 @@ fn symlinks_that_stay_inside_are_unpacked_as_symlinks(
         b"payload"
     );
 }
+
+/// Issue 13, item 9: `export -o DIR/NAME` writes `DIR/.NAME.partial-<pid>-<n>` first; symlinks
+/// planted under those names (someone sharing DIR) are never written through: the export takes
+/// the next free name, or, when every name it tries is taken, fails with an error naming the
+/// output, having written nothing.
+#[rstest]
+fn trust_09_export_never_writes_through_a_planted_partial_symlink(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = fake_workspace(&root, "ws");
+    cache_ws(&compilation, &ws, &repo());
+    let shared = root.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    let victim = root.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let plant = |range: std::ops::Range<u32>| {
+        for attempt in range {
+            let name = format!(".out.tar.partial-{}-{attempt}", std::process::id());
+            std::os::unix::fs::symlink(&victim, shared.join(name)).unwrap();
+        }
+    };
+    let export = || {
+        compilation.workspaces.export(
+            &branch("main"),
+            &shared.join("out.tar"),
+            ExportOptions::new(ArchiveFormat::Tar),
+            &mut quiet(),
+        )
+    };
+
+    plant(0..8);
+    let report = export().unwrap();
+    assert!(
+        fs::read(&victim).unwrap() == b"precious",
+        "the file a planted link points to is untouched"
+    );
+    assert!(
+        fs::symlink_metadata(&report.path).unwrap().is_file(),
+        "the archive is a file of its own"
+    );
+    assert!(report.archive_bytes > 0);
+
+    plant(8..200);
+    fs::remove_file(shared.join("out.tar")).unwrap();
+    let err = export().unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(&*shared.join("out.tar").to_string_lossy())
+            && message.contains("nothing was written"),
+        "{message}"
+    );
+    assert!(
+        fs::read(&victim).unwrap() == b"precious",
+        "the file a planted link points to is untouched"
+    );
+    assert!(!shared.join("out.tar").exists());
+}

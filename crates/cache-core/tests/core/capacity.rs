@@ -18,7 +18,7 @@ use cache_core::{
 use rstest::rstest;
 use tempfile::TempDir;
 
-use crate::{clock, coordinator, open, options_with, root};
+use crate::{clock, coordinator, dead_temp_name, open, options_with, root, temp_name_of};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -365,6 +365,23 @@ fn cleanup_removes_orphans_and_entries_without_their_files(
     );
 }
 
+/// What `dir` occupies on disk, as `du` counts it: the allocated blocks of the directory and of
+/// everything below it (files, directories, symlinks), found without following a symlink.
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = fs::symlink_metadata(dir).unwrap().blocks() * 512;
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        total += if meta.is_dir() {
+            allocated(&path)
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
 /// Fills a staged directory with a small fake tree of `files` files of `len` bytes.
 fn fill(dir: &Path, files: usize, len: usize) {
     fs::create_dir_all(dir.join("zmk/app")).unwrap();
@@ -382,18 +399,69 @@ fn an_owned_directory_is_counted_and_goes_with_its_entry(root: TempDir, coordina
         .set_directory(b"ws", staged, b"metadata", None)
         .unwrap()
         .unwrap();
-    assert_eq!(stored.size_bytes, 4000);
+    // Charged what it occupies on disk (issue 13, item 13), at least the files' 4000 bytes.
+    assert_eq!(stored.size_bytes, allocated(&stored.path));
+    assert!(stored.size_bytes >= 4000);
     assert!(stored.path.join("zmk/app/f3").is_file());
-    assert!(cache.get_stats().unwrap().disk_bytes >= 4000);
+    assert!(cache.get_stats().unwrap().disk_bytes >= stored.size_bytes);
     let found = cache.get_directory(b"ws").unwrap().unwrap();
     assert_eq!(found, stored);
     assert_eq!(cache.get(b"ws").unwrap(), Some(b"metadata".to_vec()));
-    assert_eq!(cache.get_metadata(b"ws").unwrap().unwrap().size_bytes, 4008);
+    assert_eq!(
+        cache.get_metadata(b"ws").unwrap().unwrap().size_bytes,
+        stored.size_bytes + 8
+    );
 
     assert!(cache.delete(b"ws").unwrap());
     cache.flush().unwrap();
     assert!(!stored.path.exists(), "removed with its entry");
     assert_eq!(cache.get_stats().unwrap().disk_bytes, 0);
+}
+
+/// Issue 13, item 13: an owned directory of many one-byte files and empty directories is
+/// charged what it occupies on disk (its allocated blocks), in the size limit and the stats,
+/// not the few hundred bytes its files hold.
+#[rstest]
+fn trust_13_an_owned_directory_is_charged_its_allocated_size(
+    root: TempDir,
+    coordinator: Coordinator,
+) {
+    let cache = open(&coordinator, &root, "compilation", CacheOptions::default());
+    let staged = cache.stage_directory().unwrap();
+    for index in 0..300 {
+        fs::write(staged.path().join(format!("one-{index}")), b"1").unwrap();
+    }
+    for index in 0..200 {
+        fs::create_dir(staged.path().join(format!("empty-{index}"))).unwrap();
+    }
+    let on_disk = allocated(staged.path());
+    let stored = cache
+        .set_directory(b"ws", staged, b"", None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.size_bytes, on_disk);
+    assert!(
+        stored.size_bytes >= 300 * 512,
+        "every one-byte file takes a block at least: {}",
+        stored.size_bytes
+    );
+    assert!(cache.get_stats().unwrap().disk_bytes >= on_disk);
+    // A limit between the files' lengths and what they occupy refuses the directory.
+    let small = open(
+        &coordinator,
+        &root,
+        "small",
+        CacheOptions {
+            max_size_bytes: 64 * KIB,
+            ..CacheOptions::default()
+        },
+    );
+    let staged = small.stage_directory().unwrap();
+    for index in 0..300 {
+        fs::write(staged.path().join(format!("one-{index}")), b"1").unwrap();
+    }
+    let err = small.set_directory(b"ws", staged, b"", None).unwrap_err();
+    assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
 }
 
 #[rstest]
@@ -412,8 +480,13 @@ fn a_directory_whose_files_went_missing_is_a_miss(root: TempDir, coordinator: Co
 
 #[rstest]
 fn eviction_removes_owned_directories(root: TempDir, coordinator: Coordinator) {
+    // Room for three of the five directories (each charged its allocated size).
+    let sample = root.path().join("sample");
+    fill(&sample, 3, 1000);
+    let one = allocated(&sample);
+    fs::remove_dir_all(&sample).unwrap();
     let options = CacheOptions {
-        max_size_bytes: 10 * KIB,
+        max_size_bytes: 3 * one + KIB,
         ..CacheOptions::default()
     };
     let cache = open(&coordinator, &root, "compilation", options);
@@ -428,7 +501,7 @@ fn eviction_removes_owned_directories(root: TempDir, coordinator: Coordinator) {
         paths.push(stored.path);
     }
     let stats = cache.get_stats().unwrap();
-    assert!(stats.disk_bytes <= 10 * KIB);
+    assert!(stats.disk_bytes <= 3 * one + KIB);
     assert!(stats.counters.evictions >= 2);
     assert!(
         !paths[0].exists(),
@@ -595,9 +668,11 @@ fn cleanup_removes_temp_files_of_dead_processes_and_keeps_live_ones(
     let cache = open(&coordinator, &root, "t", CacheOptions::default());
     cache.set(b"k", &pattern(MIB, 1), None).unwrap();
     cache.stage_directory().unwrap(); // creates dirs/.staging, removed again at once
-    // No process has id 4 000 000 000 (pid_max is at most 2^22).
-    let dead_temp = root.path().join("t/blobs/tmp/4000000000-0");
-    let dead_staging = root.path().join("t/dirs/.staging/4000000000-ab");
+    let dead_temp = root.path().join("t/blobs/tmp").join(dead_temp_name("0"));
+    let dead_staging = root
+        .path()
+        .join("t/dirs/.staging")
+        .join(dead_temp_name("ab"));
     fs::write(&dead_temp, b"half a blob").unwrap();
     fs::create_dir_all(dead_staging.join("zmk")).unwrap();
     let live_staging = cache.stage_directory().unwrap();
@@ -608,6 +683,89 @@ fn cleanup_removes_temp_files_of_dead_processes_and_keeps_live_ones(
     assert!(live_staging.path().is_dir(), "this process's staging stays");
     let last = cache.get_stats().unwrap().last_cleanup.unwrap();
     assert!(last.elapsed().unwrap_or_default() < Duration::from_secs(3600));
+}
+
+/// Issue 13, item 11: a temp file or staging directory whose writer cannot be judged here (it
+/// belongs to another pid namespace: a container sharing the root, whose pids mean nothing in
+/// this process table) is kept by cleanup until it is a day old, then removed.
+#[rstest]
+fn trust_11_cleanup_keeps_temps_of_another_pid_namespace_until_they_are_old(
+    root: TempDir,
+    coordinator: Coordinator,
+) {
+    let cache = open(&coordinator, &root, "t", CacheOptions::default());
+    cache.set(b"k", &pattern(MIB, 1), None).unwrap();
+    cache.stage_directory().unwrap(); // creates dirs/.staging, removed again at once
+    // A pid that does not exist here, of another namespace (its own container, where it runs).
+    let namespace = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let other_namespace: u64 = namespace
+        .to_str()
+        .and_then(|text| text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
+        .map(|own: u64| own + 1)
+        .unwrap();
+    let foreign_temp = root.path().join("t/blobs/tmp").join(temp_name_of(
+        4_000_000_000,
+        Some(other_namespace),
+        "0",
+    ));
+    let foreign_staging = root.path().join("t/dirs/.staging").join(temp_name_of(
+        4_000_000_000,
+        Some(other_namespace),
+        "ab",
+    ));
+    fs::write(&foreign_temp, b"half a blob").unwrap();
+    fs::create_dir_all(foreign_staging.join("zmk")).unwrap();
+    fs::write(foreign_staging.join("zmk/file"), b"being imported").unwrap();
+
+    assert_eq!(cache.cleanup().unwrap().temp_files, 0);
+    assert!(foreign_temp.is_file() && foreign_staging.join("zmk/file").is_file());
+
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(48 * 3600);
+    for path in [&foreign_temp, &foreign_staging] {
+        fs::File::open(path)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    assert_eq!(cache.cleanup().unwrap().temp_files, 2);
+    assert!(!foreign_temp.exists() && !foreign_staging.exists());
+}
+
+/// Issue 13, item 15: another tag's usage file claiming an implausible size (garbage, or
+/// stale: `u64::MAX` bytes in one entry) is ignored with a warning, so it cannot make this tag
+/// evict under the root budget.
+#[rstest]
+fn trust_15_an_implausible_usage_file_of_another_tag_is_ignored(
+    root: TempDir,
+    coordinator: Coordinator,
+) {
+    let other = root.path().join("b");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join(cache_core::DATABASE_FILE_NAME), b"").unwrap();
+    fs::write(other.join("usage"), b"18446744073709551615 1").unwrap();
+    let options = CacheOptions {
+        root_max_size_bytes: Some(8 * MIB),
+        ..CacheOptions::default()
+    };
+    let cache = open(&coordinator, &root, "a", options);
+    for index in 0..60u32 {
+        cache
+            .set(
+                &index.to_be_bytes(),
+                &pattern(100 * KIB, u64::from(index)),
+                None,
+            )
+            .unwrap();
+        cache.flush().unwrap();
+    }
+    let stats = cache.get_stats().unwrap();
+    assert_eq!(stats.counters.evictions, 0);
+    assert_eq!(stats.entries, 60);
+    assert_eq!(
+        fs::read(other.join("usage")).unwrap(),
+        b"18446744073709551615 1",
+        "another tag's file is only read"
+    );
 }
 
 #[rstest]

@@ -17,7 +17,7 @@ use cache_core::{
 use rstest::rstest;
 use tempfile::TempDir;
 
-use crate::{coordinator, open, root};
+use crate::{coordinator, dead_temp_name, open, root};
 
 /// Values above 1 KiB are blobs.
 fn options() -> CacheOptions {
@@ -261,11 +261,13 @@ fn orphans_missing_directories_and_stale_temps_are_listed_then_removed_by_repair
     fs::write(&stray, b"not the cache's").unwrap();
     let orphan_dir = root.path().join("t/dirs").join("cd".repeat(16));
     fs::create_dir_all(orphan_dir.join("zmk")).unwrap();
-    // No process has id 4 000 000 000 (pid_max is at most 2^22).
-    let dead_temp = root.path().join("t/blobs/tmp/4000000000-0");
+    let dead_temp = root.path().join("t/blobs/tmp").join(dead_temp_name("0"));
     fs::create_dir_all(dead_temp.parent().unwrap()).unwrap();
     fs::write(&dead_temp, b"half a blob").unwrap();
-    let dead_staging = root.path().join("t/dirs/.staging/4000000000-ab");
+    let dead_staging = root
+        .path()
+        .join("t/dirs/.staging")
+        .join(dead_temp_name("ab"));
     fs::create_dir_all(&dead_staging).unwrap();
     let before = tree_state(root.path());
 
@@ -384,4 +386,46 @@ fn a_tag_open_in_this_process_is_refused_by_the_storage_checks_too(
         detail(&diagnosis, "blobs").contains("already open in this process"),
         "{diagnosis:?}"
     );
+}
+
+/// Issue 13, item 14: a stray file directly under `blobs/` (a `README`), a stray directory
+/// there, and unknown names under `dirs/`, `blobs/<2 hex>/`, `blobs/tmp/` and `dirs/.staging/`
+/// are reported and skipped by cleanup, doctor and doctor with repair: none stops maintenance,
+/// and none is touched.
+#[rstest]
+fn trust_14_a_stray_file_never_stops_maintenance(root: TempDir, coordinator: Coordinator) {
+    seed(&root, &coordinator);
+    let tag = root.path().join("t");
+    let strays = [
+        tag.join("blobs/README"),
+        tag.join("blobs/notes/inside"),
+        tag.join("blobs/ab/notes.txt"),
+        tag.join("blobs/tmp/README"),
+        tag.join("dirs/README"),
+        tag.join("dirs/.staging/README"),
+    ];
+    for stray in &strays {
+        fs::create_dir_all(stray.parent().unwrap()).unwrap();
+        fs::write(stray, b"not the cache's").unwrap();
+    }
+
+    let cache = open(&coordinator, &root, "t", options());
+    let report = cache.cleanup().unwrap();
+    assert_eq!(report.temp_files, 0, "{report:?}");
+    assert_eq!(cache.get(b"big-a").unwrap(), Some(value(1)));
+    coordinator.reset().unwrap();
+
+    for repair in [false, true] {
+        let checked = diagnose(&root, repair);
+        for check in ["blobs", "directories", "temp files"] {
+            assert_eq!(
+                status(&checked, check),
+                CheckStatus::Healthy,
+                "repair {repair}, {check}: {checked:?}"
+            );
+        }
+    }
+    for stray in &strays {
+        assert_eq!(fs::read(stray).unwrap(), b"not the cache's", "{stray:?}");
+    }
 }

@@ -1,0 +1,962 @@
+//! The one way into a cache root: every directory and file below it is opened, created, listed,
+//! renamed, removed and measured here, relative to an open directory, and a symlink below the
+//! root is never followed.
+//!
+//! [`Dir`] is an open directory (a file descriptor) and its path, kept for messages only. A
+//! directory below it is reached one component at a time with `openat(O_DIRECTORY |
+//! O_NOFOLLOW)`, so a symlink planted where the cache keeps a directory of its own (`blobs`,
+//! `blobs/tmp`, `dirs/.staging`...) is refused with [`CacheError::UnsafePath`], never followed.
+//! Files are opened with `O_NOFOLLOW`, created with `O_CREAT | O_EXCL` (mode 0600: a name that
+//! already exists, a symlink included, is never written through), trees are removed with
+//! `unlinkat` (a symlink inside one is unlinked, never followed) and measured with `fstatat(...,
+//! AT_SYMLINK_NOFOLLOW)`.
+//!
+//! The root and tag directories are checked as OpenSSH checks the files it trusts: owned by this
+//! user (or root) and writable by nobody else. Below a directory only its owner can change, no
+//! one else can plant a link, so the checks of those two directories are what make the rest
+//! hold for other users; `O_NOFOLLOW` everywhere makes it hold for a link planted anyway.
+//!
+//! Temp files and staging directories are named after their writer ([`temp_name`]: process id,
+//! pid namespace and boot id), so that a sweep can tell a dead writer of this machine and pid
+//! namespace from one it cannot judge (another container or host sharing the root), which it
+//! leaves until it is old ([`STALE_TEMP_AGE`]).
+//!
+//! What this cannot cover: redb opens `<tag>/cache.redb` by path, and callers fill a staged
+//! directory by path. Both paths lead through directories checked here, which only this user
+//! can change.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use once_cell::sync::Lazy;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{CacheError, Result};
+use crate::files::ProcessIdentity;
+
+/// A temp file or staging directory older than this is debris whatever its writer: long enough
+/// for any single write or import, and the only way a temp whose writer cannot be judged
+/// (another pid namespace or host) is ever removed. Judged by the entry's mtime.
+pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Mode of every directory the cache creates.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every file the cache creates.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// What an entry is, seen without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A device, FIFO or socket: nothing the cache makes.
+    Other,
+}
+
+impl Kind {
+    fn of(stat: &rustix::fs::Stat) -> Kind {
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// What `fstatat(AT_SYMLINK_NOFOLLOW)` says about an entry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    pub(crate) kind: Kind,
+    /// Length in bytes (of the link itself, for a symlink).
+    pub(crate) len: u64,
+    /// Bytes allocated on disk (`st_blocks * 512`).
+    pub(crate) allocated: u64,
+    pub(crate) modified: SystemTime,
+}
+
+impl Meta {
+    fn of(stat: &rustix::fs::Stat) -> Meta {
+        let seconds = u64::try_from(stat.st_mtime).unwrap_or(0);
+        let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
+        Meta {
+            kind: Kind::of(stat),
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+            allocated: u64::try_from(stat.st_blocks)
+                .unwrap_or(0)
+                .saturating_mul(512),
+            modified: UNIX_EPOCH + Duration::new(seconds, nanos.min(999_999_999)),
+        }
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) name: OsString,
+    pub(crate) meta: Meta,
+}
+
+/// A tree as [`Dir::measure_tree`] found it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TreeSize {
+    /// Entries below the top directory: files, directories, symlinks and anything else.
+    pub(crate) entries: u64,
+    /// Lengths of everything that is not a directory (a symlink counts its own length).
+    pub(crate) length: u64,
+    /// Bytes allocated on disk for the top directory and everything below it.
+    pub(crate) allocated: u64,
+}
+
+/// An open directory at or below the cache root, and its path (for messages, and for the paths
+/// handed to callers).
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn io_error(errno: Errno) -> io::Error {
+    io::Error::from(errno)
+}
+
+/// Refuses a name that is not one plain component: every name below the root is reached one
+/// directory at a time.
+fn component<'a>(dir: &Path, name: &'a OsStr) -> Result<&'a OsStr> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(CacheError::UnsafePath {
+            path: dir.join(name),
+            reason: "not a single file name; the cache reaches every path one directory at a time"
+                .to_owned(),
+        });
+    }
+    Ok(name)
+}
+
+impl Dir {
+    /// Opens the cache root (already resolved by `prepare_root`: the root itself may be a symlink
+    /// the user chose) and checks that only this user can change it.
+    pub(crate) fn open_root(root: &Path) -> Result<Dir> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| CacheError::io("opening cache root", root, io_error(errno)))?;
+        let dir = Dir {
+            fd,
+            path: root.to_owned(),
+        };
+        dir.check_private("cache root")?;
+        Ok(dir)
+    }
+
+    /// Opens the root at `root` and its tag directory `tag` (created 0700 when `create`), both
+    /// checked as private to this user. `None` when the tag directory does not exist and
+    /// `create` is false.
+    pub(crate) fn open_tag(root: &Path, tag: &str, create: bool) -> Result<Option<Dir>> {
+        let root = Dir::open_root(root)?;
+        let tag_dir = if create {
+            Some(root.dir_or_create(tag)?)
+        } else {
+            root.dir(tag)?
+        };
+        if let Some(tag_dir) = &tag_dir {
+            tag_dir.check_private("tag directory")?;
+        }
+        Ok(tag_dir)
+    }
+
+    /// [`Dir::open_tag`] for a tag directory given by its path (`<root>/<tag>`).
+    pub(crate) fn open_tag_path(tag_dir: &Path, create: bool) -> Result<Option<Dir>> {
+        let (Some(root), Some(tag)) = (tag_dir.parent(), tag_dir.file_name()) else {
+            return Err(CacheError::UnsafePath {
+                path: tag_dir.to_owned(),
+                reason: "not a tag directory below a cache root".to_owned(),
+            });
+        };
+        let Some(tag) = tag.to_str() else {
+            return Err(CacheError::UnsafePath {
+                path: tag_dir.to_owned(),
+                reason: "a tag directory's name is a tag".to_owned(),
+            });
+        };
+        Dir::open_tag(root, tag, create)
+    }
+
+    /// The directory's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` in this directory (for messages and for callers' paths).
+    pub(crate) fn join(&self, name: impl AsRef<OsStr>) -> PathBuf {
+        self.path.join(name.as_ref())
+    }
+
+    /// Refuses this directory if another user could change it: owned by someone other than this
+    /// user or root, or writable by group or others (as OpenSSH refuses such paths).
+    pub(crate) fn check_private(&self, what: &str) -> Result<()> {
+        let stat = rustix::fs::fstat(&self.fd)
+            .map_err(|errno| CacheError::io("reading", &self.path, io_error(errno)))?;
+        let me = rustix::process::geteuid().as_raw();
+        if stat.st_uid != me && stat.st_uid != 0 {
+            return Err(CacheError::UnsafePath {
+                path: self.path.clone(),
+                reason: format!(
+                    "the {what} is owned by uid {}, not by this user (uid {me}) or root: its \
+                     owner could plant links in it; use a directory of your own",
+                    stat.st_uid
+                ),
+            });
+        }
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(CacheError::UnsafePath {
+                path: self.path.clone(),
+                reason: format!(
+                    "the {what} is writable by {} (mode {mode:04o}): another user could plant \
+                     links in it; run `chmod go-w {}`",
+                    if mode & 0o002 != 0 {
+                        "others"
+                    } else {
+                        "its group"
+                    },
+                    self.path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The child directory `name`, opened without following a symlink; `None` if it does not
+    /// exist. A symlink or a file there is refused.
+    pub(crate) fn dir(&self, name: impl AsRef<OsStr>) -> Result<Option<Dir>> {
+        let name = component(&self.path, name.as_ref())?;
+        match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(Dir {
+                fd,
+                path: self.join(name),
+            })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(errno @ (Errno::LOOP | Errno::NOTDIR)) => Err(self.refusal(name, errno)),
+            Err(errno) => Err(CacheError::io(
+                "opening directory",
+                self.join(name),
+                io_error(errno),
+            )),
+        }
+    }
+
+    /// The child directory `name`, created (0700) if missing; a symlink or a file there is
+    /// refused.
+    pub(crate) fn dir_or_create(&self, name: impl AsRef<OsStr>) -> Result<Dir> {
+        let name = component(&self.path, name.as_ref())?;
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(PRIVATE_DIR_MODE)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(errno) => {
+                return Err(CacheError::io(
+                    "creating directory",
+                    self.join(name),
+                    io_error(errno),
+                ));
+            }
+        }
+        self.dir(name)?.ok_or_else(|| {
+            CacheError::io(
+                "opening directory",
+                self.join(name),
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "removed by another process just after it was created",
+                ),
+            )
+        })
+    }
+
+    /// Creates the child directory `name` (0700), failing if anything exists under that name,
+    /// and opens it.
+    pub(crate) fn create_new_dir(&self, name: impl AsRef<OsStr>) -> Result<Dir> {
+        let name = component(&self.path, name.as_ref())?;
+        rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(PRIVATE_DIR_MODE)).map_err(
+            |errno| CacheError::io("creating directory", self.join(name), io_error(errno)),
+        )?;
+        self.dir(name)?.ok_or_else(|| {
+            CacheError::io(
+                "opening directory",
+                self.join(name),
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "removed by another process just after it was created",
+                ),
+            )
+        })
+    }
+
+    /// Why `name` cannot be opened as a directory: it is a symlink, or not a directory.
+    fn refusal(&self, name: &OsStr, errno: Errno) -> CacheError {
+        let path = self.join(name);
+        let reason = match self.stat(name) {
+            Ok(Some(meta)) if meta.kind == Kind::Symlink => {
+                "is a symlink where the cache keeps a directory of its own; the cache never \
+                 follows a symlink below its root: remove it"
+            }
+            Ok(Some(_)) => {
+                "is not a directory where the cache keeps a directory of its own: remove it"
+            }
+            _ => return CacheError::io("opening directory", path, io_error(errno)),
+        };
+        CacheError::UnsafePath {
+            path,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// What `name` is, without following it; `None` if it does not exist.
+    pub(crate) fn stat(&self, name: impl AsRef<OsStr>) -> Result<Option<Meta>> {
+        let name = component(&self.path, name.as_ref())?;
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(Meta::of(&stat))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(errno) => Err(CacheError::io("reading", self.join(name), io_error(errno))),
+        }
+    }
+
+    /// Creates the file `name` (mode 0600), failing if anything exists under that name: a file,
+    /// a directory or a symlink, which is never written through.
+    pub(crate) fn create_new_file(&self, name: impl AsRef<OsStr>) -> Result<File> {
+        let name = component(&self.path, name.as_ref())?;
+        rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(PRIVATE_FILE_MODE),
+        )
+        .map(File::from)
+        .map_err(|errno| CacheError::io("creating file", self.join(name), io_error(errno)))
+    }
+
+    /// Opens the regular file `name` for reading; `None` if nothing is there, or something that
+    /// is not a regular file (a symlink is not followed).
+    pub(crate) fn open_file(&self, name: impl AsRef<OsStr>) -> Result<Option<File>> {
+        let name = component(&self.path, name.as_ref())?;
+        // O_NONBLOCK: a FIFO planted under the name must not block the open; it is refused below.
+        let fd = match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
+            Err(errno) => {
+                return Err(CacheError::io("opening", self.join(name), io_error(errno)));
+            }
+        };
+        let stat = rustix::fs::fstat(&fd)
+            .map_err(|errno| CacheError::io("reading", self.join(name), io_error(errno)))?;
+        if Kind::of(&stat) != Kind::File {
+            return Ok(None);
+        }
+        // Back to blocking reads (a regular file ignores the flag, but say what is meant).
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty())
+            .map_err(|errno| CacheError::io("opening", self.join(name), io_error(errno)))?;
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Every entry of the directory (but `.` and `..`), each seen without following it. An entry
+    /// removed while the listing runs is left out.
+    pub(crate) fn entries(&self) -> Result<Vec<Entry>> {
+        let listing = rustix::fs::Dir::read_from(&self.fd)
+            .map_err(|errno| CacheError::io("listing", &self.path, io_error(errno)))?;
+        let mut entries = Vec::new();
+        for entry in listing {
+            let entry =
+                entry.map_err(|errno| CacheError::io("listing", &self.path, io_error(errno)))?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            if let Some(meta) = self.stat(name)? {
+                entries.push(Entry {
+                    name: name.to_owned(),
+                    meta,
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Renames `from` in this directory to `to_name` in `to`, replacing what is there (a symlink
+    /// there is replaced, not followed).
+    pub(crate) fn rename(
+        &self,
+        from: impl AsRef<OsStr>,
+        to: &Dir,
+        to_name: impl AsRef<OsStr>,
+    ) -> Result<()> {
+        let from = component(&self.path, from.as_ref())?;
+        let to_name = component(&to.path, to_name.as_ref())?;
+        rustix::fs::renameat(&self.fd, from, &to.fd, to_name)
+            .map_err(|errno| CacheError::io("moving into place", to.join(to_name), io_error(errno)))
+    }
+
+    /// Removes the file (or symlink) `name`; `false` if it was not there.
+    pub(crate) fn remove_file(&self, name: impl AsRef<OsStr>) -> Result<bool> {
+        let name = component(&self.path, name.as_ref())?;
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(errno) => Err(CacheError::io("removing", self.join(name), io_error(errno))),
+        }
+    }
+
+    /// Removes `name` and, if it is a directory, everything below it, never following a symlink
+    /// (one inside the tree is unlinked itself); `false` if nothing was there. Open directories
+    /// are bounded by the tree's depth, not its width.
+    pub(crate) fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<bool> {
+        let name = component(&self.path, name.as_ref())?;
+        let Some(meta) = self.stat(name)? else {
+            return Ok(false);
+        };
+        if meta.kind != Kind::Dir {
+            return self.remove_file(name);
+        }
+        struct Frame {
+            dir: Dir,
+            name: OsString,
+            pending: Vec<Entry>,
+        }
+        let open = |parent: &Dir, name: &OsStr| -> Result<Option<Frame>> {
+            match parent.dir(name) {
+                Ok(Some(dir)) => {
+                    let pending = dir.entries()?;
+                    Ok(Some(Frame {
+                        dir,
+                        name: name.to_owned(),
+                        pending,
+                    }))
+                }
+                Ok(None) => Ok(None),
+                // Replaced by a symlink or a file since it was listed: unlink that instead.
+                Err(CacheError::UnsafePath { .. }) => {
+                    parent.remove_file(name)?;
+                    Ok(None)
+                }
+                Err(err) => Err(err),
+            }
+        };
+        let Some(top) = open(self, name)? else {
+            return Ok(true);
+        };
+        let mut stack = vec![top];
+        while let Some(frame) = stack.last_mut() {
+            if let Some(entry) = frame.pending.pop() {
+                if entry.meta.kind == Kind::Dir {
+                    if let Some(child) = open(&frame.dir, &entry.name)? {
+                        stack.push(child);
+                    }
+                } else {
+                    frame.dir.remove_file(&entry.name)?;
+                }
+                continue;
+            }
+            let Some(done) = stack.pop() else { break };
+            let parent = stack.last().map_or(self, |frame| &frame.dir);
+            match rustix::fs::unlinkat(&parent.fd, &done.name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(errno) => {
+                    return Err(CacheError::io(
+                        "removing directory",
+                        parent.join(&done.name),
+                        io_error(errno),
+                    ));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Counts and sizes the directory `name` and everything below it, never following a
+    /// symlink (a symlink counts as itself). Open directories are bounded by the tree's depth.
+    pub(crate) fn measure_tree(&self, name: impl AsRef<OsStr>) -> Result<TreeSize> {
+        let name = component(&self.path, name.as_ref())?;
+        let top = self.dir(name)?.ok_or_else(|| {
+            CacheError::io(
+                "measuring",
+                self.join(name),
+                io::Error::from(io::ErrorKind::NotFound),
+            )
+        })?;
+        let stat = rustix::fs::fstat(&top.fd)
+            .map_err(|errno| CacheError::io("measuring", top.path(), io_error(errno)))?;
+        let mut size = TreeSize {
+            allocated: Meta::of(&stat).allocated,
+            ..TreeSize::default()
+        };
+        // Directories still to visit, each with its (shared) parent: a parent stays open only
+        // while some child of it waits.
+        let top = Rc::new(top);
+        let mut pending: Vec<(Rc<Dir>, Entry)> = top
+            .entries()?
+            .into_iter()
+            .map(|entry| (Rc::clone(&top), entry))
+            .collect();
+        drop(top);
+        while let Some((parent, entry)) = pending.pop() {
+            size.entries += 1;
+            size.allocated = size.allocated.saturating_add(entry.meta.allocated);
+            if entry.meta.kind != Kind::Dir {
+                size.length = size.length.saturating_add(entry.meta.len);
+                continue;
+            }
+            let dir = parent.dir(&entry.name)?.ok_or_else(|| {
+                CacheError::io(
+                    "measuring",
+                    parent.join(&entry.name),
+                    io::Error::new(io::ErrorKind::NotFound, "removed while being measured"),
+                )
+            })?;
+            drop(parent);
+            let dir = Rc::new(dir);
+            for child in dir.entries()? {
+                pending.push((Rc::clone(&dir), child));
+            }
+        }
+        Ok(size)
+    }
+
+    /// Makes the creation, rename or removal of entries of this directory durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        rustix::fs::fsync(&self.fd)
+            .map_err(|errno| CacheError::io("syncing directory", &self.path, io_error(errno)))
+    }
+
+    /// The size of the filesystem this directory is on, in bytes; `None` where unknown.
+    pub(crate) fn filesystem_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::fstatvfs(&self.fd).ok()?;
+        Some(stat.f_blocks.saturating_mul(stat.f_frsize))
+    }
+
+    /// Replaces the file `name` with one whose content `write` produces, through the temp file
+    /// `temp_name` (created exclusively: a leftover under that name, a symlink included, is
+    /// unlinked first) renamed over it. On every error the temp file is removed.
+    pub(crate) fn replace_file(
+        &self,
+        name: impl AsRef<OsStr>,
+        temp_name: impl AsRef<OsStr>,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<()> {
+        let (name, temp_name) = (name.as_ref(), temp_name.as_ref());
+        let mut file = match self.create_new_file(temp_name) {
+            Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                // Named after this process: left by a dead process that had this id, or planted.
+                self.remove_file(temp_name)?;
+                self.create_new_file(temp_name)?
+            }
+            other => other?,
+        };
+        let written = write(&mut file)
+            .map_err(|source| CacheError::io("writing", self.join(temp_name), source));
+        drop(file);
+        let result = written.and_then(|()| self.rename(temp_name, self, name));
+        if result.is_err()
+            && let Err(err) = self.remove_file(temp_name)
+        {
+            tracing::warn!(error = %err, "could not remove a temp file after a failed write");
+        }
+        result
+    }
+}
+
+/// Logs `message` about `path` as a warning, once per process: what maintenance skips, it skips
+/// on every run.
+pub(crate) fn warn_once(path: &Path, message: &str) {
+    static WARNED: Lazy<Mutex<HashSet<(PathBuf, String)>>> =
+        Lazy::new(|| Mutex::new(HashSet::new()));
+    let first = WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((path.to_owned(), message.to_owned()));
+    if first {
+        tracing::warn!(path = %path.display(), "{message}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temp names
+
+/// This boot of this machine: `/proc/sys/kernel/random/boot_id` without its dashes, `0` where
+/// unknown. Shared by every container of the machine, unlike the pid namespace.
+fn boot_id() -> &'static str {
+    static BOOT_ID: Lazy<String> = Lazy::new(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|text| text.trim().replace('-', ""))
+            .filter(|id| id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+            .map_or_else(|| "0".to_owned(), |id| id.to_ascii_lowercase())
+    });
+    &BOOT_ID
+}
+
+/// The name of a temp file or staging directory this process writes:
+/// `<pid>-<pid namespace>-<boot id>-<suffix>`. The namespace and boot id say in which process
+/// table the pid means something.
+pub(crate) fn temp_name(suffix: impl std::fmt::Display) -> String {
+    let me = ProcessIdentity::current();
+    format!("{}-{}-{}-{suffix}", me.pid, me.pid_namespace, boot_id())
+}
+
+/// What a temp entry's name says about its writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TempOwner {
+    /// A process of this pid namespace and boot that is still running (or whose id was reused).
+    Running,
+    /// A process of this pid namespace and boot that has ended.
+    Ended,
+    /// A writer this process cannot judge: another pid namespace or host, or a name of the
+    /// older `<pid>-<n>` form, which does not say.
+    Unknown,
+    /// Not a temp name the cache writes.
+    NotATemp,
+}
+
+/// Judges a temp entry's writer by its name ([`temp_name`]).
+pub(crate) fn judge_temp_name(name: &OsStr) -> TempOwner {
+    let Some(name) = name.to_str() else {
+        return TempOwner::NotATemp;
+    };
+    let parts: Vec<&str> = name.splitn(4, '-').collect();
+    let Some(pid) = parts
+        .first()
+        .filter(|pid| !pid.is_empty() && pid.bytes().all(|byte| byte.is_ascii_digit()))
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return TempOwner::NotATemp;
+    };
+    match parts[..] {
+        [_, namespace, boot, suffix] if !suffix.is_empty() => {
+            let Ok(namespace) = namespace.parse::<u64>() else {
+                return TempOwner::NotATemp;
+            };
+            let me = ProcessIdentity::current();
+            if me.pid_namespace == 0
+                || namespace != me.pid_namespace
+                || boot_id() == "0"
+                || boot != boot_id()
+            {
+                return TempOwner::Unknown;
+            }
+            let writer = ProcessIdentity {
+                pid,
+                start_ticks: 0,
+                pid_namespace: namespace,
+            };
+            if writer.has_ended() {
+                TempOwner::Ended
+            } else {
+                TempOwner::Running
+            }
+        }
+        [_, suffix] if !suffix.is_empty() => TempOwner::Unknown,
+        _ => TempOwner::NotATemp,
+    }
+}
+
+impl Dir {
+    /// The entries of this temp directory (`blobs/tmp`, `dirs/.staging`) that are debris: their
+    /// writer has ended, or they are older than [`STALE_TEMP_AGE`] (the only way out for one
+    /// whose writer cannot be judged). Names the cache does not write are reported and kept.
+    pub(crate) fn stale_temps(&self) -> Result<Vec<OsString>> {
+        let now = SystemTime::now();
+        let mut stale = Vec::new();
+        for entry in self.entries()? {
+            let owner = judge_temp_name(&entry.name);
+            let old = now
+                .duration_since(entry.meta.modified)
+                .is_ok_and(|age| age > STALE_TEMP_AGE);
+            match owner {
+                TempOwner::NotATemp => warn_once(
+                    &self.join(&entry.name),
+                    "not a temp file the cache writes; left alone",
+                ),
+                TempOwner::Ended => stale.push(entry.name),
+                TempOwner::Running | TempOwner::Unknown if old => stale.push(entry.name),
+                TempOwner::Running | TempOwner::Unknown => {}
+            }
+        }
+        Ok(stale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// A scratch root (0700, this user's) with an outside directory beside it holding a sentinel.
+    struct Scratch {
+        _temp: tempfile::TempDir,
+        root: PathBuf,
+        outside: PathBuf,
+        sentinel: PathBuf,
+    }
+
+    fn scratch() -> Scratch {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("root");
+        let outside = temp.path().join("outside");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::create_dir(&outside).unwrap();
+        let sentinel = outside.join("sentinel");
+        fs::write(&sentinel, b"precious").unwrap();
+        Scratch {
+            _temp: temp,
+            root,
+            outside,
+            sentinel,
+        }
+    }
+
+    impl Scratch {
+        fn assert_outside_untouched(&self) {
+            assert_eq!(fs::read(&self.sentinel).unwrap(), b"precious");
+            let names: Vec<_> = fs::read_dir(&self.outside)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["sentinel"], "nothing created outside the root");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused_naming_its_path() {
+        let scratch = scratch();
+        symlink(&scratch.outside, scratch.root.join("blobs")).unwrap();
+        let root = Dir::open_root(&scratch.root).unwrap();
+        for result in [
+            root.dir("blobs").map(drop),
+            root.dir_or_create("blobs").map(drop),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, CacheError::UnsafePath { path, reason }
+                    if *path == scratch.root.join("blobs") && reason.contains("symlink")),
+                "{err}"
+            );
+        }
+        fs::write(scratch.root.join("file"), b"x").unwrap();
+        let err = root.dir("file").unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(root.dir("missing").unwrap().is_none());
+        scratch.assert_outside_untouched();
+    }
+
+    #[test]
+    fn files_are_created_exclusively_and_never_written_through_a_symlink() {
+        let scratch = scratch();
+        let root = Dir::open_root(&scratch.root).unwrap();
+        symlink(&scratch.sentinel, scratch.root.join("planted")).unwrap();
+        symlink(scratch.outside.join("new"), scratch.root.join("dangling")).unwrap();
+        for name in ["planted", "dangling"] {
+            let err = root.create_new_file(name).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let mut file = root.create_new_file("fresh").unwrap();
+        file.write_all(b"ours").unwrap();
+        let mode = fs::metadata(scratch.root.join("fresh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(root.create_new_file("fresh").is_err(), "exclusive");
+        assert!(root.open_file("planted").unwrap().is_none(), "not followed");
+        let mut read = String::new();
+        root.open_file("fresh")
+            .unwrap()
+            .unwrap()
+            .read_to_string(&mut read)
+            .unwrap();
+        assert_eq!(read, "ours");
+        scratch.assert_outside_untouched();
+    }
+
+    #[test]
+    fn replace_file_unlinks_a_planted_temp_and_replaces_a_symlinked_destination() {
+        let scratch = scratch();
+        let root = Dir::open_root(&scratch.root).unwrap();
+        symlink(&scratch.sentinel, scratch.root.join("usage.tmp-1")).unwrap();
+        symlink(&scratch.sentinel, scratch.root.join("usage")).unwrap();
+        root.replace_file("usage", "usage.tmp-1", |file| file.write_all(b"1 1\n"))
+            .unwrap();
+        let meta = fs::symlink_metadata(scratch.root.join("usage")).unwrap();
+        assert!(meta.is_file(), "the link was replaced, not followed");
+        assert_eq!(fs::read(scratch.root.join("usage")).unwrap(), b"1 1\n");
+        assert!(!scratch.root.join("usage.tmp-1").exists());
+        scratch.assert_outside_untouched();
+    }
+
+    /// Issue 13, item 16: a write that fails (a full disk) leaves no temp file behind.
+    #[test]
+    fn trust_16_a_failed_replace_leaves_no_temp_file() {
+        let scratch = scratch();
+        let root = Dir::open_root(&scratch.root).unwrap();
+        let err = root
+            .replace_file("usage", "usage.tmp-7", |file| {
+                file.write_all(b"12")?;
+                Err(io::Error::from_raw_os_error(28))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("usage.tmp-7"), "{err}");
+        // A rename that fails (a directory in the way) too.
+        fs::create_dir(scratch.root.join("blocked")).unwrap();
+        fs::write(scratch.root.join("blocked/inside"), b"x").unwrap();
+        root.replace_file("blocked", "blocked.tmp", |file| file.write_all(b"x"))
+            .unwrap_err();
+        let names: Vec<_> = fs::read_dir(&scratch.root)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["blocked"], "no temp file is left behind");
+    }
+
+    #[test]
+    fn remove_tree_unlinks_symlinks_inside_and_never_follows_them() {
+        let scratch = scratch();
+        let tree = scratch.root.join("tree");
+        fs::create_dir_all(tree.join("a/b/c")).unwrap();
+        fs::write(tree.join("a/b/c/file"), b"x").unwrap();
+        symlink(&scratch.outside, tree.join("a/to-outside")).unwrap();
+        symlink(&scratch.sentinel, tree.join("a/b/to-sentinel")).unwrap();
+        for index in 0..50 {
+            fs::create_dir(tree.join(format!("wide-{index}"))).unwrap();
+        }
+        let root = Dir::open_root(&scratch.root).unwrap();
+        assert!(root.remove_tree("tree").unwrap());
+        assert!(!tree.exists());
+        assert!(!root.remove_tree("tree").unwrap(), "already gone");
+        // A symlink given as the tree is unlinked itself.
+        symlink(&scratch.outside, scratch.root.join("link")).unwrap();
+        assert!(root.remove_tree("link").unwrap());
+        assert!(fs::symlink_metadata(scratch.root.join("link")).is_err());
+        scratch.assert_outside_untouched();
+    }
+
+    /// Issue 13, item 13: a tree is charged what it occupies on disk, directories and symlinks
+    /// included, not the lengths of its files.
+    #[test]
+    fn trust_13_measure_tree_counts_allocated_blocks_and_does_not_follow_symlinks() {
+        let scratch = scratch();
+        let tree = scratch.root.join("tree");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        for index in 0..20 {
+            fs::write(tree.join(format!("a/one-{index}")), b"1").unwrap();
+            fs::create_dir(tree.join(format!("a/b/empty-{index}"))).unwrap();
+        }
+        fs::write(scratch.outside.join("big"), vec![7u8; 1 << 20]).unwrap();
+        symlink(scratch.outside.join("big"), tree.join("link")).unwrap();
+        let root = Dir::open_root(&scratch.root).unwrap();
+        let size = root.measure_tree("tree").unwrap();
+        // What `du` would add up: every entry's own blocks, found without following links.
+        let mut expected = 0u64;
+        let mut entries = 0u64;
+        let mut length = 0u64;
+        let mut visit = vec![tree.clone()];
+        expected += std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&tree).unwrap()) * 512;
+        while let Some(dir) = visit.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                entries += 1;
+                expected += std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+                if meta.is_dir() {
+                    visit.push(path);
+                } else {
+                    length += meta.len();
+                }
+            }
+        }
+        assert_eq!(size.entries, entries);
+        assert_eq!(size.entries, 2 + 20 + 20 + 1);
+        assert_eq!(size.length, length);
+        assert_eq!(size.allocated, expected);
+        assert!(size.length < 1 << 20, "the link's target is not counted");
+        assert!(
+            size.allocated >= size.length,
+            "one-byte files occupy whole blocks: {size:?}"
+        );
+    }
+
+    #[test]
+    fn a_root_or_tag_directory_another_user_could_change_is_refused() {
+        let scratch = scratch();
+        fs::set_permissions(&scratch.root, fs::Permissions::from_mode(0o775)).unwrap();
+        let err = Dir::open_root(&scratch.root).unwrap_err();
+        assert!(
+            matches!(&err, CacheError::UnsafePath { path, reason }
+                if *path == scratch.root && reason.contains("writable by its group")),
+            "{err}"
+        );
+        fs::set_permissions(&scratch.root, fs::Permissions::from_mode(0o700)).unwrap();
+        let tag = scratch.root.join("t");
+        fs::create_dir(&tag).unwrap();
+        fs::set_permissions(&tag, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = Dir::open_tag(&scratch.root, "t", false).unwrap_err();
+        assert!(err.to_string().contains("writable by others"), "{err}");
+        fs::set_permissions(&tag, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&tag, Some(65534), None)
+            .unwrap_or_else(|err| panic!("chown to 65534 (tests run as root): {err}"));
+        let err = Dir::open_tag(&scratch.root, "t", false).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    }
+
+    #[test]
+    fn temp_names_say_whose_they_are() {
+        let mine = temp_name(7);
+        assert!(mine.starts_with(&format!("{}-", std::process::id())));
+        let me = ProcessIdentity::current();
+        if me.pid_namespace == 0 || boot_id() == "0" {
+            // No /proc: nothing can be judged.
+            assert_eq!(judge_temp_name(OsStr::new(&mine)), TempOwner::Unknown);
+            return;
+        }
+        assert_eq!(judge_temp_name(OsStr::new(&mine)), TempOwner::Running);
+        // No process has id 4 000 000 000 (pid_max is at most 2^22).
+        let dead = format!("4000000000-{}-{}-0", me.pid_namespace, boot_id());
+        assert_eq!(judge_temp_name(OsStr::new(&dead)), TempOwner::Ended);
+        let other_namespace = format!("4000000000-{}-{}-0", me.pid_namespace + 1, boot_id());
+        assert_eq!(
+            judge_temp_name(OsStr::new(&other_namespace)),
+            TempOwner::Unknown
+        );
+        let other_host = format!("4000000000-{}-{}-0", me.pid_namespace, "ab".repeat(16));
+        assert_eq!(judge_temp_name(OsStr::new(&other_host)), TempOwner::Unknown);
+        assert_eq!(
+            judge_temp_name(OsStr::new("4000000000-0")),
+            TempOwner::Unknown,
+            "the older form does not say which namespace"
+        );
+        for stray in ["README", "-1", "x-1", "12", ""] {
+            assert_eq!(judge_temp_name(OsStr::new(stray)), TempOwner::NotATemp);
+        }
+    }
+}
