@@ -328,3 +328,88 @@ fn a_blob_that_does_not_match_its_hash_is_damage_and_repair_notes_what_cleanup_r
         blob_value(1)
     );
 }
+
+/// Issue 13, item 12: after a process holding the tag's file is killed (SIGKILL), redb refuses a
+/// read-only handle ("Database repair aborted": the file needs the crash recovery an open runs).
+/// doctor then skipped the blob, directory and temp checks and said "1 tag healthy", exit 0, with
+/// a blob missing and a stale temp file there. Now it checks a copy-on-write view of the file:
+/// both are reported, the exit code is 3, and the database file keeps every byte.
+#[test]
+fn trust_12_doctor_after_a_holder_was_killed_checks_everything_and_writes_nothing() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+
+    let sandbox = Sandbox::new();
+    seed_files(&sandbox);
+    let root = sandbox.root();
+    // A value far larger than a pipe holds: `get` blocks writing it to a stdout nobody reads,
+    // with the tag open (read-write, as every process opens it).
+    let big: Vec<u8> = (0..4u32 << 20).map(|index| (index % 253) as u8).collect();
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    coordinator
+        .get_shared_cache_instance(
+            &root,
+            "files",
+            CacheOptions {
+                blob_threshold_bytes: 1024,
+                ..CacheOptions::default()
+            },
+        )
+        .unwrap()
+        .set(b"big", &big, None)
+        .unwrap();
+    coordinator.reset().unwrap();
+    let mut holder = sandbox
+        .command()
+        .args(["get", "--tag", "files", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .expect("the holder opened the tag and is writing the value");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    let lost_blob = blob_file(&root, "files", &blob_value(1));
+    std::fs::remove_file(&lost_blob).unwrap();
+    let gone = {
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        exited.id()
+    };
+    let stale = root.join("files/blobs/tmp").join(format!("{gone}-0"));
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"half a blob").unwrap();
+    let database = sandbox.database("files");
+    let before = blake3::hash(&std::fs::read(&database).unwrap());
+
+    let check = sandbox.run(&["doctor", "--json"]);
+    check
+        .expect_code(3)
+        .expect_stderr(&["damage left in tag(s) 'files'"]);
+    let json = check.json();
+    let tag = &json["tags"][0];
+    assert_eq!(json["healthy"], false, "{json}");
+    assert_eq!(status_of(tag, "integrity"), "healthy", "{tag}");
+    assert_eq!(status_of(tag, "blobs"), "damaged", "{tag}");
+    assert_eq!(status_of(tag, "temp files"), "damaged", "{tag}");
+    assert_eq!(status_of(tag, "directories"), "healthy", "{tag}");
+    let storage = &tag["storage"];
+    assert_eq!(storage["missing_blobs"][0]["key"], "lost", "{storage}");
+    assert_eq!(
+        storage["stale_temp_files"][0].as_str().unwrap(),
+        stale.to_str().unwrap()
+    );
+    assert_eq!(
+        blake3::hash(&std::fs::read(&database).unwrap()),
+        before,
+        "doctor without --repair writes nothing to the database file"
+    );
+    assert!(exists(&stale), "nor removes anything");
+}
