@@ -184,22 +184,29 @@ pub(crate) fn run(root: &CacheRoot, args: &DoctorArgs, output: &Output) -> anyho
     };
     let damaged = named(|tag| tag.damaged);
     let unchecked = named(|tag| !tag.checked);
-    // What could not be checked, in the check's own words: the first such check of each tag.
-    let why_unchecked: Vec<String> = report
-        .tags
-        .iter()
-        .filter_map(|tag| {
-            tag.checks
-                .iter()
-                .find(|check| check.status == CheckStatus::NotChecked.as_str())
-                .map(|check| format!("tag '{}' {}: {}", tag.tag, check.check, check.detail))
-        })
-        .collect();
+    // The first check of each tag that ended `status`, in its own words.
+    let first_of = |status: CheckStatus| -> Vec<String> {
+        report
+            .tags
+            .iter()
+            .filter_map(|tag| {
+                tag.checks
+                    .iter()
+                    .find(|check| check.status == status.as_str())
+                    .map(|check| format!("tag '{}' {}: {}", tag.tag, check.check, check.detail))
+            })
+            .collect()
+    };
+    let why_unchecked = first_of(CheckStatus::NotChecked);
     if !damaged.is_empty() {
+        // After a repair, what is left says why (a repair that could not run names its error).
         let advice = if args.repair {
-            "what is left needs a person: see the checks above"
+            format!(
+                "what is left needs a person ({})",
+                first_of(CheckStatus::Damaged).join("; ")
+            )
         } else {
-            "`glovebox-cache doctor --repair` fixes what it can"
+            "`glovebox-cache doctor --repair` fixes what it can".to_owned()
         };
         let also = if unchecked.is_empty() {
             String::new()

@@ -413,3 +413,53 @@ fn trust_12_doctor_after_a_holder_was_killed_checks_everything_and_writes_nothin
     );
     assert!(exists(&stale), "nor removes anything");
 }
+
+/// Runs the binary with `args` on a full disk: a file-size limit of 0 (`ulimit -f 0`, with
+/// `SIGXFSZ` ignored), so every write fails with `EFBIG` as writes to a full disk fail.
+fn on_a_full_disk(sandbox: &Sandbox, args: &[&str]) -> crate::support::Run {
+    let mut command = std::process::Command::new("/bin/sh");
+    command
+        .env_clear()
+        .env("HOME", sandbox.path("home"))
+        .env("XDG_CACHE_HOME", sandbox.path("xdg"))
+        .env("GLOVEBOX_CACHE_PATH", sandbox.root())
+        .stdin(std::process::Stdio::null())
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 0 || exit 97; exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_glovebox-cache"))
+        .args(args);
+    crate::support::run(&mut command)
+}
+
+/// Issue 13, item 12: on a full disk (or a read-only mount) doctor said "damage left ...
+/// `--repair` fixes what it can" when it only could not write its scratch copy. A check writes
+/// nothing now, so it runs there; and a repair that cannot write says so.
+#[test]
+fn trust_12_doctor_on_a_full_disk_checks_and_says_why_it_could_not_repair() {
+    let sandbox = Sandbox::new();
+    seed_files(&sandbox);
+    let database = sandbox.database("files");
+    let before = std::fs::read(&database).unwrap();
+
+    on_a_full_disk(&sandbox, &["doctor"])
+        .expect_code(0)
+        .expect_stderr(&["1 tag healthy"]);
+
+    let lost_blob = blob_file(&sandbox.root(), "files", &blob_value(1));
+    std::fs::remove_file(&lost_blob).unwrap();
+    let repair = on_a_full_disk(&sandbox, &["doctor", "--repair", "--json"]);
+    repair.expect_code(3).expect_stderr(&[
+        "damage left in tag(s) 'files'",
+        "could not repair",
+        "File too large",
+    ]);
+    let json = repair.json();
+    let tag = &json["tags"][0];
+    assert_eq!(status_of(tag, "blobs"), "damaged", "{tag}");
+    assert_eq!(status_of(tag, "integrity"), "healthy", "{tag}");
+    assert!(
+        std::fs::read(&database).unwrap() == before,
+        "neither run changed the database file"
+    );
+}
