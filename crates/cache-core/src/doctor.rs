@@ -232,9 +232,11 @@ impl TagDiagnosis {
 /// [`crate::prepare_root`].
 ///
 /// The tag's file must not be open in this process (through a [`crate::Coordinator`]); if it is,
-/// the integrity check fails with [`CacheError::AlreadyOpenInProcess`]. Other processes may keep
-/// using the tag while it is checked; with repair, a file beyond repair is moved aside under
-/// them, so stop them first. With repair, when the storage checks find something, the tag is
+/// the integrity check ends [`CacheError::AlreadyOpenInProcess`] ([`CheckStatus::NotChecked`]).
+/// Other processes may keep using the tag while it is checked: while the file is read their
+/// commits wait (within their own `timeout`), and a commit in progress makes the check wait (at
+/// most `options.timeout`, then the check is not checked). With repair, a file beyond repair is
+/// moved aside under them, so stop them first. With repair, when the storage checks find something, the tag is
 /// opened and its `cleanup()` runs (without a size limit: expired entries go, nothing is
 /// evicted); [`TagDiagnosis::cleanup`] says what it removed.
 pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -> TagDiagnosis {
