@@ -698,3 +698,52 @@ fn trust_05_a_root_other_users_can_write_is_refused(#[case] mode: u32, #[case] l
     assert!(walk(&planted.root).is_empty(), "nothing was created");
     assert_eq!(planted.outside_state(), before);
 }
+
+/// Issue 13, item 8: `doctor` without repair ("nothing is written") copied the database to
+/// `<tag>/.doctor-<pid>-<ms>.redb.tmp` with `fs::copy`, which follows a symlink planted at that
+/// name: the outside file was overwritten with the database. doctor now checks a copy-on-write
+/// view of the file and writes no copy. A symlink is planted at every name it could have used
+/// (this process's id, every millisecond from a second before to 20 s after the run starts).
+#[test]
+fn trust_08_doctor_writes_nothing_through_a_symlink_at_its_scratch_name() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("root");
+    let coordinator = coordinator();
+    let cache = coordinator
+        .get_shared_cache_instance(&root, "t", CacheOptions::default())
+        .unwrap();
+    for index in 0..200u32 {
+        cache.set(&index.to_be_bytes(), &[5u8; 300], None).unwrap();
+    }
+    coordinator.reset().unwrap();
+    let sentinel = scratch.path().join("sentinel");
+    fs::write(&sentinel, b"outside the root").unwrap();
+    let canonical = cache_core::prepare_root(&root).unwrap();
+    let tag_dir = canonical.join("t");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let pid = std::process::id();
+    for ms in now_ms - 1_000..now_ms + 20_000 {
+        symlink(
+            &sentinel,
+            tag_dir.join(format!(".doctor-{pid}-{ms}.redb.tmp")),
+        )
+        .unwrap();
+    }
+
+    let diagnosis = cache_core::diagnose_tag(
+        &canonical,
+        &Tag::new("t").unwrap(),
+        &cache_core::DoctorOptions::default(),
+    );
+
+    let outside = fs::read(&sentinel).unwrap();
+    assert!(
+        outside == b"outside the root",
+        "the file outside the root was overwritten ({} bytes now)",
+        outside.len()
+    );
+    assert!(diagnosis.is_healthy(), "{diagnosis:?}");
+}

@@ -26,7 +26,11 @@ Keys are bytes: they are shown as quoted text when printable, as 0x-hex otherwis
 the command line as UTF-8 text. Patterns are globs matched against the whole key: * any run of \
 characters, ? one character, \\ makes the next character literal.
 
-Exit codes: 0 success, 1 a tag or key not found (or a miss), 2 a usage error, 3 any other error.";
+Every wait for another process's lock on a tag's file (a commit in progress, or a process stopped \
+while holding it) lasts at most --timeout; then the command fails naming the tag and file.
+
+Exit codes: 0 success, 1 a tag or key not found (or a miss), 2 a usage error, 3 any other error \
+(for doctor: damage left), 4 doctor could not check a tag (see its report).";
 
 const EXAMPLES: &str = "Examples:
   glovebox-cache show
@@ -72,6 +76,22 @@ pub(crate) struct GlobalArgs {
     /// Print only results and errors: no notes on stderr, no warnings
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+
+    /// Longest wait for another process's lock on a tag's file (90s, 10m; plain numbers are
+    /// seconds); past it the command fails naming the tag
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub(crate) timeout: Duration,
+}
+
+/// A lock timeout: a duration greater than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout.is_zero() {
+        return Err(format!(
+            "timeout {text:?} is zero; a lock held for a moment by a commit would fail every command"
+        ));
+    }
+    Ok(timeout)
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,5 @@
 //! Exit codes and the one-line error report: 0 success, 1 not found or miss, 2 usage error,
-//! 3 anything else.
+//! 3 anything else (for `doctor`: damage left), 4 `doctor` could not check a tag.
 
 use std::fmt;
 use std::io::Write as _;
@@ -32,6 +32,19 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// `doctor` could not check a tag (exit code 4): nothing damaged was found, but a check could not
+/// look, so the tag's health is unknown. The message says what happened.
+#[derive(Debug)]
+pub(crate) struct NotChecked(pub(crate) String);
+
+impl fmt::Display for NotChecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotChecked {}
+
 /// The exit code for `err`: the first cause that is a known kind decides.
 pub(crate) fn code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -40,6 +53,9 @@ pub(crate) fn code(err: &anyhow::Error) -> u8 {
         }
         if cause.is::<UsageError>() {
             return 2;
+        }
+        if cause.is::<NotChecked>() {
+            return 4;
         }
         if let Some(code) = cause
             .downcast_ref::<CacheError>()
@@ -118,6 +134,8 @@ mod tests {
         assert_eq!(code(&usage), 2);
         let other = anyhow::anyhow!("disk on fire");
         assert_eq!(code(&other), 3);
+        let unknown = anyhow::Error::new(NotChecked("could not check tag 'x'".to_owned()));
+        assert_eq!(code(&unknown), 4);
     }
 
     #[test]

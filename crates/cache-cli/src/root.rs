@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use cache_compilation::{COMPILATION_TAG, CompilationCache};
@@ -21,12 +22,15 @@ use crate::exit::NotFound;
 pub(crate) struct CacheRoot {
     path: PathBuf,
     coordinator: Coordinator,
+    /// `--timeout`: the longest wait for another process's lock on a tag's file.
+    timeout: Duration,
 }
 
 impl CacheRoot {
     /// `explicit` (`--root`), else `GLOVEBOX_CACHE_PATH`, `$XDG_CACHE_HOME/glovebox`, or the
-    /// platform cache directory: `cache_core::resolve_cache_root`, as every program uses.
-    pub(crate) fn resolve(explicit: Option<&Path>) -> anyhow::Result<Self> {
+    /// platform cache directory: `cache_core::resolve_cache_root`, as every program uses. Every
+    /// tag is opened with `timeout` as its lock timeout.
+    pub(crate) fn resolve(explicit: Option<&Path>, timeout: Duration) -> anyhow::Result<Self> {
         let path = resolve_cache_root(explicit, &Environment::process())
             .context("while finding the cache root")?;
         tracing::debug!(root = %path.display(), "cache root");
@@ -34,11 +38,29 @@ impl CacheRoot {
         // use the cache; this tool manages the files whatever they say, so its coordinator reads
         // an empty environment instead of the process's.
         let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
-        Ok(CacheRoot { path, coordinator })
+        Ok(CacheRoot {
+            path,
+            coordinator,
+            timeout,
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The longest wait for another process's lock on a tag's file (`--timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The options tags are opened with: cache-core's defaults, with this run's timeout. A
+    /// command that needs another setting changes it on top of these.
+    pub(crate) fn options(&self) -> CacheOptions {
+        CacheOptions {
+            timeout: self.timeout,
+            ..CacheOptions::default()
+        }
     }
 
     /// Whether the root exists; an error if something that is not a directory is in its place.
@@ -97,10 +119,10 @@ impl CacheRoot {
         Ok(())
     }
 
-    /// Opens a tag that exists, with the default options; never creates one.
+    /// Opens a tag that exists, with [`CacheRoot::options`]; never creates one.
     pub(crate) fn open_existing(&self, tag: &Tag) -> anyhow::Result<SharedCache> {
         self.require_tag(tag)?;
-        self.open(tag, CacheOptions::default())
+        self.open(tag, self.options())
     }
 
     /// Opens `tag`, creating the root and the tag if needed.
@@ -121,7 +143,7 @@ impl CacheRoot {
     }
 
     /// The compilation domain's services over this root's `compilation` tag, creating the root
-    /// and the tag if needed. Opened through this run's coordinator with the default options,
+    /// and the tag if needed. Opened through this run's coordinator with [`CacheRoot::options`],
     /// so the instance is the one [`CacheRoot::open_existing`] gives (`show` uses both), and
     /// with the TTLs every program uses (`GLOVEBOX_CACHE_TTL_<LEVEL>` overrides honoured).
     pub(crate) fn compilation(&self) -> anyhow::Result<CompilationCache> {
@@ -131,7 +153,7 @@ impl CacheRoot {
         let config = UserCacheConfig {
             cache_path: Some(self.path.clone()),
             strategy: CacheStrategy::Shared,
-            options: CacheOptions::default(),
+            options: self.options(),
             ttls,
         };
         CompilationCache::open(&self.coordinator, &config).with_context(|| {

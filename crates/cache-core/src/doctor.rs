@@ -5,14 +5,22 @@
 //! The checks are a list ([`CHECKS`]): each is a [`TagCheck`] with a name and a `run`, and a new
 //! check is one more entry.
 //!
-//! Without repair nothing is written: even opening a damaged file read-write lets redb change it
-//! (it falls back to its other commit slot), so the integrity check runs on a copy, taken under a
-//! read-only handle's snapshot. With repair, redb repairs the file in place when it can; a file
-//! beyond repair is moved aside to `cache.redb.corrupt-<ms>` (as an open of a corrupt file does)
-//! and the tag starts empty.
+//! Without repair nothing is written: even opening a file read-write lets redb change it (it runs
+//! crash recovery, or falls back to its other commit slot), so redb opens a copy-on-write view of
+//! the file instead (`backend::OverlayBackend`: reads from the file, writes in memory). redb runs
+//! its recovery and integrity check on the view, and the entries are read from it, so a file a
+//! killed process left needing recovery is checked like any other. While a view is open, other
+//! processes' commits wait (the view holds redb's writer byte), so the file does not change under
+//! it. With repair, a file the check finds damaged is repaired by redb in place when it can; a
+//! file beyond repair is moved aside to `cache.redb.corrupt-<ms>` (as an open of a corrupt file
+//! does) and the tag starts empty.
+//!
+//! A check that cannot look (another process holds the file's lock past `timeout`, an I/O error)
+//! ends [`CheckStatus::NotChecked`], never healthy; a repair that cannot run (a full disk, a
+//! read-only mount) leaves the check [`CheckStatus::Damaged`], saying why.
 //!
 //! The storage checks (`blobs`, `directories`, `temp files`) share one inspection: the entries
-//! are read through a read-only handle and compared with the files under `blobs/` and `dirs/`
+//! are read through such a view and compared with the files under `blobs/` and `dirs/`
 //! (every referenced blob is hashed). Another process may be publishing or removing a file at
 //! that moment (a blob or directory moves into place just before the commit that records it, and
 //! goes with the commit that drops it), so a problem is reported only if a second look, a moment
@@ -26,16 +34,17 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redb::{ConcurrencyMode, Database, ReadableDatabase, TransactionError, WriteTransaction};
+use redb::{Database, ReadableDatabase};
 
+use crate::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
 use crate::blobs::{BlobFiles, BlobRead};
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::dirs::DirFiles;
 use crate::error::{CacheError, KeyDisplay, Result};
-use crate::files::{DATABASE_FILE_NAME, FileRegistration, is_corruption};
+use crate::files::{DATABASE_FILE_NAME, FileRegistration};
 use crate::fsys;
 use crate::manager::{CacheManager, CleanupReport};
 use crate::store::{EntryFiles, RedbCache, entries_with_files};
@@ -52,7 +61,8 @@ pub struct DoctorOptions {
     /// Fix what can be fixed (permissions, a file redb can repair) and move a file beyond repair
     /// aside. `false` changes nothing.
     pub repair: bool,
-    /// How long to wait for another process's write lock before giving up on the integrity check.
+    /// How long to wait for another process's lock on the file (a commit in progress) before a
+    /// check gives up ([`CheckStatus::NotChecked`]).
     pub timeout: Duration,
     /// redb's page cache while checking, in bytes.
     pub page_cache_bytes: usize,
@@ -78,11 +88,12 @@ pub enum CheckStatus {
     Repaired,
     /// Something is wrong and was not fixed.
     Damaged,
-    /// The check does not apply (on this platform, or because an earlier check found the file
-    /// unusable).
+    /// The check does not apply (on this platform, or because the files check found the tag's
+    /// files unusable, which it reports as damage).
     Skipped,
-    /// The check could not run (an I/O error, another process holding the write lock too long).
-    Failed,
+    /// The check could not look (redb could not read the file, another process held its lock
+    /// past the timeout, an I/O error): nothing is known, so the tag is not healthy.
+    NotChecked,
 }
 
 impl CheckStatus {
@@ -93,7 +104,7 @@ impl CheckStatus {
             CheckStatus::Repaired => "repaired",
             CheckStatus::Damaged => "damaged",
             CheckStatus::Skipped => "skipped",
-            CheckStatus::Failed => "failed",
+            CheckStatus::NotChecked => "not checked",
         }
     }
 }
@@ -197,11 +208,23 @@ impl StorageFindings {
 
 impl TagDiagnosis {
     /// Whether every check ended healthy, repaired or skipped: nothing damaged is left and every
-    /// check could run.
+    /// check could look.
     pub fn is_healthy(&self) -> bool {
+        !self.is_damaged() && self.all_checked()
+    }
+
+    /// Whether a check found damage that is still there.
+    pub fn is_damaged(&self) -> bool {
         self.findings
             .iter()
-            .all(|finding| !matches!(finding.status, CheckStatus::Damaged | CheckStatus::Failed))
+            .any(|finding| finding.status == CheckStatus::Damaged)
+    }
+
+    /// Whether every check could look (none ended [`CheckStatus::NotChecked`]).
+    pub fn all_checked(&self) -> bool {
+        self.findings
+            .iter()
+            .all(|finding| finding.status != CheckStatus::NotChecked)
     }
 }
 
@@ -209,9 +232,11 @@ impl TagDiagnosis {
 /// [`crate::prepare_root`].
 ///
 /// The tag's file must not be open in this process (through a [`crate::Coordinator`]); if it is,
-/// the integrity check fails with [`CacheError::AlreadyOpenInProcess`]. Other processes may keep
-/// using the tag while it is checked; with repair, a file beyond repair is moved aside under
-/// them, so stop them first. With repair, when the storage checks find something, the tag is
+/// the integrity check ends [`CacheError::AlreadyOpenInProcess`] ([`CheckStatus::NotChecked`]).
+/// Other processes may keep using the tag while it is checked: while the file is read their
+/// commits wait (within their own `timeout`), and a commit in progress makes the check wait (at
+/// most `options.timeout`, then the check is not checked). With repair, a file beyond repair is
+/// moved aside under them, so stop them first. With repair, when the storage checks find something, the tag is
 /// opened and its `cleanup()` runs (without a size limit: expired entries go, nothing is
 /// evicted); [`TagDiagnosis::cleanup`] says what it removed.
 pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -> TagDiagnosis {
@@ -227,12 +252,9 @@ pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -
     let findings = CHECKS
         .iter()
         .map(|check| {
-            let (status, detail) = check.run(&target).unwrap_or_else(|err| {
-                (
-                    CheckStatus::Failed,
-                    format!("the check could not run: {err}"),
-                )
-            });
+            let (status, detail) = check
+                .run(&target)
+                .unwrap_or_else(|err| (CheckStatus::NotChecked, format!("not checked: {err}")));
             tracing::debug!(tag = %tag, check = check.name(), %status, detail, "doctor check");
             CheckFinding {
                 check: check.name(),
@@ -415,8 +437,16 @@ impl TagCheck for Permissions {
         }
         let mut fixed = Vec::new();
         for (path, mode, wanted) in loose {
-            fs::set_permissions(path, fs::Permissions::from_mode(wanted))
-                .map_err(|source| CacheError::io("setting permissions of", path, source))?;
+            if let Err(source) = fs::set_permissions(path, fs::Permissions::from_mode(wanted)) {
+                let err = CacheError::io("setting permissions of", path, source);
+                return Ok((
+                    CheckStatus::Damaged,
+                    format!(
+                        "{} is {mode:04o}, readable by other users; could not repair: {err}",
+                        path.display()
+                    ),
+                ));
+            }
             fixed.push(format!(
                 "{} from {mode:04o} to {wanted:04o}",
                 path.display()
@@ -464,33 +494,35 @@ impl TagCheck for Integrity {
         }
         // One handle per file per process: refuse clearly if a coordinator of ours has it open.
         let _registration = FileRegistration::register(&target.database)?;
-        if target.options.repair {
-            check_and_repair_in_place(target)
-        } else {
-            check_a_copy(target)
-        }
+        let verdict = check_without_writing(target)?;
+        let path = target.database.display();
+        Ok(match verdict {
+            Verdict::Clean => (
+                CheckStatus::Healthy,
+                format!("redb verified every page of {path}"),
+            ),
+            _ if target.options.repair => repair_in_place(target, &verdict),
+            Verdict::Repairable => (
+                CheckStatus::Damaged,
+                format!("redb found damage in {path} that it can repair; repair fixes it in place"),
+            ),
+            Verdict::BeyondRepair(reason) => (
+                CheckStatus::Damaged,
+                format!(
+                    "{path} is damaged beyond redb's repair ({reason}); repair moves it aside and \
+                     the tag starts empty"
+                ),
+            ),
+        })
     }
 }
 
-enum Opened {
-    Database(Database),
-    Corrupt(String),
-}
-
-fn open_database(path: &Path, target: &CheckTarget<'_>) -> Result<Opened> {
-    let page_cache_bytes = target.options.page_cache_bytes;
-    let attempt = catch_unwind(|| {
-        let mut builder = Database::builder();
-        builder
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(page_cache_bytes);
-        builder.open(path)
-    });
-    match attempt {
-        Ok(Ok(database)) => Ok(Opened::Database(database)),
-        Ok(Err(err)) if is_corruption(&err) => Ok(Opened::Corrupt(err.to_string())),
-        Ok(Err(err)) => Err(CacheError::database(target.tag.as_str(), path, err)),
-        Err(_) => Ok(Opened::Corrupt("redb panicked while opening it".to_owned())),
+/// The settings of the doctor's handles on the file.
+fn handle(target: &CheckTarget<'_>, access: Access) -> HandleSettings {
+    HandleSettings {
+        access,
+        timeout: target.options.timeout,
+        page_cache_bytes: target.options.page_cache_bytes,
     }
 }
 
@@ -501,71 +533,24 @@ fn close_quietly(database: Database) {
     }
 }
 
-/// Begins a write transaction, waiting at most `timeout` for another process's writer.
-fn begin_write_bounded(database: &Database, target: &CheckTarget<'_>) -> Result<WriteTransaction> {
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        match database.try_begin_write() {
-            Ok(txn) => return Ok(txn),
-            Err(TransactionError::WouldBlock) => {
-                let waited = started.elapsed();
-                if waited >= target.options.timeout {
-                    return Err(CacheError::LockTimeout {
-                        tag: target.tag.to_string(),
-                        path: target.database.clone(),
-                        waited,
-                    });
-                }
-                std::thread::sleep(backoff.min(target.options.timeout - waited));
-                backoff = (backoff * 2).min(Duration::from_millis(50));
-            }
-            Err(err) => return Err(target.database_error(err)),
-        }
-    }
-}
-
-/// What redb concluded about a copy of the file.
+/// What redb concluded about the file.
 enum Verdict {
     Clean,
     Repairable,
     BeyondRepair(String),
 }
 
-/// The read-only check: redb checks (and, on the copy, repairs) a copy of the file, so the file
-/// itself is never written. The copy sits next to the file and needs as much free space.
-///
-/// A commit of another process landing while the copy is read could tear it, so damage is
-/// reported only if a second copy shows it too.
-fn check_a_copy(target: &CheckTarget<'_>) -> Result<(CheckStatus, String)> {
-    let verdict = match verify_a_copy(target)? {
-        Verdict::Clean => Verdict::Clean,
-        _ => verify_a_copy(target)?,
-    };
-    let path = target.database.display();
-    Ok(match verdict {
-        Verdict::Clean => (
-            CheckStatus::Healthy,
-            format!("redb verified every page of {path}"),
-        ),
-        Verdict::Repairable => (
-            CheckStatus::Damaged,
-            format!("redb found damage in {path} that it can repair; repair fixes it in place"),
-        ),
-        Verdict::BeyondRepair(reason) => (
-            CheckStatus::Damaged,
-            format!(
-                "{path} is damaged beyond redb's repair ({reason}); repair moves it aside and the \
-                 tag starts empty"
-            ),
-        ),
-    })
-}
-
-fn verify_a_copy(target: &CheckTarget<'_>) -> Result<Verdict> {
-    let copy = ScratchCopy::new(&target.directory);
-    copy_pinned(target, &copy.path)?;
-    Ok(match open_database(&copy.path, target)? {
+/// redb's integrity check on a copy-on-write view of the file (`Access::CheckWithoutWriting`):
+/// crash recovery, if the file needs it, and the check's own repair happen in memory, and the
+/// file is never written. Other processes' commits wait while the view is open, so what it reads
+/// is one consistent state of the file.
+fn check_without_writing(target: &CheckTarget<'_>) -> Result<Verdict> {
+    let opened = open_database(
+        &target.database,
+        target.tag.as_str(),
+        &handle(target, Access::CheckWithoutWriting),
+    )?;
+    Ok(match opened {
         Opened::Corrupt(reason) => Verdict::BeyondRepair(format!("redb cannot open it: {reason}")),
         Opened::Database(mut database) => {
             let checked = catch_unwind(AssertUnwindSafe(|| database.check_integrity()));
@@ -581,63 +566,40 @@ fn verify_a_copy(target: &CheckTarget<'_>) -> Result<Verdict> {
     })
 }
 
-/// Copies the database to `to`. When redb can open it read-only (which never writes the file), a
-/// read transaction is held during the copy: it keeps other processes from reusing the pages of
-/// the snapshot being copied. A file redb will not open read-only (one that needs crash recovery,
-/// or a damaged one) is copied as it is.
-fn copy_pinned(target: &CheckTarget<'_>, to: &Path) -> Result<()> {
-    let page_cache_bytes = target.options.page_cache_bytes;
-    let path = target.database.as_path();
-    let reader = catch_unwind(|| {
-        let mut builder = Database::builder();
-        builder
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(page_cache_bytes);
-        let database = builder.open_read_only(path).ok()?;
-        let snapshot = database.begin_read().ok()?;
-        // The transaction first: fields drop in order, and it must end before its database.
-        Some((snapshot, database))
-    })
-    .ok()
-    .flatten();
-    tracing::debug!(path = %path.display(), pinned = reader.is_some(), "copying the database to check it");
-    let copied = fs::copy(path, to);
-    if catch_unwind(AssertUnwindSafe(move || drop(reader))).is_err() {
-        tracing::warn!(path = %path.display(), "redb panicked closing a read-only handle");
+/// The repair of what [`check_without_writing`] found: redb checks and repairs the file itself;
+/// a file it cannot repair is moved aside and replaced by an empty one. A repair that cannot run
+/// (a full disk, a read-only mount, another process holding the file) leaves the damage, and
+/// says why.
+fn repair_in_place(target: &CheckTarget<'_>, found: &Verdict) -> (CheckStatus, String) {
+    let path = target.database.display();
+    let found = match found {
+        Verdict::BeyondRepair(reason) => {
+            format!("{path} is damaged beyond redb's repair ({reason})")
+        }
+        _ => format!("redb found damage in {path}"),
+    };
+    match try_repair_in_place(target) {
+        Ok(done) => (CheckStatus::Repaired, format!("{found}; {done}")),
+        Err(err) => (
+            CheckStatus::Damaged,
+            format!("{found}; could not repair: {err}"),
+        ),
     }
-    copied
-        .map(drop)
-        .map_err(|source| CacheError::io("copying the database to check it", to, source))
 }
 
-/// The repairing check: redb checks and repairs the file itself; a file it cannot repair is moved
-/// aside and replaced by an empty one.
-fn check_and_repair_in_place(target: &CheckTarget<'_>) -> Result<(CheckStatus, String)> {
-    let reason = match open_database(&target.database, target)? {
+fn try_repair_in_place(target: &CheckTarget<'_>) -> Result<String> {
+    let reason = match open_database(
+        &target.database,
+        target.tag.as_str(),
+        &handle(target, Access::Shared),
+    )? {
         Opened::Corrupt(reason) => format!("redb cannot open it: {reason}"),
         Opened::Database(mut database) => {
-            // `check_integrity` waits for another process's writer without a limit; waiting for
-            // the lock first bounds that wait in all but a race with a new writer.
-            begin_write_bounded(&database, target)?
-                .abort()
-                .map_err(|err| target.database_error(err))?;
+            // Waits for another process's write transaction at most `timeout` (the backend's
+            // lock waits are bounded).
             let checked = catch_unwind(AssertUnwindSafe(|| database.check_integrity()));
             let reason = match checked {
-                Ok(Ok(true)) => {
-                    return Ok((
-                        CheckStatus::Healthy,
-                        format!("redb verified every page of {}", target.database.display()),
-                    ));
-                }
-                Ok(Ok(false)) => {
-                    return Ok((
-                        CheckStatus::Repaired,
-                        format!(
-                            "redb found damage in {} and repaired it in place",
-                            target.database.display()
-                        ),
-                    ));
-                }
+                Ok(Ok(_)) => return Ok("redb repaired it in place".to_owned()),
                 Ok(Err(err)) if is_corruption(&err) => err.to_string(),
                 Ok(Err(err)) => return Err(target.database_error(err)),
                 Err(_) => "redb panicked checking it".to_owned(),
@@ -648,13 +610,9 @@ fn check_and_repair_in_place(target: &CheckTarget<'_>) -> Result<(CheckStatus, S
     };
     let quarantined = quarantine(&target.database)?;
     tracing::error!(tag = %target.tag, path = %target.database.display(), quarantined = %quarantined.display(), reason, "doctor moved a damaged cache file aside; the tag starts empty");
-    Ok((
-        CheckStatus::Repaired,
-        format!(
-            "{} was damaged beyond redb's repair ({reason}); moved it to {} and the tag starts empty",
-            target.database.display(),
-            quarantined.display()
-        ),
+    Ok(format!(
+        "redb could not repair it ({reason}); moved it to {} and the tag starts empty",
+        quarantined.display()
     ))
 }
 
@@ -818,35 +776,37 @@ impl TagCheck for StorageCheck {
         let kind = self.0;
         Ok(match target.storage() {
             StorageState::Unreadable(reason) => (
-                CheckStatus::Skipped,
+                CheckStatus::NotChecked,
                 format!(
                     "not checked: redb cannot read {} ({reason}); see the integrity check",
                     target.database.display()
                 ),
             ),
-            StorageState::Failed(reason) => (
-                CheckStatus::Failed,
-                format!("the check could not run: {reason}"),
-            ),
+            StorageState::Failed(reason) => {
+                (CheckStatus::NotChecked, format!("not checked: {reason}"))
+            }
             StorageState::Inspected(outcome) => match kind.describe(&outcome.found) {
                 None => (CheckStatus::Healthy, kind.healthy().to_owned()),
                 Some(found) if !target.options.repair => {
                     (CheckStatus::Damaged, format!("{found}; repair fixes this"))
                 }
-                Some(found) => {
-                    let left = outcome.left.as_ref().and_then(|left| kind.describe(left));
-                    match (&outcome.repair_error, left) {
-                        (Some(err), _) => (
-                            CheckStatus::Failed,
-                            format!("{found}; the repair could not run: {err}"),
-                        ),
-                        (None, Some(left)) => (
+                Some(found) => match (&outcome.repair_error, &outcome.left) {
+                    (Some(err), _) => (
+                        CheckStatus::Damaged,
+                        format!("{found}; could not repair: {err}"),
+                    ),
+                    (None, Err(err)) => (
+                        CheckStatus::NotChecked,
+                        format!("{found}; cleanup ran, but a look after it could not: {err}"),
+                    ),
+                    (None, Ok(left)) => match left.as_ref().and_then(|left| kind.describe(left)) {
+                        Some(left) => (
                             CheckStatus::Damaged,
                             format!("{found}; still there after repair: {left}"),
                         ),
-                        (None, None) => (CheckStatus::Repaired, format!("removed {found}")),
-                    }
-                }
+                        None => (CheckStatus::Repaired, format!("removed {found}")),
+                    },
+                },
             },
         })
     }
@@ -867,9 +827,10 @@ struct StorageOutcome {
     found: StorageFindings,
     /// With repair: what cleanup removed.
     cleanup: Option<CleanupReport>,
-    /// With repair: what a second inspection still found.
-    left: Option<StorageFindings>,
-    /// With repair: why it could not run or finish.
+    /// With repair: what an inspection after it still found (`Ok(None)`: no repair ran), or why
+    /// that inspection could not look.
+    left: std::result::Result<Option<StorageFindings>, String>,
+    /// With repair: why it could not run.
     repair_error: Option<String>,
 }
 
@@ -895,7 +856,7 @@ fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
     let mut outcome = StorageOutcome {
         found,
         cleanup: None,
-        left: None,
+        left: Ok(None),
         repair_error: None,
     };
     if outcome.found.is_empty() || !target.options.repair {
@@ -905,11 +866,11 @@ fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
         Ok(report) => {
             tracing::info!(tag = %target.tag, ?report, "doctor ran cleanup to repair the tag's files");
             outcome.cleanup = Some(report);
-            match inspect(target) {
-                Ok(left) => outcome.left = Some(left),
-                Err(LookError::Unreadable(reason)) => outcome.repair_error = Some(reason),
-                Err(LookError::Cache(err)) => outcome.repair_error = Some(err.to_string()),
-            }
+            outcome.left = match inspect(target) {
+                Ok(left) => Ok(Some(left)),
+                Err(LookError::Unreadable(reason)) => Err(reason),
+                Err(LookError::Cache(err)) => Err(err.to_string()),
+            };
         }
         Err(err) => outcome.repair_error = Some(err.to_string()),
     }
@@ -1038,9 +999,9 @@ fn look(
     Ok(findings)
 }
 
-/// The entries that refer to files, read through a read-only handle (which never writes the
-/// file, and shares it with other processes' writers). An empty file is a new tag, or one just
-/// moved aside by repair: no entries.
+/// The entries that refer to files, read from a copy-on-write view of the file
+/// (`Access::CheckWithoutWriting`): redb recovers a file a killed process left in memory, and
+/// nothing is written. An empty file is a new tag, or one just moved aside by repair: no entries.
 fn read_entries(target: &CheckTarget<'_>) -> std::result::Result<Vec<EntryFiles>, LookError> {
     let length = fs::metadata(&target.database)
         .map_err(|source| CacheError::io("reading", &target.database, source))?
@@ -1050,34 +1011,19 @@ fn read_entries(target: &CheckTarget<'_>) -> std::result::Result<Vec<EntryFiles>
     }
     // One handle per file per process: refuse clearly if a coordinator of ours has it open.
     let _registration = FileRegistration::register(&target.database)?;
-    let page_cache_bytes = target.options.page_cache_bytes;
-    let path = target.database.as_path();
-    let opened = catch_unwind(|| {
-        let mut builder = Database::builder();
-        builder
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(page_cache_bytes);
-        builder.open_read_only(path)
-    });
-    let database = match opened {
-        Ok(Ok(database)) => database,
-        Ok(Err(err)) if is_corruption(&err) => {
-            return Err(LookError::Unreadable(err.to_string()));
-        }
-        Ok(Err(err)) => return Err(target.database_error(err).into()),
-        Err(_) => {
-            return Err(LookError::Unreadable(
-                "redb panicked opening it read-only".to_owned(),
-            ));
-        }
+    let database = match open_database(
+        &target.database,
+        target.tag.as_str(),
+        &handle(target, Access::CheckWithoutWriting),
+    )? {
+        Opened::Database(database) => database,
+        Opened::Corrupt(reason) => return Err(LookError::Unreadable(reason)),
     };
     let read = catch_unwind(AssertUnwindSafe(|| {
         let txn = database.begin_read()?;
         entries_with_files(&txn)
     }));
-    if catch_unwind(AssertUnwindSafe(move || drop(database))).is_err() {
-        tracing::warn!(path = %path.display(), "redb panicked closing a read-only handle");
-    }
+    close_quietly(database);
     match read {
         Ok(Ok(entries)) => Ok(entries),
         Ok(Err(err @ (redb::Error::Corrupted(_) | redb::Error::RepairAborted))) => {
@@ -1118,36 +1064,6 @@ fn repair_storage(target: &CheckTarget<'_>, found: &StorageFindings) -> Result<C
     let report = repaired?;
     closed?;
     Ok(report)
-}
-
-/// A temporary copy of a database next to it, removed on drop.
-struct ScratchCopy {
-    path: PathBuf,
-}
-
-impl ScratchCopy {
-    fn new(directory: &Path) -> Self {
-        let name = format!(
-            ".doctor-{}-{}.redb.tmp",
-            std::process::id(),
-            SystemClock.now_ms()
-        );
-        ScratchCopy {
-            path: directory.join(name),
-        }
-    }
-}
-
-impl Drop for ScratchCopy {
-    fn drop(&mut self) {
-        match fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                tracing::warn!(path = %self.path.display(), error = %err, "could not remove the doctor's scratch copy")
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1265,7 +1181,7 @@ mod tests {
         let (canonical, tag) = healthy_tag(root.path());
         let _open = RedbCache::open(&canonical, tag.clone(), CacheOptions::default()).unwrap();
         let diagnosis = diagnose_tag(&canonical, &tag, &DoctorOptions::default());
-        assert_eq!(diagnosis.findings[2].status, CheckStatus::Failed);
+        assert_eq!(diagnosis.findings[2].status, CheckStatus::NotChecked);
         assert!(
             diagnosis.findings[2]
                 .detail

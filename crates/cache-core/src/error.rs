@@ -135,9 +135,13 @@ pub enum CacheError {
         operation: &'static str,
     },
 
-    /// Another process (or thread) held the tag's write lock for longer than the instance's
-    /// `timeout`.
-    #[error("timed out after {waited:?} waiting for the write lock of tag '{tag}' at {path}")]
+    /// Another process (or thread) held a lock on the tag's file (its write lock, or the header
+    /// while it commits) for longer than the instance's `timeout`: an open, a read or a commit
+    /// gave up waiting.
+    #[error(
+        "timed out after {waited:?} waiting for another process's lock on the file of tag '{tag}' \
+         at {path}"
+    )]
     LockTimeout {
         /// The tag.
         tag: String,
@@ -292,15 +296,25 @@ impl CacheError {
         }
     }
 
+    /// A redb error of `tag`'s file: [`CacheError::LockTimeout`] when it is a wait for another
+    /// process's lock that ran out (see `backend.rs`), else [`CacheError::Database`].
     pub(crate) fn database(
         tag: &str,
         path: &std::path::Path,
         source: impl Into<redb::Error>,
     ) -> Self {
+        let source = source.into();
+        if let Some(waited) = crate::backend::lock_wait_timed_out(&source) {
+            return CacheError::LockTimeout {
+                tag: tag.to_owned(),
+                path: path.to_owned(),
+                waited,
+            };
+        }
         CacheError::Database {
             tag: tag.to_owned(),
             path: path.to_owned(),
-            source: Box::new(source.into()),
+            source: Box::new(source),
         }
     }
 }

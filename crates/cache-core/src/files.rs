@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use once_cell::sync::Lazy;
-use redb::{ConcurrencyMode, Database, DatabaseError, StorageError};
+use redb::Database;
 
+use crate::backend::{Access, HandleSettings, Opened, open_database};
 use crate::config::CacheOptions;
 use crate::error::{CacheError, Result};
 use crate::fsys;
@@ -302,20 +303,19 @@ impl Drop for FileRegistration {
     }
 }
 
-/// Opens the file; a file redb reports as corrupt (or that panics redb while opening) is moved
-/// aside by [`quarantine_and_start_fresh`]: a cache can always be rebuilt, a crash loop cannot.
+/// Opens the file (through [`open_database`], so every wait for another process's lock is bounded
+/// by `options.timeout`); a file redb reports as corrupt (or that panics redb while opening) is
+/// moved aside by [`quarantine_and_start_fresh`]: a cache can always be rebuilt, a crash loop
+/// cannot.
 pub(crate) fn open_or_quarantine(
     path: &Path,
     tag: &Tag,
     options: &CacheOptions,
 ) -> Result<Database> {
-    let reason = match open_redb(path, options) {
-        Ok(Ok(database)) => return Ok(database),
-        Ok(Err(err)) if is_corruption(&err) => err.to_string(),
-        Ok(Err(err)) => return Err(CacheError::database(tag.as_str(), path, err)),
-        Err(_) => "redb panicked while opening it".to_owned(),
-    };
-    quarantine_and_start_fresh(path, tag, options, &reason)
+    match open_database(path, tag.as_str(), &shared_handle(options))? {
+        Opened::Database(database) => Ok(database),
+        Opened::Corrupt(reason) => quarantine_and_start_fresh(path, tag, options, &reason),
+    }
 }
 
 /// Renames the damaged file at `path` to `cache.redb.corrupt-<ms>` and opens a fresh one in its
@@ -341,41 +341,21 @@ pub(crate) fn quarantine_and_start_fresh(
         .unwrap_or(std::ffi::OsStr::new("cache.redb.corrupt"));
     tag_dir.rename(DATABASE_FILE_NAME, &tag_dir, quarantined_name)?;
     tag_dir.create_new_file(DATABASE_FILE_NAME)?;
-    match open_redb(path, options) {
-        Ok(result) => result.map_err(|err| CacheError::database(tag.as_str(), path, err)),
-        Err(_) => Err(CacheError::InvalidRoot {
+    match open_database(path, tag.as_str(), &shared_handle(options))? {
+        Opened::Database(database) => Ok(database),
+        Opened::Corrupt(reason) => Err(CacheError::InvalidRoot {
             path: path.to_owned(),
-            reason: "redb panicked opening a fresh file".to_owned(),
+            reason: format!("a fresh database file cannot be opened: {reason}"),
         }),
     }
 }
 
-/// redb's open of `path` in multi-writer mode, with a panic caught.
-fn open_redb(
-    path: &Path,
-    options: &CacheOptions,
-) -> std::thread::Result<std::result::Result<Database, DatabaseError>> {
-    let page_cache_bytes = options.page_cache_bytes;
-    std::panic::catch_unwind(|| {
-        let mut builder = Database::builder();
-        builder
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(page_cache_bytes);
-        builder.create(path)
-    })
-}
-
-pub(crate) fn is_corruption(err: &DatabaseError) -> bool {
-    match err {
-        DatabaseError::RepairAborted | DatabaseError::UpgradeRequired(_) => true,
-        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
-        // InvalidData: bytes that do not parse; UnexpectedEof: a page pointer past the end of
-        // the file. Both are damage, not a failing disk.
-        DatabaseError::Storage(StorageError::Io(io)) => matches!(
-            io.kind(),
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-        ),
-        _ => false,
+/// The cache's own handle on a tag's file: read-write, shared with other processes.
+fn shared_handle(options: &CacheOptions) -> HandleSettings {
+    HandleSettings {
+        access: Access::Shared,
+        timeout: options.timeout,
+        page_cache_bytes: options.page_cache_bytes,
     }
 }
 

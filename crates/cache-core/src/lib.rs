@@ -72,6 +72,7 @@
 //! # }
 //! ```
 
+mod backend;
 mod blobs;
 mod budget;
 mod codec;

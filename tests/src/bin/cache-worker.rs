@@ -11,6 +11,16 @@
 //!   Prints `read 2` and exits 0 when both read back exactly.
 //! - `hold-write-lock DATABASE_FILE`: opens the file with redb directly (`MultiWriter`, as the
 //!   cache does), begins a write transaction, prints `locked`, and holds it until killed.
+//! - `hold-mid-commit DATABASE_FILE`: opens the file with redb directly (`MultiWriter`) on a
+//!   backend that, once armed, blocks inside the first write of the header: it writes a row,
+//!   arms, commits, and prints `holding` from inside that write, where the commit holds the
+//!   write lock and the header lock exclusively (what a process stopped mid-commit holds). It
+//!   stays there until killed.
+//! - `open-and-read ROOT TAG TIMEOUT_MS [wait]`: opens the tag with a TIMEOUT_MS lock timeout
+//!   (`open ok`, or `open error <kind> <message>` and exit), with `wait` reads one line from
+//!   stdin first, then lists the keys (`read ok N` or `read error <kind> <message>`) and closes
+//!   (`close ok` or `close error <kind> <message>`). `<kind>` is `LockTimeout` or `other`. Exits
+//!   0 whatever the outcome: the test judges the lines.
 //! - `crash-writer ROOT TAG SEED FLUSH_EVERY KEYS`: runs the seeded crash script
 //!   (`cache_tests::crash_script`: sets, deletes, cleanups, clears over KEYS keys) forever,
 //!   flushing after every FLUSH_EVERY operations and then printing `flushed N` (the first N
@@ -74,6 +84,8 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "write-until-killed" => write_until_killed(rest),
         Some((command, rest)) if command == "same-blob" => same_blob(rest),
         Some((command, [path])) if command == "hold-write-lock" => hold_write_lock(path),
+        Some((command, [path])) if command == "hold-mid-commit" => hold_mid_commit(path),
+        Some((command, rest)) if command == "open-and-read" => open_and_read(rest),
         Some((command, rest)) if command == "crash-writer" => crash_writer(rest),
         Some((command, rest)) if command == "load" => load(rest),
         Some((command, rest)) if command == "fill" => fill(rest),
@@ -83,7 +95,8 @@ fn run() -> anyhow::Result<()> {
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
-             hold-write-lock DATABASE_FILE | \
+             hold-write-lock DATABASE_FILE | hold-mid-commit DATABASE_FILE | \
+             open-and-read ROOT TAG TIMEOUT_MS [wait] | \
              crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
              fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG | \
@@ -229,6 +242,168 @@ fn hold_write_lock(path: &str) -> anyhow::Result<()> {
     std::io::stdout().flush().context("while reporting")?;
     loop {
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// redb's file backend, which blocks forever in the first write at offset 0 (the header) once
+/// armed, after printing `holding`.
+#[derive(Debug)]
+struct BlockInHeaderWrite {
+    file: redb::backends::FileBackend,
+    /// Shared with the code that arms it.
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl redb::StorageBackend for BlockInHeaderWrite {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if offset == 0 && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            // Inside the commit's header write: it holds the header lock exclusively here.
+            report(format_args!("holding")).map_err(std::io::Error::other)?;
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+fn hold_mid_commit(path: &str) -> anyhow::Result<()> {
+    const TABLE: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("held-mid-commit");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .context("while opening the database file")?;
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backend = BlockInHeaderWrite {
+        file: redb::backends::FileBackend::new(file).context("while making the backend")?,
+        armed: std::sync::Arc::clone(&armed),
+    };
+    let database = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create_with_backend(backend)
+        .context("while opening the database")?;
+    let txn = database
+        .begin_write()
+        .context("while taking the write lock")?;
+    txn.open_table(TABLE)
+        .context("while opening a table")?
+        .insert("key", "value")
+        .context("while writing")?;
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    txn.commit().context("while committing")?;
+    bail!("the commit returned instead of blocking in its header write")
+}
+
+/// `LockTimeout` or `other`, and the message.
+fn kind_and_message(err: &CacheError) -> String {
+    let kind = match err {
+        CacheError::LockTimeout { .. } => "LockTimeout",
+        _ => "other",
+    };
+    format!("{kind} {err}")
+}
+
+fn open_and_read(args: &[String]) -> anyhow::Result<()> {
+    let (root, tag, timeout_ms, wait) = match args {
+        [root, tag, timeout_ms] => (root, tag, timeout_ms, false),
+        [root, tag, timeout_ms, wait] if wait == "wait" => (root, tag, timeout_ms, true),
+        _ => bail!("usage: cache-worker open-and-read ROOT TAG TIMEOUT_MS [wait]"),
+    };
+    let options = CacheOptions {
+        timeout: Duration::from_millis(timeout_ms.parse().context("while parsing TIMEOUT_MS")?),
+        ..CacheOptions::default()
+    };
+    let coordinator = Coordinator::new();
+    let cache =
+        match coordinator.get_shared_cache_instance(&PathBuf::from(root), tag.as_str(), options) {
+            Ok(cache) => {
+                report(format_args!("open ok"))?;
+                cache
+            }
+            Err(err) => return report(format_args!("open error {}", kind_and_message(&err))),
+        };
+    if wait {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("while waiting for the go-ahead on stdin")?;
+    }
+    match cache.keys() {
+        Ok(keys) => report(format_args!("read ok {}", keys.len()))?,
+        Err(err) => report(format_args!("read error {}", kind_and_message(&err)))?,
+    }
+    match coordinator.reset() {
+        Ok(()) => report(format_args!("close ok")),
+        Err(err) => report(format_args!("close error {}", kind_and_message(&err))),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `doctor`: cache-core's checks of every tag's files (`cache_core::diagnose_tag`), read-only or
-//! with `--repair`. Exit code 0 when every tag is healthy or was repaired, 3 when damage is left
-//! or a check could not run.
+//! with `--repair`. Exit code 0 when every tag is healthy or was repaired, 3 when damage is left,
+//! 4 when nothing damaged was found but a check could not look (status `not checked`: another
+//! process held the file's lock past `--timeout`, an I/O error), so a tag's health is unknown.
 //!
 //! Besides each check's one-line finding, the report lists what the storage checks found item
 //! by item (entries without their blob or directory, blobs that do not match their hash, files
@@ -11,10 +12,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use cache_core::{
-    CleanupReport, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis, diagnose_tag,
+    CheckStatus, CleanupReport, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
+    diagnose_tag,
 };
 
 use crate::cli::DoctorArgs;
+use crate::exit::NotChecked;
 use crate::output::Output;
 use crate::render::{self, Align, Table};
 use crate::root::CacheRoot;
@@ -32,6 +35,10 @@ struct TagReport {
     tag: String,
     database: String,
     healthy: bool,
+    /// Whether a check found damage that is still there.
+    damaged: bool,
+    /// Whether every check could look (none `not checked`).
+    checked: bool,
     checks: Vec<CheckReport>,
     /// What the storage checks found before any repair; `null` when they could not run.
     storage: Option<StorageReport>,
@@ -124,6 +131,8 @@ impl TagReport {
             tag: diagnosis.tag.to_string(),
             database: diagnosis.database_path.display().to_string(),
             healthy: diagnosis.is_healthy(),
+            damaged: diagnosis.is_damaged(),
+            checked: diagnosis.all_checked(),
             checks: diagnosis
                 .findings
                 .iter()
@@ -143,6 +152,7 @@ pub(crate) fn run(root: &CacheRoot, args: &DoctorArgs, output: &Output) -> anyho
     let tags = root.tags()?;
     let options = DoctorOptions {
         repair: args.repair,
+        timeout: root.timeout(),
         ..DoctorOptions::default()
     };
     let mut reports = Vec::new();
@@ -164,23 +174,62 @@ pub(crate) fn run(root: &CacheRoot, args: &DoctorArgs, output: &Output) -> anyho
     } else {
         print_human(&report, output)?;
     }
-    let unhealthy: Vec<String> = report
-        .tags
-        .iter()
-        .filter(|tag| !tag.healthy)
-        .map(|tag| format!("'{}'", tag.tag))
-        .collect();
-    if !unhealthy.is_empty() {
+    let named = |select: fn(&TagReport) -> bool| -> Vec<String> {
+        report
+            .tags
+            .iter()
+            .filter(|tag| select(tag))
+            .map(|tag| format!("'{}'", tag.tag))
+            .collect()
+    };
+    let damaged = named(|tag| tag.damaged);
+    let unchecked = named(|tag| !tag.checked);
+    // The first check of each tag that ended `status`, in its own words.
+    let first_of = |status: CheckStatus| -> Vec<String> {
+        report
+            .tags
+            .iter()
+            .filter_map(|tag| {
+                tag.checks
+                    .iter()
+                    .find(|check| check.status == status.as_str())
+                    .map(|check| format!("tag '{}' {}: {}", tag.tag, check.check, check.detail))
+            })
+            .collect()
+    };
+    let why_unchecked = first_of(CheckStatus::NotChecked);
+    if !damaged.is_empty() {
+        // After a repair, what is left says why (a repair that could not run names its error).
         let advice = if args.repair {
-            "what is left needs a person: see the checks above"
+            format!(
+                "what is left needs a person ({})",
+                first_of(CheckStatus::Damaged).join("; ")
+            )
         } else {
-            "`glovebox-cache doctor --repair` fixes what it can"
+            "`glovebox-cache doctor --repair` fixes what it can".to_owned()
+        };
+        let also = if unchecked.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; could not check everything ({})",
+                why_unchecked.join("; ")
+            )
         };
         anyhow::bail!(
-            "damage left in tag(s) {} under {}; {advice}",
-            unhealthy.join(", "),
+            "damage left in tag(s) {} under {}; {advice}{also}",
+            damaged.join(", "),
             report.root
         );
+    }
+    if !unchecked.is_empty() {
+        return Err(NotChecked(format!(
+            "could not check tag(s) {} under {}: {}",
+            unchecked.join(", "),
+            report.root,
+            why_unchecked.join("; ")
+        ))
+        .into());
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 use std::io::Read as _;
 
 use anyhow::Context as _;
-use cache_core::CacheOptions;
 use serde::Serialize;
 
 use crate::cli::{GetArgs, SetArgs};
@@ -77,7 +76,7 @@ pub(crate) fn set(root: &CacheRoot, args: &SetArgs, output: &Output) -> anyhow::
             .into());
         }
     };
-    let cache = root.open(tag, CacheOptions::default())?;
+    let cache = root.open(tag, root.options())?;
     cache
         .set(key, &value, args.ttl)
         .with_context(|| format!("while storing key {shown} in tag '{tag}'"))?;

@@ -16,7 +16,7 @@ use crate::root::CacheRoot;
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
-    let root = CacheRoot::resolve(cli.global.root.as_deref())?;
+    let root = CacheRoot::resolve(cli.global.root.as_deref(), cli.global.timeout)?;
     let result = match &cli.command {
         Command::Show => show::run(&root, output),
         Command::Keys(args) => keys::run(&root, args, output),

@@ -328,3 +328,154 @@ fn a_blob_that_does_not_match_its_hash_is_damage_and_repair_notes_what_cleanup_r
         blob_value(1)
     );
 }
+
+/// Issue 13, item 12: after a process holding the tag's file is killed (SIGKILL), redb refuses a
+/// read-only handle ("Database repair aborted": the file needs the crash recovery an open runs).
+/// doctor then skipped the blob, directory and temp checks and said "1 tag healthy", exit 0, with
+/// a blob missing and a stale temp file there. Now it checks a copy-on-write view of the file:
+/// both are reported, the exit code is 3, and the database file keeps every byte.
+#[test]
+fn trust_12_doctor_after_a_holder_was_killed_checks_everything_and_writes_nothing() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+
+    let sandbox = Sandbox::new();
+    seed_files(&sandbox);
+    let root = sandbox.root();
+    // A value far larger than a pipe holds: `get` blocks writing it to a stdout nobody reads,
+    // with the tag open (read-write, as every process opens it).
+    let big: Vec<u8> = (0..4u32 << 20).map(|index| (index % 253) as u8).collect();
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    coordinator
+        .get_shared_cache_instance(
+            &root,
+            "files",
+            CacheOptions {
+                blob_threshold_bytes: 1024,
+                ..CacheOptions::default()
+            },
+        )
+        .unwrap()
+        .set(b"big", &big, None)
+        .unwrap();
+    coordinator.reset().unwrap();
+    let mut holder = sandbox
+        .command()
+        .args(["get", "--tag", "files", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .expect("the holder opened the tag and is writing the value");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    let lost_blob = blob_file(&root, "files", &blob_value(1));
+    std::fs::remove_file(&lost_blob).unwrap();
+    let gone = {
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        exited.id()
+    };
+    let stale = root.join("files/blobs/tmp").join(temp_name_of(gone, "0"));
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"half a blob").unwrap();
+    let database = sandbox.database("files");
+    let before = blake3::hash(&std::fs::read(&database).unwrap());
+
+    let check = sandbox.run(&["doctor", "--json"]);
+    check
+        .expect_code(3)
+        .expect_stderr(&["damage left in tag(s) 'files'"]);
+    let json = check.json();
+    let tag = &json["tags"][0];
+    assert_eq!(json["healthy"], false, "{json}");
+    assert_eq!(status_of(tag, "integrity"), "healthy", "{tag}");
+    assert_eq!(status_of(tag, "blobs"), "damaged", "{tag}");
+    assert_eq!(status_of(tag, "temp files"), "damaged", "{tag}");
+    assert_eq!(status_of(tag, "directories"), "healthy", "{tag}");
+    let storage = &tag["storage"];
+    assert_eq!(storage["missing_blobs"][0]["key"], "lost", "{storage}");
+    assert_eq!(
+        storage["stale_temp_files"][0].as_str().unwrap(),
+        stale.to_str().unwrap()
+    );
+    assert_eq!(
+        blake3::hash(&std::fs::read(&database).unwrap()),
+        before,
+        "doctor without --repair writes nothing to the database file"
+    );
+    assert!(exists(&stale), "nor removes anything");
+}
+
+/// Runs the binary with `args` on a full disk: a file-size limit of 0 (`ulimit -f 0`, with
+/// `SIGXFSZ` ignored), so every write fails with `EFBIG` as writes to a full disk fail.
+fn on_a_full_disk(sandbox: &Sandbox, args: &[&str]) -> crate::support::Run {
+    let mut command = std::process::Command::new("/bin/sh");
+    command
+        .env_clear()
+        .env("HOME", sandbox.path("home"))
+        .env("XDG_CACHE_HOME", sandbox.path("xdg"))
+        .env("GLOVEBOX_CACHE_PATH", sandbox.root())
+        .stdin(std::process::Stdio::null())
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 0 || exit 97; exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_glovebox-cache"))
+        .args(args);
+    crate::support::run(&mut command)
+}
+
+/// Issue 13, item 12: on a full disk (or a read-only mount) doctor said "damage left ...
+/// `--repair` fixes what it can" when it only could not write its scratch copy. A check writes
+/// nothing now, so it runs there; and a repair that cannot write says so.
+#[test]
+fn trust_12_doctor_on_a_full_disk_checks_and_says_why_it_could_not_repair() {
+    let sandbox = Sandbox::new();
+    seed_files(&sandbox);
+    let database = sandbox.database("files");
+    let before = std::fs::read(&database).unwrap();
+
+    on_a_full_disk(&sandbox, &["doctor"])
+        .expect_code(0)
+        .expect_stderr(&["1 tag healthy"]);
+
+    let lost_blob = blob_file(&sandbox.root(), "files", &blob_value(1));
+    std::fs::remove_file(&lost_blob).unwrap();
+    let repair = on_a_full_disk(&sandbox, &["doctor", "--repair", "--json"]);
+    repair.expect_code(3).expect_stderr(&[
+        "damage left in tag(s) 'files'",
+        "could not repair",
+        "File too large",
+    ]);
+    let json = repair.json();
+    let tag = &json["tags"][0];
+    assert_eq!(status_of(tag, "blobs"), "damaged", "{tag}");
+    assert_eq!(status_of(tag, "integrity"), "healthy", "{tag}");
+    assert!(
+        std::fs::read(&database).unwrap() == before,
+        "neither run changed the database file"
+    );
+}
+
+/// The name the cache gives a temp file of process `pid` of this pid namespace on this boot:
+/// `<pid>-<pid namespace>-<boot id>-<suffix>` (a writer that can be judged, so a gone one's temp
+/// is stale at once).
+fn temp_name_of(pid: u32, suffix: &str) -> String {
+    let link = std::fs::read_link("/proc/self/ns/pid").expect("/proc/self/ns/pid");
+    let namespace: u64 = link
+        .to_str()
+        .and_then(|text| text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
+        .expect("pid:[inode]");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("boot id")
+        .trim()
+        .replace('-', "");
+    format!("{pid}-{namespace}-{boot}-{suffix}")
+}

@@ -172,3 +172,51 @@ fn kill_switches_disable_programs_not_this_tool() {
     get.expect_code(0);
     assert_eq!(get.stdout, b"stored");
 }
+
+/// Issue 13, item 10: a command behind another process's write lock fails after `--timeout`,
+/// naming the tag and the file, instead of waiting (it waited 10 min 48 s before). The lock is
+/// held the way a writer stopped mid-transaction holds it: a redb write transaction, open on the
+/// tag's file in this (the test) process, in multi-writer mode as the cache opens it.
+#[test]
+fn trust_10_get_show_and_doctor_behind_a_held_write_lock_fail_clearly_instead_of_waiting() {
+    use std::time::Duration;
+
+    use crate::support::run_bounded;
+
+    const HANG: Duration = Duration::from_secs(60);
+    let sandbox = Sandbox::new();
+    sandbox.seed("locked", Duration::ZERO, None, &[(b"k", b"held")]);
+    sandbox.seed("free", Duration::ZERO, None, &[(b"k", b"free")]);
+    let database = sandbox.database("locked");
+    let holder = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(&database)
+        .unwrap();
+    let held = holder.begin_write().unwrap();
+
+    let bounded = |args: &[&str]| {
+        let mut command = sandbox.command();
+        command.args(["--timeout", "1s"]).args(args);
+        run_bounded(&mut command, HANG)
+    };
+    let named = ["timed out", "'locked'", database.to_str().unwrap()];
+    bounded(&["get", "--tag", "locked", "k"])
+        .expect_code(3)
+        .expect_stderr(&named);
+    let show = bounded(&["show"]);
+    show.expect_code(3).expect_stderr(&named);
+    assert!(
+        show.stdout().contains("free"),
+        "the other tag is still shown:\n{}",
+        show.stdout()
+    );
+    bounded(&["doctor"])
+        .expect_code(4)
+        .expect_stderr(&["could not check tag(s) 'locked'", "timed out"]);
+
+    held.abort().unwrap();
+    drop(holder);
+    let after = bounded(&["get", "--tag", "locked", "k"]);
+    after.expect_code(0);
+    assert_eq!(after.stdout, b"held");
+}

@@ -147,6 +147,45 @@ impl Sandbox {
     }
 }
 
+/// Runs `command` like [`run`], but gives up on it after `hang`: a child still running then is
+/// killed and the test fails. A bound on a hang, not a timing the test relies on.
+pub(crate) fn run_bounded(command: &mut Command, hang: Duration) -> Run {
+    use std::io::Read as _;
+
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stdout.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).map(|_| text)
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the binary") {
+            break status;
+        }
+        if started.elapsed() > hang {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still ran after {hang:?}: an unbounded wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout: out.join().expect("stdout reader").expect("stdout"),
+        stderr: err.join().expect("stderr reader").expect("stderr is UTF-8"),
+    }
+}
+
 pub(crate) fn run(command: &mut Command) -> Run {
     let output = command.output().expect("the binary runs");
     Run {

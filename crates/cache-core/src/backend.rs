@@ -1,0 +1,693 @@
+//! The storage backends redb runs a tag's file on, and [`open_database`], the one function every
+//! open of a tag's file goes through (the cache's own handle, doctor's checks and its repair).
+//!
+//! - [`BoundedFileBackend`]: redb's `FileBackend` with every wait for a lock bounded. redb's own
+//!   blocking lock methods wait in `fcntl(F_OFD_SETLKW)` without a limit, so an open, a read
+//!   transaction or a commit behind another process stopped (SIGSTOP, a debugger) or hung in the
+//!   middle of a commit waited forever. Here those methods poll the non-blocking variants with a
+//!   backoff until a deadline (the instance's `timeout`), then fail with [`LockWaitTimedOut`],
+//!   which [`CacheError::database`] turns into [`CacheError::LockTimeout`].
+//! - [`OverlayBackend`]: a copy-on-write view of the file, for checking it without writing to it.
+//!   Reads come from the file, writes stay in memory, so redb can run its crash recovery and its
+//!   integrity check on the view while the file keeps every byte. While the view is open it holds
+//!   redb's "writer byte" shared, so no process can begin a commit (or a repair at open) under it:
+//!   the file it reads does not change.
+
+use std::collections::HashMap;
+use std::fs;
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use redb::backends::FileBackend;
+use redb::{BackendError, ConcurrencyMode, Database, DatabaseError, StorageBackend, StorageError};
+
+use crate::error::{CacheError, Result};
+
+/// The first pause between two attempts at a lock another process holds; it doubles up to
+/// [`LONGEST_PAUSE`]. Short, because the common holder (a commit writing the header) is done in
+/// microseconds.
+const FIRST_PAUSE: Duration = Duration::from_micros(20);
+/// The longest pause between two attempts: the most a wait overshoots the holder's release.
+const LONGEST_PAUSE: Duration = Duration::from_millis(2);
+
+/// redb's "writer byte": held exclusively by a write transaction in multi-writer mode (and by an
+/// open while it recovers the file), so that one process writes at a time. Documented with the
+/// other lock bytes in redb's `docs/design.md` ("Lock bytes": `BASE` = 2^62, the writer byte).
+/// [`OverlayBackend`] holds it shared, which no writer can then take.
+/// `tests::the_writer_byte_is_the_one_a_write_transaction_holds` checks the value against redb.
+const REDB_WRITER_BYTE: u64 = 1 << 62;
+
+/// How a tag's file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read-write, shared with other processes (redb's `MultiWriter`): the cache's handle, and
+    /// doctor's repair.
+    Shared,
+    /// A copy-on-write view ([`OverlayBackend`]): redb may recover and check it, nothing reaches
+    /// the file. Other processes' commits wait while it is open.
+    CheckWithoutWriting,
+}
+
+/// Everything [`open_database`] needs besides the path.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandleSettings {
+    pub(crate) access: Access,
+    /// The longest the open waits for another process's lock, and then, for the handle's life,
+    /// the longest any one wait for a lock lasts.
+    pub(crate) timeout: Duration,
+    /// redb's page cache, in bytes.
+    pub(crate) page_cache_bytes: usize,
+}
+
+/// What an open found.
+pub(crate) enum Opened {
+    Database(Database),
+    /// redb reports the file damaged, or panicked opening it: why.
+    Corrupt(String),
+}
+
+/// Opens the database file of `tag` at `path` as `settings` say: the one place a tag's file is
+/// opened. The file must exist (`files::prepare_tag_files` creates it); an empty one is
+/// initialised (in memory only, for [`Access::CheckWithoutWriting`]). Another process holding a
+/// lock the open needs for longer than `settings.timeout` is [`CacheError::LockTimeout`]; a file
+/// redb reports damaged (or panics on) is [`Opened::Corrupt`]; anything else is an error naming
+/// the tag and path.
+pub(crate) fn open_database(path: &Path, tag: &str, settings: &HandleSettings) -> Result<Opened> {
+    let started = Instant::now();
+    let wait = LockWait::for_open(settings.timeout, started);
+    let mut builder = Database::builder();
+    builder.set_cache_size(settings.page_cache_bytes);
+    let attempt = match settings.access {
+        Access::Shared => {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|source| CacheError::io("opening database file", path, source))?;
+            let backend = BoundedFileBackend::new(file, wait.clone())
+                .map_err(|err| CacheError::database(tag, path, err))?;
+            builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+            catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(backend)))
+        }
+        Access::CheckWithoutWriting => {
+            let backend = OverlayBackend::over(path, &wait).map_err(|err| match err {
+                OverlayError::Io(source) => CacheError::io("opening database file", path, source),
+                OverlayError::Backend(err) => lock_timeout_or_database(tag, path, started, err),
+            })?;
+            // The view is this handle's alone: redb need not (and, the overlay taking no locks of
+            // its own, cannot) share it with other processes.
+            builder.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter);
+            catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(backend)))
+        }
+    };
+    // Later waits (read transactions, commits, close) are bounded by `timeout` each.
+    wait.open_finished();
+    match attempt {
+        Ok(Ok(database)) => Ok(Opened::Database(database)),
+        Ok(Err(err)) if is_corruption(&err) => Ok(Opened::Corrupt(err.to_string())),
+        Ok(Err(err)) => Err(lock_timeout_or_database(tag, path, started, err)),
+        Err(_) => Ok(Opened::Corrupt("redb panicked while opening it".to_owned())),
+    }
+}
+
+/// An open's failure: [`CacheError::LockTimeout`] (waited: the whole open) when a lock wait ran
+/// out, else [`CacheError::Database`].
+fn lock_timeout_or_database(
+    tag: &str,
+    path: &Path,
+    started: Instant,
+    err: impl Into<redb::Error>,
+) -> CacheError {
+    let err = err.into();
+    if lock_wait_timed_out(&err).is_some() {
+        return CacheError::LockTimeout {
+            tag: tag.to_owned(),
+            path: path.to_owned(),
+            waited: started.elapsed(),
+        };
+    }
+    CacheError::database(tag, path, err)
+}
+
+/// Whether redb reports the file damaged (rather than unreadable for another reason).
+pub(crate) fn is_corruption(err: &DatabaseError) -> bool {
+    match err {
+        DatabaseError::RepairAborted | DatabaseError::UpgradeRequired(_) => true,
+        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
+        // InvalidData: bytes that do not parse; UnexpectedEof: a page pointer past the end of
+        // the file. Both are damage, not a failing disk.
+        DatabaseError::Storage(StorageError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// A wait for a lock that another process held past the deadline. The lock was not taken.
+#[derive(Debug)]
+pub(crate) struct LockWaitTimedOut {
+    /// How long this wait lasted.
+    pub(crate) waited: Duration,
+}
+
+impl std::fmt::Display for LockWaitTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another process held a lock on the file for more than {:?}",
+            self.waited
+        )
+    }
+}
+
+impl std::error::Error for LockWaitTimedOut {}
+
+/// How long the wait that failed `err` lasted, when `err` is a [`LockWaitTimedOut`] (as redb
+/// passes a backend's error on: boxed, or inside an I/O error).
+pub(crate) fn lock_wait_timed_out(err: &redb::Error) -> Option<Duration> {
+    let inner: &(dyn std::error::Error + 'static) = match err {
+        redb::Error::Backend(inner) => inner.as_ref(),
+        redb::Error::Io(io) => io.get_ref()?,
+        _ => return None,
+    };
+    inner
+        .downcast_ref::<LockWaitTimedOut>()
+        .map(|timed_out| timed_out.waited)
+}
+
+/// How long a handle's lock waits may last: each at most `timeout`, and during the open, all of
+/// them together at most `timeout` (the open's deadline).
+#[derive(Clone, Debug)]
+struct LockWait {
+    timeout: Duration,
+    /// The open's deadline, until the open has finished.
+    open_deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+impl LockWait {
+    fn for_open(timeout: Duration, started: Instant) -> LockWait {
+        LockWait {
+            timeout,
+            open_deadline: Arc::new(Mutex::new(started.checked_add(timeout))),
+        }
+    }
+
+    fn open_finished(&self) {
+        *lock(&self.open_deadline) = None;
+    }
+
+    /// When a wait starting at `now` must give up; `None` for never (a timeout too large for
+    /// `Instant`, which is as good as forever).
+    fn deadline(&self, now: Instant) -> Option<Instant> {
+        let own = now.checked_add(self.timeout);
+        match (*lock(&self.open_deadline), own) {
+            (Some(open), Some(own)) => Some(open.min(own)),
+            (open, own) => open.or(own),
+        }
+    }
+
+    /// Calls `attempt` (a non-blocking lock attempt: `Ok(true)` taken, `Ok(false)` held
+    /// elsewhere) until it succeeds, fails, or the deadline passes. A failed attempt takes
+    /// nothing, so neither does a wait that runs out: redb's contract for a failed acquisition.
+    fn until_taken(
+        &self,
+        mut attempt: impl FnMut() -> std::result::Result<bool, BackendError>,
+    ) -> std::result::Result<(), BackendError> {
+        let started = Instant::now();
+        let deadline = self.deadline(started);
+        let mut pause = FIRST_PAUSE;
+        loop {
+            if attempt()? {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let left = match deadline {
+                Some(deadline) if now >= deadline => {
+                    return Err(BackendError::Other(Box::new(LockWaitTimedOut {
+                        waited: now - started,
+                    })));
+                }
+                Some(deadline) => deadline - now,
+                None => LONGEST_PAUSE,
+            };
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single assignment or a map update that cannot be left
+    // half done.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// redb's `FileBackend` with bounded lock waits: everything is delegated, except that the
+/// blocking lock methods poll the non-blocking ones until [`LockWait`]'s deadline.
+#[derive(Debug)]
+pub(crate) struct BoundedFileBackend {
+    file: FileBackend,
+    wait: LockWait,
+}
+
+impl BoundedFileBackend {
+    fn new(file: fs::File, wait: LockWait) -> std::result::Result<Self, DatabaseError> {
+        Ok(BoundedFileBackend {
+            file: FileBackend::new(file)?,
+            wait,
+        })
+    }
+}
+
+impl StorageBackend for BoundedFileBackend {
+    fn len(&self) -> std::result::Result<u64, std::io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::result::Result<(), std::io::Error> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::result::Result<(), std::io::Error> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), std::io::Error> {
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> std::result::Result<(), std::io::Error> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.wait
+            .until_taken(|| self.file.try_lock_range(start, end))
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.wait
+            .until_taken(|| self.file.try_lock_shared_range(start, end))
+    }
+
+    fn unlock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+/// Why an [`OverlayBackend`] could not be made.
+#[derive(Debug)]
+enum OverlayError {
+    Io(std::io::Error),
+    Backend(BackendError),
+}
+
+/// The unit the overlay keeps written bytes in.
+const CHUNK: u64 = 4096;
+
+/// A copy-on-write view of a database file: reads see the file, except where the view was
+/// written; writes and length changes stay in memory. The file is opened read-only, so nothing
+/// can reach it. While the view exists it holds redb's writer byte shared (released by `close`,
+/// or when the file is dropped), so the file does not change under it.
+///
+/// It implements no locks for redb: the handle on it must be opened in `ExclusiveWriter` mode,
+/// as the only user of the view.
+#[derive(Debug)]
+pub(crate) struct OverlayBackend {
+    /// The file, read-only; it also holds the writer byte.
+    file: FileBackend,
+    view: Mutex<View>,
+}
+
+#[derive(Debug)]
+struct View {
+    len: u64,
+    /// Below this offset, a byte no chunk covers is the file's; at or above it, zero. Starts at
+    /// the file's length and only goes down (when the view is shortened). Invariant:
+    /// `file_shows_below <= len`, so every chunk's bytes at or above `len` are zero.
+    file_shows_below: u64,
+    /// Chunks written, by index (offset / [`CHUNK`]), each [`CHUNK`] bytes.
+    chunks: HashMap<u64, Box<[u8]>>,
+}
+
+impl OverlayBackend {
+    /// A view of the file at `path`, once no write transaction holds it (waiting as `wait`
+    /// says).
+    fn over(path: &Path, wait: &LockWait) -> std::result::Result<Self, OverlayError> {
+        let file = fs::File::open(path).map_err(OverlayError::Io)?;
+        let file = FileBackend::new(file)
+            .map_err(|err| OverlayError::Io(std::io::Error::other(err.to_string())))?;
+        let writer_byte = (
+            Bound::Included(REDB_WRITER_BYTE),
+            Bound::Included(REDB_WRITER_BYTE),
+        );
+        wait.until_taken(|| file.try_lock_shared_range(writer_byte.0, writer_byte.1))
+            .map_err(OverlayError::Backend)?;
+        // Measured under the lock: no commit can change it from here on.
+        let len = file.len().map_err(OverlayError::Io)?;
+        Ok(OverlayBackend {
+            file,
+            view: Mutex::new(View {
+                len,
+                file_shows_below: len,
+                chunks: HashMap::new(),
+            }),
+        })
+    }
+
+    fn view(&self) -> MutexGuard<'_, View> {
+        // Chunk updates copy bytes in place; a panic mid-copy would leave bytes of a write redb
+        // never saw completed, which it does not rely on.
+        lock(&self.view)
+    }
+
+    /// Bytes `[offset, offset + out.len())` of the file as the view shows it, into `out`; the
+    /// range lies within one chunk.
+    fn read_unwritten(
+        &self,
+        view: &View,
+        offset: u64,
+        out: &mut [u8],
+    ) -> std::result::Result<(), std::io::Error> {
+        let from_file = view
+            .file_shows_below
+            .saturating_sub(offset)
+            .min(out.len() as u64) as usize;
+        let (shown, zeros) = out.split_at_mut(from_file);
+        if !shown.is_empty() {
+            self.file.read(offset, shown)?;
+        }
+        zeros.fill(0);
+        Ok(())
+    }
+}
+
+fn out_of_range(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what.to_owned())
+}
+
+/// The chunks `[offset, offset + len)` spans: (chunk index, offset within it, bytes in it).
+fn chunk_spans(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    let end = offset + len as u64;
+    let mut at = offset;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let index = at / CHUNK;
+        let within = (at % CHUNK) as usize;
+        let count = ((CHUNK - at % CHUNK).min(end - at)) as usize;
+        at += count as u64;
+        Some((index, within, count))
+    })
+}
+
+impl StorageBackend for OverlayBackend {
+    fn len(&self) -> std::result::Result<u64, std::io::Error> {
+        Ok(self.view().len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), std::io::Error> {
+        let view = self.view();
+        if offset
+            .checked_add(out.len() as u64)
+            .is_none_or(|end| end > view.len)
+        {
+            return Err(out_of_range("read past the end of the database view"));
+        }
+        let mut done = 0;
+        for (index, within, count) in chunk_spans(offset, out.len()) {
+            let target = out
+                .get_mut(done..done + count)
+                .ok_or_else(|| out_of_range("chunk outside the read"))?;
+            match view.chunks.get(&index) {
+                Some(chunk) => target.copy_from_slice(
+                    chunk
+                        .get(within..within + count)
+                        .ok_or_else(|| out_of_range("read outside a chunk"))?,
+                ),
+                None => self.read_unwritten(&view, index * CHUNK + within as u64, target)?,
+            }
+            done += count;
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::result::Result<(), std::io::Error> {
+        let mut view = self.view();
+        if len < view.len {
+            view.file_shows_below = view.file_shows_below.min(len);
+            view.chunks.retain(|index, _| index * CHUNK < len);
+            let cut = (len % CHUNK) as usize;
+            if let Some(chunk) = view.chunks.get_mut(&(len / CHUNK))
+                && let Some(tail) = chunk.get_mut(cut..)
+            {
+                tail.fill(0);
+            }
+        }
+        view.len = len;
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::result::Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), std::io::Error> {
+        let mut view = self.view();
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| out_of_range("write past the largest offset"))?;
+        let mut done = 0;
+        for (index, within, count) in chunk_spans(offset, data.len()) {
+            if !view.chunks.contains_key(&index) {
+                let mut chunk = vec![0u8; CHUNK as usize].into_boxed_slice();
+                // Bytes at or past the view's length read as zero; the rest as the view shows.
+                let shown = view.len.saturating_sub(index * CHUNK).min(CHUNK) as usize;
+                if let Some(shown) = chunk.get_mut(..shown) {
+                    self.read_unwritten(&view, index * CHUNK, shown)?;
+                }
+                view.chunks.insert(index, chunk);
+            }
+            let source = data
+                .get(done..done + count)
+                .ok_or_else(|| out_of_range("chunk outside the write"))?;
+            view.chunks
+                .get_mut(&index)
+                .and_then(|chunk| chunk.get_mut(within..within + count))
+                .ok_or_else(|| out_of_range("write outside a chunk"))?
+                .copy_from_slice(source);
+            done += count;
+        }
+        view.len = view.len.max(end);
+        Ok(())
+    }
+
+    fn close(&self) -> std::result::Result<(), std::io::Error> {
+        self.view().chunks.clear();
+        // Releases the writer byte.
+        self.file.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableDatabase, TableDefinition};
+
+    const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
+
+    fn settings(access: Access) -> HandleSettings {
+        HandleSettings {
+            access,
+            timeout: Duration::from_secs(30),
+            page_cache_bytes: 1 << 20,
+        }
+    }
+
+    fn database(opened: Result<Opened>) -> Database {
+        match opened {
+            Ok(Opened::Database(database)) => database,
+            Ok(Opened::Corrupt(reason)) => panic!("corrupt: {reason}"),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// A file with `rows` rows of 1 KiB, committed.
+    fn written_file(dir: &Path, rows: u64) -> std::path::PathBuf {
+        let path = dir.join("cache.redb");
+        fs::write(&path, b"").unwrap();
+        let database = database(open_database(&path, "t", &settings(Access::Shared)));
+        let txn = database.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(TABLE).unwrap();
+            for row in 0..rows {
+                table.insert(row, [row as u8; 1024].as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        drop(database);
+        path
+    }
+
+    #[test]
+    fn the_writer_byte_is_the_one_a_write_transaction_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = written_file(dir.path(), 1);
+        let writer = database(open_database(&path, "t", &settings(Access::Shared)));
+        let probe = FileBackend::new(fs::File::open(&path).unwrap()).unwrap();
+        let byte = (
+            Bound::Included(REDB_WRITER_BYTE),
+            Bound::Included(REDB_WRITER_BYTE),
+        );
+        let txn = writer.begin_write().unwrap();
+        assert!(
+            !probe.try_lock_shared_range(byte.0, byte.1).unwrap(),
+            "a write transaction holds redb's writer byte"
+        );
+        txn.abort().unwrap();
+        assert!(probe.try_lock_shared_range(byte.0, byte.1).unwrap());
+        assert!(
+            writer.try_begin_write().is_err(),
+            "a shared hold on the writer byte keeps writers out"
+        );
+        probe.close().unwrap();
+        writer.try_begin_write().unwrap().abort().unwrap();
+    }
+
+    #[test]
+    fn an_overlay_checks_and_recovers_in_memory_and_leaves_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = written_file(dir.path(), 300);
+        let before = fs::read(&path).unwrap();
+        let mut view = database(open_database(
+            &path,
+            "t",
+            &settings(Access::CheckWithoutWriting),
+        ));
+        assert!(view.check_integrity().unwrap());
+        {
+            let txn = view.begin_write().unwrap();
+            txn.open_table(TABLE)
+                .unwrap()
+                .insert(1_000, [9u8; 70_000].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let read = view.begin_read().unwrap();
+        let table = read.open_table(TABLE).unwrap();
+        assert_eq!(table.get(7).unwrap().unwrap().value(), [7u8; 1024]);
+        assert_eq!(table.get(1_000).unwrap().unwrap().value().len(), 70_000);
+        drop((table, read, view));
+        assert!(fs::read(&path).unwrap() == before, "not a byte written");
+        let reopened = database(open_database(&path, "t", &settings(Access::Shared)));
+        let read = reopened.begin_read().unwrap();
+        assert!(
+            read.open_table(TABLE)
+                .unwrap()
+                .get(1_000)
+                .unwrap()
+                .is_none(),
+            "the view's commit stayed in memory"
+        );
+    }
+
+    #[test]
+    fn an_open_behind_a_write_transaction_times_out_and_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = written_file(dir.path(), 1);
+        let holder = database(open_database(&path, "t", &settings(Access::Shared)));
+        let txn = holder.begin_write().unwrap();
+        let short = |access| HandleSettings {
+            timeout: Duration::from_millis(50),
+            ..settings(access)
+        };
+        for access in [Access::Shared, Access::CheckWithoutWriting] {
+            match open_database(&path, "tagname", &short(access)) {
+                Err(CacheError::LockTimeout { tag, path: at, .. }) => {
+                    assert_eq!((tag.as_str(), at.as_path()), ("tagname", path.as_path()));
+                }
+                Err(err) => panic!("{access:?}: expected a lock timeout, got {err}"),
+                Ok(_) => panic!("{access:?}: opened behind a write transaction"),
+            }
+        }
+        txn.commit().unwrap();
+        drop(holder);
+        // The failed opens released what they had taken: a writer gets the file at once.
+        let next = database(open_database(&path, "t", &short(Access::Shared)));
+        next.try_begin_write().unwrap().abort().unwrap();
+    }
+
+    #[test]
+    fn overlay_writes_past_a_shortened_end_read_as_zero_not_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bytes");
+        let content: Vec<u8> = (0..3 * CHUNK as usize)
+            .map(|i| (i % 251 + 1) as u8)
+            .collect();
+        fs::write(&path, &content).unwrap();
+        let wait = LockWait::for_open(Duration::from_secs(5), Instant::now());
+        let view = OverlayBackend::over(&path, &wait).unwrap();
+        let mut out = vec![0u8; 10];
+        view.read(CHUNK - 5, &mut out).unwrap();
+        assert_eq!(out, content[CHUNK as usize - 5..CHUNK as usize + 5]);
+        view.write(CHUNK - 2, &[0xEE; 4]).unwrap();
+        view.read(CHUNK - 5, &mut out).unwrap();
+        assert_eq!(&out[..3], &content[CHUNK as usize - 5..CHUNK as usize - 2]);
+        assert_eq!(&out[3..7], &[0xEE; 4]);
+        assert_eq!(&out[7..], &content[CHUNK as usize + 2..CHUNK as usize + 5]);
+        view.set_len(CHUNK + 1).unwrap();
+        view.set_len(3 * CHUNK).unwrap();
+        let mut tail = vec![1u8; 2 * CHUNK as usize];
+        view.read(CHUNK, &mut tail).unwrap();
+        assert_eq!(tail[0], 0xEE, "kept below the cut");
+        assert!(tail[1..].iter().all(|&byte| byte == 0), "zero past the cut");
+        assert!(view.read(3 * CHUNK - 1, &mut out).is_err(), "past the end");
+        view.close().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), content);
+    }
+}
