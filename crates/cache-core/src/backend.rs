@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -85,6 +86,7 @@ pub(crate) fn open_database(path: &Path, tag: &str, settings: &HandleSettings) -
             let file = fs::OpenOptions::new()
                 .read(true)
                 .write(true)
+                .custom_flags(no_follow())
                 .open(path)
                 .map_err(|source| CacheError::io("opening database file", path, source))?;
             let backend = BoundedFileBackend::new(file, wait.clone())
@@ -111,6 +113,13 @@ pub(crate) fn open_database(path: &Path, tag: &str, settings: &HandleSettings) -
         Ok(Err(err)) => Err(lock_timeout_or_database(tag, path, started, err)),
         Err(_) => Ok(Opened::Corrupt("redb panicked while opening it".to_owned())),
     }
+}
+
+/// `O_NOFOLLOW`: the database file is opened by path (redb takes a `File`), and a symlink planted
+/// at its name after `files::prepare_tag_files` checked it must fail the open (`ELOOP`), never be
+/// followed. The directories above it were opened without following links and checked private.
+fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// An open's failure: [`CacheError::LockTimeout`] (waited: the whole open) when a lock wait ran
@@ -378,7 +387,11 @@ impl OverlayBackend {
     /// A view of the file at `path`, once no write transaction holds it (waiting as `wait`
     /// says).
     fn over(path: &Path, wait: &LockWait) -> std::result::Result<Self, OverlayError> {
-        let file = fs::File::open(path).map_err(OverlayError::Io)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(no_follow())
+            .open(path)
+            .map_err(OverlayError::Io)?;
         let file = FileBackend::new(file)
             .map_err(|err| OverlayError::Io(std::io::Error::other(err.to_string())))?;
         let writer_byte = (
