@@ -27,7 +27,8 @@
 //! later, finds it too. With repair, the tag's own `cleanup()` fixes what was found (it removes
 //! entries without their files, files without entries, and stale temp files, inside its write
 //! transaction); entries whose blob does not match its hash, which cleanup does not hash, are
-//! first read once, which removes them and the damaged file as any read of a damaged blob does.
+//! first read once: the read reports each as a suspect, and cleanup's commit, which judges
+//! suspects under the write lock, removes the entry and then its file.
 
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
@@ -1036,8 +1037,8 @@ fn read_entries(target: &CheckTarget<'_>) -> std::result::Result<Vec<EntryFiles>
 
 /// The repair: the tag's own cleanup, without a size limit (so nothing live is evicted), after
 /// reading each entry whose blob does not match its hash (cleanup checks presence and length,
-/// not content; the read removes the damaged file and the entry, as any read does). Entries
-/// removed by those reads are counted in the report's `missing_files`.
+/// not content; the read reports the entry as a suspect, which cleanup's own commit judges and
+/// removes with its file). Entries found so are counted in the report's `missing_files`.
 fn repair_storage(target: &CheckTarget<'_>, found: &StorageFindings) -> Result<CleanupReport> {
     let options = CacheOptions {
         max_size_bytes: u64::MAX,
@@ -1047,17 +1048,17 @@ fn repair_storage(target: &CheckTarget<'_>, found: &StorageFindings) -> Result<C
     };
     let cache = RedbCache::open(target.canonical_root, target.tag.clone(), options)?;
     let repaired = (|| {
-        let mut removed_by_reads = 0;
+        let mut found_by_reads = 0;
         for entry in &found.corrupt_blobs {
             if cache
                 .get_to_writer(&entry.key, &mut std::io::sink())?
                 .is_none()
             {
-                removed_by_reads += 1;
+                found_by_reads += 1;
             }
         }
         let mut report = cache.cleanup()?;
-        report.missing_files += removed_by_reads;
+        report.missing_files += found_by_reads;
         Ok(report)
     })();
     let closed = cache.close();
