@@ -25,6 +25,9 @@ Usage: cargo xtask <command>
 Commands:
   verify    run every check CI runs, in order, stopping at the first failure:
             fmt, clippy, test, doc, the coordination example, and a CLI session
+            options: --repeat N (run the test step N times, each to the end, then print
+            the runs, the failures and the failed tests of each run), --stress (a
+            spinning thread on every core while verify runs); without options, what CI runs
   bench     measure ours against raw redb and python-diskcache on the same workloads, print
             one table of medians, ratios and targets, and write it to docs/benchmarks.md
             options: --quick (N = 10 000, 2 repetitions), --n N, --reps R
@@ -44,8 +47,8 @@ const EXIT_USAGE: u8 = 2;
 enum Task {
     /// Print the usage text on stdout.
     Help,
-    /// Run every check CI runs; see `verify.rs`.
-    Verify,
+    /// Run every check CI runs with these options; see `verify.rs`.
+    Verify(Vec<String>),
     /// Run the comparative benchmark with these options; see `bench.rs`.
     Bench(Vec<String>),
     /// Run the long variants of the reliability suites; see `soak.rs`.
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             Ok(())
         }
-        Task::Verify => verify::run(),
+        Task::Verify(options) => verify::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Soak => soak::run(),
         Task::Fuzz(options) => fuzz::run(&options),
@@ -99,7 +102,9 @@ fn parse_task(arguments: &[String]) -> Option<Task> {
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     match arguments.as_slice() {
         [] | ["help"] | ["--help"] | ["-h"] => Some(Task::Help),
-        ["verify"] => Some(Task::Verify),
+        ["verify", options @ ..] => Some(Task::Verify(
+            options.iter().map(|option| (*option).to_owned()).collect(),
+        )),
         ["bench", options @ ..] => Some(Task::Bench(
             options.iter().map(|option| (*option).to_owned()).collect(),
         )),
