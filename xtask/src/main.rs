@@ -33,8 +33,10 @@ Commands:
             options: --quick (N = 10 000, 2 repetitions), --n N, --reps R
             (default N = 100 000, 5 repetitions); diskcache is installed into target/bench-venv
   soak      the long variants of the reliability suites (8 processes x 20 000 operations,
-            60 SIGKILLs, 10 000 property cases), then their figures; sizes can be set with
-            CACHE_LOAD_PROCESSES, CACHE_LOAD_OPS, CACHE_CRASH_KILLS, PROPTEST_CASES
+            60 SIGKILLs, 30 SIGKILLs of each blob writer, 10 000 property cases), then their
+            figures; sizes can be set with CACHE_LOAD_PROCESSES, CACHE_LOAD_OPS,
+            CACHE_CRASH_KILLS, CACHE_CRASH_BLOB_KILLS, CACHE_CRASH_BLOB_ENTRIES,
+            CACHE_RESTORE_ROUNDS, PROPTEST_CASES
   fuzz      run each cargo-fuzz target in fuzz/ on nightly; options: --seconds N (default 30
             per target); needs the nightly toolchain and cargo-fuzz, and says so if missing
   help      print this message
