@@ -98,7 +98,7 @@ fn two_processes_storing_the_same_blob_at_once_share_one_file() {
 /// never write now, so every entry the writer stored and flushed is there until the writer
 /// deletes it (it looks before each round's deletes), and every one it stored last is there
 /// afterwards.
-/// `CACHE_RESTORE_ROUNDS` sets the rounds (default 10, `CACHE_SOAK=1`: 50).
+/// `CACHE_RESTORE_ROUNDS` sets the rounds (default 15, `CACHE_SOAK=1`: 60).
 #[test]
 fn trust_03_readers_never_remove_an_entry_stored_again_with_the_same_blob() {
     const KEYS: u64 = 40;
@@ -107,7 +107,7 @@ fn trust_03_readers_never_remove_an_entry_stored_again_with_the_same_blob() {
     // Passes each reader makes after the writer is done: reads from snapshots taken during the
     // writer's last round included.
     const PASSES_AFTER: u64 = 3;
-    let rounds = size_from_env("CACHE_RESTORE_ROUNDS", 10, 50).unwrap();
+    let rounds = size_from_env("CACHE_RESTORE_ROUNDS", 15, 60).unwrap();
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
     let done = markers.path().join("done");

@@ -35,7 +35,7 @@ use crate::blobs::BlobFiles;
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::dirs::DirFiles;
-use crate::error::{CacheError, KeyDisplay, Result};
+use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::{DATABASE_FILE_NAME, FileRegistration, is_corruption, remove_stale_entries};
 use crate::manager::{CacheManager, CleanupReport};
 use crate::store::{EntryFiles, RedbCache, entries_with_files};
@@ -230,7 +230,7 @@ pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -
             let (status, detail) = check.run(&target).unwrap_or_else(|err| {
                 (
                     CheckStatus::Failed,
-                    format!("the check could not run: {err}"),
+                    format!("the check could not run: {}", ErrorChain(&err)),
                 )
             });
             tracing::debug!(tag = %tag, check = check.name(), %status, detail, "doctor check");
@@ -890,7 +890,7 @@ fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
     let found = match inspect(target) {
         Ok(found) => found,
         Err(LookError::Unreadable(reason)) => return StorageState::Unreadable(reason),
-        Err(LookError::Cache(err)) => return StorageState::Failed(err.to_string()),
+        Err(LookError::Cache(err)) => return StorageState::Failed(ErrorChain(&err).to_string()),
     };
     let mut outcome = StorageOutcome {
         found,
@@ -908,10 +908,12 @@ fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
             match inspect(target) {
                 Ok(left) => outcome.left = Some(left),
                 Err(LookError::Unreadable(reason)) => outcome.repair_error = Some(reason),
-                Err(LookError::Cache(err)) => outcome.repair_error = Some(err.to_string()),
+                Err(LookError::Cache(err)) => {
+                    outcome.repair_error = Some(ErrorChain(&err).to_string())
+                }
             }
         }
-        Err(err) => outcome.repair_error = Some(err.to_string()),
+        Err(err) => outcome.repair_error = Some(ErrorChain(&err).to_string()),
     }
     StorageState::Inspected(Box::new(outcome))
 }

@@ -719,7 +719,7 @@ impl RedbCache {
         );
         if let Err(err) = &result {
             AtomicCounters::add(&self.counters.errors, 1);
-            tracing::error!(operation, tag = %self.tag, error = %err, "cache operation failed");
+            tracing::debug!(operation, tag = %self.tag, error = %crate::error::ErrorChain(err), "cache operation failed; the error goes to the caller, which reports it");
         }
         result
     }

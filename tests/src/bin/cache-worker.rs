@@ -67,7 +67,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheError, CacheOptions, Coordinator, SharedCache, SingleFlight};
+use cache_core::{CacheError, CacheOptions, Coordinator, ErrorChain, SharedCache, SingleFlight};
 use cache_tests::{
     CrashOp, SeededRng, TEST_BLOB_THRESHOLD, append_line, barrier, blob_crash_script, blob_value,
     check_blob_value, check_stamped, computed_value, crash_key, crash_script, crash_value,
@@ -751,7 +751,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
         CacheOptions::default(),
     ) {
         Ok(cache) => cache,
-        Err(err) => return report(format_args!("open error {err}")),
+        Err(err) => return report(format_args!("open error {}", ErrorChain(&err))),
     };
     let mut flushed = 0;
     let mut failure = None;
@@ -773,14 +773,14 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
     let Some(failure) = failure else {
         bail!("{max_entries} entries of {value_bytes} bytes were written without an error");
     };
-    report(format_args!("error {failure}"))?;
+    report(format_args!("error {}", ErrorChain(&failure)))?;
     report(format_args!(
         "reread {}",
         reread(&cache, flushed, value_bytes)?
     ))?;
     match coordinator.reset() {
         Ok(()) => report(format_args!("close ok"))?,
-        Err(err) => report(format_args!("close error {err}"))?,
+        Err(err) => report(format_args!("close error {}", ErrorChain(&err)))?,
     }
     // A fresh instance of the same tag, still under the limit: reads need no room.
     let cache = match coordinator.get_shared_cache_instance(
@@ -789,7 +789,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
         CacheOptions::default(),
     ) {
         Ok(cache) => cache,
-        Err(err) => return report(format_args!("reopen error {err}")),
+        Err(err) => return report(format_args!("reopen error {}", ErrorChain(&err))),
     };
     report(format_args!(
         "reopen reread {}",
@@ -811,7 +811,7 @@ fn reread(cache: &SharedCache, flushed: u64, value_bytes: usize) -> anyhow::Resu
                 "flushed entry {index} read back as {:?}",
                 value.map(|value| value.len())
             ),
-            Err(err) => return Ok(format!("error {err}")),
+            Err(err) => return Ok(format!("error {}", ErrorChain(&err))),
         }
     }
     Ok(format!("ok {flushed}"))
@@ -828,23 +828,23 @@ fn probe(root: &str, tag: &str) -> anyhow::Result<()> {
             report(format_args!("open ok"))?;
             cache
         }
-        Err(err) => return report(format_args!("open error {err}")),
+        Err(err) => return report(format_args!("open error {}", ErrorChain(&err))),
     };
     match cache.get(b"probe") {
         Ok(value) => report(format_args!("get ok {}", value.is_some()))?,
-        Err(err) => report(format_args!("get error {err}"))?,
+        Err(err) => report(format_args!("get error {}", ErrorChain(&err)))?,
     }
     match cache.set(b"probe", b"written by probe", None) {
         Ok(()) => report(format_args!("set ok"))?,
-        Err(err) => report(format_args!("set error {err}"))?,
+        Err(err) => report(format_args!("set error {}", ErrorChain(&err)))?,
     }
     match cache.flush() {
         Ok(()) => report(format_args!("flush ok"))?,
-        Err(err) => report(format_args!("flush error {err}"))?,
+        Err(err) => report(format_args!("flush error {}", ErrorChain(&err)))?,
     }
     match coordinator.reset() {
         Ok(()) => report(format_args!("close ok")),
-        Err(err) => report(format_args!("close error {err}")),
+        Err(err) => report(format_args!("close error {}", ErrorChain(&err))),
     }
 }
 
