@@ -227,3 +227,20 @@ fn trust_16_a_failing_command_prints_its_error_once_not_also_as_a_log_line() {
         failed.stderr
     );
 }
+
+/// Item 16 of issue 13: a tag named `path` had `GLOVEBOX_CACHE_PATH`, the root variable, as its
+/// kill switch. Such a tag is refused before anything is created, with the variable named.
+#[test]
+fn trust_16_a_tag_whose_kill_switch_is_a_configuration_variable_is_refused() {
+    let sandbox = Sandbox::new();
+    for (tag, variable) in [
+        ("path", "GLOVEBOX_CACHE_PATH"),
+        ("ttl_workspace_base", "GLOVEBOX_CACHE_TTL_"),
+    ] {
+        sandbox
+            .run(&["set", "--tag", tag, "k", "v"])
+            .expect_code(2)
+            .expect_stderr(&[tag, variable]);
+    }
+    assert!(!exists(&sandbox.root()), "nothing was created");
+}
