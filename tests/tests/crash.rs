@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -183,7 +183,7 @@ const WITH_BLOBS: Script = Script {
     operations: |seed, keys| Box::new(blob_crash_script(seed, keys)),
 };
 
-/// Runs the crash writer with `seed` on `root`, kills it after `delay`, and checks that the file
+/// Runs the crash writer with `seed` on `root`, kills it at `moment`, and checks that the file
 /// holds `base` plus exactly a prefix of the writer's script that includes every flushed
 /// operation. Returns the new state and what the round showed, or what was wrong.
 fn kill_round(
@@ -191,7 +191,7 @@ fn kill_round(
     root: &Path,
     base: &State,
     seed: u64,
-    delay: Duration,
+    moment: KillMoment,
 ) -> Result<(State, Round), String> {
     const FLUSH_EVERY: usize = 25;
     let mut child = Command::new(WORKER)
@@ -207,7 +207,13 @@ fn kill_round(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cache-worker");
-    std::thread::sleep(delay);
+    match moment {
+        KillMoment::After(delay) => std::thread::sleep(delay),
+        KillMoment::AtTheFirstRemoval => {
+            let tag_dir = root.join("crash");
+            until_a_blob_file_is_removed(&tag_dir, blob_files(&tag_dir), &mut child);
+        }
+    }
     child.kill().expect("kill the worker");
     let output = child.wait_with_output().expect("reap the worker");
     assert_eq!(
@@ -228,8 +234,8 @@ fn kill_round(
     if database.exists() {
         assert_redb_integrity(&database);
     }
-    let found = read_all(root)
-        .map_err(|problems| format!("seed {seed}, killed after {delay:?}: {problems}"))?;
+    let found =
+        read_all(root).map_err(|problems| format!("seed {seed}, killed {moment:?}: {problems}"))?;
 
     // The file must hold the state after some prefix of the script: at least the flushed
     // operations, and at most those before the next flush returned (the worker runs no
@@ -254,7 +260,7 @@ fn kill_round(
                 .map(|key| String::from_utf8_lossy(key).into_owned())
                 .collect();
             return Err(format!(
-                "seed {seed}, killed after {delay:?}: the file holds no prefix of the script \
+                "seed {seed}, killed {moment:?}: the file holds no prefix of the script \
                  between operation {flushed} (flushed) and {}: {} entries found, {} expected at \
                  {flushed}; flushed keys missing: {lost:?}",
                 operations.len(),
@@ -290,7 +296,8 @@ fn random_kills_lose_nothing_flushed_and_never_tear_the_state() {
         let seed = base_seed + round + 1;
         // Up to 250 ms: some kills land before the open finishes, most while writing.
         let delay = Duration::from_millis(delays.below(250));
-        let (found, outcome) = kill_round(&SMALL_VALUES, root.path(), &state, seed, delay)
+        let moment = KillMoment::After(delay);
+        let (found, outcome) = kill_round(&SMALL_VALUES, root.path(), &state, seed, moment)
             .unwrap_or_else(|problem| panic!("{problem}"));
         flushed_total += outcome.flushed;
         unflushed_kept += outcome.survived_prefix - outcome.flushed;
@@ -307,10 +314,10 @@ fn random_kills_lose_nothing_flushed_and_never_tear_the_state() {
     );
 }
 
-/// The number of kills of each `trust_02` test: `CACHE_CRASH_BLOB_KILLS`, else 6 (`CACHE_SOAK=1`:
+/// The number of kills of each `trust_02` test: `CACHE_CRASH_BLOB_KILLS`, else 5 (`CACHE_SOAK=1`:
 /// 30).
 fn blob_kills() -> u64 {
-    size_from_env("CACHE_CRASH_BLOB_KILLS", 6, 30).unwrap()
+    size_from_env("CACHE_CRASH_BLOB_KILLS", 5, 30).unwrap()
 }
 
 /// The seed of a `trust_02` test: `CACHE_CRASH_SEED` (as for the small-value kills), mixed with
@@ -334,9 +341,13 @@ fn trust_02_random_kills_of_a_writer_with_blobs_lose_nothing_flushed() {
     let (mut flushed_total, mut failures) = (0, Vec::new());
     for round in 0..kills {
         let seed = base_seed + round + 1;
-        // Up to 500 ms: blob sets commit one by one, so this writer is slower than the other.
-        let delay = Duration::from_millis(delays.below(500));
-        match kill_round(&WITH_BLOBS, root.path(), &state, seed, delay) {
+        // Half the kills up to 500 ms in (blob sets commit one by one, so this writer is slower
+        // than the other), half as soon as a blob file is removed.
+        let moment = match delays.below(2) {
+            0 => KillMoment::After(Duration::from_millis(delays.below(500))),
+            _ => KillMoment::AtTheFirstRemoval,
+        };
+        match kill_round(&WITH_BLOBS, root.path(), &state, seed, moment) {
             Ok((found, outcome)) => {
                 flushed_total += outcome.flushed;
                 state = found;
@@ -359,6 +370,55 @@ fn trust_02_random_kills_of_a_writer_with_blobs_lose_nothing_flushed() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The blob files of a tag (`<tag dir>/blobs/<2 hex>/<hash>`), without temp files.
+fn blob_files(tag_dir: &Path) -> BTreeSet<PathBuf> {
+    let mut files = BTreeSet::new();
+    let Ok(shards) = std::fs::read_dir(tag_dir.join("blobs")) else {
+        return files;
+    };
+    for shard in shards.flatten() {
+        if shard.file_name() == "tmp" {
+            continue;
+        }
+        for file in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.insert(file.path());
+        }
+    }
+    files
+}
+
+/// Waits until a blob file of the tag at `tag_dir` that was there (in `known`, or seen since) is
+/// gone, or `child` has ended, polling without a pause, so that a kill right after lands while the
+/// worker is removing files. The bound only ends a hang (a worker that never removes anything);
+/// the test judges the state, not how long this took.
+fn until_a_blob_file_is_removed(tag_dir: &Path, mut known: BTreeSet<PathBuf>, child: &mut Child) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < give_up {
+        let now = blob_files(tag_dir);
+        if known.iter().any(|file| !now.contains(file)) {
+            return;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        known.extend(now);
+    }
+}
+
+/// When a `trust_02` test kills its worker.
+#[derive(Clone, Copy, Debug)]
+enum KillMoment {
+    /// After a seeded random delay.
+    After(Duration),
+    /// As soon as one of the blob files there before has been removed: the moment the old code
+    /// left entries without their files, since it removed them before its commit.
+    AtTheFirstRemoval,
 }
 
 /// Kills `child` with SIGKILL, reaps it, and returns the lines it wrote after `stdout` was last
@@ -395,8 +455,9 @@ fn parse_ack(line: &str) -> Option<(String, u64)> {
 }
 
 /// Item 2 of issue 13: a writer overwriting a few keys with 300 KB values (blobs under the
-/// default 256 KiB threshold), acknowledging each after its flush, is killed at a random moment
-/// after a random number of acknowledgements. After each kill every acknowledged key must read
+/// default 256 KiB threshold), acknowledging each after its flush, is killed after a random
+/// number of acknowledgements: a random moment later, or as soon as an old value's file is
+/// removed. After each kill every acknowledged key must read
 /// back intact with a value at least as new as its last acknowledgement: never absent, never
 /// unreadable. Before the fix the old blob file was removed before the overwrite's commit landed,
 /// so a kill in between left the key pointing at a deleted file.
@@ -412,7 +473,12 @@ fn trust_02_a_killed_blob_overwriter_never_loses_an_acknowledged_value() {
     let (mut acks, mut failures) = (0u64, Vec::new());
     for round in 0..kills {
         let acks_before_kill = 1 + rng.below(10);
-        let extra = Duration::from_micros(rng.below(15_000));
+        // Half the kills a random moment after the last ack read, half at the next removal of
+        // an old value's file.
+        let moment = match rng.below(2) {
+            0 => KillMoment::After(Duration::from_micros(rng.below(15_000))),
+            _ => KillMoment::AtTheFirstRemoval,
+        };
         let mut child = Command::new(WORKER)
             .arg("blob-overwriter")
             .arg(root.path())
@@ -448,7 +514,13 @@ fn trust_02_a_killed_blob_overwriter_never_loses_an_acknowledged_value() {
             record(line.trim_end());
             seen += 1;
         }
-        std::thread::sleep(extra);
+        match moment {
+            KillMoment::After(delay) => std::thread::sleep(delay),
+            KillMoment::AtTheFirstRemoval => {
+                let tag_dir = root.path().join("blobs");
+                until_a_blob_file_is_removed(&tag_dir, blob_files(&tag_dir), &mut child);
+            }
+        }
         for line in kill_and_drain(child, stdout) {
             record(&line);
         }
@@ -487,7 +559,7 @@ fn trust_02_a_killed_blob_overwriter_never_loses_an_acknowledged_value() {
                 }
             }
             failures.push(format!(
-                "kill {} (seed {seed}): {}",
+                "kill {} ({moment:?}, seed {seed}): {}",
                 round + 1,
                 lost.join("; ")
             ));
@@ -520,18 +592,23 @@ struct MaintenanceKills {
     summary: String,
 }
 
-/// Fills a fresh root with `CACHE_CRASH_BLOB_ENTRIES` blob entries (default 300, soak 1 000),
-/// lets the worker start `then` (`clear` or `cleanup`), kills it a random moment later, and checks
-/// every entry: listed and exact, or not listed and absent.
+/// Fills a fresh root with `CACHE_CRASH_BLOB_ENTRIES` blob entries (default 250, soak 1 000),
+/// lets the worker start `then` (`clear` or `cleanup`), kills it a random moment later or as soon
+/// as one of the blob files is removed, and checks every entry: listed and exact, or not listed
+/// and absent.
 fn kill_during(then: &str, announced: &str, test: u64, window_ms: u64) -> MaintenanceKills {
     const LEN: usize = 4096;
-    let count = size_from_env("CACHE_CRASH_BLOB_ENTRIES", 300, 1_000).unwrap() as usize;
+    let count = size_from_env("CACHE_CRASH_BLOB_ENTRIES", 250, 1_000).unwrap() as usize;
     let kills = blob_kills();
     let seed = blob_seed(test);
     let mut rng = SeededRng::new(seed);
     let mut outcome = MaintenanceKills::default();
     for round in 0..kills {
-        let delay = Duration::from_micros(rng.below(window_ms * 1000));
+        // Half the kills at a random moment, half at the first file removal.
+        let moment = match rng.below(2) {
+            0 => KillMoment::After(Duration::from_micros(rng.below(window_ms * 1000))),
+            _ => KillMoment::AtTheFirstRemoval,
+        };
         let root = tempfile::tempdir().unwrap();
         let mut child = Command::new(WORKER)
             .arg("blob-fill-then")
@@ -542,6 +619,7 @@ fn kill_during(then: &str, announced: &str, test: u64, window_ms: u64) -> Mainte
             .spawn()
             .expect("spawn cache-worker");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut filled = BTreeSet::new();
         loop {
             let mut line = String::new();
             if stdout.read_line(&mut line).expect("the worker's output") == 0 {
@@ -554,11 +632,19 @@ fn kill_during(then: &str, announced: &str, test: u64, window_ms: u64) -> Mainte
                     .unwrap();
                 panic!("the worker ended before `{announced}`: {stderr}");
             }
+            if line.starts_with("flushed ") {
+                filled = blob_files(&root.path().join("fill"));
+            }
             if line.trim_end() == announced {
                 break;
             }
         }
-        std::thread::sleep(delay);
+        match moment {
+            KillMoment::After(delay) => std::thread::sleep(delay),
+            KillMoment::AtTheFirstRemoval => {
+                until_a_blob_file_is_removed(&root.path().join("fill"), filled.clone(), &mut child)
+            }
+        }
         let finished = kill_and_drain(child, stdout)
             .iter()
             .any(|line| line == "done");
@@ -596,7 +682,7 @@ fn kill_during(then: &str, announced: &str, test: u64, window_ms: u64) -> Mainte
             let listed_without_file = problems.iter().filter(|p| p.contains("a miss")).count();
             problems.truncate(3);
             outcome.failures.push(format!(
-                "kill {} after {delay:?} (seed {seed}){}: {listed_without_file} of {count} \
+                "kill {} ({moment:?}, seed {seed}){}: {listed_without_file} of {count} \
                  entries listed but unreadable; first problems: {}",
                 round + 1,
                 if finished { ", after it finished" } else { "" },
