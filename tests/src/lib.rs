@@ -1,7 +1,8 @@
 //! Shared pieces of the workspace-level tests: the key and value schemes the worker process and
 //! the tests agree on, a file barrier that lines processes up, a seeded generator both sides can
 //! replay, the crash writer's script, the sizes the suites read from the environment, and the
-//! line files through which single-flight workers record their calls and computations.
+//! line files through which single-flight workers record their calls and computations, and the
+//! large (blob-sized) values of the kill tests with blobs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -147,11 +148,74 @@ pub fn fill_value(key: &[u8], index: u64, len: usize) -> Vec<u8> {
     value
 }
 
+/// A blob-sized value: [`stamped_value`] for `key`, `writer` and `seq`, then padded to `len`
+/// bytes with a pattern that depends on `seq` and the position, so that a torn, shortened or
+/// misplaced value is caught by [`check_blob_value`].
+pub fn blob_value(key: &[u8], writer: &str, seq: u64, len: usize) -> Vec<u8> {
+    let mut value = stamped_value(key, writer, seq);
+    let stamp_len = value.len();
+    value.extend(
+        (stamp_len..len.max(stamp_len))
+            .map(|position| (seq.wrapping_add(position as u64) % 251) as u8),
+    );
+    value
+}
+
+/// Checks that `value` is exactly the [`blob_value`] of `len` bytes for `key` under the writer
+/// and sequence number it names; returns those.
+pub fn check_blob_value(key: &[u8], value: &[u8], len: usize) -> Result<(String, u64), String> {
+    let (writer, seq) = stamp_of(key, value)?;
+    if blob_value(key, &writer, seq, len) != value {
+        return Err(format!(
+            "a {}-byte value read under key {:?} is not the {len}-byte value {writer} wrote as #{seq}",
+            value.len(),
+            String::from_utf8_lossy(key)
+        ));
+    }
+    Ok((writer, seq))
+}
+
+/// The writer and sequence number a stamped value names, unchecked.
+fn stamp_of(key: &[u8], value: &[u8]) -> Result<(String, u64), String> {
+    let head = String::from_utf8_lossy(&value[..value.len().min(128)]).into_owned();
+    let mut fields = head.splitn(4, '|');
+    let (Some("v1"), Some(writer), Some(seq)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(format!(
+            "value starting {head:?} under key {:?} is not stamped",
+            String::from_utf8_lossy(key)
+        ));
+    };
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("value starting {head:?} has no sequence number"))?;
+    Ok((writer.to_owned(), seq))
+}
+
+/// The blob threshold the kill tests with blobs open their writers with: small, so that a
+/// thousand blob entries take a few megabytes and a few seconds, not gigabytes.
+pub const TEST_BLOB_THRESHOLD: u64 = 1024;
+
+/// The length of the blob value the crash script stores with sequence number `seq`: between 2
+/// and 8 KiB, always above [`TEST_BLOB_THRESHOLD`].
+pub fn crash_blob_len(seq: u64) -> usize {
+    2048 + (seq.wrapping_mul(7919) % 6144) as usize
+}
+
 /// One operation of the crash writer's script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashOp {
     /// Set key number `key` to the value stamped with `seq`.
     Set {
+        /// Which of the script's keys.
+        key: u64,
+        /// The write's sequence number.
+        seq: u64,
+    },
+    /// Set key number `key` to the blob-sized value stamped with `seq`
+    /// ([`blob_value`] of [`crash_blob_len`] bytes). Only the blob script has these; a `seq` that
+    /// repeats stores the same content again, so the same blob file.
+    SetBlob {
         /// Which of the script's keys.
         key: u64,
         /// The write's sequence number.
@@ -191,16 +255,72 @@ pub fn crash_script(seed: u64, keys: u64) -> impl Iterator<Item = CrashOp> {
     })
 }
 
+/// The blob crash writer's operations for `seed` over `keys` keys: small sets, blob sets (fresh
+/// content, or the key's one fixed content again, which reuses its blob file), deletes, cleanups
+/// and clears, so that blob-valued keys are overwritten by blobs and by small values, deleted,
+/// stored again and cleared. Deterministic like [`crash_script`].
+pub fn blob_crash_script(seed: u64, keys: u64) -> impl Iterator<Item = CrashOp> {
+    let mut rng = SeededRng::new(seed ^ 0xB10B);
+    (0u64..).map(move |index| match rng.below(1000) {
+        0..=299 => CrashOp::Set {
+            key: rng.below(keys),
+            seq: (seed << 32) + index,
+        },
+        300..=549 => CrashOp::SetBlob {
+            key: rng.below(keys),
+            seq: (seed << 32) + index,
+        },
+        550..=649 => {
+            // The key's fixed content: the same bytes every time, in every round.
+            let key = rng.below(keys);
+            CrashOp::SetBlob { key, seq: key }
+        }
+        650..=919 => CrashOp::Delete {
+            key: rng.below(keys),
+        },
+        920..=979 => CrashOp::Cleanup,
+        _ => CrashOp::Clear,
+    })
+}
+
+/// The value a crash operation that sets stores under its key.
+pub fn crash_value(op: CrashOp) -> Option<(Vec<u8>, Vec<u8>)> {
+    match op {
+        CrashOp::Set { key, seq } => {
+            let key = crash_key(key);
+            let value = stamped_value(&key, CRASH_WRITER, seq);
+            Some((key, value))
+        }
+        CrashOp::SetBlob { key, seq } => {
+            let key = crash_key(key);
+            let value = blob_value(&key, CRASH_WRITER, seq, crash_blob_len(seq));
+            Some((key, value))
+        }
+        CrashOp::Delete { .. } | CrashOp::Cleanup | CrashOp::Clear => None,
+    }
+}
+
+/// Checks that `value` is exactly a value one of the crash scripts stores under `key`, small or
+/// blob-sized.
+pub fn check_crash_value(key: &[u8], value: &[u8]) -> Result<(String, u64), String> {
+    let (_, seq) = stamp_of(key, value)?;
+    if value.len() == crash_blob_len(seq) {
+        check_blob_value(key, value, crash_blob_len(seq))
+    } else {
+        check_stamped(key, value)
+    }
+}
+
 /// The writer name the crash script stamps its values with.
 pub const CRASH_WRITER: &str = "crash";
 
 /// Applies one crash operation to a model of the stored entries.
 pub fn apply_crash_op(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: CrashOp) {
     match op {
-        CrashOp::Set { key, seq } => {
-            let key = crash_key(key);
-            let value = stamped_value(&key, CRASH_WRITER, seq);
-            model.insert(key, value);
+        CrashOp::Set { .. } | CrashOp::SetBlob { .. } => {
+            if let Some((key, value)) = crash_value(op) {
+                model.insert(key, value);
+            }
         }
         CrashOp::Delete { key } => {
             model.remove(&crash_key(key));
@@ -252,6 +372,55 @@ mod tests {
         torn.pop();
         assert!(check_stamped(b"k1", &torn).is_err(), "a shortened value");
         assert!(check_stamped(b"k1", b"garbage").is_err());
+    }
+
+    #[test]
+    fn blob_values_check_exactly() {
+        let value = blob_value(b"k1", "w", 7, 4096);
+        assert_eq!(value.len(), 4096);
+        assert_eq!(
+            check_blob_value(b"k1", &value, 4096),
+            Ok(("w".to_owned(), 7))
+        );
+        assert!(check_blob_value(b"k2", &value, 4096).is_err(), "wrong key");
+        assert!(
+            check_blob_value(b"k1", &value[..4095], 4096).is_err(),
+            "torn"
+        );
+        let mut swapped = value.clone();
+        swapped.swap(1000, 2000);
+        assert!(
+            check_blob_value(b"k1", &swapped, 4096).is_err(),
+            "misplaced bytes"
+        );
+        let (key, blob) = crash_value(CrashOp::SetBlob { key: 3, seq: 99 }).unwrap();
+        assert!(blob.len() as u64 > TEST_BLOB_THRESHOLD);
+        assert_eq!(
+            check_crash_value(&key, &blob),
+            Ok((CRASH_WRITER.to_owned(), 99))
+        );
+        let (key, small) = crash_value(CrashOp::Set { key: 3, seq: 99 }).unwrap();
+        assert_eq!(
+            check_crash_value(&key, &small),
+            Ok((CRASH_WRITER.to_owned(), 99))
+        );
+    }
+
+    #[test]
+    fn the_blob_crash_script_is_replayable_and_mixed() {
+        let first: Vec<CrashOp> = blob_crash_script(7, 40).take(2000).collect();
+        let again: Vec<CrashOp> = blob_crash_script(7, 40).take(2000).collect();
+        assert_eq!(first, again);
+        for kind in [
+            |op: &CrashOp| matches!(op, CrashOp::Set { .. }),
+            |op: &CrashOp| matches!(op, CrashOp::SetBlob { seq, .. } if *seq > 1 << 32),
+            |op: &CrashOp| matches!(op, CrashOp::SetBlob { seq, .. } if *seq < 40),
+            |op: &CrashOp| matches!(op, CrashOp::Delete { .. }),
+            |op: &CrashOp| matches!(op, CrashOp::Cleanup),
+            |op: &CrashOp| matches!(op, CrashOp::Clear),
+        ] {
+            assert!(first.iter().any(kind), "every kind of operation occurs");
+        }
     }
 
     #[test]

@@ -25,13 +25,18 @@ Usage: cargo xtask <command>
 Commands:
   verify    run every check CI runs, in order, stopping at the first failure:
             fmt, clippy, test, doc, the coordination example, and a CLI session
+            options: --repeat N (run the test step N times, each to the end, then print
+            the runs, the failures and the failed tests of each run), --stress (a
+            spinning thread on every core while verify runs); without options, what CI runs
   bench     measure ours against raw redb and python-diskcache on the same workloads, print
             one table of medians, ratios and targets, and write it to docs/benchmarks.md
             options: --quick (N = 10 000, 2 repetitions), --n N, --reps R
             (default N = 100 000, 5 repetitions); diskcache is installed into target/bench-venv
   soak      the long variants of the reliability suites (8 processes x 20 000 operations,
-            60 SIGKILLs, 10 000 property cases), then their figures; sizes can be set with
-            CACHE_LOAD_PROCESSES, CACHE_LOAD_OPS, CACHE_CRASH_KILLS, PROPTEST_CASES
+            60 SIGKILLs, 30 SIGKILLs of each blob writer, 10 000 property cases), then their
+            figures; sizes can be set with CACHE_LOAD_PROCESSES, CACHE_LOAD_OPS,
+            CACHE_CRASH_KILLS, CACHE_CRASH_BLOB_KILLS, CACHE_CRASH_BLOB_ENTRIES,
+            CACHE_RESTORE_ROUNDS, PROPTEST_CASES
   fuzz      run each cargo-fuzz target in fuzz/ on nightly; options: --seconds N (default 30
             per target); needs the nightly toolchain and cargo-fuzz, and says so if missing
   help      print this message
@@ -44,8 +49,8 @@ const EXIT_USAGE: u8 = 2;
 enum Task {
     /// Print the usage text on stdout.
     Help,
-    /// Run every check CI runs; see `verify.rs`.
-    Verify,
+    /// Run every check CI runs with these options; see `verify.rs`.
+    Verify(Vec<String>),
     /// Run the comparative benchmark with these options; see `bench.rs`.
     Bench(Vec<String>),
     /// Run the long variants of the reliability suites; see `soak.rs`.
@@ -74,7 +79,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             Ok(())
         }
-        Task::Verify => verify::run(),
+        Task::Verify(options) => verify::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Soak => soak::run(),
         Task::Fuzz(options) => fuzz::run(&options),
@@ -99,7 +104,9 @@ fn parse_task(arguments: &[String]) -> Option<Task> {
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     match arguments.as_slice() {
         [] | ["help"] | ["--help"] | ["-h"] => Some(Task::Help),
-        ["verify"] => Some(Task::Verify),
+        ["verify", options @ ..] => Some(Task::Verify(
+            options.iter().map(|option| (*option).to_owned()).collect(),
+        )),
         ["bench", options @ ..] => Some(Task::Bench(
             options.iter().map(|option| (*option).to_owned()).collect(),
         )),

@@ -165,6 +165,55 @@ impl Shell {
         Ok(())
     }
 
+    /// Runs `step` with stdout and stderr merged into one pipe, in the order the step wrote them,
+    /// each line echoed to stdout and passed to `watch`; returns whether the step exited
+    /// successfully, and fails only if it could not be run or read.
+    ///
+    /// One pipe for both streams keeps cargo's `Running <binary>` lines (stderr) in order with the
+    /// test harness's result lines (stdout), so a failed test can be attributed to its binary.
+    pub(crate) fn run_merged(
+        &self,
+        step: &Step,
+        mut watch: impl FnMut(&str),
+    ) -> anyhow::Result<bool> {
+        let command_line = self.announce(step);
+        let (reader, writer) =
+            std::io::pipe().with_context(|| format!("while making a pipe for `{command_line}`"))?;
+        let writer_for_stderr = writer
+            .try_clone()
+            .with_context(|| format!("while making a pipe for `{command_line}`"))?;
+        let mut command = self.command(step);
+        command
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(writer_for_stderr);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("while starting `{command_line}`"))?;
+        // The command holds the pipe's write ends; drop ours so the read ends at the child's exit.
+        drop(command);
+        let mut reader = BufReader::new(reader);
+        let mut bytes = Vec::new();
+        loop {
+            bytes.clear();
+            let read = reader
+                .read_until(b'\n', &mut bytes)
+                .with_context(|| format!("while reading the output of `{command_line}`"))?;
+            if read == 0 {
+                break;
+            }
+            // A test may print bytes that are not UTF-8; they are shown, not an error.
+            let line = String::from_utf8_lossy(&bytes);
+            let line = line.trim_end_matches(['\n', '\r']);
+            println!("{line}");
+            watch(line);
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("while waiting for `{command_line}`"))?;
+        Ok(status.success())
+    }
+
     /// Whether `step` runs and exits successfully, with its output discarded: for probing that a
     /// tool is installed.
     pub(crate) fn succeeds_quietly(&self, step: &Step) -> bool {

@@ -3,20 +3,24 @@
 //!
 //! The suites read their sizes from the environment: this task sets `CACHE_SOAK=1` (each suite's
 //! soak sizes) and `PROPTEST_CASES` (10 000 unless already set); `CACHE_LOAD_PROCESSES`,
-//! `CACHE_LOAD_OPS`, `CACHE_CRASH_KILLS` and `CACHE_CRASH_SEED` set in the caller's environment
-//! pass through and win.
+//! `CACHE_LOAD_OPS`, `CACHE_CRASH_KILLS`, `CACHE_CRASH_SEED`, `CACHE_CRASH_BLOB_KILLS`,
+//! `CACHE_CRASH_BLOB_ENTRIES` and `CACHE_RESTORE_ROUNDS` set in the caller's environment pass
+//! through and win.
 
 use anyhow::Context as _;
 
 use crate::shell::{Shell, Step};
 
 /// The suites, one test binary each in `tests/tests/`.
-const SUITES: [&str; 6] = ["load", "crash", "faults", "security", "model", "decoder"];
+const SUITES: [&str; 7] = [
+    "load", "crash", "blobs", "faults", "security", "model", "decoder",
+];
 
 /// Each suite prints one line per figure starting with its name and a colon.
-const FIGURE_PREFIXES: [&str; 6] = [
+const FIGURE_PREFIXES: [&str; 7] = [
     "load:",
     "crash:",
+    "blobs:",
     "faults:",
     "security:",
     "model:",

@@ -1,6 +1,15 @@
 //! `cargo xtask verify`: every check CI runs, in order, stopping at the first failure.
+//!
+//! With `--repeat N` the test step runs N times (every run to the end, `--no-fail-fast`), and a
+//! summary names the tests that failed in each run; with `--stress` a spinning thread per core
+//! keeps the machine busy while verify runs, so that a test that depends on timing shows itself.
+//! Without options verify is exactly what CI runs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -19,9 +28,62 @@ const COORDINATION_EXPECTED_LINES: [&str; 3] = [
 /// The value the CLI session stores and must read back.
 const CLI_VALUE: &str = "hello from glovebox-cache";
 
+/// What the command line asked of `verify`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    /// `--repeat N`: run the test step N times and summarise; `None` runs it once, as CI does.
+    repeat: Option<u32>,
+    /// `--stress`: a spinning thread on every core while verify runs.
+    stress: bool,
+}
+
+impl Options {
+    fn parse(arguments: &[String]) -> anyhow::Result<Self> {
+        let mut options = Options::default();
+        let mut words = arguments.iter();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "--repeat" => {
+                    let count = words
+                        .next()
+                        .context("verify: --repeat needs a number of runs")?;
+                    let count: u32 = count
+                        .parse()
+                        .with_context(|| format!("verify: --repeat {count}: not a whole number"))?;
+                    if count == 0 {
+                        bail!("verify: --repeat must be at least 1");
+                    }
+                    options.repeat = Some(count);
+                }
+                "--stress" => options.stress = true,
+                other => bail!("verify: unknown argument `{other}` (see `cargo xtask help`)"),
+            }
+        }
+        Ok(options)
+    }
+
+    /// Whether the test step runs in the summarised form (any option given).
+    fn summarises(&self) -> bool {
+        self.repeat.is_some() || self.stress
+    }
+}
+
 /// Runs every step; the error names the step that failed.
-pub(crate) fn run() -> anyhow::Result<()> {
+pub(crate) fn run(arguments: &[String]) -> anyhow::Result<()> {
+    let options = Options::parse(arguments)?;
     let shell = Shell::new().context("while preparing to run the verify steps")?;
+    // Held until verify returns, on every path: its drop stops the hogs. A Ctrl-C ends this
+    // process and its threads with it, so no hog outlives verify.
+    let _hogs = if options.stress {
+        let hogs = CpuHogs::start().context("while starting the CPU hogs for --stress")?;
+        println!(
+            "verify: --stress: {} spinning threads, one per core, until verify ends",
+            hogs.count()
+        );
+        Some(hogs)
+    } else {
+        None
+    };
 
     let streamed_steps = [
         Step::cargo("fmt", &["fmt", "--all", "--check"]),
@@ -74,6 +136,12 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let step_count = streamed_steps.len() + 1 + cli_steps.len();
 
     for step in &streamed_steps {
+        // With options, the test step is replaced by the repeated, summarised runs.
+        if step.name == "test" && options.summarises() {
+            run_tests_repeatedly(&shell, options.repeat.unwrap_or(1), options.stress)
+                .with_context(|| format!("verify: step '{}' failed", step.name))?;
+            continue;
+        }
         shell
             .run(step)
             .with_context(|| format!("verify: step '{}' failed", step.name))?;
@@ -153,4 +221,252 @@ fn check_cli_session(shell: &Shell, steps: &[Step; 3]) -> anyhow::Result<()> {
         .with_context(|| failed(show));
     }
     Ok(())
+}
+
+/// One spinning thread per core (as `available_parallelism` counts them), stopped when dropped.
+struct CpuHogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl CpuHogs {
+    fn start() -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism()
+            .context("while counting the cores")?
+            .get();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut hogs = CpuHogs {
+            stop: Arc::clone(&stop),
+            threads: Vec::with_capacity(cores),
+        };
+        for index in 0..cores {
+            let stop = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("cpu-hog-{index}"))
+                .spawn(move || spin_until(&stop))
+                .context("while starting a CPU hog thread")?;
+            // On an early return the hogs started so far are stopped by `hogs`' drop.
+            hogs.threads.push(thread);
+        }
+        Ok(hogs)
+    }
+
+    fn count(&self) -> usize {
+        self.threads.len()
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            // A hog cannot panic (it only loads a flag and does arithmetic); if one did, there is
+            // nothing left to stop.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Burns one core until `stop` is set: arithmetic the optimiser cannot remove, and a look at
+/// the flag every few thousand steps.
+fn spin_until(stop: &AtomicBool) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..4096 {
+            state = std::hint::black_box(state.rotate_left(5) ^ 0x2545_F491_4F6C_DD1D);
+        }
+    }
+}
+
+/// What one run of the test step did.
+struct TestRun {
+    passed: bool,
+    duration: Duration,
+    /// Failed tests as `<binary>: <test name>`, in the order they were reported.
+    failed_tests: Vec<String>,
+}
+
+/// Runs `cargo test --workspace --no-fail-fast` `runs` times, every run to the end, prints a
+/// summary, and fails if any run failed.
+fn run_tests_repeatedly(shell: &Shell, runs: u32, stress: bool) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        let step = Step::cargo(
+            format!("test (run {run} of {runs})"),
+            &["test", "--workspace", "--no-fail-fast"],
+        );
+        let started = Instant::now();
+        let mut tracker = FailedTests::default();
+        let passed = shell
+            .run_merged(&step, |line| tracker.watch(line))
+            .with_context(|| format!("while running the tests (run {run} of {runs})"))?;
+        results.push(TestRun {
+            passed,
+            duration: started.elapsed(),
+            failed_tests: tracker.failed,
+        });
+    }
+    let summary = summarise(&results, stress);
+    print!("{summary}");
+    let failed_runs = results.iter().filter(|run| !run.passed).count();
+    if failed_runs > 0 {
+        bail!("{failed_runs} of {runs} test runs failed (summary above)");
+    }
+    Ok(())
+}
+
+/// The summary printed after the repeated runs: one line for the whole, one per run.
+fn summarise(results: &[TestRun], stress: bool) -> String {
+    use std::fmt::Write as _;
+    let failed_runs = results.iter().filter(|run| !run.passed).count();
+    let mut summary = format!(
+        "verify: test step {}: {} runs, {failed_runs} failed\n",
+        if stress {
+            "under --stress"
+        } else {
+            "without load"
+        },
+        results.len()
+    );
+    for (index, run) in results.iter().enumerate() {
+        let seconds = run.duration.as_secs_f64();
+        let _ = match (run.passed, run.failed_tests.as_slice()) {
+            (true, _) => writeln!(summary, "  run {}: passed ({seconds:.0} s)", index + 1),
+            (false, []) => writeln!(
+                summary,
+                "  run {}: FAILED ({seconds:.0} s) with no failed test named (a build error, a \
+                 crash or a timeout: see its output above)",
+                index + 1
+            ),
+            (false, failed) => writeln!(
+                summary,
+                "  run {}: FAILED ({seconds:.0} s): {}",
+                index + 1,
+                failed.join(", ")
+            ),
+        };
+    }
+    summary
+}
+
+/// Picks the failed tests out of `cargo test` output, stdout and stderr merged in order.
+#[derive(Default)]
+struct FailedTests {
+    /// The test binary running now, from cargo's `Running <source> (<path>)` or
+    /// `Doc-tests <crate>` line.
+    binary: String,
+    failed: Vec<String>,
+}
+
+impl FailedTests {
+    fn watch(&mut self, line: &str) {
+        let line = line.trim();
+        if let Some(running) = line.strip_prefix("Running ") {
+            // `Running tests/crash.rs (target/debug/deps/crash-0123)`: the source names it.
+            self.binary = running
+                .split_once(" (")
+                .map_or(running, |(source, _)| source)
+                .to_owned();
+        } else if let Some(krate) = line.strip_prefix("Doc-tests ") {
+            self.binary = format!("doc-tests {krate}");
+        } else if let Some(test) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failed.push(format!("{}: {test}", self.binary));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn no_options_is_what_ci_runs() {
+        let options = Options::parse(&[]).unwrap();
+        assert_eq!(options, Options::default());
+        assert!(!options.summarises());
+    }
+
+    #[test]
+    fn repeat_and_stress_parse_in_any_order() {
+        let expected = Options {
+            repeat: Some(20),
+            stress: true,
+        };
+        assert_eq!(
+            Options::parse(&words("--repeat 20 --stress")).unwrap(),
+            expected
+        );
+        assert_eq!(
+            Options::parse(&words("--stress --repeat 20")).unwrap(),
+            expected
+        );
+        assert!(Options::parse(&words("--stress")).unwrap().summarises());
+    }
+
+    #[test]
+    fn bad_options_are_clear_errors() {
+        for (line, expected) in [
+            ("--repeat", "needs a number"),
+            ("--repeat x", "not a whole number"),
+            ("--repeat 0", "at least 1"),
+            ("--fast", "unknown argument `--fast`"),
+        ] {
+            let error = Options::parse(&words(line)).unwrap_err().to_string();
+            assert!(error.contains(expected), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn failed_tests_are_named_with_their_binary() {
+        let mut tracker = FailedTests::default();
+        for line in [
+            "     Running tests/crash.rs (target/debug/deps/crash-0123abcd)",
+            "test a_kill_after_flush_loses_nothing_flushed::case_1 ... ok",
+            "test random_kills_lose_nothing ... FAILED",
+            "   Doc-tests cache_core",
+            "test crates/cache-core/src/lib.rs - (line 10) ... FAILED",
+        ] {
+            tracker.watch(line);
+        }
+        assert_eq!(
+            tracker.failed,
+            [
+                "tests/crash.rs: random_kills_lose_nothing",
+                "doc-tests cache_core: crates/cache-core/src/lib.rs - (line 10)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_runs_and_names_failures() {
+        let results = [
+            TestRun {
+                passed: true,
+                duration: Duration::from_secs(90),
+                failed_tests: Vec::new(),
+            },
+            TestRun {
+                passed: false,
+                duration: Duration::from_secs(95),
+                failed_tests: vec!["tests/domains.rs: listing".to_owned()],
+            },
+            TestRun {
+                passed: false,
+                duration: Duration::from_secs(3),
+                failed_tests: Vec::new(),
+            },
+        ];
+        let summary = summarise(&results, true);
+        assert!(summary.starts_with("verify: test step under --stress: 3 runs, 2 failed\n"));
+        assert!(summary.contains("run 1: passed (90 s)"));
+        assert!(summary.contains("run 2: FAILED (95 s): tests/domains.rs: listing"));
+        assert!(summary.contains("run 3: FAILED (3 s) with no failed test named"));
+    }
 }

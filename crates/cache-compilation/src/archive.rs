@@ -690,6 +690,16 @@ fn zip_error(archive: &Path, err: zip::result::ZipError) -> CompilationError {
 fn read_zip_entries(archive: &Path) -> Result<Vec<RawEntry>> {
     let mut zip =
         zip::ZipArchive::new(open_archive_file(archive)?).map_err(|err| zip_error(archive, err))?;
+    // The zip crate indexes entries by name, keeping the last of several with one name, so a
+    // duplicate never reaches the check in `plan_extraction`: refuse it here, as tar's is.
+    if zip.has_duplicate_names() {
+        return Err(CompilationError::UnsafeArchiveEntry {
+            archive: archive.to_owned(),
+            entry: first_repeated_zip_name(archive)
+                .unwrap_or_else(|| "(a name of the central directory)".to_owned()),
+            reason: "the name appears twice".to_owned(),
+        });
+    }
     let mut raw = Vec::with_capacity(zip.len());
     for index in 0..zip.len() {
         let file = zip
@@ -743,6 +753,21 @@ fn read_zip_entries(archive: &Path) -> Result<Vec<RawEntry>> {
         raw.push(RawEntry { name, path, kind });
     }
     Ok(raw)
+}
+
+/// The first name that appears twice among the archive's entries, read through their local
+/// headers (the zip crate's index has only one entry per name); `None` if the local headers show
+/// no repeated name or cannot be read that way.
+fn first_repeated_zip_name(archive: &Path) -> Option<String> {
+    let mut reader = open_archive_file(archive).ok()?;
+    let mut seen = HashSet::new();
+    while let Ok(Some(file)) = zip::read::read_zipfile_from_stream(&mut reader) {
+        let name = file.name().ok()?.into_owned();
+        if !seen.insert(name.clone()) {
+            return Some(name);
+        }
+    }
+    None
 }
 
 /// Writes what `plan` says into `target` (an empty directory), symlinks last. The archive is

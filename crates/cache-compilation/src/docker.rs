@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cache_core::{CacheKey, TypedCache};
+use cache_core::{CacheKey, ErrorChain, TypedCache};
 
 use crate::error::{CompilationError, Result};
 use crate::keys::DockerImageKey;
@@ -54,7 +54,7 @@ impl DockerImageCache {
         }
         let available = check()?;
         if let Err(err) = self.record(image, available) {
-            tracing::warn!(image, error = %err, "docker image check could not be cached");
+            tracing::warn!(image, error = %ErrorChain(&err), "docker image check could not be cached");
         }
         Ok(available)
     }

@@ -6,7 +6,9 @@ use cache_core::CacheError;
 
 /// Everything that can go wrong in `cache-compilation`.
 ///
-/// Messages are lower case and name the path, repository or archive entry involved.
+/// Messages are lower case and name the path, repository or archive entry involved. A wrapped
+/// error is returned from `source()` and not repeated in the message, as in
+/// [`CacheError`]: print the chain (anyhow's `{:#}`, [`cache_core::ErrorChain`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompilationError {
@@ -16,7 +18,7 @@ pub enum CompilationError {
 
     /// A filesystem operation outside the cache failed (reading a workspace, writing an archive,
     /// restoring artifacts).
-    #[error("{operation} {path}: {source}")]
+    #[error("{operation} {path}")]
     Io {
         /// What was being done, as a verb phrase ("copying").
         operation: &'static str,
@@ -94,7 +96,7 @@ pub enum CompilationError {
     },
 
     /// Metadata that could not be encoded for storing.
-    #[error("cannot encode the metadata of {what}: {source}")]
+    #[error("cannot encode the metadata of {what}")]
     Metadata {
         /// What the metadata describes.
         what: String,

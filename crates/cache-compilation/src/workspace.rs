@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cache_core::CachedDirectory;
+use cache_core::{CachedDirectory, ErrorChain};
 
 use crate::archive::{self, ArchiveFormat};
 use crate::error::{CompilationError, Result};
@@ -444,7 +444,7 @@ impl WorkspaceService {
             Ok(Some(renewed)) => renewed,
             Ok(None) => directory,
             Err(err) => {
-                tracing::warn!(error = %err, "could not restart a workspace's time to live; it keeps its expiry");
+                tracing::warn!(error = %ErrorChain(&err), "could not restart a workspace's time to live; it keeps its expiry");
                 directory
             }
         }

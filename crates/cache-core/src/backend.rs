@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use once_cell::sync::Lazy;
 
 use crate::config::{CacheOptions, CacheStrategy, Environment, UserCacheConfig};
-use crate::error::{CacheError, Result};
+use crate::error::{CacheError, ErrorChain, Result};
 use crate::files::prepare_root;
 use crate::manager::{CacheManager, CleanupReport, DisabledCache, SharedCache};
 use crate::stats::AggregatedStats;
@@ -135,8 +135,13 @@ impl Coordinator {
         let mut first_error = None;
         for (key, cache) in drained {
             if let Err(err) = cache.close() {
-                tracing::error!(key, error = %err, "closing cache instance during reset failed");
-                first_error.get_or_insert(err);
+                // The first failure is returned (the caller reports it); later ones are logged,
+                // or nobody would hear of them.
+                if first_error.is_some() {
+                    tracing::warn!(key, error = %ErrorChain(&err), "closing cache instance during reset failed");
+                } else {
+                    first_error = Some(err);
+                }
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -177,7 +177,7 @@ impl DirFiles {
             if found.entries == measured.entries && found.length == measured.length);
         if !unchanged {
             if let Err(err) = dirs.remove_tree(&name) {
-                tracing::warn!(path = %path.display(), error = %err, "could not remove a directory that changed while it was stored");
+                tracing::warn!(path = %path.display(), error = %crate::error::ErrorChain(&err), "could not remove a directory that changed while it was stored");
             }
             let found = found?;
             return Err(CacheError::StagedDirectoryChanged {

@@ -44,7 +44,7 @@ use crate::blobs::{BlobFiles, BlobRead};
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::dirs::DirFiles;
-use crate::error::{CacheError, KeyDisplay, Result};
+use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::{DATABASE_FILE_NAME, FileRegistration};
 use crate::fsys;
 use crate::manager::{CacheManager, CleanupReport};
@@ -253,9 +253,12 @@ pub fn diagnose_tag(canonical_root: &Path, tag: &Tag, options: &DoctorOptions) -
     let findings = CHECKS
         .iter()
         .map(|check| {
-            let (status, detail) = check
-                .run(&target)
-                .unwrap_or_else(|err| (CheckStatus::NotChecked, format!("not checked: {err}")));
+            let (status, detail) = check.run(&target).unwrap_or_else(|err| {
+                (
+                    CheckStatus::NotChecked,
+                    format!("not checked: {}", ErrorChain(&err)),
+                )
+            });
             tracing::debug!(tag = %tag, check = check.name(), %status, detail, "doctor check");
             CheckFinding {
                 check: check.name(),
@@ -852,7 +855,7 @@ fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
     let found = match inspect(target) {
         Ok(found) => found,
         Err(LookError::Unreadable(reason)) => return StorageState::Unreadable(reason),
-        Err(LookError::Cache(err)) => return StorageState::Failed(err.to_string()),
+        Err(LookError::Cache(err)) => return StorageState::Failed(ErrorChain(&err).to_string()),
     };
     let mut outcome = StorageOutcome {
         found,
@@ -870,10 +873,10 @@ fn inspect_and_repair(target: &CheckTarget<'_>) -> StorageState {
             outcome.left = match inspect(target) {
                 Ok(left) => Ok(Some(left)),
                 Err(LookError::Unreadable(reason)) => Err(reason),
-                Err(LookError::Cache(err)) => Err(err.to_string()),
+                Err(LookError::Cache(err)) => Err(ErrorChain(&err).to_string()),
             };
         }
-        Err(err) => outcome.repair_error = Some(err.to_string()),
+        Err(err) => outcome.repair_error = Some(ErrorChain(&err).to_string()),
     }
     StorageState::Inspected(Box::new(outcome))
 }

@@ -1,4 +1,5 @@
-//! The one error type of `cache-core`, and a helper that renders keys readably in messages.
+//! The one error type of `cache-core`, a helper that renders keys readably in messages, and one
+//! that renders an error with its causes.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,6 +9,11 @@ use std::time::Duration;
 ///
 /// Every message is lower case and names the tag, key or path involved, so that a log line or a
 /// CLI error is enough to find the problem without a debugger.
+///
+/// A variant that wraps an underlying error returns it from `source()` and does not repeat it in
+/// its own message (the convention of the Rust API guidelines): a chain printer (anyhow's `{:#}`,
+/// [`ErrorChain`]) shows each cause once. Display such an error with one of them, not with plain
+/// `{}`, wherever its cause matters.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
@@ -96,7 +102,7 @@ pub enum CacheError {
     },
 
     /// A filesystem operation failed.
-    #[error("{operation} {path}: {source}")]
+    #[error("{operation} {path}")]
     Io {
         /// What was being done, as a verb phrase ("creating directory").
         operation: &'static str,
@@ -108,7 +114,7 @@ pub enum CacheError {
     },
 
     /// The redb database of a tag failed.
-    #[error("cache database of tag '{tag}' at {path}: {source}")]
+    #[error("cache database of tag '{tag}' at {path}")]
     Database {
         /// The tag.
         tag: String,
@@ -187,7 +193,7 @@ pub enum CacheError {
     },
 
     /// Reading the caller's source of a streamed value failed; nothing was stored.
-    #[error("reading the value for key {key} in tag '{tag}' from its source failed: {source}")]
+    #[error("reading the value for key {key} in tag '{tag}' from its source failed")]
     Source {
         /// The tag written to.
         tag: String,
@@ -319,6 +325,35 @@ impl CacheError {
     }
 }
 
+/// An error and its causes on one line, joined by `: ` (as anyhow's `{:#}` prints them): for log
+/// fields and messages built from a [`CacheError`], whose own message leaves its cause to
+/// `source()`.
+///
+/// ```
+/// use cache_core::{CacheError, ErrorChain};
+/// let err = std::fs::read("/no/such/file").map_err(|source| CacheError::Io {
+///     operation: "reading",
+///     path: "/no/such/file".into(),
+///     source,
+/// });
+/// let shown = ErrorChain(&err.unwrap_err()).to_string();
+/// assert!(shown.starts_with("reading /no/such/file: "), "{shown}");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// A key rendered for humans: UTF-8 text in quotes when it is printable, hex otherwise, shortened
 /// to 64 characters so that a huge key cannot flood a log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -367,7 +402,38 @@ impl fmt::Debug for KeyDisplay {
 
 #[cfg(test)]
 mod tests {
-    use super::KeyDisplay;
+    use super::{CacheError, ErrorChain, KeyDisplay};
+
+    /// Item 16 of issue 13: an error whose message printed its source and also returned it from
+    /// `source()` showed the cause twice in every chain (`...: No space left on device (os error
+    /// 28): No space left on device (os error 28)`).
+    #[test]
+    fn trust_16_an_error_chain_shows_each_cause_once() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        let errors = [
+            CacheError::Io {
+                operation: "writing blob",
+                path: "/root/t/blobs/tmp/1-0".into(),
+                source: enospc(),
+            },
+            CacheError::Database {
+                tag: "t".to_owned(),
+                path: "/root/t/cache.redb".into(),
+                source: Box::new(redb::Error::Io(enospc())),
+            },
+            CacheError::Source {
+                tag: "t".to_owned(),
+                key: KeyDisplay::new(b"k"),
+                source: enospc(),
+            },
+        ];
+        for err in errors {
+            let chain = ErrorChain(&err).to_string();
+            let cause = enospc().to_string();
+            assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+            assert!(chain.starts_with(&format!("{err}: ")), "{chain}");
+        }
+    }
 
     #[test]
     fn key_display_quotes_text_and_hexes_binary() {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::{Clock, SystemClock};
-use crate::error::{CacheError, KeyDisplay, Result};
+use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::ProcessIdentity;
 use crate::manager::CacheManager;
 use crate::stats::AtomicCounters;
@@ -155,7 +155,7 @@ pub trait SingleFlight: CacheManager {
             || {
                 let value = compute()?;
                 if let Err(err) = self.set(key, &value, ttl) {
-                    tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(key), error = %err, "computed value could not be cached");
+                    tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(key), error = %ErrorChain(&err), "computed value could not be cached");
                 }
                 Ok(value)
             },
@@ -315,13 +315,13 @@ fn with_renewal<R>(store: &RedbCache, lease: &Lease<'_>, compute: impl FnOnce() 
                         }
                         // Tried again at the next tick; the deadline leaves two more.
                         Err(err) => {
-                            tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(&lease.key), error = %err, "could not renew the lease");
+                            tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(&lease.key), error = %ErrorChain(&err), "could not renew the lease");
                         }
                     }
                 }
             });
         if let Err(err) = renewer {
-            tracing::warn!(tag = %store.tag(), error = %err, "could not start the lease renewal thread; a computation longer than the lease may be taken over");
+            tracing::warn!(tag = %store.tag(), error = %ErrorChain(&err), "could not start the lease renewal thread; a computation longer than the lease may be taken over");
         }
         let result = compute();
         drop(stop);
@@ -361,7 +361,7 @@ impl Wait {
             owner_pid,
             waited: self.started.elapsed(),
         };
-        tracing::warn!(tag = %store.tag(), error = %err, "gave up waiting for a computation");
+        tracing::warn!(tag = %store.tag(), error = %ErrorChain(&err), "gave up waiting for a computation");
         err
     }
 }
@@ -827,7 +827,7 @@ impl Lease<'_> {
             Err(err) => {
                 // Waiters take the lease over at its deadline.
                 AtomicCounters::add(&self.store.counters().errors, 1);
-                tracing::error!(tag = %self.store.tag(), key = %KeyDisplay::new(&self.key), error = %err, "could not release the lease of a computation");
+                tracing::error!(tag = %self.store.tag(), key = %KeyDisplay::new(&self.key), error = %ErrorChain(&err), "could not release the lease of a computation");
             }
         }
     }

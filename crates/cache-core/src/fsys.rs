@@ -579,7 +579,7 @@ impl Dir {
         if result.is_err()
             && let Err(err) = self.remove_file(temp_name)
         {
-            tracing::warn!(error = %err, "could not remove a temp file after a failed write");
+            tracing::warn!(error = %crate::error::ErrorChain(&err), "could not remove a temp file after a failed write");
         }
         result
     }

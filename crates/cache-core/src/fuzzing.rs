@@ -207,13 +207,15 @@ pub fn check_entry_round_trip(
     }
 }
 
-/// The tag parser's properties on `name`: it accepts exactly `[a-z0-9_-]{1,64}`, an accepted tag
+/// The tag parser's properties on `name`: it accepts exactly `[a-z0-9_-]{1,64}` but for the names
+/// whose kill switch would be a configuration variable (`path`, `ttl_*`, ...), an accepted tag
 /// reads back as given, and it is one plain path component (never `..`, `/`, a root or a prefix).
 pub fn check_tag(name: &str) -> Result<(), String> {
     let well_formed = (1..=Tag::MAX_LEN).contains(&name.len())
         && name
             .bytes()
-            .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+            .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+        && crate::tag::kill_switch_collision(&crate::tag::kill_switch_variable_of(name)).is_none();
     match Tag::new(name) {
         Ok(tag) if !well_formed => Err(format!("{name:?} was accepted as {tag:?}")),
         Ok(tag) if tag.as_str() != name => Err(format!("{name:?} reads back as {tag:?}")),
@@ -275,6 +277,11 @@ mod tests {
         assert!(check_entry_round_trip(b"k", &never, b"").is_err());
         assert_eq!(check_tag("compilation"), Ok(()));
         assert_eq!(check_tag("../etc"), Ok(()), "refused, as it must be");
+        assert_eq!(
+            check_tag("path"),
+            Ok(()),
+            "refused: its switch is the root variable"
+        );
         assert_eq!(check_key_display(&[0xff; 10_000]), Ok(()));
     }
 }

@@ -112,7 +112,7 @@ pub use doctor::{
     CheckFinding, CheckStatus, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
     diagnose_tag,
 };
-pub use error::{CacheError, KeyDisplay, Result};
+pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use flight::{FlightWork, Lookup, SingleFlight};
 pub use manager::{

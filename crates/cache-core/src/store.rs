@@ -583,11 +583,11 @@ impl RedbCache {
         match open_or_quarantine(&self.path, &self.tag, &self.options) {
             Ok(database) => {
                 *current = Some(failed.replaced_by(database));
-                tracing::warn!(tag = %self.tag, path = %self.path.display(), error = %err, "reopened the cache file after an I/O error");
+                tracing::warn!(tag = %self.tag, path = %self.path.display(), error = %crate::error::ErrorChain(err), "reopened the cache file after an I/O error");
                 true
             }
             Err(reopen) => {
-                tracing::warn!(tag = %self.tag, error = %reopen, "could not reopen the cache file after an I/O error; will try again");
+                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&reopen), "could not reopen the cache file after an I/O error; will try again");
                 false
             }
         }
@@ -632,7 +632,7 @@ impl RedbCache {
             match quarantine_and_start_fresh(&self.path, &self.tag, &self.options, &reason) {
                 Ok(database) => *current = Some(failed.replaced_by(database)),
                 Err(err) => {
-                    tracing::error!(tag = %self.tag, error = %err, "could not move a damaged cache file aside and start a fresh one");
+                    tracing::error!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not move a damaged cache file aside and start a fresh one");
                     return damaged;
                 }
             }
@@ -651,7 +651,7 @@ impl RedbCache {
         lock(&self.sweep_cursor).clear();
         *lock(&self.published_usage) = (u64::MAX, u64::MAX);
         if let Err(err) = self.ensure_tables() {
-            tracing::error!(tag = %self.tag, error = %err, "could not create the tables of the fresh cache file");
+            tracing::error!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not create the tables of the fresh cache file");
         }
         damaged
     }
@@ -756,7 +756,7 @@ impl RedbCache {
         );
         if let Err(err) = &result {
             AtomicCounters::add(&self.counters.errors, 1);
-            tracing::error!(operation, tag = %self.tag, error = %err, "cache operation failed");
+            tracing::debug!(operation, tag = %self.tag, error = %crate::error::ErrorChain(err), "cache operation failed; the error goes to the caller, which reports it");
         }
         result
     }
@@ -896,7 +896,7 @@ impl RedbCache {
         for name in &aftermath.released_dirs {
             if let Err(err) = self.dir_files.remove(name) {
                 // Left as an orphan: cleanup() removes it.
-                tracing::warn!(tag = %self.tag, error = %err, "could not remove the directory of a removed entry");
+                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove the directory of a removed entry");
             }
         }
         let usage = (aftermath.bytes, aftermath.entries);
@@ -905,7 +905,7 @@ impl RedbCache {
             match budget::publish_usage(self.tag_dir(), aftermath.bytes, aftermath.entries) {
                 Ok(()) => *published = usage,
                 Err(err) => {
-                    tracing::warn!(tag = %self.tag, error = %err, "could not publish the tag's usage for the root budget");
+                    tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not publish the tag's usage for the root budget");
                 }
             }
         }
@@ -933,7 +933,7 @@ impl RedbCache {
             }
             for blob in &unreferenced {
                 if let Err(err) = self.blob_files.remove(blob) {
-                    tracing::warn!(tag = %self.tag, error = %err, "could not remove an unreferenced blob; cleanup() will");
+                    tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove an unreferenced blob; cleanup() will");
                 }
             }
             drop(blobs);
@@ -941,7 +941,7 @@ impl RedbCache {
             txn.abort().or_db(self)
         });
         if let Err(err) = judged {
-            tracing::warn!(tag = %self.tag, error = %err, blobs = released.len(), "could not remove the files of released blobs; cleanup() will");
+            tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), blobs = released.len(), "could not remove the files of released blobs; cleanup() will");
         }
     }
 
@@ -1226,7 +1226,7 @@ impl RedbCache {
         self.catching_panics("commit", || self.write(|_, _| Ok(())))
             .inspect_err(|err| {
             AtomicCounters::add(&self.counters.errors, 1);
-            tracing::error!(tag = %self.tag, error = %err, "group commit failed; the writes stay buffered and will be retried");
+            tracing::error!(tag = %self.tag, error = %crate::error::ErrorChain(err), "group commit failed; the writes stay buffered and will be retried");
         })
     }
 
@@ -1363,7 +1363,7 @@ impl RedbCache {
         };
         if pending_keys > ACCESS_PENDING_HARD_LIMIT {
             if let Err(err) = self.write(|_, _| Ok(())) {
-                tracing::warn!(tag = %self.tag, error = %err, "could not record access times; will retry");
+                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not record access times; will retry");
             }
         } else if pending_keys > ACCESS_PENDING_SOFT_LIMIT {
             self.committer.work_arrived();
@@ -1682,7 +1682,7 @@ impl RedbCache {
                 Compaction::Compacted { before, after }
             }
             Err(err) => {
-                tracing::warn!(tag = %self.tag, error = %err, "compaction was due but did not run");
+                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "compaction was due but did not run");
                 Compaction::Skipped(err.to_string())
             }
         }
@@ -2380,7 +2380,7 @@ impl RedbCache {
 impl Drop for RedbCache {
     fn drop(&mut self) {
         if let Err(err) = self.close() {
-            tracing::warn!(tag = %self.tag, error = %err, "closing cache on drop failed");
+            tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "closing cache on drop failed");
         }
     }
 }

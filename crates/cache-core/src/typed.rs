@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, ValueFormat};
-use crate::error::{CacheError, KeyDisplay, Result};
+use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::flight::SingleFlight;
 use crate::manager::{AnyFormat, CacheManager};
 
@@ -107,7 +107,7 @@ pub trait TypedCache: CacheManager {
         }
         let value = compute()?;
         if let Err(err) = self.set_typed(key, &value) {
-            tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(&key.key_bytes()), error = %err, "computed value could not be cached");
+            tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(&key.key_bytes()), error = %ErrorChain(&err), "computed value could not be cached");
         }
         Ok(value)
     }
@@ -148,7 +148,7 @@ pub trait TypedCache: CacheManager {
             || {
                 let value = compute()?;
                 if let Err(err) = self.set_typed_with_ttl(key, &value, ttl) {
-                    tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(&bytes), error = %err, "computed value could not be cached");
+                    tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(&bytes), error = %ErrorChain(&err), "computed value could not be cached");
                 }
                 Ok(value)
             },

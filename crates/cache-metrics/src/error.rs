@@ -18,7 +18,7 @@ pub enum MetricsError {
     },
 
     /// Session metrics could not be rendered as JSON.
-    #[error("cannot render session metrics as json: {source}")]
+    #[error("cannot render session metrics as json")]
     Json {
         /// serde_json's error.
         #[source]

@@ -50,6 +50,26 @@
 //!   `cleanup` runs the tag's cleanup; `doctor` and `repair` run its checks without and with
 //!   repair. Prints `ok ...` or `error <message>` for `set` and `cleanup`, and one
 //!   `check <name> <status> <detail>` line per doctor check. Exits 0 whatever the outcome.
+//! - `blob-overwriter ROOT TAG KEYS LEN FIRST_SEQ`: overwrites keys `blob:00` .. `blob:<KEYS-1>`
+//!   in turn, forever, with LEN-byte values (`cache_tests::blob_value`, writer `overwriter`,
+//!   sequence numbers from FIRST_SEQ up), default options (so LEN above 256 KiB is a blob),
+//!   flushing after each and then printing `acked <key> <seq>`. The test kills it with SIGKILL.
+//! - `blob-fill-then ROOT TAG COUNT LEN clear|cleanup`: stores COUNT LEN-byte blob values
+//!   (`fill:000000` ..., blob threshold `cache_tests::TEST_BLOB_THRESHOLD`), flushes, prints
+//!   `flushed COUNT`; then either prints `clearing` and runs `clear()`, or closes, reopens the tag
+//!   with a limit of COUNT / 2 entries, prints `cleaning` and runs `cleanup()` (which evicts
+//!   down to the limit); then prints `done`. The test kills it with SIGKILL in between.
+//! - `blob-crash-writer ROOT TAG SEED FLUSH_EVERY KEYS`: `crash-writer` with
+//!   `cache_tests::blob_crash_script` (small and blob sets, blob overwrites, deletes, cleanups,
+//!   clears) and the test blob threshold.
+//! - `blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE`: ROUNDS times, deletes the KEYS blob
+//!   entries `restore:000` ... and flushes, then stores each again with the same LEN-byte
+//!   content (so the same blob file) and flushes; before each round's deletes it lists the keys
+//!   and prints `round N missing M` (M entries it stored in round N were gone: nobody else
+//!   deletes); then creates DONE_FILE.
+//! - `blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER`: reads the restorer's keys in a
+//!   loop, checking every value found is exact, until DONE_FILE exists and PASSES_AFTER more
+//!   passes are done; prints `reads N hits N`.
 
 #![allow(
     clippy::print_stdout,
@@ -63,11 +83,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheError, CacheOptions, Coordinator, SharedCache, SingleFlight};
+use cache_core::{CacheError, CacheOptions, Coordinator, ErrorChain, SharedCache, SingleFlight};
 use cache_tests::{
-    CRASH_WRITER, CrashOp, SeededRng, append_line, barrier, check_stamped, computed_value,
-    crash_key, crash_script, fill_value, gather, stamped_value, until_lines, worker_key,
-    worker_value,
+    CrashOp, SeededRng, TEST_BLOB_THRESHOLD, append_line, barrier, blob_crash_script, blob_value,
+    check_blob_value, check_stamped, computed_value, crash_key, crash_script, crash_value,
+    fill_value, gather, stamped_value, until_lines, worker_key, worker_value,
 };
 
 fn main() {
@@ -92,6 +112,11 @@ fn run() -> anyhow::Result<()> {
         Some((command, [root, tag])) if command == "probe" => probe(root, tag),
         Some((command, rest)) if command == "compute" => compute(rest),
         Some((command, [root, tag, step])) if command == "contain" => contain(root, tag, step),
+        Some((command, rest)) if command == "blob-overwriter" => blob_overwriter(rest),
+        Some((command, rest)) if command == "blob-fill-then" => blob_fill_then(rest),
+        Some((command, rest)) if command == "blob-crash-writer" => blob_crash_writer(rest),
+        Some((command, rest)) if command == "blob-restorer" => blob_restorer(rest),
+        Some((command, rest)) if command == "blob-reader" => blob_reader(rest),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
@@ -101,15 +126,37 @@ fn run() -> anyhow::Result<()> {
              load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
              fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG | \
              compute ROOT TAG KEY COUNT_FILE CALLS_FILE CALLERS HOLD_MS ok|fail | \
-             contain ROOT TAG set|cleanup|doctor|repair)"
+             contain ROOT TAG set|cleanup|doctor|repair | \
+             blob-overwriter ROOT TAG KEYS LEN FIRST_SEQ | \
+             blob-fill-then ROOT TAG COUNT LEN clear|cleanup | \
+             blob-crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
+             blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE | \
+             blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER)"
         ),
     }
 }
 
 fn open(coordinator: &Coordinator, root: &str, tag: &str) -> anyhow::Result<SharedCache> {
+    open_with(coordinator, root, tag, CacheOptions::default())
+}
+
+fn open_with(
+    coordinator: &Coordinator,
+    root: &str,
+    tag: &str,
+    options: CacheOptions,
+) -> anyhow::Result<SharedCache> {
     coordinator
-        .get_shared_cache_instance(&PathBuf::from(root), tag, CacheOptions::default())
+        .get_shared_cache_instance(&PathBuf::from(root), tag, options)
         .context("while opening the cache")
+}
+
+/// Options with the kill tests' small blob threshold, so that small values make blobs.
+fn small_blob_options() -> CacheOptions {
+    CacheOptions {
+        blob_threshold_bytes: TEST_BLOB_THRESHOLD,
+        ..CacheOptions::default()
+    }
 }
 
 fn pair(args: &[String]) -> anyhow::Result<()> {
@@ -163,7 +210,7 @@ fn same_blob(args: &[String]) -> anyhow::Result<()> {
         bail!("usage: cache-worker same-blob ROOT TAG ME OTHER LEN BARRIER_DIR");
     };
     let len: usize = len.parse().context("while parsing LEN")?;
-    let value = blob_value(len);
+    let value = same_blob_value(len);
     let barrier_dir = PathBuf::from(barrier_dir);
     let limit = Duration::from_secs(60);
     let coordinator = Coordinator::new();
@@ -201,7 +248,7 @@ fn same_blob(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The value both `same-blob` workers store: the same bytes in both processes.
-fn blob_value(len: usize) -> Vec<u8> {
+fn same_blob_value(len: usize) -> Vec<u8> {
     (0..len).map(|index| (index % 251) as u8).collect()
 }
 
@@ -423,12 +470,22 @@ fn crash_writer(args: &[String]) -> anyhow::Result<()> {
     let keys: u64 = keys.parse().context("while parsing KEYS")?;
     let coordinator = Coordinator::new();
     let cache = open(&coordinator, root, tag)?;
-    for (index, op) in crash_script(seed, keys).enumerate() {
+    run_crash_script(&cache, crash_script(seed, keys), flush_every)
+}
+
+/// Runs a crash script's operations on `cache` forever, flushing after every `flush_every` and
+/// then reporting `flushed N`.
+fn run_crash_script(
+    cache: &SharedCache,
+    script: impl Iterator<Item = CrashOp>,
+    flush_every: usize,
+) -> anyhow::Result<()> {
+    for (index, op) in script.enumerate() {
         match op {
-            CrashOp::Set { key, seq } => {
-                let key = crash_key(key);
-                cache.set(&key, &stamped_value(&key, CRASH_WRITER, seq), None)
-            }
+            CrashOp::Set { .. } | CrashOp::SetBlob { .. } => match crash_value(op) {
+                Some((key, value)) => cache.set(&key, &value, None),
+                None => Ok(()),
+            },
             CrashOp::Delete { key } => cache.delete(&crash_key(key)).map(drop),
             CrashOp::Cleanup => cache.cleanup().map(drop),
             CrashOp::Clear => cache.clear(),
@@ -440,6 +497,173 @@ fn crash_writer(args: &[String]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn blob_crash_writer(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, seed, flush_every, keys] = args else {
+        bail!("usage: cache-worker blob-crash-writer ROOT TAG SEED FLUSH_EVERY KEYS");
+    };
+    let seed: u64 = seed.parse().context("while parsing SEED")?;
+    let flush_every: usize = flush_every.parse().context("while parsing FLUSH_EVERY")?;
+    let keys: u64 = keys.parse().context("while parsing KEYS")?;
+    let coordinator = Coordinator::new();
+    let cache = open_with(&coordinator, root, tag, small_blob_options())?;
+    run_crash_script(&cache, blob_crash_script(seed, keys), flush_every)
+}
+
+/// The key of the blob overwriter's key number `index`.
+fn overwritten_key(index: u64) -> Vec<u8> {
+    format!("blob:{index:02}").into_bytes()
+}
+
+fn blob_overwriter(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, keys, len, first_seq] = args else {
+        bail!("usage: cache-worker blob-overwriter ROOT TAG KEYS LEN FIRST_SEQ");
+    };
+    let keys: u64 = keys.parse().context("while parsing KEYS")?;
+    let len: usize = len.parse().context("while parsing LEN")?;
+    let first_seq: u64 = first_seq.parse().context("while parsing FIRST_SEQ")?;
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    for seq in first_seq.. {
+        let key = overwritten_key(seq % keys.max(1));
+        cache
+            .set(&key, &blob_value(&key, "overwriter", seq, len), None)
+            .with_context(|| format!("while storing #{seq}"))?;
+        cache.flush().context("while flushing")?;
+        report(format_args!(
+            "acked {} {seq}",
+            String::from_utf8_lossy(&key)
+        ))?;
+    }
+    Ok(())
+}
+
+fn blob_fill_then(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, count, len, then] = args else {
+        bail!("usage: cache-worker blob-fill-then ROOT TAG COUNT LEN clear|cleanup");
+    };
+    let count: usize = count.parse().context("while parsing COUNT")?;
+    let len: usize = len.parse().context("while parsing LEN")?;
+    let coordinator = Coordinator::new();
+    let cache = open_with(&coordinator, root, tag, small_blob_options())?;
+    for index in 0..count {
+        let key = worker_key("fill", index);
+        cache
+            .set(&key, &blob_value(&key, "fill", index as u64, len), None)
+            .with_context(|| format!("while storing entry {index}"))?;
+    }
+    cache.flush().context("while flushing")?;
+    report(format_args!("flushed {count}"))?;
+    match then.as_str() {
+        "clear" => {
+            report(format_args!("clearing"))?;
+            cache.clear().context("while clearing")?;
+        }
+        "cleanup" => {
+            // A process with a smaller limit: its cleanup evicts half the entries and their
+            // blobs in one transaction.
+            drop(cache);
+            coordinator.reset().context("while closing")?;
+            let limited = CacheOptions {
+                max_entries: Some((count / 2).max(1) as u64),
+                ..small_blob_options()
+            };
+            let cache = open_with(&coordinator, root, tag, limited)?;
+            report(format_args!("cleaning"))?;
+            cache.cleanup().context("while cleaning up")?;
+        }
+        other => bail!("THEN must be clear or cleanup, not {other:?}"),
+    }
+    report(format_args!("done"))
+}
+
+/// The key of the restorer's entry number `index`.
+fn restored_key(index: u64) -> Vec<u8> {
+    format!("restore:{index:03}").into_bytes()
+}
+
+/// The one content the restorer stores under `key`, every time.
+fn restored_value(key: &[u8], len: usize) -> Vec<u8> {
+    blob_value(key, "restorer", 0, len)
+}
+
+fn blob_restorer(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, keys, len, rounds, done_file] = args else {
+        bail!("usage: cache-worker blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE");
+    };
+    let keys: u64 = keys.parse().context("while parsing KEYS")?;
+    let len: usize = len.parse().context("while parsing LEN")?;
+    let rounds: u64 = rounds.parse().context("while parsing ROUNDS")?;
+    let coordinator = Coordinator::new();
+    let cache = open_with(&coordinator, root, tag, small_blob_options())?;
+    for round in 1..=rounds {
+        if round > 1 {
+            // Nobody else deletes: an entry stored last round and gone now was removed by a
+            // reader. `keys()` reads a fresh snapshot, so it sees such a removal once committed.
+            let listed: std::collections::BTreeSet<Vec<u8>> =
+                cache.keys().context("while listing")?.into_iter().collect();
+            let missing = (0..keys)
+                .filter(|index| !listed.contains(&restored_key(*index)))
+                .count();
+            report(format_args!("round {} missing {missing}", round - 1))?;
+        }
+        for index in 0..keys {
+            cache
+                .delete(&restored_key(index))
+                .with_context(|| format!("while deleting entry {index} in round {round}"))?;
+        }
+        cache.flush().context("while flushing the deletes")?;
+        for index in 0..keys {
+            let key = restored_key(index);
+            cache
+                .set(&key, &restored_value(&key, len), None)
+                .with_context(|| format!("while storing entry {index} in round {round}"))?;
+        }
+        cache.flush().context("while flushing the stores")?;
+    }
+    coordinator.reset().context("while closing")?;
+    std::fs::write(done_file, b"").context("while creating DONE_FILE")?;
+    Ok(())
+}
+
+fn blob_reader(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, keys, len, done_file, passes_after] = args else {
+        bail!("usage: cache-worker blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER");
+    };
+    let keys: u64 = keys.parse().context("while parsing KEYS")?;
+    let len: usize = len.parse().context("while parsing LEN")?;
+    let passes_after: u64 = passes_after.parse().context("while parsing PASSES_AFTER")?;
+    let done_file = PathBuf::from(done_file);
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    // Bounds a hang only: the restorer ends long before.
+    let limit = std::time::Instant::now() + Duration::from_secs(300);
+    let (mut reads, mut hits, mut passes_since_done) = (0u64, 0u64, None);
+    while passes_since_done.is_none_or(|passes| passes < passes_after) {
+        if passes_since_done.is_none() && done_file.exists() {
+            passes_since_done = Some(0);
+        }
+        if std::time::Instant::now() > limit {
+            bail!("the restorer did not finish within 300 s");
+        }
+        for index in 0..keys {
+            let key = restored_key(index);
+            let value = cache
+                .get(&key)
+                .with_context(|| format!("while reading entry {index}"))?;
+            reads += 1;
+            if let Some(value) = value {
+                hits += 1;
+                check_blob_value(&key, &value, len).map_err(anyhow::Error::msg)?;
+            }
+        }
+        if let Some(passes) = &mut passes_since_done {
+            *passes += 1;
+        }
+    }
+    coordinator.reset().context("while closing")?;
+    report(format_args!("reads {reads} hits {hits}"))
 }
 
 /// What a load worker did, printed as its summary line.
@@ -710,7 +934,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
         CacheOptions::default(),
     ) {
         Ok(cache) => cache,
-        Err(err) => return report(format_args!("open error {err}")),
+        Err(err) => return report(format_args!("open error {}", ErrorChain(&err))),
     };
     let mut flushed = 0;
     let mut failure = None;
@@ -732,14 +956,14 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
     let Some(failure) = failure else {
         bail!("{max_entries} entries of {value_bytes} bytes were written without an error");
     };
-    report(format_args!("error {failure}"))?;
+    report(format_args!("error {}", ErrorChain(&failure)))?;
     report(format_args!(
         "reread {}",
         reread(&cache, flushed, value_bytes)?
     ))?;
     match coordinator.reset() {
         Ok(()) => report(format_args!("close ok"))?,
-        Err(err) => report(format_args!("close error {err}"))?,
+        Err(err) => report(format_args!("close error {}", ErrorChain(&err)))?,
     }
     // A fresh instance of the same tag, still under the limit: reads need no room.
     let cache = match coordinator.get_shared_cache_instance(
@@ -748,7 +972,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
         CacheOptions::default(),
     ) {
         Ok(cache) => cache,
-        Err(err) => return report(format_args!("reopen error {err}")),
+        Err(err) => return report(format_args!("reopen error {}", ErrorChain(&err))),
     };
     report(format_args!(
         "reopen reread {}",
@@ -770,7 +994,7 @@ fn reread(cache: &SharedCache, flushed: u64, value_bytes: usize) -> anyhow::Resu
                 "flushed entry {index} read back as {:?}",
                 value.map(|value| value.len())
             ),
-            Err(err) => return Ok(format!("error {err}")),
+            Err(err) => return Ok(format!("error {}", ErrorChain(&err))),
         }
     }
     Ok(format!("ok {flushed}"))
@@ -787,23 +1011,23 @@ fn probe(root: &str, tag: &str) -> anyhow::Result<()> {
             report(format_args!("open ok"))?;
             cache
         }
-        Err(err) => return report(format_args!("open error {err}")),
+        Err(err) => return report(format_args!("open error {}", ErrorChain(&err))),
     };
     match cache.get(b"probe") {
         Ok(value) => report(format_args!("get ok {}", value.is_some()))?,
-        Err(err) => report(format_args!("get error {err}"))?,
+        Err(err) => report(format_args!("get error {}", ErrorChain(&err)))?,
     }
     match cache.set(b"probe", b"written by probe", None) {
         Ok(()) => report(format_args!("set ok"))?,
-        Err(err) => report(format_args!("set error {err}"))?,
+        Err(err) => report(format_args!("set error {}", ErrorChain(&err)))?,
     }
     match cache.flush() {
         Ok(()) => report(format_args!("flush ok"))?,
-        Err(err) => report(format_args!("flush error {err}"))?,
+        Err(err) => report(format_args!("flush error {}", ErrorChain(&err)))?,
     }
     match coordinator.reset() {
         Ok(()) => report(format_args!("close ok")),
-        Err(err) => report(format_args!("close error {err}")),
+        Err(err) => report(format_args!("close error {}", ErrorChain(&err))),
     }
 }
 

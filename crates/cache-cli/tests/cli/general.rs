@@ -1,6 +1,8 @@
 //! Help, usage errors, global options, root resolution, logging.
 
-use crate::support::{Sandbox, exists, run};
+use std::process::Command;
+
+use crate::support::{Run, Sandbox, exists, run};
 
 #[test]
 fn every_command_has_help_with_examples() {
@@ -219,4 +221,74 @@ fn trust_10_get_show_and_doctor_behind_a_held_write_lock_fail_clearly_instead_of
     let after = bounded(&["get", "--tag", "locked", "k"]);
     after.expect_code(0);
     assert_eq!(after.stdout, b"held");
+}
+
+/// `set` of a 2 MB value under a 1 MiB file-size limit (`ulimit -f`, `SIGXFSZ` ignored, so the
+/// write fails with `EFBIG` as on a full disk): a failure whose cause is an I/O error.
+fn set_past_a_file_size_limit(sandbox: &Sandbox) -> Run {
+    let value = sandbox.path("big");
+    std::fs::write(&value, vec![7u8; 2_000_000]).expect("write the value file");
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 2048 || exit 97; exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_glovebox-cache"))
+        .args(["set", "--tag", "t", "k", "--file"])
+        .arg(&value)
+        .env_clear()
+        .env("HOME", sandbox.path("home"))
+        .env("GLOVEBOX_CACHE_PATH", sandbox.root())
+        .stdin(std::process::Stdio::null());
+    let run = run(&mut command);
+    run.expect_code(3);
+    run
+}
+
+/// Item 16 of issue 13: every error repeated its cause (`...: File too large (os error 27): File
+/// too large (os error 27)`), because the core's errors both printed their source and returned it
+/// from `source()`, and the CLI prints the whole chain. Now the cause shows once.
+#[test]
+fn trust_16_a_failing_command_shows_its_cause_once() {
+    let sandbox = Sandbox::new();
+    let failed = set_past_a_file_size_limit(&sandbox);
+    failed.expect_stderr(&["glovebox-cache: ", "\"k\"", "File too large"]);
+    assert_eq!(
+        failed.stderr.matches("File too large").count(),
+        1,
+        "the cause once:\n{}",
+        failed.stderr
+    );
+}
+
+/// Item 16 of issue 13: the CLI printed its error, and before it the core had logged the same
+/// failure as an `ERROR` line. Now a failing command reports each failure once, on one line.
+#[test]
+fn trust_16_a_failing_command_prints_its_error_once_not_also_as_a_log_line() {
+    let sandbox = Sandbox::new();
+    let failed = set_past_a_file_size_limit(&sandbox);
+    let lines: Vec<&str> = failed.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, the error:\n{}", failed.stderr);
+    assert!(
+        lines[0].starts_with("glovebox-cache: "),
+        "{}",
+        failed.stderr
+    );
+}
+
+/// Item 16 of issue 13: a tag named `path` had `GLOVEBOX_CACHE_PATH`, the root variable, as its
+/// kill switch. Such a tag is refused before anything is created, with the variable named.
+#[test]
+fn trust_16_a_tag_whose_kill_switch_is_a_configuration_variable_is_refused() {
+    let sandbox = Sandbox::new();
+    for (tag, variable) in [
+        ("path", "GLOVEBOX_CACHE_PATH"),
+        ("ttl_workspace_base", "GLOVEBOX_CACHE_TTL_"),
+    ] {
+        sandbox
+            .run(&["set", "--tag", tag, "k", "v"])
+            .expect_code(2)
+            .expect_stderr(&[tag, variable]);
+    }
+    assert!(!exists(&sandbox.root()), "nothing was created");
 }

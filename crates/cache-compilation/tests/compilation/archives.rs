@@ -379,7 +379,8 @@ fn unsafe_tar_entries_refuse_the_whole_archive(
 ) {
     let compilation = open(&coordinator, &root, &clock);
     let mut cases = unsafe_cases(&root);
-    // Tar only: zip has no hard links, and the zip crate refuses duplicate names itself.
+    // Tar only: zip has no hard links, and the zip crate refuses to write duplicate names
+    // (`trust_16_a_zip_with_a_duplicate_entry_name_is_refused_as_tar_is` makes such a zip).
     cases.push((
         "hard_link",
         vec![("zmk/hard".to_owned(), Kind::HardLink("/etc/passwd"))],
@@ -400,6 +401,48 @@ fn unsafe_tar_entries_refuse_the_whole_archive(
         raw_tar_gz(&archive, &entries);
         assert_refused(&root, &compilation, &archive, entry);
     }
+}
+
+/// Item 16 of issue 13: a zip naming one entry twice was imported with the last copy winning,
+/// while tar refused the same archive. The zip crate will not write a duplicate name, so the
+/// archive is made with two distinct names of equal length and the second renamed in place.
+#[rstest]
+fn trust_16_a_zip_with_a_duplicate_entry_name_is_refused_as_tar_is(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    use zip::write::SimpleFileOptions;
+    let compilation = open(&coordinator, &root, &clock);
+    let archive = root.path().join("duplicate.zip");
+    let mut zip = zip::ZipWriter::new(fs::File::create(&archive).unwrap());
+    // Stored, so the names are the only place the bytes `zmk/b` occur.
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, content) in [
+        (GOOD.0, &b"payload"[..]),
+        ("zmk/a", b"first copy"),
+        ("zmk/b", b"second copy"),
+    ] {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(content).unwrap();
+    }
+    zip.finish().unwrap();
+    let mut bytes = fs::read(&archive).unwrap();
+    let mut renamed = 0;
+    for start in 0..bytes.len() - 5 {
+        if &bytes[start..start + 5] == b"zmk/b" {
+            bytes[start..start + 5].copy_from_slice(b"zmk/a");
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 2, "the local header and the central directory");
+    fs::write(&archive, bytes).unwrap();
+
+    assert_refused(&root, &compilation, &archive, "zmk/a");
+    let err = import(&compilation, &archive, &repo())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("appears twice"), "{err}");
 }
 
 #[rstest]
@@ -493,7 +536,7 @@ fn trust_09_export_never_writes_through_a_planted_partial_symlink(
     plant(8..200);
     fs::remove_file(shared.join("out.tar")).unwrap();
     let err = export().unwrap_err();
-    let message = err.to_string();
+    let message = cache_core::ErrorChain(&err).to_string();
     assert!(
         message.contains(&*shared.join("out.tar").to_string_lossy())
             && message.contains("nothing was written"),
