@@ -7,7 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cache_compilation::{CompilationCache, WorkspaceDetails, WorkspaceId};
 use cache_core::{
-    CacheOptions, CacheTtlConfig, Clock, Coordinator, Environment, ManualClock, UserCacheConfig,
+    CacheOptions, CacheTtlConfig, Clock, Coordinator, Environment, ManualClock, TtlLevel,
+    UNCLAIMED_TTL_LEVELS, UserCacheConfig,
 };
 use cache_layout::{InputHash, LayoutCache};
 use cache_metrics::{MetricsCache, SessionId, SessionMetrics};
@@ -276,7 +277,7 @@ fn one_ttl_config_governs_every_domain(domains: Domains) {
     let defaults = CacheTtlConfig::default();
     domains
         .clock
-        .advance(defaults.layout_processing - Duration::from_secs(1));
+        .advance(defaults.get(&cache_layout::ttl::LAYOUT_PROCESSING) - Duration::from_secs(1));
     assert!(domains.metrics_present() && domains.layout_present() && domains.moergo_present());
     domains.clock.advance(Duration::from_secs(1));
     assert!(!domains.layout_present());
@@ -286,4 +287,112 @@ fn one_ttl_config_governs_every_domain(domains: Domains) {
     let cleanup = domains.coordinator.cleanup_all();
     let removed: u64 = cleanup.values().map(|r| r.as_ref().unwrap().expired).sum();
     assert_eq!(removed, 2);
+}
+
+/// Every level the workspace declares, from each domain crate and the core's unclaimed ones.
+fn every_declared_level() -> Vec<TtlLevel> {
+    let mut levels = Vec::new();
+    levels.extend(cache_compilation::ttl::TTL_LEVELS);
+    levels.extend(cache_layout::ttl::TTL_LEVELS);
+    levels.extend(cache_moergo::ttl::TTL_LEVELS);
+    levels.extend(cache_metrics::ttl::TTL_LEVELS);
+    levels.extend(UNCLAIMED_TTL_LEVELS);
+    levels
+}
+
+#[test]
+fn every_ttl_level_keeps_the_name_and_default_it_had_in_the_core() {
+    // The 19 fields `CacheTtlConfig` had before the domains declared their own levels, with
+    // their defaults (the original's, plus the levels its MoErgo client and metrics hard-coded).
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    let pinned: [(&str, u64); 19] = [
+        ("workspace_base", 30 * DAY),
+        ("workspace_branch", DAY),
+        ("workspace_full", 12 * HOUR),
+        ("workspace_build", HOUR),
+        ("layout_processing", 7 * DAY),
+        ("layout_comparison", 3 * DAY),
+        ("layout_bookmarks", 30 * DAY),
+        ("firmware_build", 7 * DAY),
+        ("firmware_metadata", DAY),
+        ("moergo_auth", DAY),
+        ("moergo_layouts", 6 * HOUR),
+        ("moergo_versions", 12 * HOUR),
+        ("moergo_layout_config", 30 * DAY),
+        ("moergo_public_layouts", 10 * MINUTE),
+        ("moergo_public_layouts_standard", 2 * HOUR),
+        ("moergo_firmware_downloads", 30 * DAY),
+        ("metrics_sessions", 7 * DAY),
+        ("core_templates", 7 * DAY),
+        ("core_validation", 3 * DAY),
+    ];
+    let mut declared: Vec<(&str, u64)> = every_declared_level()
+        .iter()
+        .map(|level| (level.name(), level.default_ttl().as_secs()))
+        .collect();
+    declared.sort();
+    let mut pinned = pinned.to_vec();
+    pinned.sort();
+    assert_eq!(declared, pinned);
+    for level in every_declared_level() {
+        level.check().unwrap();
+        assert_eq!(
+            CacheTtlConfig::default().get(&level),
+            level.default_ttl(),
+            "{}",
+            level.name()
+        );
+    }
+}
+
+#[rstest]
+#[case::compilation(
+    cache_compilation::ttl::WORKSPACE_BASE,
+    "GLOVEBOX_CACHE_TTL_WORKSPACE_BASE"
+)]
+#[case::layout(
+    cache_layout::ttl::LAYOUT_PROCESSING,
+    "GLOVEBOX_CACHE_TTL_LAYOUT_PROCESSING"
+)]
+#[case::moergo(
+    cache_moergo::ttl::MOERGO_PUBLIC_LAYOUTS_STANDARD,
+    "GLOVEBOX_CACHE_TTL_MOERGO_PUBLIC_LAYOUTS_STANDARD"
+)]
+#[case::metrics(
+    cache_metrics::ttl::METRICS_SESSIONS,
+    "GLOVEBOX_CACHE_TTL_METRICS_SESSIONS"
+)]
+#[case::unclaimed(UNCLAIMED_TTL_LEVELS[1], "GLOVEBOX_CACHE_TTL_CORE_VALIDATION")]
+fn a_ttl_variable_overrides_exactly_its_level(#[case] level: TtlLevel, #[case] variable: &str) {
+    assert_eq!(level.variable(), variable);
+    let config = UserCacheConfig::from_env(&Environment::from_pairs([(variable, "42")])).unwrap();
+    for other in every_declared_level() {
+        let expected = if other == level {
+            Duration::from_secs(42)
+        } else {
+            other.default_ttl()
+        };
+        assert_eq!(config.ttls.get(&other), expected, "{}", other.name());
+    }
+    assert!(
+        config
+            .ttls
+            .undeclared_levels(every_declared_level())
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_ttl_name_no_domain_declares_is_kept_and_reported() {
+    let env = Environment::from_pairs([
+        ("GLOVEBOX_CACHE_TTL_LAYOUT_PROCESING", "60"),
+        ("GLOVEBOX_CACHE_TTL_METRICS_SESSIONS", "60"),
+    ]);
+    let ttls = CacheTtlConfig::from_env(&env).unwrap();
+    assert_eq!(
+        ttls.undeclared_levels(every_declared_level()),
+        ["layout_procesing"]
+    );
 }

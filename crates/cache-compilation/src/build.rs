@@ -53,7 +53,7 @@ pub struct CachedBuild {
 }
 
 /// Firmware build artifacts by [`BuildInputs`], for
-/// [`firmware_build`](cache_core::CacheTtlConfig::firmware_build) (7 days).
+/// [`firmware_build`](crate::ttl::FIRMWARE_BUILD) (7 days).
 ///
 /// **Storage decision:** a build's artifacts are one directory owned by one entry (whose value
 /// is the [`BuildMetadata`]), not one blob per artifact. The directory and its metadata are
@@ -133,8 +133,12 @@ impl BuildService {
             source: Some(source.display().to_string()),
         };
         let value = metadata::encode(&metadata, || format!("build {inputs:?}"))?;
-        let Some(directory) =
-            cache.set_directory(&key, staged, &value, Some(self.context.ttls.firmware_build))?
+        let Some(directory) = cache.set_directory(
+            &key,
+            staged,
+            &value,
+            Some(self.context.ttls.get(&crate::ttl::FIRMWARE_BUILD)),
+        )?
         else {
             return Ok(None);
         };

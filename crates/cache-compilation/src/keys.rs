@@ -45,10 +45,10 @@ const MAX_NAME_BYTES: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WorkspaceLevel {
     /// Cached for a repository, whatever the branch:
-    /// [`CacheTtlConfig::workspace_base`](cache_core::CacheTtlConfig::workspace_base) (30 days).
+    /// [`ttl::WORKSPACE_BASE`](crate::ttl::WORKSPACE_BASE) (30 days).
     Repository,
     /// Cached for one branch of a repository:
-    /// [`CacheTtlConfig::workspace_branch`](cache_core::CacheTtlConfig::workspace_branch) (1 day).
+    /// [`ttl::WORKSPACE_BRANCH`](crate::ttl::WORKSPACE_BRANCH) (1 day).
     RepositoryBranch,
 }
 

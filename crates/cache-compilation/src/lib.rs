@@ -74,6 +74,7 @@ mod metadata;
 mod progress;
 mod service;
 mod tree;
+pub mod ttl;
 mod workspace;
 
 pub use archive::ArchiveFormat;

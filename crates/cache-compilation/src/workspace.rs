@@ -93,8 +93,8 @@ pub struct ExportReport {
 /// Each workspace is a directory owned by its entry: counted in the tag's size limit, removed
 /// when the entry expires, is evicted, deleted or replaced (the original left them on disk
 /// outside any limit: its defect 5). The repository level lives
-/// [`workspace_base`](cache_core::CacheTtlConfig::workspace_base) (30 days), the branch level
-/// [`workspace_branch`](cache_core::CacheTtlConfig::workspace_branch) (1 day). Only the four
+/// [`workspace_base`](crate::ttl::WORKSPACE_BASE) (30 days), the branch level
+/// [`workspace_branch`](crate::ttl::WORKSPACE_BRANCH) (1 day). Only the four
 /// components are kept; `.git` directories are kept or dropped by
 /// [`CompilationOptions::git`](crate::CompilationOptions::git), the same way on every path in.
 /// Copies never follow a symlink: symlinks are copied as symlinks.
@@ -298,8 +298,10 @@ impl WorkspaceService {
 
     fn ttl(&self, level: WorkspaceLevel) -> Duration {
         match level {
-            WorkspaceLevel::Repository => self.context.ttls.workspace_base,
-            WorkspaceLevel::RepositoryBranch => self.context.ttls.workspace_branch,
+            WorkspaceLevel::Repository => self.context.ttls.get(&crate::ttl::WORKSPACE_BASE),
+            WorkspaceLevel::RepositoryBranch => {
+                self.context.ttls.get(&crate::ttl::WORKSPACE_BRANCH)
+            }
         }
     }
 

@@ -51,6 +51,27 @@ impl Environment {
         value.filter(|value| !value.trim().is_empty())
     }
 
+    /// Every set variable whose name starts with `prefix`, with its value, sorted by name; unset,
+    /// empty and non-Unicode ones are skipped, as [`Environment::var`] skips them.
+    pub fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = match &self.fixed {
+            Some(map) => map
+                .iter()
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            None => std::env::vars_os()
+                .filter_map(|(name, value)| {
+                    Some((name.into_string().ok()?, value.into_string().ok()?))
+                })
+                .filter(|(name, _)| name.starts_with(prefix))
+                .collect(),
+        };
+        vars.retain(|(_, value)| !value.trim().is_empty());
+        vars.sort();
+        vars
+    }
+
     /// Whether the kill switches disable `tag`: `GLOVEBOX_CACHE_GLOBAL` or `GLOVEBOX_CACHE_<TAG>`
     /// set to `false`, `0` or `disabled`, in any case.
     pub fn kill_switch_disables(&self, tag: &Tag) -> bool {

@@ -253,6 +253,17 @@ pub enum CacheError {
         reason: String,
     },
 
+    /// A time to live that cannot work, from a config file or a `GLOVEBOX_CACHE_TTL_<NAME>`
+    /// variable: not a whole number of seconds, zero, or a level name that is not lower-case
+    /// `[a-z0-9_]`. `name` is the variable, or the level's name in a config file.
+    #[error("invalid time to live {name}: {reason}")]
+    InvalidTtl {
+        /// The variable or the level name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A single-flight caller waited longer than the instance's `timeout` for the computation
     /// of a key that another thread or process was running.
     #[error(

@@ -22,7 +22,8 @@
 //!   waiters, who retry once (`flight_retries`).
 //! - [`keys`] builds unambiguous, full-width (blake3) keys from parts, maps and files.
 //! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program,
-//!   [`CacheTtlConfig`] for every domain's TTL per level, [`resolve_cache_root`] for the root,
+//!   [`CacheTtlConfig`] for the TTL of every level a domain declares ([`TtlLevel`]),
+//!   [`resolve_cache_root`] for the root,
 //!   and [`Environment`] for kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`).
 //!
 //! # Example
@@ -121,5 +122,5 @@ pub use manager::{
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;
 pub use tag::Tag;
-pub use ttl::CacheTtlConfig;
+pub use ttl::{CacheTtlConfig, TTL_VARIABLE_PREFIX, TtlLevel, UNCLAIMED_TTL_LEVELS};
 pub use typed::{CacheKey, TypedCache};

@@ -95,7 +95,7 @@ pub(crate) fn kill_switch_collision(variable: &str) -> Option<&'static str> {
         "GLOVEBOX_CACHE_STRATEGY" => {
             Some("its kill switch would be GLOVEBOX_CACHE_STRATEGY, which sets the cache strategy")
         }
-        _ if variable.starts_with("GLOVEBOX_CACHE_TTL_") => Some(
+        _ if variable.starts_with(crate::ttl::TTL_VARIABLE_PREFIX) => Some(
             "its kill switch would be a GLOVEBOX_CACHE_TTL_* variable, which sets a time to live",
         ),
         _ => None,
@@ -175,8 +175,8 @@ mod tests {
     #[case::root("path", "GLOVEBOX_CACHE_PATH")]
     #[case::global_switch("global", "GLOVEBOX_CACHE_GLOBAL")]
     #[case::strategy("strategy", "GLOVEBOX_CACHE_STRATEGY")]
-    #[case::ttl_level("ttl_workspace_base", "GLOVEBOX_CACHE_TTL_")]
-    #[case::ttl_level_with_dashes("ttl-layout-bookmarks", "GLOVEBOX_CACHE_TTL_")]
+    #[case::ttl_level("ttl_some_level", "GLOVEBOX_CACHE_TTL_")]
+    #[case::ttl_level_with_dashes("ttl-some-level", "GLOVEBOX_CACHE_TTL_")]
     #[case::ttl_unknown_level("ttl_anything", "GLOVEBOX_CACHE_TTL_")]
     fn trust_16_a_tag_whose_kill_switch_is_a_configuration_variable_is_refused(
         #[case] name: &str,

@@ -1,6 +1,8 @@
-//! `CacheTtlConfig`: the time to live of every cache level of every domain, in one place, with
-//! the original's defaults, overridable from a config file (serde) or the environment.
+//! `TtlLevel` and `CacheTtlConfig`: a time-to-live level as a domain declares it (name and
+//! default), and the user's map from level names to durations, read from a config file (serde)
+//! or the environment. The core names no level of any domain: each domain crate declares its own.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -8,247 +10,234 @@ use serde::{Deserialize, Serialize};
 use crate::config::Environment;
 use crate::error::{CacheError, Result};
 
-const MINUTE: u64 = 60;
-const HOUR: u64 = 60 * MINUTE;
-const DAY: u64 = 24 * HOUR;
+/// The prefix of every TTL variable: `GLOVEBOX_CACHE_TTL_<NAME>` sets level `<name>`.
+pub const TTL_VARIABLE_PREFIX: &str = "GLOVEBOX_CACHE_TTL_";
 
-/// The time to live of each cache level, read by every domain crate.
+/// The longest level name, so that a variable name stays readable.
+const MAX_NAME_LEN: usize = 64;
+
+/// One cache level's time to live as a domain crate declares it: a name (lower-case
+/// `[a-z0-9_]`, unique across the domains a program links) and a default.
 ///
-/// Defaults are the Python original's (`shared/reference/original-behaviour.md`, "TTL defaults
-/// per level"), plus the levels its MoErgo client and metrics hard-coded at the call site. A
-/// domain never hard-codes a TTL: it reads its level here, so one config changes it everywhere.
-///
-/// In a config file (any serde format) every level is a whole number of seconds; missing levels
-/// take their default and unknown names are an error (a typo must not silently keep a default).
-/// In the environment, `GLOVEBOX_CACHE_TTL_<LEVEL>` (the field name in upper case, for example
-/// `GLOVEBOX_CACHE_TTL_WORKSPACE_BASE=3600`) overrides one level; see
-/// [`CacheTtlConfig::from_env`]. A level is at least one second: to stop caching a domain, use
-/// its kill switch (`GLOVEBOX_CACHE_<TAG>=false`), not a zero TTL.
+/// A domain declares its levels as constants and reads them through
+/// [`CacheTtlConfig::get`], so one config changes a level everywhere and no domain hard-codes a
+/// TTL:
 ///
 /// ```
 /// use std::time::Duration;
-/// use cache_core::{CacheTtlConfig, Environment};
+/// use cache_core::{CacheTtlConfig, Environment, TtlLevel};
+///
+/// pub const REPORTS: TtlLevel = TtlLevel::new("reports_daily", Duration::from_secs(24 * 3600));
 ///
 /// # fn main() -> Result<(), cache_core::CacheError> {
-/// let ttls = CacheTtlConfig::default();
-/// assert_eq!(ttls.workspace_base, Duration::from_secs(30 * 24 * 3600));
+/// assert_eq!(CacheTtlConfig::default().get(&REPORTS), Duration::from_secs(24 * 3600));
 ///
-/// let env = Environment::from_pairs([("GLOVEBOX_CACHE_TTL_LAYOUT_PROCESSING", "3600")]);
-/// let ttls = CacheTtlConfig::from_env(&env)?;
-/// assert_eq!(ttls.layout_processing, Duration::from_secs(3600));
+/// let env = Environment::from_pairs([("GLOVEBOX_CACHE_TTL_REPORTS_DAILY", "3600")]);
+/// assert_eq!(REPORTS.variable(), "GLOVEBOX_CACHE_TTL_REPORTS_DAILY");
+/// assert_eq!(CacheTtlConfig::from_env(&env)?.get(&REPORTS), Duration::from_secs(3600));
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheTtlConfig {
-    /// Compilation: a ZMK workspace cached per repository (the base level). Default 30 days.
-    #[serde(with = "seconds")]
-    pub workspace_base: Duration,
-    /// Compilation: a ZMK workspace cached per repository and branch. Default 1 day.
-    #[serde(with = "seconds")]
-    pub workspace_branch: Duration,
-    /// Compilation: a full workspace (repository, branch and configuration). Default 12 hours.
-    #[serde(with = "seconds")]
-    pub workspace_full: Duration,
-    /// Compilation: a workspace at the build level. Default 1 hour.
-    #[serde(with = "seconds")]
-    pub workspace_build: Duration,
-    /// Layout: a processed layout. Default 7 days.
-    #[serde(with = "seconds")]
-    pub layout_processing: Duration,
-    /// Layout: a comparison of layouts. Default 3 days.
-    #[serde(with = "seconds")]
-    pub layout_comparison: Duration,
-    /// Layout: a bookmark. Default 30 days.
-    #[serde(with = "seconds")]
-    pub layout_bookmarks: Duration,
-    /// Compilation: firmware build artifacts. Default 7 days.
-    #[serde(with = "seconds")]
-    pub firmware_build: Duration,
-    /// Compilation: firmware build metadata. Default 1 day.
-    #[serde(with = "seconds")]
-    pub firmware_metadata: Duration,
-    /// MoErgo: the original's authentication level. Default 1 day.
-    ///
-    /// Nothing in this workspace reads it: tokens and credentials are never cached (the
-    /// `cache-moergo` crate has no key type for them). The level exists so that a configuration
-    /// written for the original still parses and means the same.
-    #[serde(with = "seconds")]
-    pub moergo_auth: Duration,
-    /// MoErgo: the original's user-layouts level. Default 6 hours.
-    ///
-    /// Not read by `cache-moergo` yet: layout config and meta are immutable per UUID and use
-    /// [`CacheTtlConfig::moergo_layout_config`], as the original's client did.
-    #[serde(with = "seconds")]
-    pub moergo_layouts: Duration,
-    /// MoErgo: the firmware versions the API offers. Default 12 hours.
-    #[serde(with = "seconds")]
-    pub moergo_versions: Duration,
-    /// MoErgo: a layout's config and its meta, by layout UUID (immutable). Default 30 days.
-    #[serde(with = "seconds")]
-    pub moergo_layout_config: Duration,
-    /// MoErgo: a public layout list for a tag set. Default 10 minutes.
-    #[serde(with = "seconds")]
-    pub moergo_public_layouts: Duration,
-    /// MoErgo: a public layout list whose tag set includes `glove80-standard` (changes rarely).
-    /// Default 2 hours.
-    #[serde(with = "seconds")]
-    pub moergo_public_layouts_standard: Duration,
-    /// MoErgo: a downloaded firmware image (immutable). Default 30 days.
-    #[serde(with = "seconds")]
-    pub moergo_firmware_downloads: Duration,
-    /// Metrics: one session's metrics. Default 7 days.
-    #[serde(with = "seconds")]
-    pub metrics_sessions: Duration,
-    /// Core: templates. Default 7 days. No crate of this workspace caches templates yet.
-    #[serde(with = "seconds")]
-    pub core_templates: Duration,
-    /// Core: validation results. Default 3 days. No crate of this workspace caches them yet.
-    #[serde(with = "seconds")]
-    pub core_validation: Duration,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtlLevel {
+    name: &'static str,
+    default: Duration,
 }
 
-impl Default for CacheTtlConfig {
-    fn default() -> Self {
-        let secs = Duration::from_secs;
-        CacheTtlConfig {
-            workspace_base: secs(30 * DAY),
-            workspace_branch: secs(DAY),
-            workspace_full: secs(12 * HOUR),
-            workspace_build: secs(HOUR),
-            layout_processing: secs(7 * DAY),
-            layout_comparison: secs(3 * DAY),
-            layout_bookmarks: secs(30 * DAY),
-            firmware_build: secs(7 * DAY),
-            firmware_metadata: secs(DAY),
-            moergo_auth: secs(DAY),
-            moergo_layouts: secs(6 * HOUR),
-            moergo_versions: secs(12 * HOUR),
-            moergo_layout_config: secs(30 * DAY),
-            moergo_public_layouts: secs(10 * MINUTE),
-            moergo_public_layouts_standard: secs(2 * HOUR),
-            moergo_firmware_downloads: secs(30 * DAY),
-            metrics_sessions: secs(7 * DAY),
-            core_templates: secs(7 * DAY),
-            core_validation: secs(3 * DAY),
+impl TtlLevel {
+    /// A level named `name` (lower-case `[a-z0-9_]`, at most 64 bytes) whose time to live is
+    /// `default` unless the user's config sets it (at least one second).
+    ///
+    /// `const`, so that a domain can declare its levels as constants. It checks nothing (a
+    /// `const fn` that checked could only panic); [`TtlLevel::check`] does, and each domain's
+    /// tests call it on its levels.
+    pub const fn new(name: &'static str, default: Duration) -> Self {
+        TtlLevel { name, default }
+    }
+
+    /// The level's name, as a config file writes it.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The time to live when the config does not set this level.
+    pub const fn default_ttl(&self) -> Duration {
+        self.default
+    }
+
+    /// The environment variable that overrides this level: `GLOVEBOX_CACHE_TTL_<NAME>`, the
+    /// name in upper case.
+    pub fn variable(&self) -> String {
+        format!("{TTL_VARIABLE_PREFIX}{}", self.name.to_ascii_uppercase())
+    }
+
+    /// Whether the level is well formed: its name lower-case `[a-z0-9_]` of 1 to 64 bytes, its
+    /// default at least one second. An error names the level.
+    pub fn check(&self) -> Result<()> {
+        check_name(self.name).map_err(|reason| CacheError::InvalidTtl {
+            name: self.name.to_owned(),
+            reason,
+        })?;
+        if self.default.as_secs() == 0 {
+            return Err(CacheError::InvalidTtl {
+                name: self.name.to_owned(),
+                reason: "its default is shorter than 1 second".to_owned(),
+            });
         }
+        Ok(())
     }
 }
 
-/// One level: its environment variable and where it lives in the struct.
-struct Level {
-    variable: &'static str,
-    field: fn(&mut CacheTtlConfig) -> &mut Duration,
-}
-
-/// Every level, in field order. The variable names are written out (not built at run time) so
-/// that an error can name its variable as a `&'static str`.
-const LEVELS: [Level; 19] = [
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_WORKSPACE_BASE",
-        field: |t| &mut t.workspace_base,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_WORKSPACE_BRANCH",
-        field: |t| &mut t.workspace_branch,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_WORKSPACE_FULL",
-        field: |t| &mut t.workspace_full,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_WORKSPACE_BUILD",
-        field: |t| &mut t.workspace_build,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_LAYOUT_PROCESSING",
-        field: |t| &mut t.layout_processing,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_LAYOUT_COMPARISON",
-        field: |t| &mut t.layout_comparison,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
-        field: |t| &mut t.layout_bookmarks,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_FIRMWARE_BUILD",
-        field: |t| &mut t.firmware_build,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_FIRMWARE_METADATA",
-        field: |t| &mut t.firmware_metadata,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_AUTH",
-        field: |t| &mut t.moergo_auth,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_LAYOUTS",
-        field: |t| &mut t.moergo_layouts,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_VERSIONS",
-        field: |t| &mut t.moergo_versions,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_LAYOUT_CONFIG",
-        field: |t| &mut t.moergo_layout_config,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_PUBLIC_LAYOUTS",
-        field: |t| &mut t.moergo_public_layouts,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_PUBLIC_LAYOUTS_STANDARD",
-        field: |t| &mut t.moergo_public_layouts_standard,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_MOERGO_FIRMWARE_DOWNLOADS",
-        field: |t| &mut t.moergo_firmware_downloads,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_METRICS_SESSIONS",
-        field: |t| &mut t.metrics_sessions,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_CORE_TEMPLATES",
-        field: |t| &mut t.core_templates,
-    },
-    Level {
-        variable: "GLOVEBOX_CACHE_TTL_CORE_VALIDATION",
-        field: |t| &mut t.core_validation,
-    },
+/// The levels of the original program's own core (templates and validation results), which no
+/// crate of this workspace caches and so no domain crate declares. They are declared here only
+/// so that their names and defaults stay the original's (7 days, 3 days); nothing reads them.
+pub const UNCLAIMED_TTL_LEVELS: [TtlLevel; 2] = [
+    TtlLevel::new("core_templates", Duration::from_secs(7 * 24 * 3600)),
+    TtlLevel::new("core_validation", Duration::from_secs(3 * 24 * 3600)),
 ];
 
+/// The user's time to live per level: a map from level names to durations. A level the map
+/// does not name takes the default its domain declared ([`TtlLevel`]).
+///
+/// In a config file (any serde format) it is a map from level names to whole seconds, for
+/// example `{"workspace_base": 3600}`. In the environment, `GLOVEBOX_CACHE_TTL_<NAME>` (the
+/// name in upper case, for example `GLOVEBOX_CACHE_TTL_WORKSPACE_BASE=3600`) sets one level;
+/// see [`CacheTtlConfig::from_env`]. A time to live is at least one second: to stop caching a
+/// domain, use its kill switch (`GLOVEBOX_CACHE_<TAG>=false`), not a zero TTL.
+///
+/// **Unknown names.** The levels are declared by the domain crates, so the core cannot know
+/// every name when it parses a file or the environment. A name is checked for its form there
+/// (lower-case `[a-z0-9_]`; a variable's suffix upper-case), and its value must be valid, but a
+/// well-formed name no domain declares is kept, not refused: a level of a domain this program
+/// does not link is not a typo. [`CacheTtlConfig::undeclared_levels`] reports the names none of
+/// the given levels declares, so that a program that knows its domains can warn about typos.
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_core::{CacheTtlConfig, TtlLevel};
+///
+/// const SESSIONS: TtlLevel = TtlLevel::new("sessions", Duration::from_secs(7 * 24 * 3600));
+///
+/// let ttls: CacheTtlConfig = serde_json::from_str(r#"{"sessions": 60, "sesions": 5}"#).unwrap();
+/// assert_eq!(ttls.get(&SESSIONS), Duration::from_secs(60));
+/// assert_eq!(ttls.undeclared_levels([SESSIONS]), ["sesions"]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, u64>", into = "BTreeMap<String, u64>")]
+pub struct CacheTtlConfig {
+    /// Level name to time to live; every name well formed, every duration at least 1 second
+    /// when it came from a file or the environment.
+    levels: BTreeMap<String, Duration>,
+}
+
 impl CacheTtlConfig {
-    /// The defaults, with every level that `env` sets through `GLOVEBOX_CACHE_TTL_<LEVEL>`
-    /// (whole seconds, at least 1) overridden.
-    ///
-    /// A value that is not a whole number of seconds, or is zero, is an
-    /// [`CacheError::InvalidOption`] naming the variable: a bad override never silently falls
-    /// back to the default.
-    pub fn from_env(env: &Environment) -> Result<Self> {
-        let mut ttls = CacheTtlConfig::default();
-        for level in &LEVELS {
-            if let Some(value) = env.var(level.variable) {
-                *(level.field)(&mut ttls) =
-                    parse_seconds(&value).map_err(|reason| CacheError::InvalidOption {
-                        option: level.variable,
-                        reason,
-                    })?;
-            }
-        }
-        Ok(ttls)
+    /// The time to live of `level`: the config's, or the level's default.
+    pub fn get(&self, level: &TtlLevel) -> Duration {
+        self.levels
+            .get(level.name)
+            .copied()
+            .unwrap_or(level.default)
     }
 
-    /// The names of the environment variables [`CacheTtlConfig::from_env`] reads, in field
-    /// order.
-    pub fn environment_variables() -> impl Iterator<Item = &'static str> {
-        LEVELS.iter().map(|level| level.variable)
+    /// Sets `level`'s time to live. The duration is used as given; a config file and the
+    /// environment accept whole seconds, at least one.
+    pub fn set(&mut self, level: &TtlLevel, ttl: Duration) {
+        self.levels.insert(level.name.to_owned(), ttl);
     }
+
+    /// This config with `level` set to `ttl` (see [`CacheTtlConfig::set`]), for building one in
+    /// an expression.
+    #[must_use]
+    pub fn with(mut self, level: &TtlLevel, ttl: Duration) -> Self {
+        self.set(level, ttl);
+        self
+    }
+
+    /// The levels this config sets, by name, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Duration)> {
+        self.levels.iter().map(|(name, ttl)| (name.as_str(), *ttl))
+    }
+
+    /// The names this config sets that none of `declared` names, in name order: typos, or
+    /// levels of domains the caller does not know.
+    pub fn undeclared_levels(&self, declared: impl IntoIterator<Item = TtlLevel>) -> Vec<&str> {
+        let declared: Vec<TtlLevel> = declared.into_iter().collect();
+        self.levels
+            .keys()
+            .filter(|name| !declared.iter().any(|level| level.name == name.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// A config with every level that `env` sets through `GLOVEBOX_CACHE_TTL_<NAME>` (whole
+    /// seconds, at least 1); the others take their defaults.
+    ///
+    /// A value that is not a whole number of seconds, or is zero, or a variable whose suffix is
+    /// not an upper-case `[A-Z0-9_]` name, is a [`CacheError::InvalidTtl`] naming the variable:
+    /// a bad override never silently falls back to the default.
+    pub fn from_env(env: &Environment) -> Result<Self> {
+        let mut levels = BTreeMap::new();
+        for (variable, value) in env.vars_with_prefix(TTL_VARIABLE_PREFIX) {
+            let suffix = &variable[TTL_VARIABLE_PREFIX.len()..];
+            let invalid = |reason: String| CacheError::InvalidTtl {
+                name: variable.clone(),
+                reason,
+            };
+            if suffix.bytes().any(|byte| byte.is_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "the level's name must be in upper case ({TTL_VARIABLE_PREFIX}{})",
+                    suffix.to_ascii_uppercase()
+                )));
+            }
+            let name = suffix.to_ascii_lowercase();
+            check_name(&name).map_err(invalid)?;
+            let ttl = parse_seconds(&value).map_err(invalid)?;
+            levels.insert(name, ttl);
+        }
+        Ok(CacheTtlConfig { levels })
+    }
+}
+
+impl TryFrom<BTreeMap<String, u64>> for CacheTtlConfig {
+    type Error = String;
+
+    fn try_from(seconds: BTreeMap<String, u64>) -> std::result::Result<Self, String> {
+        let mut levels = BTreeMap::new();
+        for (name, seconds) in seconds {
+            check_name(&name).map_err(|reason| format!("level {name:?}: {reason}"))?;
+            let ttl =
+                check_seconds(seconds).map_err(|reason| format!("level {name:?}: {reason}"))?;
+            levels.insert(name, ttl);
+        }
+        Ok(CacheTtlConfig { levels })
+    }
+}
+
+/// Whole seconds; a sub-second part (only [`CacheTtlConfig::set`] can give one) is dropped.
+impl From<CacheTtlConfig> for BTreeMap<String, u64> {
+    fn from(config: CacheTtlConfig) -> Self {
+        config
+            .levels
+            .into_iter()
+            .map(|(name, ttl)| (name, ttl.as_secs()))
+            .collect()
+    }
+}
+
+/// A level name: lower-case `[a-z0-9_]`, 1 to 64 bytes.
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("a level's name has 1 to {MAX_NAME_LEN} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+    {
+        return Err(format!(
+            "{name:?} is not a level name (lower-case letters, digits and '_')"
+        ));
+    }
+    Ok(())
 }
 
 /// A TTL given as text: whole seconds, at least one.
@@ -270,93 +259,72 @@ fn check_seconds(seconds: u64) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// Serde for a level: whole seconds as an unsigned integer. Sub-second parts are dropped when
-/// writing (no level has one by default, and the environment cannot set one).
-mod seconds {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(super) fn serialize<S: Serializer>(
-        duration: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(duration.as_secs())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
-        let seconds = u64::deserialize(deserializer)?;
-        super::check_seconds(seconds).map_err(D::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
 
     use super::*;
 
-    const D: u64 = DAY;
-    const H: u64 = HOUR;
+    const LEVEL: TtlLevel = TtlLevel::new("some_level", Duration::from_secs(3600));
+    const OTHER: TtlLevel = TtlLevel::new("other_level", Duration::from_secs(60));
+
+    #[test]
+    fn a_level_not_set_takes_its_default_and_a_set_one_its_value() {
+        let ttls = CacheTtlConfig::default().with(&LEVEL, Duration::from_secs(5));
+        assert_eq!(ttls.get(&LEVEL), Duration::from_secs(5));
+        assert_eq!(ttls.get(&OTHER), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_unclaimed_levels_keep_the_originals_defaults() {
+        let pairs: Vec<(&str, u64)> = UNCLAIMED_TTL_LEVELS
+            .iter()
+            .map(|level| (level.name(), level.default_ttl().as_secs()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("core_templates", 7 * 86_400),
+                ("core_validation", 3 * 86_400)
+            ]
+        );
+        for level in UNCLAIMED_TTL_LEVELS {
+            level.check().unwrap();
+        }
+    }
 
     #[rstest]
-    #[case::workspace_base(|t: &CacheTtlConfig| t.workspace_base, 30 * D)]
-    #[case::workspace_branch(|t: &CacheTtlConfig| t.workspace_branch, D)]
-    #[case::workspace_full(|t: &CacheTtlConfig| t.workspace_full, 12 * H)]
-    #[case::workspace_build(|t: &CacheTtlConfig| t.workspace_build, H)]
-    #[case::layout_processing(|t: &CacheTtlConfig| t.layout_processing, 7 * D)]
-    #[case::layout_comparison(|t: &CacheTtlConfig| t.layout_comparison, 3 * D)]
-    #[case::layout_bookmarks(|t: &CacheTtlConfig| t.layout_bookmarks, 30 * D)]
-    #[case::firmware_build(|t: &CacheTtlConfig| t.firmware_build, 7 * D)]
-    #[case::firmware_metadata(|t: &CacheTtlConfig| t.firmware_metadata, D)]
-    #[case::moergo_auth(|t: &CacheTtlConfig| t.moergo_auth, D)]
-    #[case::moergo_layouts(|t: &CacheTtlConfig| t.moergo_layouts, 6 * H)]
-    #[case::moergo_versions(|t: &CacheTtlConfig| t.moergo_versions, 12 * H)]
-    #[case::moergo_layout_config(|t: &CacheTtlConfig| t.moergo_layout_config, 30 * D)]
-    #[case::moergo_public_layouts(|t: &CacheTtlConfig| t.moergo_public_layouts, 600)]
-    #[case::moergo_public_layouts_standard(|t: &CacheTtlConfig| t.moergo_public_layouts_standard, 2 * H)]
-    #[case::moergo_firmware_downloads(|t: &CacheTtlConfig| t.moergo_firmware_downloads, 30 * D)]
-    #[case::metrics_sessions(|t: &CacheTtlConfig| t.metrics_sessions, 7 * D)]
-    #[case::core_templates(|t: &CacheTtlConfig| t.core_templates, 7 * D)]
-    #[case::core_validation(|t: &CacheTtlConfig| t.core_validation, 3 * D)]
-    fn defaults_are_the_originals(
-        #[case] level: fn(&CacheTtlConfig) -> Duration,
-        #[case] seconds: u64,
-    ) {
+    #[case::empty("")]
+    #[case::upper_case("Some_level")]
+    #[case::dash("some-level")]
+    #[case::too_long("a_very_long_level_name_that_goes_on_and_on_past_sixty_four_bytes_x")]
+    fn a_badly_named_level_fails_its_check(#[case] name: &'static str) {
+        let err = TtlLevel::new(name, Duration::from_secs(1))
+            .check()
+            .unwrap_err();
+        assert!(matches!(err, CacheError::InvalidTtl { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_level_with_a_zero_default_fails_its_check() {
+        let err = TtlLevel::new("zero", Duration::ZERO).check().unwrap_err();
+        assert!(err.to_string().contains("zero"), "{err}");
+    }
+
+    #[test]
+    fn each_variable_sets_exactly_the_level_it_names() {
+        let env = Environment::from_pairs([
+            ("GLOVEBOX_CACHE_TTL_SOME_LEVEL", "42"),
+            ("GLOVEBOX_CACHE_PATH", "/elsewhere"),
+        ]);
+        let ttls = CacheTtlConfig::from_env(&env).unwrap();
+        assert_eq!(ttls.get(&LEVEL), Duration::from_secs(42));
+        assert_eq!(ttls.get(&OTHER), OTHER.default_ttl());
         assert_eq!(
-            level(&CacheTtlConfig::default()),
-            Duration::from_secs(seconds)
+            ttls.iter().collect::<Vec<_>>(),
+            [("some_level", Duration::from_secs(42))]
         );
-    }
-
-    #[test]
-    fn defect_03_repository_level_is_30_days_and_branch_level_1_day() {
-        // The original mapped the repository level to 1 day.
-        let ttls = CacheTtlConfig::default();
-        assert_eq!(ttls.workspace_base, Duration::from_secs(30 * D));
-        assert_eq!(ttls.workspace_branch, Duration::from_secs(D));
-    }
-
-    #[test]
-    fn each_variable_overrides_exactly_the_level_it_names() {
-        let defaults = serde_json::to_value(CacheTtlConfig::default()).unwrap();
-        let fields = defaults.as_object().unwrap();
-        let variables: Vec<&str> = CacheTtlConfig::environment_variables().collect();
-        assert_eq!(variables.len(), fields.len(), "one variable per level");
-        for variable in variables {
-            let field = variable
-                .strip_prefix("GLOVEBOX_CACHE_TTL_")
-                .unwrap()
-                .to_ascii_lowercase();
-            let env = Environment::from_pairs([(variable, "42")]);
-            let overridden = serde_json::to_value(CacheTtlConfig::from_env(&env).unwrap()).unwrap();
-            let mut expected = fields.clone();
-            assert!(expected.contains_key(&field), "{variable} names no level");
-            expected.insert(field, 42.into());
-            assert_eq!(overridden.as_object().unwrap(), &expected, "{variable}");
-        }
+        assert_eq!(LEVEL.variable(), "GLOVEBOX_CACHE_TTL_SOME_LEVEL");
     }
 
     #[rstest]
@@ -366,61 +334,80 @@ mod tests {
     #[case::with_unit("3600s")]
     #[case::zero("0")]
     fn a_bad_override_is_an_error_naming_the_variable(#[case] value: &str) {
-        let env = Environment::from_pairs([("GLOVEBOX_CACHE_TTL_METRICS_SESSIONS", value)]);
+        let env = Environment::from_pairs([("GLOVEBOX_CACHE_TTL_SOME_LEVEL", value)]);
         let err = CacheTtlConfig::from_env(&env).unwrap_err();
         assert!(
-            matches!(
-                err,
-                CacheError::InvalidOption {
-                    option: "GLOVEBOX_CACHE_TTL_METRICS_SESSIONS",
-                    ..
-                }
-            ),
+            matches!(&err, CacheError::InvalidTtl { name, .. } if name == "GLOVEBOX_CACHE_TTL_SOME_LEVEL"),
             "{err}"
         );
         assert!(
-            err.to_string()
-                .contains("GLOVEBOX_CACHE_TTL_METRICS_SESSIONS"),
+            err.to_string().contains("GLOVEBOX_CACHE_TTL_SOME_LEVEL"),
             "{err}"
         );
     }
 
+    #[rstest]
+    #[case::lower_case("GLOVEBOX_CACHE_TTL_some_level")]
+    #[case::no_name("GLOVEBOX_CACHE_TTL_")]
+    #[case::dash("GLOVEBOX_CACHE_TTL_SOME-LEVEL")]
+    fn a_badly_named_variable_is_an_error_naming_it(#[case] variable: &str) {
+        let env = Environment::from_pairs([(variable, "60")]);
+        let err = CacheTtlConfig::from_env(&env).unwrap_err();
+        assert!(err.to_string().contains(variable), "{err}");
+    }
+
     #[test]
     fn surrounding_whitespace_is_accepted() {
-        let env = Environment::from_pairs([("GLOVEBOX_CACHE_TTL_WORKSPACE_BUILD", " 120 ")]);
+        let env = Environment::from_pairs([("GLOVEBOX_CACHE_TTL_SOME_LEVEL", " 120 ")]);
         assert_eq!(
-            CacheTtlConfig::from_env(&env).unwrap().workspace_build,
+            CacheTtlConfig::from_env(&env).unwrap().get(&LEVEL),
             Duration::from_secs(120)
         );
     }
 
     #[test]
     fn serde_writes_whole_seconds_and_round_trips() {
-        let defaults = CacheTtlConfig::default();
-        let json = serde_json::to_value(&defaults).unwrap();
-        assert_eq!(json["moergo_public_layouts"], 600);
-        assert_eq!(json["workspace_base"], 30 * D);
+        let ttls = CacheTtlConfig::default()
+            .with(&LEVEL, Duration::from_secs(600))
+            .with(&OTHER, Duration::from_millis(30_900));
+        let json = serde_json::to_value(&ttls).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"some_level": 600, "other_level": 30})
+        );
         let back: CacheTtlConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(back, defaults);
+        assert_eq!(back.get(&LEVEL), Duration::from_secs(600));
+        assert_eq!(back.get(&OTHER), Duration::from_secs(30));
     }
 
     #[test]
-    fn a_partial_config_file_fills_missing_levels_with_defaults() {
-        let ttls: CacheTtlConfig = serde_json::from_str(r#"{"layout_processing": 60}"#).unwrap();
-        assert_eq!(ttls.layout_processing, Duration::from_secs(60));
+    fn a_partial_config_file_leaves_other_levels_at_their_defaults() {
+        let ttls: CacheTtlConfig = serde_json::from_str(r#"{"some_level": 60}"#).unwrap();
+        assert_eq!(ttls.get(&LEVEL), Duration::from_secs(60));
+        assert_eq!(ttls.get(&OTHER), OTHER.default_ttl());
+    }
+
+    #[test]
+    fn an_undeclared_name_is_kept_and_reported() {
+        let ttls: CacheTtlConfig =
+            serde_json::from_str(r#"{"some_level": 60, "some_levle": 5, "elsewhere": 9}"#).unwrap();
         assert_eq!(
-            ttls,
-            CacheTtlConfig {
-                layout_processing: Duration::from_secs(60),
-                ..CacheTtlConfig::default()
-            }
+            ttls.undeclared_levels([LEVEL, OTHER]),
+            ["elsewhere", "some_levle"]
         );
+        assert_eq!(
+            ttls.undeclared_levels([]),
+            ["elsewhere", "some_level", "some_levle"]
+        );
+        let json = serde_json::to_value(&ttls).unwrap();
+        assert_eq!(json["some_levle"], 5);
     }
 
     #[rstest]
-    #[case::unknown_level(r#"{"layout_procesing": 60}"#, "layout_procesing")]
-    #[case::zero(r#"{"metrics_sessions": 0}"#, "at least 1 second")]
-    #[case::negative(r#"{"metrics_sessions": -1}"#, "-1")]
+    #[case::zero(r#"{"some_level": 0}"#, "at least 1 second")]
+    #[case::negative(r#"{"some_level": -1}"#, "-1")]
+    #[case::bad_name(r#"{"Some-Level": 60}"#, "Some-Level")]
+    #[case::not_a_map(r#"[60]"#, "map")]
     fn a_bad_config_file_is_an_error(#[case] text: &str, #[case] mentions: &str) {
         let err = serde_json::from_str::<CacheTtlConfig>(text).unwrap_err();
         assert!(err.to_string().contains(mentions), "{err}");
@@ -429,24 +416,20 @@ mod tests {
     #[test]
     fn user_config_reads_ttl_overrides_and_refuses_bad_ones() {
         let config = crate::config::UserCacheConfig::from_env(&Environment::from_pairs([(
-            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
+            "GLOVEBOX_CACHE_TTL_SOME_LEVEL",
             "60",
         )]))
         .unwrap();
-        assert_eq!(config.ttls.layout_bookmarks, Duration::from_secs(60));
-        assert_eq!(
-            config.ttls.layout_processing,
-            CacheTtlConfig::default().layout_processing
-        );
+        assert_eq!(config.ttls.get(&LEVEL), Duration::from_secs(60));
+        assert_eq!(config.ttls.get(&OTHER), OTHER.default_ttl());
 
         let err = crate::config::UserCacheConfig::from_env(&Environment::from_pairs([(
-            "GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS",
+            "GLOVEBOX_CACHE_TTL_SOME_LEVEL",
             "soon",
         )]))
         .unwrap_err();
         assert!(
-            err.to_string()
-                .contains("GLOVEBOX_CACHE_TTL_LAYOUT_BOOKMARKS"),
+            err.to_string().contains("GLOVEBOX_CACHE_TTL_SOME_LEVEL"),
             "{err}"
         );
     }

@@ -161,7 +161,7 @@ macro_rules! layout_key {
 
 layout_key!(
     /// The key of a processed layout: the content hash of its inputs and the version of the
-    /// processing, with the TTL of [`CacheTtlConfig::layout_processing`] (7 days).
+    /// processing, with the TTL of [`layout_processing`](crate::ttl::LAYOUT_PROCESSING) (7 days).
     ///
     /// Key bytes: `processed:` + `from_parts(["layout", "processed", V::KIND, version, input hash])`.
     ProcessedLayoutKey { input: InputHash, processing_version: String },
@@ -171,7 +171,7 @@ layout_key!(
 
 layout_key!(
     /// The key of a layout comparison: the content hash of the compared inputs (in order) and
-    /// the version of the comparison, with the TTL of [`CacheTtlConfig::layout_comparison`]
+    /// the version of the comparison, with the TTL of [`layout_comparison`](crate::ttl::LAYOUT_COMPARISON)
     /// (3 days).
     ///
     /// Key bytes: `comparison:` + `from_parts(["layout", "comparison", V::KIND, version, input hash])`.
@@ -182,7 +182,7 @@ layout_key!(
 
 layout_key!(
     /// The key of a bookmark, by its UUID, with the TTL of
-    /// [`CacheTtlConfig::layout_bookmarks`] (30 days).
+    /// [`layout_bookmarks`](crate::ttl::LAYOUT_BOOKMARKS) (30 days).
     ///
     /// Key bytes: `bookmark:` + `from_parts(["layout", "bookmark", V::KIND, uuid])`.
     BookmarkKey { id: BookmarkId },
@@ -196,7 +196,7 @@ impl<V> ProcessedLayoutKey<V> {
         ProcessedLayoutKey {
             input: input.clone(),
             processing_version: processing_version.to_owned(),
-            ttl: ttls.layout_processing,
+            ttl: ttls.get(&crate::ttl::LAYOUT_PROCESSING),
             value: PhantomData,
         }
     }
@@ -209,7 +209,7 @@ impl<V> LayoutComparisonKey<V> {
         LayoutComparisonKey {
             input: input.clone(),
             processing_version: processing_version.to_owned(),
-            ttl: ttls.layout_comparison,
+            ttl: ttls.get(&crate::ttl::LAYOUT_COMPARISON),
             value: PhantomData,
         }
     }
@@ -220,7 +220,7 @@ impl<V> BookmarkKey<V> {
     pub fn new(id: &BookmarkId, ttls: &CacheTtlConfig) -> Self {
         BookmarkKey {
             id: id.clone(),
-            ttl: ttls.layout_bookmarks,
+            ttl: ttls.get(&crate::ttl::LAYOUT_BOOKMARKS),
             value: PhantomData,
         }
     }

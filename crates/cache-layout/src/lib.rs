@@ -16,7 +16,7 @@
 //!   `Vec<u8>` for bytes, or your own serde struct with a kind name and schema version).
 //! - The typed keys are [`ProcessedLayoutKey`] (7 days), [`LayoutComparisonKey`] (3 days) and
 //!   [`BookmarkKey`] (30 days); the TTLs are the config's
-//!   [`layout_*` levels](cache_core::CacheTtlConfig::layout_processing).
+//!   [`layout_*` levels](crate::ttl).
 //!
 //! # Example
 //!
@@ -48,6 +48,7 @@
 mod error;
 mod keys;
 mod service;
+pub mod ttl;
 
 pub use error::{LayoutError, Result};
 pub use keys::{

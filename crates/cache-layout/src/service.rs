@@ -16,8 +16,8 @@ use crate::keys::{
 /// Every method is generic over the value type ([`LayoutValue`]): JSON text as `String`, bytes
 /// as `Vec<u8>`, or a serde struct of your own. The type is part of the key, so asking for a
 /// `String` never returns what was stored as a struct. TTLs come from the config the service was
-/// opened with ([`CacheTtlConfig::layout_processing`], [`CacheTtlConfig::layout_comparison`],
-/// [`CacheTtlConfig::layout_bookmarks`]). Cheap to clone; clones share the instance.
+/// opened with ([`layout_processing`](crate::ttl::LAYOUT_PROCESSING), [`layout_comparison`](crate::ttl::LAYOUT_COMPARISON),
+/// [`layout_bookmarks`](crate::ttl::LAYOUT_BOOKMARKS)). Cheap to clone; clones share the instance.
 #[derive(Clone, Debug)]
 pub struct LayoutCache {
     cache: SharedCache,

@@ -14,7 +14,7 @@ pub const METRICS_TAG: &str = "metrics";
 pub(crate) const SESSION_KEY_PREFIX: &[u8] = b"session:";
 
 /// The key of one session's metrics. Its time to live is the config's
-/// [`CacheTtlConfig::metrics_sessions`] (7 days by default).
+/// [`metrics_sessions`](crate::ttl::METRICS_SESSIONS) (7 days by default).
 ///
 /// Key bytes: `session:` followed by `from_parts(["metrics", "session", <canonical uuid>])`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl SessionKey {
     pub fn new(session_id: &SessionId, ttls: &CacheTtlConfig) -> Self {
         SessionKey {
             session_id: session_id.clone(),
-            ttl: ttls.metrics_sessions,
+            ttl: ttls.get(&crate::ttl::METRICS_SESSIONS),
         }
     }
 

@@ -13,7 +13,7 @@
 //!   named counters, named [`Timing`]s, and the cache's own activity per tag
 //!   ([`CacheActivity`], from [`cache_core::AggregatedStats`]).
 //! - [`SessionId`] is a validated UUID; [`SessionKey`] is the typed key of one session, with the
-//!   config's [`metrics_sessions`](cache_core::CacheTtlConfig::metrics_sessions) TTL (7 days).
+//!   config's [`metrics_sessions`](crate::ttl::METRICS_SESSIONS) TTL (7 days).
 //!
 //! # Example
 //!
@@ -46,6 +46,7 @@ mod error;
 mod keys;
 mod service;
 mod session;
+pub mod ttl;
 
 pub use error::{MetricsError, Result};
 pub use keys::{METRICS_TAG, SessionKey};

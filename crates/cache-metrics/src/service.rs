@@ -17,7 +17,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Session metrics in the shared `metrics` tag: record, get, list, dump as JSON, clean.
 ///
 /// Cheap to clone; every clone uses the same shared instance. Each session expires after
-/// [`CacheTtlConfig::metrics_sessions`] of the config it was opened with.
+/// [`metrics_sessions`](crate::ttl::METRICS_SESSIONS) of the config it was opened with.
 ///
 /// **Listing** scans the tag's live keys for the `session:` prefix and reads each value, instead
 /// of keeping an index entry: an index would be a read-modify-write that two processes recording
@@ -124,7 +124,7 @@ impl MetricsCache {
             }
             let key = FoundSessionKey {
                 bytes,
-                ttl: self.ttls.metrics_sessions,
+                ttl: self.ttls.get(&crate::ttl::METRICS_SESSIONS),
             };
             // Expired or removed between `keys()` and this read: simply not listed.
             if let Some(metrics) = self.cache.get_typed(&key)? {

@@ -47,7 +47,7 @@ macro_rules! moergo_key {
 
 moergo_key!(
     /// A layout's config by layout UUID, with the TTL of
-    /// [`CacheTtlConfig::moergo_layout_config`] (30 days: a layout is immutable per UUID).
+    /// [`moergo_layout_config`](crate::ttl::MOERGO_LAYOUT_CONFIG) (30 days: a layout is immutable per UUID).
     ///
     /// Key bytes: `layout-config:` + `from_parts(["moergo", "layout-config", uuid])`.
     LayoutConfigKey { uuid: LayoutUuid } => ApiDocument,
@@ -56,7 +56,7 @@ moergo_key!(
 
 moergo_key!(
     /// A layout's meta by layout UUID, with the TTL of
-    /// [`CacheTtlConfig::moergo_layout_config`] (30 days).
+    /// [`moergo_layout_config`](crate::ttl::MOERGO_LAYOUT_CONFIG) (30 days).
     ///
     /// Key bytes: `layout-meta:` + `from_parts(["moergo", "layout-meta", uuid])`.
     LayoutMetaKey { uuid: LayoutUuid } => ApiDocument,
@@ -65,8 +65,8 @@ moergo_key!(
 
 moergo_key!(
     /// The public layout list for a tag set, with the TTL of
-    /// [`CacheTtlConfig::moergo_public_layouts`] (10 minutes), or of
-    /// [`CacheTtlConfig::moergo_public_layouts_standard`] (2 hours) when the set includes
+    /// [`moergo_public_layouts`](crate::ttl::MOERGO_PUBLIC_LAYOUTS) (10 minutes), or of
+    /// [`moergo_public_layouts_standard`](crate::ttl::MOERGO_PUBLIC_LAYOUTS_STANDARD) (2 hours) when the set includes
     /// `glove80-standard`.
     ///
     /// Key bytes: `public-layouts:` + `from_parts(["moergo", "public-layouts", tags...])`, the
@@ -79,7 +79,7 @@ moergo_key!(
 
 moergo_key!(
     /// The firmware versions the API offers for a board, with the TTL of
-    /// [`CacheTtlConfig::moergo_versions`] (12 hours).
+    /// [`moergo_versions`](crate::ttl::MOERGO_VERSIONS) (12 hours).
     ///
     /// Key bytes: `firmware-versions:` + `from_parts(["moergo", "firmware-versions", board])`.
     FirmwareVersionsKey { board: String } => Vec<FirmwareVersion>,
@@ -88,7 +88,7 @@ moergo_key!(
 
 moergo_key!(
     /// A downloaded firmware image by the location the compile response gave, with the TTL of
-    /// [`CacheTtlConfig::moergo_firmware_downloads`] (30 days: a build is immutable). The
+    /// [`moergo_firmware_downloads`](crate::ttl::MOERGO_FIRMWARE_DOWNLOADS) (30 days: a build is immutable). The
     /// location may be a signed URL, so the key holds only its hash, from construction on: it
     /// is never stored, logged or printed by `Debug`.
     ///
@@ -104,7 +104,7 @@ impl LayoutConfigKey {
     pub fn new(uuid: &LayoutUuid, ttls: &CacheTtlConfig) -> Self {
         LayoutConfigKey {
             uuid: uuid.clone(),
-            ttl: ttls.moergo_layout_config,
+            ttl: ttls.get(&crate::ttl::MOERGO_LAYOUT_CONFIG),
         }
     }
 }
@@ -114,7 +114,7 @@ impl LayoutMetaKey {
     pub fn new(uuid: &LayoutUuid, ttls: &CacheTtlConfig) -> Self {
         LayoutMetaKey {
             uuid: uuid.clone(),
-            ttl: ttls.moergo_layout_config,
+            ttl: ttls.get(&crate::ttl::MOERGO_LAYOUT_CONFIG),
         }
     }
 }
@@ -124,9 +124,9 @@ impl PublicLayoutsKey {
     /// `glove80-standard`.
     pub fn new(tags: &PublicLayoutTags, ttls: &CacheTtlConfig) -> Self {
         let ttl = if tags.includes_glove80_standard() {
-            ttls.moergo_public_layouts_standard
+            ttls.get(&crate::ttl::MOERGO_PUBLIC_LAYOUTS_STANDARD)
         } else {
-            ttls.moergo_public_layouts
+            ttls.get(&crate::ttl::MOERGO_PUBLIC_LAYOUTS)
         };
         PublicLayoutsKey {
             tags: tags.clone(),
@@ -141,7 +141,7 @@ impl FirmwareVersionsKey {
         check_identifier("board", board)?;
         Ok(FirmwareVersionsKey {
             board: board.to_owned(),
-            ttl: ttls.moergo_versions,
+            ttl: ttls.get(&crate::ttl::MOERGO_VERSIONS),
         })
     }
 }
@@ -158,7 +158,7 @@ impl FirmwareDownloadKey {
         }
         Ok(FirmwareDownloadKey {
             location_hash: keys::from_parts([location]),
-            ttl: ttls.moergo_firmware_downloads,
+            ttl: ttls.get(&crate::ttl::MOERGO_FIRMWARE_DOWNLOADS),
         })
     }
 }

@@ -9,7 +9,7 @@
 //!   (30 days). [`MoergoCache::open`] takes a [`cache_core::Coordinator`] and a
 //!   [`cache_core::UserCacheConfig`]; [`create_moergo_cache_service`] does the same on the
 //!   process-wide default coordinator. Both use the config's root, strategy, and TTLs (the
-//!   `moergo_*` levels of [`cache_core::CacheTtlConfig`]).
+//!   `moergo_*` levels of [`ttl`]).
 //! - API responses are kept as JSON text in an [`ApiDocument`], which refuses any document
 //!   holding credentials.
 //! - The typed keys are [`LayoutConfigKey`], [`LayoutMetaKey`], [`PublicLayoutsKey`],
@@ -94,6 +94,7 @@
 mod error;
 mod keys;
 mod service;
+pub mod ttl;
 mod values;
 
 pub use error::{MoergoError, Result};

@@ -53,12 +53,12 @@ fn assert_workspace_lives(
 #[case::branch_default(Some("main"), CacheTtlConfig::default(), DAY)]
 #[case::repository_configured(
     None,
-    CacheTtlConfig { workspace_base: Duration::from_secs(120), ..CacheTtlConfig::default() },
+    CacheTtlConfig::default().with(&cache_compilation::ttl::WORKSPACE_BASE, Duration::from_secs(120)),
     Duration::from_secs(120)
 )]
 #[case::branch_configured(
     Some("main"),
-    CacheTtlConfig { workspace_branch: Duration::from_secs(60), ..CacheTtlConfig::default() },
+    CacheTtlConfig::default().with(&cache_compilation::ttl::WORKSPACE_BRANCH, Duration::from_secs(60)),
     Duration::from_secs(60)
 )]
 fn workspace_ttl_per_level_comes_from_the_config(
@@ -76,7 +76,7 @@ fn workspace_ttl_per_level_comes_from_the_config(
 #[rstest]
 #[case::default(CacheTtlConfig::default(), 7 * DAY)]
 #[case::configured(
-    CacheTtlConfig { firmware_build: Duration::from_secs(90), ..CacheTtlConfig::default() },
+    CacheTtlConfig::default().with(&cache_compilation::ttl::FIRMWARE_BUILD, Duration::from_secs(90)),
     Duration::from_secs(90)
 )]
 fn builds_live_the_configured_firmware_build_ttl(
@@ -103,4 +103,12 @@ fn builds_live_the_configured_firmware_build_ttl(
     assert!(compilation.builds.get(&inputs).unwrap().is_some());
     clock.advance(SECOND);
     assert_eq!(compilation.builds.get(&inputs).unwrap(), None);
+}
+
+#[test]
+fn defect_03_repository_level_is_30_days_and_branch_level_1_day() {
+    // The original mapped the repository level to 1 day.
+    let ttls = CacheTtlConfig::default();
+    assert_eq!(ttls.get(&cache_compilation::ttl::WORKSPACE_BASE), 30 * DAY);
+    assert_eq!(ttls.get(&cache_compilation::ttl::WORKSPACE_BRANCH), DAY);
 }

@@ -113,12 +113,19 @@ fn each_key_takes_its_level_from_the_config(
         ttl_of(&CacheTtlConfig::default()),
         Some(Duration::from_secs(default_days * 24 * 3600))
     );
-    let all_one_minute = CacheTtlConfig {
-        layout_processing: Duration::from_secs(60),
-        layout_comparison: Duration::from_secs(60),
-        layout_bookmarks: Duration::from_secs(60),
-        ..CacheTtlConfig::default()
-    };
+    let all_one_minute = CacheTtlConfig::default()
+        .with(
+            &cache_layout::ttl::LAYOUT_PROCESSING,
+            Duration::from_secs(60),
+        )
+        .with(
+            &cache_layout::ttl::LAYOUT_COMPARISON,
+            Duration::from_secs(60),
+        )
+        .with(
+            &cache_layout::ttl::LAYOUT_BOOKMARKS,
+            Duration::from_secs(60),
+        );
     assert_eq!(ttl_of(&all_one_minute), Some(Duration::from_secs(60)));
     assert_eq!(<ProcessedLayoutKey<String> as CacheKey>::TAG, LAYOUT_TAG);
     assert_eq!(LAYOUT_TAG, "layout");

@@ -263,12 +263,19 @@ fn each_level_reads_its_ttl_from_the_config(
     #[case] probe: Probe,
 ) {
     let config = UserCacheConfig {
-        ttls: CacheTtlConfig {
-            layout_processing: Duration::from_secs(60),
-            layout_comparison: Duration::from_secs(60),
-            layout_bookmarks: Duration::from_secs(60),
-            ..CacheTtlConfig::default()
-        },
+        ttls: CacheTtlConfig::default()
+            .with(
+                &cache_layout::ttl::LAYOUT_PROCESSING,
+                Duration::from_secs(60),
+            )
+            .with(
+                &cache_layout::ttl::LAYOUT_COMPARISON,
+                Duration::from_secs(60),
+            )
+            .with(
+                &cache_layout::ttl::LAYOUT_BOOKMARKS,
+                Duration::from_secs(60),
+            ),
         ..config_with(&root, &clock)
     };
     let layouts = open(&coordinator, &config);

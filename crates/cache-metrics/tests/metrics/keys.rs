@@ -42,10 +42,10 @@ fn the_key_lives_in_the_metrics_tag_and_expires_after_the_configured_level() {
     assert_eq!(METRICS_TAG, "metrics");
     assert_eq!(key.default_ttl(), Some(Duration::from_secs(7 * 24 * 3600)));
 
-    let short = CacheTtlConfig {
-        metrics_sessions: Duration::from_secs(60),
-        ..CacheTtlConfig::default()
-    };
+    let short = CacheTtlConfig::default().with(
+        &cache_metrics::ttl::METRICS_SESSIONS,
+        Duration::from_secs(60),
+    );
     let key_with_short_ttl = SessionKey::new(&id, &short);
     assert_eq!(
         key_with_short_ttl.default_ttl(),

@@ -158,7 +158,7 @@ fn delete_removes_one_session(root: TempDir, coordinator: Coordinator, clock: Ar
 
 #[rstest]
 #[case::default_seven_days(CacheTtlConfig::default(), 7 * DAY)]
-#[case::overridden(CacheTtlConfig { metrics_sessions: Duration::from_secs(3600), ..CacheTtlConfig::default() }, Duration::from_secs(3600))]
+#[case::overridden(CacheTtlConfig::default().with(&cache_metrics::ttl::METRICS_SESSIONS, Duration::from_secs(3600)), Duration::from_secs(3600))]
 fn a_session_expires_after_the_configured_level(
     root: TempDir,
     coordinator: Coordinator,

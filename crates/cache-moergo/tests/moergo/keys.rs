@@ -107,14 +107,24 @@ fn public_lists_take_the_standard_ttl_only_with_glove80_standard(
 
 #[test]
 fn every_key_takes_its_ttl_from_the_config() {
-    let ttls = CacheTtlConfig {
-        moergo_layout_config: Duration::from_secs(1),
-        moergo_public_layouts: Duration::from_secs(2),
-        moergo_public_layouts_standard: Duration::from_secs(3),
-        moergo_versions: Duration::from_secs(4),
-        moergo_firmware_downloads: Duration::from_secs(5),
-        ..CacheTtlConfig::default()
-    };
+    let ttls = CacheTtlConfig::default()
+        .with(
+            &cache_moergo::ttl::MOERGO_LAYOUT_CONFIG,
+            Duration::from_secs(1),
+        )
+        .with(
+            &cache_moergo::ttl::MOERGO_PUBLIC_LAYOUTS,
+            Duration::from_secs(2),
+        )
+        .with(
+            &cache_moergo::ttl::MOERGO_PUBLIC_LAYOUTS_STANDARD,
+            Duration::from_secs(3),
+        )
+        .with(&cache_moergo::ttl::MOERGO_VERSIONS, Duration::from_secs(4))
+        .with(
+            &cache_moergo::ttl::MOERGO_FIRMWARE_DOWNLOADS,
+            Duration::from_secs(5),
+        );
     let secs = |n| Some(Duration::from_secs(n));
     let standard = PublicLayoutTags::new(["glove80-standard"]).unwrap();
     assert_eq!(LayoutConfigKey::new(&uuid(), &ttls).default_ttl(), secs(1));

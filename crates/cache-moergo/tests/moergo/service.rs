@@ -201,12 +201,10 @@ fn each_level_reads_its_ttl_from_the_config(
     #[case] probe: Probe,
 ) {
     let config = UserCacheConfig {
-        ttls: CacheTtlConfig {
-            moergo_layout_config: MINUTE,
-            moergo_public_layouts_standard: MINUTE,
-            moergo_firmware_downloads: MINUTE,
-            ..CacheTtlConfig::default()
-        },
+        ttls: CacheTtlConfig::default()
+            .with(&cache_moergo::ttl::MOERGO_LAYOUT_CONFIG, MINUTE)
+            .with(&cache_moergo::ttl::MOERGO_PUBLIC_LAYOUTS_STANDARD, MINUTE)
+            .with(&cache_moergo::ttl::MOERGO_FIRMWARE_DOWNLOADS, MINUTE),
         ..config_with(&root, &clock)
     };
     let moergo = open(&coordinator, &config);
