@@ -113,7 +113,7 @@ const NEWEST_ENTRY_FORMAT: u8 = 6;
 
 /// The entry header stored in front of every value.
 ///
-/// Layout (little endian):
+/// Format (little endian):
 /// `kind:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never; an expiry at
 /// the epoch is stored as 1) | crc32:u32 | payload`,
 /// where `kind` is 4 (inline: the payload is the value), 5 (blob: the payload is a [`BlobRef`])

@@ -464,10 +464,10 @@ mod tests {
     #[case("enabled", false)]
     #[case("no", false)]
     fn kill_switch_values(#[case] value: &str, #[case] disables: bool) {
-        let tag = Tag::new("layout").unwrap();
+        let tag = Tag::new("thumbnails").unwrap();
         let global = Environment::from_pairs([("GLOVEBOX_CACHE_GLOBAL", value)]);
-        let per_tag = Environment::from_pairs([("GLOVEBOX_CACHE_LAYOUT", value)]);
-        let other_tag = Environment::from_pairs([("GLOVEBOX_CACHE_METRICS", value)]);
+        let per_tag = Environment::from_pairs([("GLOVEBOX_CACHE_THUMBNAILS", value)]);
+        let other_tag = Environment::from_pairs([("GLOVEBOX_CACHE_REPORTS", value)]);
         assert_eq!(global.kill_switch_disables(&tag), disables);
         assert_eq!(per_tag.kill_switch_disables(&tag), disables);
         assert!(!other_tag.kill_switch_disables(&tag));

@@ -1,4 +1,4 @@
-//! Directories owned by entries (the compilation domain's workspaces): staged under
+//! Directories owned by entries (a domain's trees of files): staged under
 //! `<root>/<tag>/dirs/.staging/`, moved to `<root>/<tag>/dirs/<name>` inside the write
 //! transaction that records their entry, counted in the tag's size limit, and removed with the
 //! entry.

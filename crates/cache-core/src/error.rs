@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn key_display_quotes_text_and_hexes_binary() {
-        assert_eq!(KeyDisplay::new(b"layout:42").to_string(), "\"layout:42\"");
+        assert_eq!(KeyDisplay::new(b"thumb:42").to_string(), "\"thumb:42\"");
         assert_eq!(KeyDisplay::new(&[0, 255, 16]).to_string(), "0x00ff10");
     }
 

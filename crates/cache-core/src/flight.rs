@@ -76,10 +76,10 @@ pub trait FlightWork {
 /// # fn main() -> Result<(), CacheError> {
 /// let root = tempfile::tempdir().expect("temp dir");
 /// let coordinator = Coordinator::new();
-/// let cache = coordinator.get_shared_cache_instance(root.path(), "layout", CacheOptions::default())?;
+/// let cache = coordinator.get_shared_cache_instance(root.path(), "thumbnails", CacheOptions::default())?;
 /// let ttl = Some(Duration::from_secs(600));
 ///
-/// // However many threads and processes ask at once, one of them renders the layout.
+/// // However many threads and processes ask at once, one of them renders the thumbnail.
 /// let rendered = cache.get_or_compute(b"render:42", ttl, || Ok::<_, CacheError>(b"<svg/>".to_vec()))?;
 /// assert_eq!(rendered, b"<svg/>");
 /// // Later callers read it; their closure does not run.

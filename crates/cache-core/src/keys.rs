@@ -22,7 +22,7 @@ const MAP_CONTEXT: &str = "glovebox-cache 2026-11 key from map v1";
 /// ```
 /// use cache_core::keys::from_parts;
 /// assert_ne!(from_parts(["a", "", "b"]), from_parts(["a", "b"]));
-/// assert_eq!(from_parts(["zmk", "main"]).len(), 64);
+/// assert_eq!(from_parts(["repo", "main"]).len(), 64);
 /// ```
 pub fn from_parts<P: AsRef<[u8]>>(parts: impl IntoIterator<Item = P>) -> String {
     let mut hasher = blake3::Hasher::new_derive_key(PARTS_CONTEXT);
@@ -86,7 +86,7 @@ pub fn from_reader(mut reader: impl Read) -> io::Result<String> {
 /// The canonical (lower-case, hyphenated) form of a UUID given in the 8-4-4-4-12 hex form, in any
 /// case; `None` for anything else.
 ///
-/// Domains key entries by UUIDs (sessions, layouts, bookmarks); parsing them to one canonical
+/// Domains key entries by UUIDs (sessions, documents, bookmarks); parsing them to one canonical
 /// form first makes `ABC...` and `abc...` one key, and refuses text that is not a UUID before it
 /// reaches a key. Only the hyphenated form is accepted: braces, `urn:uuid:` and the 32-digit
 /// simple form are refused rather than guessed at. The version and variant bits are not checked,
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn defect_12_keys_are_full_width() {
-        let key = from_parts(["zmk"]);
+        let key = from_parts(["repo"]);
         assert_eq!(key.len(), 64, "256-bit hash as hex");
         assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
     }

@@ -35,11 +35,11 @@
 //! # fn main() -> Result<(), cache_core::CacheError> {
 //! let root = tempfile::tempdir().expect("temp dir");
 //! let coordinator = Coordinator::new();
-//! let cache = coordinator.get_shared_cache_instance(root.path(), "compilation", CacheOptions::default())?;
-//! cache.set(b"build:42", b"firmware bytes", Some(Duration::from_secs(3600)))?;
-//! assert_eq!(cache.get(b"build:42")?, Some(b"firmware bytes".to_vec()));
+//! let cache = coordinator.get_shared_cache_instance(root.path(), "thumbnails", CacheOptions::default())?;
+//! cache.set(b"image:42", b"image bytes", Some(Duration::from_secs(3600)))?;
+//! assert_eq!(cache.get(b"image:42")?, Some(b"image bytes".to_vec()));
 //!
-//! let again = coordinator.get_shared_cache_instance(root.path(), "compilation", CacheOptions::default())?;
+//! let again = coordinator.get_shared_cache_instance(root.path(), "thumbnails", CacheOptions::default())?;
 //! assert!(std::sync::Arc::ptr_eq(&cache, &again));
 //! coordinator.reset()?; // flushes and closes; never deletes data
 //! # Ok(())
@@ -55,7 +55,7 @@
 //! # fn main() -> Result<(), CacheError> {
 //! let root = tempfile::tempdir().expect("temp dir");
 //! let coordinator = Coordinator::new();
-//! let cache = coordinator.get_shared_cache_instance(root.path(), "layout", CacheOptions::default())?;
+//! let cache = coordinator.get_shared_cache_instance(root.path(), "reports", CacheOptions::default())?;
 //! let runs = std::sync::atomic::AtomicUsize::new(0);
 //! std::thread::scope(|scope| {
 //!     for _ in 0..4 {

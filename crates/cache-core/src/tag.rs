@@ -24,7 +24,7 @@ impl Tag {
     ///
     /// ```
     /// use cache_core::Tag;
-    /// assert!(Tag::new("compilation").is_ok());
+    /// assert!(Tag::new("thumbnails").is_ok());
     /// assert!(Tag::new("../etc").is_err());
     /// ```
     pub fn new(name: &str) -> Result<Self> {
@@ -132,7 +132,7 @@ mod tests {
     #[case::parent("..")]
     #[case::traversal("../etc")]
     #[case::slash("a/b")]
-    #[case::upper("Compilation")]
+    #[case::upper("Thumbnails")]
     #[case::space("my tag")]
     #[case::dot("v1.0")]
     #[case::nul("a\0b")]
@@ -146,8 +146,8 @@ mod tests {
     }
 
     #[rstest]
-    #[case("compilation")]
-    #[case("metrics")]
+    #[case("thumbnails")]
+    #[case("reports")]
     #[case("version_check")]
     #[case("cli-completion")]
     #[case("0")]

@@ -89,7 +89,7 @@ impl TtlLevel {
 }
 
 /// The levels of the original program's own core (templates and validation results), which no
-/// crate of this workspace caches and so no domain crate declares. They are declared here only
+/// crate here caches and so no domain crate declares. They are declared here only
 /// so that their names and defaults stay the original's (7 days, 3 days); nothing reads them.
 pub const UNCLAIMED_TTL_LEVELS: [TtlLevel; 2] = [
     TtlLevel::new("core_templates", Duration::from_secs(7 * 24 * 3600)),
@@ -100,8 +100,8 @@ pub const UNCLAIMED_TTL_LEVELS: [TtlLevel; 2] = [
 /// does not name takes the default its domain declared ([`TtlLevel`]).
 ///
 /// In a config file (any serde format) it is a map from level names to whole seconds, for
-/// example `{"workspace_base": 3600}`. In the environment, `GLOVEBOX_CACHE_TTL_<NAME>` (the
-/// name in upper case, for example `GLOVEBOX_CACHE_TTL_WORKSPACE_BASE=3600`) sets one level;
+/// example `{"some_level": 3600}`. In the environment, `GLOVEBOX_CACHE_TTL_<NAME>` (the
+/// name in upper case, for example `GLOVEBOX_CACHE_TTL_SOME_LEVEL=3600`) sets one level;
 /// see [`CacheTtlConfig::from_env`]. A time to live is at least one second: to stop caching a
 /// domain, use its kill switch (`GLOVEBOX_CACHE_<TAG>=false`), not a zero TTL.
 ///

@@ -22,14 +22,14 @@ use crate::manager::{AnyFormat, CacheManager};
 /// use std::time::Duration;
 /// use cache_core::CacheKey;
 ///
-/// struct LayoutKey { content_hash: String }
+/// struct ThumbnailKey { content_hash: String }
 ///
-/// impl CacheKey for LayoutKey {
+/// impl CacheKey for ThumbnailKey {
 ///     type Value = String;
-///     const TAG: &'static str = "layout";
+///     const TAG: &'static str = "thumbnails";
 ///     const SCHEMA_VERSION: u32 = 1;
 ///     fn default_ttl(&self) -> Option<Duration> { Some(Duration::from_secs(7 * 24 * 3600)) }
-///     fn key_bytes(&self) -> Vec<u8> { format!("processed:{}", self.content_hash).into_bytes() }
+///     fn key_bytes(&self) -> Vec<u8> { format!("thumb:{}", self.content_hash).into_bytes() }
 /// }
 /// ```
 pub trait CacheKey {
