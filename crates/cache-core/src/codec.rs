@@ -391,6 +391,93 @@ mod tests {
         assert_eq!(payload, b"payload");
     }
 
+    /// The entry format byte by byte, as `docs/design.md` ("Entry") states it. Changing any
+    /// offset or width here changes the on-disk format: bump the kind bytes and update the doc.
+    #[test]
+    fn entry_header_layout_is_the_documented_one() {
+        let header = EntryHeader {
+            kind: EntryKind::Blob,
+            format: ValueFormat {
+                codec: CodecId::Bincode2,
+                schema_version: 0x0403_0201,
+            },
+            created_ms: 0x1817_1615_1413_1211,
+            expires_ms: Some(0x2827_2625_2423_2221),
+        };
+        let key = b"some key";
+        let payload = BlobRef {
+            hash: [0xab; 32],
+            len: 0x3837_3635_3433_3231,
+        }
+        .encode();
+        let bytes = header.encode_with(key, &payload);
+
+        assert_eq!(ENTRY_HEADER_LEN, 26);
+        assert_eq!(bytes.len(), 26 + 40);
+        assert_eq!(
+            bytes[0], 5,
+            "offset 0: kind (4 inline, 5 blob, 6 directory)"
+        );
+        assert_eq!(bytes[1], 1, "offset 1: codec (0 raw, 1 bincode 2)");
+        assert_eq!(
+            bytes[2..6],
+            [0x01, 0x02, 0x03, 0x04],
+            "offset 2: schema, u32 LE"
+        );
+        assert_eq!(
+            bytes[6..14],
+            [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18],
+            "offset 6: created ms, u64 LE"
+        );
+        assert_eq!(
+            bytes[14..22],
+            [0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28],
+            "offset 14: expires ms, u64 LE"
+        );
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&(key.len() as u64).to_le_bytes());
+        crc.update(key);
+        crc.update(&bytes[..22]);
+        crc.update(&bytes[26..]);
+        assert_eq!(
+            bytes[22..26],
+            crc.finalize().to_le_bytes(),
+            "offset 22: CRC-32 of key length (u64 LE), key, bytes 0..22 and payload, u32 LE"
+        );
+        assert_eq!(bytes[26..58], [0xab; 32], "blob payload: blake3 hash");
+        assert_eq!(
+            bytes[58..66],
+            [0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38],
+            "blob payload: length, u64 LE"
+        );
+
+        // Never expires: 0. An expiry at the epoch itself: 1.
+        let never = EntryHeader {
+            expires_ms: None,
+            ..header
+        };
+        assert_eq!(never.encode_with(key, b"")[14..22], [0; 8]);
+        let epoch = EntryHeader {
+            expires_ms: Some(0),
+            ..header
+        };
+        assert_eq!(epoch.encode_with(key, b"")[14..22], 1u64.to_le_bytes());
+
+        // A directory entry's payload: size u64 LE, name length u8, name, then the value.
+        let directory = DirRef {
+            name: "0123456789abcdef0123456789abcdef",
+            size: 0x4847_4645_4443_4241,
+        }
+        .encode_with(b"value");
+        assert_eq!(
+            directory[..8],
+            [0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48]
+        );
+        assert_eq!(directory[8], 32);
+        assert_eq!(&directory[9..41], b"0123456789abcdef0123456789abcdef");
+        assert_eq!(&directory[41..], b"value");
+    }
+
     #[test]
     fn every_changed_bit_and_every_other_key_fails_the_checksum() {
         let header = EntryHeader {
