@@ -394,7 +394,7 @@ mod tests {
     /// The entry format byte by byte, as `docs/design.md` ("Entry") states it. Changing any
     /// offset or width here changes the on-disk format: bump the kind bytes and update the doc.
     #[test]
-    fn entry_header_layout_is_the_documented_one() {
+    fn entry_bytes_are_the_documented_ones() {
         let header = EntryHeader {
             kind: EntryKind::Blob,
             format: ValueFormat {
