@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cache_compilation::{CompilationCache, WorkspaceDetails, WorkspaceId};
-use cache_core::{
-    CacheOptions, CacheTtlConfig, Clock, Coordinator, Environment, ManualClock, UserCacheConfig,
-};
+use cache_core::{CacheTtlConfig, Clock, Coordinator, ManualClock};
 use cache_layout::{InputHash, LayoutCache};
 use cache_metrics::{MetricsCache, SessionId, SessionMetrics};
 use cache_moergo::{ApiDocument, LayoutUuid, MoergoCache};
+use cache_test_support::{clock, config_with, coordinator, root};
 use rstest::{fixture, rstest};
 use tempfile::TempDir;
 
@@ -65,19 +64,10 @@ impl Domains {
 
 /// One root, one coordinator (seeing an empty environment), one config with a manual clock, and
 /// one entry written through each domain.
+/// (`root`, `coordinator` and `clock` are the shared fixtures of `cache-test-support`.)
 #[fixture]
-fn domains() -> Domains {
-    let root = tempfile::tempdir().expect("temp dir");
-    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
-    let clock = Arc::new(ManualClock::new(1_767_225_600_000));
-    let config = UserCacheConfig {
-        cache_path: Some(root.path().to_owned()),
-        options: CacheOptions {
-            clock: clock.clone(),
-            ..CacheOptions::default()
-        },
-        ..UserCacheConfig::default()
-    };
+fn domains(root: TempDir, coordinator: Coordinator, clock: Arc<ManualClock>) -> Domains {
+    let config = config_with(&root, &clock);
     let metrics = MetricsCache::open(&coordinator, &config).expect("open metrics");
     let layouts = LayoutCache::open(&coordinator, &config).expect("open layout");
     let moergo = MoergoCache::open(&coordinator, &config).expect("open moergo");
