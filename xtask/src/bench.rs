@@ -3,9 +3,8 @@
 //!
 //! The Rust columns come from the `compare` bench of cache-core (run in release by `cargo
 //! bench`), the diskcache column from `xtask/bench/diskcache_bench.py` in a venv under `target/`.
-//! Both print one JSON line per workload and column; this module parses them (a small parser:
-//! the lines are flat objects of numbers and strings, not worth a dependency) and renders the
-//! table. The targets are those of the design's "Performance targets"; a target that is not met
+//! Both print one JSON line per workload and column; this module parses them (`serde_json`) and
+//! renders the table. The targets are those of the design's "Performance targets"; a target that is not met
 //! is marked `MISSED`, never left out.
 
 use std::collections::BTreeMap;
@@ -17,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 
+use crate::flags::BenchArgs;
 use crate::shell::{self, Shell};
 
 /// Entries of the small-value workloads in a full run; `--quick` uses a tenth.
@@ -40,7 +40,7 @@ const WORKLOADS: [&str; 7] = [
     "rss_cli",
 ];
 
-/// What the command line asked for.
+/// What the command line asked for, with the defaults applied.
 struct Options {
     n: u64,
     repetitions: u64,
@@ -49,54 +49,31 @@ struct Options {
 }
 
 impl Options {
-    fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut quick = false;
-        let mut n = None;
-        let mut repetitions = None;
-        let mut words = arguments.iter();
-        while let Some(word) = words.next() {
-            match word.as_str() {
-                "--quick" => quick = true,
-                "--n" => n = Some(parse_count(words.next(), "--n")?),
-                "--reps" => repetitions = Some(parse_count(words.next(), "--reps")?),
-                other => bail!("bench: unknown argument `{other}` (see `cargo xtask help`)"),
-            }
-        }
-        let n = n.unwrap_or(if quick { QUICK_N } else { DEFAULT_N });
-        if n < 4 {
-            bail!("bench: --n must be at least 4 (four writer processes share it)");
-        }
-        let mut command_line = "cargo xtask bench".to_owned();
-        for argument in arguments {
+    /// `args` with the defaults applied (`--quick`: N = 10 000 and 2 repetitions); `typed` is the
+    /// arguments after `cargo xtask`, for the report.
+    fn new(args: BenchArgs, typed: &[String]) -> Self {
+        let (default_n, default_repetitions) = if args.quick {
+            (QUICK_N, QUICK_REPETITIONS)
+        } else {
+            (DEFAULT_N, DEFAULT_REPETITIONS)
+        };
+        let mut command_line = "cargo xtask".to_owned();
+        for argument in typed {
             command_line.push(' ');
             command_line.push_str(argument);
         }
-        Ok(Options {
-            n,
-            repetitions: repetitions.unwrap_or(if quick {
-                QUICK_REPETITIONS
-            } else {
-                DEFAULT_REPETITIONS
-            }),
+        Options {
+            n: args.n.unwrap_or(default_n),
+            repetitions: args.reps.unwrap_or(default_repetitions),
             command_line,
-        })
+        }
     }
-}
-
-fn parse_count(word: Option<&String>, flag: &str) -> anyhow::Result<u64> {
-    let word = word.with_context(|| format!("bench: {flag} needs a number"))?;
-    let count: u64 = word
-        .parse()
-        .with_context(|| format!("bench: {flag} {word}: not a whole number"))?;
-    if count == 0 {
-        bail!("bench: {flag} must be at least 1");
-    }
-    Ok(count)
 }
 
 /// Runs the benchmark and writes `docs/benchmarks.md`.
-pub(crate) fn run(arguments: &[String]) -> anyhow::Result<()> {
-    let options = Options::parse(arguments)?;
+/// `typed` is the command line after `cargo xtask`, as typed, for the report.
+pub(crate) fn run(args: BenchArgs, typed: &[String]) -> anyhow::Result<()> {
+    let options = Options::new(args, typed);
     let shell = Shell::new().context("while preparing to run the benchmark")?;
     let root = shell.project_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
@@ -264,7 +241,8 @@ fn parse_records(output: &str) -> anyhow::Result<Vec<Record>> {
         if !line.starts_with('{') {
             continue;
         }
-        let value = json::parse(line).with_context(|| format!("while parsing `{line}`"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("while parsing `{line}`"))?;
         let field = |name: &str| {
             value
                 .get(name)
@@ -278,13 +256,13 @@ fn parse_records(output: &str) -> anyhow::Result<Vec<Record>> {
         };
         let number = |name: &str| -> anyhow::Result<f64> {
             field(name)?
-                .as_number()
+                .as_f64()
                 .with_context(|| format!("`{name}` is not a number in `{line}`"))
         };
         let mut extra = BTreeMap::new();
-        if let Some(json::Value::Object(members)) = value.get("extra") {
+        if let Some(serde_json::Value::Object(members)) = value.get("extra") {
             for (name, member) in members {
-                if let Some(number) = member.as_number() {
+                if let Some(number) = member.as_f64() {
                     extra.insert(name.clone(), number);
                 }
             }
@@ -741,205 +719,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// Just enough JSON for the result lines: objects, strings and numbers are kept; booleans, null
-/// and arrays are parsed and dropped, as no result uses them.
-mod json {
-    use anyhow::{Context as _, bail};
-
-    #[derive(Debug)]
-    pub(super) enum Value {
-        Number(f64),
-        String(String),
-        Object(Vec<(String, Value)>),
-        /// `true`, `false`, `null` or an array: accepted, not kept.
-        Other,
-    }
-
-    impl Value {
-        pub(super) fn get(&self, name: &str) -> Option<&Value> {
-            match self {
-                Value::Object(members) => members
-                    .iter()
-                    .find(|(member, _)| member == name)
-                    .map(|(_, value)| value),
-                _ => None,
-            }
-        }
-
-        pub(super) fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::String(text) => Some(text),
-                _ => None,
-            }
-        }
-
-        pub(super) fn as_number(&self) -> Option<f64> {
-            match self {
-                Value::Number(number) => Some(*number),
-                _ => None,
-            }
-        }
-    }
-
-    pub(super) fn parse(text: &str) -> anyhow::Result<Value> {
-        let mut parser = Parser { text, position: 0 };
-        let value = parser.value()?;
-        parser.skip_whitespace();
-        if parser.position != text.len() {
-            bail!(
-                "unexpected text after the value at byte {}",
-                parser.position
-            );
-        }
-        Ok(value)
-    }
-
-    struct Parser<'a> {
-        text: &'a str,
-        position: usize,
-    }
-
-    impl Parser<'_> {
-        fn rest(&self) -> &str {
-            self.text.get(self.position..).unwrap_or("")
-        }
-
-        fn peek(&self) -> Option<char> {
-            self.rest().chars().next()
-        }
-
-        fn skip_whitespace(&mut self) {
-            let rest = self.rest();
-            self.position += rest.len() - rest.trim_start().len();
-        }
-
-        fn expect(&mut self, expected: char) -> anyhow::Result<()> {
-            self.skip_whitespace();
-            if self.peek() != Some(expected) {
-                bail!("expected `{expected}` at byte {}", self.position);
-            }
-            self.position += expected.len_utf8();
-            Ok(())
-        }
-
-        fn value(&mut self) -> anyhow::Result<Value> {
-            self.skip_whitespace();
-            match self.peek() {
-                Some('{') => self.object(),
-                Some('[') => self.array(),
-                Some('"') => self.string().map(Value::String),
-                Some('t') => self.literal("true"),
-                Some('f') => self.literal("false"),
-                Some('n') => self.literal("null"),
-                Some(_) => self.number(),
-                None => bail!("unexpected end of input"),
-            }
-        }
-
-        fn literal(&mut self, word: &str) -> anyhow::Result<Value> {
-            if !self.rest().starts_with(word) {
-                bail!("expected `{word}` at byte {}", self.position);
-            }
-            self.position += word.len();
-            Ok(Value::Other)
-        }
-
-        fn number(&mut self) -> anyhow::Result<Value> {
-            let rest = self.rest();
-            let length = rest
-                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E')))
-                .unwrap_or(rest.len());
-            let number: f64 = rest[..length]
-                .parse()
-                .with_context(|| format!("expected a value at byte {}", self.position))?;
-            self.position += length;
-            Ok(Value::Number(number))
-        }
-
-        fn string(&mut self) -> anyhow::Result<String> {
-            self.expect('"')?;
-            let mut text = String::new();
-            let mut characters = self.rest().char_indices();
-            while let Some((offset, character)) = characters.next() {
-                match character {
-                    '"' => {
-                        self.position += offset + 1;
-                        return Ok(text);
-                    }
-                    '\\' => {
-                        let escaped = match characters.next().map(|(_, escaped)| escaped) {
-                            Some('n') => '\n',
-                            Some('t') => '\t',
-                            Some('r') => '\r',
-                            Some('b') => '\u{8}',
-                            Some('f') => '\u{c}',
-                            Some('u') => {
-                                let hex: String =
-                                    characters.by_ref().take(4).map(|(_, c)| c).collect();
-                                u32::from_str_radix(&hex, 16)
-                                    .ok()
-                                    .and_then(char::from_u32)
-                                    .unwrap_or('\u{fffd}')
-                            }
-                            Some(other) => other,
-                            None => bail!("unterminated escape in a string"),
-                        };
-                        text.push(escaped);
-                    }
-                    other => text.push(other),
-                }
-            }
-            bail!("unterminated string starting before byte {}", self.position)
-        }
-
-        fn array(&mut self) -> anyhow::Result<Value> {
-            self.expect('[')?;
-            self.skip_whitespace();
-            if self.peek() == Some(']') {
-                self.position += 1;
-                return Ok(Value::Other);
-            }
-            loop {
-                self.value()?;
-                self.skip_whitespace();
-                match self.peek() {
-                    Some(',') => self.position += 1,
-                    Some(']') => {
-                        self.position += 1;
-                        return Ok(Value::Other);
-                    }
-                    _ => bail!("expected `,` or `]` at byte {}", self.position),
-                }
-            }
-        }
-
-        fn object(&mut self) -> anyhow::Result<Value> {
-            self.expect('{')?;
-            let mut members = Vec::new();
-            self.skip_whitespace();
-            if self.peek() == Some('}') {
-                self.position += 1;
-                return Ok(Value::Object(members));
-            }
-            loop {
-                self.skip_whitespace();
-                let name = self.string()?;
-                self.expect(':')?;
-                members.push((name, self.value()?));
-                self.skip_whitespace();
-                match self.peek() {
-                    Some(',') => self.position += 1,
-                    Some('}') => {
-                        self.position += 1;
-                        return Ok(Value::Object(members));
-                    }
-                    _ => bail!("expected `,` or `}}` at byte {}", self.position),
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

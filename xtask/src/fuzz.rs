@@ -8,16 +8,15 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::flags::FuzzArgs;
 use crate::shell::{Shell, Step};
 
 /// The targets in `fuzz/fuzz_targets/`, run in this order.
 const TARGETS: [&str; 2] = ["entry_decoder", "key_and_tag"];
 
-const DEFAULT_SECONDS: u64 = 30;
-
-/// Parses the options, checks the tools, and runs every target.
-pub(crate) fn run(options: &[String]) -> anyhow::Result<()> {
-    let seconds = parse_seconds(options)?;
+/// Checks the tools, and runs every target for `options.seconds` each.
+pub(crate) fn run(options: FuzzArgs) -> anyhow::Result<()> {
+    let seconds = options.seconds;
     let shell = Shell::new().context("while preparing to fuzz")?;
     if !shell.succeeds_quietly(&Step::cargo_on("nightly", "nightly", &["--version"])) {
         bail!(
@@ -65,17 +64,4 @@ pub(crate) fn run(options: &[String]) -> anyhow::Result<()> {
         println!("  {line}");
     }
     Ok(())
-}
-
-fn parse_seconds(options: &[String]) -> anyhow::Result<u64> {
-    match options {
-        [] => Ok(DEFAULT_SECONDS),
-        [flag, value] if flag == "--seconds" => value
-            .parse()
-            .with_context(|| format!("fuzz: --seconds takes a number of seconds, not {value:?}")),
-        _ => bail!(
-            "fuzz: unknown options `{}`; usage: cargo xtask fuzz [--seconds N]",
-            options.join(" ")
-        ),
-    }
 }

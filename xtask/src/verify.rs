@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::flags::VerifyArgs;
 use crate::shell::{Shell, Step};
 
 /// Lines the coordination example must print, each on a line of its own.
@@ -28,49 +29,13 @@ const COORDINATION_EXPECTED_LINES: [&str; 3] = [
 /// The value the CLI session stores and must read back.
 const CLI_VALUE: &str = "hello from glovebox-cache";
 
-/// What the command line asked of `verify`.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Options {
-    /// `--repeat N`: run the test step N times and summarise; `None` runs it once, as CI does.
-    repeat: Option<u32>,
-    /// `--stress`: a spinning thread on every core while verify runs.
-    stress: bool,
-}
-
-impl Options {
-    fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Options::default();
-        let mut words = arguments.iter();
-        while let Some(word) = words.next() {
-            match word.as_str() {
-                "--repeat" => {
-                    let count = words
-                        .next()
-                        .context("verify: --repeat needs a number of runs")?;
-                    let count: u32 = count
-                        .parse()
-                        .with_context(|| format!("verify: --repeat {count}: not a whole number"))?;
-                    if count == 0 {
-                        bail!("verify: --repeat must be at least 1");
-                    }
-                    options.repeat = Some(count);
-                }
-                "--stress" => options.stress = true,
-                other => bail!("verify: unknown argument `{other}` (see `cargo xtask help`)"),
-            }
-        }
-        Ok(options)
-    }
-
-    /// Whether the test step runs in the summarised form (any option given).
-    fn summarises(&self) -> bool {
-        self.repeat.is_some() || self.stress
-    }
+/// Whether the test step runs in the summarised form (any option given).
+fn summarises(options: &VerifyArgs) -> bool {
+    options.repeat.is_some() || options.stress
 }
 
 /// Runs every step; the error names the step that failed.
-pub(crate) fn run(arguments: &[String]) -> anyhow::Result<()> {
-    let options = Options::parse(arguments)?;
+pub(crate) fn run(options: VerifyArgs) -> anyhow::Result<()> {
     let shell = Shell::new().context("while preparing to run the verify steps")?;
     // Held until verify returns, on every path: its drop stops the hogs. A Ctrl-C ends this
     // process and its threads with it, so no hog outlives verify.
@@ -137,7 +102,7 @@ pub(crate) fn run(arguments: &[String]) -> anyhow::Result<()> {
 
     for step in &streamed_steps {
         // With options, the test step is replaced by the repeated, summarised runs.
-        if step.name == "test" && options.summarises() {
+        if step.name == "test" && summarises(&options) {
             run_tests_repeatedly(&shell, options.repeat.unwrap_or(1), options.stress)
                 .with_context(|| format!("verify: step '{}' failed", step.name))?;
             continue;
@@ -382,45 +347,17 @@ impl FailedTests {
 mod tests {
     use super::*;
 
-    fn words(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
-    }
-
     #[test]
     fn no_options_is_what_ci_runs() {
-        let options = Options::parse(&[]).unwrap();
-        assert_eq!(options, Options::default());
-        assert!(!options.summarises());
-    }
-
-    #[test]
-    fn repeat_and_stress_parse_in_any_order() {
-        let expected = Options {
-            repeat: Some(20),
+        assert!(!summarises(&VerifyArgs::default()));
+        assert!(summarises(&VerifyArgs {
+            repeat: None,
             stress: true,
-        };
-        assert_eq!(
-            Options::parse(&words("--repeat 20 --stress")).unwrap(),
-            expected
-        );
-        assert_eq!(
-            Options::parse(&words("--stress --repeat 20")).unwrap(),
-            expected
-        );
-        assert!(Options::parse(&words("--stress")).unwrap().summarises());
-    }
-
-    #[test]
-    fn bad_options_are_clear_errors() {
-        for (line, expected) in [
-            ("--repeat", "needs a number"),
-            ("--repeat x", "not a whole number"),
-            ("--repeat 0", "at least 1"),
-            ("--fast", "unknown argument `--fast`"),
-        ] {
-            let error = Options::parse(&words(line)).unwrap_err().to_string();
-            assert!(error.contains(expected), "{line}: {error}");
-        }
+        }));
+        assert!(summarises(&VerifyArgs {
+            repeat: Some(1),
+            stress: false,
+        }));
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::time::SystemTime;
 
 use cache_core::{CacheError, CachedDirectory, SingleFlight};
 
+use crate::context::Context;
 use crate::error::{CompilationError, Result};
 use crate::keys::{BUILD_KEY_PREFIX, BuildInputs};
 use crate::metadata::{self, BuildArtifact, BuildMetadata};
 use crate::progress::{Progress, ProgressStage, Tracker};
-use crate::service::Context;
 use crate::tree::{self, Node, NodeKind, Transfer, Tree, is_real_dir, slash_path};
 
 /// File name endings of firmware artifacts, as the original's patterns (`*.uf2`, ...).

@@ -1,13 +1,16 @@
-//! `DockerImageCache`: whether a docker image was available, remembered for an hour.
+//! `DockerImageCache`: whether a docker image was available, remembered for an hour; and its
+//! key, `DockerImageKey` (its bytes follow the scheme of `keys.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use cache_core::keys::from_parts;
 use cache_core::{CacheKey, ErrorChain, TypedCache};
 
+use crate::context::Context;
 use crate::error::{CompilationError, Result};
-use crate::keys::DockerImageKey;
+use crate::keys::{COMPILATION_TAG, DOCKER_IMAGE_KEY_PREFIX, DOMAIN, check_name};
 use crate::metadata::DockerImageCheck;
-use crate::service::Context;
 
 /// Docker image availability checks, kept for
 /// [`CompilationOptions::docker_image_check_ttl`](crate::CompilationOptions::docker_image_check_ttl)
@@ -62,5 +65,43 @@ impl DockerImageCache {
     /// Forgets the check of `image`; whether there was one.
     pub fn delete(&self, image: &str) -> Result<bool> {
         Ok(self.context.cache.delete(&self.key(image)?.key_bytes())?)
+    }
+}
+
+/// The key of one docker image's availability check, with the TTL it is stored for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerImageKey {
+    image: String,
+    ttl: Duration,
+}
+
+impl DockerImageKey {
+    /// The check of `image` (`zmkfirmware/zmk-build-arm:stable`), kept for `ttl`.
+    pub fn new(image: &str, ttl: Duration) -> Result<Self> {
+        check_name("docker image", image)?;
+        Ok(DockerImageKey {
+            image: image.to_owned(),
+            ttl,
+        })
+    }
+
+    /// The image.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+}
+
+impl CacheKey for DockerImageKey {
+    type Value = DockerImageCheck;
+    const TAG: &'static str = COMPILATION_TAG;
+    const SCHEMA_VERSION: u32 = 1;
+
+    fn default_ttl(&self) -> Option<Duration> {
+        Some(self.ttl)
+    }
+
+    fn key_bytes(&self) -> Vec<u8> {
+        let hash = from_parts([DOMAIN, "docker-image", &self.image]);
+        format!("{DOCKER_IMAGE_KEY_PREFIX}{hash}").into_bytes()
     }
 }

@@ -5,7 +5,7 @@
 //! | workspace, repository level | `workspace:repo:<R>` |
 //! | workspace, repository + branch level | `workspace:branch:<R>:<B>` |
 //! | build artifacts | `build:<H>` |
-//! | docker image check | `docker-image:<H>` |
+//! | docker image check (`DockerImageKey`, in `docker.rs`) | `docker-image:<H>` |
 //!
 //! `<R>`, `<B>`, `<H>` are [`cache_core::keys::from_parts`] hashes (blake3, 64 hex digits) over
 //! the domain, the kind and the identifying parts, so two different inputs never share a key
@@ -16,14 +16,10 @@
 //! repository needs: the original's delete never reached repo+branch entries, its defect 11).
 //! Changing any of this orphans stored entries: the golden values are tested.
 
-use std::time::Duration;
-
-use cache_core::CacheKey;
 use cache_core::keys::from_parts;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CompilationError, Result};
-use crate::metadata::DockerImageCheck;
 
 /// The tag every key of this crate lives in.
 pub const COMPILATION_TAG: &str = "compilation";
@@ -37,7 +33,7 @@ pub const DOCKER_IMAGE_KEY_PREFIX: &str = "docker-image:";
 
 const REPOSITORY_LEVEL_PREFIX: &str = "workspace:repo:";
 const BRANCH_LEVEL_PREFIX: &str = "workspace:branch:";
-const DOMAIN: &str = "compilation";
+pub(crate) const DOMAIN: &str = "compilation";
 /// Longest repository, branch or image name accepted, in bytes.
 const MAX_NAME_BYTES: usize = 1024;
 
@@ -137,7 +133,7 @@ pub(crate) fn repository_key_prefixes(repository: &str) -> [Vec<u8>; 2] {
     ]
 }
 
-fn check_name(what: &'static str, value: &str) -> Result<()> {
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
     let reason = if value.is_empty() {
         "it is empty"
     } else if value.len() > MAX_NAME_BYTES {
@@ -253,43 +249,5 @@ impl BuildInputs {
             &optional(&self.shield),
         ]);
         format!("{BUILD_KEY_PREFIX}{hash}").into_bytes()
-    }
-}
-
-/// The key of one docker image's availability check, with the TTL it is stored for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DockerImageKey {
-    image: String,
-    ttl: Duration,
-}
-
-impl DockerImageKey {
-    /// The check of `image` (`zmkfirmware/zmk-build-arm:stable`), kept for `ttl`.
-    pub fn new(image: &str, ttl: Duration) -> Result<Self> {
-        check_name("docker image", image)?;
-        Ok(DockerImageKey {
-            image: image.to_owned(),
-            ttl,
-        })
-    }
-
-    /// The image.
-    pub fn image(&self) -> &str {
-        &self.image
-    }
-}
-
-impl CacheKey for DockerImageKey {
-    type Value = DockerImageCheck;
-    const TAG: &'static str = COMPILATION_TAG;
-    const SCHEMA_VERSION: u32 = 1;
-
-    fn default_ttl(&self) -> Option<Duration> {
-        Some(self.ttl)
-    }
-
-    fn key_bytes(&self) -> Vec<u8> {
-        let hash = from_parts([DOMAIN, "docker-image", &self.image]);
-        format!("{DOCKER_IMAGE_KEY_PREFIX}{hash}").into_bytes()
     }
 }

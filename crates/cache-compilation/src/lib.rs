@@ -67,6 +67,7 @@
 
 mod archive;
 mod build;
+mod context;
 mod docker;
 mod error;
 mod keys;
@@ -79,18 +80,19 @@ mod workspace;
 
 pub use archive::ArchiveFormat;
 pub use build::{BuildService, CachedBuild, is_artifact};
-pub use docker::DockerImageCache;
+pub use context::CompilationOptions;
+pub use docker::{DockerImageCache, DockerImageKey};
 pub use error::{CompilationError, Result};
 pub use keys::{
-    BUILD_KEY_PREFIX, BuildInputs, COMPILATION_TAG, DOCKER_IMAGE_KEY_PREFIX, DockerImageKey,
-    WORKSPACE_KEY_PREFIX, WorkspaceId, WorkspaceLevel,
+    BUILD_KEY_PREFIX, BuildInputs, COMPILATION_TAG, DOCKER_IMAGE_KEY_PREFIX, WORKSPACE_KEY_PREFIX,
+    WorkspaceId, WorkspaceLevel,
 };
 pub use metadata::{
     BuildArtifact, BuildMetadata, DockerImageCheck, WorkspaceDetails, WorkspaceMetadata,
     WorkspaceOrigin,
 };
 pub use progress::{Progress, ProgressStage};
-pub use service::{CompilationCache, CompilationOptions, create_compilation_cache_service};
+pub use service::{CompilationCache, create_compilation_cache_service};
 pub use tree::{GitHandling, WORKSPACE_COMPONENTS};
 pub use workspace::{
     CachedWorkspace, ExportOptions, ExportReport, STALE_WORKSPACE_AGE, WorkspaceService,

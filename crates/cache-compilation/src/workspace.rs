@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use cache_core::{CachedDirectory, ErrorChain};
 
 use crate::archive::{self, ArchiveFormat};
+use crate::context::Context;
 use crate::error::{CompilationError, Result};
 use crate::keys::{WORKSPACE_KEY_PREFIX, WorkspaceId, WorkspaceLevel, repository_key_prefixes};
 use crate::metadata::{self, WorkspaceDetails, WorkspaceMetadata, WorkspaceOrigin};
 use crate::progress::{Progress, ProgressStage, Tracker};
-use crate::service::Context;
 use crate::tree::{
     self, GitHandling, Transfer, Tree, WORKSPACE_COMPONENTS, is_real_dir, workspace_keeps,
 };

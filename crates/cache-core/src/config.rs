@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{CacheError, Result};
@@ -197,8 +197,7 @@ impl Clock for ManualClock {
 }
 
 /// One shared system clock, so that default options compare equal (clocks compare by identity).
-static SYSTEM_CLOCK: once_cell::sync::Lazy<Arc<dyn Clock>> =
-    once_cell::sync::Lazy::new(|| Arc::new(SystemClock));
+static SYSTEM_CLOCK: LazyLock<Arc<dyn Clock>> = LazyLock::new(|| Arc::new(SystemClock));
 
 /// Settings of one cache instance. Build with `CacheOptions::default()` and struct update syntax.
 ///

@@ -3,9 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use once_cell::sync::Lazy;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crate::config::{CacheOptions, CacheStrategy, Environment, UserCacheConfig};
 use crate::error::{CacheError, ErrorChain, Result};
@@ -187,7 +185,7 @@ impl Coordinator {
     }
 }
 
-static DEFAULT_COORDINATOR: Lazy<Coordinator> = Lazy::new(Coordinator::new);
+static DEFAULT_COORDINATOR: LazyLock<Coordinator> = LazyLock::new(Coordinator::new);
 
 /// The process-wide coordinator used by the free functions.
 pub fn default_coordinator() -> &'static Coordinator {

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 use std::time::Duration;
 
-use cache_core::{CacheKey, CacheTtlConfig, KeyDisplay, keys};
+use cache_core::{CacheTtlConfig, KeyDisplay, keys};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -141,21 +141,13 @@ macro_rules! layout_key {
             }
         }
 
-        impl<V: LayoutValue> CacheKey for $name<V> {
-            type Value = V;
-            const TAG: &'static str = LAYOUT_TAG;
-            const SCHEMA_VERSION: u32 = V::SCHEMA_VERSION;
-
-            fn default_ttl(&self) -> Option<Duration> {
-                Some(self.ttl)
-            }
-
-            fn key_bytes(&self) -> Vec<u8> {
-                let $key = self;
-                let hash = keys::from_parts($parts);
-                [$prefix.as_slice(), hash.as_bytes()].concat()
-            }
-        }
+        cache_core::impl_prefixed_key!(impl[V: LayoutValue] for $name<V> {
+            value: V,
+            tag: LAYOUT_TAG,
+            schema_version: V::SCHEMA_VERSION,
+            prefix: $prefix,
+            parts: |$key| $parts,
+        });
     };
 }
 

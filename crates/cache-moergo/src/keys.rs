@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cache_core::{CacheKey, CacheTtlConfig, KeyDisplay, keys};
+use cache_core::{CacheTtlConfig, KeyDisplay, keys};
 
 use crate::error::{MoergoError, Result};
 use crate::values::{
@@ -27,21 +27,13 @@ macro_rules! moergo_key {
             ttl: Duration,
         }
 
-        impl CacheKey for $name {
-            type Value = $value;
-            const TAG: &'static str = MOERGO_TAG;
-            const SCHEMA_VERSION: u32 = 1;
-
-            fn default_ttl(&self) -> Option<Duration> {
-                Some(self.ttl)
-            }
-
-            fn key_bytes(&self) -> Vec<u8> {
-                let $key = self;
-                let hash = keys::from_parts($parts);
-                [$prefix.as_slice(), hash.as_bytes()].concat()
-            }
-        }
+        cache_core::impl_prefixed_key!(impl for $name {
+            value: $value,
+            tag: MOERGO_TAG,
+            schema_version: 1,
+            prefix: $prefix,
+            parts: |$key| $parts,
+        });
     };
 }
 

@@ -22,42 +22,19 @@ use std::time::Duration;
 use cache_compilation::{
     CompilationCache, CompilationOptions, Progress, WorkspaceDetails, WorkspaceId,
 };
-use cache_core::{CacheOptions, Coordinator, Environment, ManualClock, UserCacheConfig};
-use rstest::fixture;
+use cache_core::{Coordinator, ManualClock, UserCacheConfig};
 use tempfile::TempDir;
 
 pub(crate) const HOUR: Duration = Duration::from_secs(60 * 60);
 pub(crate) const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A temp directory for the cache root and the test's own files, removed when the test ends.
-#[fixture]
-pub(crate) fn root() -> TempDir {
-    tempfile::tempdir().unwrap()
-}
-
-/// A fresh coordinator that sees an empty environment, so that the developer's own
-/// `GLOVEBOX_CACHE_*` variables cannot change a test's outcome.
-#[fixture]
-pub(crate) fn coordinator() -> Coordinator {
-    Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
-}
-
-/// A clock standing at 2026-01-01, moved only by the test.
-#[fixture]
-pub(crate) fn clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(1_767_225_600_000))
-}
+// The shared fixtures: a temp directory (for the cache root and the test's own files), a fresh
+// coordinator, a manual clock.
+pub(crate) use cache_test_support::{clock, coordinator, root};
 
 /// A user config whose cache root is `<root>/cache` and whose clock is `clock`.
 pub(crate) fn config(root: &TempDir, clock: &Arc<ManualClock>) -> UserCacheConfig {
-    UserCacheConfig {
-        cache_path: Some(root.path().join("cache")),
-        options: CacheOptions {
-            clock: clock.clone(),
-            ..CacheOptions::default()
-        },
-        ..UserCacheConfig::default()
-    }
+    cache_test_support::config_with(root.path().join("cache"), clock)
 }
 
 /// The compilation cache for `config` with `options`.

@@ -11,38 +11,11 @@ mod registry;
 mod threads;
 mod typed;
 
-use std::sync::Arc;
-
-use cache_core::{CacheOptions, Coordinator, Environment, ManualClock, SharedCache};
-use rstest::fixture;
+use cache_core::{CacheOptions, Coordinator, SharedCache};
 use tempfile::TempDir;
 
-/// A temp cache root, removed when the test ends.
-#[fixture]
-pub(crate) fn root() -> TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-/// A fresh coordinator that sees an empty environment, so that the developer's own
-/// `GLOVEBOX_CACHE_*` variables cannot change a test's outcome.
-#[fixture]
-pub(crate) fn coordinator() -> Coordinator {
-    Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
-}
-
-/// A clock standing at a fixed, realistic time (2026-01-01), moved only by the test.
-#[fixture]
-pub(crate) fn clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(1_767_225_600_000))
-}
-
-/// Options that use `clock`.
-pub(crate) fn options_with(clock: &Arc<ManualClock>) -> CacheOptions {
-    CacheOptions {
-        clock: clock.clone(),
-        ..CacheOptions::default()
-    }
-}
+// The shared fixtures (temp root, fresh coordinator, manual clock) and options over the clock.
+pub(crate) use cache_test_support::{clock, coordinator, options_with, root};
 
 /// The name a temp file or staging directory gets from the process `pid` of the pid namespace
 /// `namespace` (`None`: this process's) on this boot of this machine, as the cache names them:

@@ -5,44 +5,13 @@ mod factory;
 mod keys;
 mod service;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cache_core::{CacheOptions, Clock, Coordinator, Environment, ManualClock, UserCacheConfig};
+use cache_core::{Clock, Coordinator, ManualClock, UserCacheConfig};
 use cache_metrics::MetricsCache;
-use rstest::fixture;
-use tempfile::TempDir;
 
-/// A temp cache root, removed when the test ends.
-#[fixture]
-pub(crate) fn root() -> TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-/// A fresh coordinator that sees an empty environment, so that the developer's own
-/// `GLOVEBOX_CACHE_*` variables cannot change a test's outcome.
-#[fixture]
-pub(crate) fn coordinator() -> Coordinator {
-    Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
-}
-
-/// A clock standing at 2026-01-01, moved only by the test.
-#[fixture]
-pub(crate) fn clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(1_767_225_600_000))
-}
-
-/// A user config rooted at `root`, measuring time with `clock`.
-pub(crate) fn config_with(root: &TempDir, clock: &Arc<ManualClock>) -> UserCacheConfig {
-    UserCacheConfig {
-        cache_path: Some(root.path().to_owned()),
-        options: CacheOptions {
-            clock: clock.clone(),
-            ..CacheOptions::default()
-        },
-        ..UserCacheConfig::default()
-    }
-}
+// The shared fixtures (temp root, fresh coordinator, manual clock) and the config over them.
+pub(crate) use cache_test_support::{clock, config_with, coordinator, root};
 
 /// The metrics service for `config` on `coordinator`.
 pub(crate) fn open(coordinator: &Coordinator, config: &UserCacheConfig) -> MetricsCache {
