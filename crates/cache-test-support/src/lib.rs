@@ -6,6 +6,8 @@
 //!   developer's own `GLOVEBOX_CACHE_*` variables cannot change a test's outcome.
 //! - [`clock`]: a [`ManualClock`] standing at [`START_MS`] (2026-01-01), moved only by the test.
 //! - [`options_with`] and [`config_with`]: options and a user config that use such a clock.
+//! - [`temp_name_of`]: the name the cache gives a temp file of a given process, to plant temp
+//!   files whose writer is alive, gone, or of another pid namespace.
 //!
 //! The first three are `rstest` fixtures: in a test binary a test names them as arguments
 //! (`#[rstest] fn stores(root: TempDir, coordinator: Coordinator)`); they are plain functions
@@ -67,4 +69,20 @@ pub fn config_with(root: impl AsRef<Path>, clock: &Arc<ManualClock>) -> UserCach
         options: options_with(clock),
         ..UserCacheConfig::default()
     }
+}
+
+/// The name the cache gives a temp file or staging directory written by process `pid` of the
+/// pid namespace `namespace` (`None`: this process's) on this boot of this machine:
+/// `<pid>-<pid namespace>-<boot id>-<suffix>` (`docs/design.md`, "Temp names").
+pub fn temp_name_of(pid: u32, namespace: Option<u64>, suffix: &str) -> String {
+    let link = std::fs::read_link("/proc/self/ns/pid").expect("/proc/self/ns/pid");
+    let own: u64 = link
+        .to_str()
+        .and_then(|text| text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
+        .expect("/proc/self/ns/pid reads pid:[inode]");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("/proc/sys/kernel/random/boot_id")
+        .trim()
+        .replace('-', "");
+    format!("{pid}-{}-{boot}-{suffix}", namespace.unwrap_or(own))
 }

@@ -383,7 +383,9 @@ fn trust_12_doctor_after_a_holder_was_killed_checks_everything_and_writes_nothin
         exited.wait().unwrap();
         exited.id()
     };
-    let stale = root.join("files/blobs/tmp").join(temp_name_of(gone, "0"));
+    let stale = root
+        .join("files/blobs/tmp")
+        .join(cache_test_support::temp_name_of(gone, None, "0"));
     std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
     std::fs::write(&stale, b"half a blob").unwrap();
     let database = sandbox.database("files");
@@ -462,20 +464,4 @@ fn trust_12_doctor_on_a_full_disk_checks_and_says_why_it_could_not_repair() {
         std::fs::read(&database).unwrap() == before,
         "neither run changed the database file"
     );
-}
-
-/// The name the cache gives a temp file of process `pid` of this pid namespace on this boot:
-/// `<pid>-<pid namespace>-<boot id>-<suffix>` (a writer that can be judged, so a gone one's temp
-/// is stale at once).
-fn temp_name_of(pid: u32, suffix: &str) -> String {
-    let link = std::fs::read_link("/proc/self/ns/pid").expect("/proc/self/ns/pid");
-    let namespace: u64 = link
-        .to_str()
-        .and_then(|text| text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
-        .expect("pid:[inode]");
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .expect("boot id")
-        .trim()
-        .replace('-', "");
-    format!("{pid}-{namespace}-{boot}-{suffix}")
 }

@@ -15,23 +15,7 @@ use cache_core::{CacheOptions, Coordinator, SharedCache};
 use tempfile::TempDir;
 
 // The shared fixtures (temp root, fresh coordinator, manual clock) and options over the clock.
-pub(crate) use cache_test_support::{clock, coordinator, options_with, root};
-
-/// The name a temp file or staging directory gets from the process `pid` of the pid namespace
-/// `namespace` (`None`: this process's) on this boot of this machine, as the cache names them:
-/// `<pid>-<pid namespace>-<boot id>-<suffix>`.
-pub(crate) fn temp_name_of(pid: u32, namespace: Option<u64>, suffix: &str) -> String {
-    let link = std::fs::read_link("/proc/self/ns/pid").expect("/proc/self/ns/pid");
-    let own: u64 = link
-        .to_str()
-        .and_then(|text| text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
-        .expect("pid:[inode]");
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .expect("boot id")
-        .trim()
-        .replace('-', "");
-    format!("{pid}-{}-{boot}-{suffix}", namespace.unwrap_or(own))
-}
+pub(crate) use cache_test_support::{clock, coordinator, options_with, root, temp_name_of};
 
 /// A temp name of a process that does not exist: no process has id 4 000 000 000 (pid_max is
 /// at most 2^22).
