@@ -500,17 +500,7 @@ fn trust_02_a_killed_blob_overwriter_never_loses_an_acknowledged_value() {
             last_acked.insert(key, seq);
         };
         while seen < acks_before_kill {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).expect("the worker's output") == 0 {
-                let mut stderr = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("the overwriter ended before the kill: {stderr}");
-            }
+            let line = next_line(&mut child, &mut stdout, "the kill");
             record(line.trim_end());
             seen += 1;
         }
@@ -621,17 +611,7 @@ fn kill_during(then: &str, announced: &str, test: u64, window_ms: u64) -> Mainte
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut filled = BTreeSet::new();
         loop {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).expect("the worker's output") == 0 {
-                let mut stderr = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("the worker ended before `{announced}`: {stderr}");
-            }
+            let line = next_line(&mut child, &mut stdout, &format!("`{announced}`"));
             if line.starts_with("flushed ") {
                 filled = blob_files(&root.path().join("fill"));
             }
@@ -730,4 +710,22 @@ fn trust_02_a_kill_during_cleanup_never_leaves_an_entry_without_its_blob() {
         outcome.failures.len(),
         outcome.failures.join("\n")
     );
+}
+
+/// The worker's next line of output; a worker that ended first fails the test with its stderr
+/// (it was waiting for `awaited`).
+fn next_line(
+    child: &mut std::process::Child,
+    stdout: &mut BufReader<std::process::ChildStdout>,
+    awaited: &str,
+) -> String {
+    let mut line = String::new();
+    if stdout.read_line(&mut line).expect("the worker's output") == 0 {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            pipe.read_to_string(&mut stderr).expect("the worker's stderr");
+        }
+        panic!("the worker ended before {awaited}: {stderr}");
+    }
+    line
 }
