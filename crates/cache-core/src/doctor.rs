@@ -40,14 +40,14 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase};
 
 use crate::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
-use crate::blobs::{BlobFiles, BlobRead};
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
-use crate::dirs::DirFiles;
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::{DATABASE_FILE_NAME, FileRegistration};
 use crate::fsys;
 use crate::manager::{CacheManager, CleanupReport};
+use crate::store::blobs::{BlobFiles, BlobRead};
+use crate::store::dirs::DirFiles;
 use crate::store::{EntryFiles, RedbCache, entries_with_files};
 use crate::tag::Tag;
 

@@ -73,13 +73,9 @@
 //! ```
 
 mod backend;
-mod blobs;
-mod budget;
 mod codec;
-mod committer;
 mod config;
 mod coordinator;
-mod dirs;
 mod doctor;
 mod error;
 mod files;
@@ -107,7 +103,6 @@ pub use coordinator::{
     get_cache_instance_count, get_cache_instance_keys, get_shared_cache_instance,
     reset_shared_cache_instances,
 };
-pub use dirs::{CachedDirectory, StagedDirectory};
 pub use doctor::{
     CheckFinding, CheckStatus, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
     diagnose_tag,
@@ -120,6 +115,7 @@ pub use manager::{
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;
+pub use store::dirs::{CachedDirectory, StagedDirectory};
 pub use tag::Tag;
 pub use ttl::CacheTtlConfig;
 pub use typed::{CacheKey, TypedCache};

@@ -2,7 +2,7 @@
 //! `MultiWriter` mode so that several processes share it.
 //!
 //! Writes are group-committed. `set` and `delete` go into this process's write buffer, where
-//! every thread of the process sees them at once; the commit thread ([`crate::committer`])
+//! every thread of the process sees them at once; the commit thread ([`crate::store::committer`])
 //! commits the buffer in one transaction when its oldest write is `commit_interval` old, and
 //! `flush`, `close` and drop commit at once. Every commit goes through [`RedbCache::write`]: the
 //! one place that takes the write lock, begins the transaction with a bounded wait, applies the
@@ -23,14 +23,10 @@ use redb::{
     TableHandle, TransactionError, WriteTransaction,
 };
 
-use crate::blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
-use crate::budget;
 use crate::codec::{
     BlobRef, DirRef, ENTRY_HEADER_LEN, EntryDecodeError, EntryHeader, EntryKind, ValueFormat,
 };
-use crate::committer::Committer;
 use crate::config::{CacheOptions, EvictionPolicy};
-use crate::dirs::{CachedDirectory, DirFiles, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::{
     FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files,
@@ -40,6 +36,14 @@ use crate::flight::{self, FlightWork, Flights};
 use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
+use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
+use committer::Committer;
+use dirs::{CachedDirectory, DirFiles, StagedDirectory};
+
+pub(crate) mod blobs;
+mod budget;
+mod committer;
+pub(crate) mod dirs;
 
 /// Key bytes -> entry header + value bytes.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
