@@ -491,7 +491,7 @@ impl RedbCache {
     }
 
     /// Commits buffered writes and access records, if any; called by the commit thread.
-    pub(crate) fn commit_pending_in_background(&self) -> Result<()> {
+    pub(super) fn commit_pending_in_background(&self) -> Result<()> {
         let idle = lock(&self.buffer).pending.is_empty() && lock(&self.access_pending).is_empty();
         if idle || self.is_closed() {
             return Ok(());

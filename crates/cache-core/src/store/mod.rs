@@ -64,7 +64,7 @@ use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMe
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
-use committer::Committer;
+use committer::{Committer, Tick};
 use dirs::{CachedDirectory, DirFiles, StagedDirectory};
 
 mod api;
@@ -197,13 +197,17 @@ impl RedbCache {
         });
         cache.ensure_tables()?;
         let thread_name = format!("cache-commit-{}", cache.tag);
+        let weak = Arc::downgrade(&cache);
+        let commit = Box::new(move || match weak.upgrade() {
+            None => Tick::Gone,
+            Some(cache) => match cache.commit_pending_in_background() {
+                Ok(()) => Tick::Done,
+                Err(_) => Tick::Failed,
+            },
+        });
         cache
             .committer
-            .start(
-                Arc::downgrade(&cache),
-                cache.options.commit_interval,
-                thread_name,
-            )
+            .start(commit, cache.options.commit_interval, thread_name)
             .map_err(|source| {
                 CacheError::io("starting the commit thread for", &cache.path, source)
             })?;
