@@ -10,25 +10,23 @@
 //! [`MAX_POLL`]) until that lease is released, marked failed, or goes stale (its owner has
 //! ended, or its deadline passed without renewal), and takes a stale lease over.
 //!
-//! Every lease write is a commit through `RedbCache::write`, the one write path: durable and
+//! Every lease write is a commit through the store's one write path (`LeaseStore::update_lease`): durable and
 //! visible to other processes when it returns. The release commits the computed value (which
 //! the caller's `set` buffered) in the same transaction, so a waiter that sees the lease gone
 //! finds the value. The protocol, its takeover rules and its limits are written up in
 //! `docs/caching-system.md`, "Single-flight computation".
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::config::{Clock, SystemClock};
+use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::ProcessIdentity;
-use crate::manager::CacheManager;
 use crate::stats::AtomicCounters;
-use crate::store::{LeaseWrite, RedbCache};
+use crate::tag::Tag;
 
 /// The first pause of a waiter polling another process's lease; doubled up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(2);
@@ -36,6 +34,37 @@ const FIRST_POLL: Duration = Duration::from_millis(2);
 const MAX_POLL: Duration = Duration::from_millis(50);
 /// The longest failure message kept in a lease record; longer ones are cut.
 const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// What a lease write does to a key's lease row.
+pub(crate) enum LeaseWrite {
+    /// Leave it as it is.
+    Keep,
+    /// Store this record.
+    Put(Vec<u8>),
+    /// Remove the row.
+    Remove,
+}
+
+/// What single flight needs of the store of one tag: its settings, its in-process flights, its
+/// counters, and its lease table. The store implements it (`store/leases.rs`), so this module
+/// does not depend on the store.
+pub(crate) trait LeaseStore: Sync {
+    fn options(&self) -> &CacheOptions;
+    fn tag(&self) -> &Tag;
+    fn flights(&self) -> &Flights;
+    fn counters(&self) -> &AtomicCounters;
+    /// Drops the read snapshot, so that the next read sees what other processes committed.
+    fn refresh_snapshot(&self);
+    /// The lease row of `key` as last committed by any process (a fresh read transaction).
+    fn read_lease(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Reads the lease row of `key` and changes it as `decide` says, in one commit through the
+    /// store's one write path: durable and visible to other processes when this returns.
+    fn update_lease<R>(
+        &self,
+        key: &[u8],
+        decide: impl FnOnce(Option<&[u8]>) -> (LeaseWrite, R),
+    ) -> Result<R>;
+}
 
 /// What [`FlightWork::look_up`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,147 +88,6 @@ pub trait FlightWork {
     fn compute(&mut self) -> std::result::Result<(), String>;
 }
 
-/// Single-flight computation, available on every [`CacheManager`] (including
-/// `Arc<dyn CacheManager>`).
-///
-/// On a miss, exactly one caller on the machine (any thread, any process using the same cache
-/// root) runs its computation; the others wait for it and return what it stored. Waiting is
-/// bounded by the instance's `timeout` ([`CacheError::FlightTimeout`], naming the key and the
-/// process computing it). When the computation a caller waited for fails, the caller tries again
-/// `flight_retries` times (default once), then returns [`CacheError::ComputationFailed`]. A
-/// disabled cache computes every time.
-///
-/// ```
-/// use std::time::Duration;
-/// use cache_core::{CacheError, CacheOptions, Coordinator, SingleFlight};
-///
-/// # fn main() -> Result<(), CacheError> {
-/// let root = tempfile::tempdir().expect("temp dir");
-/// let coordinator = Coordinator::new();
-/// let cache = coordinator.get_shared_cache_instance(root.path(), "layout", CacheOptions::default())?;
-/// let ttl = Some(Duration::from_secs(600));
-///
-/// // However many threads and processes ask at once, one of them renders the layout.
-/// let rendered = cache.get_or_compute(b"render:42", ttl, || Ok::<_, CacheError>(b"<svg/>".to_vec()))?;
-/// assert_eq!(rendered, b"<svg/>");
-/// // Later callers read it; their closure does not run.
-/// let again = cache.get_or_compute(b"render:42", ttl, || -> Result<Vec<u8>, CacheError> {
-///     unreachable!("the value is cached")
-/// })?;
-/// assert_eq!(again, rendered);
-/// assert_eq!(cache.get_stats()?.counters.computations, 1);
-/// # Ok(())
-/// # }
-/// ```
-pub trait SingleFlight: CacheManager {
-    /// The single-flight primitive: `lookup` finds the result (`None` on a miss); on a miss,
-    /// one caller on the machine runs `compute`, which must store the result where `lookup` finds
-    /// it, and the others wait and then call `lookup` again.
-    ///
-    /// `lookup` runs before anything else, once more after this caller takes the key's lease,
-    /// and after every wait; `compute` runs at most once, and its result (or error) is this
-    /// caller's. The error of a computation another caller ran reaches this one as
-    /// [`CacheError::ComputationFailed`] with the error's text (hence `E: Display`). If
-    /// `compute` panics, the lease is released as failed before the panic goes on, so no waiter
-    /// is left hanging. A `compute` that asks for the same key again waits for itself until the
-    /// timeout.
-    fn single_flight<T, E, L, F>(&self, key: &[u8], lookup: L, compute: F) -> Result<T, E>
-    where
-        E: From<CacheError> + Display,
-        L: FnMut() -> Result<Option<T>, E>,
-        F: FnOnce() -> Result<T, E>,
-    {
-        let mut work = Work {
-            lookup,
-            compute: Some(compute),
-            outcome: None,
-        };
-        let flown = self.run_single_flight(key, &mut work);
-        match (work.outcome, flown) {
-            (Some(outcome), _) => outcome,
-            (None, Err(err)) => Err(err.into()),
-            // A flight that ends without an answer, which no implementation does: computing
-            // is then the answer that is always right.
-            (None, Ok(())) => match work.compute {
-                Some(compute) => compute(),
-                None => Err(CacheError::ComputationFailed {
-                    tag: self.tag().to_string(),
-                    key: KeyDisplay::new(key),
-                    owner_pid: std::process::id(),
-                    message: "the computation ended without a result".to_owned(),
-                }
-                .into()),
-            },
-        }
-    }
-
-    /// The value under `key`, or `compute`'s, which is stored with `ttl`; on a miss, one caller
-    /// on the machine computes and the others receive what it stored (see [`SingleFlight`]).
-    ///
-    /// A failure to store the computed value does not lose it: the computing caller gets it and
-    /// the failure is logged, since the cache is an optimisation of `compute`, not its owner.
-    /// Waiters then find nothing and compute in their turn.
-    fn get_or_compute<E, F>(
-        &self,
-        key: &[u8],
-        ttl: Option<Duration>,
-        compute: F,
-    ) -> Result<Vec<u8>, E>
-    where
-        E: From<CacheError> + Display,
-        F: FnOnce() -> Result<Vec<u8>, E>,
-    {
-        self.single_flight(
-            key,
-            || self.get(key).map_err(E::from),
-            || {
-                let value = compute()?;
-                if let Err(err) = self.set(key, &value, ttl) {
-                    tracing::warn!(tag = %self.tag(), key = %KeyDisplay::new(key), error = %ErrorChain(&err), "computed value could not be cached");
-                }
-                Ok(value)
-            },
-        )
-    }
-}
-
-impl<C: CacheManager + ?Sized> SingleFlight for C {}
-
-/// [`FlightWork`] from two closures; the caller's answer ends up in `outcome`.
-struct Work<L, F, T, E> {
-    lookup: L,
-    compute: Option<F>,
-    outcome: Option<Result<T, E>>,
-}
-
-impl<L, F, T, E> FlightWork for Work<L, F, T, E>
-where
-    E: Display,
-    L: FnMut() -> Result<Option<T>, E>,
-    F: FnOnce() -> Result<T, E>,
-{
-    fn look_up(&mut self) -> Lookup {
-        match (self.lookup)() {
-            Ok(None) => Lookup::Missing,
-            found => {
-                self.outcome = found.transpose();
-                Lookup::Answered
-            }
-        }
-    }
-
-    fn compute(&mut self) -> std::result::Result<(), String> {
-        let Some(compute) = self.compute.take() else {
-            debug_assert!(false, "a flight computes at most once");
-            return Ok(());
-        };
-        let computed = compute();
-        let failure = computed.as_ref().err().map(ToString::to_string);
-        self.outcome = Some(computed);
-        failure.map_or(Ok(()), Err)
-    }
-}
-
 /// The flight of a cache that coordinates nothing: look, and compute on a miss.
 pub(crate) fn run_alone(work: &mut dyn FlightWork) {
     if work.look_up() == Lookup::Missing {
@@ -209,7 +97,7 @@ pub(crate) fn run_alone(work: &mut dyn FlightWork) {
 }
 
 /// The single flight of `key` in `store` (see the module documentation).
-pub(crate) fn run(store: &RedbCache, key: &[u8], work: &mut dyn FlightWork) -> Result<()> {
+pub(crate) fn run<S: LeaseStore>(store: &S, key: &[u8], work: &mut dyn FlightWork) -> Result<()> {
     let wait = Wait::start(store.options().timeout);
     let mut retries_left = store.options().flight_retries;
     loop {
@@ -255,17 +143,17 @@ pub(crate) fn run(store: &RedbCache, key: &[u8], work: &mut dyn FlightWork) -> R
 }
 
 /// A lease and the leadership of its key in this process, held together.
-struct Held<'s, 'f> {
+struct Held<'s, 'f, S: LeaseStore> {
     /// Declared first, so that it drops first when a panic unwinds: the lease row says
     /// "failed" before this process's waiters wake, and a waiter that retries finds the lease
     /// free instead of waiting for the row to change.
-    lease: Lease<'s>,
+    lease: Lease<'s, S>,
     leadership: Leadership<'f>,
 }
 
 /// Computes under the lease (unless the result appeared meanwhile), renewing it while the
 /// computation runs, then releases it and tells this process's waiters, in that order.
-fn lead(store: &RedbCache, held: Held<'_, '_>, work: &mut dyn FlightWork) {
+fn lead<S: LeaseStore>(store: &S, held: Held<'_, '_, S>, work: &mut dyn FlightWork) {
     // Another process may have released this key's lease, with its value, just before we took
     // it; the snapshot may be older than that.
     store.refresh_snapshot();
@@ -299,7 +187,11 @@ fn lead(store: &RedbCache, held: Held<'_, '_>, work: &mut dyn FlightWork) {
 /// Runs `compute` while a scoped thread renews `lease` every third of the lease duration. If
 /// `compute` panics, the renewal stops (its channel closes as the stack unwinds) before the
 /// panic goes on.
-fn with_renewal<R>(store: &RedbCache, lease: &Lease<'_>, compute: impl FnOnce() -> R) -> R {
+fn with_renewal<S: LeaseStore, R>(
+    store: &S,
+    lease: &Lease<'_, S>,
+    compute: impl FnOnce() -> R,
+) -> R {
     let every = (store.options().lease_duration / 3).max(Duration::from_millis(1));
     std::thread::scope(|scope| {
         let (stop, stopped) = mpsc::channel::<()>();
@@ -353,7 +245,7 @@ impl Wait {
             .filter(|left| !left.is_zero())
     }
 
-    fn timed_out(&self, store: &RedbCache, key: &[u8], owner_pid: u32) -> CacheError {
+    fn timed_out<S: LeaseStore>(&self, store: &S, key: &[u8], owner_pid: u32) -> CacheError {
         AtomicCounters::add(&store.counters().errors, 1);
         let err = CacheError::FlightTimeout {
             tag: store.tag().to_string(),
@@ -679,9 +571,9 @@ fn classify(row: Option<&[u8]>, watched: Option<LeaseId>, now_ms: u64) -> Seen {
 }
 
 /// How a leader's attempt on the lease ended.
-enum Acquired<'s> {
+enum Acquired<'s, S: LeaseStore> {
     /// It holds the lease: compute.
-    Lease(Lease<'s>),
+    Lease(Lease<'s, S>),
     /// The lease it waited on was released: look again.
     Finished,
     /// The computation it waited on failed.
@@ -689,12 +581,12 @@ enum Acquired<'s> {
 }
 
 /// Takes the lease of `key`, or waits for its owner and says how that owner's flight ended.
-fn acquire<'s>(
-    store: &'s RedbCache,
+fn acquire<'s, S: LeaseStore>(
+    store: &'s S,
     key: &[u8],
     leadership: &Leadership<'_>,
     wait: &Wait,
-) -> Result<Acquired<'s>> {
+) -> Result<Acquired<'s, S>> {
     let lease_duration = store.options().lease_duration;
     let mut watched: Option<LeaseId> = None;
     let mut poll = FIRST_POLL;
@@ -770,14 +662,14 @@ fn acquire<'s>(
 /// A lease this caller holds. Dropped without [`Lease::release`] (the computation panicked),
 /// it is released as failed, so waiters in other processes learn it at once instead of at the
 /// deadline.
-struct Lease<'s> {
-    store: &'s RedbCache,
+struct Lease<'s, S: LeaseStore> {
+    store: &'s S,
     key: Vec<u8>,
     id: LeaseId,
     released: bool,
 }
 
-impl Lease<'_> {
+impl<S: LeaseStore> Lease<'_, S> {
     /// Pushes the deadline one lease duration past now; `false` when the lease is no longer
     /// this one's (taken over after a missed deadline).
     fn renew(&self) -> Result<bool> {
@@ -833,7 +725,7 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl<S: LeaseStore> Drop for Lease<'_, S> {
     fn drop(&mut self) {
         if !self.released {
             let message = if std::thread::panicking() {
@@ -875,6 +767,8 @@ mod tests {
     use super::*;
     use crate::config::CacheOptions;
     use crate::files::prepare_root;
+    use crate::manager::SingleFlight;
+    use crate::store::RedbCache;
     use crate::tag::Tag;
 
     fn open_in(root: &Path, options: CacheOptions) -> Arc<RedbCache> {

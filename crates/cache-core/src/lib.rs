@@ -109,9 +109,10 @@ pub use doctor::{
 };
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
-pub use flight::{FlightWork, Lookup, SingleFlight};
+pub use flight::{FlightWork, Lookup};
 pub use manager::{
     AnyFormat, CacheManager, CleanupReport, Compaction, DisabledCache, EntryMetadata, SharedCache,
+    SingleFlight,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;

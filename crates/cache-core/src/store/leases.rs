@@ -3,20 +3,11 @@
 //! (`commit.rs`).
 
 use super::*;
+use crate::flight::LeaseStore;
 
 /// Single-flight leases: key bytes -> the lease record of the computation of that key
 /// (`flight.rs` encodes it). Created by the first lease written; absent means no lease.
 const LEASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leases");
-
-/// What [`RedbCache::update_lease`] does to a key's lease row.
-pub(crate) enum LeaseWrite {
-    /// Leave it as it is.
-    Keep,
-    /// Store this record.
-    Put(Vec<u8>),
-    /// Remove the row.
-    Remove,
-}
 
 /// The storage side of single-flight (`flight.rs`): the in-process flights, the lease table,
 /// and the counters it keeps.
@@ -72,5 +63,39 @@ impl RedbCache {
     /// now (a waiter whose computation finished elsewhere reads the result at once).
     pub(crate) fn refresh_snapshot(&self) {
         lock(&self.buffer).snapshot = None;
+    }
+}
+
+impl LeaseStore for RedbCache {
+    fn options(&self) -> &CacheOptions {
+        RedbCache::options(self)
+    }
+
+    fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    fn flights(&self) -> &Flights {
+        RedbCache::flights(self)
+    }
+
+    fn counters(&self) -> &AtomicCounters {
+        RedbCache::counters(self)
+    }
+
+    fn refresh_snapshot(&self) {
+        RedbCache::refresh_snapshot(self);
+    }
+
+    fn read_lease(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        RedbCache::read_lease(self, key)
+    }
+
+    fn update_lease<R>(
+        &self,
+        key: &[u8],
+        decide: impl FnOnce(Option<&[u8]>) -> (LeaseWrite, R),
+    ) -> Result<R> {
+        RedbCache::update_lease(self, key, decide)
     }
 }

@@ -59,7 +59,7 @@ use crate::files::{
     FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files,
     quarantine_and_start_fresh,
 };
-use crate::flight::{self, FlightWork, Flights};
+use crate::flight::{self, FlightWork, Flights, LeaseWrite};
 use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
@@ -84,7 +84,6 @@ mod tests;
 
 use buffer::*;
 use handle::*;
-pub(crate) use leases::LeaseWrite;
 pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;
 use tables::*;
