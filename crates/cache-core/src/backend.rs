@@ -5,7 +5,7 @@
 //!   blocking lock methods wait in `fcntl(F_OFD_SETLKW)` without a limit, so an open, a read
 //!   transaction or a commit behind another process stopped (SIGSTOP, a debugger) or hung in the
 //!   middle of a commit waited forever. Here those methods poll the non-blocking variants with a
-//!   backoff until a deadline (the instance's `timeout`), then fail with [`LockWaitTimedOut`],
+//!   backoff until a deadline (the instance's `timeout`), then fail with [`LockWaitTimedOut`](crate::error::LockWaitTimedOut),
 //!   which [`CacheError::database`] turns into [`CacheError::LockTimeout`].
 //! - [`OverlayBackend`]: a copy-on-write view of the file, for checking it without writing to it.
 //!   Reads come from the file, writes stay in memory, so redb can run its crash recovery and its
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use redb::backends::FileBackend;
 use redb::{BackendError, ConcurrencyMode, Database, DatabaseError, StorageBackend, StorageError};
 
-use crate::error::{CacheError, Result};
+use crate::error::{CacheError, LockWaitTimedOut, Result, lock_wait_timed_out};
 
 /// The first pause between two attempts at a lock another process holds; it doubles up to
 /// [`LONGEST_PAUSE`]. Short, because the common holder (a commit writing the header) is done in
@@ -154,38 +154,6 @@ pub(crate) fn is_corruption(err: &DatabaseError) -> bool {
         ),
         _ => false,
     }
-}
-
-/// A wait for a lock that another process held past the deadline. The lock was not taken.
-#[derive(Debug)]
-pub(crate) struct LockWaitTimedOut {
-    /// How long this wait lasted.
-    pub(crate) waited: Duration,
-}
-
-impl std::fmt::Display for LockWaitTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "another process held a lock on the file for more than {:?}",
-            self.waited
-        )
-    }
-}
-
-impl std::error::Error for LockWaitTimedOut {}
-
-/// How long the wait that failed `err` lasted, when `err` is a [`LockWaitTimedOut`] (as redb
-/// passes a backend's error on: boxed, or inside an I/O error).
-pub(crate) fn lock_wait_timed_out(err: &redb::Error) -> Option<Duration> {
-    let inner: &(dyn std::error::Error + 'static) = match err {
-        redb::Error::Backend(inner) => inner.as_ref(),
-        redb::Error::Io(io) => io.get_ref()?,
-        _ => return None,
-    };
-    inner
-        .downcast_ref::<LockWaitTimedOut>()
-        .map(|timed_out| timed_out.waited)
 }
 
 /// How long a handle's lock waits may last: each at most `timeout`, and during the open, all of

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
-use crate::files::ProcessIdentity;
+use crate::process::ProcessIdentity;
 use crate::stats::AtomicCounters;
 use crate::tag::Tag;
 

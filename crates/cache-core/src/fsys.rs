@@ -41,7 +41,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{CacheError, Result};
-use crate::files::ProcessIdentity;
+use crate::process::ProcessIdentity;
 
 /// A temp file or staging directory older than this is debris whatever its writer: long enough
 /// for any single write or import, and the only way a temp whose writer cannot be judged

@@ -86,6 +86,7 @@ mod fsys;
 pub mod fuzzing;
 pub mod keys;
 mod manager;
+mod process;
 mod stats;
 mod store;
 mod tag;
