@@ -76,6 +76,7 @@ mod backend;
 mod codec;
 mod config;
 mod coordinator;
+mod directory;
 mod doctor;
 mod error;
 mod files;
@@ -104,6 +105,7 @@ pub use coordinator::{
     get_cache_instance_count, get_cache_instance_keys, get_shared_cache_instance,
     reset_shared_cache_instances,
 };
+pub use directory::{CachedDirectory, StagedDirectory};
 pub use doctor::{
     CheckFinding, CheckStatus, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
     diagnose_tag,
@@ -117,7 +119,6 @@ pub use manager::{
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;
-pub use store::dirs::{CachedDirectory, StagedDirectory};
 pub use tag::Tag;
 pub use ttl::CacheTtlConfig;
 pub use typed::{CacheKey, TypedCache};

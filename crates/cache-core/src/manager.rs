@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::codec::ValueFormat;
+use crate::directory::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::TempOutput;
 use crate::flight::{FlightWork, Lookup};
 use crate::stats::{CacheStats, Counters};
-use crate::store::dirs::{CachedDirectory, StagedDirectory};
 use crate::tag::Tag;
 
 /// A cache of byte values under byte keys, in one tag.

@@ -54,6 +54,7 @@ use crate::codec::{
     BlobRef, DirRef, ENTRY_HEADER_LEN, EntryDecodeError, EntryHeader, EntryKind, ValueFormat,
 };
 use crate::config::{CacheOptions, EvictionPolicy};
+use crate::directory::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::{
     FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files,
@@ -65,7 +66,7 @@ use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
-use dirs::{CachedDirectory, DirFiles, StagedDirectory};
+use dirs::DirFiles;
 
 mod api;
 pub(crate) mod blobs;
