@@ -267,17 +267,7 @@ impl CacheManager for RedbCache {
             lock(&self.access_pending).clear();
             self.write(|tables, _| {
                 // One by one, so that blobs and directories go with their entries.
-                let keys: Vec<Vec<u8>> = tables
-                    .entries
-                    .iter()
-                    .or_db(self)?
-                    .map(|row| row.map(|(key, _)| key.value().to_vec()))
-                    .collect::<StorageResult<_>>()
-                    .or_db(self)?;
-                for key in keys {
-                    tables.remove(&key).or_db(self)?;
-                }
-                tables.access.retain(|_, _| false).or_db(self)?;
+                tables.clear().or_db(self)?;
                 Ok(())
             })
         })
@@ -385,9 +375,9 @@ impl CacheManager for RedbCache {
             report.temp_files += self.blob_files.remove_stale_temps()?;
             report.temp_files += self.dir_files.remove_stale_staging()?;
             let aftermath = self.write_counting(|tables, now| {
-                tables.last_cleanup_ms = Some(now);
+                tables.mark_cleanup(now);
                 let mut doomed: Vec<Vec<u8>> = Vec::new();
-                for row in tables.entries.iter().or_db(self)? {
+                for row in tables.entries().iter().or_db(self)? {
                     let (key, stored) = row.or_db(self)?;
                     let key = key.value();
                     match EntryHeader::decode(key, stored.value()) {
@@ -420,7 +410,7 @@ impl CacheManager for RedbCache {
                 for key in &doomed {
                     tables.remove(key).or_db(self)?;
                 }
-                tables.expired += report.expired;
+                tables.count_expired(report.expired);
                 let referenced = self.recount(tables)?;
                 // Inside the transaction: no other process can be publishing a blob or a
                 // directory (that happens under the write lock too), so a file without an entry
@@ -428,14 +418,14 @@ impl CacheManager for RedbCache {
                 // are removed after its commit (a kill before then must not leave its doomed
                 // entries committed without their files), not counted as orphans.
                 for (hash, _) in self.blob_files.list()? {
-                    let released = tables.released_blobs.iter().any(|blob| blob.hash == hash);
+                    let released = tables.releases_blob(&hash);
                     if !referenced.blobs.contains_key(&hash) && !released {
                         self.blob_files.remove(&BlobRef { hash, len: 0 })?;
                         report.orphan_files += 1;
                     }
                 }
                 for name in self.dir_files.list()? {
-                    if !referenced.dirs.contains(&name) && !tables.released_dirs.contains(&name) {
+                    if !referenced.dirs.contains(&name) && !tables.releases_dir(&name) {
                         self.dir_files.remove(&name)?;
                         report.orphan_files += 1;
                     }

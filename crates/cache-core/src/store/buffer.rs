@@ -254,11 +254,7 @@ impl RedbCache {
             .header(EntryKind::Blob, format, ttl)
             .encode_with(key, &blob.encode());
         self.write(|tables, _| {
-            let shared = tables
-                .blobs
-                .get(blob.hash.as_slice())
-                .or_db(self)?
-                .is_some_and(|row| row.value().0 > 0);
+            let shared = tables.is_blob_referenced(&blob).or_db(self)?;
             if shared && self.blob_files.is_present(&blob) {
                 drop(staged);
             } else {

@@ -255,7 +255,7 @@ impl RedbCache {
     ) -> Result<()> {
         for suspect in suspects {
             let same_version = tables
-                .entries
+                .entries()
                 .get(suspect.key.as_slice())
                 .or_db(self)?
                 .is_some_and(|stored| stored.value() == suspect.stored.as_slice());
@@ -310,19 +310,7 @@ impl RedbCache {
                     .map_or(0, |value| value.value()))
             };
             let (bytes, entry_count) = (read_usage(USAGE_BYTES)?, read_usage(USAGE_ENTRIES)?);
-            let mut tables = WriteTables {
-                txn: &txn,
-                entries: txn.open_table(ENTRIES).or_db(self)?,
-                access: txn.open_table(ACCESS).or_db(self)?,
-                blobs: txn.open_table(BLOBS).or_db(self)?,
-                bytes,
-                entry_count,
-                released_blobs: Vec::new(),
-                released_dirs: Vec::new(),
-                expired: 0,
-                evicted: 0,
-                last_cleanup_ms: None,
-            };
+            let mut tables = WriteTables::open(&txn, bytes, entry_count).or_db(self)?;
             for (key, write) in in_flight {
                 match write {
                     // A new value starts with no reads; reads of it since are merged below.
@@ -337,34 +325,19 @@ impl RedbCache {
             self.sweep_expired(&mut tables, now)?;
             for (key, delta) in pending_access {
                 // Reads of entries removed since are dropped with them.
-                if tables.entries.get(key.as_slice()).or_db(self)?.is_none() {
-                    continue;
-                }
-                let (last, count) = tables
-                    .access
-                    .get(key.as_slice())
-                    .or_db(self)?
-                    .map_or((0, 0), |old| old.value());
-                tables
-                    .access
-                    .insert(
-                        key.as_slice(),
-                        (last.max(delta.last_ms), count + delta.count),
-                    )
-                    .or_db(self)?;
+                tables.record_reads(key, *delta).or_db(self)?;
             }
             self.enforce_limits(&mut tables, now)?;
-            usage.insert(USAGE_BYTES, tables.bytes).or_db(self)?;
-            usage
-                .insert(USAGE_ENTRIES, tables.entry_count)
-                .or_db(self)?;
-            if let Some(now) = tables.last_cleanup_ms {
+            let (bytes, entry_count) = tables.usage();
+            usage.insert(USAGE_BYTES, bytes).or_db(self)?;
+            usage.insert(USAGE_ENTRIES, entry_count).or_db(self)?;
+            if let Some(now) = tables.last_cleanup_ms() {
                 usage.insert(LAST_CLEANUP_MS, now).or_db(self)?;
             }
             // What this commit expired and evicted is persisted by the commit itself, so that it
             // is not lost when this commit is the instance's last.
-            let counters_delta =
-                counters_delta.plus(&removal_counters(tables.expired, tables.evicted));
+            let (expired, evicted) = tables.removals();
+            let counters_delta = counters_delta.plus(&removal_counters(expired, evicted));
             let mut counters = txn.open_table(COUNTERS).or_db(self)?;
             for (name, delta) in counters_delta.fields() {
                 if delta != 0 {
@@ -380,13 +353,14 @@ impl RedbCache {
             // Released files are removed only once this commit has landed (`after_commit`): a
             // kill or a failed commit before then leaves orphans, which cleanup removes, never
             // a committed entry without its file.
+            let (released_blobs, released_dirs) = tables.take_released();
             let aftermath = Aftermath {
-                released_blobs: std::mem::take(&mut tables.released_blobs),
-                released_dirs: std::mem::take(&mut tables.released_dirs),
-                expired: tables.expired,
-                evicted: tables.evicted,
-                bytes: tables.bytes,
-                entries: tables.entry_count,
+                released_blobs,
+                released_dirs,
+                expired,
+                evicted,
+                bytes,
+                entries: entry_count,
             };
             (value, aftermath)
         };
@@ -401,7 +375,7 @@ impl RedbCache {
         let mut seen = 0;
         let mut last: Option<Vec<u8>> = None;
         for row in tables
-            .entries
+            .entries()
             .range::<&[u8]>(cursor.as_slice()..)
             .or_db(self)?
             .take(SWEEP_BATCH)
@@ -424,7 +398,7 @@ impl RedbCache {
         drop(cursor);
         for key in expired {
             if tables.remove(&key).or_db(self)? {
-                tables.expired += 1;
+                tables.count_expired(1);
             }
         }
         Ok(())
@@ -437,12 +411,13 @@ impl RedbCache {
         let mut max_bytes = self.options.max_size_bytes;
         if let Some(budget) = self.options.root_max_size_bytes {
             let others = budget::sibling_usage(self.tag_dir(), &self.tag);
-            if let Some(level) = budget::fair_level(budget, tables.bytes, &others) {
+            if let Some(level) = budget::fair_level(budget, tables.usage().0, &others) {
                 max_bytes = max_bytes.min(level);
             }
         }
         let max_entries = self.options.max_entries.unwrap_or(u64::MAX);
-        if tables.bytes <= max_bytes && tables.entry_count <= max_entries {
+        let (bytes, entries) = tables.usage();
+        if bytes <= max_bytes && entries <= max_entries {
             return Ok(());
         }
         let low_water =
@@ -455,7 +430,7 @@ impl RedbCache {
         };
         // (expired first, order, key) of every entry.
         let mut order: Vec<(bool, u64, Vec<u8>)> = Vec::new();
-        for row in tables.entries.iter().or_db(self)? {
+        for row in tables.entries().iter().or_db(self)? {
             let (key, stored) = row.or_db(self)?;
             let (expired, stamp) = match EntryHeader::parse(stored.value()) {
                 Ok((header, _)) => (header.is_expired(now), header.created_ms),
@@ -466,24 +441,21 @@ impl RedbCache {
         }
         if self.options.eviction_policy == EvictionPolicy::LeastRecentlyUsed {
             for (_, stamp, key) in &mut order {
-                let last_read = tables
-                    .access
-                    .get(key.as_slice())
-                    .or_db(self)?
-                    .map_or(0, |row| row.value().0);
+                let (last_read, _) = tables.reads_of(key).or_db(self)?;
                 *stamp = (*stamp).max(last_read);
             }
         }
         order.sort_unstable();
         for (live, _, key) in order {
-            if tables.bytes <= target_bytes && tables.entry_count <= target_entries {
+            let (bytes, entries) = tables.usage();
+            if bytes <= target_bytes && entries <= target_entries {
                 break;
             }
             if tables.remove(&key).or_db(self)? {
                 if live {
-                    tables.evicted += 1;
+                    tables.count_evicted();
                 } else {
-                    tables.expired += 1;
+                    tables.count_expired(1);
                 }
             }
         }

@@ -5,10 +5,6 @@
 use super::*;
 use crate::flight::LeaseStore;
 
-/// Single-flight leases: key bytes -> the lease record of the computation of that key
-/// (`flight.rs` encodes it). Created by the first lease written; absent means no lease.
-const LEASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leases");
-
 /// The storage side of single-flight (`flight.rs`): the in-process flights, the lease table,
 /// and the counters it keeps.
 impl RedbCache {
@@ -29,7 +25,7 @@ impl RedbCache {
         decide: impl FnOnce(Option<&[u8]>) -> (LeaseWrite, R),
     ) -> Result<R> {
         self.write(|tables, _| {
-            let mut leases = tables.txn.open_table(LEASES).or_db(self)?;
+            let mut leases = tables.leases().or_db(self)?;
             let current = leases.get(key).or_db(self)?.map(|row| row.value().to_vec());
             let (write, decided) = decide(current.as_deref());
             match write {

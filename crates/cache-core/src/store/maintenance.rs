@@ -49,39 +49,7 @@ impl RedbCache {
     /// drift (for example a directory whose size changed since it was stored). Returns the
     /// referenced blobs.
     pub(super) fn recount(&self, tables: &mut WriteTables<'_>) -> Result<Referenced> {
-        let mut referenced = Referenced::default();
-        let (mut bytes, mut entry_count) = (0u64, 0u64);
-        for row in tables.entries.iter().or_db(self)? {
-            let (key, stored) = row.or_db(self)?;
-            let owned = Owned::of(stored.value());
-            bytes += owned.accounted(key.value().len(), stored.value().len());
-            entry_count += 1;
-            if let Some(blob) = owned.blob {
-                referenced.blobs.entry(blob.hash).or_insert((0, blob.len)).0 += 1;
-            }
-            if let Some((name, _)) = owned.dir {
-                referenced.dirs.insert(name);
-            }
-        }
-        let mut stale: Vec<Vec<u8>> = Vec::new();
-        for row in tables.blobs.iter().or_db(self)? {
-            let (hash, _) = row.or_db(self)?;
-            let known = <[u8; 32]>::try_from(hash.value())
-                .is_ok_and(|hash| referenced.blobs.contains_key(&hash));
-            if !known {
-                stale.push(hash.value().to_vec());
-            }
-        }
-        for hash in stale {
-            tables.blobs.remove(hash.as_slice()).or_db(self)?;
-        }
-        for (hash, value) in &referenced.blobs {
-            tables.blobs.insert(hash.as_slice(), *value).or_db(self)?;
-            bytes += value.1;
-        }
-        tables.bytes = bytes;
-        tables.entry_count = entry_count;
-        Ok(referenced)
+        tables.recount().or_db(self)
     }
 
     /// Compacts the file when its dead space passes the thresholds; says why not otherwise.
