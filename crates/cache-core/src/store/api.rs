@@ -459,16 +459,14 @@ impl CacheManager for RedbCache {
 
     fn close(&self) -> Result<()> {
         {
-            let mut buffer = lock(&self.buffer);
-            if buffer.closed {
+            if lock(&self.buffer).close() {
                 return Ok(());
             }
-            buffer.closed = true;
         }
         let flushed = self.flush();
         self.committer.shut_down();
         // The snapshot's read transaction must end before the database closes.
-        lock(&self.buffer).snapshot = None;
+        lock(&self.buffer).drop_snapshot();
         let taken = self
             .database
             .write()

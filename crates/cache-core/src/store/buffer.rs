@@ -2,11 +2,13 @@
 //! the commit in progress (`in_flight`), the read snapshot, the suspects reads found damaged,
 //! and the access records and counters waiting for the next commit.
 //!
-//! Invariant (with `commit.rs`): **a process sees its own writes.** A write is in `pending`
-//! from the moment `set`/`delete` returns; a commit moves it to `in_flight`, where reads still
-//! find it, and drops `in_flight` only once the commit has landed (after which the snapshot is
-//! dropped too) or puts it back in `pending` if the commit failed, without overwriting newer
-//! writes. Reads look here before the snapshot.
+//! Invariant (with `commit.rs`): **a process sees its own writes.** `WriteBuffer`'s fields are
+//! private to this module. A write is in `pending` from the moment `set`/`delete` returns; a
+//! commit takes it with `take_for_commit`, which moves it to `in_flight`, where reads still find
+//! it; `landed` drops `in_flight` (and the snapshot) only once the commit has landed, and
+//! `restore_failed` puts it back in `pending` if the commit failed, without overwriting newer
+//! writes. Reads look here before the snapshot. Nothing outside this module can empty
+//! `pending` or `in_flight` any other way.
 //!
 //! Entries for blobs are built here too: the blob is staged (`blobs.rs`) before its entry is
 //! buffered, so a buffered entry never refers to a blob that is not in place.
@@ -46,23 +48,116 @@ pub(super) type BufferedWrite = Option<Vec<u8>>;
 #[derive(Default)]
 pub(super) struct WriteBuffer {
     /// Writes no commit has taken yet.
-    pub(super) pending: KeyMap<BufferedWrite>,
+    pending: KeyMap<BufferedWrite>,
     /// Bytes of keys and values in `pending`.
-    pub(super) pending_bytes: usize,
+    pending_bytes: usize,
     /// Writes taken by the commit in progress; served to readers until that commit lands.
     /// Invariant: empty whenever no commit is in progress.
-    pub(super) in_flight: Arc<KeyMap<BufferedWrite>>,
+    in_flight: Arc<KeyMap<BufferedWrite>>,
     /// A recent read snapshot; dropped by each of our commits so the next read sees it.
-    pub(super) snapshot: Option<Arc<Snapshot>>,
+    snapshot: Option<Arc<Snapshot>>,
     /// Set by `close` before its final commit: later writes are refused, so none can slip in
     /// after that commit and be lost.
-    pub(super) closed: bool,
+    closed: bool,
     /// Entry versions reads found damaged: hidden from this process's reads, and judged (and
     /// removed if still damaged) by the next commit, which drops them from here once it lands.
-    pub(super) suspects: Vec<Suspect>,
+    suspects: Vec<Suspect>,
 }
 
 impl WriteBuffer {
+    /// Takes the pending writes for a commit: they move to `in_flight`, where reads still find
+    /// them until the commit has landed ([`WriteBuffer::landed`]) or failed
+    /// ([`WriteBuffer::restore_failed`]). Called under `write_lock` only.
+    pub(super) fn take_for_commit(&mut self) -> Arc<KeyMap<BufferedWrite>> {
+        debug_assert!(
+            self.in_flight.is_empty(),
+            "commits are serialised by write_lock"
+        );
+        self.pending_bytes = 0;
+        let taken = Arc::new(std::mem::take(&mut self.pending));
+        self.in_flight = Arc::clone(&taken);
+        taken
+    }
+
+    /// The commit that took `in_flight` has landed: its writes are in the file. Drops them and
+    /// the read snapshot (so the next read sees the commit), and the suspects it `judged`
+    /// (removed, or no longer current).
+    pub(super) fn landed(&mut self, judged: &[Suspect]) {
+        self.in_flight = Arc::default();
+        self.snapshot = None;
+        self.suspects
+            .retain(|suspect| !judged.iter().any(|judged| judged.stored == suspect.stored));
+    }
+
+    /// The commit that took `in_flight` failed: its writes go back to `pending`, except where a
+    /// write made since is newer and wins.
+    pub(super) fn restore_failed(&mut self) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        for (key, write) in in_flight.iter() {
+            if !self.pending.contains_key(key) {
+                self.insert(key, write.clone());
+            }
+        }
+    }
+
+    /// The suspects the next commit is to judge.
+    pub(super) fn suspects_to_judge(&self) -> Vec<Suspect> {
+        self.suspects.clone()
+    }
+
+    /// Whether reads of this process found damaged entries not judged yet.
+    pub(super) fn has_suspects(&self) -> bool {
+        !self.suspects.is_empty()
+    }
+
+    /// Whether no write waits for a commit.
+    pub(super) fn nothing_pending(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// How many writes are pending, for tests of the buffer.
+    #[cfg(test)]
+    pub(super) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes of the pending writes, for tests of the buffer.
+    #[cfg(test)]
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Refuses later writes (`close`); whether it was closed already.
+    pub(super) fn close(&mut self) -> bool {
+        std::mem::replace(&mut self.closed, true)
+    }
+
+    /// The read snapshot, if one was taken.
+    pub(super) fn snapshot(&self) -> Option<&Arc<Snapshot>> {
+        self.snapshot.as_ref()
+    }
+
+    /// Keeps `snapshot` for the reads that follow.
+    pub(super) fn keep_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Drops the read snapshot: the next read takes a fresh one.
+    pub(super) fn drop_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+
+    /// Drops the read snapshot if it is still `stale`.
+    pub(super) fn drop_snapshot_if(&mut self, stale: &Arc<Snapshot>) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, stale))
+        {
+            self.snapshot = None;
+        }
+    }
+
     pub(super) fn buffered(&self, key: &[u8]) -> Option<&BufferedWrite> {
         self.pending.get(key).or_else(|| self.in_flight.get(key))
     }

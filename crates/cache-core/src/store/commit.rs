@@ -109,22 +109,12 @@ impl RedbCache {
         let open = self.open_database()?;
         let txn = self.begin_write(&open.database).inspect_err(|err| {
             if self.reopen_if_latched(&open, err) {
-                lock(&self.buffer).snapshot = None;
+                lock(&self.buffer).drop_snapshot();
             }
         })?;
-        let in_flight = {
-            let mut buffer = lock(&self.buffer);
-            debug_assert!(
-                buffer.in_flight.is_empty(),
-                "commits are serialised by write_lock"
-            );
-            buffer.pending_bytes = 0;
-            let taken = Arc::new(std::mem::take(&mut buffer.pending));
-            buffer.in_flight = Arc::clone(&taken);
-            taken
-        };
+        let in_flight = lock(&self.buffer).take_for_commit();
         let pending_access = std::mem::take(&mut *lock(&self.access_pending));
-        let suspects = lock(&self.buffer).suspects.clone();
+        let suspects = lock(&self.buffer).suspects_to_judge();
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
         let result = self.write_in(
@@ -138,19 +128,12 @@ impl RedbCache {
         if let Err(err) = &result
             && self.reopen_if_latched(&open, err)
         {
-            lock(&self.buffer).snapshot = None;
+            lock(&self.buffer).drop_snapshot();
         }
         let mut buffer = lock(&self.buffer);
-        let in_flight = std::mem::take(&mut buffer.in_flight);
         match result {
             Ok((value, aftermath)) => {
-                buffer.snapshot = None;
-                // Judged by the commit that just landed: removed, or no longer current.
-                buffer.suspects.retain(|suspect| {
-                    !suspects
-                        .iter()
-                        .any(|judged| judged.stored == suspect.stored)
-                });
+                buffer.landed(&suspects);
                 // The commit persisted its own removals too; after_commit adds them to the live
                 // counters.
                 *lock(&self.persisted_counters) = counters_now.plus(&aftermath.removal_counters());
@@ -163,12 +146,7 @@ impl RedbCache {
                 Ok((value, outcome))
             }
             Err(err) => {
-                // Writes made since this commit began are newer and win.
-                for (key, write) in in_flight.iter() {
-                    if !buffer.pending.contains_key(key) {
-                        buffer.insert(key, write.clone());
-                    }
-                }
+                buffer.restore_failed();
                 drop(buffer);
                 let mut access = lock(&self.access_pending);
                 for (key, delta) in pending_access {
@@ -464,7 +442,7 @@ impl RedbCache {
 
     /// Commits buffered writes and access records, if any; called by the commit thread.
     pub(super) fn commit_pending_in_background(&self) -> Result<()> {
-        let idle = lock(&self.buffer).pending.is_empty() && lock(&self.access_pending).is_empty();
+        let idle = lock(&self.buffer).nothing_pending() && lock(&self.access_pending).is_empty();
         if idle || self.is_closed() {
             return Ok(());
         }
@@ -486,7 +464,7 @@ impl RedbCache {
         let idle = {
             let buffer = lock(&self.buffer);
             // Suspects too, so that a listing never shows an entry this process found damaged.
-            buffer.pending.is_empty() && buffer.suspects.is_empty()
+            buffer.nothing_pending() && !buffer.has_suspects()
         };
         if idle {
             return Ok(());

@@ -149,13 +149,8 @@ impl RedbCache {
         {
             // No guard is held here: the panic unwound them all.
             let mut buffer = lock(&self.buffer);
-            buffer.snapshot = None;
-            let in_flight = std::mem::take(&mut buffer.in_flight);
-            for (key, write) in in_flight.iter() {
-                if !buffer.pending.contains_key(key) {
-                    buffer.insert(key, write.clone());
-                }
-            }
+            buffer.drop_snapshot();
+            buffer.restore_failed();
         }
         lock(&self.sweep_cursor).clear();
         *lock(&self.published_usage) = (u64::MAX, u64::MAX);
@@ -177,7 +172,7 @@ impl RedbCache {
         // Dropped before the database lock is taken, never under it: readers take the buffer
         // lock and then the database lock, so taking them the other way round could deadlock.
         // A snapshot taken again in between makes redb refuse, as a transaction in progress.
-        lock(&self.buffer).snapshot = None;
+        lock(&self.buffer).drop_snapshot();
         let mut guard = self
             .database
             .write()

@@ -58,7 +58,7 @@ impl RedbCache {
     /// Drops the read snapshot, so that the next read sees what other processes committed up to
     /// now (a waiter whose computation finished elsewhere reads the result at once).
     pub(crate) fn refresh_snapshot(&self) {
-        lock(&self.buffer).snapshot = None;
+        lock(&self.buffer).drop_snapshot();
     }
 }
 

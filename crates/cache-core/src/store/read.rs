@@ -52,7 +52,7 @@ impl RedbCache {
                 return read(stored, None);
             }
             let snapshot = self.current_snapshot(&mut buffer, now)?;
-            (snapshot, !buffer.suspects.is_empty())
+            (snapshot, buffer.has_suspects())
         };
         let guard = match snapshot.entries.get(key).or_db(self) {
             Ok(guard) => guard,
@@ -60,13 +60,7 @@ impl RedbCache {
             // a full disk, say) and has been replaced: read from a snapshot of the current one.
             Err(err) if is_latched(&err) => {
                 let mut buffer = lock(&self.buffer);
-                if buffer
-                    .snapshot
-                    .as_ref()
-                    .is_some_and(|current| Arc::ptr_eq(current, &snapshot))
-                {
-                    buffer.snapshot = None;
-                }
+                buffer.drop_snapshot_if(&snapshot);
                 let fresh = self.current_snapshot(&mut buffer, Instant::now())?;
                 drop(buffer);
                 if Arc::ptr_eq(&fresh, &snapshot) {
@@ -101,7 +95,7 @@ impl RedbCache {
         buffer: &mut WriteBuffer,
         now: Instant,
     ) -> Result<Arc<Snapshot>> {
-        if let Some(snapshot) = &buffer.snapshot
+        if let Some(snapshot) = buffer.snapshot()
             && now.saturating_duration_since(snapshot.taken) < self.options.commit_interval
         {
             return Ok(Arc::clone(snapshot));
@@ -113,7 +107,7 @@ impl RedbCache {
                 // This handle failed, here or in another thread's commit, which may have
                 // replaced it already: read from the current handle if there is a new one.
                 self.reopen_if_latched(&open, &err);
-                buffer.snapshot = None;
+                buffer.drop_snapshot();
                 let current = self.open_database()?;
                 if Arc::ptr_eq(&current, &open) {
                     return Err(err);
@@ -127,7 +121,7 @@ impl RedbCache {
             entries: txn.open_table(ENTRIES).or_db(self)?,
             access: txn.open_table(ACCESS).or_db(self)?,
         });
-        buffer.snapshot = Some(Arc::clone(&snapshot));
+        buffer.keep_snapshot(Arc::clone(&snapshot));
         Ok(snapshot)
     }
 

@@ -287,9 +287,9 @@ fn writes_are_buffered_until_the_commit_interval_or_a_flush() {
         Some(b"v".to_vec()),
         "a process reads its own writes at once"
     );
-    assert_eq!(lock(&cache.buffer).pending.len(), 1, "not committed yet");
+    assert_eq!(lock(&cache.buffer).pending_len(), 1, "not committed yet");
     cache.flush().unwrap();
-    assert!(lock(&cache.buffer).pending.is_empty());
+    assert!(lock(&cache.buffer).pending_len() == 0);
     assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
 }
 
@@ -305,11 +305,11 @@ fn the_commit_thread_commits_within_the_interval() {
     // Waits for an event, not a duration: the loop ends as soon as the buffer is committed,
     // and only a commit thread that never runs would exhaust it.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !lock(&cache.buffer).pending.is_empty() && Instant::now() < deadline {
+    while lock(&cache.buffer).pending_len() != 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(
-        lock(&cache.buffer).pending.is_empty(),
+        lock(&cache.buffer).pending_len() == 0,
         "the commit thread never committed"
     );
 }
@@ -325,10 +325,10 @@ fn back_pressure_commits_in_the_writer_when_the_buffer_is_full() {
     let cache = open_in(root.path(), options);
     for index in 0..20u8 {
         cache.set(&[b'k', index], &[0u8; 100], None).unwrap();
-        assert!(lock(&cache.buffer).pending_bytes <= 1024 + 2 + 100 + ENTRY_HEADER_LEN);
+        assert!(lock(&cache.buffer).pending_bytes() <= 1024 + 2 + 100 + ENTRY_HEADER_LEN);
     }
     assert!(
-        lock(&cache.buffer).pending.len() < 20,
+        lock(&cache.buffer).pending_len() < 20,
         "some writes were committed by the writer itself"
     );
 }
@@ -344,7 +344,7 @@ fn set_many_with_one_invalid_item_stores_none_of_them() {
     let items: [(&[u8], &[u8]); 3] = [(b"a", b"ok"), (b"b", b"far too long"), (b"c", b"ok")];
     let err = cache.set_many(&items, None).unwrap_err();
     assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
-    assert!(lock(&cache.buffer).pending.is_empty());
+    assert!(lock(&cache.buffer).pending_len() == 0);
     assert_eq!(cache.keys().unwrap(), Vec::<Vec<u8>>::new());
 }
 
@@ -364,7 +364,7 @@ fn set_many_buffers_all_items_for_one_commit() {
         .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .collect();
     cache.set_many(&borrowed, None).unwrap();
-    assert_eq!(lock(&cache.buffer).pending.len(), 100);
+    assert_eq!(lock(&cache.buffer).pending_len(), 100);
     assert_eq!(
         cache.keys().unwrap().len(),
         100,
