@@ -24,6 +24,10 @@
 //! What this cannot cover: redb opens `<tag>/cache.redb` by path, and callers fill a staged
 //! directory by path. Both paths lead through directories checked here, which only this user
 //! can change.
+//!
+//! Longer than 600 lines on purpose: this is the one module that touches paths below the root,
+//! and keeping every `openat` / `unlinkat` / `renameat` in one file is what lets a reviewer check
+//! that invariant by reading one file. Its tests are in `fsys/tests.rs`.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
