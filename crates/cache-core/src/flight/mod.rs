@@ -80,8 +80,11 @@ pub enum Lookup {
 }
 
 /// One caller's part in a single flight, in the object-safe form that
-/// [`CacheManager::run_single_flight`] takes. [`SingleFlight::single_flight`] builds one from two
-/// closures; implement it directly only to forward a flight from one cache to another.
+/// [`CacheManager::run_single_flight`] takes. [`SingleFlight::single_flight`] builds one from
+/// two closures; implement it directly only to forward a flight from one cache to another.
+///
+/// [`CacheManager::run_single_flight`]: crate::CacheManager::run_single_flight
+/// [`SingleFlight::single_flight`]: crate::SingleFlight::single_flight
 pub trait FlightWork {
     /// Looks for the result. Called first, again once this caller holds the key's lease (another
     /// caller may have finished in between), and after every wait.
