@@ -7,7 +7,7 @@
 //!
 //! Without repair nothing is written: even opening a file read-write lets redb change it (it runs
 //! crash recovery, or falls back to its other commit slot), so redb opens a copy-on-write view of
-//! the file instead (`backend::OverlayBackend`: reads from the file, writes in memory). redb runs
+//! the file instead (`store::backend::OverlayBackend`: reads from the file, writes in memory). redb runs
 //! its recovery and integrity check on the view, and the entries are read from it, so a file a
 //! killed process left needing recovery is checked like any other. While a view is open, other
 //! processes' commits wait (the view holds redb's writer byte), so the file does not change under
@@ -43,13 +43,13 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase};
 
-use crate::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::{DATABASE_FILE_NAME, FileRegistration};
 use crate::fsys;
 use crate::manager::{CacheManager, CleanupReport};
+use crate::store::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
 use crate::store::blobs::{BlobFiles, BlobRead};
 use crate::store::dirs::DirFiles;
 use crate::store::{EntryFiles, RedbCache, entries_with_files};

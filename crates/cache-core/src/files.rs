@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use once_cell::sync::Lazy;
 use redb::Database;
 
-use crate::backend::{Access, HandleSettings, Opened, open_database};
 use crate::config::CacheOptions;
 use crate::error::{CacheError, Result};
 use crate::fsys;
+use crate::store::backend::{Access, HandleSettings, Opened, open_database};
 use crate::tag::Tag;
 
 /// File name of a tag's database inside `<root>/<tag>/`.

@@ -72,7 +72,6 @@
 //! # }
 //! ```
 
-mod backend;
 mod codec;
 mod config;
 mod coordinator;

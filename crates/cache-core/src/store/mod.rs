@@ -69,6 +69,7 @@ use committer::{Committer, Tick};
 use dirs::DirFiles;
 
 mod api;
+pub(crate) mod backend;
 pub(crate) mod blobs;
 mod budget;
 mod buffer;
