@@ -46,13 +46,13 @@ use redb::{Database, ReadableDatabase};
 use crate::codec::BlobRef;
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
-use crate::files::{DATABASE_FILE_NAME, FileRegistration};
+use crate::files::DATABASE_FILE_NAME;
 use crate::fsys;
 use crate::manager::{CacheManager, CleanupReport};
 use crate::store::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
 use crate::store::blobs::{BlobFiles, BlobRead};
 use crate::store::dirs::DirFiles;
-use crate::store::{EntryFiles, RedbCache, entries_with_files};
+use crate::store::{EntryFiles, FileRegistration, RedbCache, entries_with_files};
 use crate::tag::Tag;
 
 /// How long the storage checks wait before their second look. Publishing a blob or directory

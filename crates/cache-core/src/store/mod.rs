@@ -56,10 +56,7 @@ use crate::codec::{
 use crate::config::{CacheOptions, EvictionPolicy};
 use crate::directory::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
-use crate::files::{
-    FileRegistration, OpenDatabase, open_or_quarantine, prepare_tag_files,
-    quarantine_and_start_fresh,
-};
+use crate::files::DATABASE_FILE_NAME;
 use crate::flight::{self, FlightWork, Flights, LeaseWrite};
 use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
@@ -85,6 +82,7 @@ mod tables;
 mod tests;
 
 use buffer::*;
+pub(crate) use handle::FileRegistration;
 use handle::*;
 pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;

@@ -371,3 +371,27 @@ fn set_many_buffers_all_items_for_one_commit() {
         "keys() commits the buffer and scans the file"
     );
 }
+
+#[test]
+fn a_corrupt_file_is_quarantined_and_the_tag_starts_empty() {
+    let root = tempfile::tempdir().unwrap();
+    let canonical = prepare_root(root.path()).unwrap();
+    let tag_dir = canonical.join("t");
+    std::fs::create_dir(&tag_dir).unwrap();
+    std::fs::write(tag_dir.join(DATABASE_FILE_NAME), vec![0xA5u8; 64 * 1024]).unwrap();
+    let cache =
+        RedbCache::open(&canonical, Tag::new("t").unwrap(), CacheOptions::default()).unwrap();
+    assert_eq!(cache.keys().unwrap(), Vec::<Vec<u8>>::new());
+    cache.set(b"k", b"v", None).unwrap();
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    let quarantined: Vec<_> = std::fs::read_dir(&tag_dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(
+        quarantined.len(),
+        1,
+        "the corrupt file is kept aside for inspection"
+    );
+}
