@@ -303,7 +303,7 @@ impl CacheError {
     }
 
     /// A redb error of `tag`'s file: [`CacheError::LockTimeout`] when it is a wait for another
-    /// process's lock that ran out (see `backend.rs`), else [`CacheError::Database`].
+    /// process's lock that ran out (see `store/backend.rs`), else [`CacheError::Database`].
     pub(crate) fn database(
         tag: &str,
         path: &std::path::Path,

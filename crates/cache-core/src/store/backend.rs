@@ -71,7 +71,7 @@ pub(crate) enum Opened {
 }
 
 /// Opens the database file of `tag` at `path` as `settings` say: the one place a tag's file is
-/// opened. The file must exist (`files::prepare_tag_files` creates it); an empty one is
+/// opened. The file must exist (`handle::prepare_tag_files` creates it); an empty one is
 /// initialised (in memory only, for [`Access::CheckWithoutWriting`]). Another process holding a
 /// lock the open needs for longer than `settings.timeout` is [`CacheError::LockTimeout`]; a file
 /// redb reports damaged (or panics on) is [`Opened::Corrupt`]; anything else is an error naming
@@ -116,7 +116,7 @@ pub(crate) fn open_database(path: &Path, tag: &str, settings: &HandleSettings) -
 }
 
 /// `O_NOFOLLOW`: the database file is opened by path (redb takes a `File`), and a symlink planted
-/// at its name after `files::prepare_tag_files` checked it must fail the open (`ELOOP`), never be
+/// at its name after `handle::prepare_tag_files` checked it must fail the open (`ELOOP`), never be
 /// followed. The directories above it were opened without following links and checked private.
 fn no_follow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
