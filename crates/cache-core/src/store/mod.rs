@@ -130,8 +130,11 @@ fn system_time(ms: u64) -> SystemTime {
 
 /// The redb-backed cache of one (root, tag). Obtain it from a [`crate::Coordinator`].
 pub struct RedbCache {
+    /// The tag this instance stores, and names in every error and log line.
     tag: Tag,
+    /// `<root>/<tag>/cache.redb`.
     path: PathBuf,
+    /// Limits, timeouts, the clock (`CacheOptions`), fixed at open.
     options: CacheOptions,
     /// `None` once closed. Operations clone the `Arc` and release the lock at once, so `close`
     /// waits only for operations already inside redb.
@@ -139,19 +142,26 @@ pub struct RedbCache {
     /// Serialises this process's commits, so that threads queue here (fairly, cheaply) instead of
     /// polling redb's cross-process lock.
     write_lock: Mutex<()>,
+    /// Uncommitted writes, the writes of the commit in progress, the read snapshot, suspects
+    /// (`buffer.rs`).
     buffer: Mutex<WriteBuffer>,
+    /// Reads not yet recorded in the access table; merged by the next commit.
     access_pending: Mutex<KeyMap<AccessDelta>>,
+    /// This instance's statistics since it opened.
     counters: AtomicCounters,
     /// The part of `counters` already added to the persisted lifetime counters.
     persisted_counters: Mutex<Counters>,
+    /// The group-commit thread's state (`committer.rs`).
     committer: Arc<Committer>,
+    /// The tag's blob files (`blobs.rs`).
     blob_files: BlobFiles,
+    /// The tag's owned directories (`dirs.rs`).
     dir_files: DirFiles,
     /// Where the next commit's expiry sweep starts (empty: at the first key).
     sweep_cursor: Mutex<Vec<u8>>,
     /// The usage last published to `<root>/<tag>/usage` for the root budget of other tags.
     published_usage: Mutex<(u64, u64)>,
-    /// Single-flight computations of this instance's threads (`flight.rs`).
+    /// Single-flight computations of this instance's threads (`crate::flight`).
     flights: Flights,
 }
 
