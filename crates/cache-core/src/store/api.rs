@@ -22,14 +22,16 @@ impl CacheManager for RedbCache {
     ) -> Result<Option<Vec<u8>>> {
         self.measure("get", |started| {
             self.check_key(key)?;
-            self.read_entry(
+            let (found, now) = self.read_entry(
                 key,
                 started,
                 Some((format, any)),
                 &mut (),
                 |(), value| Ok(value),
                 |(), blob| self.blob_files.read(blob),
-            )
+            )?;
+            self.count_read(key, now, found.is_some());
+            Ok(found)
         })
     }
 
@@ -103,7 +105,7 @@ impl CacheManager for RedbCache {
         self.measure("get", |started| {
             let sink = &mut CallerIo(sink);
             self.check_key(key)?;
-            self.read_entry(
+            let (found, now) = self.read_entry(
                 key,
                 started,
                 None,
@@ -117,7 +119,9 @@ impl CacheManager for RedbCache {
                     Ok(value.len() as u64)
                 },
                 |sink, blob| self.blob_files.copy_to(blob, sink),
-            )
+            )?;
+            self.count_read(key, now, found.is_some());
+            Ok(found)
         })
     }
 
@@ -277,6 +281,7 @@ impl CacheManager for RedbCache {
         self.measure("keys", |_| {
             let now = self.now_ms();
             let mut keys = Vec::new();
+            self.commit_if_buffered()?;
             self.scan(|key, stored| {
                 if is_live(key, Some(stored), now) {
                     keys.push(key.to_vec());
@@ -337,6 +342,7 @@ impl CacheManager for RedbCache {
         self.measure("get_stats", |_| {
             let now = self.now_ms();
             let (mut entries, mut bytes) = (0u64, 0u64);
+            self.commit_if_buffered()?;
             self.scan(|key, stored| {
                 if let Ok((header, payload)) = EntryHeader::decode(key, stored)
                     && !header.is_expired(now)

@@ -249,6 +249,16 @@ impl RedbCache {
         }
     }
 
+    /// Counts a read as a hit (recording the access) or a miss.
+    pub(super) fn count_read(&self, key: &[u8], now: u64, hit: bool) {
+        if hit {
+            AtomicCounters::add(&self.counters.hits, 1);
+            self.record_access(key, now);
+        } else {
+            AtomicCounters::add(&self.counters.misses, 1);
+        }
+    }
+
     pub(super) fn record_access(&self, key: &[u8], now_ms: u64) {
         let delta = AccessDelta {
             last_ms: now_ms,

@@ -1,13 +1,14 @@
 //! Reads of one [`RedbCache`]: `lookup` (buffer first, then the shared read snapshot),
 //! `classify` and `deliver` (decode an entry, open its blob), `read_entry`, `scan`.
 //!
-//! Invariant: **a read never changes or removes an entry.** Nothing in this module opens a
-//! write transaction or calls a `WriteTables` method. What a read finds damaged it only notes
-//! as a suspect (`buffer.rs`), hidden from this process's reads; the next commit judges it
-//! (`commit.rs`), removing it only if the stored version is still the damaged one. A read's
-//! access record goes to the pending access records; when they pass their hard bound, or before
-//! a full scan, the buffered writes are committed through the one write path (`commit.rs`), as
-//! a flush would.
+//! Invariant: **reads never write.** Nothing in this module opens a write transaction, calls
+//! the commit path (`commit.rs`) or touches `WriteTables`. What a read finds damaged it only
+//! notes, in memory, as a suspect (`buffer.rs`), hidden from this process's reads; the next
+//! commit judges it (`commit.rs`), removing it only if the stored version is still the damaged
+//! one. `store/tests.rs` checks this file's code for the write path's names. Counting a
+//! read and recording its access (`count_read`, whose back-pressure may commit access
+//! records), and committing buffered writes before a listing (`commit_if_buffered`), are the
+//! callers' (`api.rs`), not this module's.
 
 use super::*;
 
@@ -186,9 +187,10 @@ impl RedbCache {
     }
 
     /// Reads `key` and turns what was found into the result: an inline value through `value`,
-    /// a blob through `blob`; counts the read. A missing blob is first read again from a fresh
-    /// snapshot (the entry may have been replaced or removed since the shared one was taken);
-    /// damage found then is reported as a suspect and is a miss: a read never writes.
+    /// a blob through `blob`. Returns it with the time it was read at, for the caller to count
+    /// the read (`count_read`). A missing blob is first read again from a fresh snapshot (the
+    /// entry may have been replaced or removed since the shared one was taken); damage found
+    /// then is reported as a suspect and is a miss: a read never writes.
     pub(super) fn read_entry<T, S: ?Sized>(
         &self,
         key: &[u8],
@@ -197,7 +199,7 @@ impl RedbCache {
         sink: &mut S,
         mut value: impl FnMut(&mut S, Vec<u8>) -> Result<T>,
         mut blob: impl FnMut(&mut S, &BlobRef) -> Result<BlobRead<T>>,
-    ) -> Result<Option<T>> {
+    ) -> Result<(Option<T>, u64)> {
         let now = self.now_ms();
         let mut first = true;
         loop {
@@ -205,10 +207,7 @@ impl RedbCache {
                 Ok(self.classify(key, stored, now, check))
             })?;
             match self.deliver(key, found, first, sink, &mut value, &mut blob)? {
-                Delivered::Done(delivered) => {
-                    self.count_read(key, now, delivered.is_some());
-                    return Ok(delivered);
-                }
+                Delivered::Done(delivered) => return Ok((delivered, now)),
                 Delivered::BlobMissing => {
                     first = false;
                     self.refresh_snapshot();
@@ -257,19 +256,10 @@ impl RedbCache {
         Ok(Delivered::Done(delivered))
     }
 
-    /// Counts a read as a hit (recording the access) or a miss.
-    pub(super) fn count_read(&self, key: &[u8], now: u64, hit: bool) {
-        if hit {
-            AtomicCounters::add(&self.counters.hits, 1);
-            self.record_access(key, now);
-        } else {
-            AtomicCounters::add(&self.counters.misses, 1);
-        }
-    }
-
-    /// Calls `visit` with every stored (key, entry bytes) in a fresh read transaction.
+    /// Calls `visit` with every stored (key, entry bytes) in a fresh read transaction. What
+    /// this process buffered is not in it: callers that list commit it first
+    /// (`commit_if_buffered`).
     pub(super) fn scan(&self, mut visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
-        self.commit_if_buffered()?;
         let open = self.open_database()?;
         let txn = open.database.begin_read().or_db(self)?;
         let entries = txn.open_table(ENTRIES).or_db(self)?;

@@ -395,3 +395,30 @@ fn a_corrupt_file_is_quarantined_and_the_tag_starts_empty() {
         "the corrupt file is kept aside for inspection"
     );
 }
+
+/// `read.rs` calls nothing that writes (the invariant its module doc states): none of the write
+/// path's entry points appears in its code (comments aside).
+#[test]
+fn reads_never_write_read_rs_calls_no_write_path() {
+    let code: String = include_str!("read.rs")
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for name in [
+        "self.write(",
+        "write_counting",
+        "write_holding",
+        "write_in(",
+        "begin_write",
+        "commit_if_buffered",
+        "commit_pending_in_background",
+        "WriteTables",
+        "buffer_writes",
+        "count_read",
+        "record_access",
+        "update_lease",
+    ] {
+        assert!(!code.contains(name), "read.rs calls `{name}`, which writes");
+    }
+}
