@@ -2,7 +2,9 @@
 //! `write_holding`, `write_in`), then `after_commit`. A commit takes `write_lock`, begins the
 //! transaction with a bounded wait, takes the buffer (`buffer.rs`), applies it with the caller's
 //! change to the tables (`tables.rs`), settles suspects, sweeps expired entries, enforces the
-//! limits, merges access records and counters, and commits.
+//! limits, merges access records and counters, and commits. `write_holding` runs the steps of
+//! one [`Commit`] in order: `take_commit` (what it carries), `write_in` (one transaction),
+//! then `commit_landed` and `after_commit`, or `commit_failed`.
 //!
 //! Invariant: **files are released only after the commit has landed.** A blob whose last entry
 //! goes, or a directory whose entry goes, is only listed by the transaction (`WriteTables`'
@@ -47,6 +49,20 @@ pub(super) fn removal_counters(expired: u64, evicted: u64) -> Counters {
         evictions: evicted,
         ..Counters::default()
     }
+}
+
+/// What one commit of this process carries, taken in its first step (`take_commit`) and
+/// given back in its last: `commit_landed` then `after_commit`, or `commit_failed`.
+pub(super) struct Commit {
+    /// The buffered writes it applies; readable in the buffer's `in_flight` meanwhile.
+    in_flight: Arc<KeyMap<BufferedWrite>>,
+    /// Access records it merges into the access table.
+    pending_access: KeyMap<AccessDelta>,
+    /// Suspects it judges (removing those still damaged).
+    suspects: Vec<Suspect>,
+    /// The counters as of its start, and what of them is not persisted yet.
+    counters_now: Counters,
+    counters_delta: Counters,
 }
 
 /// What one commit removed besides what it was asked to.
@@ -112,32 +128,23 @@ impl RedbCache {
                 lock(&self.buffer).drop_snapshot();
             }
         })?;
-        let in_flight = lock(&self.buffer).take_for_commit();
-        let pending_access = std::mem::take(&mut *lock(&self.access_pending));
-        let suspects = lock(&self.buffer).suspects_to_judge();
-        let counters_now = self.counters.snapshot();
-        let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
+        let commit = self.take_commit();
         let result = self.write_in(
             txn,
             change,
-            &in_flight,
-            &pending_access,
-            &suspects,
-            counters_delta,
+            &commit.in_flight,
+            &commit.pending_access,
+            &commit.suspects,
+            commit.counters_delta,
         );
         if let Err(err) = &result
             && self.reopen_if_latched(&open, err)
         {
             lock(&self.buffer).drop_snapshot();
         }
-        let mut buffer = lock(&self.buffer);
         match result {
             Ok((value, aftermath)) => {
-                buffer.landed(&suspects);
-                // The commit persisted its own removals too; after_commit adds them to the live
-                // counters.
-                *lock(&self.persisted_counters) = counters_now.plus(&aftermath.removal_counters());
-                drop(buffer);
+                self.commit_landed(&commit, &aftermath);
                 let outcome = CommitOutcome {
                     expired: aftermath.expired,
                     evicted: aftermath.evicted,
@@ -146,14 +153,46 @@ impl RedbCache {
                 Ok((value, outcome))
             }
             Err(err) => {
-                buffer.restore_failed();
-                drop(buffer);
-                let mut access = lock(&self.access_pending);
-                for (key, delta) in pending_access {
-                    merge_access(access.entry(key).or_default(), delta);
-                }
+                self.commit_failed(commit);
                 Err(err)
             }
+        }
+    }
+
+    /// The first step of a commit: takes what it carries (the pending writes, which stay
+    /// readable in flight; the access records; the suspects to judge; the counters not yet
+    /// persisted). Called under `write_lock`, after the transaction has begun.
+    fn take_commit(&self) -> Commit {
+        let in_flight = lock(&self.buffer).take_for_commit();
+        let pending_access = std::mem::take(&mut *lock(&self.access_pending));
+        let suspects = lock(&self.buffer).suspects_to_judge();
+        let counters_now = self.counters.snapshot();
+        let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
+        Commit {
+            in_flight,
+            pending_access,
+            suspects,
+            counters_now,
+            counters_delta,
+        }
+    }
+
+    /// The commit has landed: its writes leave the buffer, the suspects it judged go, and the
+    /// counters it persisted (its own removals too; `after_commit` adds them to the live
+    /// counters) are noted as persisted. Its files are released next, by `after_commit`.
+    fn commit_landed(&self, commit: &Commit, aftermath: &Aftermath) {
+        let mut buffer = lock(&self.buffer);
+        buffer.landed(&commit.suspects);
+        *lock(&self.persisted_counters) = commit.counters_now.plus(&aftermath.removal_counters());
+    }
+
+    /// The commit failed: its writes go back to the buffer (newer ones win) and its access
+    /// records back to the pending ones; nothing is released.
+    fn commit_failed(&self, commit: Commit) {
+        lock(&self.buffer).restore_failed();
+        let mut access = lock(&self.access_pending);
+        for (key, delta) in commit.pending_access {
+            merge_access(access.entry(key).or_default(), delta);
         }
     }
 
