@@ -11,9 +11,9 @@
 //! ended, or its deadline passed without renewal), and takes a stale lease over.
 //!
 //! Every lease write is a commit through the store's one write path
-//! (`LeaseStore::update_lease`): durable and visible to other processes when it returns. The release commits the computed value (which
-//! the caller's `set` buffered) in the same transaction, so a waiter that sees the lease gone
-//! finds the value. The protocol, its takeover rules and its limits are written up in
+//! (`LeaseStore::update_lease`): durable and visible to other processes when it returns. The
+//! release commits the computed value (which the caller's `set` buffered) in the same
+//! transaction, so a waiter that sees the lease gone finds the value. The protocol, its takeover rules and its limits are written up in
 //! `docs/caching-system.md`, "Single-flight computation".
 //!
 //! Files: this one (the flight loop: `run`, `lead`, renewal, the bounded wait, and
