@@ -8,8 +8,8 @@
 //! Without repair nothing is written: even opening a file read-write lets redb change it (it runs
 //! crash recovery, or falls back to its other commit slot), so redb opens a copy-on-write view of
 //! the file instead (`store::backend::OverlayBackend`: reads from the file, writes in memory).
-//! redb runs its recovery and integrity check on the view, and the entries are read from it, so a file a
-//! killed process left needing recovery is checked like any other. While a view is open, other
+//! redb runs its recovery and integrity check on the view, and the entries are read from it, so
+//! a file a killed process left needing recovery is checked like any other. While a view is open, other
 //! processes' commits wait (the view holds redb's writer byte), so the file does not change under
 //! it. With repair, a file the check finds damaged is repaired by redb in place when it can; a
 //! file beyond repair is moved aside to `cache.redb.corrupt-<ms>` (as an open of a corrupt file
