@@ -284,6 +284,14 @@ fn one_ttl_config_governs_every_domain(domains: Domains) {
     assert!(domains.moergo_present(), "30 days, not 7");
     assert!(domains.workspace_present(), "30 days, not 7");
     let cleanup = domains.coordinator.cleanup_all();
-    let removed: u64 = cleanup.values().map(|r| r.as_ref().unwrap().expired).sum();
-    assert_eq!(removed, 2);
+    assert!(cleanup.values().all(Result::is_ok));
+    // Removed by cleanup, or earlier by the sweep of a group commit that ran after the clock
+    // moved (the commit thread's timing is not the test's): counted as expirations either way.
+    let expired = domains
+        .coordinator
+        .aggregated_stats()
+        .unwrap()
+        .totals
+        .expirations;
+    assert_eq!(expired, 2);
 }
