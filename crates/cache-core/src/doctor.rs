@@ -52,7 +52,7 @@ use crate::manager::{CacheManager, CleanupReport};
 use crate::store::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
 use crate::store::blobs::{BlobFiles, BlobRead};
 use crate::store::dirs::DirFiles;
-use crate::store::{EntryFiles, FileRegistration, RedbCache, entries_with_files};
+use crate::store::{EntryFiles, FileRegistration, RedbCache, entries_with_files, move_aside};
 use crate::tag::Tag;
 
 /// How long the storage checks wait before their second look. Publishing a blob or directory
@@ -616,28 +616,12 @@ fn try_repair_in_place(target: &CheckTarget<'_>) -> Result<String> {
             reason
         }
     };
-    let quarantined = quarantine(&target.database)?;
+    let quarantined = move_aside(&target.database, SystemClock.now_ms())?;
     tracing::error!(tag = %target.tag, path = %target.database.display(), quarantined = %quarantined.display(), reason, "doctor moved a damaged cache file aside; the tag starts empty");
     Ok(format!(
         "redb could not repair it ({reason}); moved it to {} and the tag starts empty",
         quarantined.display()
     ))
-}
-
-/// Renames `path` to `cache.redb.corrupt-<ms>` (the name an open of a corrupt file uses) and puts
-/// an empty file (0600) in its place, which redb initialises on the tag's next use.
-fn quarantine(path: &Path) -> Result<PathBuf> {
-    let quarantined = path.with_extension(format!("redb.corrupt-{}", SystemClock.now_ms()));
-    fs::rename(path, &quarantined)
-        .map_err(|source| CacheError::io("moving aside the damaged database", path, source))?;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .map_err(|source| CacheError::io("creating database file", path, source))?;
-    Ok(quarantined)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -353,8 +353,23 @@ pub(crate) fn quarantine_and_start_fresh(
     options: &CacheOptions,
     reason: &str,
 ) -> Result<Database> {
-    let quarantined = path.with_extension(format!("redb.corrupt-{}", options.clock.now_ms()));
+    let quarantined = move_aside(path, options.clock.now_ms())?;
     tracing::error!(tag = %tag, path = %path.display(), quarantined = %quarantined.display(), reason, "cache file is corrupt; moved aside, starting empty");
+    match open_database(path, tag.as_str(), &shared_handle(options))? {
+        Opened::Database(database) => Ok(database),
+        Opened::Corrupt(reason) => Err(CacheError::InvalidRoot {
+            path: path.to_owned(),
+            reason: format!("a fresh database file cannot be opened: {reason}"),
+        }),
+    }
+}
+
+/// Renames the database file at `path` to `cache.redb.corrupt-<now_ms>` and puts an empty file
+/// (0600) in its place, which redb initialises on the next open; both through the open tag
+/// directory (`fsys`), never following a symlink. Returns where the file went. The one
+/// quarantine of a tag's file: the cache's open and doctor's repair both use it.
+pub(crate) fn move_aside(path: &Path, now_ms: u64) -> Result<PathBuf> {
+    let quarantined = path.with_extension(format!("redb.corrupt-{now_ms}"));
     let tag_path = path.parent().unwrap_or(path);
     let tag_dir = fsys::Dir::open_tag_path(tag_path, false)?.ok_or_else(|| {
         CacheError::io(
@@ -368,13 +383,7 @@ pub(crate) fn quarantine_and_start_fresh(
         .unwrap_or(std::ffi::OsStr::new("cache.redb.corrupt"));
     tag_dir.rename(DATABASE_FILE_NAME, &tag_dir, quarantined_name)?;
     tag_dir.create_new_file(DATABASE_FILE_NAME)?;
-    match open_database(path, tag.as_str(), &shared_handle(options))? {
-        Opened::Database(database) => Ok(database),
-        Opened::Corrupt(reason) => Err(CacheError::InvalidRoot {
-            path: path.to_owned(),
-            reason: format!("a fresh database file cannot be opened: {reason}"),
-        }),
-    }
+    Ok(quarantined)
 }
 
 /// The cache's own handle on a tag's file: read-write, shared with other processes.

@@ -82,8 +82,8 @@ mod tables;
 mod tests;
 
 use buffer::*;
-pub(crate) use handle::FileRegistration;
 use handle::*;
+pub(crate) use handle::{FileRegistration, move_aside};
 pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;
 use tables::*;
