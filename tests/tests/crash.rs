@@ -723,7 +723,8 @@ fn next_line(
     if stdout.read_line(&mut line).expect("the worker's output") == 0 {
         let mut stderr = String::new();
         if let Some(mut pipe) = child.stderr.take() {
-            pipe.read_to_string(&mut stderr).expect("the worker's stderr");
+            pipe.read_to_string(&mut stderr)
+                .expect("the worker's stderr");
         }
         panic!("the worker ended before {awaited}: {stderr}");
     }

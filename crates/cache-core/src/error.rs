@@ -314,14 +314,14 @@ impl CacheError {
     }
 
     /// A redb error of `tag`'s file: [`CacheError::LockTimeout`] when it is a wait for another
-    /// process's lock that ran out (see `backend.rs`), else [`CacheError::Database`].
+    /// process's lock that ran out (see `store/backend.rs`), else [`CacheError::Database`].
     pub(crate) fn database(
         tag: &str,
         path: &std::path::Path,
         source: impl Into<redb::Error>,
     ) -> Self {
         let source = source.into();
-        if let Some(waited) = crate::backend::lock_wait_timed_out(&source) {
+        if let Some(waited) = lock_wait_timed_out(&source) {
             return CacheError::LockTimeout {
                 tag: tag.to_owned(),
                 path: path.to_owned(),
@@ -409,6 +409,38 @@ impl fmt::Debug for KeyDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A wait for a lock that another process held past the deadline. The lock was not taken.
+#[derive(Debug)]
+pub(crate) struct LockWaitTimedOut {
+    /// How long this wait lasted.
+    pub(crate) waited: Duration,
+}
+
+impl std::fmt::Display for LockWaitTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another process held a lock on the file for more than {:?}",
+            self.waited
+        )
+    }
+}
+
+impl std::error::Error for LockWaitTimedOut {}
+
+/// How long the wait that failed `err` lasted, when `err` is a [`LockWaitTimedOut`] (as redb
+/// passes a backend's error on: boxed, or inside an I/O error).
+pub(crate) fn lock_wait_timed_out(err: &redb::Error) -> Option<Duration> {
+    let inner: &(dyn std::error::Error + 'static) = match err {
+        redb::Error::Backend(inner) => inner.as_ref(),
+        redb::Error::Io(io) => io.get_ref()?,
+        _ => return None,
+    };
+    inner
+        .downcast_ref::<LockWaitTimedOut>()
+        .map(|timed_out| timed_out.waited)
 }
 
 #[cfg(test)]

@@ -73,14 +73,10 @@
 //! # }
 //! ```
 
-mod backend;
-mod blobs;
-mod budget;
 mod codec;
-mod committer;
 mod config;
 mod coordinator;
-mod dirs;
+mod directory;
 mod doctor;
 mod error;
 mod files;
@@ -91,6 +87,7 @@ mod fsys;
 pub mod fuzzing;
 pub mod keys;
 mod manager;
+mod process;
 mod stats;
 mod store;
 mod tag;
@@ -108,16 +105,17 @@ pub use coordinator::{
     get_cache_instance_count, get_cache_instance_keys, get_shared_cache_instance,
     reset_shared_cache_instances,
 };
-pub use dirs::{CachedDirectory, StagedDirectory};
+pub use directory::{CachedDirectory, StagedDirectory};
 pub use doctor::{
     CheckFinding, CheckStatus, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
     diagnose_tag,
 };
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
-pub use flight::{FlightWork, Lookup, SingleFlight};
+pub use flight::{FlightWork, Lookup};
 pub use manager::{
     AnyFormat, CacheManager, CleanupReport, Compaction, DisabledCache, EntryMetadata, SharedCache,
+    SingleFlight,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use store::RedbCache;

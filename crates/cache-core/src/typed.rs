@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, ValueFormat};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
-use crate::flight::SingleFlight;
+use crate::manager::SingleFlight;
 use crate::manager::{AnyFormat, CacheManager};
 
 /// One kind of key of a domain: which tag it lives in, the type of its values, their schema

@@ -2,7 +2,7 @@
 //! `<root>/<tag>/blobs/<first two hex digits>/<blake3 hex>`.
 //!
 //! A blob is written to `blobs/tmp/` while its hash is computed, fsynced, and only then renamed
-//! into place, inside the write transaction that records its entry (see `store.rs`), so that no
+//! into place, inside the write transaction that records its entry (`store_blob`), so that no
 //! entry ever commits before its blob is durable. Reads verify the content against the name: a
 //! blob that does not match is never returned. Which entries use a blob is counted in the
 //! database (`blobs` table), not here: this module only moves bytes.

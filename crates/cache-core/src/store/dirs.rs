@@ -3,16 +3,13 @@
 //! transaction that records their entry, counted in the tag's size limit, and removed with the
 //! entry.
 
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::codec::{hex, is_safe_dir_name};
+use crate::codec::is_safe_dir_name;
+use crate::directory::{StagedDirectory, unique_name};
 use crate::error::{CacheError, Result};
-use crate::files::create_private_dir;
 use crate::fsys::{self, Dir, Kind, TreeSize};
 
 /// The directory of owned directories, in the tag directory.
@@ -20,87 +17,11 @@ const DIRS: &str = "dirs";
 /// Directories being filled, in `dirs/`.
 const STAGING: &str = ".staging";
 
-static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A directory being filled before it is stored with
-/// [`CacheManager::set_directory`](crate::CacheManager::set_directory). Fill it through
-/// [`StagedDirectory::path`]; if it is dropped without being stored, it is removed.
-#[derive(Debug)]
-pub struct StagedDirectory {
-    path: PathBuf,
-    /// `dirs/.staging` as it was opened when the directory was staged, and the directory's name
-    /// in it: the cache's own operations on it (measure, move into place, remove) go through
-    /// these, never through `path`. `None` for a detached directory (a disabled cache's).
-    staging: Option<(Dir, String)>,
-    /// Set once the directory has been moved into place (or handed back by a disabled cache).
-    consumed: bool,
-}
-
-impl StagedDirectory {
-    /// Where to put the directory's content.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A staging directory outside any cache, for a disabled cache: dropped, it is removed.
-    pub(crate) fn detached() -> Result<StagedDirectory> {
-        let path = std::env::temp_dir().join(format!("glovebox-cache-staged-{}", unique_name()));
-        create_private_dir(&path, true)?;
-        Ok(StagedDirectory {
-            path,
-            staging: None,
-            consumed: false,
-        })
-    }
-}
-
-impl Drop for StagedDirectory {
-    fn drop(&mut self) {
-        if self.consumed {
-            return;
-        }
-        match &self.staging {
-            Some((staging, name)) => {
-                let _ = staging.remove_tree(name);
-            }
-            None => {
-                let _ = fs::remove_dir_all(&self.path);
-            }
-        }
-    }
-}
-
-/// A directory stored in the cache: where it is, the value stored with it, and its size.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CachedDirectory {
-    /// The directory, under `<root>/<tag>/dirs/`. It belongs to the cache: read it or copy it
-    /// out, do not change it; it is removed when its entry expires, is evicted or is deleted.
-    pub path: PathBuf,
-    /// The value stored with the directory (for example its metadata).
-    pub value: Vec<u8>,
-    /// Bytes the directory occupies on disk (allocated blocks of its files, directories and
-    /// symlinks), as measured when it was stored.
-    pub size_bytes: u64,
-}
-
 /// The owned directories of one tag. Every path below `dirs/` is reached through the open tag
 /// directory, never following a symlink (`fsys`).
 #[derive(Debug)]
 pub(crate) struct DirFiles {
     tag: Arc<Dir>,
-}
-
-/// A name no other directory of any process has: hex of a hash of the process id, a counter and
-/// the time.
-fn unique_name() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&std::process::id().to_le_bytes());
-    hasher.update(&STAGE_COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    hasher.update(&nanos.to_le_bytes());
-    hex(&hasher.finalize().as_bytes()[..16])
 }
 
 impl DirFiles {
@@ -126,25 +47,21 @@ impl DirFiles {
         let staging = self.tag.dir_or_create(DIRS)?.dir_or_create(STAGING)?;
         let name = fsys::temp_name(unique_name());
         staging.create_new_dir(&name)?;
-        Ok(StagedDirectory {
-            path: staging.join(&name),
-            staging: Some((staging, name)),
-            consumed: false,
-        })
+        Ok(StagedDirectory::staged_in(staging, name))
     }
 
     /// Whether `staged` was staged by this tag (and not by another tag or a disabled cache).
     pub(crate) fn owns(&self, staged: &StagedDirectory) -> bool {
-        staged.staging.is_some() && staged.path.parent() == Some(self.staging_path().as_path())
+        staged.staging().is_some() && staged.path().parent() == Some(self.staging_path().as_path())
     }
 
     /// Counts and sizes a staged directory without following a symlink in it: what it is
     /// charged (its allocated size) and what [`DirFiles::publish`] checks again.
     pub(crate) fn measure(&self, staged: &StagedDirectory) -> Result<TreeSize> {
-        let Some((staging, name)) = &staged.staging else {
+        let Some((staging, name)) = staged.staging() else {
             return Err(CacheError::io(
                 "measuring",
-                &staged.path,
+                staged.path(),
                 io::Error::new(io::ErrorKind::InvalidInput, "not staged in a cache"),
             ));
         };
@@ -160,10 +77,10 @@ impl DirFiles {
         staged: &mut StagedDirectory,
         measured: &TreeSize,
     ) -> Result<(String, PathBuf)> {
-        let Some((staging, staged_name)) = &staged.staging else {
+        let Some((staging, staged_name)) = staged.staging() else {
             return Err(CacheError::io(
                 "moving directory into place",
-                &staged.path,
+                staged.path(),
                 io::Error::new(io::ErrorKind::InvalidInput, "not staged in a cache"),
             ));
         };
@@ -171,7 +88,7 @@ impl DirFiles {
         let name = unique_name();
         let path = self.path(&name);
         staging.rename(staged_name, &dirs, &name)?;
-        staged.consumed = true;
+        staged.mark_consumed();
         let found = dirs.measure_tree(&name);
         let unchanged = matches!(&found, Ok(found)
             if found.entries == measured.entries && found.length == measured.length);
@@ -283,6 +200,9 @@ impl DirFiles {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::Path;
+
     use super::*;
 
     fn tag_dir(path: &Path) -> Arc<Dir> {

@@ -1,14 +1,27 @@
 //! The group-commit thread of one `RedbCache`: it waits until the oldest pending write is
 //! `commit_interval` old, then commits everything pending in one transaction.
 //!
-//! The thread holds only a `Weak` reference to its cache while it waits, so an unused cache is
-//! dropped (and flushes in its `Drop`) without waiting for the thread.
+//! The thread knows nothing of the store: it runs a closure the store gives it, which holds
+//! only a `Weak` reference to its cache, so an unused cache is dropped (and flushes in its
+//! `Drop`) without waiting for the thread.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::store::RedbCache;
+/// What one background commit came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// Committed, or nothing was waiting.
+    Done,
+    /// The commit failed: the writes stay pending; try again after another interval.
+    Failed,
+    /// The cache is gone: stop.
+    Gone,
+}
+
+/// The commit the thread runs when the oldest pending write is due.
+pub(crate) type CommitPending = Box<dyn Fn() -> Tick + Send>;
 
 /// What the cache tells its committer.
 #[derive(Debug, Default)]
@@ -34,17 +47,17 @@ impl Committer {
         self.signal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts the thread that commits `cache`'s pending writes every `interval`.
+    /// Starts the thread that runs `commit` once the oldest pending write is `interval` old.
     pub(crate) fn start(
         self: &Arc<Self>,
-        cache: Weak<RedbCache>,
+        commit: CommitPending,
         interval: Duration,
         name: String,
     ) -> std::io::Result<()> {
         let committer = Arc::clone(self);
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || committer.run(&cache, interval))?;
+            .spawn(move || committer.run(&commit, interval))?;
         *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(())
     }
@@ -80,7 +93,7 @@ impl Committer {
         }
     }
 
-    fn run(&self, cache: &Weak<RedbCache>, interval: Duration) {
+    fn run(&self, commit: &CommitPending, interval: Duration) {
         loop {
             {
                 let mut signal = self.signal();
@@ -113,10 +126,11 @@ impl Committer {
                 // window; either way none is left without a commit scheduled.
                 signal.work_since = None;
             }
-            let Some(cache) = cache.upgrade() else { return };
-            if cache.commit_pending_in_background().is_err() {
+            match commit() {
+                Tick::Done => {}
                 // The writes stay pending; try again after another interval.
-                self.work_arrived();
+                Tick::Failed => self.work_arrived(),
+                Tick::Gone => return,
             }
         }
     }

@@ -1,0 +1,371 @@
+//! The write buffer of one [`RedbCache`]: writes not yet committed (`pending`), the writes of
+//! the commit in progress (`in_flight`), the read snapshot, the suspects reads found damaged,
+//! and the access records and counters waiting for the next commit.
+//!
+//! Invariant (with `commit.rs`): **a process sees its own writes.** `WriteBuffer`'s fields are
+//! private to this module. A write is in `pending` from the moment `set`/`delete` returns; a
+//! commit takes it with `take_for_commit`, which moves it to `in_flight`, where reads still find
+//! it; `landed` drops `in_flight` (and the snapshot) only once the commit has landed, and
+//! `restore_failed` puts it back in `pending` if the commit failed, without overwriting newer
+//! writes. Reads look here before the snapshot. Nothing outside this module can empty
+//! `pending` or `in_flight` any other way.
+//!
+//! Entries for blobs are built here too: the blob is staged (`blobs.rs`) before its entry is
+//! buffered, so a buffered entry never refers to a blob that is not in place.
+
+use super::*;
+
+/// Pending access records are merged by the next commit. Past this many distinct keys a read
+/// asks the commit thread for a commit, so that a read-only process still persists them.
+pub(super) const ACCESS_PENDING_SOFT_LIMIT: usize = 50_000;
+
+/// Past this many, the reader commits them itself: memory stays bounded even if the commit
+/// thread cannot keep up.
+pub(super) const ACCESS_PENDING_HARD_LIMIT: usize = 200_000;
+
+/// Back-pressure on the number of buffered writes (bytes are bounded by `max_pending_bytes`).
+pub(super) const MAX_PENDING_WRITES: usize = 100_000;
+
+/// Damaged entries remembered for the next commit to judge; more wait for a later read or for
+/// `cleanup()`.
+pub(super) const MAX_SUSPECTS: usize = 1024;
+
+/// An entry a read found unusable: its key, the exact stored bytes the read saw, and why.
+#[derive(Clone)]
+pub(super) struct Suspect {
+    pub(super) key: Vec<u8>,
+    pub(super) stored: Vec<u8>,
+    pub(super) reason: String,
+}
+
+/// A map keyed by cache keys.
+pub(super) type KeyMap<V> = HashMap<Vec<u8>, V>;
+
+/// A buffered write: the encoded entry to store, or `None` to delete.
+pub(super) type BufferedWrite = Option<Vec<u8>>;
+
+/// This process's writes that are not yet committed, and the read snapshot.
+#[derive(Default)]
+pub(super) struct WriteBuffer {
+    /// Writes no commit has taken yet.
+    pending: KeyMap<BufferedWrite>,
+    /// Bytes of keys and values in `pending`.
+    pending_bytes: usize,
+    /// Writes taken by the commit in progress; served to readers until that commit lands.
+    /// Invariant: empty whenever no commit is in progress.
+    in_flight: Arc<KeyMap<BufferedWrite>>,
+    /// A recent read snapshot; dropped by each of our commits so the next read sees it.
+    snapshot: Option<Arc<Snapshot>>,
+    /// Set by `close` before its final commit: later writes are refused, so none can slip in
+    /// after that commit and be lost.
+    closed: bool,
+    /// Entry versions reads found damaged: hidden from this process's reads, and judged (and
+    /// removed if still damaged) by the next commit, which drops them from here once it lands.
+    suspects: Vec<Suspect>,
+}
+
+impl WriteBuffer {
+    /// Takes the pending writes for a commit: they move to `in_flight`, where reads still find
+    /// them until the commit has landed ([`WriteBuffer::landed`]) or failed
+    /// ([`WriteBuffer::restore_failed`]). Called under `write_lock` only.
+    pub(super) fn take_for_commit(&mut self) -> Arc<KeyMap<BufferedWrite>> {
+        debug_assert!(
+            self.in_flight.is_empty(),
+            "commits are serialised by write_lock"
+        );
+        self.pending_bytes = 0;
+        let taken = Arc::new(std::mem::take(&mut self.pending));
+        self.in_flight = Arc::clone(&taken);
+        taken
+    }
+
+    /// The commit that took `in_flight` has landed: its writes are in the file. Drops them and
+    /// the read snapshot (so the next read sees the commit), and the suspects it `judged`
+    /// (removed, or no longer current).
+    pub(super) fn landed(&mut self, judged: &[Suspect]) {
+        self.in_flight = Arc::default();
+        self.snapshot = None;
+        self.suspects
+            .retain(|suspect| !judged.iter().any(|judged| judged.stored == suspect.stored));
+    }
+
+    /// The commit that took `in_flight` failed: its writes go back to `pending`, except where a
+    /// write made since is newer and wins.
+    pub(super) fn restore_failed(&mut self) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        for (key, write) in in_flight.iter() {
+            if !self.pending.contains_key(key) {
+                self.insert(key, write.clone());
+            }
+        }
+    }
+
+    /// The suspects the next commit is to judge.
+    pub(super) fn suspects_to_judge(&self) -> Vec<Suspect> {
+        self.suspects.clone()
+    }
+
+    /// Whether reads of this process found damaged entries not judged yet.
+    pub(super) fn has_suspects(&self) -> bool {
+        !self.suspects.is_empty()
+    }
+
+    /// Whether no write waits for a commit.
+    pub(super) fn nothing_pending(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// How many writes are pending, for tests of the buffer.
+    #[cfg(test)]
+    pub(super) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes of the pending writes, for tests of the buffer.
+    #[cfg(test)]
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Refuses later writes (`close`); whether it was closed already.
+    pub(super) fn close(&mut self) -> bool {
+        std::mem::replace(&mut self.closed, true)
+    }
+
+    /// The read snapshot, if one was taken.
+    pub(super) fn snapshot(&self) -> Option<&Arc<Snapshot>> {
+        self.snapshot.as_ref()
+    }
+
+    /// Keeps `snapshot` for the reads that follow.
+    pub(super) fn keep_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Drops the read snapshot: the next read takes a fresh one.
+    pub(super) fn drop_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+
+    /// Drops the read snapshot if it is still `stale`.
+    pub(super) fn drop_snapshot_if(&mut self, stale: &Arc<Snapshot>) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, stale))
+        {
+            self.snapshot = None;
+        }
+    }
+
+    pub(super) fn buffered(&self, key: &[u8]) -> Option<&BufferedWrite> {
+        self.pending.get(key).or_else(|| self.in_flight.get(key))
+    }
+
+    pub(super) fn insert(&mut self, key: &[u8], write: BufferedWrite) {
+        let added = key.len() + write.as_ref().map_or(0, Vec::len);
+        if let Some(old) = self.pending.insert(key.to_vec(), write) {
+            self.pending_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
+        }
+        self.pending_bytes += added;
+    }
+
+    /// Whether `stored` is an entry version a read of this process found damaged.
+    pub(super) fn is_suspect(&self, stored: &[u8]) -> bool {
+        self.suspects.iter().any(|suspect| suspect.stored == stored)
+    }
+
+    pub(super) fn is_over(&self, max_bytes: usize) -> bool {
+        self.pending_bytes > max_bytes || self.pending.len() > MAX_PENDING_WRITES
+    }
+}
+
+/// Reads not yet written to the access table.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct AccessDelta {
+    pub(super) last_ms: u64,
+    pub(super) count: u64,
+}
+
+pub(super) fn merge_access(into: &mut AccessDelta, delta: AccessDelta) {
+    into.last_ms = into.last_ms.max(delta.last_ms);
+    into.count += delta.count;
+}
+
+impl RedbCache {
+    /// Notes an entry a read found damaged, for the next commit to judge and remove
+    /// ([`RedbCache::settle_suspects`]). A read never writes: it reports, counts and misses.
+    pub(super) fn suspect(&self, key: &[u8], stored: &[u8], reason: String) {
+        tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), %reason, "cache entry is unusable; treated as a miss");
+        let suspects = &mut lock(&self.buffer).suspects;
+        // Bounded: past this many, later ones wait for another read or for cleanup().
+        if suspects.len() < MAX_SUSPECTS && !suspects.iter().any(|s| s.stored == stored) {
+            suspects.push(Suspect {
+                key: key.to_vec(),
+                stored: stored.to_vec(),
+                reason,
+            });
+        }
+    }
+
+    /// Whether anything waits to be committed: buffered writes, access records or counters.
+    pub(super) fn has_uncommitted(&self) -> bool {
+        let buffered = {
+            let buffer = lock(&self.buffer);
+            !buffer.pending.is_empty() || !buffer.suspects.is_empty()
+        };
+        buffered
+            || !lock(&self.access_pending).is_empty()
+            || !self
+                .counters
+                .snapshot()
+                .minus(&lock(&self.persisted_counters))
+                .is_zero()
+    }
+
+    /// Adds writes to the buffer and schedules their commit; past the back-pressure bound the
+    /// caller commits them itself.
+    pub(super) fn buffer_writes<'k>(
+        &self,
+        writes: impl IntoIterator<Item = (&'k [u8], BufferedWrite)>,
+    ) -> Result<()> {
+        let over = {
+            let mut buffer = lock(&self.buffer);
+            if buffer.closed {
+                return Err(CacheError::Closed {
+                    tag: self.tag.to_string(),
+                });
+            }
+            for (key, write) in writes {
+                buffer.insert(key, write);
+            }
+            buffer.is_over(self.options.max_pending_bytes)
+        };
+        if over {
+            self.write(|_, _| Ok(()))
+        } else {
+            self.committer.work_arrived();
+            Ok(())
+        }
+    }
+
+    /// Counts a read as a hit (recording the access) or a miss.
+    pub(super) fn count_read(&self, key: &[u8], now: u64, hit: bool) {
+        if hit {
+            AtomicCounters::add(&self.counters.hits, 1);
+            self.record_access(key, now);
+        } else {
+            AtomicCounters::add(&self.counters.misses, 1);
+        }
+    }
+
+    pub(super) fn record_access(&self, key: &[u8], now_ms: u64) {
+        let delta = AccessDelta {
+            last_ms: now_ms,
+            count: 1,
+        };
+        let pending_keys = {
+            let mut pending = lock(&self.access_pending);
+            match pending.get_mut(key) {
+                Some(existing) => merge_access(existing, delta),
+                None => {
+                    pending.insert(key.to_vec(), delta);
+                }
+            }
+            pending.len()
+        };
+        if pending_keys > ACCESS_PENDING_HARD_LIMIT {
+            if let Err(err) = self.write(|_, _| Ok(())) {
+                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not record access times; will retry");
+            }
+        } else if pending_keys > ACCESS_PENDING_SOFT_LIMIT {
+            self.committer.work_arrived();
+        }
+    }
+
+    /// Reads of the values being replaced belong to them, not to the new ones.
+    pub(super) fn forget_pending_reads<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let mut access = lock(&self.access_pending);
+        for key in keys {
+            access.remove(key);
+        }
+    }
+
+    /// Refuses a value of `len` bytes under `key` when it passes `inline_limit` or could not fit
+    /// in the tag's size limit even alone (then nothing else is evicted for it).
+    pub(super) fn check_value_len(&self, key: &[u8], len: u64, inline_limit: u64) -> Result<()> {
+        let overhead = (key.len() + ENTRY_HEADER_LEN + BlobRef::ENCODED_LEN) as u64;
+        let max = inline_limit.min(self.options.max_size_bytes.saturating_sub(overhead));
+        if len > max {
+            return Err(CacheError::ValueTooLarge {
+                tag: self.tag.to_string(),
+                key: KeyDisplay::new(key),
+                len,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn header(
+        &self,
+        kind: EntryKind,
+        format: ValueFormat,
+        ttl: Option<Duration>,
+    ) -> EntryHeader {
+        let now = self.now_ms();
+        EntryHeader {
+            kind,
+            format,
+            created_ms: now,
+            expires_ms: ttl
+                .map(|ttl| now.saturating_add(ttl.as_millis().min(u128::from(u64::MAX)) as u64)),
+        }
+    }
+
+    /// Copies a value into a temp blob file, refusing it past the size limit.
+    pub(super) fn stage_blob(&self, key: &[u8], source: &mut dyn Read) -> Result<StagedBlob> {
+        let overhead = (key.len() + ENTRY_HEADER_LEN + BlobRef::ENCODED_LEN) as u64;
+        let limit = self.options.max_size_bytes.saturating_sub(overhead);
+        self.blob_files
+            .stage(source, limit)
+            .map_err(|err| match err {
+                StageError::TooLarge => CacheError::ValueTooLarge {
+                    tag: self.tag.to_string(),
+                    key: KeyDisplay::new(key),
+                    len: limit + 1,
+                    max: limit,
+                },
+                StageError::Source(source) => CacheError::Source {
+                    tag: self.tag.to_string(),
+                    key: KeyDisplay::new(key),
+                    source,
+                },
+                StageError::Cache(err) => err,
+            })
+    }
+
+    /// Records a staged blob under `key` in one commit: the blob goes into place (unless an
+    /// intact copy is there already) inside the transaction, before the entry commits.
+    pub(super) fn store_blob(
+        &self,
+        key: &[u8],
+        staged: StagedBlob,
+        format: ValueFormat,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let blob = staged.blob;
+        let entry = self
+            .header(EntryKind::Blob, format, ttl)
+            .encode_with(key, &blob.encode());
+        self.write(|tables, _| {
+            let shared = tables.is_blob_referenced(&blob).or_db(self)?;
+            if shared && self.blob_files.is_present(&blob) {
+                drop(staged);
+            } else {
+                self.blob_files.publish(staged)?;
+            }
+            tables.put(key, &entry).or_db(self)
+        })
+    }
+}

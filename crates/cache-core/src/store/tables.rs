@@ -1,0 +1,380 @@
+//! The redb tables of one tag (`entries`, `access`, `blobs`, `usage`, `counters`, `leases`) and
+//! `WriteTables`, the tables of one write transaction.
+//!
+//! Invariant: **entries, usage and blob counts change together, only here.** `WriteTables`'
+//! fields are private to this module: only `put`, `remove`, `clear` and `recount` change
+//! entries, and each keeps the tag's usage (bytes, entry count) and the blob reference counts in
+//! step. Others get read access (`entries`, `reads_of`, `usage`) and the counting notes
+//! (`count_expired`, `count_evicted`, `mark_cleanup`). A blob or directory whose last entry goes
+//! is only listed as released (`take_released`), for `commit.rs` to remove after the commit has
+//! landed: nothing here touches a file.
+
+use super::*;
+
+/// Key bytes -> entry header + value bytes.
+pub(super) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+
+/// Key bytes -> (last access ms, access count). Kept apart from entries so that recording reads
+/// never rewrites values.
+pub(super) const ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access");
+
+/// Counter name -> value: the tag's lifetime statistics, summed over every process.
+pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Blob hash -> (entries referring to it, its length). Identical values share one blob file,
+/// which is removed when its last entry goes.
+pub(super) const BLOBS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("blobs");
+
+/// What the limits count, kept exact by every commit: `bytes` (keys, entries, each blob once,
+/// owned directories) and `entries`; and `last_cleanup_ms`.
+pub(super) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+
+pub(super) const USAGE_BYTES: &str = "bytes";
+
+pub(super) const USAGE_ENTRIES: &str = "entries";
+
+pub(super) const LAST_CLEANUP_MS: &str = "last_cleanup_ms";
+
+/// Single-flight leases: key bytes -> the lease record of the computation of that key
+/// (`flight.rs` encodes it). Created by the first lease written; absent means no lease.
+pub(super) const LEASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leases");
+
+/// What an entry owns on disk besides its own bytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Owned {
+    pub(super) blob: Option<BlobRef>,
+    pub(super) dir: Option<(String, u64)>,
+}
+
+impl Owned {
+    pub(super) fn of(stored: &[u8]) -> Owned {
+        let Ok((header, payload)) = EntryHeader::parse(stored) else {
+            return Owned::default();
+        };
+        match header.kind {
+            EntryKind::Inline => Owned::default(),
+            EntryKind::Blob => Owned {
+                blob: BlobRef::decode(payload).ok(),
+                dir: None,
+            },
+            EntryKind::Directory => Owned {
+                blob: None,
+                dir: DirRef::decode(payload)
+                    .ok()
+                    .map(|(dir, _)| (dir.name.to_owned(), dir.size)),
+            },
+        }
+    }
+
+    /// Bytes an entry counts for in the size limit, its blob aside (blobs count once, when their
+    /// first entry takes them).
+    pub(super) fn accounted(&self, key_len: usize, stored_len: usize) -> u64 {
+        (key_len + stored_len) as u64 + self.dir.as_ref().map_or(0, |(_, size)| *size)
+    }
+}
+
+/// The tables of one write transaction, and what it changes besides them.
+pub(super) struct WriteTables<'txn> {
+    /// The transaction, for tables only some commits open (the single-flight leases).
+    txn: &'txn WriteTransaction,
+    entries: Table<'txn, &'static [u8], &'static [u8]>,
+    access: Table<'txn, &'static [u8], (u64, u64)>,
+    blobs: Table<'txn, &'static [u8], (u64, u64)>,
+    /// The tag's usage as of this transaction: loaded at its start, kept by `put` and `remove`,
+    /// stored at its end.
+    bytes: u64,
+    entry_count: u64,
+    /// Blobs whose last entry went: their files are removed after the commit has landed, and
+    /// only if no commit since has taken them again (`RedbCache::remove_released_blobs`).
+    released_blobs: Vec<BlobRef>,
+    /// Directories whose entry went: removed after the commit (their names are never reused).
+    released_dirs: Vec<String>,
+    expired: u64,
+    evicted: u64,
+    /// Set by `cleanup()`: recorded in the usage table.
+    last_cleanup_ms: Option<u64>,
+}
+
+pub(super) type StorageResult<T> = std::result::Result<T, redb::StorageError>;
+
+impl<'txn> WriteTables<'txn> {
+    /// The tables of `txn`, with the tag's usage as the transaction found it.
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        bytes: u64,
+        entry_count: u64,
+    ) -> std::result::Result<Self, TableError> {
+        Ok(WriteTables {
+            txn,
+            entries: txn.open_table(ENTRIES)?,
+            access: txn.open_table(ACCESS)?,
+            blobs: txn.open_table(BLOBS)?,
+            bytes,
+            entry_count,
+            released_blobs: Vec::new(),
+            released_dirs: Vec::new(),
+            expired: 0,
+            evicted: 0,
+            last_cleanup_ms: None,
+        })
+    }
+
+    /// The entries, to read: entries change only through `put`, `remove` and `clear`.
+    pub(super) fn entries(&self) -> &Table<'txn, &'static [u8], &'static [u8]> {
+        &self.entries
+    }
+
+    /// When `key` was last read and how often, as committed (`(0, 0)` when never).
+    pub(super) fn reads_of(&self, key: &[u8]) -> StorageResult<(u64, u64)> {
+        Ok(self.access.get(key)?.map_or((0, 0), |row| row.value()))
+    }
+
+    /// Adds reads of `key` to its access record; reads of an entry removed since are dropped.
+    pub(super) fn record_reads(&mut self, key: &[u8], delta: AccessDelta) -> StorageResult<()> {
+        if self.entries.get(key)?.is_none() {
+            return Ok(());
+        }
+        let (last, count) = self.reads_of(key)?;
+        self.access
+            .insert(key, (last.max(delta.last_ms), count + delta.count))?;
+        Ok(())
+    }
+
+    /// The single-flight lease table (`leases.rs`), created by the first lease written.
+    pub(super) fn leases(
+        &self,
+    ) -> std::result::Result<Table<'txn, &'static [u8], &'static [u8]>, TableError> {
+        self.txn.open_table(LEASES)
+    }
+
+    /// Removes every entry with what it owns, and every access record.
+    pub(super) fn clear(&mut self) -> StorageResult<()> {
+        let keys: Vec<Vec<u8>> = self
+            .entries
+            .iter()?
+            .map(|row| row.map(|(key, _)| key.value().to_vec()))
+            .collect::<StorageResult<_>>()?;
+        for key in keys {
+            self.remove(&key)?;
+        }
+        self.access.retain(|_, _| false)?;
+        Ok(())
+    }
+
+    /// Whether an entry refers to `blob` already (its file is then in place, or due back).
+    pub(super) fn is_blob_referenced(&self, blob: &BlobRef) -> StorageResult<bool> {
+        Ok(self
+            .blobs
+            .get(blob.hash.as_slice())?
+            .is_some_and(|row| row.value().0 > 0))
+    }
+
+    /// The tag's usage as of now in this transaction: bytes and entries.
+    pub(super) fn usage(&self) -> (u64, u64) {
+        (self.bytes, self.entry_count)
+    }
+
+    /// Counts entries this transaction removed because they had expired.
+    pub(super) fn count_expired(&mut self, count: u64) {
+        self.expired += count;
+    }
+
+    /// Counts an entry this transaction evicted.
+    pub(super) fn count_evicted(&mut self) {
+        self.evicted += 1;
+    }
+
+    /// What this transaction expired and evicted.
+    pub(super) fn removals(&self) -> (u64, u64) {
+        (self.expired, self.evicted)
+    }
+
+    /// Records that `cleanup()` ran at `now_ms`.
+    pub(super) fn mark_cleanup(&mut self, now_ms: u64) {
+        self.last_cleanup_ms = Some(now_ms);
+    }
+
+    pub(super) fn last_cleanup_ms(&self) -> Option<u64> {
+        self.last_cleanup_ms
+    }
+
+    /// Whether this transaction released the blob `hash` (its file goes after the commit).
+    pub(super) fn releases_blob(&self, hash: &[u8; 32]) -> bool {
+        self.released_blobs.iter().any(|blob| &blob.hash == hash)
+    }
+
+    /// Whether this transaction released the directory `name`.
+    pub(super) fn releases_dir(&self, name: &str) -> bool {
+        self.released_dirs.iter().any(|released| released == name)
+    }
+
+    /// The blobs and directories this transaction released, for `commit.rs` to remove once
+    /// the commit has landed.
+    pub(super) fn take_released(&mut self) -> (Vec<BlobRef>, Vec<String>) {
+        (
+            std::mem::take(&mut self.released_blobs),
+            std::mem::take(&mut self.released_dirs),
+        )
+    }
+
+    /// Recomputes the usage and every blob's reference count from the entries, correcting any
+    /// drift (for example a directory whose size changed since it was stored). Returns the
+    /// referenced blobs and directories.
+    pub(super) fn recount(&mut self) -> StorageResult<Referenced> {
+        let mut referenced = Referenced::default();
+        let (mut bytes, mut entry_count) = (0u64, 0u64);
+        for row in self.entries.iter()? {
+            let (key, stored) = row?;
+            let owned = Owned::of(stored.value());
+            bytes += owned.accounted(key.value().len(), stored.value().len());
+            entry_count += 1;
+            if let Some(blob) = owned.blob {
+                referenced.blobs.entry(blob.hash).or_insert((0, blob.len)).0 += 1;
+            }
+            if let Some((name, _)) = owned.dir {
+                referenced.dirs.insert(name);
+            }
+        }
+        let mut stale: Vec<Vec<u8>> = Vec::new();
+        for row in self.blobs.iter()? {
+            let (hash, _) = row?;
+            let known = <[u8; 32]>::try_from(hash.value())
+                .is_ok_and(|hash| referenced.blobs.contains_key(&hash));
+            if !known {
+                stale.push(hash.value().to_vec());
+            }
+        }
+        for hash in stale {
+            self.blobs.remove(hash.as_slice())?;
+        }
+        for (hash, value) in &referenced.blobs {
+            self.blobs.insert(hash.as_slice(), *value)?;
+            bytes += value.1;
+        }
+        self.bytes = bytes;
+        self.entry_count = entry_count;
+        Ok(referenced)
+    }
+    /// Stores `entry` under `key`, releasing what the entry it replaces owned. A blob `entry`
+    /// refers to must already be in place.
+    pub(super) fn put(&mut self, key: &[u8], entry: &[u8]) -> StorageResult<()> {
+        let owned = Owned::of(entry);
+        // Taken before the old entry is released, so that rewriting a key with the same blob
+        // never drops the blob's count to zero on the way.
+        if let Some(blob) = &owned.blob {
+            self.retain_blob(blob)?;
+        }
+        let old = self
+            .entries
+            .insert(key, entry)?
+            .map(|old| (old.value().len(), Owned::of(old.value())));
+        if let Some((old_len, old_owned)) = old {
+            self.forget(key.len(), old_len, old_owned)?;
+        }
+        self.access.remove(key)?;
+        self.bytes = self
+            .bytes
+            .saturating_add(owned.accounted(key.len(), entry.len()));
+        self.entry_count += 1;
+        Ok(())
+    }
+
+    /// Removes `key` with what it owns; whether it was there.
+    pub(super) fn remove(&mut self, key: &[u8]) -> StorageResult<bool> {
+        let old = self
+            .entries
+            .remove(key)?
+            .map(|old| (old.value().len(), Owned::of(old.value())));
+        self.access.remove(key)?;
+        match old {
+            Some((old_len, old_owned)) => {
+                self.forget(key.len(), old_len, old_owned)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn forget(&mut self, key_len: usize, stored_len: usize, owned: Owned) -> StorageResult<()> {
+        self.bytes = self
+            .bytes
+            .saturating_sub(owned.accounted(key_len, stored_len));
+        self.entry_count = self.entry_count.saturating_sub(1);
+        if let Some(blob) = owned.blob {
+            self.release_blob(&blob)?;
+        }
+        if let Some((name, _)) = owned.dir {
+            self.released_dirs.push(name);
+        }
+        Ok(())
+    }
+
+    fn retain_blob(&mut self, blob: &BlobRef) -> StorageResult<()> {
+        let refs = self
+            .blobs
+            .get(blob.hash.as_slice())?
+            .map_or(0, |row| row.value().0);
+        if refs == 0 {
+            self.bytes = self.bytes.saturating_add(blob.len);
+        }
+        self.blobs
+            .insert(blob.hash.as_slice(), (refs + 1, blob.len))?;
+        Ok(())
+    }
+
+    fn release_blob(&mut self, blob: &BlobRef) -> StorageResult<()> {
+        let refs = self
+            .blobs
+            .get(blob.hash.as_slice())?
+            .map(|row| row.value().0);
+        match refs {
+            Some(refs) if refs > 1 => {
+                self.blobs
+                    .insert(blob.hash.as_slice(), (refs - 1, blob.len))?;
+            }
+            Some(_) => {
+                self.blobs.remove(blob.hash.as_slice())?;
+                self.bytes = self.bytes.saturating_sub(blob.len);
+                self.released_blobs.push(*blob);
+            }
+            None => self.released_blobs.push(*blob),
+        }
+        Ok(())
+    }
+}
+
+/// What the entries of a tag refer to: blobs (with their reference count and length) and owned
+/// directories.
+#[derive(Default)]
+pub(super) struct Referenced {
+    pub(super) blobs: HashMap<[u8; 32], (u64, u64)>,
+    pub(super) dirs: HashSet<String>,
+}
+
+impl RedbCache {
+    /// Creates the tables on a new file, so that readers never meet a missing table.
+    pub(super) fn ensure_tables(&self) -> Result<()> {
+        let open = self.open_database()?;
+        let read = open.database.begin_read().or_db(self)?;
+        let names: Vec<String> = read
+            .list_tables()
+            .or_db(self)?
+            .map(|handle| handle.name().to_owned())
+            .collect();
+        drop(read);
+        if [
+            ENTRIES.name(),
+            ACCESS.name(),
+            COUNTERS.name(),
+            BLOBS.name(),
+            USAGE.name(),
+        ]
+        .iter()
+        .all(|name| names.iter().any(|n| n == name))
+        {
+            return Ok(());
+        }
+        // A file from before usage was kept (or a new one): count it once.
+        self.write(|tables, _| self.recount(tables)).map(|_| ())
+    }
+}
