@@ -267,3 +267,117 @@ fn the_domain_word_check_sees_a_domain_and_skips_only_the_allowed_spelling() {
     assert!(!caught("type KeyMap<V> = HashMap<Vec<u8>, V>;"));
     assert!(caught("type KeyMap = Keymap;"));
 }
+
+/// The top-level unit a file of cache-core belongs to: `store/commit.rs` is `store`,
+/// `config.rs` is `config`; `lib.rs` (the API boundary, which names everything) is none.
+fn core_unit(relative: &str) -> Option<String> {
+    let first = relative.split('/').next()?;
+    let unit = first.strip_suffix(".rs").unwrap_or(first);
+    (unit != "lib").then(|| unit.to_owned())
+}
+
+/// Which top-level units each unit of cache-core refers to through `crate::<unit>` paths, test
+/// code left out (a `tests.rs` file, and everything from a file's first `#[cfg(test)]` on: test
+/// modules sit at the end of their file and may reach anywhere). `crate::Name` paths through
+/// `lib.rs`'s re-exports are not module paths and are not counted.
+fn core_dependencies(root: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let src = root.join("crates/cache-core/src");
+    let files = rust_files(&src);
+    let units: std::collections::BTreeSet<String> =
+        files.iter().filter_map(|file| core_unit(file)).collect();
+    let mut graph: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for file in &files {
+        let Some(unit) = core_unit(file) else {
+            continue;
+        };
+        if file.ends_with("/tests.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(src.join(file)).expect("read a source file");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let uses = graph.entry(unit.clone()).or_default();
+        for (index, _) in code.match_indices("crate::") {
+            let rest = &code[index + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name != unit && units.contains(&name) && !uses.contains(&name) {
+                uses.push(name);
+            }
+        }
+    }
+    graph
+}
+
+/// A cycle in `graph`, if there is one, as the units along it.
+fn find_cycle(graph: &std::collections::BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        graph: &std::collections::BTreeMap<String, Vec<String>>,
+        unit: &str,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|seen| seen == unit) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(unit.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(unit) {
+            return None;
+        }
+        path.push(unit.to_owned());
+        for next in graph.get(unit).into_iter().flatten() {
+            if let Some(cycle) = visit(graph, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(unit.to_owned());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|unit| visit(graph, unit, &mut Vec::new(), &mut done))
+}
+
+/// Issue 14: the core's top-level units (a file, or a folder with its files) form a DAG, so
+/// that each layer can be read, tested and changed knowing only the ones below it.
+#[test]
+fn the_core_s_top_level_units_form_no_circle() {
+    let graph = core_dependencies(&workspace_root());
+    assert!(
+        graph.contains_key("store") && graph.contains_key("fsys"),
+        "{graph:?}"
+    );
+    assert_eq!(
+        find_cycle(&graph),
+        None,
+        "a circle among cache-core's units: {graph:?}"
+    );
+}
+
+#[test]
+fn the_circle_check_finds_a_circle() {
+    let graph: std::collections::BTreeMap<String, Vec<String>> = [
+        ("a".to_owned(), vec!["b".to_owned()]),
+        ("b".to_owned(), vec!["c".to_owned()]),
+        ("c".to_owned(), vec!["a".to_owned()]),
+        ("d".to_owned(), vec![]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        find_cycle(&graph),
+        Some(["a", "b", "c", "a"].map(str::to_owned).to_vec())
+    );
+    let dag: std::collections::BTreeMap<String, Vec<String>> = [
+        ("a".to_owned(), vec!["b".to_owned()]),
+        ("b".to_owned(), vec![]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(find_cycle(&dag), None);
+}

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use crate::config::{CacheOptions, CacheStrategy, Environment, UserCacheConfig};
+use crate::config::{CacheOptions, CacheStrategy, UserCacheConfig};
+use crate::env::Environment;
 use crate::error::{CacheError, ErrorChain, Result};
 use crate::files::prepare_root;
 use crate::manager::{CacheManager, CleanupReport, DisabledCache, SharedCache};

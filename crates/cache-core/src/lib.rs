@@ -78,6 +78,7 @@ mod config;
 mod coordinator;
 mod directory;
 mod doctor;
+mod env;
 mod error;
 mod files;
 mod flight;
@@ -96,8 +97,8 @@ mod typed;
 
 pub use codec::{CodecId, ValueFormat};
 pub use config::{
-    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, Environment, EvictionPolicy, ManualClock,
-    SystemClock, UserCacheConfig, resolve_cache_root,
+    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, SystemClock,
+    UserCacheConfig, resolve_cache_root,
 };
 pub use coordinator::{
     Coordinator, cleanup_shared_cache_instances, create_cache_from_user_config,
@@ -110,6 +111,7 @@ pub use doctor::{
     CheckFinding, CheckStatus, DoctorOptions, EntryFile, StorageFindings, TagDiagnosis,
     diagnose_tag,
 };
+pub use env::Environment;
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use flight::{FlightWork, Lookup};

@@ -79,6 +79,11 @@ pub(crate) fn kill_switch_variable_of(name: &str) -> String {
     )
 }
 
+/// The prefix of every TTL variable: `GLOVEBOX_CACHE_TTL_<NAME>` sets level `<name>`. Defined
+/// here, beside the other variable names a tag's kill switch must not take, so that `tag.rs`
+/// stays a leaf below `ttl.rs` and `env.rs` (which read variables and name tags).
+pub const TTL_VARIABLE_PREFIX: &str = "GLOVEBOX_CACHE_TTL_";
+
 /// Why a tag whose kill-switch variable is `variable` cannot be: that variable already configures
 /// the cache, so switching the tag off would change the configuration of every tag (or setting
 /// the configuration would switch the tag off). `None` when `variable` is free.
@@ -95,7 +100,7 @@ pub(crate) fn kill_switch_collision(variable: &str) -> Option<&'static str> {
         "GLOVEBOX_CACHE_STRATEGY" => {
             Some("its kill switch would be GLOVEBOX_CACHE_STRATEGY, which sets the cache strategy")
         }
-        _ if variable.starts_with(crate::ttl::TTL_VARIABLE_PREFIX) => Some(
+        _ if variable.starts_with(TTL_VARIABLE_PREFIX) => Some(
             "its kill switch would be a GLOVEBOX_CACHE_TTL_* variable, which sets a time to live",
         ),
         _ => None,

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Environment;
+use crate::env::Environment;
 use crate::error::{CacheError, Result};
 
-/// The prefix of every TTL variable: `GLOVEBOX_CACHE_TTL_<NAME>` sets level `<name>`.
-pub const TTL_VARIABLE_PREFIX: &str = "GLOVEBOX_CACHE_TTL_";
+pub use crate::tag::TTL_VARIABLE_PREFIX;
 
 /// The longest level name, so that a variable name stays readable.
 const MAX_NAME_LEN: usize = 64;
