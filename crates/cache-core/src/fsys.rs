@@ -282,6 +282,12 @@ impl Dir {
                 ));
             }
         }
+        self.just_created(name)
+    }
+
+    /// Opens the child directory `name` this process has just created; gone already is an error
+    /// (another process removed it in between).
+    fn just_created(&self, name: &OsStr) -> Result<Dir> {
         self.dir(name)?.ok_or_else(|| {
             CacheError::io(
                 "opening directory",
@@ -301,16 +307,7 @@ impl Dir {
         rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(PRIVATE_DIR_MODE)).map_err(
             |errno| CacheError::io("creating directory", self.join(name), io_error(errno)),
         )?;
-        self.dir(name)?.ok_or_else(|| {
-            CacheError::io(
-                "opening directory",
-                self.join(name),
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "removed by another process just after it was created",
-                ),
-            )
-        })
+        self.just_created(name)
     }
 
     /// Why `name` cannot be opened as a directory: it is a symlink, or not a directory.
@@ -706,6 +703,27 @@ impl Dir {
             }
         }
         Ok(stale)
+    }
+
+    /// [`Dir::stale_temps`] as paths: what cleanup would remove, for doctor to report.
+    pub(crate) fn stale_temp_paths(&self) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .stale_temps()?
+            .iter()
+            .map(|name| self.join(name))
+            .collect())
+    }
+
+    /// Removes [`Dir::stale_temps`] (a file, or a staging tree without following links); how
+    /// many went.
+    pub(crate) fn remove_stale_temps(&self) -> Result<u64> {
+        let mut removed = 0;
+        for name in self.stale_temps()? {
+            if self.remove_tree(&name)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 

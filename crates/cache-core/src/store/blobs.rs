@@ -358,28 +358,14 @@ impl BlobFiles {
 
     /// The temp files cleanup would remove (see `fsys::Dir::stale_temps`), as paths.
     pub(crate) fn stale_temps(&self) -> Result<Vec<PathBuf>> {
-        let Some(temp_dir) = self.temp_dir()? else {
-            return Ok(Vec::new());
-        };
-        Ok(temp_dir
-            .stale_temps()?
-            .iter()
-            .map(|name| temp_dir.join(name))
-            .collect())
+        self.temp_dir()?
+            .map_or(Ok(Vec::new()), |temp_dir| temp_dir.stale_temp_paths())
     }
 
     /// Removes temp files left by processes that died while writing a blob; how many.
     pub(crate) fn remove_stale_temps(&self) -> Result<u64> {
-        let Some(temp_dir) = self.temp_dir()? else {
-            return Ok(0);
-        };
-        let mut removed = 0;
-        for name in temp_dir.stale_temps()? {
-            if temp_dir.remove_tree(&name)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        self.temp_dir()?
+            .map_or(Ok(0), |temp_dir| temp_dir.remove_stale_temps())
     }
 
     /// `blobs/tmp` if it exists.

@@ -173,28 +173,14 @@ impl DirFiles {
 
     /// The staging directories cleanup would remove (see `fsys::Dir::stale_temps`), as paths.
     pub(crate) fn stale_staging(&self) -> Result<Vec<PathBuf>> {
-        let Some(staging) = self.staging_dir()? else {
-            return Ok(Vec::new());
-        };
-        Ok(staging
-            .stale_temps()?
-            .iter()
-            .map(|name| staging.join(name))
-            .collect())
+        self.staging_dir()?
+            .map_or(Ok(Vec::new()), |staging| staging.stale_temp_paths())
     }
 
     /// Removes staging directories of processes that are gone; how many.
     pub(crate) fn remove_stale_staging(&self) -> Result<u64> {
-        let Some(staging) = self.staging_dir()? else {
-            return Ok(0);
-        };
-        let mut removed = 0;
-        for name in staging.stale_temps()? {
-            if staging.remove_tree(&name)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        self.staging_dir()?
+            .map_or(Ok(0), |staging| staging.remove_stale_temps())
     }
 }
 
