@@ -132,10 +132,12 @@ fn each_domain_has_its_own_instance_and_file_under_the_one_root(domains: Domains
             .map(|tag| format!("{}:{tag}", root.display()))
             .to_vec()
     );
-    assert!(!Arc::ptr_eq(
-        domains.metrics.cache(),
-        domains.layouts.cache()
-    ));
+    assert!(
+        !domains
+            .metrics
+            .cache()
+            .same_instance(domains.layouts.cache())
+    );
     for (tag, path) in [
         ("compilation", domains.compilation.cache.database_path()),
         ("metrics", domains.metrics.cache().database_path()),

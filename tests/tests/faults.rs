@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::{
-    CacheError, CacheOptions, Coordinator, DATABASE_FILE_NAME, Environment, ManualClock,
-    SharedCache,
+    Cache, CacheError, CacheOptions, Coordinator, DATABASE_FILE_NAME, Environment, ManualClock,
 };
 use cache_tests::{SeededRng, check_stamped, fill_value, stamped_value, worker_key};
 use rstest::rstest;
@@ -81,7 +80,7 @@ struct Readback {
 
 /// Reads every entry through `cache`, sorting each outcome; a wrong value is recorded, not
 /// asserted, so that callers can report every one.
-fn read_back(cache: &SharedCache) -> Readback {
+fn read_back(cache: &Cache) -> Readback {
     let mut readback = Readback::default();
     for index in 0..ENTRIES {
         let key = entry_key(index);

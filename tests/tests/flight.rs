@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cache_core::{CacheError, CacheOptions, Coordinator, Environment, SharedCache, SingleFlight};
+use cache_core::{Cache, CacheError, CacheOptions, Coordinator, Environment};
 use cache_tests::{append_line, computed_value, lines_of, until_lines};
 use rstest::rstest;
 
@@ -89,7 +89,7 @@ fn worker_report(output: &Output) -> (String, String) {
 }
 
 /// This process's view of the root, waiting at most `timeout` and retrying `flight_retries`.
-fn open_here(root: &Path, timeout: Duration, flight_retries: u32) -> (Coordinator, SharedCache) {
+fn open_here(root: &Path, timeout: Duration, flight_retries: u32) -> (Coordinator, Cache) {
     let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
     let options = CacheOptions {
         timeout,
@@ -104,7 +104,7 @@ fn open_here(root: &Path, timeout: Duration, flight_retries: u32) -> (Coordinato
 
 /// Blocks until this process has a caller waiting for another process's computation. Waits for
 /// that event, not for a duration: the bound only ends a broken test.
-fn until_waiting(cache: &SharedCache) {
+fn until_waiting(cache: &Cache) {
     let bound = Instant::now() + Duration::from_secs(60);
     while cache.get_stats().unwrap().counters.waits == 0 && Instant::now() < bound {
         std::thread::sleep(Duration::from_millis(2));

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use cache_core::{CacheOptions, Coordinator, Environment, ManualClock, SharedCache};
+use cache_core::{Cache, CacheOptions, Coordinator, Environment, ManualClock};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
@@ -195,11 +195,11 @@ struct Subject<'a> {
     root: &'a Path,
     options: CacheOptions,
     coordinator: Coordinator,
-    cache: SharedCache,
+    cache: Cache,
 }
 
 impl Subject<'_> {
-    fn open(coordinator: &Coordinator, root: &Path, options: &CacheOptions) -> SharedCache {
+    fn open(coordinator: &Coordinator, root: &Path, options: &CacheOptions) -> Cache {
         coordinator
             .get_shared_cache_instance(root, "model", options.clone())
             .unwrap()

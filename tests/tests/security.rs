@@ -326,7 +326,7 @@ fn a_symlinked_root_is_resolved_once() {
         .get_shared_cache_instance(&real, "t", CacheOptions::default())
         .unwrap();
     assert!(
-        Arc::ptr_eq(&cache, &through_real),
+        cache.same_instance(&through_real),
         "one instance for both spellings"
     );
     assert!(real.join("t").join(DATABASE_FILE_NAME).is_file());

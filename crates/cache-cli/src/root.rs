@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use cache_compilation::{COMPILATION_TAG, CompilationCache};
 use cache_core::{
-    CacheOptions, CacheStrategy, CacheTtlConfig, Coordinator, DATABASE_FILE_NAME, Environment,
-    SharedCache, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
+    Cache, CacheOptions, CacheStrategy, CacheTtlConfig, Coordinator, DATABASE_FILE_NAME,
+    Environment, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
 };
 
 use crate::exit::NotFound;
@@ -120,13 +120,13 @@ impl CacheRoot {
     }
 
     /// Opens a tag that exists, with [`CacheRoot::options`]; never creates one.
-    pub(crate) fn open_existing(&self, tag: &Tag) -> anyhow::Result<SharedCache> {
+    pub(crate) fn open_existing(&self, tag: &Tag) -> anyhow::Result<Cache> {
         self.require_tag(tag)?;
         self.open(tag, self.options())
     }
 
     /// Opens `tag`, creating the root and the tag if needed.
-    pub(crate) fn open(&self, tag: &Tag, options: CacheOptions) -> anyhow::Result<SharedCache> {
+    pub(crate) fn open(&self, tag: &Tag, options: CacheOptions) -> anyhow::Result<Cache> {
         self.exists()?;
         self.coordinator
             .get_shared_cache_instance(&self.path, tag.as_str(), options)

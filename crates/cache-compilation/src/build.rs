@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cache_core::{CacheError, CachedDirectory, SingleFlight};
+use cache_core::{CacheError, CachedDirectory};
 
 use crate::context::Context;
 use crate::error::{CompilationError, Result};

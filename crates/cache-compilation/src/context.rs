@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cache_core::{CacheError, CacheTtlConfig, Clock, KeyDisplay, SharedCache};
+use cache_core::{Cache, CacheError, CacheTtlConfig, Clock, KeyDisplay};
 
 use crate::error::Result;
 use crate::keys::COMPILATION_TAG;
@@ -45,7 +45,7 @@ impl Default for CompilationOptions {
 /// What every service of one [`CompilationCache`] shares.
 #[derive(Debug)]
 pub(crate) struct Context {
-    pub(crate) cache: SharedCache,
+    pub(crate) cache: Cache,
     pub(crate) ttls: CacheTtlConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: CompilationOptions,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::keys::from_parts;
-use cache_core::{CacheKey, ErrorChain, TypedCache};
+use cache_core::{CacheKey, ErrorChain};
 
 use crate::context::Context;
 use crate::error::{CompilationError, Result};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cache_core::{CleanupReport, Coordinator, SharedCache, UserCacheConfig, default_coordinator};
+use cache_core::{Cache, CleanupReport, Coordinator, UserCacheConfig, default_coordinator};
 
 use crate::build::BuildService;
 use crate::context::{CompilationOptions, Context};
@@ -18,7 +18,7 @@ use crate::workspace::WorkspaceService;
 #[derive(Clone, Debug)]
 pub struct CompilationCache {
     /// The shared instance of the `compilation` tag, for statistics, `flush`, `clear`.
-    pub cache: SharedCache,
+    pub cache: Cache,
     /// ZMK west workspaces by repository and branch.
     pub workspaces: WorkspaceService,
     /// Firmware build artifacts by build inputs.

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cache_core::{CacheOptions, Coordinator, Environment, SharedCache};
+use cache_core::{Cache, CacheOptions, Coordinator, Environment};
 use redb::{
     ConcurrencyMode, Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata,
     TableDefinition,
@@ -157,7 +157,7 @@ trait Reader {
 /// `cache_core`, as an application uses it.
 struct Ours {
     coordinator: Coordinator,
-    cache: SharedCache,
+    cache: Cache,
 }
 
 impl Column for Ours {

@@ -5,8 +5,6 @@
 
 #![allow(clippy::print_stdout, reason = "an example reports to the terminal")]
 
-use std::sync::Arc;
-
 use cache_core::Coordinator;
 
 fn main() -> Result<(), cache_core::CacheError> {
@@ -18,10 +16,10 @@ fn main() -> Result<(), cache_core::CacheError> {
     cache1.set(b"greeting", b"hello from the shared cache", None)?;
     let read_back = cache2.get(b"greeting")?;
 
-    println!("Same instance: {}", Arc::ptr_eq(&cache1, &cache2));
+    println!("Same instance: {}", cache1.same_instance(&cache2));
     println!(
         "Different tag, same instance: {}",
-        Arc::ptr_eq(&cache1, &cache3)
+        cache1.same_instance(&cache3)
     );
     println!("Active instances: {}", coordinator.instance_count());
     println!("Read through the second handle: {}", read_back.is_some());

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CodecId {
-    /// Bytes stored as given (the untyped `CacheManager::set`).
+    /// Bytes stored as given (the untyped `Cache::set`).
     Raw,
     /// serde through bincode 2, standard configuration (varint integers, little endian).
     Bincode2,

@@ -5,18 +5,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
+use crate::cache::Cache;
 use crate::config::{CacheOptions, CacheStrategy, UserCacheConfig};
 use crate::env::Environment;
 use crate::error::{CacheError, ErrorChain, Result};
 use crate::files::prepare_root;
-use crate::manager::{CacheManager, CleanupReport, DisabledCache, SharedCache};
 use crate::stats::AggregatedStats;
 use crate::store::RedbCache;
 use crate::tag::Tag;
+use crate::values::CleanupReport;
 
 /// Hands out one shared cache instance per `(canonical root, tag)`.
 ///
-/// Same pair: the same `Arc` (`Arc::ptr_eq`). Different tag: a different, isolated instance.
+/// Same pair: handles on the same store ([`Cache::same_instance`]). Different tag: a different, isolated instance.
 /// Thread-safe: the registry is behind a mutex held across the open, so two threads asking for a
 /// new pair at once get one instance (the original had no lock: its defect 8). A second request
 /// for a registered pair with different options is an error naming the setting, never silently
@@ -68,19 +69,19 @@ impl Coordinator {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The shared instance of `(root, tag)`, opening it on first use; a [`DisabledCache`] (never
+    /// The shared instance of `(root, tag)`, opening it on first use; a disabled [`Cache`] (never
     /// registered) when `options.enabled` is false or a kill switch disables the tag.
     pub fn get_shared_cache_instance<'t>(
         &self,
         root: &Path,
         tag: impl Into<Option<&'t str>>,
         options: CacheOptions,
-    ) -> Result<SharedCache> {
+    ) -> Result<Cache> {
         let tag = Tag::from_option(tag.into())?;
         options.validate()?;
         if !options.enabled || self.environment.kill_switch_disables(&tag) {
             tracing::debug!(%tag, "cache disabled by configuration or kill switch");
-            return Ok(Arc::new(DisabledCache::new(tag)));
+            return Ok(Cache::disabled(tag));
         }
         let canonical_root = prepare_root(root)?;
         let key = format!("{}:{}", canonical_root.display(), tag);
@@ -97,18 +98,18 @@ impl Coordinator {
                         requested,
                     });
                 }
-                return Ok(existing.clone());
+                return Ok(Cache::stored(existing.clone()));
             }
             registry.remove(&key);
         }
         let cache = RedbCache::open(&canonical_root, tag, options)?;
         registry.insert(key, cache.clone());
-        Ok(cache)
+        Ok(Cache::stored(cache))
     }
 
     /// The instance of `tag` under the cache root and strategy the environment configures
     /// (`GLOVEBOX_CACHE_PATH`, `XDG_CACHE_HOME`, `HOME`; `GLOVEBOX_CACHE_STRATEGY`).
-    pub fn create_default_cache<'t>(&self, tag: impl Into<Option<&'t str>>) -> Result<SharedCache> {
+    pub fn create_default_cache<'t>(&self, tag: impl Into<Option<&'t str>>) -> Result<Cache> {
         let config = UserCacheConfig::from_env(&self.environment)?;
         self.create_cache_from_user_config(&config, tag)
     }
@@ -119,7 +120,7 @@ impl Coordinator {
         &self,
         config: &UserCacheConfig,
         tag: impl Into<Option<&'t str>>,
-    ) -> Result<SharedCache> {
+    ) -> Result<Cache> {
         let root = config.cache_root(&self.environment)?;
         let mut options = config.options.clone();
         options.enabled &= config.strategy == CacheStrategy::Shared;
@@ -198,12 +199,12 @@ pub fn get_shared_cache_instance<'t>(
     root: &Path,
     tag: impl Into<Option<&'t str>>,
     options: CacheOptions,
-) -> Result<SharedCache> {
+) -> Result<Cache> {
     default_coordinator().get_shared_cache_instance(root, tag, options)
 }
 
 /// [`Coordinator::create_default_cache`] on the default coordinator.
-pub fn create_default_cache<'t>(tag: impl Into<Option<&'t str>>) -> Result<SharedCache> {
+pub fn create_default_cache<'t>(tag: impl Into<Option<&'t str>>) -> Result<Cache> {
     default_coordinator().create_default_cache(tag)
 }
 
@@ -211,7 +212,7 @@ pub fn create_default_cache<'t>(tag: impl Into<Option<&'t str>>) -> Result<Share
 pub fn create_cache_from_user_config<'t>(
     config: &UserCacheConfig,
     tag: impl Into<Option<&'t str>>,
-) -> Result<SharedCache> {
+) -> Result<Cache> {
     default_coordinator().create_cache_from_user_config(config, tag)
 }
 

@@ -16,7 +16,7 @@ use crate::fsys::Dir;
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A directory being filled before it is stored with
-/// [`CacheManager::set_directory`](crate::CacheManager::set_directory). Fill it through
+/// [`Cache::set_directory`](crate::Cache::set_directory). Fill it through
 /// [`StagedDirectory::path`]; if it is dropped without being stored, it is removed.
 #[derive(Debug)]
 pub struct StagedDirectory {

@@ -48,12 +48,12 @@ use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::files::DATABASE_FILE_NAME;
 use crate::fsys;
-use crate::manager::{CacheManager, CleanupReport};
 use crate::store::backend::{Access, HandleSettings, Opened, is_corruption, open_database};
 use crate::store::blobs::{BlobFiles, BlobRead};
 use crate::store::dirs::DirFiles;
 use crate::store::{EntryFiles, FileRegistration, RedbCache, entries_with_files, move_aside};
 use crate::tag::Tag;
+use crate::values::CleanupReport;
 
 /// How long the storage checks wait before their second look. Publishing a blob or directory
 /// and committing its entry happen within one write transaction (milliseconds), so a file seen

@@ -4,18 +4,21 @@
 //! # Overview
 //!
 //! - [`Coordinator`] hands out one shared instance per `(canonical cache root, tag)`:
-//!   same pair, same `Arc`; different tag, an isolated instance with its own database file
+//!   same pair, handles on one store; different tag, an isolated instance with its own database file
 //!   `<root>/<tag>/cache.redb`. [`default_coordinator`] and the free functions
 //!   ([`create_default_cache`], [`get_shared_cache_instance`], ...) use one process-wide
 //!   coordinator.
-//! - [`CacheManager`] is the object-safe interface every instance implements: byte values under
-//!   byte keys, with TTLs, metadata, statistics, cleanup and flush. [`RedbCache`] stores in redb
-//!   (`MultiWriter` mode: several processes share one file); [`DisabledCache`] stores nothing.
-//! - [`CacheKey`] and [`TypedCache`] give typed access: a domain declares per key type its tag,
-//!   value type, schema version and default TTL; values go through the codec (serde + bincode 2)
-//!   with the codec and schema version recorded in each entry.
-//! - [`SingleFlight`] computes a missing value once on the whole machine: `get_or_compute`
-//!   (bytes), [`TypedCache::get_or_compute_typed`], and the primitive `single_flight` that
+//! - [`Cache`] is the one handle callers hold (cheap to clone): byte values under byte keys,
+//!   with TTLs, metadata, statistics, cleanup and flush; streams and files; directories owned by
+//!   an entry. Behind it, a redb store (`MultiWriter` mode: several processes share one file),
+//!   or nothing at all when the tag is disabled ([`Cache::disabled`]).
+//! - [`CacheKey`] and the handle's typed methods (`get_typed`, `set_typed`, ...) give typed
+//!   access: a domain declares per key type its tag, value type, schema version and default
+//!   TTL; values go through the codec (serde + bincode 2) with the codec and schema version
+//!   recorded in each entry.
+//! - Single flight computes a missing value once on the whole machine:
+//!   [`Cache::get_or_compute`] (bytes), [`Cache::get_or_compute_typed`], and the primitive
+//!   [`Cache::single_flight`] that
 //!   domain services build on. One caller (any thread, any process on the root) computes under
 //!   a lease kept in the tag's file; the others wait, bounded by the instance's `timeout`, and
 //!   receive what it stored. A dead owner's lease is taken over; a failed computation wakes its
@@ -30,7 +33,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use cache_core::{CacheManager, CacheOptions, Coordinator};
+//! use cache_core::{CacheOptions, Coordinator};
 //!
 //! # fn main() -> Result<(), cache_core::CacheError> {
 //! let root = tempfile::tempdir().expect("temp dir");
@@ -40,7 +43,7 @@
 //! assert_eq!(cache.get(b"image:42")?, Some(b"image bytes".to_vec()));
 //!
 //! let again = coordinator.get_shared_cache_instance(root.path(), "thumbnails", CacheOptions::default())?;
-//! assert!(std::sync::Arc::ptr_eq(&cache, &again));
+//! assert!(cache.same_instance(&again));
 //! coordinator.reset()?; // flushes and closes; never deletes data
 //! # Ok(())
 //! # }
@@ -50,7 +53,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use cache_core::{CacheError, CacheOptions, Coordinator, SingleFlight};
+//! use cache_core::{CacheError, CacheOptions, Coordinator};
 //!
 //! # fn main() -> Result<(), CacheError> {
 //! let root = tempfile::tempdir().expect("temp dir");
@@ -73,6 +76,7 @@
 //! # }
 //! ```
 
+mod cache;
 mod codec;
 mod config;
 mod coordinator;
@@ -87,14 +91,15 @@ mod fsys;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
-mod manager;
 mod process;
 mod stats;
 mod store;
 mod tag;
 mod ttl;
 mod typed;
+mod values;
 
+pub use cache::Cache;
 pub use codec::{CodecId, ValueFormat};
 pub use config::{
     APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, SystemClock,
@@ -114,13 +119,8 @@ pub use doctor::{
 pub use env::Environment;
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
-pub use flight::{FlightWork, Lookup};
-pub use manager::{
-    AnyFormat, CacheManager, CleanupReport, Compaction, DisabledCache, EntryMetadata, SharedCache,
-    SingleFlight,
-};
 pub use stats::{AggregatedStats, CacheStats, Counters};
-pub use store::RedbCache;
 pub use tag::Tag;
 pub use ttl::{CacheTtlConfig, TTL_VARIABLE_PREFIX, TtlLevel, UNCLAIMED_TTL_LEVELS};
-pub use typed::{CacheKey, TypedCache};
+pub use typed::CacheKey;
+pub use values::{CleanupReport, Compaction, EntryMetadata};

@@ -1,8 +1,7 @@
 //! `LayoutCache`, the layout domain's service over the `layout` tag, and its factories.
 
 use cache_core::{
-    CacheError, CacheKey, CacheTtlConfig, Coordinator, SharedCache, TypedCache, UserCacheConfig,
-    default_coordinator,
+    Cache, CacheError, CacheKey, CacheTtlConfig, Coordinator, UserCacheConfig, default_coordinator,
 };
 
 use crate::error::Result;
@@ -20,7 +19,7 @@ use crate::keys::{
 /// [`layout_bookmarks`](crate::ttl::LAYOUT_BOOKMARKS)). Cheap to clone; clones share the instance.
 #[derive(Clone, Debug)]
 pub struct LayoutCache {
-    cache: SharedCache,
+    cache: Cache,
     ttls: CacheTtlConfig,
 }
 
@@ -41,7 +40,7 @@ impl LayoutCache {
     }
 
     /// The shared instance underneath, for statistics, `flush`, `clear` and the like.
-    pub fn cache(&self) -> &SharedCache {
+    pub fn cache(&self) -> &Cache {
         &self.cache
     }
 

@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_core::{
-    CacheKey, CacheTtlConfig, Clock, Coordinator, SharedCache, TypedCache, UserCacheConfig,
-    default_coordinator,
+    Cache, CacheKey, CacheTtlConfig, Clock, Coordinator, UserCacheConfig, default_coordinator,
 };
 
 use crate::error::{MetricsError, Result};
@@ -25,7 +24,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// always consistent with what is stored, and a metrics tag holds at most a week of sessions.
 #[derive(Clone, Debug)]
 pub struct MetricsCache {
-    cache: SharedCache,
+    cache: Cache,
     ttls: CacheTtlConfig,
     clock: Arc<dyn Clock>,
 }
@@ -49,7 +48,7 @@ impl MetricsCache {
     }
 
     /// The shared instance underneath, for statistics, `flush`, `clear` and the like.
-    pub fn cache(&self) -> &SharedCache {
+    pub fn cache(&self) -> &Cache {
         &self.cache
     }
 

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use cache_core::{
-    CacheStats, CacheTtlConfig, Coordinator, SharedCache, TypedCache, UserCacheConfig,
-    default_coordinator,
+    Cache, CacheStats, CacheTtlConfig, Coordinator, UserCacheConfig, default_coordinator,
 };
 
 use crate::error::Result;
@@ -23,7 +22,7 @@ use crate::values::{ApiDocument, FirmwareImage, FirmwareVersion, LayoutUuid, Pub
 /// clones share the instance.
 #[derive(Clone, Debug)]
 pub struct MoergoCache {
-    cache: SharedCache,
+    cache: Cache,
     ttls: CacheTtlConfig,
 }
 

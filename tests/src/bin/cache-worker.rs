@@ -83,7 +83,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_core::{CacheError, CacheOptions, Coordinator, ErrorChain, SharedCache, SingleFlight};
+use cache_core::{Cache, CacheError, CacheOptions, Coordinator, ErrorChain};
 use cache_tests::{
     CrashOp, SeededRng, TEST_BLOB_THRESHOLD, append_line, barrier, blob_crash_script, blob_value,
     check_blob_value, check_stamped, computed_value, crash_key, crash_script, crash_value,
@@ -136,7 +136,7 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-fn open(coordinator: &Coordinator, root: &str, tag: &str) -> anyhow::Result<SharedCache> {
+fn open(coordinator: &Coordinator, root: &str, tag: &str) -> anyhow::Result<Cache> {
     open_with(coordinator, root, tag, CacheOptions::default())
 }
 
@@ -145,7 +145,7 @@ fn open_with(
     root: &str,
     tag: &str,
     options: CacheOptions,
-) -> anyhow::Result<SharedCache> {
+) -> anyhow::Result<Cache> {
     coordinator
         .get_shared_cache_instance(&PathBuf::from(root), tag, options)
         .context("while opening the cache")
@@ -476,7 +476,7 @@ fn crash_writer(args: &[String]) -> anyhow::Result<()> {
 /// Runs a crash script's operations on `cache` forever, flushing after every `flush_every` and
 /// then reporting `flushed N`.
 fn run_crash_script(
-    cache: &SharedCache,
+    cache: &Cache,
     script: impl Iterator<Item = CrashOp>,
     flush_every: usize,
 ) -> anyhow::Result<()> {
@@ -985,7 +985,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
 
 /// Rereads the first `flushed` fill entries: `ok N` when all read back exactly, `error <message>`
 /// at the first that fails to read. A value that reads back wrong ends the worker with an error.
-fn reread(cache: &SharedCache, flushed: u64, value_bytes: usize) -> anyhow::Result<String> {
+fn reread(cache: &Cache, flushed: u64, value_bytes: usize) -> anyhow::Result<String> {
     for index in 0..flushed {
         let key = worker_key("fill", index as usize);
         match cache.get(&key) {

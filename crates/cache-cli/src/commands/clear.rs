@@ -11,7 +11,7 @@ use std::io::{BufRead, IsTerminal as _, Write};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use cache_core::{CacheOptions, SharedCache, Tag};
+use cache_core::{Cache, CacheOptions, Tag};
 use serde::Serialize;
 
 use crate::cli::ClearArgs;
@@ -56,7 +56,7 @@ struct TagCleared {
 /// What will be removed from one tag, worked out before asking.
 struct Plan {
     tag: Tag,
-    cache: SharedCache,
+    cache: Cache,
     /// Live entries now (`All`), the old keys (`OlderThan`), unknown until cleanup runs
     /// (`Expired`).
     doomed: Doomed,
@@ -156,7 +156,7 @@ fn plan(root: &CacheRoot, tag: Tag, mode: Mode) -> anyhow::Result<Plan> {
 }
 
 /// Live keys of `tag` stored before `cutoff`.
-fn old_keys(cache: &SharedCache, tag: &Tag, cutoff: SystemTime) -> anyhow::Result<Vec<Vec<u8>>> {
+fn old_keys(cache: &Cache, tag: &Tag, cutoff: SystemTime) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut old = Vec::new();
     let keys = cache
         .keys()

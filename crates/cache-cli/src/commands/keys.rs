@@ -2,7 +2,7 @@
 //! request.
 
 use anyhow::Context as _;
-use cache_core::{EntryMetadata, SharedCache};
+use cache_core::{Cache, EntryMetadata};
 use serde::Serialize;
 
 use crate::cli::KeysArgs;
@@ -133,11 +133,7 @@ pub(crate) fn run(root: &CacheRoot, args: &KeysArgs, output: &Output) -> anyhow:
     Ok(())
 }
 
-fn read_details(
-    cache: &SharedCache,
-    keys: Vec<Vec<u8>>,
-    args: &KeysArgs,
-) -> anyhow::Result<Vec<Listed>> {
+fn read_details(cache: &Cache, keys: Vec<Vec<u8>>, args: &KeysArgs) -> anyhow::Result<Vec<Listed>> {
     let tag = &args.tag;
     let mut listed = Vec::with_capacity(keys.len());
     for key in keys {

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::files::prepare_root;
-use crate::manager::CacheManager;
 use crate::store::RedbCache;
 
 fn healthy_tag(root: &Path) -> (PathBuf, Tag) {

@@ -72,20 +72,17 @@ pub(crate) trait LeaseStore: Sync {
 
 /// What [`FlightWork::look_up`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// The caller has its answer: the value, or the error that looking for it raised.
     Answered,
     /// Nothing there yet: compute it, or wait for whoever is computing it.
     Missing,
 }
 
-/// One caller's part in a single flight, in the object-safe form that
-/// [`CacheManager::run_single_flight`] takes. [`SingleFlight::single_flight`] builds one from
-/// two closures; implement it directly only to forward a flight from one cache to another.
-///
-/// [`CacheManager::run_single_flight`]: crate::CacheManager::run_single_flight
-/// [`SingleFlight::single_flight`]: crate::SingleFlight::single_flight
-pub trait FlightWork {
+/// One caller's part in a single flight, in the object-safe form the flight loop takes
+/// (`RedbCache::run_single_flight`); [`crate::Cache::single_flight`] builds one from two
+/// closures.
+pub(crate) trait FlightWork {
     /// Looks for the result. Called first, again once this caller holds the key's lease (another
     /// caller may have finished in between), and after every wait.
     fn look_up(&mut self) -> Lookup;

@@ -5,7 +5,6 @@ use std::path::Path;
 use super::*;
 use crate::config::CacheOptions;
 use crate::files::prepare_root;
-use crate::manager::SingleFlight;
 use crate::store::RedbCache;
 use crate::tag::Tag;
 
@@ -103,7 +102,7 @@ fn a_lease_past_its_deadline_is_taken_over_and_counted() {
     cache
         .update_lease(b"k", |_| (LeaseWrite::Put(abandoned.encode()), ()))
         .unwrap();
-    let value = cache
+    let value = crate::Cache::stored(cache.clone())
         .get_or_compute(b"k", None, || Ok::<_, CacheError>(b"v".to_vec()))
         .unwrap();
     assert_eq!(value, b"v");
@@ -129,7 +128,7 @@ fn a_live_lease_of_another_owner_makes_the_caller_wait_until_the_timeout() {
     cache
         .update_lease(b"k", |_| (LeaseWrite::Put(held.encode()), ()))
         .unwrap();
-    let err = cache
+    let err = crate::Cache::stored(cache.clone())
         .get_or_compute(b"k", None, || Ok::<_, CacheError>(b"v".to_vec()))
         .unwrap_err();
     match &err {
@@ -151,7 +150,7 @@ fn a_lease_taken_over_while_computing_is_left_to_its_new_owner() {
     let root = tempfile::tempdir().unwrap();
     let cache = open_in(root.path(), CacheOptions::default());
     let intruder = live_record(now_ms() + 60_000);
-    let value = cache
+    let value = crate::Cache::stored(cache.clone())
         .get_or_compute(b"k", None, || {
             // Another owner takes the lease while this computation runs.
             cache

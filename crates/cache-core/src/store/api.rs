@@ -1,20 +1,16 @@
-//! [`CacheManager`] for [`RedbCache`]: the public operations, each a composition of the
+//! The operations of [`RedbCache`] that the public handle (`crate::Cache`) calls, each a composition of the
 //! facets beside it (reads from `read.rs`, writes into `buffer.rs`, commits through
 //! `commit.rs`, upkeep from `maintenance.rs`). Nothing here touches a table or a file directly
 //! except through those facets.
 
 use super::*;
 
-impl CacheManager for RedbCache {
-    fn tag(&self) -> &Tag {
+impl RedbCache {
+    pub(crate) fn tag(&self) -> &Tag {
         &self.tag
     }
 
-    fn is_enabled(&self) -> bool {
-        true
-    }
-
-    fn get_with_format(
+    pub(crate) fn get_with_format(
         &self,
         key: &[u8],
         format: ValueFormat,
@@ -35,7 +31,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn set_with_format(
+    pub(crate) fn set_with_format(
         &self,
         key: &[u8],
         value: &[u8],
@@ -45,7 +41,7 @@ impl CacheManager for RedbCache {
         self.set_many_with_format(&[(key, value)], ttl, format)
     }
 
-    fn set_many_with_format(
+    pub(crate) fn set_many_with_format(
         &self,
         items: &[(&[u8], &[u8])],
         ttl: Option<Duration>,
@@ -75,7 +71,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn set_from_reader(
+    pub(crate) fn set_from_reader(
         &self,
         key: &[u8],
         source: &mut dyn Read,
@@ -101,7 +97,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
+    pub(crate) fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
         self.measure("get", |started| {
             let sink = &mut CallerIo(sink);
             self.check_key(key)?;
@@ -125,11 +121,11 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn stage_directory(&self) -> Result<StagedDirectory> {
+    pub(crate) fn stage_directory(&self) -> Result<StagedDirectory> {
         self.dir_files.stage()
     }
 
-    fn set_directory(
+    pub(crate) fn set_directory(
         &self,
         key: &[u8],
         mut staged: StagedDirectory,
@@ -180,7 +176,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>> {
+    pub(crate) fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>> {
         self.measure("get", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
@@ -228,11 +224,11 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn delete(&self, key: &[u8]) -> Result<bool> {
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<bool> {
         self.delete_many(&[key]).map(|removed| removed == 1)
     }
 
-    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
+    pub(crate) fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
         self.measure("delete", |started| {
             for key in keys {
                 self.check_key(key)?;
@@ -258,7 +254,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn exists(&self, key: &[u8]) -> Result<bool> {
+    pub(crate) fn exists(&self, key: &[u8]) -> Result<bool> {
         self.measure("exists", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
@@ -266,7 +262,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn clear(&self) -> Result<()> {
+    pub(crate) fn clear(&self) -> Result<()> {
         self.measure("clear", |_| {
             lock(&self.access_pending).clear();
             self.write(|tables, _| {
@@ -277,7 +273,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn keys(&self) -> Result<Vec<Vec<u8>>> {
         self.measure("keys", |_| {
             let now = self.now_ms();
             let mut keys = Vec::new();
@@ -291,7 +287,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn get_metadata(&self, key: &[u8]) -> Result<Option<EntryMetadata>> {
+    pub(crate) fn get_metadata(&self, key: &[u8]) -> Result<Option<EntryMetadata>> {
         self.measure("get_metadata", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
@@ -338,7 +334,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn get_stats(&self) -> Result<CacheStats> {
+    pub(crate) fn get_stats(&self) -> Result<CacheStats> {
         self.measure("get_stats", |_| {
             let now = self.now_ms();
             let (mut entries, mut bytes) = (0u64, 0u64);
@@ -375,7 +371,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn cleanup(&self) -> Result<CleanupReport> {
+    pub(crate) fn cleanup(&self) -> Result<CleanupReport> {
         self.measure("cleanup", |_| {
             let mut report = CleanupReport::default();
             report.temp_files += self.blob_files.remove_stale_temps()?;
@@ -450,7 +446,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<()> {
         self.measure("flush", |_| {
             // Under `write_lock`: a commit in progress (the commit thread's) has landed when it
             // is ours, so "nothing uncommitted" then means durable.
@@ -463,7 +459,7 @@ impl CacheManager for RedbCache {
         })
     }
 
-    fn close(&self) -> Result<()> {
+    pub(crate) fn close(&self) -> Result<()> {
         {
             if lock(&self.buffer).close() {
                 return Ok(());
@@ -485,18 +481,18 @@ impl CacheManager for RedbCache {
         flushed
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.database
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_none()
     }
 
-    fn database_path(&self) -> Option<&Path> {
+    pub(crate) fn database_path(&self) -> Option<&Path> {
         Some(&self.path)
     }
 
-    fn discard_undecodable(&self, key: &[u8], reason: &str) -> Result<()> {
+    pub(crate) fn discard_undecodable(&self, key: &[u8], reason: &str) -> Result<()> {
         self.check_key(key)?;
         // The read was counted as a hit by the store; it was not one.
         self.counters
@@ -515,7 +511,7 @@ impl CacheManager for RedbCache {
         Ok(())
     }
 
-    fn run_single_flight(&self, key: &[u8], work: &mut dyn FlightWork) -> Result<()> {
+    pub(crate) fn run_single_flight(&self, key: &[u8], work: &mut dyn FlightWork) -> Result<()> {
         self.check_key(key)?;
         flight::run(self, key, work)
     }

@@ -98,7 +98,7 @@ impl RedbCache {
     /// check); `false` when damage was found (redb repairs what it can on the next open).
     /// Needs the instance to itself for the moment: fails with [`CacheError::Busy`] while
     /// another thread is inside an operation.
-    pub fn check_integrity(&self) -> Result<bool> {
+    pub(crate) fn check_integrity(&self) -> Result<bool> {
         self.with_exclusive_database(|database| {
             database
                 .check_integrity()

@@ -1,4 +1,4 @@
-//! `RedbCache`: the redb-backed [`CacheManager`], one database file per (root, tag), opened in
+//! `RedbCache`: the redb-backed store behind [`crate::Cache`], one database file per (root, tag), opened in
 //! `MultiWriter` mode so that several processes share it.
 //!
 //! Writes are group-committed. `set` and `delete` go into this process's write buffer, where
@@ -21,7 +21,7 @@
 //! - `read.rs`: lookups through the buffer and the read snapshot; reads never change an entry.
 //! - `maintenance.rs`: recount, compaction, integrity, lifetime counters.
 //! - `leases.rs`: the single-flight lease table.
-//! - `api.rs`: [`CacheManager`] for [`RedbCache`].
+//! - `api.rs`: the operations [`crate::Cache`] calls.
 //! - `blobs.rs`, `dirs.rs`: the files entries own; `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
 //!
@@ -58,9 +58,9 @@ use crate::directory::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::DATABASE_FILE_NAME;
 use crate::flight::{self, FlightWork, Flights, LeaseWrite};
-use crate::manager::{AnyFormat, CacheManager, CleanupReport, Compaction, EntryMetadata};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
+use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
 use dirs::DirFiles;
@@ -129,7 +129,7 @@ fn system_time(ms: u64) -> SystemTime {
 }
 
 /// The redb-backed cache of one (root, tag). Obtain it from a [`crate::Coordinator`].
-pub struct RedbCache {
+pub(crate) struct RedbCache {
     /// The tag this instance stores, and names in every error and log line.
     tag: Tag,
     /// `<root>/<tag>/cache.redb`.
@@ -178,7 +178,11 @@ impl RedbCache {
     /// Opens (creating if needed) the database of `tag` under `canonical_root`, which must come
     /// from [`crate::prepare_root`], and starts its commit thread. A corrupt file is moved aside
     /// and the tag starts empty.
-    pub fn open(canonical_root: &Path, tag: Tag, options: CacheOptions) -> Result<Arc<Self>> {
+    pub(crate) fn open(
+        canonical_root: &Path,
+        tag: Tag,
+        options: CacheOptions,
+    ) -> Result<Arc<Self>> {
         options.validate()?;
         let (path, tag_dir) = prepare_tag_files(canonical_root, &tag)?;
         let registration = FileRegistration::register(&path)?;
@@ -230,7 +234,7 @@ impl RedbCache {
     }
 
     /// The options this instance was opened with.
-    pub fn options(&self) -> &CacheOptions {
+    pub(crate) fn options(&self) -> &CacheOptions {
         &self.options
     }
 

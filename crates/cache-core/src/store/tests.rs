@@ -4,6 +4,17 @@
 use super::*;
 use crate::files::prepare_root;
 
+/// The untyped forms of the handle's `set` and `get`, for tests that hold the store itself.
+impl RedbCache {
+    pub(crate) fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.set_with_format(key, value, ttl, ValueFormat::RAW)
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with_format(key, ValueFormat::RAW, AnyFormat::Yes)
+    }
+}
+
 fn open_in(root: &Path, options: CacheOptions) -> Arc<RedbCache> {
     let canonical = prepare_root(root).unwrap();
     RedbCache::open(&canonical, Tag::new("t").unwrap(), options).unwrap()
@@ -342,7 +353,9 @@ fn set_many_with_one_invalid_item_stores_none_of_them() {
     };
     let cache = open_in(root.path(), options);
     let items: [(&[u8], &[u8]); 3] = [(b"a", b"ok"), (b"b", b"far too long"), (b"c", b"ok")];
-    let err = cache.set_many(&items, None).unwrap_err();
+    let err = cache
+        .set_many_with_format(&items, None, ValueFormat::RAW)
+        .unwrap_err();
     assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
     assert!(lock(&cache.buffer).pending_len() == 0);
     assert_eq!(cache.keys().unwrap(), Vec::<Vec<u8>>::new());
@@ -363,7 +376,9 @@ fn set_many_buffers_all_items_for_one_commit() {
         .iter()
         .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .collect();
-    cache.set_many(&borrowed, None).unwrap();
+    cache
+        .set_many_with_format(&borrowed, None, ValueFormat::RAW)
+        .unwrap();
     assert_eq!(lock(&cache.buffer).pending_len(), 100);
     assert_eq!(
         cache.keys().unwrap().len(),

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{
-    CacheError, CacheManager, CacheOptions, Compaction, Coordinator, EvictionPolicy, ManualClock,
-};
+use cache_core::{CacheError, CacheOptions, Compaction, Coordinator, EvictionPolicy, ManualClock};
 use rstest::rstest;
 use tempfile::TempDir;
 
@@ -787,13 +785,9 @@ fn files_round_trip_through_paths(root: TempDir, coordinator: Coordinator) {
 
 #[rstest]
 fn a_healthy_tag_passes_the_integrity_check(root: TempDir) {
-    let canonical = cache_core::prepare_root(root.path()).unwrap();
-    let cache = cache_core::RedbCache::open(
-        &canonical,
-        cache_core::Tag::new("t").unwrap(),
-        CacheOptions::default(),
-    )
-    .unwrap();
+    let cache = Coordinator::new()
+        .get_shared_cache_instance(root.path(), "t", CacheOptions::default())
+        .unwrap();
     cache.set(b"k", b"v", None).unwrap();
     assert!(cache.check_integrity().unwrap());
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cache_core::{CacheKey, CacheOptions, Coordinator, ManualClock, TypedCache, keys};
+use cache_core::{CacheKey, CacheOptions, Coordinator, ManualClock, keys};
 use rstest::rstest;
 use tempfile::TempDir;
 
@@ -96,7 +96,7 @@ fn defect_08_concurrent_requests_share_one_instance_and_settings_are_checked(
     assert!(
         instances
             .windows(2)
-            .all(|pair| Arc::ptr_eq(&pair[0], &pair[1]))
+            .all(|pair| pair[0].same_instance(&pair[1]))
     );
     assert_eq!(coordinator.instance_count(), 1);
 

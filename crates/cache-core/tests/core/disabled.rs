@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use cache_core::{CacheManager, DisabledCache, Tag, TypedCache};
+use cache_core::{Cache, Tag};
 
 use crate::typed::Note;
 
 #[test]
 fn every_operation_is_a_no_op() {
-    let cache = DisabledCache::new(Tag::new("t").unwrap());
+    let cache = Cache::disabled(Tag::new("t").unwrap());
     cache.set(b"k", b"v", Some(Duration::from_secs(1))).unwrap();
     assert_eq!(cache.get(b"k").unwrap(), None);
     assert!(!cache.exists(b"k").unwrap());
@@ -30,7 +30,7 @@ fn every_operation_is_a_no_op() {
 
 #[test]
 fn typed_access_misses_and_computes() {
-    let cache = DisabledCache::new(Tag::new("t").unwrap());
+    let cache = Cache::disabled(Tag::new("t").unwrap());
     cache.set_typed(&Note("k"), &"v".to_owned()).unwrap();
     assert_eq!(cache.get_typed(&Note("k")).unwrap(), None);
     let mut computed = 0;

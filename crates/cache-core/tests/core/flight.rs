@@ -12,10 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, mpsc};
 use std::time::{Duration, Instant};
 
-use cache_core::{
-    CacheError, CacheOptions, Coordinator, DisabledCache, SharedCache, SingleFlight, Tag,
-    TypedCache,
-};
+use cache_core::{Cache, CacheError, CacheOptions, Coordinator, Tag};
 use rstest::rstest;
 use tempfile::TempDir;
 
@@ -47,7 +44,7 @@ impl From<CacheError> for ComputeError {
 /// Blocks until `waits` callers of `cache` are waiting for a computation. Waits for an event,
 /// not a duration: the bound only ends a test whose waiters never arrive, whose assertions then
 /// fail.
-fn until_waiting(cache: &SharedCache, waits: u64) {
+fn until_waiting(cache: &Cache, waits: u64) {
     let bound = Instant::now() + Duration::from_secs(30);
     while cache.get_stats().unwrap().counters.waits < waits && Instant::now() < bound {
         std::thread::sleep(Duration::from_millis(1));
@@ -118,7 +115,7 @@ fn the_computed_value_is_stored_with_the_ttl(root: TempDir, coordinator: Coordin
 }
 
 /// A leader whose computation fails once another thread waits for it; the waiter's own result.
-fn fail_while_another_waits(cache: &SharedCache) -> (ComputeError, Result<Vec<u8>, ComputeError>) {
+fn fail_while_another_waits(cache: &Cache) -> (ComputeError, Result<Vec<u8>, ComputeError>) {
     let (started, leader_started) = mpsc::channel();
     std::thread::scope(|scope| {
         let leader = scope.spawn(|| {
@@ -299,7 +296,7 @@ fn the_typed_form_computes_once_and_checks_the_tag(root: TempDir, coordinator: C
 
 #[test]
 fn a_disabled_cache_just_computes() {
-    let cache = DisabledCache::new(Tag::new("t").unwrap());
+    let cache = Cache::disabled(Tag::new("t").unwrap());
     let runs = AtomicUsize::new(0);
     for _ in 0..2 {
         let value = cache

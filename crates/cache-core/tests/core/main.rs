@@ -11,7 +11,7 @@ mod registry;
 mod threads;
 mod typed;
 
-use cache_core::{CacheOptions, Coordinator, SharedCache};
+use cache_core::{Cache, CacheOptions, Coordinator};
 use tempfile::TempDir;
 
 // The shared fixtures (temp root, fresh coordinator, manual clock) and options over the clock.
@@ -29,7 +29,7 @@ pub(crate) fn open(
     root: &TempDir,
     tag: &str,
     options: CacheOptions,
-) -> SharedCache {
+) -> Cache {
     coordinator
         .get_shared_cache_instance(root.path(), tag, options)
         .expect("open cache")

@@ -1,7 +1,5 @@
 //! The coordinator's registry: same pair same instance, isolation, settings conflicts, reset, factories.
 
-use std::sync::Arc;
-
 use cache_core::{
     CacheError, CacheOptions, CacheStrategy, Coordinator, Environment, UserCacheConfig,
 };
@@ -18,8 +16,8 @@ fn same_tag_same_instance_different_tag_different_instance(
     let first = open(&coordinator, &root, "compilation", CacheOptions::default());
     let second = open(&coordinator, &root, "compilation", CacheOptions::default());
     let other = open(&coordinator, &root, "metrics", CacheOptions::default());
-    assert!(Arc::ptr_eq(&first, &second));
-    assert!(!Arc::ptr_eq(&first, &other));
+    assert!(first.same_instance(&second));
+    assert!(!first.same_instance(&other));
     assert_eq!(coordinator.instance_count(), 2);
 }
 
@@ -41,7 +39,7 @@ fn untagged_means_the_default_tag(root: TempDir, coordinator: Coordinator) {
         .get_shared_cache_instance(root.path(), None, CacheOptions::default())
         .unwrap();
     let named = open(&coordinator, &root, "default", CacheOptions::default());
-    assert!(Arc::ptr_eq(&untagged, &named));
+    assert!(untagged.same_instance(&named));
     assert_eq!(untagged.tag().as_str(), "default");
 }
 
@@ -53,7 +51,7 @@ fn the_registry_key_is_the_canonical_root(root: TempDir, coordinator: Coordinato
     let via_dots = coordinator
         .get_shared_cache_instance(&dotted, "t", CacheOptions::default())
         .unwrap();
-    assert!(Arc::ptr_eq(&plain, &via_dots));
+    assert!(plain.same_instance(&via_dots));
     let canonical = root.path().canonicalize().unwrap();
     assert_eq!(
         coordinator.instance_keys(),
@@ -85,7 +83,7 @@ fn reset_closes_instances_and_keeps_their_data(root: TempDir, coordinator: Coord
     assert_eq!(coordinator.instance_count(), 0);
     assert!(matches!(cache.get(b"kept"), Err(CacheError::Closed { .. })));
     let reopened = open(&coordinator, &root, "t", CacheOptions::default());
-    assert!(!Arc::ptr_eq(&cache, &reopened));
+    assert!(!cache.same_instance(&reopened));
     assert_eq!(reopened.get(b"kept").unwrap(), Some(b"value".to_vec()));
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cache_core::{CacheError, CacheKey, CacheOptions, Coordinator, TypedCache, ValueFormat};
+use cache_core::{CacheError, CacheKey, CacheOptions, Coordinator, ValueFormat};
 use rstest::rstest;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;

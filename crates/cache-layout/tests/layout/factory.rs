@@ -109,6 +109,6 @@ fn the_service_uses_the_tags_shared_instance(
     let config = config_with(&root, &clock);
     let first = open(&coordinator, &config);
     let second = open(&coordinator, &config);
-    assert!(Arc::ptr_eq(first.cache(), second.cache()));
+    assert!(first.cache().same_instance(second.cache()));
     assert_eq!(first.cache().tag().as_str(), "layout");
 }

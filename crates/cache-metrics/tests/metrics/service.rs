@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{CacheKey, CacheOptions, CacheTtlConfig, Coordinator, ManualClock, TypedCache};
+use cache_core::{CacheKey, CacheOptions, CacheTtlConfig, Coordinator, ManualClock};
 use cache_metrics::{SessionId, SessionMetrics, TIMING_BUCKET_BOUNDS, Timing};
 use rstest::rstest;
 use tempfile::TempDir;

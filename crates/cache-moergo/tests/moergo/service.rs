@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{CacheKey, CacheTtlConfig, Coordinator, ManualClock, TypedCache, UserCacheConfig};
+use cache_core::{CacheKey, CacheTtlConfig, Coordinator, ManualClock, UserCacheConfig};
 use cache_moergo::{
     ApiDocument, FirmwareVersion, LayoutConfigKey, LayoutUuid, MoergoCache, MoergoError,
     PublicLayoutTags,
