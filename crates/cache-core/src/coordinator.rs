@@ -10,6 +10,7 @@ use crate::config::{CacheOptions, CacheStrategy, UserCacheConfig};
 use crate::env::Environment;
 use crate::error::{CacheError, ErrorChain, Result};
 use crate::files::prepare_root;
+use crate::remote::RemoteStore;
 use crate::stats::AggregatedStats;
 use crate::store::RedbCache;
 use crate::tag::Tag;
@@ -29,6 +30,8 @@ use crate::values::CleanupReport;
 pub struct Coordinator {
     environment: Environment,
     registry: Mutex<HashMap<String, Arc<RedbCache>>>,
+    /// The remote tier every instance this coordinator opens reads through and publishes to.
+    remote: Option<Arc<dyn RemoteStore>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -56,7 +59,17 @@ impl Coordinator {
         Coordinator {
             environment,
             registry: Mutex::new(HashMap::new()),
+            remote: None,
         }
+    }
+
+    /// This coordinator, with a remote tier that every instance it opens from now on consults
+    /// on a local miss and publishes its commits to (see [`RemoteStore`]). Set it before the
+    /// first instance is opened: instances already open keep what they had.
+    #[must_use]
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteStore>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// The environment this coordinator reads.
@@ -103,6 +116,9 @@ impl Coordinator {
             registry.remove(&key);
         }
         let cache = RedbCache::open(&canonical_root, tag, options)?;
+        if let Some(remote) = &self.remote {
+            cache.attach_remote(Arc::clone(remote));
+        }
         registry.insert(key, cache.clone());
         Ok(Cache::stored(cache))
     }

@@ -92,6 +92,7 @@ mod fsys;
 pub mod fuzzing;
 pub mod keys;
 mod process;
+mod remote;
 mod stats;
 mod store;
 mod tag;
@@ -119,6 +120,9 @@ pub use doctor::{
 pub use env::Environment;
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
+pub use remote::{
+    PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteStore, RemoteValue,
+};
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use tag::Tag;
 pub use ttl::{CacheTtlConfig, TTL_VARIABLE_PREFIX, TtlLevel, UNCLAIMED_TTL_LEVELS};

@@ -24,7 +24,12 @@ impl Cache {
         any: AnyFormat,
     ) -> Result<Option<Vec<u8>>> {
         match self.store() {
-            Some(store) => store.get_with_format(key, format, any),
+            Some(store) => match store.get_with_format(key, format, any)? {
+                None if store.remote().is_some() => {
+                    super::remote::read_through(store, key, format, any)
+                }
+                found => Ok(found),
+            },
             None => Ok(None),
         }
     }

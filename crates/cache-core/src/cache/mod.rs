@@ -7,6 +7,7 @@
 //! - `dirs.rs`: directories owned by an entry.
 //! - `flight.rs`: single-flight computation (`single_flight`, `get_or_compute`).
 //! - `typed.rs`: typed keys ([`crate::CacheKey`]) and their values.
+//! - `remote.rs`: read-through from the remote tier on a local miss.
 //!
 //! A handle is in one of two modes: **stored** (an `Arc` of the tag's store, shared by every
 //! handle the coordinator gave out for the same root and tag) or **disabled** (stores nothing:
@@ -35,6 +36,7 @@ use crate::values::CleanupReport;
 mod bytes;
 mod dirs;
 mod flight;
+mod remote;
 mod streams;
 mod typed;
 

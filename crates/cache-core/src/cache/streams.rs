@@ -29,8 +29,13 @@ impl Cache {
     /// Writes the value under `key` to `sink`, in pieces; `None` on a miss (nothing written).
     /// A blob is verified against its hash before any byte reaches `sink`.
     pub fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
-        self.store()
-            .map_or(Ok(None), |store| store.get_to_writer(key, sink))
+        let Some(store) = self.store() else {
+            return Ok(None);
+        };
+        match store.get_to_writer(key, sink)? {
+            None if store.remote().is_some() => super::remote::read_through_to(store, key, sink),
+            found => Ok(found),
+        }
     }
 
     /// [`Cache::set_from_reader`] from a file.

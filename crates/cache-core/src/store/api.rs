@@ -47,6 +47,28 @@ impl RedbCache {
         ttl: Option<Duration>,
         format: ValueFormat,
     ) -> Result<()> {
+        self.set_many_from(items, ttl, format, Origin::Local)
+    }
+
+    /// Stores a value fetched from the remote tier after a local miss: like a local set, except
+    /// that it is not published back.
+    pub(crate) fn backfill(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        format: ValueFormat,
+    ) -> Result<()> {
+        self.set_many_from(&[(key, value)], ttl, format, Origin::Remote)
+    }
+
+    fn set_many_from(
+        &self,
+        items: &[(&[u8], &[u8])],
+        ttl: Option<Duration>,
+        format: ValueFormat,
+        origin: Origin,
+    ) -> Result<()> {
         self.measure("set", |_| {
             for (key, value) in items {
                 self.check_key(key)?;
@@ -61,10 +83,15 @@ impl RedbCache {
                 small
                     .iter()
                     .map(|(key, value)| (*key, Some(header.encode_with(key, value)))),
+                origin,
             )?;
             for (key, value) in large {
                 let staged = self.stage_blob(key, &mut &value[..])?;
+                let blob = staged.blob;
                 self.store_blob(key, staged, format, ttl)?;
+                if origin == Origin::Local {
+                    self.publish_blob(key, &blob, &header);
+                }
             }
             AtomicCounters::add(&self.counters.sets, items.len() as u64);
             Ok(())
@@ -77,13 +104,38 @@ impl RedbCache {
         source: &mut dyn Read,
         ttl: Option<Duration>,
     ) -> Result<u64> {
+        self.set_from_reader_from(key, source, ttl, Origin::Local)
+    }
+
+    /// [`RedbCache::backfill`] of a value the remote tier streams.
+    pub(crate) fn backfill_from_reader(
+        &self,
+        key: &[u8],
+        source: &mut dyn Read,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        self.set_from_reader_from(key, source, ttl, Origin::Remote)
+    }
+
+    fn set_from_reader_from(
+        &self,
+        key: &[u8],
+        source: &mut dyn Read,
+        ttl: Option<Duration>,
+        origin: Origin,
+    ) -> Result<u64> {
         self.measure("set", |_| {
             self.check_key(key)?;
             let staged = self.stage_blob(key, &mut CallerIo(source))?;
             let len = staged.blob.len;
             self.forget_pending_reads([key]);
             if len > self.options.blob_threshold_bytes {
+                let blob = staged.blob;
                 self.store_blob(key, staged, ValueFormat::RAW, ttl)?;
+                if origin == Origin::Local {
+                    let header = self.header(EntryKind::Blob, ValueFormat::RAW, ttl);
+                    self.publish_blob(key, &blob, &header);
+                }
             } else {
                 // Small after all: inline, like any small value, and committed like the rest
                 // of this method's writes.
@@ -91,6 +143,9 @@ impl RedbCache {
                 let header = self.header(EntryKind::Inline, ValueFormat::RAW, ttl);
                 let entry = header.encode_with(key, &value);
                 self.write(|tables, _| tables.put(key, &entry).or_db(self))?;
+                if origin == Origin::Local {
+                    self.publish_inline(key, value, &header);
+                }
             }
             AtomicCounters::add(&self.counters.sets, 1);
             Ok(len)
@@ -248,7 +303,7 @@ impl RedbCache {
             }
             // Deleted even when this process did not see it: another process may have just
             // written it.
-            self.buffer_writes(keys.iter().map(|key| (*key, None)))?;
+            self.buffer_writes(keys.iter().map(|key| (*key, None)), Origin::Local)?;
             AtomicCounters::add(&self.counters.deletes, existed as u64);
             Ok(existed)
         })

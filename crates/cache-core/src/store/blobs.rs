@@ -229,7 +229,7 @@ impl BlobFiles {
 
     /// The blob's file, opened for reading without following a symlink; `None` if there is no
     /// regular file.
-    fn open(&self, blob: &BlobRef) -> Result<Option<File>> {
+    pub(crate) fn open(&self, blob: &BlobRef) -> Result<Option<File>> {
         let Some(fanout) = self.fanout_dir(blob)? else {
             return Ok(None);
         };

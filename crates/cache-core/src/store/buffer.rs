@@ -41,6 +41,14 @@ pub(super) struct Suspect {
 /// A map keyed by cache keys.
 pub(super) type KeyMap<V> = HashMap<Vec<u8>, V>;
 
+/// Where a write comes from: this process's caller, or a backfill from the remote tier, which
+/// the commit that lands it does not publish back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    Local,
+    Remote,
+}
+
 /// A buffered write: the encoded entry to store, or `None` to delete.
 pub(super) type BufferedWrite = Option<Vec<u8>>;
 
@@ -62,13 +70,19 @@ pub(super) struct WriteBuffer {
     /// Entry versions reads found damaged: hidden from this process's reads, and judged (and
     /// removed if still damaged) by the next commit, which drops them from here once it lands.
     suspects: Vec<Suspect>,
+    /// Keys whose write in `pending` is a backfill from the remote tier, which the commit that
+    /// lands it does not publish back. A later local write of the key drops it from here.
+    pending_from_remote: HashSet<Vec<u8>>,
+    /// The same for `in_flight`. Invariant: empty whenever no commit is in progress.
+    in_flight_from_remote: HashSet<Vec<u8>>,
 }
 
 impl WriteBuffer {
     /// Takes the pending writes for a commit: they move to `in_flight`, where reads still find
     /// them until the commit has landed ([`WriteBuffer::landed`]) or failed
     /// ([`WriteBuffer::restore_failed`]). Called under `write_lock` only.
-    pub(super) fn take_for_commit(&mut self) -> Arc<KeyMap<BufferedWrite>> {
+    /// Also returns which of them are backfills from the remote tier (not to publish).
+    pub(super) fn take_for_commit(&mut self) -> (Arc<KeyMap<BufferedWrite>>, HashSet<Vec<u8>>) {
         debug_assert!(
             self.in_flight.is_empty(),
             "commits are serialised by write_lock"
@@ -76,7 +90,8 @@ impl WriteBuffer {
         self.pending_bytes = 0;
         let taken = Arc::new(std::mem::take(&mut self.pending));
         self.in_flight = Arc::clone(&taken);
-        taken
+        self.in_flight_from_remote = std::mem::take(&mut self.pending_from_remote);
+        (taken, self.in_flight_from_remote.clone())
     }
 
     /// The commit that took `in_flight` has landed: its writes are in the file. Drops them and
@@ -84,6 +99,7 @@ impl WriteBuffer {
     /// (removed, or no longer current).
     pub(super) fn landed(&mut self, judged: &[Suspect]) {
         self.in_flight = Arc::default();
+        self.in_flight_from_remote.clear();
         self.snapshot = None;
         self.suspects
             .retain(|suspect| !judged.iter().any(|judged| judged.stored == suspect.stored));
@@ -93,9 +109,13 @@ impl WriteBuffer {
     /// write made since is newer and wins.
     pub(super) fn restore_failed(&mut self) {
         let in_flight = std::mem::take(&mut self.in_flight);
+        let from_remote = std::mem::take(&mut self.in_flight_from_remote);
         for (key, write) in in_flight.iter() {
             if !self.pending.contains_key(key) {
                 self.insert(key, write.clone());
+                if from_remote.contains(key) {
+                    self.pending_from_remote.insert(key.clone());
+                }
             }
         }
     }
@@ -163,11 +183,20 @@ impl WriteBuffer {
     }
 
     pub(super) fn insert(&mut self, key: &[u8], write: BufferedWrite) {
+        if !self.pending_from_remote.is_empty() {
+            self.pending_from_remote.remove(key);
+        }
         let added = key.len() + write.as_ref().map_or(0, Vec::len);
         if let Some(old) = self.pending.insert(key.to_vec(), write) {
             self.pending_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
         }
         self.pending_bytes += added;
+    }
+
+    /// [`WriteBuffer::insert`] of a backfill from the remote tier: not published back.
+    pub(super) fn insert_from_remote(&mut self, key: &[u8], write: BufferedWrite) {
+        self.insert(key, write);
+        self.pending_from_remote.insert(key.to_vec());
     }
 
     /// Whether `stored` is an entry version a read of this process found damaged.
@@ -228,6 +257,7 @@ impl RedbCache {
     pub(super) fn buffer_writes<'k>(
         &self,
         writes: impl IntoIterator<Item = (&'k [u8], BufferedWrite)>,
+        origin: Origin,
     ) -> Result<()> {
         let over = {
             let mut buffer = lock(&self.buffer);
@@ -237,7 +267,10 @@ impl RedbCache {
                 });
             }
             for (key, write) in writes {
-                buffer.insert(key, write);
+                match origin {
+                    Origin::Local => buffer.insert(key, write),
+                    Origin::Remote => buffer.insert_from_remote(key, write),
+                }
             }
             buffer.is_over(self.options.max_pending_bytes)
         };

@@ -56,6 +56,8 @@ pub(super) fn removal_counters(expired: u64, evicted: u64) -> Counters {
 pub(super) struct Commit {
     /// The buffered writes it applies; readable in the buffer's `in_flight` meanwhile.
     in_flight: Arc<KeyMap<BufferedWrite>>,
+    /// Which of them are backfills from the remote tier, not to publish once landed.
+    from_remote: HashSet<Vec<u8>>,
     /// Access records it merges into the access table.
     pending_access: KeyMap<AccessDelta>,
     /// Suspects it judges (removing those still damaged).
@@ -150,6 +152,7 @@ impl RedbCache {
                     evicted: aftermath.evicted,
                 };
                 self.after_commit(writer, &open, aftermath);
+                self.publish_landed(&commit.in_flight, &commit.from_remote);
                 Ok((value, outcome))
             }
             Err(err) => {
@@ -163,13 +166,14 @@ impl RedbCache {
     /// readable in flight; the access records; the suspects to judge; the counters not yet
     /// persisted). Called under `write_lock`, after the transaction has begun.
     fn take_commit(&self) -> Commit {
-        let in_flight = lock(&self.buffer).take_for_commit();
+        let (in_flight, from_remote) = lock(&self.buffer).take_for_commit();
         let pending_access = std::mem::take(&mut *lock(&self.access_pending));
         let suspects = lock(&self.buffer).suspects_to_judge();
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
         Commit {
             in_flight,
+            from_remote,
             pending_access,
             suspects,
             counters_now,

@@ -22,6 +22,7 @@
 //! - `maintenance.rs`: recount, compaction, integrity, lifetime counters.
 //! - `leases.rs`: the single-flight lease table.
 //! - `api.rs`: the operations [`crate::Cache`] calls.
+//! - `publish.rs`: what landed commits offer the remote tier, if one is attached.
 //! - `blobs.rs`, `dirs.rs`: the files entries own; `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
 //!
@@ -42,7 +43,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -58,6 +59,7 @@ use crate::directory::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::DATABASE_FILE_NAME;
 use crate::flight::{self, FlightWork, Flights, LeaseWrite};
+use crate::remote::RemoteStore;
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
 use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
@@ -76,6 +78,7 @@ pub(crate) mod dirs;
 mod handle;
 mod leases;
 mod maintenance;
+mod publish;
 mod read;
 mod tables;
 #[cfg(test)]
@@ -163,6 +166,9 @@ pub(crate) struct RedbCache {
     published_usage: Mutex<(u64, u64)>,
     /// Single-flight computations of this instance's threads (`crate::flight`).
     flights: Flights,
+    /// The remote tier landed commits are published to (`publish.rs`); attached by the
+    /// coordinator right after the open, if it has one.
+    remote: OnceLock<Arc<dyn RemoteStore>>,
 }
 
 impl std::fmt::Debug for RedbCache {
@@ -194,6 +200,7 @@ impl RedbCache {
             sweep_cursor: Mutex::new(Vec::new()),
             published_usage: Mutex::new((u64::MAX, u64::MAX)),
             flights: Flights::default(),
+            remote: OnceLock::new(),
             tag,
             path,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
@@ -238,7 +245,7 @@ impl RedbCache {
         &self.options
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.options.clock.now_ms()
     }
 

@@ -8,6 +8,7 @@ mod doctor;
 mod entries;
 mod flight;
 mod registry;
+mod remote;
 mod threads;
 mod typed;
 

@@ -1,0 +1,157 @@
+//! Read-through from the remote tier: on a local miss, a stored handle whose store has a remote
+//! attached asks it ([`crate::RemoteStore::fetch`]); what it finds is checked (format, expiry),
+//! stored locally with the time it has left (a backfill, which is not published back), and
+//! served. A remote error is logged and is a miss: it never fails a local read.
+
+use std::io::{Read, Write};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::codec::ValueFormat;
+use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
+use crate::remote::{RemoteEntry, RemoteValue};
+use crate::store::RedbCache;
+use crate::values::AnyFormat;
+
+/// A remote entry that passed the checks, with the time it has left.
+struct Fetched {
+    format: ValueFormat,
+    ttl: Option<Duration>,
+    value: RemoteValue,
+}
+
+/// Asks the remote for `key` after a local miss; `None` on a miss, an unusable entry, or an
+/// error (logged).
+fn fetch(
+    store: &RedbCache,
+    key: &[u8],
+    wanted: Option<(ValueFormat, AnyFormat)>,
+) -> Option<Fetched> {
+    let remote = store.remote()?;
+    let entry = match remote.fetch(store.tag(), key) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return None,
+        Err(err) => {
+            tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), error = %ErrorChain(&err), "remote fetch failed; treated as a miss");
+            return None;
+        }
+    };
+    let RemoteEntry {
+        format,
+        expires_at,
+        value,
+    } = entry;
+    if let Some((wanted, AnyFormat::No)) = wanted
+        && wanted != format
+    {
+        return None;
+    }
+    let ttl = match expires_at {
+        None => None,
+        Some(expires_at) => {
+            let expires_ms = expires_at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+            let left = expires_ms
+                .checked_sub(store.now_ms())
+                .filter(|&ms| ms > 0)?;
+            Some(Duration::from_millis(left))
+        }
+    };
+    Some(Fetched { format, ttl, value })
+}
+
+/// Reads a streamed value into memory, refusing one over the tag's value limit.
+fn read_whole(
+    store: &RedbCache,
+    key: &[u8],
+    mut reader: Box<dyn Read + Send>,
+    len: u64,
+) -> Option<Vec<u8>> {
+    if len > store.options().max_value_bytes {
+        tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), len, "remote value over the tag's value limit; treated as a miss");
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    match reader
+        .by_ref()
+        .take(len.saturating_add(1))
+        .read_to_end(&mut bytes)
+    {
+        Ok(read) if read as u64 == len => Some(bytes),
+        Ok(read) => {
+            tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), len, read, "remote value shorter or longer than announced; treated as a miss");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), error = %err, "reading a remote value failed; treated as a miss");
+            None
+        }
+    }
+}
+
+fn warn_backfill(store: &RedbCache, key: &[u8], err: &CacheError) {
+    tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), error = %ErrorChain(err), "could not store a remote value locally");
+}
+
+/// The value for an in-memory read after a local miss: fetched, backfilled, returned.
+pub(super) fn read_through(
+    store: &RedbCache,
+    key: &[u8],
+    format: ValueFormat,
+    any: AnyFormat,
+) -> Result<Option<Vec<u8>>> {
+    let Some(fetched) = fetch(store, key, Some((format, any))) else {
+        return Ok(None);
+    };
+    let bytes = match fetched.value {
+        RemoteValue::Bytes(bytes) => bytes,
+        RemoteValue::Stream { reader, len } if fetched.format == ValueFormat::RAW => {
+            // A large value goes to a local blob chunk by chunk, then is read back verified.
+            let mut reader = reader.take(len);
+            return match store.backfill_from_reader(key, &mut reader, fetched.ttl) {
+                Ok(_) => store.get_with_format(key, format, any),
+                Err(err) => {
+                    warn_backfill(store, key, &err);
+                    Ok(None)
+                }
+            };
+        }
+        RemoteValue::Stream { reader, len } => match read_whole(store, key, reader, len) {
+            Some(bytes) => bytes,
+            None => return Ok(None),
+        },
+    };
+    if let Err(err) = store.backfill(key, &bytes, fetched.ttl, fetched.format) {
+        warn_backfill(store, key, &err);
+    }
+    Ok(Some(bytes))
+}
+
+/// [`read_through`] for a streamed read: the value is backfilled, then written to `sink` from
+/// the local store (a blob verified on the way).
+pub(super) fn read_through_to(
+    store: &RedbCache,
+    key: &[u8],
+    sink: &mut dyn Write,
+) -> Result<Option<u64>> {
+    let Some(fetched) = fetch(store, key, None) else {
+        return Ok(None);
+    };
+    let stored = match fetched.value {
+        RemoteValue::Bytes(bytes) => store.backfill(key, &bytes, fetched.ttl, fetched.format),
+        RemoteValue::Stream { reader, len } if fetched.format == ValueFormat::RAW => store
+            .backfill_from_reader(key, &mut reader.take(len), fetched.ttl)
+            .map(drop),
+        RemoteValue::Stream { reader, len } => match read_whole(store, key, reader, len) {
+            Some(bytes) => store.backfill(key, &bytes, fetched.ttl, fetched.format),
+            None => return Ok(None),
+        },
+    };
+    match stored {
+        Ok(()) => store.get_to_writer(key, sink),
+        Err(err) => {
+            warn_backfill(store, key, &err);
+            Ok(None)
+        }
+    }
+}

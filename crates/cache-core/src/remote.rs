@@ -1,0 +1,129 @@
+//! The extension point of a remote tier: [`RemoteStore`], which a crate outside the core
+//! implements on a shared engine (Redis, S3-compatible storage) so that a fleet of machines shares
+//! one cache. The core holds no network code; it calls the remote at two places:
+//!
+//! - **On a local miss** (`cache/remote.rs`): [`RemoteStore::fetch`]. A found entry is checked
+//!   (format, expiry), stored locally with the time it has left (a *backfill*), and served. A
+//!   fetch error is logged and is a miss: a sick remote never fails a local read.
+//! - **After a commit has landed** (`store/commit.rs`): [`RemoteStore::publish`] with each value
+//!   the commit stored, except backfills (they came from the remote) and directories (not
+//!   published yet). It is called on the committing thread while the tag's write lock is held, so
+//!   an implementation must only queue the upload (write-behind), never wait on the network.
+//!
+//! A leaf: it names the codec's `ValueFormat` and the `Tag`, and nothing of the store or the
+//! handle. Not built yet, and left to the remote tier's implementation: a cross-machine lease for
+//! single flight (the machine's own lease elects one computer per machine today), publishing
+//! directories, and statistics per tier.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::time::SystemTime;
+
+use crate::codec::ValueFormat;
+use crate::tag::Tag;
+
+/// A remote tier shared by several machines. See the module docs for when the cache calls it.
+pub trait RemoteStore: Send + Sync + fmt::Debug {
+    /// Looks up `key` of `tag`, after a local miss. `Ok(None)` is a miss. An `Err` is logged and
+    /// treated as a miss by the caller.
+    ///
+    /// The implementation answers for the entry's integrity (checksums, signatures): what it
+    /// returns is stored locally and served as it is.
+    fn fetch(&self, tag: &Tag, key: &[u8]) -> Result<Option<RemoteEntry>, RemoteError>;
+
+    /// Offers a value that a local commit has just made durable. Must not block: queue the
+    /// upload. Failures are the implementation's to log and count; they never reach the caller
+    /// whose write this was.
+    fn publish(&self, entry: PublishedEntry);
+}
+
+/// What [`RemoteStore::fetch`] found.
+#[derive(Debug)]
+pub struct RemoteEntry {
+    /// How the value was encoded; a typed read of another schema version is a miss.
+    pub format: ValueFormat,
+    /// When it expires; `None` never. An entry already expired is a miss.
+    pub expires_at: Option<SystemTime>,
+    /// The value.
+    pub value: RemoteValue,
+}
+
+/// A fetched value: in memory, or a stream for a large one (stored locally as a blob, chunk by
+/// chunk, without being held in memory whole).
+pub enum RemoteValue {
+    /// The whole value.
+    Bytes(Vec<u8>),
+    /// The value's bytes, `len` of them.
+    Stream {
+        /// Yields the value.
+        reader: Box<dyn Read + Send>,
+        /// How many bytes `reader` yields.
+        len: u64,
+    },
+}
+
+impl fmt::Debug for RemoteValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteValue::Bytes(bytes) => f.debug_tuple("Bytes").field(&bytes.len()).finish(),
+            RemoteValue::Stream { len, .. } => f
+                .debug_struct("Stream")
+                .field("len", len)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// A value a local commit stored, offered to [`RemoteStore::publish`].
+#[derive(Debug)]
+pub struct PublishedEntry {
+    /// Its tag.
+    pub tag: Tag,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// How it was encoded.
+    pub format: ValueFormat,
+    /// When it expires; `None` never.
+    pub expires_at: Option<SystemTime>,
+    /// The value.
+    pub value: PublishedValue,
+}
+
+/// The bytes of a [`PublishedEntry`].
+#[derive(Debug)]
+pub enum PublishedValue {
+    /// A value stored inline in the tag's file.
+    Bytes(Vec<u8>),
+    /// A value stored as a blob file: the file, opened read-only (it stays readable when the
+    /// entry is later removed), its length and its blake3 hash (the file's name; the reader
+    /// should check the bytes against it).
+    Blob {
+        /// The blob file.
+        file: File,
+        /// Its length in bytes.
+        len: u64,
+        /// The blake3 hash of its content.
+        hash: [u8; 32],
+    },
+}
+
+/// Why a remote operation failed. The cache logs it and goes on as on a miss.
+#[derive(Debug, thiserror::Error)]
+#[error("remote {operation} failed: {message}")]
+pub struct RemoteError {
+    /// What was attempted (`fetch`, `publish`, ...).
+    pub operation: &'static str,
+    /// Why it failed.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// An error of `operation` with `message`.
+    pub fn new(operation: &'static str, message: impl Into<String>) -> Self {
+        RemoteError {
+            operation,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Publishing to the remote tier ([`crate::RemoteStore`]): what a landed commit stored is
+//! offered to the remote, on the committing thread, after the commit is durable. Buffered writes
+//! are published by the commit that lands them (`publish_landed`); blobs and the direct writes of
+//! streamed sets by the method that committed them (`publish_blob`, `publish_inline`). Backfills
+//! (writes whose origin is the remote) are never published back. With no remote attached, each
+//! of these is one branch.
+
+use super::*;
+use crate::remote::{PublishedEntry, PublishedValue};
+
+impl RedbCache {
+    /// Offers the buffered writes a commit has just landed, except backfills (`from_remote`),
+    /// deletions, directories and entries already expired.
+    pub(super) fn publish_landed(
+        &self,
+        landed: &KeyMap<BufferedWrite>,
+        from_remote: &HashSet<Vec<u8>>,
+    ) {
+        if self.remote.get().is_none() {
+            return;
+        }
+        for (key, write) in landed {
+            let Some(entry) = write else { continue };
+            if from_remote.contains(key) {
+                continue;
+            }
+            // Written by this process a moment ago: a parse failure would be a bug, and then
+            // the entry is simply not published.
+            let Ok((header, payload)) = EntryHeader::parse(entry) else {
+                continue;
+            };
+            match header.kind {
+                EntryKind::Inline => self.publish_inline(key, payload.to_vec(), &header),
+                EntryKind::Blob => {
+                    if let Ok(blob) = BlobRef::decode(payload) {
+                        self.publish_blob(key, &blob, &header);
+                    }
+                }
+                EntryKind::Directory => {}
+            }
+        }
+    }
+
+    /// Offers an inline value a commit has landed.
+    pub(super) fn publish_inline(&self, key: &[u8], value: Vec<u8>, header: &EntryHeader) {
+        self.publish(key, header, || Some(PublishedValue::Bytes(value)));
+    }
+
+    /// Offers a blob value a commit has landed: its file, opened now, stays readable for the
+    /// uploader even if the entry is removed before the upload.
+    pub(super) fn publish_blob(&self, key: &[u8], blob: &BlobRef, header: &EntryHeader) {
+        self.publish(key, header, || match self.blob_files.open(blob) {
+            Ok(Some(file)) => Some(PublishedValue::Blob {
+                file,
+                len: blob.len,
+                hash: blob.hash,
+            }),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), error = %crate::error::ErrorChain(&err), "could not open a blob to publish it");
+                None
+            }
+        });
+    }
+
+    fn publish(
+        &self,
+        key: &[u8],
+        header: &EntryHeader,
+        value: impl FnOnce() -> Option<PublishedValue>,
+    ) {
+        let Some(remote) = self.remote.get() else {
+            return;
+        };
+        if header.is_expired(self.now_ms()) {
+            return;
+        }
+        let Some(value) = value() else { return };
+        remote.publish(PublishedEntry {
+            tag: self.tag.clone(),
+            key: key.to_vec(),
+            format: header.format,
+            expires_at: header
+                .expires_ms
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            value,
+        });
+    }
+
+    /// Attaches the remote tier this store publishes to; a second attach is ignored (a store
+    /// is opened by one coordinator, which attaches its remote once, right after the open).
+    pub(crate) fn attach_remote(&self, remote: Arc<dyn RemoteStore>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The remote tier, if one is attached.
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn RemoteStore>> {
+        self.remote.get()
+    }
+}
