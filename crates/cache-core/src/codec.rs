@@ -19,14 +19,16 @@ pub enum CodecId {
 }
 
 impl CodecId {
-    fn to_byte(self) -> u8 {
+    /// The codec's byte in the entry header (`docs/design.md`); also what a remote tier stores.
+    pub fn to_byte(self) -> u8 {
         match self {
             CodecId::Raw => 0,
             CodecId::Bincode2 => 1,
         }
     }
 
-    fn from_byte(byte: u8) -> Option<Self> {
+    /// The codec a header byte names; `None` for a byte no codec of this version has.
+    pub fn from_byte(byte: u8) -> Option<Self> {
         match byte {
             0 => Some(CodecId::Raw),
             1 => Some(CodecId::Bincode2),

@@ -121,7 +121,7 @@ pub use env::Environment;
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use remote::{
-    PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteStore, RemoteValue,
+    DrainReport, PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteStore, RemoteValue,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use tag::Tag;

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::codec::ValueFormat;
 use crate::tag::Tag;
@@ -36,6 +36,27 @@ pub trait RemoteStore: Send + Sync + fmt::Debug {
     /// upload. Failures are the implementation's to log and count; they never reach the caller
     /// whose write this was.
     fn publish(&self, entry: PublishedEntry);
+
+    /// Waits at most `within` for what [`RemoteStore::publish`] queued to be uploaded, and
+    /// says what became of it. Called by [`crate::Cache::flush`] and [`crate::Cache::close`]
+    /// after the local commit, so that a process that flushes or closes before it exits (the
+    /// command line does) has published what it wrote, or counted it as dropped. The default
+    /// queues nothing and so waits for nothing.
+    fn drain(&self, within: Duration) -> DrainReport {
+        let _ = within;
+        DrainReport::default()
+    }
+}
+
+/// What [`RemoteStore::drain`] came to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Uploads that completed while draining (or before, since the last drain).
+    pub published: u64,
+    /// Uploads given up: the queue was full, the upload failed, or `within` ran out.
+    pub dropped: u64,
+    /// Uploads still queued when `within` ran out.
+    pub pending: u64,
 }
 
 /// What [`RemoteStore::fetch`] found.

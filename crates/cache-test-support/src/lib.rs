@@ -8,6 +8,8 @@
 //! - [`options_with`] and [`config_with`]: options and a user config that use such a clock.
 //! - [`temp_name_of`]: the name the cache gives a temp file of a given process, to plant temp
 //!   files whose writer is alive, gone, or of another pid namespace.
+//! - [`redis::RedisServer`]: a `redis-server` on a unix socket in a temp directory, for the
+//!   remote tier's tests, killed by its pid on drop.
 //!
 //! The first three are `rstest` fixtures: in a test binary a test names them as arguments
 //! (`#[rstest] fn stores(root: TempDir, coordinator: Coordinator)`); they are plain functions
@@ -24,6 +26,8 @@
 //!
 //! **API boundary:** a dev-dependency only (`publish = false`); failures here are test failures,
 //! so the helpers panic with a message instead of returning errors.
+
+pub mod redis;
 
 use std::path::Path;
 use std::sync::Arc;

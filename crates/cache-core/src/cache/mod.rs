@@ -152,14 +152,27 @@ impl Cache {
 
     /// Makes everything this instance has written, and its statistics, durable and visible to
     /// other processes.
+    ///
+    /// With a remote tier attached, then waits (at most the instance's `timeout`) for the
+    /// uploads of what was written to finish; a remote that fails or is slow never fails this.
     pub fn flush(&self) -> Result<()> {
-        self.store().map_or(Ok(()), RedbCache::flush)
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        store.flush()?;
+        drain_remote(store);
+        Ok(())
     }
 
     /// Flushes and releases the database; later calls on any handle of this instance return
     /// [`crate::CacheError::Closed`]. Closing twice is not an error. Never deletes data.
     pub fn close(&self) -> Result<()> {
-        self.store().map_or(Ok(()), RedbCache::close)
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        let closed = store.close();
+        drain_remote(store);
+        closed
     }
 
     /// Whether [`Cache::close`] has been called on this instance.
@@ -178,5 +191,15 @@ impl Cache {
     /// The tag's database file, if there is one.
     pub fn database_path(&self) -> Option<&Path> {
         self.store().and_then(RedbCache::database_path)
+    }
+}
+
+/// Waits for the remote tier's uploads, if a remote is attached, at most the store's `timeout`.
+fn drain_remote(store: &RedbCache) {
+    if let Some(remote) = store.remote() {
+        let report = remote.drain(store.options().timeout);
+        if report.dropped > 0 || report.pending > 0 {
+            tracing::warn!(tag = %store.tag(), published = report.published, dropped = report.dropped, pending = report.pending, "not everything written reached the remote tier");
+        }
     }
 }

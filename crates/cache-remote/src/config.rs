@@ -1,0 +1,198 @@
+//! Where the remote is and how to use it: [`RemoteConfig`], read from the environment
+//! (`GLOVEBOX_CACHE_REMOTE*`) or built by a program. Credentials live in their own variables and
+//! never in the endpoint, which is what logs and `remote status` show.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cache_core::Environment;
+
+use crate::error::RemoteSetupError;
+
+/// The endpoint: `redis://host:port/db`, `redis+unix:///path/to/socket` (or `unix://`), or
+/// `rediss://` (TLS, which this build does not include: refused with a clear error).
+pub const REMOTE_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE";
+/// `rw` (default), `ro` (fetch only, never publish) or `off`.
+pub const MODE_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_MODE";
+/// The namespace of every key this cache writes on the server (default `glovebox`).
+pub const PREFIX_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_PREFIX";
+/// The user of an ACL login (Redis 6+).
+pub const USERNAME_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_USERNAME";
+/// The password; never logged.
+pub const PASSWORD_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_PASSWORD";
+/// A file holding the secret key that signs published entries (writers only).
+pub const SIGNING_KEY_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_SIGNING_KEY";
+/// A file of named public keys (`name base64-key` a line); with it, only entries signed by one
+/// of them are used.
+pub const TRUSTED_KEYS_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_TRUSTED_KEYS";
+/// The time one remote operation may take, in milliseconds (default 2000).
+pub const TIMEOUT_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_TIMEOUT_MS";
+
+/// Whether this process reads from the remote, and whether it writes to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteMode {
+    /// Fetch on a local miss and publish what is written.
+    ReadWrite,
+    /// Fetch only (a pull-request job, a laptop): never publish.
+    ReadOnly,
+}
+
+/// A remote tier's settings.
+#[derive(Clone)]
+pub struct RemoteConfig {
+    /// The endpoint, without credentials.
+    pub endpoint: String,
+    /// Read and write, or read only.
+    pub mode: RemoteMode,
+    /// The namespace of every key on the server.
+    pub prefix: String,
+    /// ACL user, if any.
+    pub username: Option<String>,
+    /// Password, if any. Never logged.
+    pub password: Option<String>,
+    /// The secret key that signs what this process publishes.
+    pub signing_key: Option<PathBuf>,
+    /// The public keys an entry must be signed by to be used.
+    pub trusted_keys: Option<PathBuf>,
+    /// Connecting may take this long.
+    pub connect_timeout: Duration,
+    /// One operation (a command and its reply; one chunk) may take this long.
+    pub operation_timeout: Duration,
+    /// Uploads waiting at most, counted by entries; a publish beyond it is dropped and counted.
+    pub queue_entries: usize,
+    /// Bytes of inline values waiting at most.
+    pub queue_bytes: usize,
+    /// Values up to this size travel in the entry's envelope; larger ones as chunks.
+    pub inline_limit: usize,
+    /// The size of the chunks a large value is cut into.
+    pub chunk_size: usize,
+    /// Failures in a row that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe is let through.
+    pub breaker_open_for: Duration,
+    /// The largest value fetched (a larger announced size is refused before any allocation).
+    pub max_value_bytes: u64,
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("endpoint", &self.endpoint)
+            .field("mode", &self.mode)
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("signing_key", &self.signing_key)
+            .field("trusted_keys", &self.trusted_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteConfig {
+    /// A configuration for `endpoint` with the defaults: read-write, prefix `glovebox`, connect
+    /// within 250 ms, each operation within 2 s, a queue of 1 024 uploads or 64 MiB, values up
+    /// to 512 KiB inline, 4 MiB chunks, a breaker that opens after 3 failures in a row for 30 s.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        RemoteConfig {
+            endpoint: endpoint.into(),
+            mode: RemoteMode::ReadWrite,
+            prefix: "glovebox".to_owned(),
+            username: None,
+            password: None,
+            signing_key: None,
+            trusted_keys: None,
+            connect_timeout: Duration::from_millis(250),
+            operation_timeout: Duration::from_secs(2),
+            queue_entries: 1024,
+            queue_bytes: 64 << 20,
+            inline_limit: 512 << 10,
+            chunk_size: 4 << 20,
+            breaker_failures: 3,
+            breaker_open_for: Duration::from_secs(30),
+            max_value_bytes: 256 << 20,
+        }
+    }
+
+    /// The remote the environment configures; `None` when `GLOVEBOX_CACHE_REMOTE` is unset or
+    /// empty, or the mode is `off`.
+    pub fn from_environment(environment: &Environment) -> Result<Option<Self>, RemoteSetupError> {
+        let Some(endpoint) = environment
+            .var(REMOTE_VARIABLE)
+            .filter(|v| !v.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let mode = match environment.var(MODE_VARIABLE).as_deref().map(str::trim) {
+            None | Some("" | "rw") => RemoteMode::ReadWrite,
+            Some("ro") => RemoteMode::ReadOnly,
+            Some("off") => return Ok(None),
+            Some(other) => {
+                return Err(RemoteSetupError::Invalid {
+                    variable: MODE_VARIABLE,
+                    message: format!("`{other}` is not one of rw, ro, off"),
+                });
+            }
+        };
+        let mut config = RemoteConfig::new(endpoint.trim());
+        config.mode = mode;
+        if let Some(prefix) = environment.var(PREFIX_VARIABLE) {
+            config.prefix = prefix;
+        }
+        config.username = environment.var(USERNAME_VARIABLE).filter(|v| !v.is_empty());
+        config.password = environment.var(PASSWORD_VARIABLE).filter(|v| !v.is_empty());
+        config.signing_key = environment
+            .var(SIGNING_KEY_VARIABLE)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        config.trusted_keys = environment
+            .var(TRUSTED_KEYS_VARIABLE)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if let Some(ms) = environment.var(TIMEOUT_VARIABLE) {
+            let ms: u64 = ms.trim().parse().map_err(|_| RemoteSetupError::Invalid {
+                variable: TIMEOUT_VARIABLE,
+                message: format!("`{ms}` is not a number of milliseconds"),
+            })?;
+            config.operation_timeout = Duration::from_millis(ms.max(1));
+        }
+        config.check()?;
+        Ok(Some(config))
+    }
+
+    /// Refuses what cannot work: credentials inside the endpoint (they would be logged), an
+    /// empty or oddly shaped prefix, zero sizes.
+    pub fn check(&self) -> Result<(), RemoteSetupError> {
+        if let Some((_, rest)) = self.endpoint.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            if authority.contains('@') {
+                return Err(RemoteSetupError::Invalid {
+                    variable: REMOTE_VARIABLE,
+                    message: format!(
+                        "credentials in the endpoint would be logged; put them in {USERNAME_VARIABLE} and {PASSWORD_VARIABLE}"
+                    ),
+                });
+            }
+        }
+        if self.prefix.is_empty()
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        {
+            return Err(RemoteSetupError::Invalid {
+                variable: PREFIX_VARIABLE,
+                message: format!(
+                    "`{}` must be non-empty and made of letters, digits, `-`, `_`, `.` and `/`",
+                    self.prefix
+                ),
+            });
+        }
+        if self.chunk_size == 0 || self.queue_entries == 0 {
+            return Err(RemoteSetupError::Invalid {
+                variable: REMOTE_VARIABLE,
+                message: "chunk size and queue length must be positive".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}

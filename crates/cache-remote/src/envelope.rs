@@ -1,0 +1,331 @@
+//! The data model on the server (the same for every engine):
+//!
+//! - `{prefix}/v1/e/{tag}/{h}`: the **envelope** of one entry, where `h` is the hex blake3 of
+//!   (prefix, format version, tag, key): the key itself never appears on the server.
+//! - `{prefix}/v1/c/{blake3}`: a **chunk** of a large value, named by the hash of its bytes and
+//!   so shared by every entry (and machine) that stores the same bytes.
+//!
+//! An envelope, little-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `GBRE` |
+//! | 1 | format version (1) |
+//! | 1 | kind: 1 inline, 2 chunked |
+//! | 1 + 4 | the value's codec and schema version (`ValueFormat`) |
+//! | 8 | expiry, ms since the Unix epoch; 0 never |
+//! | 8 | the value's length |
+//! | 32 | the value's blake3 |
+//! | ... | inline: the value; chunked: chunk size (4), count (4), each chunk's blake3 (32 each) |
+//! | 1 | signature: 0 none, 1 Ed25519 |
+//! | 1 + n + 64 | if signed: the key name's length, the name, the signature |
+//! | 32 | blake3 of every byte before: a flipped byte anywhere is rejected |
+//!
+//! The signature covers prefix, tag, key, format, expiry, length and the value's blake3
+//! ([`signed_message`]), so an envelope copied under another key or tag does not verify. A
+//! chunked envelope is written after its chunks (the manifest last); a chunk that has gone (an
+//! evicting `maxmemory`) makes the entry a miss when read.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cache_core::{CodecId, ValueFormat};
+
+use crate::signing::{Signed, hex};
+
+const MAGIC: &[u8; 4] = b"GBRE";
+const VERSION: u8 = 1;
+const KIND_INLINE: u8 = 1;
+const KIND_CHUNKED: u8 = 2;
+/// Fixed part before the body: magic, version, kind, codec, schema, expiry, length, digest.
+const HEAD_LEN: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8 + 32;
+const CHECKSUM_LEN: usize = 32;
+
+/// The name of an entry's envelope on the server (for an operator looking for one).
+pub fn entry_name(prefix: &str, tag: &str, key: &[u8]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in [prefix.as_bytes(), b"v1", tag.as_bytes(), key] {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    format!("{prefix}/v1/e/{tag}/{}", hasher.finalize().to_hex())
+}
+
+/// The name of a chunk on the server.
+pub(crate) fn chunk_name(prefix: &str, digest: &[u8; 32]) -> String {
+    format!("{prefix}/v1/c/{}", hex(digest))
+}
+
+/// What an envelope holds of the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// The value itself.
+    Inline(Vec<u8>),
+    /// The value cut in chunks of `chunk_size` bytes (the last one shorter).
+    Chunked {
+        chunk_size: u32,
+        chunks: Vec<[u8; 32]>,
+    },
+}
+
+/// One entry as the server holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub(crate) format: ValueFormat,
+    /// Milliseconds since the epoch; `None` never.
+    pub(crate) expires_ms: Option<u64>,
+    pub(crate) len: u64,
+    pub(crate) digest: [u8; 32],
+    pub(crate) body: Body,
+    pub(crate) signed: Option<Signed>,
+}
+
+/// Why an envelope was rejected.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Rejected(pub(crate) &'static str);
+
+impl Envelope {
+    pub(crate) fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_ms
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    /// The bytes the server stores.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let body_len = match &self.body {
+            Body::Inline(value) => value.len(),
+            Body::Chunked { chunks, .. } => 8 + 32 * chunks.len(),
+        };
+        let mut out = Vec::with_capacity(HEAD_LEN + body_len + 1 + 1 + 255 + 64 + CHECKSUM_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(match self.body {
+            Body::Inline(_) => KIND_INLINE,
+            Body::Chunked { .. } => KIND_CHUNKED,
+        });
+        out.push(self.format.codec.to_byte());
+        out.extend_from_slice(&self.format.schema_version.to_le_bytes());
+        out.extend_from_slice(&self.expires_ms.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.digest);
+        match &self.body {
+            Body::Inline(value) => out.extend_from_slice(value),
+            Body::Chunked { chunk_size, chunks } => {
+                out.extend_from_slice(&chunk_size.to_le_bytes());
+                out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+                for chunk in chunks {
+                    out.extend_from_slice(chunk);
+                }
+            }
+        }
+        match &self.signed {
+            None => out.push(0),
+            Some(signed) => {
+                out.push(1);
+                let name = signed.key_name.as_bytes();
+                out.push(name.len().min(255) as u8);
+                out.extend_from_slice(&name[..name.len().min(255)]);
+                out.extend_from_slice(&signed.signature);
+            }
+        }
+        let checksum = blake3::hash(&out);
+        out.extend_from_slice(checksum.as_bytes());
+        out
+    }
+
+    /// Reads an envelope, checking its checksum and shape; `max_len` bounds the value's
+    /// announced length (checked before anything is allocated for it).
+    pub(crate) fn decode(bytes: &[u8], max_len: u64) -> Result<Envelope, Rejected> {
+        if bytes.len() < HEAD_LEN + 1 + CHECKSUM_LEN {
+            return Err(Rejected("envelope too short"));
+        }
+        let (content, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if blake3::hash(content).as_bytes() != checksum {
+            return Err(Rejected("envelope checksum mismatch"));
+        }
+        let mut reader = Reader { bytes: content };
+        if reader.take(4)? != MAGIC {
+            return Err(Rejected("not an envelope"));
+        }
+        if reader.u8()? != VERSION {
+            return Err(Rejected("envelope of another format version"));
+        }
+        let kind = reader.u8()?;
+        let codec = CodecId::from_byte(reader.u8()?).ok_or(Rejected("unknown codec"))?;
+        let schema_version = reader.u32()?;
+        let expires_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+        let len = reader.u64()?;
+        if len > max_len {
+            return Err(Rejected("value larger than the limit"));
+        }
+        let digest = reader.array::<32>()?;
+        let body = match kind {
+            KIND_INLINE => {
+                let value = reader.take(usize::try_from(len).map_err(|_| Rejected("length"))?)?;
+                if blake3::hash(value).as_bytes() != &digest {
+                    return Err(Rejected("inline value does not match its digest"));
+                }
+                Body::Inline(value.to_vec())
+            }
+            KIND_CHUNKED => {
+                let chunk_size = reader.u32()?;
+                let count = reader.u32()?;
+                if chunk_size == 0 || u64::from(count) != len.div_ceil(u64::from(chunk_size)) {
+                    return Err(Rejected("chunk count does not match the length"));
+                }
+                let mut chunks = Vec::with_capacity(count.min(1 << 16) as usize);
+                for _ in 0..count {
+                    chunks.push(reader.array::<32>()?);
+                }
+                Body::Chunked { chunk_size, chunks }
+            }
+            _ => return Err(Rejected("unknown envelope kind")),
+        };
+        let signed = match reader.u8()? {
+            0 => None,
+            1 => {
+                let name_len = usize::from(reader.u8()?);
+                let name = std::str::from_utf8(reader.take(name_len)?)
+                    .map_err(|_| Rejected("key name is not UTF-8"))?
+                    .to_owned();
+                Some(Signed {
+                    key_name: name,
+                    signature: reader.array::<64>()?,
+                })
+            }
+            _ => return Err(Rejected("unknown signature kind")),
+        };
+        if !reader.bytes.is_empty() {
+            return Err(Rejected("trailing bytes"));
+        }
+        Ok(Envelope {
+            format: ValueFormat {
+                codec,
+                schema_version,
+            },
+            expires_ms,
+            len,
+            digest,
+            body,
+            signed,
+        })
+    }
+}
+
+/// What a signature covers: everything that says what the entry is and where it belongs.
+pub(crate) fn signed_message(
+    prefix: &str,
+    tag: &str,
+    key: &[u8],
+    format: ValueFormat,
+    expires_ms: Option<u64>,
+    len: u64,
+    digest: &[u8; 32],
+) -> Vec<u8> {
+    let mut message = b"glovebox-cache remote entry v1\0".to_vec();
+    for part in [prefix.as_bytes(), tag.as_bytes(), key] {
+        message.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        message.extend_from_slice(part);
+    }
+    message.push(format.codec.to_byte());
+    message.extend_from_slice(&format.schema_version.to_le_bytes());
+    message.extend_from_slice(&expires_ms.unwrap_or(0).to_le_bytes());
+    message.extend_from_slice(&len.to_le_bytes());
+    message.extend_from_slice(digest);
+    message
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Rejected> {
+        if self.bytes.len() < n {
+            return Err(Rejected("envelope truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Rejected> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, Rejected> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, Rejected> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, Rejected> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(body: Body, signed: Option<Signed>) -> Envelope {
+        let value = b"value".to_vec();
+        Envelope {
+            format: ValueFormat::typed(3),
+            expires_ms: Some(1_767_225_600_000),
+            len: value.len() as u64,
+            digest: *blake3::hash(&value).as_bytes(),
+            body,
+            signed,
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_every_flipped_byte_is_rejected() {
+        let signed = Signed {
+            key_name: "ci".to_owned(),
+            signature: [7u8; 64],
+        };
+        for envelope in [
+            sample(Body::Inline(b"value".to_vec()), None),
+            sample(Body::Inline(b"value".to_vec()), Some(signed)),
+            sample(
+                Body::Chunked {
+                    chunk_size: 4,
+                    chunks: vec![[1u8; 32], [2u8; 32]],
+                },
+                None,
+            ),
+        ] {
+            let bytes = envelope.encode();
+            assert_eq!(Envelope::decode(&bytes, 1 << 20), Ok(envelope.clone()));
+            for at in 0..bytes.len() {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= 0x10;
+                assert!(Envelope::decode(&flipped, 1 << 20).is_err(), "byte {at}");
+            }
+            assert!(Envelope::decode(&bytes[..bytes.len() - 1], 1 << 20).is_err());
+        }
+    }
+
+    #[test]
+    fn an_announced_length_over_the_limit_is_refused_before_reading_the_body() {
+        let bytes = sample(Body::Inline(b"value".to_vec()), None).encode();
+        assert_eq!(
+            Envelope::decode(&bytes, 4),
+            Err(Rejected("value larger than the limit"))
+        );
+    }
+
+    #[test]
+    fn names_hide_the_key_and_separate_tags_and_prefixes() {
+        let a = entry_name("p", "t", b"k");
+        assert!(a.starts_with("p/v1/e/t/") && !a.ends_with("/k"));
+        assert_ne!(a, entry_name("p", "u", b"k"));
+        assert_ne!(a, entry_name("q", "t", b"k"));
+        assert_ne!(entry_name("p", "t", b"ab"), entry_name("p", "ta", b"b"));
+    }
+}

@@ -1,0 +1,316 @@
+//! [`RedisRemote`], the [`RemoteStore`] on Redis/Valkey: `fetch` reads an envelope (bounded,
+//! checked, verified) and, for a chunked value, a stream that fetches and verifies one chunk at
+//! a time; `publish` queues an upload (`uploader.rs`).
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cache_core::{
+    DrainReport, PublishedEntry, RemoteEntry, RemoteError, RemoteStore, RemoteValue, Tag,
+};
+use redis::{Client, IntoConnectionInfo};
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::config::{RemoteConfig, RemoteMode};
+use crate::envelope::{Body, Envelope, chunk_name, entry_name, signed_message};
+use crate::error::RemoteSetupError;
+use crate::link::{Link, Outcome};
+use crate::signing::{SecretKey, TrustedKeys};
+use crate::stats::{RemoteStats, Stats};
+use crate::uploader::Uploader;
+
+/// What the fetching side and the upload thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: RemoteConfig,
+    pub(crate) fetch_link: Link,
+    pub(crate) upload_link: Link,
+    pub(crate) breaker: Breaker,
+    pub(crate) stats: Stats,
+    pub(crate) signing: Option<SecretKey>,
+    pub(crate) trusted: Option<TrustedKeys>,
+    pub(crate) uploader: Uploader,
+    /// Set when the server refused a write (`NOPERM`): this process publishes no more.
+    writes_off: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn writes_refused(&self, err: &redis::RedisError) {
+        if !self.writes_off.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = %err, "the remote cache refused a write; publishing is off for this process");
+        }
+    }
+}
+
+/// A remote tier on one Redis/Valkey endpoint. Attach it with
+/// `cache_core::Coordinator::with_remote`.
+#[derive(Debug)]
+pub struct RedisRemote {
+    shared: Arc<Shared>,
+}
+
+impl RedisRemote {
+    /// A remote for `config`, reading its key files. Connects lazily, on the first operation.
+    pub fn new(config: RemoteConfig) -> Result<Self, RemoteSetupError> {
+        config.check()?;
+        let endpoint_error = |err: redis::RedisError| RemoteSetupError::Endpoint {
+            endpoint: config.endpoint.clone(),
+            message: err.to_string(),
+        };
+        let mut info = config
+            .endpoint
+            .as_str()
+            .into_connection_info()
+            .map_err(endpoint_error)?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &config.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &config.password {
+            settings = settings.set_password(password);
+        }
+        info = info.set_redis_settings(settings);
+        let client = Client::open(info).map_err(endpoint_error)?;
+        let signing = config
+            .signing_key
+            .as_deref()
+            .map(SecretKey::read)
+            .transpose()?;
+        let trusted = config
+            .trusted_keys
+            .as_deref()
+            .map(TrustedKeys::read)
+            .transpose()?;
+        let link = || {
+            Link::new(
+                client.clone(),
+                config.connect_timeout,
+                config.operation_timeout,
+            )
+        };
+        Ok(RedisRemote {
+            shared: Arc::new(Shared {
+                fetch_link: link(),
+                upload_link: link(),
+                breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
+                stats: Stats::default(),
+                signing,
+                trusted,
+                uploader: Uploader::default(),
+                writes_off: AtomicBool::new(false),
+                config,
+            }),
+        })
+    }
+
+    /// The remote the environment configures (`GLOVEBOX_CACHE_REMOTE*`), if any.
+    pub fn from_environment(
+        environment: &cache_core::Environment,
+    ) -> Result<Option<Self>, RemoteSetupError> {
+        RemoteConfig::from_environment(environment)?
+            .map(Self::new)
+            .transpose()
+    }
+
+    /// This process's counters.
+    pub fn stats(&self) -> RemoteStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// The breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.shared.breaker.state()
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &RemoteConfig {
+        &self.shared.config
+    }
+
+    fn reject(&self, tag: &Tag, why: &str) -> Result<Option<RemoteEntry>, RemoteError> {
+        Stats::add(&self.shared.stats.rejected, 1);
+        tracing::warn!(%tag, reason = why, "a remote entry was rejected; treated as a miss");
+        Ok(None)
+    }
+
+    /// The largest envelope worth reading: an inline value at the limit, or the manifest of
+    /// the largest value, plus the fixed parts.
+    fn max_envelope(&self) -> usize {
+        let config = &self.shared.config;
+        let chunks = config.max_value_bytes.div_ceil(config.chunk_size as u64);
+        let manifest = 8 + 32 * usize::try_from(chunks).unwrap_or(usize::MAX / 64);
+        config.inline_limit.max(manifest) + 1024
+    }
+}
+
+impl RemoteStore for RedisRemote {
+    fn fetch(&self, tag: &Tag, key: &[u8]) -> Result<Option<RemoteEntry>, RemoteError> {
+        let shared = &self.shared;
+        let name = entry_name(&shared.config.prefix, tag.as_str(), key);
+        let max = self.max_envelope();
+        // The length and at most `max` bytes, in one round trip: nothing larger is allocated.
+        let outcome = shared
+            .fetch_link
+            .run(&shared.breaker, &shared.stats, |connection| {
+                redis::pipe()
+                    .cmd("STRLEN")
+                    .arg(&name)
+                    .cmd("GETRANGE")
+                    .arg(&name)
+                    .arg(0)
+                    .arg(max - 1)
+                    .query::<(u64, Vec<u8>)>(connection)
+            });
+        let (len, bytes) = match outcome {
+            Outcome::Done(found) => found,
+            Outcome::Skipped => return Ok(None),
+            Outcome::Failed(err) => return Err(RemoteError::new("fetch", err.to_string())),
+        };
+        Stats::add(&shared.stats.bytes_in, bytes.len() as u64);
+        if len == 0 {
+            Stats::add(&shared.stats.misses, 1);
+            return Ok(None);
+        }
+        if len > max as u64 {
+            return self.reject(tag, "envelope larger than any this cache writes");
+        }
+        let envelope = match Envelope::decode(&bytes, shared.config.max_value_bytes) {
+            Ok(envelope) => envelope,
+            Err(rejected) => return self.reject(tag, rejected.0),
+        };
+        if let Some(trusted) = &shared.trusted {
+            let message = signed_message(
+                &shared.config.prefix,
+                tag.as_str(),
+                key,
+                envelope.format,
+                envelope.expires_ms,
+                envelope.len,
+                &envelope.digest,
+            );
+            match &envelope.signed {
+                Some(signed) if trusted.verify(&message, signed) => {}
+                Some(_) => return self.reject(tag, "signed by a key that is not trusted"),
+                None => return self.reject(tag, "unsigned"),
+            }
+        }
+        Stats::add(&shared.stats.hits, 1);
+        let expires_at = envelope.expires_at();
+        let value = match envelope.body {
+            Body::Inline(bytes) => RemoteValue::Bytes(bytes),
+            Body::Chunked { chunk_size, chunks } => RemoteValue::Stream {
+                len: envelope.len,
+                reader: Box::new(Chunks {
+                    shared: Arc::clone(shared),
+                    chunks: chunks.into_iter(),
+                    chunk_size,
+                    left: envelope.len,
+                    digest: envelope.digest,
+                    whole: blake3::Hasher::new(),
+                    current: Vec::new(),
+                    at: 0,
+                }),
+            },
+        };
+        Ok(Some(RemoteEntry {
+            format: envelope.format,
+            expires_at,
+            value,
+        }))
+    }
+
+    fn publish(&self, entry: PublishedEntry) {
+        let shared = &self.shared;
+        if shared.config.mode == RemoteMode::ReadOnly || shared.writes_off.load(Ordering::Relaxed) {
+            return;
+        }
+        shared.uploader.push(shared, entry);
+    }
+
+    fn drain(&self, within: Duration) -> DrainReport {
+        self.shared.uploader.drain(within)
+    }
+}
+
+/// A chunked value, read one verified chunk at a time. A chunk that has gone or does not match
+/// its digest, or a whole that does not match the value's, is an error: the cache's backfill
+/// then stores nothing and the read is a miss.
+struct Chunks {
+    shared: Arc<Shared>,
+    chunks: std::vec::IntoIter<[u8; 32]>,
+    chunk_size: u32,
+    /// Bytes of the value not yet loaded.
+    left: u64,
+    digest: [u8; 32],
+    whole: blake3::Hasher,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Chunks {
+    fn load_next(&mut self) -> io::Result<bool> {
+        let Some(digest) = self.chunks.next() else {
+            return Ok(false);
+        };
+        let shared = &self.shared;
+        let name = chunk_name(&shared.config.prefix, &digest);
+        let outcome = shared
+            .fetch_link
+            .run(&shared.breaker, &shared.stats, |connection| {
+                redis::cmd("GET")
+                    .arg(&name)
+                    .query::<Option<Vec<u8>>>(connection)
+            });
+        let chunk = match outcome {
+            Outcome::Done(Some(chunk)) => chunk,
+            Outcome::Done(None) => {
+                Stats::add(&shared.stats.misses, 1);
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "a chunk of the value has gone from the remote",
+                ));
+            }
+            Outcome::Skipped => {
+                return Err(io::Error::other(
+                    "the remote is being skipped (breaker open)",
+                ));
+            }
+            Outcome::Failed(err) => return Err(io::Error::other(err.to_string())),
+        };
+        Stats::add(&shared.stats.bytes_in, chunk.len() as u64);
+        let expected = self.left.min(u64::from(self.chunk_size));
+        if chunk.len() as u64 != expected || blake3::hash(&chunk).as_bytes() != &digest {
+            Stats::add(&shared.stats.rejected, 1);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a chunk of the value does not match its digest",
+            ));
+        }
+        self.left -= expected;
+        self.whole.update(&chunk);
+        if self.left == 0 && self.whole.finalize().as_bytes() != &self.digest {
+            Stats::add(&shared.stats.rejected, 1);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the value does not match its digest",
+            ));
+        }
+        self.current = chunk;
+        self.at = 0;
+        Ok(true)
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.current.len() && !self.load_next()? {
+            return Ok(0);
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
