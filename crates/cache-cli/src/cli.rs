@@ -211,6 +211,39 @@ Examples:
   glovebox-cache workspace cleanup --older-than 3d"
     )]
     Workspace(WorkspaceArgs),
+
+    /// The remote tier shared by a fleet (Redis/Valkey): its state, and signing keys
+    #[command(
+        after_help = "The remote is configured by GLOVEBOX_CACHE_REMOTE (redis://host:port/db \
+or redis+unix:///path), GLOVEBOX_CACHE_REMOTE_MODE (rw, ro, off) and the variables in \
+docs/remote.md.
+
+Examples:
+  glovebox-cache remote status
+  glovebox-cache remote keygen ci-2026 -o ci-2026.key"
+    )]
+    Remote(RemoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    #[command(subcommand)]
+    pub(crate) command: RemoteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCommand {
+    /// The endpoint (without credentials), mode, breaker state, and whether the server answers
+    Status,
+    /// Write a new Ed25519 secret key to FILE (0600) and print its public line for the readers'
+    /// trusted keys file
+    Keygen {
+        /// The key's name (letters, digits, `-`, `_`, `.`): readers see it in the entry
+        name: String,
+        /// Where to write the secret key; it must not exist
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -16,6 +17,8 @@ use cache_core::{
     Environment, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
 };
 
+use cache_remote::RedisRemote;
+
 use crate::exit::NotFound;
 
 /// A resolved cache root and the coordinator that opens its tags.
@@ -24,6 +27,8 @@ pub(crate) struct CacheRoot {
     coordinator: Coordinator,
     /// `--timeout`: the longest wait for another process's lock on a tag's file.
     timeout: Duration,
+    /// The remote tier `GLOVEBOX_CACHE_REMOTE` configures, attached to `coordinator`.
+    remote: Option<Arc<RedisRemote>>,
 }
 
 impl CacheRoot {
@@ -37,12 +42,27 @@ impl CacheRoot {
         // The kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`) tell programs not to
         // use the cache; this tool manages the files whatever they say, so its coordinator reads
         // an empty environment instead of the process's.
-        let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+        let mut coordinator =
+            Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+        // The remote tier, as every program using the cache reads it (`GLOVEBOX_CACHE_REMOTE`).
+        let remote = RedisRemote::from_environment(&Environment::process())
+            .context("while setting up the remote cache")?
+            .map(Arc::new);
+        if let Some(remote) = &remote {
+            coordinator =
+                coordinator.with_remote(Arc::clone(remote) as Arc<dyn cache_core::RemoteStore>);
+        }
         Ok(CacheRoot {
             path,
             coordinator,
             timeout,
+            remote,
         })
+    }
+
+    /// The remote tier this run uses, if one is configured.
+    pub(crate) fn remote(&self) -> Option<&RedisRemote> {
+        self.remote.as_deref()
     }
 
     pub(crate) fn path(&self) -> &Path {

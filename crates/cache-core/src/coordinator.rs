@@ -145,12 +145,13 @@ impl Coordinator {
 
     /// Flushes and closes every instance and empties the registry. Never deletes data (the
     /// original's reset deleted the cache directory: its defect 10). Every instance is closed
-    /// even if one fails; the first failure is returned.
+    /// even if one fails; the first failure is returned. With a remote tier, each close also
+    /// waits (bounded by the instance's `timeout`) for its uploads ([`Cache::close`]).
     pub fn reset(&self) -> Result<()> {
         let drained: Vec<(String, Arc<RedbCache>)> = self.registry().drain().collect();
         let mut first_error = None;
         for (key, cache) in drained {
-            if let Err(err) = cache.close() {
+            if let Err(err) = Cache::stored(cache).close() {
                 // The first failure is returned (the caller reports it); later ones are logged,
                 // or nobody would hear of them.
                 if first_error.is_some() {

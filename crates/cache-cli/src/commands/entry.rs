@@ -35,7 +35,13 @@ pub(crate) fn get(root: &CacheRoot, args: &GetArgs, output: &Output) -> anyhow::
     let tag = &args.tag;
     let key = args.key.as_bytes();
     let shown = render::readable(key);
-    let cache = root.open_existing(tag)?;
+    // With a remote tier, a tag this root has never held may still have the key on the remote:
+    // the tag is opened (created) so the value can be fetched and kept, as a program's read would.
+    let cache = if root.remote().is_some() {
+        root.open(tag, root.options())?
+    } else {
+        root.open_existing(tag)?
+    };
     let value = cache
         .get(key)
         .with_context(|| format!("while reading key {shown} in tag '{tag}'"))?

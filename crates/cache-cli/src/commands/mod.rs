@@ -7,6 +7,7 @@ mod delete;
 mod doctor;
 mod entry;
 mod keys;
+mod remote;
 mod show;
 mod workspace;
 
@@ -27,6 +28,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
         Command::Cleanup => cleanup::run(&root, output),
         Command::Doctor(args) => doctor::run(&root, args, output),
         Command::Workspace(args) => workspace::run(&root, args, output),
+        Command::Remote(args) => remote::run(&root, args, output),
     };
     // Closing flushes: a `set` is durable only once this returns. A command's own error is the
     // one worth reporting; a close error is reported when the command succeeded.

@@ -12,5 +12,6 @@ mod doctor;
 mod entry;
 mod general;
 mod keys;
+mod remote;
 mod show;
 mod workspace;

@@ -1,0 +1,146 @@
+//! The remote tier through the command line, against a real `redis-server`: two sandboxes (two
+//! cache roots) stand for two machines sharing `GLOVEBOX_CACHE_REMOTE`; signing keys made by
+//! `remote keygen`.
+
+use cache_test_support::redis::RedisServer;
+
+use crate::support::{Run, Sandbox, run};
+
+/// Runs `args` in `sandbox` with the remote variables `vars` set.
+fn with_remote(sandbox: &Sandbox, vars: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut command = sandbox.command();
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.args(args);
+    run(&mut command)
+}
+
+#[test]
+fn a_value_set_on_one_root_is_printed_by_get_on_another() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    with_remote(&a, &remote, &["set", "--tag", "layout", "k", "v"]).expect_code(0);
+    let got = with_remote(&b, &remote, &["get", "--tag", "layout", "k"]);
+    got.expect_code(0);
+    assert_eq!(got.stdout, b"v");
+    // Backfilled into B's root: without the remote, B still has it.
+    let local = b.run(&["get", "--tag", "layout", "k"]);
+    local.expect_code(0);
+    assert_eq!(local.stdout, b"v");
+
+    let status = with_remote(&b, &remote, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    let status = status.json();
+    assert_eq!(status["configured"], true);
+    assert_eq!(status["reachable"], true);
+    assert_eq!(status["breaker"], "closed");
+    assert_eq!(status["endpoint"], url.as_str());
+}
+
+#[test]
+fn keygen_makes_keys_that_readers_trust_and_others_fail() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let (writer, reader, doubter) = (Sandbox::new(), Sandbox::new(), Sandbox::new());
+    let secret = writer.path("ci.key");
+    let made = writer.run(&["remote", "keygen", "ci-1", "-o", secret.to_str().unwrap()]);
+    made.expect_code(0);
+    let public_line = made.stdout();
+    assert!(public_line.starts_with("ci-1 "), "{public_line}");
+    let mode = std::fs::metadata(&secret).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    // Never overwritten.
+    writer
+        .run(&["remote", "keygen", "ci-1", "-o", secret.to_str().unwrap()])
+        .expect_code(2);
+
+    let trusted = reader.path("trusted");
+    std::fs::write(&trusted, &public_line).unwrap();
+    let other_secret = doubter.path("other.key");
+    let other = doubter.run(&[
+        "remote",
+        "keygen",
+        "ci-1",
+        "-o",
+        other_secret.to_str().unwrap(),
+    ]);
+    other.expect_code(0);
+    let other_trusted = doubter.path("trusted");
+    std::fs::write(&other_trusted, other.stdout()).unwrap();
+
+    let secret = secret.to_str().unwrap();
+    with_remote(
+        &writer,
+        &[
+            ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+            ("GLOVEBOX_CACHE_REMOTE_SIGNING_KEY", secret),
+        ],
+        &["set", "--tag", "layout", "k", "signed value"],
+    )
+    .expect_code(0);
+    let got = with_remote(
+        &reader,
+        &[
+            ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+            (
+                "GLOVEBOX_CACHE_REMOTE_TRUSTED_KEYS",
+                trusted.to_str().unwrap(),
+            ),
+        ],
+        &["get", "--tag", "layout", "k"],
+    );
+    got.expect_code(0);
+    assert_eq!(got.stdout, b"signed value");
+    // Trusting another key of the same name: a miss (exit 1), nothing stored.
+    with_remote(
+        &doubter,
+        &[
+            ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+            (
+                "GLOVEBOX_CACHE_REMOTE_TRUSTED_KEYS",
+                other_trusted.to_str().unwrap(),
+            ),
+        ],
+        &["get", "--tag", "layout", "k"],
+    )
+    .expect_code(1);
+}
+
+#[test]
+fn a_bad_remote_setting_is_a_usage_error_naming_the_variable_and_an_unreachable_one_is_a_miss() {
+    let sandbox = Sandbox::new();
+    let bad = with_remote(
+        &sandbox,
+        &[("GLOVEBOX_CACHE_REMOTE", "redis://user:secret@127.0.0.1:1/0")],
+        &["get", "--tag", "layout", "k"],
+    );
+    assert_ne!(bad.code, 0);
+    bad.expect_stderr(&["GLOVEBOX_CACHE_REMOTE_USERNAME"]);
+    assert!(!bad.stderr.contains("secret"), "the password leaked");
+
+    // A socket nobody listens on: the read is a miss (exit 1), not an error.
+    let nowhere = sandbox.path("nobody.sock");
+    let url = format!("redis+unix://{}", nowhere.display());
+    with_remote(
+        &sandbox,
+        &[("GLOVEBOX_CACHE_REMOTE", url.as_str())],
+        &["set", "--tag", "layout", "here", "v"],
+    )
+    .expect_code(0);
+    with_remote(
+        &sandbox,
+        &[("GLOVEBOX_CACHE_REMOTE", url.as_str())],
+        &["get", "--tag", "layout", "k"],
+    )
+    .expect_code(1);
+}
