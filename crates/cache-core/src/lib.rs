@@ -121,7 +121,8 @@ pub use env::Environment;
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use remote::{
-    DrainReport, PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteStore, RemoteValue,
+    DrainReport, PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteLease,
+    RemoteLeaseGuard, RemoteStore, RemoteValue,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use tag::Tag;

@@ -11,9 +11,9 @@
 //!   an implementation must only queue the upload (write-behind), never wait on the network.
 //!
 //! A leaf: it names the codec's `ValueFormat` and the `Tag`, and nothing of the store or the
-//! handle. Not built yet, and left to the remote tier's implementation: a cross-machine lease for
-//! single flight (the machine's own lease elects one computer per machine today), publishing
-//! directories, and statistics per tier.
+//! handle. Two more calls: [`RemoteStore::drain`] (wait for queued uploads; `flush`, `close`)
+//! and [`RemoteStore::lease`] (the fleet's lease for single flight, asked by the machine's leader
+//! in `flight/mod.rs`). Not built yet: publishing directories, and statistics per tier.
 
 use std::fmt;
 use std::fs::File;
@@ -46,6 +46,46 @@ pub trait RemoteStore: Send + Sync + fmt::Debug {
         let _ = within;
         DrainReport::default()
     }
+
+    /// Takes the fleet-wide lease of `key` for `duration`, for a single flight: called by the
+    /// machine's leader (the process holding the key's local lease) after a miss, before it
+    /// computes. `Granted`: compute, renewing the lease, and release it after the value is
+    /// published. `HeldElsewhere`: another machine computes; the leader polls (its reads go
+    /// through the remote) until the value appears or the lease can be taken. `NotCoordinated`
+    /// (the default, and what an implementation answers when it cannot reach its server):
+    /// compute. A failure anywhere costs duplicate work, never a wrong value.
+    fn lease(&self, tag: &Tag, key: &[u8], duration: Duration) -> RemoteLease {
+        let _ = (tag, key, duration);
+        RemoteLease::NotCoordinated
+    }
+}
+
+/// What [`RemoteStore::lease`] came to.
+pub enum RemoteLease {
+    /// This machine computes; the guard renews and releases the lease.
+    Granted(Box<dyn RemoteLeaseGuard>),
+    /// Another machine holds the lease.
+    HeldElsewhere,
+    /// The remote does not coordinate this computation: compute.
+    NotCoordinated,
+}
+
+impl fmt::Debug for RemoteLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteLease::Granted(_) => "Granted",
+            RemoteLease::HeldElsewhere => "HeldElsewhere",
+            RemoteLease::NotCoordinated => "NotCoordinated",
+        })
+    }
+}
+
+/// A fleet-wide lease held by this machine. The implementation keeps it alive while the guard
+/// lives (a renewal thread, say), and gives it up when it is released or dropped (a panicking
+/// computation drops it).
+pub trait RemoteLeaseGuard: Send + Sync {
+    /// Gives the lease up, only if it is still this machine's.
+    fn release(&self);
 }
 
 /// What [`RemoteStore::drain`] came to.

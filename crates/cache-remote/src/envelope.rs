@@ -50,6 +50,13 @@ pub fn entry_name(prefix: &str, tag: &str, key: &[u8]) -> String {
     format!("{prefix}/v1/e/{tag}/{}", hasher.finalize().to_hex())
 }
 
+/// The name of an entry's fleet lease on the server.
+pub(crate) fn lease_name(prefix: &str, tag: &str, key: &[u8]) -> String {
+    let entry = entry_name(prefix, tag, key);
+    let hash = entry.rsplit('/').next().unwrap_or_default();
+    format!("{prefix}/v1/l/{tag}/{hash}")
+}
+
 /// The name of a chunk on the server.
 pub(crate) fn chunk_name(prefix: &str, digest: &[u8; 32]) -> String {
     format!("{prefix}/v1/c/{}", hex(digest))

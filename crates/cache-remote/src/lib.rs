@@ -18,12 +18,13 @@
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
 //! server), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
 //! (the write-behind queue), `link.rs` (a connection with timeouts), `breaker.rs`, `stats.rs`,
-//! `error.rs`. The contract, data model and security model: `docs/remote.md`.
+//! `error.rs`, `lease.rs` (the fleet's single-flight lease). The contract, data model and security model: `docs/remote.md`.
 
 mod breaker;
 mod config;
 mod envelope;
 mod error;
+mod lease;
 mod link;
 mod remote;
 mod signing;

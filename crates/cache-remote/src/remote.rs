@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cache_core::{
-    DrainReport, PublishedEntry, RemoteEntry, RemoteError, RemoteStore, RemoteValue, Tag,
+    DrainReport, PublishedEntry, RemoteEntry, RemoteError, RemoteLease, RemoteStore, RemoteValue,
+    Tag,
 };
 use redis::{Client, IntoConnectionInfo};
 
@@ -231,6 +232,15 @@ impl RemoteStore for RedisRemote {
 
     fn drain(&self, within: Duration) -> DrainReport {
         self.shared.uploader.drain(within)
+    }
+
+    fn lease(&self, tag: &Tag, key: &[u8], duration: Duration) -> RemoteLease {
+        let shared = &self.shared;
+        if shared.config.mode == RemoteMode::ReadOnly || shared.writes_off.load(Ordering::Relaxed) {
+            // A machine that does not publish would hold the fleet waiting for nothing.
+            return RemoteLease::NotCoordinated;
+        }
+        crate::lease::take(shared, tag.as_str(), key, duration)
     }
 }
 

@@ -25,6 +25,10 @@ pub struct RemoteStats {
     pub published: u64,
     /// Entries not uploaded: queue full, read-only, writes refused by the server, failure.
     pub dropped: u64,
+    /// Fleet leases this machine took (it computed for the fleet).
+    pub leases_taken: u64,
+    /// Times a fleet lease was held by another machine (this one waited for its result).
+    pub leases_busy: u64,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +43,8 @@ pub(crate) struct Stats {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) leases_taken: AtomicU64,
+    pub(crate) leases_busy: AtomicU64,
 }
 
 impl Stats {
@@ -59,6 +65,8 @@ impl Stats {
             bytes_out: get(&self.bytes_out),
             published: get(&self.published),
             dropped: get(&self.dropped),
+            leases_taken: get(&self.leases_taken),
+            leases_busy: get(&self.leases_busy),
         }
     }
 }

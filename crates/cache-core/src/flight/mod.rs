@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::config::{CacheOptions, Clock, SystemClock};
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::process::ProcessIdentity;
+use crate::remote::{RemoteLease, RemoteLeaseGuard};
 use crate::stats::AtomicCounters;
 use crate::tag::Tag;
 
@@ -36,6 +37,10 @@ use crate::tag::Tag;
 const FIRST_POLL: Duration = Duration::from_millis(2);
 /// The longest pause between two polls: a waiter sees a release within this.
 const MAX_POLL: Duration = Duration::from_millis(50);
+/// The first pause of a leader polling for another machine's result; doubled up to
+/// [`MAX_FLEET_POLL`]. Each poll is a local read and a remote fetch.
+const FIRST_FLEET_POLL: Duration = Duration::from_millis(10);
+const MAX_FLEET_POLL: Duration = Duration::from_millis(500);
 /// The longest failure message kept in a lease record; longer ones are cut.
 const MAX_MESSAGE_BYTES: usize = 1024;
 
@@ -68,6 +73,13 @@ pub(crate) trait LeaseStore: Sync {
         key: &[u8],
         decide: impl FnOnce(Option<&[u8]>) -> (LeaseWrite, R),
     ) -> Result<R>;
+    /// The remote tier's fleet-wide lease of `key` ([`RemoteStore::lease`]); `NotCoordinated`
+    /// without a remote.
+    ///
+    /// [`RemoteStore::lease`]: crate::remote::RemoteStore::lease
+    fn fleet_lease(&self, key: &[u8]) -> RemoteLease;
+    /// Waits, bounded, for this process's uploads to the remote tier.
+    fn drain_remote(&self);
 }
 
 /// What [`FlightWork::look_up`] found.
@@ -167,14 +179,35 @@ fn lead<S: LeaseStore>(store: &S, held: Held<'_, '_, S>, work: &mut dyn FlightWo
         leadership.settle(Outcome::Finished);
         return;
     }
-    AtomicCounters::add(&store.counters().computations, 1);
-    tracing::debug!(tag = %store.tag(), key = %KeyDisplay::new(&held.lease.key), "computing under the key's lease");
-    let computed = with_renewal(store, &held.lease, || work.compute());
+    // The machine's lease is ours; the fleet's may be another machine's. The local lease is
+    // renewed while this leader waits for that machine, so this machine's other processes keep
+    // waiting for this one.
+    let turn = with_renewal(store, &held.lease, || {
+        match fleet_turn(store, &held.lease.key, work) {
+            FleetTurn::Answered => None,
+            FleetTurn::Compute(fleet) => {
+                AtomicCounters::add(&store.counters().computations, 1);
+                tracing::debug!(tag = %store.tag(), key = %KeyDisplay::new(&held.lease.key), "computing under the key's lease");
+                Some((work.compute(), fleet))
+            }
+        }
+    });
     let Held { lease, leadership } = held;
+    let Some((computed, fleet)) = turn else {
+        lease.release(None);
+        leadership.settle(Outcome::Finished);
+        return;
+    };
     match computed {
         Ok(()) => {
             lease.release(None);
             leadership.settle(Outcome::Finished);
+            if let Some(fleet) = fleet {
+                // The value is committed and queued for the remote; the other machines' leaders
+                // poll for it, so it is uploaded before the fleet's lease is given up.
+                store.drain_remote();
+                fleet.release();
+            }
         }
         Err(message) => {
             let message = truncated(message);
@@ -184,6 +217,56 @@ fn lead<S: LeaseStore>(store: &S, held: Held<'_, '_, S>, work: &mut dyn FlightWo
                 owner_pid: std::process::id(),
                 message,
             });
+            if let Some(fleet) = fleet {
+                fleet.release();
+            }
+        }
+    }
+}
+
+/// What the fleet said of a key this machine's leader missed.
+enum FleetTurn {
+    /// The value appeared (another machine computed it): nothing to compute.
+    Answered,
+    /// Compute, holding the fleet's lease if there is one to hold.
+    Compute(Option<Box<dyn RemoteLeaseGuard>>),
+}
+
+/// Takes the fleet's lease of `key`, or, while another machine holds it, polls for its result
+/// (each look reads through the remote) until it appears or the lease comes free. Waiting is
+/// bounded by the instance's `timeout`; past it this machine computes too: a failure costs
+/// duplicate work, never a wrong value and never a hang.
+fn fleet_turn<S: LeaseStore>(store: &S, key: &[u8], work: &mut dyn FlightWork) -> FleetTurn {
+    let wait = Wait::start(store.options().timeout);
+    let mut pause = FIRST_FLEET_POLL;
+    let mut waited = false;
+    loop {
+        match store.fleet_lease(key) {
+            RemoteLease::NotCoordinated => return FleetTurn::Compute(None),
+            RemoteLease::Granted(fleet) => {
+                // Another machine may have finished between our look and the lease.
+                if work.look_up() == Lookup::Answered {
+                    fleet.release();
+                    return FleetTurn::Answered;
+                }
+                return FleetTurn::Compute(Some(fleet));
+            }
+            RemoteLease::HeldElsewhere => {
+                if !waited {
+                    waited = true;
+                    AtomicCounters::add(&store.counters().waits, 1);
+                    tracing::debug!(tag = %store.tag(), key = %KeyDisplay::new(key), "waiting for another machine's computation");
+                }
+                let Some(left) = wait.remaining() else {
+                    tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), "gave up waiting for another machine's computation; computing here");
+                    return FleetTurn::Compute(None);
+                };
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(MAX_FLEET_POLL);
+                if work.look_up() == Lookup::Answered {
+                    return FleetTurn::Answered;
+                }
+            }
         }
     }
 }

@@ -94,4 +94,17 @@ impl LeaseStore for RedbCache {
     ) -> Result<R> {
         RedbCache::update_lease(self, key, decide)
     }
+
+    fn fleet_lease(&self, key: &[u8]) -> crate::remote::RemoteLease {
+        match self.remote() {
+            Some(remote) => remote.lease(&self.tag, key, self.options.lease_duration),
+            None => crate::remote::RemoteLease::NotCoordinated,
+        }
+    }
+
+    fn drain_remote(&self) {
+        if let Some(remote) = self.remote() {
+            remote.drain(self.options.timeout);
+        }
+    }
 }

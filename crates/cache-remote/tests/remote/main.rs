@@ -3,6 +3,7 @@
 //! message, where `redis-server` is not installed, except under `CI=true`.
 
 mod faults;
+mod flight;
 mod sharing;
 mod trust;
 
