@@ -78,9 +78,14 @@ pub(crate) struct GlobalArgs {
     pub(crate) quiet: bool,
 
     /// Longest wait for another process's lock on a tag's file (90s, 10m; plain numbers are
-    /// seconds); past it the command fails naming the tag
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
-    pub(crate) timeout: Duration,
+    /// seconds); past it the command fails naming the tag [default: the config file's, else 30s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Configuration file [default: $GLOVEBOX_CACHE_CONFIG, else
+    /// $XDG_CONFIG_HOME/glovebox/cache.toml, else ~/.config/glovebox/cache.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// A lock timeout: a duration greater than zero.
@@ -172,6 +177,20 @@ Examples:
   glovebox-cache cleanup
   glovebox-cache cleanup --json")]
     Cleanup,
+
+    /// Show the effective configuration and where each value came from
+    #[command(
+        after_help = "One line per setting: its origin (default, file:PATH, env:VARIABLE or \
+command line:OPTION), then key=value as the configuration file writes it. The file is --config, \
+else $GLOVEBOX_CACHE_CONFIG, else $XDG_CONFIG_HOME/glovebox/cache.toml, else \
+~/.config/glovebox/cache.toml; environment variables beat the file, and --root and --timeout \
+beat both. See docs/configuration.md for the format.
+
+Examples:
+  glovebox-cache config
+  glovebox-cache --config ./cache.toml config --json"
+    )]
+    Config,
 
     /// Check every tag's files (file types, permissions, database integrity, blobs, directories,
     /// temp files)

@@ -78,7 +78,9 @@ fn cache_error_code(err: &CacheError) -> Option<u8> {
     match err {
         CacheError::InvalidTag { .. }
         | CacheError::EmptyKey { .. }
-        | CacheError::KeyTooLarge { .. } => Some(2),
+        | CacheError::KeyTooLarge { .. }
+        | CacheError::ConfigFile { .. }
+        | CacheError::InvalidTtl { .. } => Some(2),
         _ => None,
     }
 }

@@ -75,6 +75,7 @@
 
 mod codec;
 mod config;
+mod config_file;
 mod coordinator;
 mod directory;
 mod doctor;
@@ -97,8 +98,12 @@ mod typed;
 
 pub use codec::{CodecId, ValueFormat};
 pub use config::{
-    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, SystemClock,
-    UserCacheConfig, resolve_cache_root,
+    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, RemoteConfig,
+    SystemClock, TagSettings, UserCacheConfig, resolve_cache_root,
+};
+pub use config_file::{
+    CONFIG_FILE_NAME, CONFIG_FILE_VARIABLE, ConfigOrigin, ConfigSetting, ExplainedConfig,
+    locate_config_file,
 };
 pub use coordinator::{
     Coordinator, cleanup_shared_cache_instances, create_cache_from_user_config,

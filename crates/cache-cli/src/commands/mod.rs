@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod clear;
+mod config;
 mod delete;
 mod doctor;
 mod entry;
@@ -12,11 +13,15 @@ mod workspace;
 
 use crate::cli::{Cli, Command};
 use crate::output::Output;
-use crate::root::CacheRoot;
+use crate::root::{CacheRoot, RootRequest};
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
-    let root = CacheRoot::resolve(cli.global.root.as_deref(), cli.global.timeout)?;
+    let root = CacheRoot::resolve(&RootRequest {
+        root: cli.global.root.as_deref(),
+        config_file: cli.global.config.as_deref(),
+        timeout: cli.global.timeout,
+    })?;
     let result = match &cli.command {
         Command::Show => show::run(&root, output),
         Command::Keys(args) => keys::run(&root, args, output),
@@ -25,6 +30,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
         Command::Delete(args) => delete::run(&root, args, output),
         Command::Clear(args) => clear::run(&root, args, output),
         Command::Cleanup => cleanup::run(&root, output),
+        Command::Config => config::run(&root, output),
         Command::Doctor(args) => doctor::run(&root, args, output),
         Command::Workspace(args) => workspace::run(&root, args, output),
     };

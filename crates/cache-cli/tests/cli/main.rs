@@ -6,6 +6,7 @@ mod support;
 
 mod cleanup;
 mod clear;
+mod config;
 mod containment;
 mod delete;
 mod doctor;
