@@ -30,7 +30,11 @@ Every wait for another process's lock on a tag's file (a commit in progress, or 
 while holding it) lasts at most --timeout; then the command fails naming the tag and file.
 
 Exit codes: 0 success, 1 a tag or key not found (or a miss), 2 a usage error, 3 any other error \
-(for doctor: damage left), 4 doctor could not check a tag (see its report).";
+(for doctor: damage left), 4 doctor could not check a tag (see its report).
+
+With --json, stdout is exactly one JSON document, also on failure: the command's report, or \
+{\"error\": {\"kind\", \"message\", \"exit_code\"}} with kind not_found, usage, config, io, \
+not_checked or other.";
 
 const EXAMPLES: &str = "Examples:
   glovebox-cache show

@@ -28,20 +28,48 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, GlobalArgs};
 use crate::output::Output;
 
 fn main() -> ExitCode {
-    // clap prints usage errors itself and exits with 2 (0 for --help and --version).
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     init_logging(&cli.global);
     let output = Output::new(cli.global.json, cli.global.quiet);
     match commands::run(&cli, &output) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => exit::report(&err),
+        Err(err) => exit::report(&err, &output),
     }
+}
+
+/// A command line clap refused (exit 2), or `--help` / `--version` (exit 0). clap prints it as
+/// usual; with `--json` among the arguments, a refusal is also written on stdout as the JSON
+/// error document every failure gets.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    let code = err.exit_code();
+    let wants_json = std::env::args_os().skip(1).any(|arg| arg == "--json");
+    if wants_json && err.use_stderr() {
+        let message = err.kind().to_string();
+        let rendered = err.to_string();
+        // clap's rendering starts with "error: " and ends with a usage hint; the first line is
+        // the message.
+        let first_line = rendered
+            .lines()
+            .next()
+            .map(|line| line.trim_start_matches("error: ").to_owned())
+            .unwrap_or(message);
+        let exit_code = u8::try_from(code).unwrap_or(2);
+        let output = Output::new(true, false);
+        let _ = output.json(&exit::json_report("usage", &first_line, exit_code));
+    }
+    // If stderr is gone there is nowhere left to report to; the exit code still tells.
+    let _ = err.print();
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
 /// Logs go to stderr: warnings by default, errors only with `--quiet`, debug with `-v`, trace

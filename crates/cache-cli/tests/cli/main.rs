@@ -12,6 +12,7 @@ mod delete;
 mod doctor;
 mod entry;
 mod general;
+mod json_errors;
 mod keys;
 mod show;
 mod workspace;
