@@ -196,6 +196,13 @@ Examples:
     )]
     Config,
 
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout
+    #[command(after_help = "Examples:
+  glovebox-cache completions bash > ~/.local/share/bash-completion/completions/glovebox-cache
+  glovebox-cache completions zsh > ~/.zfunc/_glovebox-cache
+  glovebox-cache completions fish > ~/.config/fish/completions/glovebox-cache.fish")]
+    Completions(CompletionsArgs),
+
     /// Check every tag's files (file types, permissions, database integrity, blobs, directories,
     /// temp files)
     #[command(
@@ -234,6 +241,13 @@ Examples:
   glovebox-cache workspace cleanup --older-than 3d"
     )]
     Workspace(WorkspaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to write the script for
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod clear;
+mod completions;
 mod config;
 mod delete;
 mod doctor;
@@ -17,6 +18,10 @@ use crate::root::{CacheRoot, RootRequest};
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
+    // Completions need no cache root (nor a valid configuration file).
+    if let Command::Completions(args) = &cli.command {
+        return completions::run(args);
+    }
     let root = CacheRoot::resolve(&RootRequest {
         root: cli.global.root.as_deref(),
         config_file: cli.global.config.as_deref(),
@@ -31,6 +36,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
         Command::Clear(args) => clear::run(&root, args, output),
         Command::Cleanup => cleanup::run(&root, output),
         Command::Config => config::run(&root, output),
+        Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(&root, args, output),
         Command::Workspace(args) => workspace::run(&root, args, output),
     };
