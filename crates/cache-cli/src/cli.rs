@@ -115,9 +115,10 @@ them counts as hits there, as `workspace list` does.
 
 Examples:
   glovebox-cache show
+  glovebox-cache show --tag layout
   glovebox-cache show --json"
     )]
-    Show,
+    Show(ShowArgs),
 
     /// List the live keys of a tag
     #[command(after_help = "Examples:
@@ -160,7 +161,8 @@ Examples:
   glovebox-cache delete --tag layout --keys greeting,farewell
   glovebox-cache delete --tag layout --pattern 'tmp:*' --dry-run
   glovebox-cache keys --tag layout --pattern 'old:*' --json > old.json
-  glovebox-cache delete --tag layout --json-file old.json"
+  glovebox-cache delete --tag layout --json-file old.json
+  glovebox-cache keys --tag layout --pattern 'old:*' --json | glovebox-cache delete --tag layout --json-file -"
     )]
     Delete(DeleteArgs),
 
@@ -241,6 +243,13 @@ Examples:
   glovebox-cache workspace cleanup --older-than 3d"
     )]
     Workspace(WorkspaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// Only this tag (exit 1 if it does not exist) [default: every tag, and the workspaces]
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Option<Tag>,
 }
 
 #[derive(Debug, Args)]
@@ -457,7 +466,9 @@ pub(crate) struct SetArgs {
     pub(crate) file: Option<PathBuf>,
 
     /// Expire after this long: 90s, 10m, 12h, 7d, or plain seconds [default: never]
-    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    // allow_hyphen_values: `--ttl -1` reaches parse_ttl, which says why it is refused, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, allow_hyphen_values = true)]
     pub(crate) ttl: Option<Duration>,
 }
 
@@ -476,7 +487,8 @@ pub(crate) struct DeleteArgs {
     #[arg(long, value_parser = Glob::parse)]
     pub(crate) pattern: Option<Glob>,
 
-    /// Keys listed in a JSON file: an array of strings, or the output of `keys --json`
+    /// Keys listed in a JSON file (`-` for stdin): an array of strings, or the output of
+    /// `keys --json`
     #[arg(long, value_name = "FILE")]
     pub(crate) json_file: Option<PathBuf>,
 

@@ -28,7 +28,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
         timeout: cli.global.timeout,
     })?;
     let result = match &cli.command {
-        Command::Show => show::run(&root, output),
+        Command::Show(args) => show::run(&root, args, output),
         Command::Keys(args) => keys::run(&root, args, output),
         Command::Get(args) => entry::get(&root, args, output),
         Command::Set(args) => entry::set(&root, args, output),

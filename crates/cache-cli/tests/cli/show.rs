@@ -144,3 +144,28 @@ fn a_tag_that_cannot_be_opened_is_reported_and_the_others_still_shown() {
             .contains("not a regular file")
     );
 }
+
+#[test]
+fn show_with_a_tag_shows_only_that_tag() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["set", "--tag", "alpha", "k", "v"])
+        .expect_code(0);
+    sandbox
+        .run(&["set", "--tag", "beta", "k", "v"])
+        .expect_code(0);
+    let report = sandbox.json(&["show", "--tag", "beta", "--json"]);
+    let tags: Vec<&str> = report["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|row| row["tag"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(tags, ["beta"]);
+    assert_eq!(report["totals"]["tags"], 1);
+
+    sandbox
+        .run(&["show", "--tag", "gamma"])
+        .expect_code(1)
+        .expect_stderr(&["no such tag 'gamma'"]);
+}
