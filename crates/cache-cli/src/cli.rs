@@ -120,6 +120,19 @@ Examples:
     )]
     Show(ShowArgs),
 
+    /// Each tag's lifetime counters (hits, misses, sets, ...); --reset zeroes them
+    #[command(
+        after_help = "The counters are those of every process that used the tag, as `show` \
+reports them. With --reset they are printed, then zeroed (like sccache --zero-stats); entries \
+are untouched. A process using the tag at that moment adds the counts it has not committed yet \
+after the reset.
+
+Examples:
+  glovebox-cache stats
+  glovebox-cache stats --tag layout --reset --json"
+    )]
+    Stats(StatsArgs),
+
     /// List the live keys of a tag
     #[command(after_help = "Examples:
   glovebox-cache keys --tag layout
@@ -250,6 +263,17 @@ pub(crate) struct ShowArgs {
     /// Only this tag (exit 1 if it does not exist) [default: every tag, and the workspaces]
     #[arg(long, value_parser = parse_tag)]
     pub(crate) tag: Option<Tag>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Only this tag (exit 1 if it does not exist) [default: every tag]
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Option<Tag>,
+
+    /// Zero the counters after printing them
+    #[arg(long)]
+    pub(crate) reset: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod doctor;
 mod entry;
 mod keys;
 mod show;
+mod stats;
 mod workspace;
 
 use crate::cli::{Cli, Command};
@@ -29,6 +30,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
     })?;
     let result = match &cli.command {
         Command::Show(args) => show::run(&root, args, output),
+        Command::Stats(args) => stats::run(&root, args, output),
         Command::Keys(args) => keys::run(&root, args, output),
         Command::Get(args) => entry::get(&root, args, output),
         Command::Set(args) => entry::set(&root, args, output),

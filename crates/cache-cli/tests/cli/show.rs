@@ -169,3 +169,51 @@ fn show_with_a_tag_shows_only_that_tag() {
         .expect_code(1)
         .expect_stderr(&["no such tag 'gamma'"]);
 }
+
+#[test]
+fn stats_reset_zeroes_a_tag_s_lifetime_counters_and_keeps_its_entries() {
+    let sandbox = Sandbox::new();
+    for tag in ["alpha", "beta"] {
+        sandbox.run(&["set", "--tag", tag, "k", "v"]).expect_code(0);
+        sandbox.run(&["get", "--tag", tag, "k"]).expect_code(0);
+        sandbox.run(&["get", "--tag", tag, "absent"]).expect_code(1);
+    }
+    let before = sandbox.json(&["stats", "--tag", "alpha", "--reset", "--json"]);
+    assert_eq!(before["reset"], true);
+    assert_eq!(before["tags"][0]["tag"], "alpha");
+    assert_eq!(before["tags"][0]["hits"], 1);
+    assert_eq!(before["tags"][0]["misses"], 1);
+    assert_eq!(before["tags"][0]["sets"], 1);
+
+    let after = sandbox.json(&["stats", "--json"]);
+    let tag = |name: &str| {
+        after["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .find(|row| row["tag"] == name)
+            .cloned()
+            .expect("the tag is listed")
+    };
+    let alpha = tag("alpha");
+    assert_eq!(
+        (
+            alpha["hits"].as_u64(),
+            alpha["misses"].as_u64(),
+            alpha["sets"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    // Only the tag named was reset.
+    assert_eq!(tag("beta")["hits"], 1);
+    // The entry is still there (and reading it counts again from zero).
+    sandbox.run(&["get", "--tag", "alpha", "k"]).expect_code(0);
+    let show = sandbox.json(&["show", "--tag", "alpha", "--json"]);
+    assert_eq!(show["tags"][0]["entries"], 1);
+    assert_eq!(show["tags"][0]["hits"], 1);
+
+    sandbox
+        .run(&["stats", "--tag", "gamma", "--reset"])
+        .expect_code(1)
+        .expect_stderr(&["no such tag 'gamma'"]);
+}
