@@ -211,6 +211,21 @@ Examples:
     )]
     Config,
 
+    /// Session metrics recorded by programs (the metrics tag): list, show, dump, clean
+    #[command(
+        subcommand_required = true,
+        after_help = "A session is one run of a program that records metrics (command, start, \
+end, exit status, counters, timings, cache activity); sessions live 7 days (the metrics_sessions \
+TTL). Reading commands never create the metrics tag.
+
+Examples:
+  glovebox-cache metrics list --limit 10
+  glovebox-cache metrics show 3f2a
+  glovebox-cache metrics dump -o metrics.json
+  glovebox-cache metrics clean --older-than 3d --dry-run"
+    )]
+    Metrics(MetricsArgs),
+
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout
     #[command(after_help = "Examples:
   glovebox-cache completions bash > ~/.local/share/bash-completion/completions/glovebox-cache
@@ -274,6 +289,76 @@ pub(crate) struct StatsArgs {
     /// Zero the counters after printing them
     #[arg(long)]
     pub(crate) reset: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    #[command(subcommand)]
+    pub(crate) command: MetricsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MetricsCommand {
+    /// List the recorded sessions, newest first
+    #[command(after_help = "Examples:
+  glovebox-cache metrics list
+  glovebox-cache metrics list --limit 5 --json")]
+    List(MetricsListArgs),
+
+    /// Show one session: by its id or a prefix of it that names only one session
+    #[command(
+        after_help = "A prefix that matches several sessions is an error listing them (exit \
+2); one that matches none exits 1.
+
+Examples:
+  glovebox-cache metrics show 3f2a9c1e
+  glovebox-cache metrics show 3f2a9c1e-0d1b-4c2e-9f00-1234567890ab --json"
+    )]
+    Show(MetricsShowArgs),
+
+    /// Write every session as one JSON array, to stdout or a file
+    #[command(after_help = "Examples:
+  glovebox-cache metrics dump > metrics.json
+  glovebox-cache metrics dump -o metrics.json")]
+    Dump(MetricsDumpArgs),
+
+    /// Remove the sessions that started more than a duration ago
+    #[command(after_help = "Examples:
+  glovebox-cache metrics clean --older-than 3d --dry-run
+  glovebox-cache metrics clean --older-than 12h --json")]
+    Clean(MetricsCleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsListArgs {
+    /// Show at most N sessions (the newest)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsShowArgs {
+    /// The session id, or a prefix of it
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsDumpArgs {
+    /// Write to FILE instead of stdout (replaced if it exists)
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsCleanArgs {
+    /// Remove sessions that started more than DURATION ago: 90s, 10m, 12h, 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) older_than: Duration,
+
+    /// Show what would be removed; remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]

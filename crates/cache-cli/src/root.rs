@@ -16,6 +16,7 @@ use cache_core::{
     Environment, ExplainedConfig, SharedCache, Tag, UserCacheConfig, prepare_root,
     resolve_cache_root,
 };
+use cache_metrics::{METRICS_TAG, MetricsCache};
 
 use crate::exit::NotFound;
 
@@ -226,6 +227,24 @@ impl CacheRoot {
         CompilationCache::open(&self.coordinator, &self.config).with_context(|| {
             format!(
                 "while opening tag '{COMPILATION_TAG}' under {}",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Whether the `metrics` tag exists; reading metrics commands ask before
+    /// [`CacheRoot::metrics`], which would create it.
+    pub(crate) fn has_metrics_tag(&self) -> anyhow::Result<bool> {
+        Ok(self.tags()?.iter().any(|tag| tag.as_str() == METRICS_TAG))
+    }
+
+    /// The metrics domain's service over this root's `metrics` tag (created if needed), through
+    /// this run's coordinator with [`CacheRoot::options`] and the TTLs every program uses.
+    pub(crate) fn metrics(&self) -> anyhow::Result<MetricsCache> {
+        self.exists()?;
+        MetricsCache::open(&self.coordinator, &self.config).with_context(|| {
+            format!(
+                "while opening tag '{METRICS_TAG}' under {}",
                 self.path.display()
             )
         })

@@ -9,6 +9,7 @@ mod delete;
 mod doctor;
 mod entry;
 mod keys;
+mod metrics;
 mod show;
 mod stats;
 mod workspace;
@@ -40,6 +41,7 @@ pub(crate) fn run(cli: &Cli, output: &Output) -> anyhow::Result<()> {
         Command::Config => config::run(&root, output),
         Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(&root, args, output),
+        Command::Metrics(args) => metrics::run(&root, args, output),
         Command::Workspace(args) => workspace::run(&root, args, output),
     };
     // Closing flushes: a `set` is durable only once this returns. A command's own error is the

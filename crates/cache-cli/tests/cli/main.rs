@@ -14,5 +14,6 @@ mod entry;
 mod general;
 mod json_errors;
 mod keys;
+mod metrics;
 mod show;
 mod workspace;
