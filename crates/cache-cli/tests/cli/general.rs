@@ -305,6 +305,8 @@ fn bash_and_zsh_completions_name_every_subcommand() {
         let script = sandbox.run(&["completions", shell]).stdout();
         for subcommand in [
             "show",
+            "stats",
+            "metrics",
             "keys",
             "get",
             "set",
