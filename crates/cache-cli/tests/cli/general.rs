@@ -338,3 +338,20 @@ fn bash_and_zsh_completions_name_every_subcommand() {
     // Writing a script needs no cache root: nothing was created.
     assert!(!crate::support::exists(&sandbox.root()));
 }
+
+#[test]
+fn help_is_wrapped_to_the_terminal_width() {
+    let sandbox = Sandbox::new();
+    for width in [60usize, 140] {
+        let mut command = sandbox.command();
+        command.env("COLUMNS", width.to_string()).arg("--help");
+        let help = run(&mut command).expect_code(0).stdout();
+        let longest = help.lines().map(|line| line.chars().count()).max();
+        assert!(longest.is_some_and(|longest| longest <= width), "{help}");
+        // The long text fills the width it is given (clap's fixed 100 columns would not).
+        assert!(
+            longest.is_some_and(|longest| longest > width - 10),
+            "{help}"
+        );
+    }
+}
