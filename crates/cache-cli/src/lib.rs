@@ -5,17 +5,19 @@
 //!
 //! # Overview
 //!
-//! - [`cli`] declares the command line (clap derive): the global options and one subcommand per
+//! - `cli` declares the command line (clap derive): the global options and one subcommand per
 //!   operation, each with its help and examples.
-//! - [`root`] resolves the cache root, discovers its tags (subdirectories holding a `cache.redb`)
+//! - `root` loads the configuration (file, environment, `--root`/`--timeout`), resolves the
+//!   cache root, discovers its tags (subdirectories holding a `cache.redb`)
 //!   and opens them through one `cache_core::Coordinator`, never creating a tag on a read.
-//! - [`commands`] has one module per subcommand; [`commands::run`] dispatches and, at the end,
+//! - `commands` has one module per subcommand; `commands::run` dispatches and, at the end,
 //!   closes every instance so that writes are durable before the process exits.
-//! - [`exit`] maps a failure to the exit code (0 success, 1 not found or miss, 2 usage error,
-//!   3 anything else) and prints it as one line on stderr.
-//! - [`output`] writes results (text or `--json`) to stdout and notes to stderr; [`render`],
-//!   [`glob`] and [`duration`] format and parse keys, sizes, times, patterns and durations;
-//!   [`progress`] draws a bar for long workspace copies when stderr is a terminal.
+//! - `exit` maps a failure to the exit code (0 success, 1 not found or miss, 2 usage error,
+//!   3 anything else) and prints it as one line on stderr (with `--json`, also as the one JSON
+//!   document on stdout).
+//! - `output` writes results (text or `--json`) to stdout and notes to stderr; `render`,
+//!   `glob` and `duration` format and parse keys, sizes, times, patterns and durations;
+//!   `progress` draws a bar for long workspace copies when stderr is a terminal.
 
 mod cli;
 mod commands;

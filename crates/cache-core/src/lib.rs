@@ -21,7 +21,9 @@
 //!   receive what it stored. A dead owner's lease is taken over; a failed computation wakes its
 //!   waiters, who retry once (`flight_retries`).
 //! - [`keys`] builds unambiguous, full-width (blake3) keys from parts, maps and files.
-//! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program,
+//! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program
+//!   ([`UserCacheConfig::load`] reads the configuration file `cache.toml` and the environment;
+//!   [`UserCacheConfig::options_for`] gives a tag's options),
 //!   [`CacheTtlConfig`] for the TTL of every level a domain declares ([`TtlLevel`]),
 //!   [`resolve_cache_root`] for the root,
 //!   and [`Environment`] for kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`).
