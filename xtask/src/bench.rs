@@ -619,7 +619,7 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
          redb's throughput ÷ ours). 1 is no overhead."
             .to_owned(),
         "Columns: **ours** is `cache_core` through `Coordinator::get_shared_cache_instance(root, \"bench\", \
-         CacheOptions::default())` and `CacheManager`; **raw redb** is redb opened in `MultiWriter` mode \
+         CacheOptions::default())` and the `Cache` handle; **raw redb** is redb opened in `MultiWriter` mode \
          with the same page cache size, sets committed in batches of 1 000 per write transaction \
          (`Durability::Immediate`), gets through one held read transaction and table; **diskcache** is \
          python-diskcache with its defaults (SQLite in WAL mode, `synchronous=NORMAL`: a set is visible \

@@ -48,6 +48,19 @@ pub(crate) enum Task {
     /// Needs the nightly toolchain and cargo-fuzz; says which is missing (and fails, fuzzing
     /// nothing) if one is.
     Fuzz(FuzzArgs),
+    /// Write glovebox-cache's man pages (one per command) from its clap definition
+    ///
+    /// glovebox-cache.1, glovebox-cache-keys.1, glovebox-cache-workspace-list.1, ... into
+    /// --out (default target/man).
+    Man(ManArgs),
+}
+
+/// What the command line asked of `man`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args)]
+pub(crate) struct ManArgs {
+    /// The directory to write the pages to (created if needed) [default: target/man]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<std::path::PathBuf>,
 }
 
 /// What the command line asked of `verify`.

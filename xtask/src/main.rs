@@ -13,6 +13,7 @@
 mod bench;
 mod flags;
 mod fuzz;
+mod man;
 mod shell;
 mod soak;
 mod verify;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Some(Task::Bench(options)) => bench::run(options, &typed),
         Some(Task::Soak) => soak::run(),
         Some(Task::Fuzz(options)) => fuzz::run(options),
+        Some(Task::Man(options)) => man::run(&options),
     };
 
     match result {

@@ -30,7 +30,11 @@ Every wait for another process's lock on a tag's file (a commit in progress, or 
 while holding it) lasts at most --timeout; then the command fails naming the tag and file.
 
 Exit codes: 0 success, 1 a tag or key not found (or a miss), 2 a usage error, 3 any other error \
-(for doctor: damage left), 4 doctor could not check a tag (see its report).";
+(for doctor: damage left), 4 doctor could not check a tag (see its report).
+
+With --json, stdout is exactly one JSON document, also on failure: the command's report, or \
+{\"error\": {\"kind\", \"message\", \"exit_code\"}} with kind not_found, usage, config, io, \
+not_checked or other.";
 
 const EXAMPLES: &str = "Examples:
   glovebox-cache show
@@ -78,9 +82,14 @@ pub(crate) struct GlobalArgs {
     pub(crate) quiet: bool,
 
     /// Longest wait for another process's lock on a tag's file (90s, 10m; plain numbers are
-    /// seconds); past it the command fails naming the tag
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
-    pub(crate) timeout: Duration,
+    /// seconds); past it the command fails naming the tag [default: the config file's, else 30s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Configuration file [default: $GLOVEBOX_CACHE_CONFIG, else
+    /// $XDG_CONFIG_HOME/glovebox/cache.toml, else ~/.config/glovebox/cache.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// A lock timeout: a duration greater than zero.
@@ -106,9 +115,23 @@ them counts as hits there, as `workspace list` does.
 
 Examples:
   glovebox-cache show
+  glovebox-cache show --tag layout
   glovebox-cache show --json"
     )]
-    Show,
+    Show(ShowArgs),
+
+    /// Each tag's lifetime counters (hits, misses, sets, ...); --reset zeroes them
+    #[command(
+        after_help = "The counters are those of every process that used the tag, as `show` \
+reports them. With --reset they are printed, then zeroed (like sccache --zero-stats); entries \
+are untouched. A process using the tag at that moment adds the counts it has not committed yet \
+after the reset.
+
+Examples:
+  glovebox-cache stats
+  glovebox-cache stats --tag layout --reset --json"
+    )]
+    Stats(StatsArgs),
 
     /// List the live keys of a tag
     #[command(after_help = "Examples:
@@ -151,7 +174,8 @@ Examples:
   glovebox-cache delete --tag layout --keys greeting,farewell
   glovebox-cache delete --tag layout --pattern 'tmp:*' --dry-run
   glovebox-cache keys --tag layout --pattern 'old:*' --json > old.json
-  glovebox-cache delete --tag layout --json-file old.json"
+  glovebox-cache delete --tag layout --json-file old.json
+  glovebox-cache keys --tag layout --pattern 'old:*' --json | glovebox-cache delete --tag layout --json-file -"
     )]
     Delete(DeleteArgs),
 
@@ -172,6 +196,42 @@ Examples:
   glovebox-cache cleanup
   glovebox-cache cleanup --json")]
     Cleanup,
+
+    /// Show the effective configuration and where each value came from
+    #[command(
+        after_help = "One line per setting: its origin (default, file:PATH, env:VARIABLE or \
+command line:OPTION), then key=value as the configuration file writes it. The file is --config, \
+else $GLOVEBOX_CACHE_CONFIG, else $XDG_CONFIG_HOME/glovebox/cache.toml, else \
+~/.config/glovebox/cache.toml; environment variables beat the file, and --root and --timeout \
+beat both. See docs/configuration.md for the format.
+
+Examples:
+  glovebox-cache config
+  glovebox-cache --config ./cache.toml config --json"
+    )]
+    Config,
+
+    /// Session metrics recorded by programs (the metrics tag): list, show, dump, clean
+    #[command(
+        subcommand_required = true,
+        after_help = "A session is one run of a program that records metrics (command, start, \
+end, exit status, counters, timings, cache activity); sessions live 7 days (the metrics_sessions \
+TTL). Reading commands never create the metrics tag.
+
+Examples:
+  glovebox-cache metrics list --limit 10
+  glovebox-cache metrics show 3f2a
+  glovebox-cache metrics dump -o metrics.json
+  glovebox-cache metrics clean --older-than 3d --dry-run"
+    )]
+    Metrics(MetricsArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout
+    #[command(after_help = "Examples:
+  glovebox-cache completions bash > ~/.local/share/bash-completion/completions/glovebox-cache
+  glovebox-cache completions zsh > ~/.zfunc/_glovebox-cache
+  glovebox-cache completions fish > ~/.config/fish/completions/glovebox-cache.fish")]
+    Completions(CompletionsArgs),
 
     /// Check every tag's files (file types, permissions, database integrity, blobs, directories,
     /// temp files)
@@ -244,6 +304,101 @@ pub(crate) enum RemoteCommand {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// Only this tag (exit 1 if it does not exist) [default: every tag, and the workspaces]
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Option<Tag>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Only this tag (exit 1 if it does not exist) [default: every tag]
+    #[arg(long, value_parser = parse_tag)]
+    pub(crate) tag: Option<Tag>,
+
+    /// Zero the counters after printing them
+    #[arg(long)]
+    pub(crate) reset: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    #[command(subcommand)]
+    pub(crate) command: MetricsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MetricsCommand {
+    /// List the recorded sessions, newest first
+    #[command(after_help = "Examples:
+  glovebox-cache metrics list
+  glovebox-cache metrics list --limit 5 --json")]
+    List(MetricsListArgs),
+
+    /// Show one session: by its id or a prefix of it that names only one session
+    #[command(
+        after_help = "A prefix that matches several sessions is an error listing them (exit \
+2); one that matches none exits 1.
+
+Examples:
+  glovebox-cache metrics show 3f2a9c1e
+  glovebox-cache metrics show 3f2a9c1e-0d1b-4c2e-9f00-1234567890ab --json"
+    )]
+    Show(MetricsShowArgs),
+
+    /// Write every session as one JSON array, to stdout or a file
+    #[command(after_help = "Examples:
+  glovebox-cache metrics dump > metrics.json
+  glovebox-cache metrics dump -o metrics.json")]
+    Dump(MetricsDumpArgs),
+
+    /// Remove the sessions that started more than a duration ago
+    #[command(after_help = "Examples:
+  glovebox-cache metrics clean --older-than 3d --dry-run
+  glovebox-cache metrics clean --older-than 12h --json")]
+    Clean(MetricsCleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsListArgs {
+    /// Show at most N sessions (the newest)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsShowArgs {
+    /// The session id, or a prefix of it
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsDumpArgs {
+    /// Write to FILE instead of stdout (replaced if it exists)
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsCleanArgs {
+    /// Remove sessions that started more than DURATION ago: 90s, 10m, 12h, 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) older_than: Duration,
+
+    /// Show what would be removed; remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to write the script for
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -453,7 +608,9 @@ pub(crate) struct SetArgs {
     pub(crate) file: Option<PathBuf>,
 
     /// Expire after this long: 90s, 10m, 12h, 7d, or plain seconds [default: never]
-    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    // allow_hyphen_values: `--ttl -1` reaches parse_ttl, which says why it is refused, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, allow_hyphen_values = true)]
     pub(crate) ttl: Option<Duration>,
 }
 
@@ -472,7 +629,8 @@ pub(crate) struct DeleteArgs {
     #[arg(long, value_parser = Glob::parse)]
     pub(crate) pattern: Option<Glob>,
 
-    /// Keys listed in a JSON file: an array of strings, or the output of `keys --json`
+    /// Keys listed in a JSON file (`-` for stdin): an array of strings, or the output of
+    /// `keys --json`
     #[arg(long, value_name = "FILE")]
     pub(crate) json_file: Option<PathBuf>,
 

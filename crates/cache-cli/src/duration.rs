@@ -34,9 +34,37 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration {text:?} is too large"))
 }
 
-/// Parses a time to live: a duration greater than zero.
+/// The longest time to live that can be stored: an entry's expiry is kept in milliseconds since
+/// 1970 in a `u64`, so `now + ttl` must fit. 100 000 years leaves every clock in this era far
+/// below the bound, and the TTL is stored exactly as given.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(100_000 * 365 * 86_400);
+
+/// Parses a time to live: a duration greater than zero and at most [`MAX_TTL`].
 pub(crate) fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let ttl = parse_duration(text)?;
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "TTL {text:?} is negative: an entry cannot expire before it is stored; leave --ttl \
+             out for an entry that never expires"
+        ));
+    }
+    let ttl = parse_duration(text).map_err(|err| {
+        if err.ends_with("is too large") {
+            format!(
+                "TTL {text:?} is too large to store (at most {}d); leave --ttl out for an entry \
+                 that never expires",
+                MAX_TTL.as_secs() / 86_400
+            )
+        } else {
+            err
+        }
+    })?;
+    if ttl > MAX_TTL {
+        return Err(format!(
+            "TTL {text:?} is too large to store (at most {}d); leave --ttl out for an entry that \
+             never expires",
+            MAX_TTL.as_secs() / 86_400
+        ));
+    }
     if ttl.is_zero() {
         return Err(format!(
             "TTL {text:?} is zero, so the entry would expire at once; leave --ttl out for an entry \

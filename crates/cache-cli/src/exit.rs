@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use cache_compilation::CompilationError;
 use cache_core::CacheError;
 
+use crate::output::Output;
+
 /// A tag or key that does not exist (exit code 1). The message is the whole sentence.
 #[derive(Debug)]
 pub(crate) struct NotFound(pub(crate) String);
@@ -78,7 +80,9 @@ fn cache_error_code(err: &CacheError) -> Option<u8> {
     match err {
         CacheError::InvalidTag { .. }
         | CacheError::EmptyKey { .. }
-        | CacheError::KeyTooLarge { .. } => Some(2),
+        | CacheError::KeyTooLarge { .. }
+        | CacheError::ConfigFile { .. }
+        | CacheError::InvalidTtl { .. } => Some(2),
         _ => None,
     }
 }
@@ -108,14 +112,68 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The kind of failure `err` is, for `--json`'s `error.kind`: `not_found` (a tag, key or
+/// workspace that is not there, a miss), `usage` (bad input), `config` (a bad configuration
+/// file), `not_checked` (doctor could not check a tag), `io` (a file or stream could not be
+/// read or written), or `other`. The first cause of a known kind decides, as for [`code`].
+pub(crate) fn kind(err: &anyhow::Error) -> &'static str {
+    for cause in err.chain() {
+        if cause.is::<NotFound>() {
+            return "not_found";
+        }
+        if cause.is::<UsageError>() {
+            return "usage";
+        }
+        if cause.is::<NotChecked>() {
+            return "not_checked";
+        }
+        if let Some(cache) = cause.downcast_ref::<CacheError>() {
+            match cache {
+                CacheError::ConfigFile { .. } => return "config",
+                _ if cache_error_code(cache) == Some(2) => return "usage",
+                _ => {}
+            }
+        }
+        if let Some(code) = cause
+            .downcast_ref::<CompilationError>()
+            .and_then(compilation_error_code)
+        {
+            return if code == 1 { "not_found" } else { "usage" };
+        }
+        if cause.is::<std::io::Error>() {
+            return "io";
+        }
+    }
+    "other"
+}
+
+/// `{"error": {"kind", "message", "exit_code"}}`: what `--json` prints on stdout for a failure.
+pub(crate) fn json_report(kind: &str, message: &str, exit_code: u8) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "kind": kind,
+            "message": message,
+            "exit_code": exit_code,
+        }
+    })
+}
+
 /// Prints `err` as one line on stderr (its context chain joined by `: `) and returns its code.
-pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
+/// With `--json`, unless the command already wrote its JSON document, the error is also written
+/// on stdout as [`json_report`], so that stdout is always exactly one JSON document.
+pub(crate) fn report(err: &anyhow::Error, output: &Output) -> ExitCode {
     if is_broken_pipe(err) {
         return ExitCode::SUCCESS;
     }
+    let code = code(err);
+    if output.is_json() && !output.wrote_json() {
+        // A failure to write it is a failure to write stdout; the line on stderr and the exit
+        // code still tell.
+        let _ = output.json(&json_report(kind(err), &format!("{err:#}"), code));
+    }
     // If stderr itself is gone there is nowhere left to report to; the exit code still tells.
     let _ = writeln!(std::io::stderr(), "glovebox-cache: {err:#}");
-    ExitCode::from(code(err))
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

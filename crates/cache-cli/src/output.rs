@@ -1,6 +1,7 @@
 //! Where output goes: results on stdout (text, raw bytes or `--json`), notes on stderr (silenced
 //! by `--quiet`), so that stdout can always be piped.
 
+use std::cell::Cell;
 use std::io::{self, Write as _};
 
 use anyhow::Context as _;
@@ -10,11 +11,24 @@ use serde::Serialize;
 pub(crate) struct Output {
     json: bool,
     quiet: bool,
+    /// Whether a JSON document was written to stdout: with `--json` a run writes exactly one,
+    /// so an error after a command's own report (`delete` of a missing key, `doctor` with
+    /// damage left) adds none.
+    wrote_json: Cell<bool>,
 }
 
 impl Output {
     pub(crate) fn new(json: bool, quiet: bool) -> Self {
-        Output { json, quiet }
+        Output {
+            json,
+            quiet,
+            wrote_json: Cell::new(false),
+        }
+    }
+
+    /// Whether this run already wrote its JSON document.
+    pub(crate) fn wrote_json(&self) -> bool {
+        self.wrote_json.get()
     }
 
     /// Whether results are printed as JSON.
@@ -29,6 +43,7 @@ impl Output {
 
     /// Prints `value` as pretty JSON on stdout.
     pub(crate) fn json(&self, value: &impl Serialize) -> anyhow::Result<()> {
+        self.wrote_json.set(true);
         let mut stdout = io::stdout().lock();
         serde_json::to_writer_pretty(&mut stdout, value)
             .map_err(io::Error::from)

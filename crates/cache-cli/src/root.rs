@@ -13,35 +13,88 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use cache_compilation::{COMPILATION_TAG, CompilationCache};
 use cache_core::{
-    Cache, CacheOptions, CacheStrategy, CacheTtlConfig, Coordinator, DATABASE_FILE_NAME,
-    Environment, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
+    Cache, CacheOptions, CacheStrategy, ConfigOrigin, ConfigSetting, Coordinator,
+    DATABASE_FILE_NAME, Environment, ExplainedConfig, Tag, UserCacheConfig, prepare_root,
+    resolve_cache_root,
 };
+use cache_metrics::{METRICS_TAG, MetricsCache};
 
 use cache_remote::RedisRemote;
 
 use crate::exit::NotFound;
 
-/// A resolved cache root and the coordinator that opens its tags.
+/// A resolved cache root, the configuration it was found with, and the coordinator that opens
+/// its tags.
 pub(crate) struct CacheRoot {
     path: PathBuf,
     coordinator: Coordinator,
-    /// `--timeout`: the longest wait for another process's lock on a tag's file.
-    timeout: Duration,
+    /// The user's configuration (file and environment), with `--timeout` applied.
+    config: UserCacheConfig,
+    /// The file looked for, whether it was there, and every effective setting with its origin
+    /// (`--root` and `--timeout` included), for `glovebox-cache config`.
+    explained: Explained,
     /// The remote tier `GLOVEBOX_CACHE_REMOTE` configures, attached to `coordinator`.
     remote: Option<Arc<RedisRemote>>,
 }
 
+/// The configuration as `glovebox-cache config` shows it.
+pub(crate) struct Explained {
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) file_found: bool,
+    pub(crate) settings: Vec<ConfigSetting>,
+}
+
+/// What the command line adds on top of the configuration file and the environment.
+pub(crate) struct RootRequest<'a> {
+    /// `--root`.
+    pub(crate) root: Option<&'a Path>,
+    /// `--config`.
+    pub(crate) config_file: Option<&'a Path>,
+    /// `--timeout`.
+    pub(crate) timeout: Option<Duration>,
+}
+
 impl CacheRoot {
-    /// `explicit` (`--root`), else `GLOVEBOX_CACHE_PATH`, `$XDG_CACHE_HOME/glovebox`, or the
-    /// platform cache directory: `cache_core::resolve_cache_root`, as every program uses. Every
-    /// tag is opened with `timeout` as its lock timeout.
-    pub(crate) fn resolve(explicit: Option<&Path>, timeout: Duration) -> anyhow::Result<Self> {
-        let path = resolve_cache_root(explicit, &Environment::process())
-            .context("while finding the cache root")?;
+    /// Loads the configuration (`--config`, else `$GLOVEBOX_CACHE_CONFIG`, else the XDG config
+    /// file; then the environment's overrides) and resolves the root: `--root`, else
+    /// `GLOVEBOX_CACHE_PATH`, else the file's `root`, else `$XDG_CACHE_HOME/glovebox` or the
+    /// platform cache directory. `--timeout`, when given, beats the file's timeouts.
+    pub(crate) fn resolve(request: &RootRequest<'_>) -> anyhow::Result<Self> {
+        let environment = Environment::process();
+        let ExplainedConfig {
+            mut config,
+            file,
+            file_found,
+            mut settings,
+        } = UserCacheConfig::load_explained(request.config_file, &environment)
+            .context("while reading the configuration")?;
+        let command_line = |option: &str| ConfigOrigin::CommandLine {
+            option: option.to_owned(),
+        };
+        if let Some(timeout) = request.timeout {
+            config.options.timeout = timeout;
+            for settings in config.tags.values_mut() {
+                settings.timeout = None;
+            }
+            settings.retain(|setting| {
+                !(setting.key.starts_with("tags.") && setting.key.ends_with(".timeout"))
+            });
+            for setting in &mut settings {
+                if setting.key == "defaults.timeout" {
+                    setting.value = format!("{}s", timeout.as_secs());
+                    setting.origin = command_line("--timeout");
+                }
+            }
+        }
+        let path = match request.root {
+            Some(root) => resolve_cache_root(Some(root), &environment),
+            None => config.cache_root(&environment),
+        }
+        .context("while finding the cache root")?;
         tracing::debug!(root = %path.display(), "cache root");
-        // The kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`) tell programs not to
-        // use the cache; this tool manages the files whatever they say, so its coordinator reads
-        // an empty environment instead of the process's.
+        // The kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`) and the strategy
+        // tell programs not to use the cache; this tool manages the files whatever they say, so
+        // its coordinator reads an empty environment instead of the process's.
         let mut coordinator =
             Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         // The remote tier, as every program using the cache reads it (`GLOVEBOX_CACHE_REMOTE`).
@@ -52,10 +105,25 @@ impl CacheRoot {
             coordinator =
                 coordinator.with_remote(Arc::clone(remote) as Arc<dyn cache_core::RemoteStore>);
         }
+        if request.root.is_some() {
+            for setting in &mut settings {
+                if setting.key == "root" {
+                    setting.value = path.display().to_string();
+                    setting.origin = command_line("--root");
+                }
+            }
+        }
+        config.cache_path = Some(path.clone());
+        config.strategy = CacheStrategy::Shared;
         Ok(CacheRoot {
             path,
             coordinator,
-            timeout,
+            config,
+            explained: Explained {
+                file,
+                file_found,
+                settings,
+            },
             remote,
         })
     }
@@ -69,17 +137,25 @@ impl CacheRoot {
         &self.path
     }
 
-    /// The longest wait for another process's lock on a tag's file (`--timeout`).
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
+    /// The effective configuration and where each setting came from.
+    pub(crate) fn explained(&self) -> &Explained {
+        &self.explained
     }
 
-    /// The options tags are opened with: cache-core's defaults, with this run's timeout. A
-    /// command that needs another setting changes it on top of these.
-    pub(crate) fn options(&self) -> CacheOptions {
+    /// The longest wait for another process's lock on a tag's file: `--timeout`, else the
+    /// file's `[defaults] timeout`, else 30 s.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.config.options.timeout
+    }
+
+    /// The options `tag` is opened with: the configuration's (its `[defaults]` and
+    /// `[tags.<tag>]`), with this run's timeout. A command that needs another setting changes it
+    /// on top of these. Every command opens a tag with these, so that two openings in one run
+    /// agree (the coordinator refuses differing options for one tag).
+    pub(crate) fn options(&self, tag: &Tag) -> CacheOptions {
         CacheOptions {
-            timeout: self.timeout,
-            ..CacheOptions::default()
+            enabled: true,
+            ..self.config.options_for(Some(tag.as_str()))
         }
     }
 
@@ -142,7 +218,7 @@ impl CacheRoot {
     /// Opens a tag that exists, with [`CacheRoot::options`]; never creates one.
     pub(crate) fn open_existing(&self, tag: &Tag) -> anyhow::Result<Cache> {
         self.require_tag(tag)?;
-        self.open(tag, self.options())
+        self.open(tag, self.options(tag))
     }
 
     /// Opens `tag`, creating the root and the tag if needed.
@@ -165,20 +241,30 @@ impl CacheRoot {
     /// The compilation domain's services over this root's `compilation` tag, creating the root
     /// and the tag if needed. Opened through this run's coordinator with [`CacheRoot::options`],
     /// so the instance is the one [`CacheRoot::open_existing`] gives (`show` uses both), and
-    /// with the TTLs every program uses (`GLOVEBOX_CACHE_TTL_<LEVEL>` overrides honoured).
+    /// with the TTLs every program uses (the file's `[ttl]`, `GLOVEBOX_CACHE_TTL_<LEVEL>`).
     pub(crate) fn compilation(&self) -> anyhow::Result<CompilationCache> {
         self.exists()?;
-        let ttls = CacheTtlConfig::from_env(&Environment::process())
-            .context("while reading the TTL overrides (GLOVEBOX_CACHE_TTL_*)")?;
-        let config = UserCacheConfig {
-            cache_path: Some(self.path.clone()),
-            strategy: CacheStrategy::Shared,
-            options: self.options(),
-            ttls,
-        };
-        CompilationCache::open(&self.coordinator, &config).with_context(|| {
+        CompilationCache::open(&self.coordinator, &self.config).with_context(|| {
             format!(
                 "while opening tag '{COMPILATION_TAG}' under {}",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Whether the `metrics` tag exists; reading metrics commands ask before
+    /// [`CacheRoot::metrics`], which would create it.
+    pub(crate) fn has_metrics_tag(&self) -> anyhow::Result<bool> {
+        Ok(self.tags()?.iter().any(|tag| tag.as_str() == METRICS_TAG))
+    }
+
+    /// The metrics domain's service over this root's `metrics` tag (created if needed), through
+    /// this run's coordinator with [`CacheRoot::options`] and the TTLs every program uses.
+    pub(crate) fn metrics(&self) -> anyhow::Result<MetricsCache> {
+        self.exists()?;
+        MetricsCache::open(&self.coordinator, &self.config).with_context(|| {
+            format!(
+                "while opening tag '{METRICS_TAG}' under {}",
                 self.path.display()
             )
         })

@@ -174,7 +174,7 @@ impl BuildService {
     ///
     /// On a miss, exactly one caller on the machine (any thread, any process on the cache root)
     /// runs `build`; the others wait for it and copy what it cached
-    /// ([`cache_core::SingleFlight`]). `build` gets an empty scratch directory (under the tag's
+    /// ([`cache_core::Cache::single_flight`]). `build` gets an empty scratch directory (under the tag's
     /// staging directory) to build into; the artifacts it leaves there, at any depth, are
     /// cached as [`BuildService::store`] caches a build directory, and the scratch directory is
     /// removed. The lease is held from before `build` starts until the build is cached, so a

@@ -59,7 +59,8 @@ impl CompilationCache {
             ttls: config.ttls.clone(),
             clock: config.options.clock.clone(),
             options,
-            max_size_bytes: config.options.max_size_bytes,
+            // The tag's own limit when the config file sets one (`[tags.compilation]`).
+            max_size_bytes: config.options_for(Some(COMPILATION_TAG)).max_size_bytes,
         });
         Ok(CompilationCache {
             cache,

@@ -7,7 +7,7 @@
 //! subcommand (`child-open`, `child-rss`, `child-write`), which prints `name=value` pairs.
 //!
 //! Columns:
-//! - `ours`: `cache_core` through `Coordinator::get_shared_cache_instance` and `CacheManager`.
+//! - `ours`: `cache_core` through `Coordinator::get_shared_cache_instance` and the `Cache` handle.
 //! - `redb`: redb used directly, `MultiWriter` mode, the same page cache size as ours, sets
 //!   committed in batches of 1 000 per write transaction, gets through one held snapshot: the
 //!   floor of our overhead.

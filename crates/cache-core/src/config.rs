@@ -1,5 +1,6 @@
 //! Configuration: cache-root resolution, per-instance options, the user-level config, and the clock that TTLs are measured with.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +55,10 @@ fn platform_cache_dir(env: &Environment) -> Option<PathBuf> {
     }
 }
 
-/// Which entries eviction removes first when a tag is over its size limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which entries eviction removes first when a tag is over its size limit. In the configuration
+/// file: `least-recently-stored` or `least-recently-used`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EvictionPolicy {
     /// The entries stored longest ago (the original's default).
     #[default]
@@ -300,18 +303,74 @@ impl std::str::FromStr for CacheStrategy {
     }
 }
 
+/// One tag's settings from the configuration file (`[tags.<tag>]`), on top of
+/// [`UserCacheConfig::options`]: each `None` keeps the value of the options underneath.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagSettings {
+    /// [`CacheOptions::max_size_bytes`].
+    pub max_size_bytes: Option<u64>,
+    /// [`CacheOptions::max_entries`].
+    pub max_entries: Option<u64>,
+    /// [`CacheOptions::eviction_policy`].
+    pub eviction_policy: Option<EvictionPolicy>,
+    /// [`CacheOptions::timeout`].
+    pub timeout: Option<Duration>,
+    /// [`CacheOptions::commit_interval`].
+    pub commit_interval: Option<Duration>,
+}
+
+impl TagSettings {
+    /// Writes every setting that is `Some` into `options`.
+    pub fn apply_to(&self, options: &mut CacheOptions) {
+        if let Some(max_size_bytes) = self.max_size_bytes {
+            options.max_size_bytes = max_size_bytes;
+        }
+        if let Some(max_entries) = self.max_entries {
+            options.max_entries = Some(max_entries);
+        }
+        if let Some(eviction_policy) = self.eviction_policy {
+            options.eviction_policy = eviction_policy;
+        }
+        if let Some(timeout) = self.timeout {
+            options.timeout = timeout;
+        }
+        if let Some(commit_interval) = self.commit_interval {
+            options.commit_interval = commit_interval;
+        }
+    }
+}
+
+/// The `[remote]` section of the configuration file, kept for the remote tier of a later issue.
+///
+/// **Nothing reads it yet**: the file accepts the section so that a config written for the
+/// remote tier does not fail today, and its keys are kept as given (each value as TOML text),
+/// without meaning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// Every key of the section and its value, as TOML text.
+    pub settings: BTreeMap<String, String>,
+}
+
 /// The user-level cache configuration that every factory (and the CLI) takes, so that all
-/// domains agree on the root and the strategy.
+/// domains agree on the root, the strategy, the limits per tag and the TTLs.
+///
+/// [`UserCacheConfig::load`] reads it from the configuration file and the environment (see
+/// `docs/configuration.md`); [`UserCacheConfig::from_env`] from the environment only.
 #[derive(Clone, Debug, Default)]
 pub struct UserCacheConfig {
     /// An explicit cache root; `None` uses [`resolve_cache_root`]'s order.
     pub cache_path: Option<PathBuf>,
     /// `Shared` or `Disabled`.
     pub strategy: CacheStrategy,
-    /// Options for the instances this config creates (`enabled` is combined with `strategy`).
+    /// Options for the instances this config creates (`enabled` is combined with `strategy`),
+    /// the file's `[defaults]` included; [`UserCacheConfig::options_for`] adds a tag's own.
     pub options: CacheOptions,
+    /// Per-tag settings (`[tags.<tag>]`) by tag name, over `options`.
+    pub tags: BTreeMap<String, TagSettings>,
     /// The time to live of every domain's cache levels; domain crates read their TTLs here.
     pub ttls: CacheTtlConfig,
+    /// The `[remote]` section, kept but not used yet (see [`RemoteConfig`]).
+    pub remote: Option<RemoteConfig>,
 }
 
 impl UserCacheConfig {
@@ -327,8 +386,21 @@ impl UserCacheConfig {
             cache_path: env.var("GLOVEBOX_CACHE_PATH").map(PathBuf::from),
             strategy,
             options: CacheOptions::default(),
+            tags: BTreeMap::new(),
             ttls: CacheTtlConfig::from_env(env)?,
+            remote: None,
         })
+    }
+
+    /// The options of `tag`'s instance: [`UserCacheConfig::options`] with the tag's own
+    /// settings (`[tags.<tag>]`) on top. `None` is the default tag.
+    pub fn options_for(&self, tag: Option<&str>) -> CacheOptions {
+        let mut options = self.options.clone();
+        let name = tag.unwrap_or(crate::tag::Tag::DEFAULT);
+        if let Some(settings) = self.tags.get(name) {
+            settings.apply_to(&mut options);
+        }
+        options
     }
 
     /// The cache root this config points at.

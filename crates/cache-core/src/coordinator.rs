@@ -123,10 +123,12 @@ impl Coordinator {
         Ok(Cache::stored(cache))
     }
 
-    /// The instance of `tag` under the cache root and strategy the environment configures
-    /// (`GLOVEBOX_CACHE_PATH`, `XDG_CACHE_HOME`, `HOME`; `GLOVEBOX_CACHE_STRATEGY`).
+    /// The instance of `tag` under the cache root, strategy and options that the user's
+    /// configuration file and the environment configure ([`UserCacheConfig::load_from`] with
+    /// this coordinator's environment: `GLOVEBOX_CACHE_CONFIG`, `GLOVEBOX_CACHE_PATH`,
+    /// `XDG_CACHE_HOME`, `HOME`, `GLOVEBOX_CACHE_STRATEGY`, ...).
     pub fn create_default_cache<'t>(&self, tag: impl Into<Option<&'t str>>) -> Result<Cache> {
-        let config = UserCacheConfig::from_env(&self.environment)?;
+        let config = UserCacheConfig::load_from(None, &self.environment)?;
         self.create_cache_from_user_config(&config, tag)
     }
 
@@ -137,8 +139,9 @@ impl Coordinator {
         config: &UserCacheConfig,
         tag: impl Into<Option<&'t str>>,
     ) -> Result<Cache> {
+        let tag = tag.into();
         let root = config.cache_root(&self.environment)?;
-        let mut options = config.options.clone();
+        let mut options = config.options_for(tag);
         options.enabled &= config.strategy == CacheStrategy::Shared;
         self.get_shared_cache_instance(&root, tag, options)
     }

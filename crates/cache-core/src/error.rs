@@ -253,6 +253,21 @@ pub enum CacheError {
         reason: String,
     },
 
+    /// The configuration file cannot be read or is not valid: a TOML syntax error, an unknown
+    /// key, or a value that cannot work. The message names the file and, when the error has a
+    /// place in it, the line and the key (`defaults.max_size`, `tags.thumbnails.eviction`).
+    #[error("{}", config_file_message(.path, *.line, .key.as_deref(), .message))]
+    ConfigFile {
+        /// The configuration file.
+        path: PathBuf,
+        /// The line (from 1) the error is on, when it has one.
+        line: Option<usize>,
+        /// The key the error is about, dotted from the top of the file, when known.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A time to live that cannot work, from a config file or a `GLOVEBOX_CACHE_TTL_<NAME>`
     /// variable: not a whole number of seconds, zero, or a level name that is not lower-case
     /// `[a-z0-9_]`. `name` is the variable, or the level's name in a config file.
@@ -441,6 +456,25 @@ pub(crate) fn lock_wait_timed_out(err: &redb::Error) -> Option<Duration> {
     inner
         .downcast_ref::<LockWaitTimedOut>()
         .map(|timed_out| timed_out.waited)
+}
+
+/// `config file PATH, line N, key `K`: MESSAGE`, leaving out what is unknown.
+fn config_file_message(
+    path: &std::path::Path,
+    line: Option<usize>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let mut text = format!("invalid config file {}", path.display());
+    if let Some(line) = line {
+        text.push_str(&format!(", line {line}"));
+    }
+    if let Some(key) = key {
+        text.push_str(&format!(", key `{key}`"));
+    }
+    text.push_str(": ");
+    text.push_str(message);
+    text
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@
 //!   receive what it stored. A dead owner's lease is taken over; a failed computation wakes its
 //!   waiters, who retry once (`flight_retries`).
 //! - [`keys`] builds unambiguous, full-width (blake3) keys from parts, maps and files.
-//! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program,
+//! - Configuration: [`CacheOptions`] per instance, [`UserCacheConfig`] for a whole program
+//!   ([`UserCacheConfig::load`] reads the configuration file `cache.toml` and the environment;
+//!   [`UserCacheConfig::options_for`] gives a tag's options),
 //!   [`CacheTtlConfig`] for the TTL of every level a domain declares ([`TtlLevel`]),
 //!   [`resolve_cache_root`] for the root,
 //!   and [`Environment`] for kill switches (`GLOVEBOX_CACHE_GLOBAL`, `GLOVEBOX_CACHE_<TAG>`).
@@ -79,6 +81,7 @@
 mod cache;
 mod codec;
 mod config;
+mod config_file;
 mod coordinator;
 mod directory;
 mod doctor;
@@ -103,8 +106,12 @@ mod values;
 pub use cache::Cache;
 pub use codec::{CodecId, ValueFormat};
 pub use config::{
-    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, SystemClock,
-    UserCacheConfig, resolve_cache_root,
+    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, RemoteConfig,
+    SystemClock, TagSettings, UserCacheConfig, resolve_cache_root,
+};
+pub use config_file::{
+    CONFIG_FILE_NAME, CONFIG_FILE_VARIABLE, ConfigOrigin, ConfigSetting, ExplainedConfig,
+    locate_config_file,
 };
 pub use coordinator::{
     Coordinator, cleanup_shared_cache_instances, create_cache_from_user_config,

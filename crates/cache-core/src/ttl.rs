@@ -73,7 +73,7 @@ impl TtlLevel {
     /// Whether the level is well formed: its name lower-case `[a-z0-9_]` of 1 to 64 bytes, its
     /// default at least one second. An error names the level.
     pub fn check(&self) -> Result<()> {
-        check_name(self.name).map_err(|reason| CacheError::InvalidTtl {
+        check_level_name(self.name).map_err(|reason| CacheError::InvalidTtl {
             name: self.name.to_owned(),
             reason,
         })?;
@@ -189,7 +189,7 @@ impl CacheTtlConfig {
                 )));
             }
             let name = suffix.to_ascii_lowercase();
-            check_name(&name).map_err(invalid)?;
+            check_level_name(&name).map_err(invalid)?;
             let ttl = parse_seconds(&value).map_err(invalid)?;
             levels.insert(name, ttl);
         }
@@ -203,7 +203,7 @@ impl TryFrom<BTreeMap<String, u64>> for CacheTtlConfig {
     fn try_from(seconds: BTreeMap<String, u64>) -> std::result::Result<Self, String> {
         let mut levels = BTreeMap::new();
         for (name, seconds) in seconds {
-            check_name(&name).map_err(|reason| format!("level {name:?}: {reason}"))?;
+            check_level_name(&name).map_err(|reason| format!("level {name:?}: {reason}"))?;
             let ttl =
                 check_seconds(seconds).map_err(|reason| format!("level {name:?}: {reason}"))?;
             levels.insert(name, ttl);
@@ -224,7 +224,7 @@ impl From<CacheTtlConfig> for BTreeMap<String, u64> {
 }
 
 /// A level name: lower-case `[a-z0-9_]`, 1 to 64 bytes.
-fn check_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_level_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(format!("a level's name has 1 to {MAX_NAME_LEN} characters"));
     }

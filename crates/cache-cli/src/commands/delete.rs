@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use std::io::Read as _;
+
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 use serde_json::Value;
@@ -125,9 +127,18 @@ fn report(
 
 /// Keys from a JSON file: an array of strings (UTF-8 keys), an array of objects with `key_hex` or
 /// `key`, or an object whose `keys` is such an array (the output of `keys --json`).
+/// The keys listed in `path`, or in stdin when `path` is `-` (as `set --file -`).
 fn keys_from_json_file(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("while reading the key file {}", path.display()))?;
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("while reading the key list from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("while reading the key file {}", path.display()))?
+    };
     let json: Value = serde_json::from_str(&text)
         .with_context(|| format!("while parsing the key file {} as JSON", path.display()))?;
     keys_from_json(&json).with_context(|| format!("in the key file {}", path.display()))

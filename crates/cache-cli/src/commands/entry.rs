@@ -38,7 +38,7 @@ pub(crate) fn get(root: &CacheRoot, args: &GetArgs, output: &Output) -> anyhow::
     // With a remote tier, a tag this root has never held may still have the key on the remote:
     // the tag is opened (created) so the value can be fetched and kept, as a program's read would.
     let cache = if root.remote().is_some() {
-        root.open(tag, root.options())?
+        root.open(tag, root.options(tag))?
     } else {
         root.open_existing(tag)?
     };
@@ -82,7 +82,7 @@ pub(crate) fn set(root: &CacheRoot, args: &SetArgs, output: &Output) -> anyhow::
             .into());
         }
     };
-    let cache = root.open(tag, root.options())?;
+    let cache = root.open(tag, root.options(tag))?;
     cache
         .set(key, &value, args.ttl)
         .with_context(|| format!("while storing key {shown} in tag '{tag}'"))?;

@@ -1,8 +1,8 @@
 //! `show`: per-tag statistics and totals, as a table or JSON.
 //!
 //! Hits, misses, evictions and expirations are the tag's lifetime counters (persisted by every
-//! process that used it). The size limit is the one this tool opens tags with (cache-core's
-//! default); a program may configure another. The last cleanup is the time cache-core recorded
+//! process that used it). The size limit is the one this tool opens tags with (the configuration
+//! file's, else cache-core's default); a program may configure another. `--tag` shows one tag. The last cleanup is the time cache-core recorded
 //! in the tag's file when `cleanup()` last ran in any process (`never` / `null` if it never did).
 //!
 //! Then the cached workspaces of the `compilation` tag (repository, branch, size, age, expiry),
@@ -14,6 +14,7 @@ use cache_compilation::COMPILATION_TAG;
 use cache_core::{CacheStats, Counters};
 use serde::Serialize;
 
+use crate::cli::ShowArgs;
 use crate::commands::workspace::{self, WorkspaceRow};
 use crate::output::Output;
 use crate::render::{self, Align, Table};
@@ -89,11 +90,18 @@ fn row(stats: &CacheStats) -> TagRow {
     }
 }
 
-pub(crate) fn run(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
+pub(crate) fn run(root: &CacheRoot, args: &ShowArgs, output: &Output) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut total_counters = Counters::default();
-    for tag in root.tags()? {
+    let tags = match &args.tag {
+        Some(tag) => {
+            root.require_tag(tag)?;
+            vec![tag.clone()]
+        }
+        None => root.tags()?,
+    };
+    for tag in tags {
         let stats = root.open_existing(&tag).and_then(|cache| {
             cache
                 .get_stats()
@@ -110,6 +118,7 @@ pub(crate) fn run(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
             }),
         }
     }
+    // With --tag, the workspaces are shown only for the compilation tag itself.
     let compilation_listable = rows.iter().any(|row| row.tag == COMPILATION_TAG);
     let workspaces = if compilation_listable {
         workspace::list_rows(root).unwrap_or_else(|err| {

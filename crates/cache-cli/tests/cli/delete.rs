@@ -150,3 +150,38 @@ fn delete_needs_exactly_one_selection_and_an_existing_tag() {
         .expect_stderr(&["no such tag 'ghost'"]);
     assert_eq!(remaining(&sandbox), ["a"]);
 }
+
+#[test]
+fn delete_reads_the_key_list_from_stdin_with_json_file_dash() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let sandbox = Sandbox::new();
+    sandbox.seed(
+        "notes",
+        Duration::ZERO,
+        None,
+        &[(b"old:1", b"a"), (b"old:2", b"b"), (b"keep", b"c")],
+    );
+    let listing = sandbox.run(&["keys", "--tag", "notes", "--pattern", "old:*", "--json"]);
+    listing.expect_code(0);
+    let mut child = sandbox
+        .command()
+        .args(["delete", "--tag", "notes", "--json-file", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&listing.stdout)
+        .expect("write the key list");
+    let done = child.wait_with_output().expect("the binary ends");
+    assert!(done.status.success(), "{done:?}");
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout).expect("JSON");
+    assert_eq!(key_names(&report["deleted"]), ["old:1", "old:2"]);
+    let left = sandbox.json(&["keys", "--tag", "notes", "--json"]);
+    assert_eq!(key_names(&left["keys"]), ["keep"]);
+}

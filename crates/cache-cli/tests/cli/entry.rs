@@ -171,3 +171,49 @@ fn set_needs_exactly_one_value_and_a_non_empty_key() {
         .expect_code(2)
         .expect_stderr(&["a key cannot be empty"]);
 }
+
+#[test]
+fn a_negative_ttl_is_refused_with_the_real_reason() {
+    let sandbox = Sandbox::new();
+    for ttl in ["-1", "-5m"] {
+        let run = sandbox.run(&["set", "--tag", "t", "k", "v", "--ttl", ttl]);
+        run.expect_code(2)
+            .expect_stderr(&[&format!("\"{ttl}\""), "negative"]);
+        assert!(
+            !run.stderr.contains("unexpected argument"),
+            "clap took the value for an option: {}",
+            run.stderr
+        );
+    }
+    assert!(!exists(&sandbox.root()), "a refused set changes nothing");
+}
+
+#[test]
+fn a_ttl_too_large_to_store_is_refused() {
+    let sandbox = Sandbox::new();
+    // Fits in seconds (u64) but not as an expiry in milliseconds since 1970.
+    for ttl in ["200000000000000d", "99999999999999999999"] {
+        sandbox
+            .run(&["set", "--tag", "t", "k", "v", "--ttl", ttl])
+            .expect_code(2)
+            .expect_stderr(&[&format!("\"{ttl}\""), "too large to store"]);
+    }
+    assert!(!exists(&sandbox.root()), "a refused set changes nothing");
+    // The largest accepted TTL is stored as given.
+    let json = sandbox.json(&[
+        "set",
+        "--tag",
+        "t",
+        "k",
+        "v",
+        "--ttl",
+        "36500000d",
+        "--json",
+    ]);
+    assert_eq!(json["ttl_seconds"], 36_500_000u64 * 86_400);
+    let keys = sandbox.json(&["keys", "--tag", "t", "--metadata", "--json"]);
+    assert_eq!(
+        keys["keys"][0]["metadata"]["ttl_seconds"],
+        36_500_000u64 * 86_400
+    );
+}

@@ -292,3 +292,66 @@ fn trust_16_a_tag_whose_kill_switch_is_a_configuration_variable_is_refused() {
     }
     assert!(!exists(&sandbox.root()), "nothing was created");
 }
+
+#[test]
+fn bash_and_zsh_completions_name_every_subcommand() {
+    let sandbox = Sandbox::new();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let run = sandbox.run(&["completions", shell]);
+        run.expect_code(0);
+        assert!(!run.stdout.is_empty(), "{shell}: empty script");
+    }
+    for shell in ["bash", "zsh"] {
+        let script = sandbox.run(&["completions", shell]).stdout();
+        for subcommand in [
+            "show",
+            "stats",
+            "metrics",
+            "keys",
+            "get",
+            "set",
+            "delete",
+            "clear",
+            "cleanup",
+            "config",
+            "doctor",
+            "workspace",
+            "completions",
+        ] {
+            assert!(
+                script.contains(subcommand),
+                "{shell} completions lack {subcommand}"
+            );
+        }
+        assert!(
+            script.contains("glovebox-cache"),
+            "{shell}: no command name"
+        );
+    }
+    let bash = sandbox.run(&["completions", "bash"]).stdout();
+    assert!(bash.contains("complete -F"), "not a bash completion script");
+    let zsh = sandbox.run(&["completions", "zsh"]).stdout();
+    assert!(
+        zsh.starts_with("#compdef glovebox-cache"),
+        "not a zsh completion script"
+    );
+    // Writing a script needs no cache root: nothing was created.
+    assert!(!crate::support::exists(&sandbox.root()));
+}
+
+#[test]
+fn help_is_wrapped_to_the_terminal_width() {
+    let sandbox = Sandbox::new();
+    for width in [60usize, 140] {
+        let mut command = sandbox.command();
+        command.env("COLUMNS", width.to_string()).arg("--help");
+        let help = run(&mut command).expect_code(0).stdout();
+        let longest = help.lines().map(|line| line.chars().count()).max();
+        assert!(longest.is_some_and(|longest| longest <= width), "{help}");
+        // The long text fills the width it is given (clap's fixed 100 columns would not).
+        assert!(
+            longest.is_some_and(|longest| longest > width - 10),
+            "{help}"
+        );
+    }
+}

@@ -6,12 +6,15 @@ mod support;
 
 mod cleanup;
 mod clear;
+mod config;
 mod containment;
 mod delete;
 mod doctor;
 mod entry;
 mod general;
+mod json_errors;
 mod keys;
+mod metrics;
 mod remote;
 mod show;
 mod workspace;

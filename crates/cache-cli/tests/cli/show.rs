@@ -144,3 +144,76 @@ fn a_tag_that_cannot_be_opened_is_reported_and_the_others_still_shown() {
             .contains("not a regular file")
     );
 }
+
+#[test]
+fn show_with_a_tag_shows_only_that_tag() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["set", "--tag", "alpha", "k", "v"])
+        .expect_code(0);
+    sandbox
+        .run(&["set", "--tag", "beta", "k", "v"])
+        .expect_code(0);
+    let report = sandbox.json(&["show", "--tag", "beta", "--json"]);
+    let tags: Vec<&str> = report["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|row| row["tag"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(tags, ["beta"]);
+    assert_eq!(report["totals"]["tags"], 1);
+
+    sandbox
+        .run(&["show", "--tag", "gamma"])
+        .expect_code(1)
+        .expect_stderr(&["no such tag 'gamma'"]);
+}
+
+#[test]
+fn stats_reset_zeroes_a_tag_s_lifetime_counters_and_keeps_its_entries() {
+    let sandbox = Sandbox::new();
+    for tag in ["alpha", "beta"] {
+        sandbox.run(&["set", "--tag", tag, "k", "v"]).expect_code(0);
+        sandbox.run(&["get", "--tag", tag, "k"]).expect_code(0);
+        sandbox.run(&["get", "--tag", tag, "absent"]).expect_code(1);
+    }
+    let before = sandbox.json(&["stats", "--tag", "alpha", "--reset", "--json"]);
+    assert_eq!(before["reset"], true);
+    assert_eq!(before["tags"][0]["tag"], "alpha");
+    assert_eq!(before["tags"][0]["hits"], 1);
+    assert_eq!(before["tags"][0]["misses"], 1);
+    assert_eq!(before["tags"][0]["sets"], 1);
+
+    let after = sandbox.json(&["stats", "--json"]);
+    let tag = |name: &str| {
+        after["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .find(|row| row["tag"] == name)
+            .cloned()
+            .expect("the tag is listed")
+    };
+    let alpha = tag("alpha");
+    assert_eq!(
+        (
+            alpha["hits"].as_u64(),
+            alpha["misses"].as_u64(),
+            alpha["sets"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    // Only the tag named was reset.
+    assert_eq!(tag("beta")["hits"], 1);
+    // The entry is still there (and reading it counts again from zero).
+    sandbox.run(&["get", "--tag", "alpha", "k"]).expect_code(0);
+    let show = sandbox.json(&["show", "--tag", "alpha", "--json"]);
+    assert_eq!(show["tags"][0]["entries"], 1);
+    assert_eq!(show["tags"][0]["hits"], 1);
+
+    sandbox
+        .run(&["stats", "--tag", "gamma", "--reset"])
+        .expect_code(1)
+        .expect_stderr(&["no such tag 'gamma'"]);
+}

@@ -696,3 +696,21 @@ fn every_workspace_subcommand_has_help_with_examples() {
         .expect_code(2)
         .expect_stderr(&["list", "export"]);
 }
+
+#[test]
+fn a_workspace_ttl_from_the_config_file_applies_to_workspace_add() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let config = sandbox.path("cache.toml");
+    fs::write(&config, "[ttl]\nworkspace_branch = \"2h\"\n").unwrap();
+    let mut command = sandbox.command();
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["workspace", "add", text(&workspace), "--repo", REPO])
+        .args(["--branch", "main", "--json"]);
+    let added = crate::support::run(&mut command).expect_code(0).json();
+    let expires_in = added["workspace"]["expires_in_seconds"].as_u64().unwrap();
+    // Two hours from the file, not the one day default; the lower bound is an hour of slack.
+    assert!((3600..=7200).contains(&expires_in), "{added}");
+}

@@ -340,6 +340,38 @@ fn a_workspace_larger_than_the_limit_is_refused_before_copying(
 }
 
 #[rstest]
+fn the_compilation_tag_s_limit_from_the_config_file_refuses_a_larger_workspace(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    // `[tags.compilation] max_size = 1024`, as UserCacheConfig::load gives it; the defaults
+    // (2 GiB) would take the workspace.
+    let mut config = config(&root, &clock);
+    config.tags.insert(
+        "compilation".to_owned(),
+        cache_core::TagSettings {
+            max_size_bytes: Some(1024),
+            ..cache_core::TagSettings::default()
+        },
+    );
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let ws = fake_workspace(&root, "ws");
+    let err = compilation
+        .workspaces
+        .cache_workspace(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CompilationError::Cache(CacheError::ValueTooLarge { max: 1024, .. })
+        ),
+        "{err}"
+    );
+    assert!(compilation.cache.keys().unwrap().is_empty());
+}
+
+#[rstest]
 fn a_disabled_cache_stores_nothing_but_still_checks_its_input(
     root: TempDir,
     coordinator: Coordinator,

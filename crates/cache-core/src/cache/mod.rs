@@ -180,6 +180,15 @@ impl Cache {
         self.store().is_some_and(RedbCache::is_closed)
     }
 
+    /// Zeroes the tag's lifetime counters (what `get_stats().lifetime` reports), as
+    /// `sccache --zero-stats` does: every process's persisted counts, and this instance's so
+    /// far. Entries, usage and the last cleanup time are untouched. Another process's counts not
+    /// committed yet are added when it commits them.
+    pub fn reset_lifetime_counters(&self) -> Result<()> {
+        self.store()
+            .map_or(Ok(()), RedbCache::reset_lifetime_counters)
+    }
+
     /// Checks every page of the tag's database file against its checksum (redb's integrity
     /// check); `false` when damage was found (redb repairs what it can on the next open).
     /// Needs the instance to itself for the moment: fails with [`crate::CacheError::Busy`]

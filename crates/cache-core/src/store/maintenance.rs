@@ -1,6 +1,6 @@
 //! Upkeep of one tag's file: recounting usage and blob references from the entries
 //! (`recount`), compaction when enough of the file is dead, the integrity check, the persisted
-//! lifetime counters, and the list of entries that own files (for doctor). Changes go through
+//! lifetime counters (read, and zeroed by `reset_lifetime_counters`), and the list of entries that own files (for doctor). Changes go through
 //! the commit path; compaction and the integrity check take the only handle (`handle.rs`).
 
 use super::*;
@@ -104,6 +104,26 @@ impl RedbCache {
                 .check_integrity()
                 .map_err(|err| CacheError::database(self.tag.as_str(), &self.path, err))
         })
+    }
+
+    /// Zeroes the tag's lifetime counters (hits, misses, sets, ... as `get_stats().lifetime`
+    /// reports them), as `sccache --zero-stats` does. One transaction under the tag's write
+    /// lock: every process's persisted counts go, and so do this instance's counts so far.
+    /// Another process's counts that it has not committed yet are added after the reset, when
+    /// it commits them. Entries, usage and the last cleanup time are untouched.
+    pub(crate) fn reset_lifetime_counters(&self) -> Result<()> {
+        let _writer = lock(&self.write_lock);
+        let open = self.open_database()?;
+        let txn = self.begin_write(&open.database)?;
+        {
+            let mut table = txn.open_table(COUNTERS).or_db(self)?;
+            table.retain(|_, _| false).or_db(self)?;
+        }
+        txn.commit().or_db(self)?;
+        // What this instance counted up to now was part of what was zeroed: the next commit
+        // persists only what it counts from here on.
+        *lock(&self.persisted_counters) = self.counters.snapshot();
+        Ok(())
     }
 
     /// The lifetime counters persisted in the file.

@@ -437,3 +437,33 @@ fn reads_never_write_read_rs_calls_no_write_path() {
         assert!(!code.contains(name), "read.rs calls `{name}`, which writes");
     }
 }
+
+#[test]
+fn reset_lifetime_counters_zeroes_every_count_and_keeps_the_entries() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"v", None).unwrap();
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(cache.get(b"absent").unwrap(), None);
+    cache.flush().unwrap();
+    let before = cache.get_stats().unwrap().lifetime;
+    assert_eq!((before.hits, before.misses, before.sets), (1, 1, 1));
+
+    cache.reset_lifetime_counters().unwrap();
+    assert_eq!(cache.get_stats().unwrap().lifetime, Counters::default());
+    // A count after the reset is persisted alone, and the entry is still there.
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    cache.flush().unwrap();
+    let after = cache.get_stats().unwrap().lifetime;
+    assert_eq!((after.hits, after.misses, after.sets), (1, 0, 0));
+    cache.close().unwrap();
+
+    // Another instance (as another process would) reads the reset counters from the file.
+    let reopened = open_in(root.path(), CacheOptions::default());
+    let persisted = reopened.get_stats().unwrap().lifetime;
+    assert_eq!(
+        (persisted.hits, persisted.misses, persisted.sets),
+        (1, 0, 0)
+    );
+    reopened.close().unwrap();
+}
