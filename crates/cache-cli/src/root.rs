@@ -98,7 +98,7 @@ impl CacheRoot {
         let mut coordinator =
             Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         // The remote tier, as every program using the cache reads it (`GLOVEBOX_CACHE_REMOTE`).
-        let remote = RedisRemote::from_environment(&Environment::process())
+        let remote = RedisRemote::from_user_config(&config, &Environment::process())
             .context("while setting up the remote cache")?
             .map(Arc::new);
         if let Some(remote) = &remote {

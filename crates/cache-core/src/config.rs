@@ -340,11 +340,9 @@ impl TagSettings {
     }
 }
 
-/// The `[remote]` section of the configuration file, kept for the remote tier of a later issue.
-///
-/// **Nothing reads it yet**: the file accepts the section so that a config written for the
-/// remote tier does not fail today, and its keys are kept as given (each value as TOML text),
-/// without meaning.
+/// The `[remote]` section of the configuration file, its keys kept as given (each value as TOML
+/// text): the core has no network code, and `cache-remote` (`RemoteConfig::from_sources`) gives
+/// them meaning (`docs/configuration.md`, `docs/remote.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteConfig {
     /// Every key of the section and its value, as TOML text.
@@ -369,7 +367,7 @@ pub struct UserCacheConfig {
     pub tags: BTreeMap<String, TagSettings>,
     /// The time to live of every domain's cache levels; domain crates read their TTLs here.
     pub ttls: CacheTtlConfig,
-    /// The `[remote]` section, kept but not used yet (see [`RemoteConfig`]).
+    /// The `[remote]` section, for the remote tier (see [`RemoteConfig`]).
     pub remote: Option<RemoteConfig>,
 }
 

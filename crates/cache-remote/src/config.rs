@@ -116,13 +116,57 @@ impl RemoteConfig {
     /// The remote the environment configures; `None` when `GLOVEBOX_CACHE_REMOTE` is unset or
     /// empty, or the mode is `off`.
     pub fn from_environment(environment: &Environment) -> Result<Option<Self>, RemoteSetupError> {
-        let Some(endpoint) = environment
-            .var(REMOTE_VARIABLE)
-            .filter(|v| !v.trim().is_empty())
+        Self::from_sources(None, environment)
+    }
+
+    /// The remote the configuration file's `[remote]` section and the environment configure,
+    /// the environment winning key by key. The section's keys: `url`, `mode`, `prefix`,
+    /// `username`, `signing_key`, `trusted_keys`, `timeout_ms` (the password only ever comes
+    /// from `GLOVEBOX_CACHE_REMOTE_PASSWORD`: a config file is often shared or committed).
+    pub fn from_sources(
+        file: Option<&cache_core::RemoteConfig>,
+        environment: &Environment,
+    ) -> Result<Option<Self>, RemoteSetupError> {
+        let file_value = |key: &str| -> Option<String> {
+            let text = file?.settings.get(key)?.trim();
+            Some(
+                text.strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(text)
+                    .to_owned(),
+            )
+        };
+        if let Some(file) = file {
+            const KNOWN: [&str; 7] = [
+                "url",
+                "mode",
+                "prefix",
+                "username",
+                "signing_key",
+                "trusted_keys",
+                "timeout_ms",
+            ];
+            if let Some(unknown) = file
+                .settings
+                .keys()
+                .find(|key| !KNOWN.contains(&key.as_str()))
+            {
+                return Err(RemoteSetupError::Invalid {
+                    variable: "[remote]",
+                    message: format!(
+                        "unknown key `{unknown}` (known: {}; the password only from {PASSWORD_VARIABLE})",
+                        KNOWN.join(", ")
+                    ),
+                });
+            }
+        }
+        let setting =
+            |variable: &str, key: &str| environment.var(variable).or_else(|| file_value(key));
+        let Some(endpoint) = setting(REMOTE_VARIABLE, "url").filter(|v| !v.trim().is_empty())
         else {
             return Ok(None);
         };
-        let mode = match environment.var(MODE_VARIABLE).as_deref().map(str::trim) {
+        let mode = match setting(MODE_VARIABLE, "mode").as_deref().map(str::trim) {
             None | Some("" | "rw") => RemoteMode::ReadWrite,
             Some("ro") => RemoteMode::ReadOnly,
             Some("off") => return Ok(None),
@@ -135,20 +179,18 @@ impl RemoteConfig {
         };
         let mut config = RemoteConfig::new(endpoint.trim());
         config.mode = mode;
-        if let Some(prefix) = environment.var(PREFIX_VARIABLE) {
+        if let Some(prefix) = setting(PREFIX_VARIABLE, "prefix") {
             config.prefix = prefix;
         }
-        config.username = environment.var(USERNAME_VARIABLE).filter(|v| !v.is_empty());
+        config.username = setting(USERNAME_VARIABLE, "username").filter(|v| !v.is_empty());
         config.password = environment.var(PASSWORD_VARIABLE).filter(|v| !v.is_empty());
-        config.signing_key = environment
-            .var(SIGNING_KEY_VARIABLE)
+        config.signing_key = setting(SIGNING_KEY_VARIABLE, "signing_key")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        config.trusted_keys = environment
-            .var(TRUSTED_KEYS_VARIABLE)
+        config.trusted_keys = setting(TRUSTED_KEYS_VARIABLE, "trusted_keys")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        if let Some(ms) = environment.var(TIMEOUT_VARIABLE) {
+        if let Some(ms) = setting(TIMEOUT_VARIABLE, "timeout_ms") {
             let ms: u64 = ms.trim().parse().map_err(|_| RemoteSetupError::Invalid {
                 variable: TIMEOUT_VARIABLE,
                 message: format!("`{ms}` is not a number of milliseconds"),
@@ -194,5 +236,63 @@ impl RemoteConfig {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(pairs: &[(&str, &str)]) -> cache_core::RemoteConfig {
+        cache_core::RemoteConfig {
+            settings: pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_file_configures_the_remote_and_each_variable_beats_its_key() {
+        let file = section(&[
+            ("url", "\"redis://file:6379/0\""),
+            ("mode", "\"ro\""),
+            ("timeout_ms", "750"),
+        ]);
+        let quiet = Environment::from_pairs::<&str, &str>([]);
+        let config = RemoteConfig::from_sources(Some(&file), &quiet)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.endpoint, "redis://file:6379/0");
+        assert_eq!(config.mode, RemoteMode::ReadOnly);
+        assert_eq!(config.operation_timeout, Duration::from_millis(750));
+
+        let env = Environment::from_pairs([
+            (REMOTE_VARIABLE, "redis://env:6379/1"),
+            (MODE_VARIABLE, "rw"),
+        ]);
+        let config = RemoteConfig::from_sources(Some(&file), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.endpoint, "redis://env:6379/1");
+        assert_eq!(config.mode, RemoteMode::ReadWrite);
+
+        let off = Environment::from_pairs([(MODE_VARIABLE, "off")]);
+        assert!(
+            RemoteConfig::from_sources(Some(&file), &off)
+                .unwrap()
+                .is_none()
+        );
+        assert!(RemoteConfig::from_sources(None, &quiet).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_password_or_an_unknown_key_in_the_file_is_refused() {
+        let quiet = Environment::from_pairs::<&str, &str>([]);
+        for key in ["password", "urll"] {
+            let file = section(&[("url", "\"redis://h:1/0\""), (key, "\"x\"")]);
+            let err = RemoteConfig::from_sources(Some(&file), &quiet).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

@@ -115,6 +115,17 @@ impl RedisRemote {
             .transpose()
     }
 
+    /// The remote a user configuration's `[remote]` section and the environment configure (the
+    /// environment wins key by key), if any.
+    pub fn from_user_config(
+        config: &cache_core::UserCacheConfig,
+        environment: &cache_core::Environment,
+    ) -> Result<Option<Self>, RemoteSetupError> {
+        RemoteConfig::from_sources(config.remote.as_ref(), environment)?
+            .map(Self::new)
+            .transpose()
+    }
+
     /// This process's counters.
     pub fn stats(&self) -> RemoteStats {
         self.shared.stats.snapshot()
