@@ -102,8 +102,13 @@ impl CacheRoot {
             .context("while setting up the remote cache")?
             .map(Arc::new);
         if let Some(remote) = &remote {
-            coordinator =
-                coordinator.with_remote(Arc::clone(remote) as Arc<dyn cache_core::RemoteStore>);
+            // What may leave the machine, as each domain declares it (docs/remote.md).
+            coordinator = coordinator
+                .with_remote(Arc::clone(remote) as Arc<dyn cache_core::RemoteStore>)
+                .with_sharing(cache_compilation::REMOTE_SHARING)
+                .with_sharing(cache_metrics::REMOTE_SHARING)
+                .with_sharing(cache_layout::REMOTE_SHARING)
+                .with_sharing(cache_moergo::REMOTE_SHARING);
         }
         if request.root.is_some() {
             for setting in &mut settings {

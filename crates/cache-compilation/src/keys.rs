@@ -251,3 +251,29 @@ impl BuildInputs {
         format!("{BUILD_KEY_PREFIX}{hash}").into_bytes()
     }
 }
+
+/// What of the `compilation` tag may go through a remote tier (`cache_core::SharingRule`; a
+/// program passes these to `Coordinator::with_sharing`). Nothing, today: builds and workspaces
+/// are directories, which the remote tier does not carry yet (a fleet-wide lease on a build
+/// would make other machines wait for a value that never reaches the server), and whether a
+/// docker image is present is a fact about this machine.
+pub const REMOTE_SHARING: &[cache_core::SharingRule] = &[
+    cache_core::SharingRule {
+        tag: COMPILATION_TAG,
+        key_prefix: BUILD_KEY_PREFIX,
+        share: false,
+        reason: "a build is a directory; directories are not published yet",
+    },
+    cache_core::SharingRule {
+        tag: COMPILATION_TAG,
+        key_prefix: WORKSPACE_KEY_PREFIX,
+        share: false,
+        reason: "workspaces are directories, and opt-in once directories are published",
+    },
+    cache_core::SharingRule {
+        tag: COMPILATION_TAG,
+        key_prefix: DOCKER_IMAGE_KEY_PREFIX,
+        share: false,
+        reason: "whether an image is present is a fact about this machine",
+    },
+];

@@ -84,8 +84,8 @@ pub use context::CompilationOptions;
 pub use docker::{DockerImageCache, DockerImageKey};
 pub use error::{CompilationError, Result};
 pub use keys::{
-    BUILD_KEY_PREFIX, BuildInputs, COMPILATION_TAG, DOCKER_IMAGE_KEY_PREFIX, WORKSPACE_KEY_PREFIX,
-    WorkspaceId, WorkspaceLevel,
+    BUILD_KEY_PREFIX, BuildInputs, COMPILATION_TAG, DOCKER_IMAGE_KEY_PREFIX, REMOTE_SHARING,
+    WORKSPACE_KEY_PREFIX, WorkspaceId, WorkspaceLevel,
 };
 pub use metadata::{
     BuildArtifact, BuildMetadata, DockerImageCheck, WorkspaceDetails, WorkspaceMetadata,

@@ -10,7 +10,7 @@ use crate::config::{CacheOptions, CacheStrategy, UserCacheConfig};
 use crate::env::Environment;
 use crate::error::{CacheError, ErrorChain, Result};
 use crate::files::prepare_root;
-use crate::remote::RemoteStore;
+use crate::remote::{RemoteStore, SharingPolicy, SharingRule};
 use crate::stats::AggregatedStats;
 use crate::store::RedbCache;
 use crate::tag::Tag;
@@ -32,6 +32,8 @@ pub struct Coordinator {
     registry: Mutex<HashMap<String, Arc<RedbCache>>>,
     /// The remote tier every instance this coordinator opens reads through and publishes to.
     remote: Option<Arc<dyn RemoteStore>>,
+    /// Which tags and keys may go through the remote.
+    sharing: SharingPolicy,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -60,6 +62,7 @@ impl Coordinator {
             environment,
             registry: Mutex::new(HashMap::new()),
             remote: None,
+            sharing: SharingPolicy::default(),
         }
     }
 
@@ -69,6 +72,16 @@ impl Coordinator {
     #[must_use]
     pub fn with_remote(mut self, remote: Arc<dyn RemoteStore>) -> Self {
         self.remote = Some(remote);
+        self
+    }
+
+    /// This coordinator, with `rules` added to its sharing policy: entries they keep local are
+    /// never fetched from, published to, or leased on the remote tier. Domain crates declare
+    /// their rules (for example `cache_compilation::REMOTE_SHARING`); the longest matching key
+    /// prefix decides, and what no rule matches is shared. Set before the first open.
+    #[must_use]
+    pub fn with_sharing(mut self, rules: &[SharingRule]) -> Self {
+        self.sharing.add(rules);
         self
     }
 
@@ -117,7 +130,7 @@ impl Coordinator {
         }
         let cache = RedbCache::open(&canonical_root, tag, options)?;
         if let Some(remote) = &self.remote {
-            cache.attach_remote(Arc::clone(remote));
+            cache.attach_remote(Arc::clone(remote), self.sharing.clone());
         }
         registry.insert(key, cache.clone());
         Ok(Cache::stored(cache))

@@ -129,7 +129,7 @@ pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use remote::{
     DrainReport, PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteLease,
-    RemoteLeaseGuard, RemoteStore, RemoteValue,
+    RemoteLeaseGuard, RemoteStore, RemoteValue, SharingRule,
 };
 pub use stats::{AggregatedStats, CacheStats, Counters};
 pub use tag::Tag;

@@ -188,3 +188,41 @@ impl RemoteError {
         }
     }
 }
+
+/// Whether entries of a tag (and key prefix) may leave the machine: a rule of the sharing
+/// policy. Domain crates declare theirs as constants (a machine-local fact, such as whether a
+/// docker image is present, must never be served to another machine); a program passes them to
+/// [`crate::Coordinator::with_sharing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharingRule {
+    /// The tag the rule is about.
+    pub tag: &'static str,
+    /// The keys it is about: those starting with this (empty: the whole tag).
+    pub key_prefix: &'static str,
+    /// Whether they are shared through the remote tier.
+    pub share: bool,
+    /// Why, for the docs and `remote status`.
+    pub reason: &'static str,
+}
+
+/// The sharing policy: rules by tag and key prefix; the longest matching prefix decides, and a
+/// key no rule matches is shared.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharingPolicy {
+    rules: Vec<SharingRule>,
+}
+
+impl SharingPolicy {
+    pub(crate) fn add(&mut self, rules: &[SharingRule]) {
+        self.rules.extend_from_slice(rules);
+    }
+
+    /// Whether `key` of `tag` may be fetched, published and leased through the remote tier.
+    pub(crate) fn shares(&self, tag: &Tag, key: &[u8]) -> bool {
+        self.rules
+            .iter()
+            .filter(|rule| rule.tag == tag.as_str() && key.starts_with(rule.key_prefix.as_bytes()))
+            .max_by_key(|rule| rule.key_prefix.len())
+            .is_none_or(|rule| rule.share)
+    }
+}

@@ -217,3 +217,13 @@ impl<V> BookmarkKey<V> {
         }
     }
 }
+
+/// What of the `layout` tag may go through a remote tier (`cache_core::SharingRule`): processed
+/// layouts and comparisons are functions of their inputs and are shared; bookmarks are a user's
+/// own.
+pub const REMOTE_SHARING: &[cache_core::SharingRule] = &[cache_core::SharingRule {
+    tag: LAYOUT_TAG,
+    key_prefix: "bookmark:",
+    share: false,
+    reason: "a bookmark is one user's",
+}];

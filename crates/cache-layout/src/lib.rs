@@ -53,6 +53,6 @@ pub mod ttl;
 pub use error::{LayoutError, Result};
 pub use keys::{
     BookmarkId, BookmarkKey, InputHash, LAYOUT_TAG, LayoutComparisonKey, LayoutValue,
-    ProcessedLayoutKey,
+    ProcessedLayoutKey, REMOTE_SHARING,
 };
 pub use service::{LayoutCache, create_layout_cache_service};

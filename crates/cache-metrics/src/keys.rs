@@ -73,3 +73,12 @@ impl CacheKey for FoundSessionKey {
         self.bytes.clone()
     }
 }
+
+/// What of the `metrics` tag may go through a remote tier (`cache_core::SharingRule`): nothing;
+/// session metrics describe this machine's sessions.
+pub const REMOTE_SHARING: &[cache_core::SharingRule] = &[cache_core::SharingRule {
+    tag: METRICS_TAG,
+    key_prefix: "",
+    share: false,
+    reason: "session metrics describe this machine's sessions",
+}];

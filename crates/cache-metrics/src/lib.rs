@@ -49,6 +49,6 @@ mod session;
 pub mod ttl;
 
 pub use error::{MetricsError, Result};
-pub use keys::{METRICS_TAG, SessionKey};
+pub use keys::{METRICS_TAG, REMOTE_SHARING, SessionKey};
 pub use service::{MetricsCache, create_metrics_cache_service};
 pub use session::{CacheActivity, SessionId, SessionMetrics, TIMING_BUCKET_BOUNDS, Timing};

@@ -154,3 +154,27 @@ impl FirmwareDownloadKey {
         })
     }
 }
+
+/// What of the `moergo` tag may go through a remote tier (`cache_core::SharingRule`): public
+/// layouts and firmware versions are the same for everyone and are shared; a user's layouts and
+/// firmware, fetched with their credentials, are theirs.
+pub const REMOTE_SHARING: &[cache_core::SharingRule] = &[
+    cache_core::SharingRule {
+        tag: MOERGO_TAG,
+        key_prefix: "layout-config:",
+        share: false,
+        reason: "a user's layout, fetched with their credentials",
+    },
+    cache_core::SharingRule {
+        tag: MOERGO_TAG,
+        key_prefix: "layout-meta:",
+        share: false,
+        reason: "a user's layout, fetched with their credentials",
+    },
+    cache_core::SharingRule {
+        tag: MOERGO_TAG,
+        key_prefix: "firmware-download:",
+        share: false,
+        reason: "a user's firmware, built from their layout and fetched with their credentials",
+    },
+];

@@ -100,7 +100,7 @@ mod values;
 pub use error::{MoergoError, Result};
 pub use keys::{
     FirmwareDownloadKey, FirmwareVersionsKey, LayoutConfigKey, LayoutMetaKey, MOERGO_TAG,
-    PublicLayoutsKey,
+    PublicLayoutsKey, REMOTE_SHARING,
 };
 pub use service::{MoergoCache, create_moergo_cache_service};
 pub use values::{

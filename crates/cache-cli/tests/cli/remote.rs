@@ -144,3 +144,24 @@ fn a_bad_remote_setting_is_a_usage_error_naming_the_variable_and_an_unreachable_
     )
     .expect_code(1);
 }
+
+#[test]
+fn what_a_domain_keeps_local_does_not_reach_another_root() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    // Session metrics and a layout bookmark are one machine's; a processed layout is shared.
+    for (tag, key) in [
+        ("metrics", "session:1"),
+        ("layout", "bookmark:home"),
+        ("layout", "processed:1"),
+    ] {
+        with_remote(&a, &remote, &["set", "--tag", tag, key, "v"]).expect_code(0);
+    }
+    with_remote(&b, &remote, &["get", "--tag", "metrics", "session:1"]).expect_code(1);
+    with_remote(&b, &remote, &["get", "--tag", "layout", "bookmark:home"]).expect_code(1);
+    with_remote(&b, &remote, &["get", "--tag", "layout", "processed:1"]).expect_code(0);
+}

@@ -25,7 +25,7 @@ impl Cache {
     ) -> Result<Option<Vec<u8>>> {
         match self.store() {
             Some(store) => match store.get_with_format(key, format, any)? {
-                None if store.remote().is_some() => {
+                None if store.remote_for(key).is_some() => {
                     super::remote::read_through(store, key, format, any)
                 }
                 found => Ok(found),

@@ -26,7 +26,7 @@ fn fetch(
     key: &[u8],
     wanted: Option<(ValueFormat, AnyFormat)>,
 ) -> Option<Fetched> {
-    let remote = store.remote()?;
+    let remote = store.remote_for(key)?;
     let entry = match remote.fetch(store.tag(), key) {
         Ok(Some(entry)) => entry,
         Ok(None) => return None,

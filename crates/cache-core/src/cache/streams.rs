@@ -33,7 +33,9 @@ impl Cache {
             return Ok(None);
         };
         match store.get_to_writer(key, sink)? {
-            None if store.remote().is_some() => super::remote::read_through_to(store, key, sink),
+            None if store.remote_for(key).is_some() => {
+                super::remote::read_through_to(store, key, sink)
+            }
             found => Ok(found),
         }
     }

@@ -96,7 +96,7 @@ impl LeaseStore for RedbCache {
     }
 
     fn fleet_lease(&self, key: &[u8]) -> crate::remote::RemoteLease {
-        match self.remote() {
+        match self.remote_for(key) {
             Some(remote) => remote.lease(&self.tag, key, self.options.lease_duration),
             None => crate::remote::RemoteLease::NotCoordinated,
         }

@@ -59,7 +59,7 @@ use crate::directory::{CachedDirectory, StagedDirectory};
 use crate::error::{CacheError, KeyDisplay, Result};
 use crate::files::DATABASE_FILE_NAME;
 use crate::flight::{self, FlightWork, Flights, LeaseWrite};
-use crate::remote::RemoteStore;
+use crate::remote::{RemoteStore, SharingPolicy};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
 use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
@@ -168,7 +168,7 @@ pub(crate) struct RedbCache {
     flights: Flights,
     /// The remote tier landed commits are published to (`publish.rs`); attached by the
     /// coordinator right after the open, if it has one.
-    remote: OnceLock<Arc<dyn RemoteStore>>,
+    remote: OnceLock<(Arc<dyn RemoteStore>, SharingPolicy)>,
 }
 
 impl std::fmt::Debug for RedbCache {

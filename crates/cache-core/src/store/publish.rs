@@ -6,7 +6,7 @@
 //! of these is one branch.
 
 use super::*;
-use crate::remote::{PublishedEntry, PublishedValue};
+use crate::remote::{PublishedEntry, PublishedValue, SharingPolicy};
 
 impl RedbCache {
     /// Offers the buffered writes a commit has just landed, except backfills (`from_remote`),
@@ -16,7 +16,7 @@ impl RedbCache {
         landed: &KeyMap<BufferedWrite>,
         from_remote: &HashSet<Vec<u8>>,
     ) {
-        if self.remote.get().is_none() {
+        if self.remote().is_none() {
             return;
         }
         for (key, write) in landed {
@@ -69,7 +69,7 @@ impl RedbCache {
         header: &EntryHeader,
         value: impl FnOnce() -> Option<PublishedValue>,
     ) {
-        let Some(remote) = self.remote.get() else {
+        let Some(remote) = self.remote_for(key) else {
             return;
         };
         if header.is_expired(self.now_ms()) {
@@ -87,14 +87,23 @@ impl RedbCache {
         });
     }
 
-    /// Attaches the remote tier this store publishes to; a second attach is ignored (a store
-    /// is opened by one coordinator, which attaches its remote once, right after the open).
-    pub(crate) fn attach_remote(&self, remote: Arc<dyn RemoteStore>) {
-        let _ = self.remote.set(remote);
+    /// Attaches the remote tier this store publishes to, with the sharing policy that says
+    /// which keys may go through it; a second attach is ignored (a store is opened by one
+    /// coordinator, which attaches its remote once, right after the open).
+    pub(crate) fn attach_remote(&self, remote: Arc<dyn RemoteStore>, sharing: SharingPolicy) {
+        let _ = self.remote.set((remote, sharing));
     }
 
     /// The remote tier, if one is attached.
     pub(crate) fn remote(&self) -> Option<&Arc<dyn RemoteStore>> {
-        self.remote.get()
+        self.remote.get().map(|(remote, _)| remote)
+    }
+
+    /// The remote tier, if one is attached and the sharing policy lets `key` go through it.
+    pub(crate) fn remote_for(&self, key: &[u8]) -> Option<&Arc<dyn RemoteStore>> {
+        self.remote
+            .get()
+            .filter(|(_, sharing)| sharing.shares(&self.tag, key))
+            .map(|(remote, _)| remote)
     }
 }

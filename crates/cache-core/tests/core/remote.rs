@@ -347,3 +347,60 @@ fn a_cache_without_a_remote_and_a_disabled_one_never_ask(clock: Arc<ManualClock>
     assert_eq!(remote.fetches.load(Ordering::SeqCst), 0);
     assert!(remote.published().is_empty());
 }
+
+#[rstest]
+fn keys_the_sharing_policy_keeps_local_are_never_fetched_published_or_leased(
+    clock: Arc<ManualClock>,
+) {
+    use cache_core::SharingRule;
+    const RULES: &[SharingRule] = &[
+        SharingRule {
+            tag: "t",
+            key_prefix: "private:",
+            share: false,
+            reason: "one user's",
+        },
+        SharingRule {
+            tag: "t",
+            key_prefix: "private:but-public:",
+            share: true,
+            reason: "the longer prefix decides",
+        },
+    ];
+    let remote = Arc::new(FakeRemote::default());
+    let root = tempfile::tempdir().expect("temp dir");
+    let cache = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
+        .with_remote(Arc::clone(&remote) as Arc<dyn RemoteStore>)
+        .with_sharing(RULES)
+        .get_shared_cache_instance(root.path(), "t", manual_commits(&clock))
+        .expect("open");
+    for key in [&b"private:mine"[..], b"private:but-public:x", b"plain"] {
+        remote.put(
+            "t",
+            key,
+            Held {
+                format: ValueFormat::RAW,
+                expires_at: None,
+                bytes: b"remote".to_vec(),
+            },
+        );
+    }
+    assert_eq!(cache.get(b"private:mine").unwrap(), None);
+    assert_eq!(
+        remote.fetches.load(Ordering::SeqCst),
+        0,
+        "a kept key was fetched"
+    );
+    assert_eq!(
+        cache.get(b"private:but-public:x").unwrap(),
+        Some(b"remote".to_vec())
+    );
+    assert_eq!(cache.get(b"plain").unwrap(), Some(b"remote".to_vec()));
+    assert_eq!(remote.fetches.load(Ordering::SeqCst), 2);
+
+    cache.set(b"private:new", b"v", None).unwrap();
+    cache.set(b"shared:new", b"v", None).unwrap();
+    cache.flush().unwrap();
+    let published: Vec<Vec<u8>> = remote.published().into_iter().map(|p| p.1).collect();
+    assert_eq!(published, vec![b"shared:new".to_vec()]);
+}
