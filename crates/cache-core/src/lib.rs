@@ -99,6 +99,7 @@ mod remote;
 mod stats;
 mod store;
 mod tag;
+mod telemetry;
 mod ttl;
 mod typed;
 mod values;

@@ -284,6 +284,7 @@ impl RedbCache {
 
     /// Counts a read as a hit (recording the access) or a miss.
     pub(super) fn count_read(&self, key: &[u8], now: u64, hit: bool) {
+        self.telemetry.read(hit);
         if hit {
             AtomicCounters::add(&self.counters.hits, 1);
             self.record_access(key, now);

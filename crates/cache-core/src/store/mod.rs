@@ -62,6 +62,7 @@ use crate::flight::{self, FlightWork, Flights, LeaseWrite};
 use crate::remote::{RemoteStore, SharingPolicy};
 use crate::stats::{AtomicCounters, CacheStats, Counters};
 use crate::tag::Tag;
+use crate::telemetry::Telemetry;
 use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
@@ -169,6 +170,8 @@ pub(crate) struct RedbCache {
     /// The remote tier landed commits are published to (`publish.rs`); attached by the
     /// coordinator right after the open, if it has one.
     remote: OnceLock<(Arc<dyn RemoteStore>, SharingPolicy)>,
+    /// Operation metrics through the `metrics` facade (`crate::telemetry`).
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for RedbCache {
@@ -201,6 +204,7 @@ impl RedbCache {
             published_usage: Mutex::new((u64::MAX, u64::MAX)),
             flights: Flights::default(),
             remote: OnceLock::new(),
+            telemetry: Telemetry::register(tag.as_str()),
             tag,
             path,
             database: RwLock::new(Some(Arc::new(OpenDatabase {
@@ -278,10 +282,10 @@ impl RedbCache {
         let started = Instant::now();
         let result = self.catching_panics(operation, || run(started));
         AtomicCounters::add(&self.counters.operations, 1);
-        AtomicCounters::add(
-            &self.counters.operation_time_ns,
-            started.elapsed().as_nanos() as u64,
-        );
+        let took = started.elapsed();
+        AtomicCounters::add(&self.counters.operation_time_ns, took.as_nanos() as u64);
+        self.telemetry
+            .operation(operation, result.is_ok(), Some(took));
         if let Err(err) = &result {
             AtomicCounters::add(&self.counters.errors, 1);
             tracing::debug!(operation, tag = %self.tag, error = %crate::error::ErrorChain(err), "cache operation failed; the error goes to the caller, which reports it");

@@ -9,6 +9,7 @@ mod entries;
 mod flight;
 mod registry;
 mod remote;
+mod telemetry;
 mod threads;
 mod typed;
 
