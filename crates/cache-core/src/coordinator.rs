@@ -77,7 +77,7 @@ impl Coordinator {
 
     /// This coordinator, with `rules` added to its sharing policy: entries they keep local are
     /// never fetched from, published to, or leased on the remote tier. Domain crates declare
-    /// their rules (for example `cache_compilation::REMOTE_SHARING`); the longest matching key
+    /// their rules (as a constant named `REMOTE_SHARING`, by convention); the longest matching key
     /// prefix decides, and what no rule matches is shared. Set before the first open.
     #[must_use]
     pub fn with_sharing(mut self, rules: &[SharingRule]) -> Self {

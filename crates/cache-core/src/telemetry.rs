@@ -1,12 +1,11 @@
-//! Operation metrics through the `metrics` facade, as the original pushed them: an application
-//! that installs a recorder (a Prometheus, OpenTelemetry or statsd exporter) gets them with no
-//! code here; without one they cost a branch per operation.
+//! Operation counts and timings through the `metrics` facade, as the original pushed them: an
+//! application that installs a recorder (a Prometheus, OpenTelemetry or statsd exporter) gets
+//! them with no code here; without one they cost a branch per operation.
 //!
 //! - `glovebox_cache_operations_total{tag, operation, result}`: every operation, `result` `ok`
 //!   or `error`;
 //! - `glovebox_cache_operation_duration_seconds{tag, operation}`: a histogram of operation
-//!   times (reads are sampled: one in [`crate::store`]'s sampling interval is timed, the same
-//!   reads the instance's own `operation_time_ns` counts);
+//!   times (every operation the store times; the same times its `operation_time_ns` adds up);
 //! - `glovebox_cache_requests_total{tag, result}`: reads, `result` `hit` or `miss`;
 //! - `glovebox_cache_errors_total{tag, operation}`.
 //!
@@ -39,7 +38,7 @@ struct Operation {
     duration: Histogram,
 }
 
-/// One instance's metric handles.
+/// One instance's handles (counters and a histogram per operation).
 pub(crate) struct Telemetry {
     operations: Vec<Operation>,
     hits: Counter,

@@ -170,7 +170,7 @@ pub(crate) struct RedbCache {
     /// The remote tier landed commits are published to (`publish.rs`); attached by the
     /// coordinator right after the open, if it has one.
     remote: OnceLock<(Arc<dyn RemoteStore>, SharingPolicy)>,
-    /// Operation metrics through the `metrics` facade (`crate::telemetry`).
+    /// Operation counts and timings for the `metrics` facade (`crate::telemetry`).
     telemetry: Telemetry,
 }
 
