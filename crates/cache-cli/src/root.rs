@@ -21,7 +21,7 @@ use cache_metrics::{METRICS_TAG, MetricsCache};
 
 use cache_remote::RedisRemote;
 
-use crate::exit::NotFound;
+use crate::exit::{NotFound, UsageError};
 
 /// A resolved cache root, the configuration it was found with, and the coordinator that opens
 /// its tags.
@@ -98,8 +98,9 @@ impl CacheRoot {
         let mut coordinator =
             Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         // The remote tier, as every program using the cache reads it (`GLOVEBOX_CACHE_REMOTE`).
+        // A remote setting that cannot work is bad input (exit 2), like a bad config file.
         let remote = RedisRemote::from_user_config(&config, &Environment::process())
-            .context("while setting up the remote cache")?
+            .map_err(|err| UsageError(format!("the remote cache's settings: {err}")))?
             .map(Arc::new);
         if let Some(remote) = &remote {
             // What may leave the machine, as each domain declares it (docs/remote.md).

@@ -71,7 +71,7 @@ fn the_file_is_found_under_xdg_config_home_and_config_shows_each_origin() {
     let file = xdg_config.join("glovebox/cache.toml");
     write(
         &file,
-        "[defaults]\nmax_size = \"1GiB\"\ntimeout = \"2m\"\n\n[tags.notes]\neviction = \"least-recently-used\"\n\n[ttl]\nworkspace_base = \"2d\"\n\n[remote]\nurl = \"https://example.invalid\"\n",
+        "[defaults]\nmax_size = \"1GiB\"\ntimeout = \"2m\"\n\n[tags.notes]\neviction = \"least-recently-used\"\n\n[ttl]\nworkspace_base = \"2d\"\n\n[remote]\nurl = \"redis://127.0.0.1:1/0\"\n",
     );
     let mut command = sandbox.command();
     command

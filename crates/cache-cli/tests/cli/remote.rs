@@ -124,7 +124,7 @@ fn a_bad_remote_setting_is_a_usage_error_naming_the_variable_and_an_unreachable_
         &[("GLOVEBOX_CACHE_REMOTE", "redis://user:secret@127.0.0.1:1/0")],
         &["get", "--tag", "layout", "k"],
     );
-    assert_ne!(bad.code, 0);
+    bad.expect_code(2);
     bad.expect_stderr(&["GLOVEBOX_CACHE_REMOTE_USERNAME"]);
     assert!(!bad.stderr.contains("secret"), "the password leaked");
 
