@@ -295,12 +295,7 @@ impl RedbCache {
                     existed += 1;
                 }
             }
-            {
-                let mut access = lock(&self.access_pending);
-                for key in keys {
-                    access.remove(*key);
-                }
-            }
+            self.access.forget(keys.iter().copied());
             // Deleted even when this process did not see it: another process may have just
             // written it.
             self.buffer_writes(keys.iter().map(|key| (*key, None)), Origin::Local)?;
@@ -319,7 +314,7 @@ impl RedbCache {
 
     pub(crate) fn clear(&self) -> Result<()> {
         self.measure("clear", |_| {
-            lock(&self.access_pending).clear();
+            self.access.clear();
             self.write(|tables, _| {
                 // One by one, so that blobs and directories go with their entries.
                 tables.clear().or_db(self)?;
@@ -346,10 +341,7 @@ impl RedbCache {
         self.measure("get_metadata", |started| {
             self.check_key(key)?;
             let now = self.now_ms();
-            let pending = lock(&self.access_pending)
-                .get(key)
-                .copied()
-                .unwrap_or_default();
+            let pending = self.access.peek(key);
             self.lookup(key, started, |stored, snapshot| {
                 let Some((header, payload)) =
                     stored.and_then(|stored| EntryHeader::decode(key, stored).ok())

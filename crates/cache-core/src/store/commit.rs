@@ -167,7 +167,11 @@ impl RedbCache {
     /// persisted). Called under `write_lock`, after the transaction has begun.
     fn take_commit(&self) -> Commit {
         let (in_flight, from_remote) = lock(&self.buffer).take_for_commit();
-        let pending_access = std::mem::take(&mut *lock(&self.access_pending));
+        let pending_access = self.access.take();
+        let untracked = self.access.take_untracked();
+        if untracked > 0 {
+            tracing::debug!(tag = %self.tag, untracked, "reads not recorded for LRU and metadata: too many distinct keys read between two commits");
+        }
         let suspects = lock(&self.buffer).suspects_to_judge();
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
@@ -194,10 +198,7 @@ impl RedbCache {
     /// records back to the pending ones; nothing is released.
     fn commit_failed(&self, commit: Commit) {
         lock(&self.buffer).restore_failed();
-        let mut access = lock(&self.access_pending);
-        for (key, delta) in commit.pending_access {
-            merge_access(access.entry(key).or_default(), delta);
-        }
+        self.access.restore(commit.pending_access);
     }
 
     /// What a commit leaves to do once it has landed: removing the files it released, and
@@ -494,9 +495,11 @@ impl RedbCache {
         Ok(())
     }
 
-    /// Commits buffered writes and access records, if any; called by the commit thread.
+    /// Commits buffered writes, if any, with the access records and counters waiting; called
+    /// by the commit thread. Access records alone never make it commit: they wait for a write,
+    /// a `flush`, or the close (`reads_file.rs`).
     pub(super) fn commit_pending_in_background(&self) -> Result<()> {
-        let idle = lock(&self.buffer).nothing_pending() && lock(&self.access_pending).is_empty();
+        let idle = lock(&self.buffer).nothing_pending();
         if idle || self.is_closed() {
             return Ok(());
         }

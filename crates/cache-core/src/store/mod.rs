@@ -16,7 +16,8 @@
 //!
 //! - `handle.rs`: the database handle (latched-error reopen, panic quarantine, exclusive use).
 //! - `tables.rs`: the tables and `WriteTables`, the only code that changes entries.
-//! - `buffer.rs`: this process's uncommitted writes, suspects and access records.
+//! - `buffer.rs`: this process's uncommitted writes and suspects.
+//! - `access.rs`: this process's reads not yet merged (lock-free on a read).
 //! - `commit.rs`: the one write path, and the release of files after a commit.
 //! - `read.rs`: lookups through the buffer and the read snapshot; reads never change an entry.
 //! - `maintenance.rs`: recount, compaction, integrity, lifetime counters.
@@ -37,7 +38,8 @@
 //! 3. `database` (`RwLock`): read-locked only to clone the handle's `Arc`; write-locked to
 //!    replace or take the handle.
 //! 4. Leaves, under which no other lock is taken: `persisted_counters` (taken under `buffer`
-//!    when a commit lands), `access_pending`, `sweep_cursor`, `published_usage`, and the
+//!    when a commit lands), the access log's `spilled` map and slot keys (`access.rs`; a read
+//!    records its access holding no other lock), `sweep_cursor`, `published_usage`, and the
 //!    committer's signal.
 
 use std::collections::{HashMap, HashSet};
@@ -67,6 +69,7 @@ use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
 use dirs::DirFiles;
 
+mod access;
 mod api;
 pub(crate) mod backend;
 pub(crate) mod blobs;
@@ -84,6 +87,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
+use access::{AccessLog, Recorded};
 use buffer::*;
 use handle::*;
 pub(crate) use handle::{FileRegistration, move_aside};
@@ -148,8 +152,8 @@ pub(crate) struct RedbCache {
     /// Uncommitted writes, the writes of the commit in progress, the read snapshot, suspects
     /// (`buffer.rs`).
     buffer: Mutex<WriteBuffer>,
-    /// Reads not yet recorded in the access table; merged by the next commit.
-    access_pending: Mutex<KeyMap<AccessDelta>>,
+    /// Reads not yet recorded in the access table; merged by the next commit (`access.rs`).
+    access: AccessLog,
     /// This instance's statistics since it opened.
     counters: AtomicCounters,
     /// The part of `counters` already added to the persisted lifetime counters.
@@ -209,7 +213,7 @@ impl RedbCache {
             }))),
             write_lock: Mutex::new(()),
             buffer: Mutex::new(WriteBuffer::default()),
-            access_pending: Mutex::new(KeyMap::default()),
+            access: AccessLog::default(),
             counters: AtomicCounters::default(),
             persisted_counters: Mutex::new(Counters::default()),
             committer: Arc::new(Committer::default()),

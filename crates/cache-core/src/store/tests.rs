@@ -437,3 +437,39 @@ fn reads_never_write_read_rs_calls_no_write_path() {
         assert!(!code.contains(name), "read.rs calls `{name}`, which writes");
     }
 }
+
+/// Issue 15: past 50 000 distinct keys read, the commit thread committed access records on its
+/// own, durably, and threw the read snapshot away each time. What the thread runs must commit
+/// nothing when no write waits: the reads wait, in memory, for a write, a flush or the close.
+#[test]
+fn the_commit_thread_commits_no_access_records_alone_and_reads_keep_the_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        ..CacheOptions::default()
+    };
+    let cache = open_in(root.path(), options);
+    cache.set(b"k", b"v", None).unwrap();
+    cache.flush().unwrap();
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    let snapshot = Arc::clone(lock(&cache.buffer).snapshot().unwrap());
+    cache.commit_pending_in_background().unwrap();
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    let kept = lock(&cache.buffer)
+        .snapshot()
+        .is_some_and(|current| Arc::ptr_eq(current, &snapshot));
+    assert!(kept, "nothing was committed: the read snapshot stays");
+    let access_record = |cache: &RedbCache| {
+        let open = cache.open_database().unwrap();
+        let txn = open.database.begin_read().unwrap();
+        let access = txn.open_table(ACCESS).unwrap();
+        access
+            .get(b"k".as_slice())
+            .unwrap()
+            .map(|row| row.value().1)
+    };
+    assert_eq!(access_record(&cache), None, "no access record committed");
+    assert_eq!(cache.get_metadata(b"k").unwrap().unwrap().access_count, 2);
+    cache.flush().unwrap();
+    assert_eq!(access_record(&cache), Some(2), "a flush commits them");
+}
