@@ -269,8 +269,7 @@ impl RedbCache {
         if over {
             self.write(|_, _| Ok(()))
         } else {
-            self.committer.work_arrived();
-            Ok(())
+            self.wake_committer()
         }
     }
 

@@ -45,7 +45,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -83,6 +84,7 @@ mod leases;
 mod maintenance;
 mod publish;
 mod read;
+pub(crate) mod reads_file;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -93,6 +95,7 @@ use handle::*;
 pub(crate) use handle::{FileRegistration, move_aside};
 pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;
+use reads_file::{ReadsBatch, ReadsFile};
 use tables::*;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,8 +161,15 @@ pub(crate) struct RedbCache {
     counters: AtomicCounters,
     /// The part of `counters` already added to the persisted lifetime counters.
     persisted_counters: Mutex<Counters>,
-    /// The group-commit thread's state (`committer.rs`).
+    /// The group-commit thread's state (`committer.rs`); the thread starts with the first
+    /// buffered write.
     committer: Arc<Committer>,
+    /// This instance, for the commit thread it starts (which holds it weakly).
+    me: Weak<RedbCache>,
+    /// `<root>/<tag>/reads`: reads and counters of processes that only read (`reads_file.rs`).
+    reads_file: ReadsFile,
+    /// Commits of this instance that landed.
+    commits: AtomicU64,
     /// The tag's blob files (`blobs.rs`).
     blob_files: BlobFiles,
     /// The tag's owned directories (`dirs.rs`).
@@ -186,8 +196,8 @@ impl std::fmt::Debug for RedbCache {
 
 impl RedbCache {
     /// Opens (creating if needed) the database of `tag` under `canonical_root`, which must come
-    /// from [`crate::prepare_root`], and starts its commit thread. A corrupt file is moved aside
-    /// and the tag starts empty.
+    /// from [`crate::prepare_root`]. A corrupt file is moved aside and the tag starts empty.
+    /// The commit thread starts with the first buffered write, not here.
     pub(crate) fn open(
         canonical_root: &Path,
         tag: Tag,
@@ -198,7 +208,10 @@ impl RedbCache {
         let registration = FileRegistration::register(&path)?;
         let database = open_or_quarantine(&path, &tag, &options)?;
         let tag_dir = Arc::new(tag_dir);
-        let cache = Arc::new(RedbCache {
+        let cache = Arc::new_cyclic(|me| RedbCache {
+            me: me.clone(),
+            reads_file: ReadsFile::new(Arc::clone(&tag_dir)),
+            commits: AtomicU64::new(0),
             blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
             dir_files: DirFiles::new(tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
@@ -220,23 +233,37 @@ impl RedbCache {
             options,
         });
         cache.ensure_tables()?;
-        let thread_name = format!("cache-commit-{}", cache.tag);
-        let weak = Arc::downgrade(&cache);
-        let commit = Box::new(move || match weak.upgrade() {
-            None => Tick::Gone,
-            Some(cache) => match cache.commit_pending_in_background() {
-                Ok(()) => Tick::Done,
-                Err(_) => Tick::Failed,
-            },
-        });
-        cache
-            .committer
-            .start(commit, cache.options.commit_interval, thread_name)
-            .map_err(|source| {
-                CacheError::io("starting the commit thread for", &cache.path, source)
-            })?;
         tracing::debug!(tag = %cache.tag, path = %cache.path.display(), "opened cache");
         Ok(cache)
+    }
+
+    /// Tells the commit thread a write waits, starting it first if this is the first. If it
+    /// cannot be started, commits at once in the caller's thread.
+    fn wake_committer(&self) -> Result<()> {
+        let started = self.committer.start_once(
+            || {
+                let weak = self.me.clone();
+                Box::new(move || match weak.upgrade() {
+                    None => Tick::Gone,
+                    Some(cache) => match cache.commit_pending_in_background() {
+                        Ok(()) => Tick::Done,
+                        Err(_) => Tick::Failed,
+                    },
+                })
+            },
+            self.options.commit_interval,
+            || format!("cache-commit-{}", self.tag),
+        );
+        match started {
+            Ok(()) => {
+                self.committer.work_arrived();
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(tag = %self.tag, error = %err, "could not start the commit thread; committing in the caller's thread");
+                self.write(|_, _| Ok(()))
+            }
+        }
     }
 
     /// `<root>/<tag>/`.

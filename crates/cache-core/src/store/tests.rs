@@ -473,3 +473,51 @@ fn the_commit_thread_commits_no_access_records_alone_and_reads_keep_the_snapshot
     cache.flush().unwrap();
     assert_eq!(access_record(&cache), Some(2), "a flush commits them");
 }
+
+/// Issue 15: a read-only `get` made 8 `fdatasync` calls and spawned a thread, because the
+/// commit thread started at open and the close committed one access record and the counters.
+/// Now: no thread until a write, no commit at close; the read still counts, through the reads
+/// file, for every later process, and the next writer folds it in once.
+#[test]
+fn open_get_close_commits_nothing_starts_no_thread_and_the_read_still_counts() {
+    let root = tempfile::tempdir().unwrap();
+    let writer = open_in(root.path(), CacheOptions::default());
+    writer.set(b"k", b"v", None).unwrap();
+    assert!(writer.committer.is_started(), "a write starts the thread");
+    writer.close().unwrap();
+    drop(writer);
+
+    let reader = open_in(root.path(), CacheOptions::default());
+    assert_eq!(reader.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(reader.get(b"absent").unwrap(), None);
+    reader.close().unwrap();
+    assert!(
+        !reader.committer.is_started(),
+        "no thread in a read-only process"
+    );
+    assert_eq!(
+        reader.commits.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no commit in a read-only process"
+    );
+    drop(reader);
+
+    let next = open_in(root.path(), CacheOptions::default());
+    let seen = |cache: &RedbCache| {
+        let meta = cache.get_metadata(b"k").unwrap().unwrap();
+        let lifetime = cache.get_stats().unwrap().lifetime;
+        (meta.access_count, lifetime.hits, lifetime.misses)
+    };
+    assert_eq!(seen(&next), (1, 1, 1), "left in the reads file");
+    next.set(b"other", b"w", None).unwrap();
+    next.flush().unwrap();
+    assert!(
+        !next.tag_dir().join(reads_file::READS_FILE_NAME).exists(),
+        "folded in by the commit"
+    );
+    assert_eq!(seen(&next), (1, 1, 1), "counted once");
+    next.close().unwrap();
+    drop(next);
+    let last = open_in(root.path(), CacheOptions::default());
+    assert_eq!(seen(&last), (1, 1, 1), "persisted");
+}
