@@ -16,7 +16,7 @@ impl RedbCache {
         format: ValueFormat,
         any: AnyFormat,
     ) -> Result<Option<Vec<u8>>> {
-        self.measure("get", |started| {
+        self.measure_read("get", |started| {
             self.check_key(key)?;
             let (found, now) = self.read_entry(
                 key,
@@ -153,7 +153,7 @@ impl RedbCache {
     }
 
     pub(crate) fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
-        self.measure("get", |started| {
+        self.measure_read("get", |started| {
             let sink = &mut CallerIo(sink);
             self.check_key(key)?;
             let (found, now) = self.read_entry(
@@ -232,9 +232,9 @@ impl RedbCache {
     }
 
     pub(crate) fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>> {
-        self.measure("get", |started| {
+        self.measure_read("get", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
+            let now = self.now_ms_at(started);
             let mut first = true;
             let directory = loop {
                 let found = self.lookup(key, started, |stored, _| {
@@ -305,9 +305,9 @@ impl RedbCache {
     }
 
     pub(crate) fn exists(&self, key: &[u8]) -> Result<bool> {
-        self.measure("exists", |started| {
+        self.measure_read("exists", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
+            let now = self.now_ms_at(started);
             self.lookup(key, started, |stored, _| Ok(is_live(key, stored, now)))
         })
     }
@@ -338,9 +338,9 @@ impl RedbCache {
     }
 
     pub(crate) fn get_metadata(&self, key: &[u8]) -> Result<Option<EntryMetadata>> {
-        self.measure("get_metadata", |started| {
+        self.measure_read("get_metadata", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
+            let now = self.now_ms_at(started);
             let mut pending = self.access.peek(key);
             if let Some(left) = self.reads_file.peek()?.access.get(key) {
                 merge_access(&mut pending, *left);

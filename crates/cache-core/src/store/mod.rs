@@ -170,6 +170,8 @@ pub(crate) struct RedbCache {
     reads_file: ReadsFile,
     /// Commits of this instance that landed.
     commits: AtomicU64,
+    /// How reads derive the wall time from the monotonic clock.
+    wall: WallClock,
     /// The tag's blob files (`blobs.rs`).
     blob_files: BlobFiles,
     /// The tag's owned directories (`dirs.rs`).
@@ -212,6 +214,7 @@ impl RedbCache {
             me: me.clone(),
             reads_file: ReadsFile::new(Arc::clone(&tag_dir)),
             commits: AtomicU64::new(0),
+            wall: WallClock::new(&options),
             blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
             dir_files: DirFiles::new(tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
@@ -232,6 +235,7 @@ impl RedbCache {
             committer: Arc::new(Committer::default()),
             options,
         });
+        cache.calibrate_wall();
         cache.ensure_tables()?;
         tracing::debug!(tag = %cache.tag, path = %cache.path.display(), "opened cache");
         Ok(cache)
@@ -299,25 +303,129 @@ impl RedbCache {
 
     /// Runs one operation: counts it, times it, counts its failure, and logs failures.
     /// `run` gets the operation's start time, which reads reuse to judge the snapshot's age
-    /// instead of reading the clock again.
+    /// and, through [`RedbCache::now_ms_at`], the wall time, instead of reading a clock again.
+    ///
+    /// No tracing span: failures are logged with the operation and the tag, and a span per
+    /// call is a cost on every read for a trace level nobody runs by default.
+    /// `catching_panics` stays on every operation: each goes into redb, which panics on a
+    /// damaged page, and unwinding costs nothing until a panic happens.
     fn measure<T>(
         &self,
         operation: &'static str,
         run: impl FnOnce(Instant) -> Result<T>,
     ) -> Result<T> {
-        let _span = tracing::trace_span!("cache", operation, tag = %self.tag).entered();
+        self.measure_timed(operation, 1, run)
+    }
+
+    /// [`RedbCache::measure`] for reads: only one read in [`TIME_ONE_READ_IN`] reads the clock
+    /// a second time to time itself, and counts its time that many times over, so that
+    /// `operation_time_ns` stays an estimate of the time spent while a read reads the clock
+    /// once. The first read of an instance is timed.
+    fn measure_read<T>(
+        &self,
+        operation: &'static str,
+        run: impl FnOnce(Instant) -> Result<T>,
+    ) -> Result<T> {
+        self.measure_timed(operation, TIME_ONE_READ_IN, run)
+    }
+
+    fn measure_timed<T>(
+        &self,
+        operation: &'static str,
+        one_in: u64,
+        run: impl FnOnce(Instant) -> Result<T>,
+    ) -> Result<T> {
         let started = Instant::now();
+        let sequence = self
+            .counters
+            .operations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.catching_panics(operation, || run(started));
-        AtomicCounters::add(&self.counters.operations, 1);
-        AtomicCounters::add(
-            &self.counters.operation_time_ns,
-            started.elapsed().as_nanos() as u64,
-        );
+        if sequence % one_in == 0 {
+            let elapsed = started.elapsed().as_nanos() as u64;
+            AtomicCounters::add(
+                &self.counters.operation_time_ns,
+                elapsed.saturating_mul(one_in),
+            );
+        }
         if let Err(err) = &result {
             AtomicCounters::add(&self.counters.errors, 1);
             tracing::debug!(operation, tag = %self.tag, error = %crate::error::ErrorChain(err), "cache operation failed; the error goes to the caller, which reports it");
         }
         result
+    }
+
+    /// The wall time (ms since the epoch) at `at`, an `Instant` the caller read already. With
+    /// the default system clock it is derived from `at` and the offset between the wall and
+    /// monotonic clocks taken at the last calibration (at open, at each new read snapshot, and
+    /// at least every [`CALIBRATE_EVERY_MS`]): no clock read. Another clock (a test's manual
+    /// one) is asked.
+    pub(crate) fn now_ms_at(&self, at: Instant) -> u64 {
+        if !self.wall.system {
+            return self.now_ms();
+        }
+        let monotonic = at.saturating_duration_since(self.wall.epoch).as_millis() as i64;
+        let calibrated = self
+            .wall
+            .calibrated_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if monotonic.saturating_sub(calibrated) > CALIBRATE_EVERY_MS {
+            return self.calibrate_wall();
+        }
+        let offset = self
+            .wall
+            .offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        u64::try_from(monotonic.saturating_add(offset)).unwrap_or(0)
+    }
+
+    /// Reads the wall clock and the monotonic one together, and keeps their offset; the wall
+    /// time now.
+    pub(crate) fn calibrate_wall(&self) -> u64 {
+        if !self.wall.system {
+            return self.now_ms();
+        }
+        let wall = self.now_ms();
+        let monotonic = self.wall.epoch.elapsed().as_millis() as i64;
+        let offset = i64::try_from(wall)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(monotonic);
+        self.wall
+            .offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        self.wall
+            .calibrated_at_ms
+            .store(monotonic, std::sync::atomic::Ordering::Relaxed);
+        wall
+    }
+}
+
+/// Reads time one in this many of themselves (`measure_read`).
+const TIME_ONE_READ_IN: u64 = 16;
+
+/// The wall clock is read again at least this often (ms) by reads that derive it.
+const CALIBRATE_EVERY_MS: i64 = 1000;
+
+/// How reads derive the wall time from the monotonic clock (`RedbCache::now_ms_at`).
+struct WallClock {
+    /// Whether the instance's clock is the system clock; otherwise it is always asked.
+    system: bool,
+    /// The monotonic origin of the two figures below.
+    epoch: Instant,
+    /// Wall ms minus monotonic ms (since `epoch`) at the last calibration.
+    offset_ms: std::sync::atomic::AtomicI64,
+    /// Monotonic ms (since `epoch`) of the last calibration.
+    calibrated_at_ms: std::sync::atomic::AtomicI64,
+}
+
+impl WallClock {
+    fn new(options: &CacheOptions) -> Self {
+        WallClock {
+            system: crate::config::is_system_clock(&options.clock),
+            epoch: Instant::now(),
+            offset_ms: std::sync::atomic::AtomicI64::new(0),
+            calibrated_at_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+        }
     }
 }
 

@@ -521,3 +521,38 @@ fn open_get_close_commits_nothing_starts_no_thread_and_the_read_still_counts() {
     let last = open_in(root.path(), CacheOptions::default());
     assert_eq!(seen(&last), (1, 1, 1), "persisted");
 }
+
+/// Issue 15: a get read the clock three times (its start, the wall time, its end). It now
+/// derives the wall time from the instant it read at its start; what it derives must be the
+/// system's wall time (to the millisecond either way, for the rounding of both clocks).
+#[test]
+fn reads_derive_the_wall_time_from_the_instant_they_read_at_their_start() {
+    use crate::config::{Clock, SystemClock};
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    assert!(
+        cache.wall.system,
+        "the default options' clock is the system's"
+    );
+    let before = SystemClock.now_ms();
+    let derived = cache.now_ms_at(Instant::now());
+    let after = SystemClock.now_ms();
+    assert!(
+        before.saturating_sub(1) <= derived && derived <= after + 1,
+        "{before} <= {derived} <= {after}"
+    );
+    let manual = Arc::new(crate::config::ManualClock::new(7000));
+    let other_root = tempfile::tempdir().unwrap();
+    let with_manual = open_in(
+        other_root.path(),
+        CacheOptions {
+            clock: manual,
+            ..CacheOptions::default()
+        },
+    );
+    assert_eq!(
+        with_manual.now_ms_at(Instant::now()),
+        7000,
+        "another clock is asked"
+    );
+}
