@@ -169,7 +169,7 @@ impl RedbCache {
                     })?;
                     Ok(value.len() as u64)
                 },
-                |sink, blob| self.blob_files.copy_to(blob, sink),
+                |sink, blob| self.blob_files.copy_to(blob, sink, blobs::Trust::Known),
             )?;
             self.count_read(key, now, found.is_some());
             Ok(found)

@@ -335,7 +335,8 @@ impl RedbCache {
             EntryKind::Inline => true,
             EntryKind::Blob => match BlobRef::decode(payload) {
                 Ok(blob) => !matches!(
-                    self.blob_files.copy_to(&blob, &mut std::io::sink())?,
+                    self.blob_files
+                        .copy_to(&blob, &mut std::io::sink(), blobs::Trust::Nothing)?,
                     BlobRead::Verified(_)
                 ),
                 Err(_) => true,
