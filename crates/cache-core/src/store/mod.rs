@@ -341,7 +341,7 @@ impl RedbCache {
             .operations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.catching_panics(operation, || run(started));
-        if sequence % one_in == 0 {
+        if sequence.is_multiple_of(one_in) {
             let elapsed = started.elapsed().as_nanos() as u64;
             AtomicCounters::add(
                 &self.counters.operation_time_ns,

@@ -128,11 +128,14 @@ fn take_batch(bytes: &mut &[u8]) -> Option<ReadsBatch> {
     Some(batch)
 }
 
+/// The file as `peek` last parsed it: its (length, modification time), and what it held.
+type Seen = ((u64, std::time::SystemTime), std::sync::Arc<ReadsBatch>);
+
 /// The reads file of one tag, and what was last read of it for `peek`.
 pub(super) struct ReadsFile {
     tag: std::sync::Arc<Dir>,
-    /// The file as last parsed, by (length, modification time); cleared by `take`.
-    seen: Mutex<Option<((u64, std::time::SystemTime), std::sync::Arc<ReadsBatch>)>>,
+    /// Cleared by `take`.
+    seen: Mutex<Option<Seen>>,
 }
 
 impl ReadsFile {
