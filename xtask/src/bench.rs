@@ -44,6 +44,8 @@ const WORKLOADS: [&str; 7] = [
 struct Options {
     n: u64,
     repetitions: u64,
+    /// `--page-cache-mib`, passed on to the Rust columns.
+    page_cache_mib: Option<u64>,
     /// The command as typed, for the report.
     command_line: String,
 }
@@ -65,6 +67,7 @@ impl Options {
         Options {
             n: args.n.unwrap_or(default_n),
             repetitions: args.reps.unwrap_or(default_repetitions),
+            page_cache_mib: args.page_cache_mib,
             command_line,
         }
     }
@@ -93,6 +96,9 @@ pub(crate) fn run(args: BenchArgs, typed: &[String]) -> anyhow::Result<()> {
     let mut rust = Command::new(&cargo);
     rust.args(["bench", "-p", "cache-core", "--bench", "compare", "--"])
         .args(["--n", &n, "--reps", &repetitions]);
+    if let Some(mib) = options.page_cache_mib {
+        rust.args(["--page-cache-mib", &mib.to_string()]);
+    }
     let rust_output = run_capturing(
         "compare",
         &mut rust,
@@ -588,6 +594,13 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
             figure("after_1m"),
             figure("after_5m")
         );
+        if let Some(bytes) = load.extra.get("page_cache_bytes") {
+            let _ = writeln!(
+                out,
+                "- redb page cache (ours and raw redb): {} MiB",
+                bytes / (1024.0 * 1024.0)
+            );
+        }
     }
     let _ = writeln!(
         out,

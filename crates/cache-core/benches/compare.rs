@@ -24,7 +24,10 @@
 //! shuffled order. Within each repetition the columns take turns workload group by workload
 //! group; for each workload the ratios ours/redb and ours/lmdb are taken per repetition, and
 //! their medians reported (`"column":"ratio"` lines). The machine's load (`/proc/loadavg`) is
-//! reported before and after the run (`"workload":"machine"`).
+//! reported before and after the run (`"workload":"machine"`), with redb's page cache size.
+//! `--page-cache-mib M` sets redb's page cache of ours and raw redb (default: the cache's
+//! default), for choosing that default by measurement: compare `get_hit` at `--n 1000000`, and
+//! `rss_cli`'s peak RSS, across sizes.
 //!
 //! The same workloads for python-diskcache live in `xtask/bench/diskcache_bench.py`, with the
 //! same key names, value bytes and random order; keep the two in step.
@@ -131,6 +134,22 @@ fn blob() -> Vec<u8> {
     bytes
 }
 
+/// Passes `--page-cache-mib` on to the child processes.
+const PAGE_CACHE_VARIABLE: &str = "COMPARE_PAGE_CACHE_BYTES";
+
+/// redb's page cache for ours and raw redb: `--page-cache-mib` (children get it through
+/// [`PAGE_CACHE_VARIABLE`]), else the cache's default. LMDB has none of its own (the OS's).
+fn page_cache_bytes() -> usize {
+    std::env::var(PAGE_CACHE_VARIABLE)
+        .ok()
+        .and_then(|bytes| bytes.parse().ok())
+        .or_else(|| PAGE_CACHE_BYTES.get().copied())
+        .unwrap_or(CacheOptions::default().page_cache_bytes)
+}
+
+/// `--page-cache-mib` of the parent, in bytes.
+static PAGE_CACHE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 /// Adds what was being done to an error.
 trait Context<T> {
     fn context(self, doing: impl FnOnce() -> String) -> BenchResult<T>;
@@ -201,7 +220,14 @@ impl Column for Ours {
         // benchmark into a measurement of the disabled cache.
         let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         let cache = coordinator
-            .get_shared_cache_instance(dir, TAG, CacheOptions::default())
+            .get_shared_cache_instance(
+                dir,
+                TAG,
+                CacheOptions {
+                    page_cache_bytes: page_cache_bytes(),
+                    ..CacheOptions::default()
+                },
+            )
             .context(|| format!("opening tag {TAG} under {}", dir.display()))?;
         if !cache.is_enabled() {
             return Err("the cache opened disabled".into());
@@ -275,7 +301,7 @@ impl Column for RawRedb {
         // The same page cache as ours, so that the column measures our code, not a bigger cache.
         let database = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(CacheOptions::default().page_cache_bytes)
+            .set_cache_size(page_cache_bytes())
             .create(&path)
             .context(|| format!("opening {}", path.display()))?;
         Ok(RawRedb { database })
@@ -648,6 +674,14 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
             "--bench" => {}
             "--n" => config.n = parse(words.next().ok_or("--n needs a value")?)?,
             "--reps" => config.repetitions = parse(words.next().ok_or("--reps needs a value")?)?,
+            "--page-cache-mib" => {
+                let mib = parse(words.next().ok_or("--page-cache-mib needs a value")?)?;
+                let bytes =
+                    usize::try_from(mib << 20).context(|| "the page cache size".to_owned())?;
+                PAGE_CACHE_BYTES
+                    .set(bytes)
+                    .map_err(|_| "--page-cache-mib given twice")?;
+            }
             "--only" => {
                 let group = *words.next().ok_or("--only needs small, multi or large")?;
                 if !["small", "multi", "large"].contains(&group) {
@@ -705,12 +739,13 @@ fn run_parent(config: &RunConfig) -> BenchResult<()> {
     let nproc = std::thread::available_parallelism().map_or(0, usize::from);
     writeln!(
         stdout,
-        "{{\"workload\":\"machine\",\"column\":\"loadavg\",\"median_s\":{},\"ops\":1,\"reps\":1,\"extra\":{{\"before_1m\":{},\"before_5m\":{},\"after_1m\":{},\"after_5m\":{},\"nproc\":{nproc}}}}}",
+        "{{\"workload\":\"machine\",\"column\":\"loadavg\",\"median_s\":{},\"ops\":1,\"reps\":1,\"extra\":{{\"before_1m\":{},\"before_5m\":{},\"after_1m\":{},\"after_5m\":{},\"nproc\":{nproc},\"page_cache_bytes\":{}}}}}",
         json_number(load_before.0.max(load_after.0)),
         json_number(load_before.0),
         json_number(load_before.1),
         json_number(load_after.0),
         json_number(load_after.1),
+        page_cache_bytes(),
     )?;
     Ok(())
 }
@@ -920,6 +955,7 @@ fn spawn_child(arguments: &[&str]) -> BenchResult<Child> {
     let program: PathBuf = std::env::current_exe()?;
     Command::new(program)
         .args(arguments)
+        .env(PAGE_CACHE_VARIABLE, page_cache_bytes().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
