@@ -120,3 +120,84 @@ fn processes_on_different_tags_of_one_root_stay_isolated() {
     assert_eq!(metrics.keys().unwrap().len(), 60);
     assert_eq!(layout.get(&worker_key("m1", 0)).unwrap(), None);
 }
+
+/// Issue 15: processes that only read commit nothing (no commit thread, no commit at close),
+/// yet their reads count: four reader processes at once leave their reads and counters in the
+/// tag's `reads` file (concurrent appends), every later process sees them in `get_metadata` and
+/// the lifetime counters, and the next writer folds them in exactly once.
+#[test]
+fn reads_of_processes_that_only_read_count_once_after_a_writer_folds_them_in() {
+    const COUNT: usize = 40;
+    const ROUNDS: usize = 3;
+    const READERS: usize = 4;
+    let root = tempfile::tempdir().unwrap();
+    let open = |coordinator: &Coordinator| {
+        coordinator
+            .get_shared_cache_instance(root.path(), "reads", CacheOptions::default())
+            .unwrap()
+    };
+    {
+        let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+        let cache = open(&coordinator);
+        for index in 0..COUNT {
+            cache
+                .set(&worker_key("w", index), &worker_value("w", index), None)
+                .unwrap();
+        }
+        drop(cache);
+        coordinator.reset().unwrap();
+    }
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            Command::new(WORKER)
+                .arg("only-read")
+                .arg(root.path())
+                .args(["reads", "w", &COUNT.to_string(), &ROUNDS.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn cache-worker")
+        })
+        .collect();
+    for reader in readers {
+        let output = reader.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "reader failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            format!("hits {}", COUNT * ROUNDS)
+        );
+    }
+    let reads_file = root.path().join("reads").join("reads");
+    assert!(reads_file.exists(), "the readers left their reads");
+
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    let cache = open(&coordinator);
+    let seen = |cache: &cache_core::Cache| {
+        (
+            cache
+                .get_metadata(&worker_key("w", 7))
+                .unwrap()
+                .unwrap()
+                .access_count,
+            cache.get_stats().unwrap().lifetime.hits,
+        )
+    };
+    let expected = ((READERS * ROUNDS) as u64, (READERS * COUNT * ROUNDS) as u64);
+    assert_eq!(
+        seen(&cache),
+        expected,
+        "seen before any writer folds them in"
+    );
+    cache.set(b"fold", b"now", None).unwrap();
+    cache.flush().unwrap();
+    assert!(!reads_file.exists(), "folded in by the commit");
+    assert_eq!(seen(&cache), expected, "counted once");
+    drop(cache);
+    coordinator.reset().unwrap();
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    assert_eq!(seen(&open(&coordinator)), expected, "persisted");
+}

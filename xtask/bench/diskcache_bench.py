@@ -37,7 +37,8 @@ def key(i):
 
 
 def miss_key(i):
-    return "miss-%06d" % i
+    """Sorts right after key(i): misses spread through the stored keys, as in compare.rs."""
+    return "key-%06d~" % i
 
 
 def value(i):
@@ -53,9 +54,18 @@ def xorshift64(state):
         yield state
 
 
-def random_keys(n, count):
+def shuffled(n):
+    """0..n in the fixed shuffled order (Fisher-Yates over xorshift64), as in compare.rs."""
     generator = xorshift64(SEED)
-    return [key(next(generator) % n) for _ in range(count)]
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = next(generator) % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def random_keys(n, count):
+    return [key(i) for i in shuffled(n)[:count]]
 
 
 def blob():
@@ -135,8 +145,12 @@ def small_values(n, results):
             cache.set(k, values[i % 26])
         results.add("set_100b", n, time.perf_counter() - started)
 
-        hit_keys = random_keys(n, n)
-        miss_keys = [miss_key(i) for i in range(n)]
+        # Closed and opened again: the gets read the file, as in compare.rs.
+        cache.close()
+        cache = open_cache(directory)
+        order = shuffled(n)
+        hit_keys = [key(i) for i in order]
+        miss_keys = [miss_key(i) for i in order]
         get = cache.get
         started = time.perf_counter()
         hits = 0

@@ -44,6 +44,8 @@ const WORKLOADS: [&str; 7] = [
 struct Options {
     n: u64,
     repetitions: u64,
+    /// `--page-cache-mib`, passed on to the Rust columns.
+    page_cache_mib: Option<u64>,
     /// The command as typed, for the report.
     command_line: String,
 }
@@ -65,6 +67,7 @@ impl Options {
         Options {
             n: args.n.unwrap_or(default_n),
             repetitions: args.reps.unwrap_or(default_repetitions),
+            page_cache_mib: args.page_cache_mib,
             command_line,
         }
     }
@@ -93,6 +96,9 @@ pub(crate) fn run(args: BenchArgs, typed: &[String]) -> anyhow::Result<()> {
     let mut rust = Command::new(&cargo);
     rust.args(["bench", "-p", "cache-core", "--bench", "compare", "--"])
         .args(["--n", &n, "--reps", &repetitions]);
+    if let Some(mib) = options.page_cache_mib {
+        rust.args(["--page-cache-mib", &mib.to_string()]);
+    }
     let rust_output = run_capturing(
         "compare",
         &mut rust,
@@ -403,12 +409,27 @@ impl Row<'_> {
         }
     }
 
-    /// Ours' time over raw redb's: the overhead of our layer; 1 is none.
+    /// Ours' time over raw redb's: the overhead of our layer; 1 is none. The median of the
+    /// per-repetition ratios when the run reports them, else the ratio of the medians.
     fn versus_redb(&self) -> Option<f64> {
+        self.versus("redb")
+    }
+
+    /// Ours' time over LMDB's (per-repetition ratios' median); 1 is as fast.
+    fn versus_lmdb(&self) -> Option<f64> {
+        self.versus("lmdb")
+    }
+
+    fn versus(&self, other: &str) -> Option<f64> {
+        if self.workload == "rss_cli" {
+            return None;
+        }
+        if let Some(ratio) = self.column(&format!("ours/{other}")) {
+            return Some(ratio.median_s);
+        }
         match self.workload {
-            "rss_cli" => None,
-            "multi_4proc" => Some(self.throughput("redb")? / self.throughput("ours")?),
-            _ => Some(self.seconds("ours")? / self.seconds("redb")?),
+            "multi_4proc" => Some(self.throughput(other)? / self.throughput("ours")?),
+            _ => Some(self.seconds("ours")? / self.seconds(other)?),
         }
     }
 
@@ -556,6 +577,31 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
     );
     let _ = writeln!(out, "- Date: {}", utc_now());
     let _ = writeln!(out, "- Machine: {}", machine_description());
+    if let Some(load) = records
+        .iter()
+        .find(|record| record.workload == "machine" && record.column == "loadavg")
+    {
+        let figure = |name: &str| {
+            load.extra
+                .get(name)
+                .map_or_else(|| "?".to_owned(), |value| format!("{value:.2}"))
+        };
+        let _ = writeln!(
+            out,
+            "- Load (`/proc/loadavg`, 1 min / 5 min): {} / {} before the Rust columns, {} / {} after",
+            figure("before_1m"),
+            figure("before_5m"),
+            figure("after_1m"),
+            figure("after_5m")
+        );
+        if let Some(bytes) = load.extra.get("page_cache_bytes") {
+            let _ = writeln!(
+                out,
+                "- redb page cache (ours and raw redb): {} MiB",
+                bytes / (1024.0 * 1024.0)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "- N = {} entries (100-byte values, keys `key-000000`...); medians of {} repetition{}{reps_note}",
@@ -577,21 +623,23 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| workload | ours | raw redb | diskcache | file copy | diskcache ÷ ours ¹ | ours ÷ raw redb ² | target | status |"
+        "| workload | ours | raw redb | LMDB | diskcache | file copy | diskcache ÷ ours ¹ | ours ÷ raw redb ² | ours ÷ LMDB ² | target | status |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         let (target, status) = row.target();
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} | {} | {} | {} | {target} | {} |",
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {target} | {} |",
             row.workload,
             row.cell("ours"),
             row.cell("redb"),
+            row.cell("lmdb"),
             row.cell("diskcache"),
             row.cell("file_copy"),
             format_ratio(row.versus_diskcache()),
             format_ratio(row.versus_redb()),
+            format_ratio(row.versus_lmdb()),
             status.text()
         );
     }
@@ -601,7 +649,7 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
         .position(|&workload| workload == "open_100k")
         .and_then(|index| rows.get(index))
         .map(|row| {
-            ["ours", "redb", "diskcache"]
+            ["ours", "redb", "lmdb", "diskcache"]
                 .iter()
                 .filter_map(|&column| {
                     row.extra(column, "wall_s")
@@ -615,20 +663,28 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
         "¹ How many times better ours is than diskcache: diskcache's time ÷ ours (for `multi_4proc` \
          ours' throughput ÷ diskcache's, for `rss_cli` diskcache's peak RSS ÷ ours). Above 1, ours is better."
             .to_owned(),
-        "² Our layer's overhead over redb used directly: ours' time ÷ raw redb's (for `multi_4proc` \
-         redb's throughput ÷ ours). 1 is no overhead."
+        "² Our layer's overhead over redb used directly (and our time against LMDB's): ours' time ÷ \
+         theirs, taken in each repetition (the columns run one after the other within it), then \
+         the median of those ratios (for `multi_4proc` the same as their throughput ÷ ours; for \
+         `blob_64m`, set + get; `blob_64m_set` and `blob_64m_get` in the raw results). 1 is no \
+         overhead."
             .to_owned(),
         "Columns: **ours** is `cache_core` through `Coordinator::get_shared_cache_instance(root, \"bench\", \
          CacheOptions::default())` and the `Cache` handle; **raw redb** is redb opened in `MultiWriter` mode \
          with the same page cache size, sets committed in batches of 1 000 per write transaction \
          (`Durability::Immediate`), gets through one held read transaction and table; **diskcache** is \
          python-diskcache with its defaults (SQLite in WAL mode, `synchronous=NORMAL`: a set is visible \
-         to other processes and survives a process crash when it returns, but is not fsynced per set)."
+         to other processes and survives a process crash when it returns, but is not fsynced per set); \
+         **LMDB** is LMDB through `heed` 0.11 (the last release whose `Env` opens without `unsafe`, \
+         which the workspace forbids), default flags (each commit synced), sets in batches of 1 000 \
+         per write transaction, gets through one held read transaction."
             .to_owned(),
         "`set_100b`: N sets of 100-byte values until durable and visible to other processes (ours: \
-         `set` each, then `flush()`). `get_hit`: N gets of existing keys in a fixed xorshift64 random \
-         order, the same in every column. `get_miss`: N gets of absent keys (`miss-000000`...). \
-         Cells show time per operation and operations per second."
+         `set` each, then `flush()`). Then the store is closed and opened again. `get_hit`: N gets, \
+         every stored key once, in one shuffled order (Fisher-Yates over xorshift64), the same in \
+         every column. `get_miss`: N gets of absent keys that sort right after each stored key \
+         (`key-000123~`), spread through the key space, in the same order. Cells show time per \
+         operation and operations per second."
             .to_owned(),
         format!(
             "`open_100k`: a fresh process opens the tag holding N entries and reads one key; the time is \

@@ -87,6 +87,10 @@ pub(crate) struct BenchArgs {
     /// Repetitions of every workload (default 5).
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) reps: Option<u64>,
+    /// redb's page cache of ours and raw redb, in MiB (default: the cache's default), to choose
+    /// that default by measurement.
+    #[arg(long = "page-cache-mib", value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) page_cache_mib: Option<u64>,
 }
 
 /// What the command line asked of `fuzz`.
@@ -159,13 +163,17 @@ mod tests {
 
     #[test]
     fn bench_and_fuzz_options() {
-        match parse("bench --quick --n 1000 --reps 3").unwrap().task {
+        match parse("bench --quick --n 1000 --reps 3 --page-cache-mib 64")
+            .unwrap()
+            .task
+        {
             Some(Task::Bench(args)) => assert_eq!(
                 args,
                 BenchArgs {
                     quick: true,
                     n: Some(1000),
                     reps: Some(3),
+                    page_cache_mib: Some(64),
                 }
             ),
             other => panic!("not bench: {other:?}"),

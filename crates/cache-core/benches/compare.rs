@@ -11,7 +11,23 @@
 //! - `redb`: redb used directly, `MultiWriter` mode, the same page cache size as ours, sets
 //!   committed in batches of 1 000 per write transaction, gets through one held snapshot: the
 //!   floor of our overhead.
+//! - `lmdb`: LMDB through `heed` (0.11: its `Env` opens without `unsafe`, which the workspace
+//!   forbids; later versions made the open `unsafe`), the field's reference for multi-process
+//!   embedded reads: sets committed in batches of 1 000 per write transaction (LMDB syncs each
+//!   commit), gets through one held read transaction.
 //! - `file_copy`: `std::fs::copy` of a 64 MiB file, the reference for `blob_64m`.
+//!
+//! Method: every column writes its N keys, then its store is closed and opened again before the
+//! gets (no column reads from a cache its writes warmed); the gets visit every key once, in one
+//! shuffled order (Fisher-Yates over xorshift64, the same in Python); the misses are keys that
+//! sort right after each stored key (`key-000123~`), spread through the key space, in the same
+//! shuffled order. Within each repetition the columns take turns workload group by workload
+//! group; for each workload the ratios ours/redb and ours/lmdb are taken per repetition, and
+//! their medians reported (`"column":"ratio"` lines). The machine's load (`/proc/loadavg`) is
+//! reported before and after the run (`"workload":"machine"`), with redb's page cache size.
+//! `--page-cache-mib M` sets redb's page cache of ours and raw redb (default: the cache's
+//! default), for choosing that default by measurement: compare `get_hit` at `--n 1000000`, and
+//! `rss_cli`'s peak RSS, across sizes.
 //!
 //! The same workloads for python-diskcache live in `xtask/bench/diskcache_bench.py`, with the
 //! same key names, value bytes and random order; keep the two in step.
@@ -60,9 +76,10 @@ fn key(i: u64) -> Vec<u8> {
     format!("key-{i:06}").into_bytes()
 }
 
-/// Key `i` of the absent set, never written: `miss-000123`.
+/// Key `i` of the absent set, never written: `key-000123~`, which sorts right after `key-000123`,
+/// so that misses are spread through the stored keys rather than past the last one.
 fn miss_key(i: u64) -> Vec<u8> {
-    format!("miss-{i:06}").into_bytes()
+    format!("key-{i:06}~").into_bytes()
 }
 
 /// The 100-byte value stored under key `i`: lower-case letters starting at `i mod 26`.
@@ -86,10 +103,24 @@ impl XorShift64 {
     }
 }
 
-/// `count` keys of `0..n` in the fixed random order.
-fn random_keys(n: u64, count: u64) -> Vec<Vec<u8>> {
+/// `0..n` in the fixed shuffled order (Fisher-Yates over xorshift64): each index once.
+fn shuffled(n: u64) -> Vec<u64> {
     let mut generator = XorShift64(SEED);
-    (0..count).map(|_| key(generator.next() % n)).collect()
+    let mut order: Vec<u64> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        let j = (generator.next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// The first `count` keys of `0..n` in the fixed shuffled order, without repetition.
+fn random_keys(n: u64, count: u64) -> Vec<Vec<u8>> {
+    shuffled(n)
+        .into_iter()
+        .take(count as usize)
+        .map(key)
+        .collect()
 }
 
 /// Incompressible bytes for the blob, so that no layer can shortcut it.
@@ -102,6 +133,22 @@ fn blob() -> Vec<u8> {
     bytes.truncate(BLOB_BYTES);
     bytes
 }
+
+/// Passes `--page-cache-mib` on to the child processes.
+const PAGE_CACHE_VARIABLE: &str = "COMPARE_PAGE_CACHE_BYTES";
+
+/// redb's page cache for ours and raw redb: `--page-cache-mib` (children get it through
+/// [`PAGE_CACHE_VARIABLE`]), else the cache's default. LMDB has none of its own (the OS's).
+fn page_cache_bytes() -> usize {
+    std::env::var(PAGE_CACHE_VARIABLE)
+        .ok()
+        .and_then(|bytes| bytes.parse().ok())
+        .or_else(|| PAGE_CACHE_BYTES.get().copied())
+        .unwrap_or(CacheOptions::default().page_cache_bytes)
+}
+
+/// `--page-cache-mib` of the parent, in bytes.
+static PAGE_CACHE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 /// Adds what was being done to an error.
 trait Context<T> {
@@ -173,7 +220,14 @@ impl Column for Ours {
         // benchmark into a measurement of the disabled cache.
         let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         let cache = coordinator
-            .get_shared_cache_instance(dir, TAG, CacheOptions::default())
+            .get_shared_cache_instance(
+                dir,
+                TAG,
+                CacheOptions {
+                    page_cache_bytes: page_cache_bytes(),
+                    ..CacheOptions::default()
+                },
+            )
             .context(|| format!("opening tag {TAG} under {}", dir.display()))?;
         if !cache.is_enabled() {
             return Err("the cache opened disabled".into());
@@ -247,7 +301,7 @@ impl Column for RawRedb {
         // The same page cache as ours, so that the column measures our code, not a bigger cache.
         let database = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(CacheOptions::default().page_cache_bytes)
+            .set_cache_size(page_cache_bytes())
             .create(&path)
             .context(|| format!("opening {}", path.display()))?;
         Ok(RawRedb { database })
@@ -302,6 +356,92 @@ impl Reader for HeldSnapshot {
     }
 }
 
+/// LMDB through heed: the field's reference for multi-process embedded reads.
+struct Lmdb {
+    env: heed::Env,
+    database: heed::Database<heed::types::ByteSlice, heed::types::ByteSlice>,
+}
+
+/// The LMDB column's directory inside a workload's directory.
+const LMDB_DIR_NAME: &str = "lmdb";
+/// LMDB's map (the most the file may grow to; sparse until used).
+const LMDB_MAP_BYTES: usize = 16 << 30;
+
+/// LMDB's reader: one read transaction, opened once and held for the whole run.
+struct LmdbReader<'a> {
+    txn: heed::RoTxn<'a>,
+    database: heed::Database<heed::types::ByteSlice, heed::types::ByteSlice>,
+}
+
+impl Column for Lmdb {
+    const NAME: &'static str = "lmdb";
+    type Reader<'a> = LmdbReader<'a>;
+
+    fn prepare(dir: &Path) -> BenchResult<()> {
+        std::fs::create_dir_all(dir.join(LMDB_DIR_NAME))?;
+        Lmdb::open(dir)?.close()
+    }
+
+    fn open(dir: &Path) -> BenchResult<Self> {
+        let path = dir.join(LMDB_DIR_NAME);
+        let env = heed::EnvOpenOptions::new()
+            .map_size(LMDB_MAP_BYTES)
+            .open(&path)
+            .context(|| format!("opening LMDB in {}", path.display()))?;
+        let database = env
+            .create_database(None)
+            .context(|| "opening LMDB's database".to_owned())?;
+        Ok(Lmdb { env, database })
+    }
+
+    fn write_keys(&self, start: u64, count: u64) -> BenchResult<()> {
+        let end = start + count;
+        let mut batch_start = start;
+        while batch_start < end {
+            let batch_end = (batch_start + REDB_BATCH).min(end);
+            let mut txn = self.env.write_txn()?;
+            for i in batch_start..batch_end {
+                self.database.put(&mut txn, &key(i), &value(i))?;
+            }
+            txn.commit()?;
+            batch_start = batch_end;
+        }
+        Ok(())
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> BenchResult<()> {
+        let mut txn = self.env.write_txn()?;
+        self.database.put(&mut txn, key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn reader(&self) -> BenchResult<LmdbReader<'_>> {
+        Ok(LmdbReader {
+            txn: self.env.read_txn()?,
+            database: self.database,
+        })
+    }
+
+    fn count(&self) -> BenchResult<u64> {
+        let txn = self.env.read_txn()?;
+        Ok(self.database.len(&txn)?)
+    }
+
+    fn close(self) -> BenchResult<()> {
+        self.env.force_sync()?;
+        drop(self.env.prepare_for_closing());
+        Ok(())
+    }
+}
+
+impl Reader for LmdbReader<'_> {
+    fn get(&mut self, key: &[u8]) -> BenchResult<Option<Vec<u8>>> {
+        // Copied out, as ours must return an owned value.
+        Ok(self.database.get(&self.txn, key)?.map(<[u8]>::to_vec))
+    }
+}
+
 /// How the repetitions of an extra value are summarised.
 #[derive(Clone, Copy)]
 enum Summary {
@@ -339,7 +479,12 @@ impl Sample {
 #[derive(Default)]
 struct Results {
     samples: BTreeMap<(&'static str, &'static str), (u64, Vec<Sample>)>,
+    /// Per repetition: ours' time over another column's, by (workload, other column).
+    ratios: BTreeMap<(String, &'static str), Vec<f64>>,
 }
+
+/// The columns ours is compared with, repetition by repetition.
+const COMPARED: [&str; 2] = ["redb", "lmdb"];
 
 impl Results {
     fn add(&mut self, workload: &'static str, column: &'static str, ops: u64, sample: Sample) {
@@ -352,6 +497,71 @@ impl Results {
             .or_insert_with(|| (ops, Vec::new()))
             .1
             .push(sample);
+    }
+
+    /// Takes the ratios of the repetition that just ended: for each workload, ours' time over
+    /// each compared column's (and, for `blob_64m`, of its set and its get apart).
+    fn end_repetition(&mut self) {
+        let mut taken = Vec::new();
+        for ((workload, column), (_, samples)) in &self.samples {
+            if *column != "ours" {
+                continue;
+            }
+            let Some(ours) = samples.last() else { continue };
+            for other in COMPARED {
+                let Some((_, theirs)) = self.samples.get(&(*workload, other)) else {
+                    continue;
+                };
+                let Some(theirs) = theirs.last() else {
+                    continue;
+                };
+                if theirs.seconds > 0.0 {
+                    taken.push((workload.to_string(), other, ours.seconds / theirs.seconds));
+                }
+                for part in ["set_s", "get_s"] {
+                    let find = |sample: &Sample| {
+                        sample
+                            .extra
+                            .iter()
+                            .find(|(name, _, _)| *name == part)
+                            .map(|(_, value, _)| *value)
+                    };
+                    if let (Some(mine), Some(their)) = (find(ours), find(theirs))
+                        && their > 0.0
+                    {
+                        let name = format!("{workload}_{}", part.trim_end_matches("_s"));
+                        taken.push((name, other, mine / their));
+                    }
+                }
+            }
+        }
+        for (workload, other, ratio) in taken {
+            self.ratios
+                .entry((workload, other))
+                .or_default()
+                .push(ratio);
+        }
+    }
+
+    /// One JSON object per workload and compared column: the median of the per-repetition
+    /// ratios (in `median_s`, for the report's reader), each repetition's in `extra`.
+    fn ratio_lines(&self) -> Vec<String> {
+        self.ratios
+            .iter()
+            .map(|((workload, other), ratios)| {
+                let each: Vec<String> = ratios
+                    .iter()
+                    .enumerate()
+                    .map(|(index, ratio)| format!("\"rep{}\":{}", index + 1, json_number(*ratio)))
+                    .collect();
+                format!(
+                    "{{\"workload\":\"{workload}\",\"column\":\"ours/{other}\",\"median_s\":{},\"ops\":1,\"reps\":{},\"extra\":{{{}}}}}",
+                    json_number(median(ratios.clone())),
+                    ratios.len(),
+                    each.join(",")
+                )
+            })
+            .collect()
     }
 
     /// One JSON object per (workload, column): medians, and maxima where asked.
@@ -464,6 +674,14 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
             "--bench" => {}
             "--n" => config.n = parse(words.next().ok_or("--n needs a value")?)?,
             "--reps" => config.repetitions = parse(words.next().ok_or("--reps needs a value")?)?,
+            "--page-cache-mib" => {
+                let mib = parse(words.next().ok_or("--page-cache-mib needs a value")?)?;
+                let bytes =
+                    usize::try_from(mib << 20).context(|| "the page cache size".to_owned())?;
+                PAGE_CACHE_BYTES
+                    .set(bytes)
+                    .map_err(|_| "--page-cache-mib given twice")?;
+            }
             "--only" => {
                 let group = *words.next().ok_or("--only needs small, multi or large")?;
                 if !["small", "multi", "large"].contains(&group) {
@@ -482,8 +700,9 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
 
 fn run_parent(config: &RunConfig) -> BenchResult<()> {
     let mut results = Results::default();
+    let load_before = load_average();
     // Columns take turns within each repetition, so that a noisy spell of the machine hits all
-    // of them rather than one.
+    // of them rather than one; ratios are taken per repetition.
     for repetition in 1..=config.repetitions {
         eprintln!(
             "compare: repetition {repetition}/{} (n = {})",
@@ -493,22 +712,54 @@ fn run_parent(config: &RunConfig) -> BenchResult<()> {
         if runs("small") {
             small_values::<Ours>(config.n, &mut results)?;
             small_values::<RawRedb>(config.n, &mut results)?;
+            small_values::<Lmdb>(config.n, &mut results)?;
         }
         if runs("multi") {
             multi_process::<Ours>(config.n, &mut results)?;
             multi_process::<RawRedb>(config.n, &mut results)?;
+            multi_process::<Lmdb>(config.n, &mut results)?;
         }
         if runs("large") {
             large_value::<Ours>(&mut results)?;
             large_value::<RawRedb>(&mut results)?;
+            large_value::<Lmdb>(&mut results)?;
             file_copy(&mut results)?;
         }
+        results.end_repetition();
     }
+    let load_after = load_average();
     let mut stdout = std::io::stdout().lock();
-    for line in results.json_lines() {
+    for line in results
+        .json_lines()
+        .into_iter()
+        .chain(results.ratio_lines())
+    {
         writeln!(stdout, "{line}")?;
     }
+    let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+    writeln!(
+        stdout,
+        "{{\"workload\":\"machine\",\"column\":\"loadavg\",\"median_s\":{},\"ops\":1,\"reps\":1,\"extra\":{{\"before_1m\":{},\"before_5m\":{},\"after_1m\":{},\"after_5m\":{},\"nproc\":{nproc},\"page_cache_bytes\":{}}}}}",
+        json_number(load_before.0.max(load_after.0)),
+        json_number(load_before.0),
+        json_number(load_before.1),
+        json_number(load_after.0),
+        json_number(load_after.1),
+        page_cache_bytes(),
+    )?;
     Ok(())
+}
+
+/// The 1- and 5-minute load averages of `/proc/loadavg` (NaN where it cannot be read).
+fn load_average() -> (f64, f64) {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(f64::NAN));
+    let one = fields.next().unwrap_or(f64::NAN);
+    let five = fields.next().unwrap_or(f64::NAN);
+    eprintln!("compare: load average {one} (1 min), {five} (5 min)");
+    (one, five)
 }
 
 /// `set_100b`, `get_hit`, `get_miss` on one store in this process, then `open_100k` and (ours
@@ -522,8 +773,12 @@ fn small_values<C: Column>(n: u64, results: &mut Results) -> BenchResult<()> {
     store.write_keys(0, n)?;
     results.add("set_100b", C::NAME, n, Sample::new(seconds_since(started)));
 
-    let hits_keys = random_keys(n, n);
-    let misses_keys: Vec<Vec<u8>> = (0..n).map(miss_key).collect();
+    // Closed and opened again: the gets read the file, not what the writes left in memory.
+    store.close()?;
+    let store = C::open(dir.path())?;
+    let order = shuffled(n);
+    let hits_keys: Vec<Vec<u8>> = order.iter().copied().map(key).collect();
+    let misses_keys: Vec<Vec<u8>> = order.iter().copied().map(miss_key).collect();
     let mut reader = store.reader()?;
     let started = Instant::now();
     let mut hits = 0u64;
@@ -700,6 +955,7 @@ fn spawn_child(arguments: &[&str]) -> BenchResult<Child> {
     let program: PathBuf = std::env::current_exe()?;
     Command::new(program)
         .args(arguments)
+        .env(PAGE_CACHE_VARIABLE, page_cache_bytes().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -739,6 +995,7 @@ fn with_column(column: &str, dir: &Path, body: impl ChildBody) -> BenchResult<()
     match column {
         Ours::NAME => body.run::<Ours>(dir),
         RawRedb::NAME => body.run::<RawRedb>(dir),
+        Lmdb::NAME => body.run::<Lmdb>(dir),
         other => Err(format!("unknown column {other:?}").into()),
     }
 }

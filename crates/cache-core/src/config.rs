@@ -120,6 +120,12 @@ impl Clock for ManualClock {
 /// One shared system clock, so that default options compare equal (clocks compare by identity).
 static SYSTEM_CLOCK: LazyLock<Arc<dyn Clock>> = LazyLock::new(|| Arc::new(SystemClock));
 
+/// Whether `clock` is the shared system clock of the default options: then the store may derive
+/// the wall time from the monotonic clock it reads anyway (`store::RedbCache::now_ms_at`).
+pub(crate) fn is_system_clock(clock: &Arc<dyn Clock>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(clock), Arc::as_ptr(&SYSTEM_CLOCK))
+}
+
 /// Settings of one cache instance. Build with `CacheOptions::default()` and struct update syntax.
 ///
 /// Asking the coordinator again for a registered `(root, tag)` with options that differ in any

@@ -381,6 +381,39 @@ impl Dir {
         Ok(Some(File::from(fd)))
     }
 
+    /// Opens the regular file `name` for appending, creating it (mode 0600) if it is not there;
+    /// a symlink or anything but a regular file under the name is refused, never written
+    /// through. Each `write` of the returned file lands at the end of the file, whole, even
+    /// with other processes appending at the same time (`O_APPEND`).
+    pub(crate) fn open_append(&self, name: impl AsRef<OsStr>) -> Result<File> {
+        let name = component(&self.path, name.as_ref())?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY
+                | OFlags::APPEND
+                | OFlags::CREATE
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC,
+            Mode::from_raw_mode(PRIVATE_FILE_MODE),
+        )
+        .map_err(|errno| CacheError::io("opening for append", self.join(name), io_error(errno)))?;
+        let stat = rustix::fs::fstat(&fd)
+            .map_err(|errno| CacheError::io("reading", self.join(name), io_error(errno)))?;
+        if Kind::of(&stat) != Kind::File {
+            return Err(CacheError::UnsafePath {
+                path: self.join(name),
+                reason: "not a regular file; refusing to write to it".to_owned(),
+            });
+        }
+        rustix::fs::fcntl_setfl(&fd, OFlags::APPEND).map_err(|errno| {
+            CacheError::io("opening for append", self.join(name), io_error(errno))
+        })?;
+        Ok(File::from(fd))
+    }
+
     /// Every entry of the directory (but `.` and `..`), each seen without following it. An entry
     /// removed while the listing runs is left out.
     pub(crate) fn entries(&self) -> Result<Vec<Entry>> {

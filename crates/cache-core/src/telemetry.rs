@@ -5,7 +5,8 @@
 //! - `glovebox_cache_operations_total{tag, operation, result}`: every operation, `result` `ok`
 //!   or `error`;
 //! - `glovebox_cache_operation_duration_seconds{tag, operation}`: a histogram of operation
-//!   times (every operation the store times; the same times its `operation_time_ns` adds up);
+//!   times (every operation the store times: reads time one in 16 of themselves, other
+//!   operations all; the same samples its `operation_time_ns` counts);
 //! - `glovebox_cache_requests_total{tag, result}`: reads, `result` `hit` or `miss`;
 //! - `glovebox_cache_errors_total{tag, operation}`.
 //!

@@ -106,6 +106,7 @@ fn run() -> anyhow::Result<()> {
         Some((command, [path])) if command == "hold-write-lock" => hold_write_lock(path),
         Some((command, [path])) if command == "hold-mid-commit" => hold_mid_commit(path),
         Some((command, rest)) if command == "open-and-read" => open_and_read(rest),
+        Some((command, rest)) if command == "only-read" => only_read(rest),
         Some((command, rest)) if command == "crash-writer" => crash_writer(rest),
         Some((command, rest)) if command == "load" => load(rest),
         Some((command, rest)) if command == "fill" => fill(rest),
@@ -121,7 +122,7 @@ fn run() -> anyhow::Result<()> {
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
              hold-write-lock DATABASE_FILE | hold-mid-commit DATABASE_FILE | \
-             open-and-read ROOT TAG TIMEOUT_MS [wait] | \
+             open-and-read ROOT TAG TIMEOUT_MS [wait] | only-read ROOT TAG WRITER COUNT ROUNDS | \
              crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
              fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG | \
@@ -452,6 +453,35 @@ fn open_and_read(args: &[String]) -> anyhow::Result<()> {
         Ok(()) => report(format_args!("close ok")),
         Err(err) => report(format_args!("close error {}", kind_and_message(&err))),
     }
+}
+
+/// `only-read`: opens the tag, reads entries `0..COUNT` of `WRITER` `ROUNDS` times, checking each
+/// value, and closes normally, writing nothing itself; reports `hits N`.
+fn only_read(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, writer, count, rounds] = args else {
+        bail!("usage: cache-worker only-read ROOT TAG WRITER COUNT ROUNDS");
+    };
+    let count: usize = count.parse().context("while parsing COUNT")?;
+    let rounds: usize = rounds.parse().context("while parsing ROUNDS")?;
+    let coordinator = Coordinator::new();
+    let cache = coordinator
+        .get_shared_cache_instance(&PathBuf::from(root), tag.as_str(), CacheOptions::default())
+        .context("while opening the tag")?;
+    let mut hits = 0;
+    for _ in 0..rounds {
+        for index in 0..count {
+            let read = cache
+                .get(&worker_key(writer, index))
+                .context("while reading")?;
+            if read != Some(worker_value(writer, index)) {
+                bail!("entry {index} of {writer} read back as {read:?}");
+            }
+            hits += 1;
+        }
+    }
+    drop(cache);
+    coordinator.reset().context("while closing")?;
+    report(format_args!("hits {hits}"))
 }
 
 /// Prints one line and pushes it down the pipe at once: the test may kill us right after.

@@ -16,7 +16,7 @@ impl RedbCache {
         format: ValueFormat,
         any: AnyFormat,
     ) -> Result<Option<Vec<u8>>> {
-        self.measure("get", |started| {
+        self.measure_read("get", |started| {
             self.check_key(key)?;
             let (found, now) = self.read_entry(
                 key,
@@ -153,7 +153,7 @@ impl RedbCache {
     }
 
     pub(crate) fn get_to_writer(&self, key: &[u8], sink: &mut dyn Write) -> Result<Option<u64>> {
-        self.measure("get", |started| {
+        self.measure_read("get", |started| {
             let sink = &mut CallerIo(sink);
             self.check_key(key)?;
             let (found, now) = self.read_entry(
@@ -169,7 +169,7 @@ impl RedbCache {
                     })?;
                     Ok(value.len() as u64)
                 },
-                |sink, blob| self.blob_files.copy_to(blob, sink),
+                |sink, blob| self.blob_files.copy_to(blob, sink, blobs::Trust::Known),
             )?;
             self.count_read(key, now, found.is_some());
             Ok(found)
@@ -232,9 +232,9 @@ impl RedbCache {
     }
 
     pub(crate) fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>> {
-        self.measure("get", |started| {
+        self.measure_read("get", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
+            let now = self.now_ms_at(started);
             let mut first = true;
             let directory = loop {
                 let found = self.lookup(key, started, |stored, _| {
@@ -295,12 +295,7 @@ impl RedbCache {
                     existed += 1;
                 }
             }
-            {
-                let mut access = lock(&self.access_pending);
-                for key in keys {
-                    access.remove(*key);
-                }
-            }
+            self.access.forget(keys.iter().copied());
             // Deleted even when this process did not see it: another process may have just
             // written it.
             self.buffer_writes(keys.iter().map(|key| (*key, None)), Origin::Local)?;
@@ -310,16 +305,16 @@ impl RedbCache {
     }
 
     pub(crate) fn exists(&self, key: &[u8]) -> Result<bool> {
-        self.measure("exists", |started| {
+        self.measure_read("exists", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
+            let now = self.now_ms_at(started);
             self.lookup(key, started, |stored, _| Ok(is_live(key, stored, now)))
         })
     }
 
     pub(crate) fn clear(&self) -> Result<()> {
         self.measure("clear", |_| {
-            lock(&self.access_pending).clear();
+            self.access.clear();
             self.write(|tables, _| {
                 // One by one, so that blobs and directories go with their entries.
                 tables.clear().or_db(self)?;
@@ -343,13 +338,13 @@ impl RedbCache {
     }
 
     pub(crate) fn get_metadata(&self, key: &[u8]) -> Result<Option<EntryMetadata>> {
-        self.measure("get_metadata", |started| {
+        self.measure_read("get_metadata", |started| {
             self.check_key(key)?;
-            let now = self.now_ms();
-            let pending = lock(&self.access_pending)
-                .get(key)
-                .copied()
-                .unwrap_or_default();
+            let now = self.now_ms_at(started);
+            let mut pending = self.access.peek(key);
+            if let Some(left) = self.reads_file.peek()?.access.get(key) {
+                merge_access(&mut pending, *left);
+            }
             self.lookup(key, started, |stored, snapshot| {
                 let Some((header, payload)) =
                     stored.and_then(|stored| EntryHeader::decode(key, stored).ok())
@@ -421,7 +416,10 @@ impl RedbCache {
                 max_entries: self.options.max_entries,
                 last_cleanup: usage.get(LAST_CLEANUP_MS).map(|ms| system_time(*ms)),
                 counters,
-                lifetime: self.persisted_lifetime()?.plus(&unpersisted),
+                lifetime: self
+                    .persisted_lifetime()?
+                    .plus(&unpersisted)
+                    .plus(&self.reads_file.peek()?.counters),
             })
         })
     }
@@ -514,13 +512,73 @@ impl RedbCache {
         })
     }
 
+    /// What `close` leaves behind: an instance that wrote (or has writes or damage found to
+    /// commit) commits, with the reads and counters; one that never wrote appends its reads
+    /// and counters to the reads file (`reads_file.rs`) instead, so that a process that only
+    /// read writes no commit.
+    fn flush_at_close(&self) -> Result<()> {
+        self.measure("flush", |_| {
+            let writer = lock(&self.write_lock);
+            // An instance that has written commits at close as it always did (folding in the
+            // reads file); only one that never wrote leaves its reads instead.
+            let must_commit = self.committer.is_started()
+                || self.commits.load(std::sync::atomic::Ordering::Relaxed) > 0
+                || {
+                    let buffer = lock(&self.buffer);
+                    !buffer.nothing_pending() || buffer.has_suspects()
+                };
+            if !must_commit && self.leave_reads(&writer) {
+                return Ok(());
+            }
+            if self.has_uncommitted() {
+                self.write_holding(&writer, |_, _| Ok(())).map(|_| ())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Appends this instance's unmerged reads and counters to the reads file; `false`, with
+    /// nothing taken, when it cannot (or the file is over its size), for the caller to commit
+    /// them instead.
+    fn leave_reads(&self, _writer: &MutexGuard<'_, ()>) -> bool {
+        let counters_now = self.counters.snapshot();
+        let batch = ReadsBatch {
+            counters: counters_now.minus(&lock(&self.persisted_counters)),
+            access: self.access.take(),
+        };
+        if batch.is_empty() {
+            return true;
+        }
+        let appended = self
+            .reads_file
+            .len()
+            .and_then(|len| {
+                if len < reads_file::MAX_READS_FILE_BYTES {
+                    self.reads_file.append(&batch).map(|()| true)
+                } else {
+                    Ok(false)
+                }
+            })
+            .unwrap_or_else(|err| {
+                tracing::debug!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not leave reads in the reads file; committing them");
+                false
+            });
+        if appended {
+            *lock(&self.persisted_counters) = counters_now;
+        } else {
+            self.access.restore(batch.access);
+        }
+        appended
+    }
+
     pub(crate) fn close(&self) -> Result<()> {
         {
             if lock(&self.buffer).close() {
                 return Ok(());
             }
         }
-        let flushed = self.flush();
+        let flushed = self.flush_at_close();
         self.committer.shut_down();
         // The snapshot's read transaction must end before the database closes.
         lock(&self.buffer).drop_snapshot();

@@ -6,13 +6,26 @@
 //! entry ever commits before its blob is durable. Reads verify the content against the name: a
 //! blob that does not match is never returned. Which entries use a blob is counted in the
 //! database (`blobs` table), not here: this module only moves bytes.
+//!
+//! A blob verified once is not hashed again while its file is unchanged: the instance remembers
+//! (in memory, at most [`MAX_KNOWN`] blobs) the identity of each file it verified (device,
+//! inode, size, modification and change times, from `fstat` of the open file before it was
+//! read). A later read whose open file has the same identity is served without hashing; any
+//! other is verified again. Writing a file in place changes its change time (`ctime`), which no
+//! one can set back; only a file whose times are older than [`SETTLE`] when it is verified is
+//! remembered, so that a write in the same tick of the file system's clock as the verification
+//! (which would leave the times equal) cannot go unseen. A first read in an instance (of a blob
+//! another process wrote, or this one) is always verified.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::codec::{BlobRef, hex};
 use crate::error::{CacheError, Result};
@@ -30,11 +43,64 @@ const TEMP: &str = "tmp";
 /// Distinguishes temp files of one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Blob files remembered as verified, per instance; past this many one is forgotten for each
+/// new one.
+pub(crate) const MAX_KNOWN: usize = 4096;
+
+/// Only a file whose modification and change times are at least this old when it is verified is
+/// remembered as verified.
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
+
+/// A file as `fstat` of the open file saw it: device, inode, size, modification time and change
+/// time (seconds, nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity([i64; 7]);
+
+impl Identity {
+    fn of(meta: &std::fs::Metadata) -> Identity {
+        Identity([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.size() as i64,
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ])
+    }
+
+    /// Whether both times are older than [`SETTLE`] at `now`.
+    fn is_settled(&self, now: SystemTime) -> bool {
+        let time = |seconds: i64, nanos: i64| {
+            UNIX_EPOCH
+                + Duration::new(
+                    u64::try_from(seconds).unwrap_or(0),
+                    u32::try_from(nanos).unwrap_or(0).min(999_999_999),
+                )
+        };
+        let newest = time(self.0[3], self.0[4]).max(time(self.0[5], self.0[6]));
+        now.duration_since(newest).is_ok_and(|age| age >= SETTLE)
+    }
+}
+
 /// The blob directory of one tag. Every path below it is reached through the open tag
 /// directory, never following a symlink (`fsys`).
 #[derive(Debug)]
 pub(crate) struct BlobFiles {
     tag: Arc<Dir>,
+    /// Blob files this instance verified, by hash: their identity then.
+    known: Mutex<HashMap<[u8; 32], Identity>>,
+    /// Blob contents hashed to verify them (for tests of what is skipped).
+    verifications: AtomicU64,
+}
+
+/// Whether a read may skip verifying a blob this instance verified before, its file unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// Yes: reads.
+    Known,
+    /// No: a commit judging damage a read reported hashes the file whatever it remembers.
+    Nothing,
 }
 
 /// A blob written to a temp file and fsynced, not yet in place. Dropped unpublished, the temp
@@ -92,7 +158,51 @@ fn blob_names(blob: &BlobRef) -> (String, String) {
 
 impl BlobFiles {
     pub(crate) fn new(tag: Arc<Dir>) -> Self {
-        BlobFiles { tag }
+        BlobFiles {
+            tag,
+            known: Mutex::new(HashMap::new()),
+            verifications: AtomicU64::new(0),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Identity>> {
+        // Inserts and removes only: nothing is left half-done by a panic.
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `blob`'s open file, of `identity`, is one this instance verified.
+    fn is_known(&self, blob: &BlobRef, identity: Identity, trust: Trust) -> bool {
+        trust == Trust::Known && self.known().get(&blob.hash) == Some(&identity)
+    }
+
+    /// Notes how verifying `blob`'s file, of `identity` before it was read, came out.
+    fn verified(&self, blob: &BlobRef, identity: Identity, intact: bool) {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let mut known = self.known();
+        if !intact || !identity.is_settled(SystemTime::now()) {
+            known.remove(&blob.hash);
+            return;
+        }
+        if known.len() >= MAX_KNOWN
+            && !known.contains_key(&blob.hash)
+            && let Some(evicted) = known.keys().next().copied()
+        {
+            known.remove(&evicted);
+        }
+        known.insert(blob.hash, identity);
+    }
+
+    /// How many blob contents this instance hashed to verify them.
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The identity of `blob`'s open file.
+    fn identity_of(&self, file: &File, blob: &BlobRef) -> Result<Identity> {
+        file.metadata()
+            .map(|meta| Identity::of(&meta))
+            .map_err(|source| CacheError::io("reading blob", self.path(blob), source))
     }
 
     /// Where the blob lives.
@@ -236,19 +346,30 @@ impl BlobFiles {
         fanout.open_file(blob_names(blob).1)
     }
 
-    /// The blob's content, verified.
+    /// The blob's content, verified (or known verified, its file unchanged).
     pub(crate) fn read(&self, blob: &BlobRef) -> Result<BlobRead<Vec<u8>>> {
         let Some(mut file) = self.open(blob)? else {
             return Ok(BlobRead::Missing);
         };
+        let identity = self.identity_of(&file, blob)?;
+        let known = self.is_known(blob, identity, Trust::Known);
         let mut bytes = Vec::with_capacity(usize::try_from(blob.len).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|source| CacheError::io("reading blob", self.path(blob), source))?;
-        if bytes.len() as u64 == blob.len && blake3::hash(&bytes).as_bytes() == &blob.hash {
-            Ok(BlobRead::Verified(bytes))
-        } else {
-            Ok(BlobRead::Corrupt)
+        if bytes.len() as u64 != blob.len {
+            self.verified(blob, identity, false);
+            return Ok(BlobRead::Corrupt);
         }
+        if known {
+            return Ok(BlobRead::Verified(bytes));
+        }
+        let intact = blake3::hash(&bytes).as_bytes() == &blob.hash;
+        self.verified(blob, identity, intact);
+        Ok(if intact {
+            BlobRead::Verified(bytes)
+        } else {
+            BlobRead::Corrupt
+        })
     }
 
     /// Whether the blob's file holds `blob`: its length, and (when `verify`) its hash. What
@@ -286,35 +407,52 @@ impl BlobFiles {
     }
 
     /// Writes the blob's content to `sink`, in pieces. The content is verified first, in a
-    /// reading pass of its own, so that `sink` never receives bytes that turn out to be wrong.
-    pub(crate) fn copy_to(&self, blob: &BlobRef, sink: &mut dyn Write) -> Result<BlobRead<u64>> {
+    /// reading pass of its own, so that `sink` never receives bytes that turn out to be wrong;
+    /// with `Trust::Known`, a file this instance verified before and unchanged since is not
+    /// read twice.
+    pub(crate) fn copy_to(
+        &self,
+        blob: &BlobRef,
+        sink: &mut dyn Write,
+        trust: Trust,
+    ) -> Result<BlobRead<u64>> {
         let Some(mut file) = self.open(blob)? else {
             return Ok(BlobRead::Missing);
         };
         let path = self.path(blob);
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        let mut len = 0u64;
+        let identity = self.identity_of(&file, blob)?;
         let read_error = |source| CacheError::io("reading blob", &path, source);
-        loop {
-            let read = read_some(&mut file, &mut buffer).map_err(read_error)?;
-            if read == 0 {
-                break;
+        if !self.is_known(blob, identity, trust) {
+            let mut hasher = blake3::Hasher::new();
+            let mut buffer = vec![0u8; CHUNK_BYTES];
+            let mut len = 0u64;
+            loop {
+                let read = read_some(&mut file, &mut buffer).map_err(read_error)?;
+                if read == 0 {
+                    break;
+                }
+                len += read as u64;
+                hasher.update(&buffer[..read]);
             }
-            len += read as u64;
-            hasher.update(&buffer[..read]);
+            let intact = len == blob.len && hasher.finalize().as_bytes() == &blob.hash;
+            self.verified(blob, identity, intact);
+            if !intact {
+                return Ok(BlobRead::Corrupt);
+            }
+            // The file cannot change under us in a way that matters: blobs are never rewritten
+            // in place, only renamed over (a new inode) or removed (the open handle still reads).
+            io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(read_error)?;
         }
-        if len != blob.len || hasher.finalize().as_bytes() != &blob.hash {
-            return Ok(BlobRead::Corrupt);
-        }
-        // The file cannot change under us in a way that matters: blobs are never rewritten in
-        // place, only renamed over (a new inode) or removed (the open handle still reads).
-        io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(read_error)?;
         let copied = io::copy(&mut file, sink).map_err(|source| CacheError::Io {
             operation: "writing blob to the caller's writer from",
             path: path.clone(),
             source,
         })?;
+        if copied != blob.len {
+            // Known, but shorter or longer now: changed since, whatever its identity says.
+            self.verified(blob, identity, false);
+            return Ok(BlobRead::Corrupt);
+        }
         Ok(BlobRead::Verified(copied))
     }
 
@@ -461,7 +599,7 @@ mod tests {
         );
         let mut sink = Vec::new();
         assert!(matches!(
-            blobs.copy_to(&blob, &mut sink).unwrap(),
+            blobs.copy_to(&blob, &mut sink, Trust::Known).unwrap(),
             BlobRead::Verified(7)
         ));
         assert_eq!(sink, b"content");
@@ -471,7 +609,7 @@ mod tests {
         assert!(matches!(blobs.read(&blob).unwrap(), BlobRead::Corrupt));
         let mut sink = Vec::new();
         assert!(matches!(
-            blobs.copy_to(&blob, &mut sink).unwrap(),
+            blobs.copy_to(&blob, &mut sink, Trust::Known).unwrap(),
             BlobRead::Corrupt
         ));
         assert!(sink.is_empty(), "nothing unverified reaches the writer");
@@ -479,5 +617,71 @@ mod tests {
         blobs.remove(&blob).unwrap();
         assert!(matches!(blobs.read(&blob).unwrap(), BlobRead::Missing));
         blobs.remove(&blob).unwrap();
+    }
+
+    /// Issue 15: every read hashed the whole blob (a 64 MiB get at 43 % of a plain read). A
+    /// blob verified once, its file unchanged, is not hashed again; a file written in place,
+    /// same size, modification time set back, is detected at the next read (its change time
+    /// moved), and never returned.
+    #[test]
+    fn a_verified_blob_is_not_hashed_again_until_its_file_changes_in_place() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobFiles::new(tag_dir(dir.path()));
+        let content = vec![7u8; 64 * 1024];
+        let staged = blobs.stage(&mut content.as_slice(), u64::MAX).unwrap();
+        let blob = staged.blob;
+        blobs.publish(staged).unwrap();
+        // Remembered once its times are older than SETTLE: wait for that event (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                matches!(blobs.read(&blob).unwrap(), BlobRead::Verified(bytes) if bytes == content)
+            );
+            if blobs.known().contains_key(&blob.hash) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never remembered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let hashed = blobs.verifications();
+        assert!(
+            matches!(blobs.read(&blob).unwrap(), BlobRead::Verified(bytes) if bytes == content)
+        );
+        let mut sink = Vec::new();
+        assert!(matches!(
+            blobs.copy_to(&blob, &mut sink, Trust::Known).unwrap(),
+            BlobRead::Verified(len) if len == content.len() as u64
+        ));
+        assert_eq!(sink, content);
+        assert_eq!(blobs.verifications(), hashed, "not hashed again");
+        assert!(matches!(
+            blobs
+                .copy_to(&blob, &mut std::io::sink(), Trust::Nothing)
+                .unwrap(),
+            BlobRead::Verified(_)
+        ));
+        assert_eq!(
+            blobs.verifications(),
+            hashed + 1,
+            "judging damage always hashes"
+        );
+
+        let path = blobs.path(&blob);
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(100)).unwrap();
+        file.write_all(b"tampered").unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+        assert_eq!(fs::metadata(&path).unwrap().len(), content.len() as u64);
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified);
+        assert!(matches!(blobs.read(&blob).unwrap(), BlobRead::Corrupt));
+        let mut sink = Vec::new();
+        assert!(matches!(
+            blobs.copy_to(&blob, &mut sink, Trust::Known).unwrap(),
+            BlobRead::Corrupt
+        ));
+        assert!(sink.is_empty(), "nothing unverified reaches the writer");
     }
 }

@@ -15,14 +15,6 @@
 
 use super::*;
 
-/// Pending access records are merged by the next commit. Past this many distinct keys a read
-/// asks the commit thread for a commit, so that a read-only process still persists them.
-pub(super) const ACCESS_PENDING_SOFT_LIMIT: usize = 50_000;
-
-/// Past this many, the reader commits them itself: memory stays bounded even if the commit
-/// thread cannot keep up.
-pub(super) const ACCESS_PENDING_HARD_LIMIT: usize = 200_000;
-
 /// Back-pressure on the number of buffered writes (bytes are bounded by `max_pending_bytes`).
 pub(super) const MAX_PENDING_WRITES: usize = 100_000;
 
@@ -244,7 +236,7 @@ impl RedbCache {
             !buffer.pending.is_empty() || !buffer.suspects.is_empty()
         };
         buffered
-            || !lock(&self.access_pending).is_empty()
+            || !self.access.is_empty()
             || !self
                 .counters
                 .snapshot()
@@ -277,8 +269,7 @@ impl RedbCache {
         if over {
             self.write(|_, _| Ok(()))
         } else {
-            self.committer.work_arrived();
-            Ok(())
+            self.wake_committer()
         }
     }
 
@@ -293,36 +284,32 @@ impl RedbCache {
         }
     }
 
+    /// Records a read of `key` for LRU and `get_metadata` (`access.rs`): no lock, no
+    /// allocation for a key read before, never a commit. When the log's table is full the
+    /// reader empties it into the log's bounded map, if no commit holds `write_lock` (a read
+    /// never waits for a commit).
     pub(super) fn record_access(&self, key: &[u8], now_ms: u64) {
-        let delta = AccessDelta {
-            last_ms: now_ms,
-            count: 1,
-        };
-        let pending_keys = {
-            let mut pending = lock(&self.access_pending);
-            match pending.get_mut(key) {
-                Some(existing) => merge_access(existing, delta),
-                None => {
-                    pending.insert(key.to_vec(), delta);
-                }
-            }
-            pending.len()
-        };
-        if pending_keys > ACCESS_PENDING_HARD_LIMIT {
-            if let Err(err) = self.write(|_, _| Ok(())) {
-                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not record access times; will retry");
-            }
-        } else if pending_keys > ACCESS_PENDING_SOFT_LIMIT {
-            self.committer.work_arrived();
+        if self.access.record(key, now_ms) == Recorded::Yes {
+            return;
         }
+        match self.write_lock.try_lock() {
+            Ok(writer) => self.spill_reads(&writer),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                self.spill_reads(&poisoned.into_inner());
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        self.access.record_after_full(key, now_ms);
+    }
+
+    /// Empties the access log's full table into its bounded map, under `write_lock`.
+    pub(super) fn spill_reads(&self, _writer: &MutexGuard<'_, ()>) {
+        self.access.take_into_spilled();
     }
 
     /// Reads of the values being replaced belong to them, not to the new ones.
     pub(super) fn forget_pending_reads<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
-        let mut access = lock(&self.access_pending);
-        for key in keys {
-            access.remove(key);
-        }
+        self.access.forget(keys);
     }
 
     /// Refuses a value of `len` bytes under `key` when it passes `inline_limit` or could not fit

@@ -65,6 +65,9 @@ pub(super) struct Commit {
     /// The counters as of its start, and what of them is not persisted yet.
     counters_now: Counters,
     counters_delta: Counters,
+    /// Counters other processes left in the reads file (`reads_file.rs`), folded in by this
+    /// commit; their access records are in `pending_access`.
+    folded_counters: Counters,
 }
 
 /// What one commit removed besides what it was asked to.
@@ -137,7 +140,7 @@ impl RedbCache {
             &commit.in_flight,
             &commit.pending_access,
             &commit.suspects,
-            commit.counters_delta,
+            commit.counters_delta.plus(&commit.folded_counters),
         );
         if let Err(err) = &result
             && self.reopen_if_latched(&open, err)
@@ -167,7 +170,18 @@ impl RedbCache {
     /// persisted). Called under `write_lock`, after the transaction has begun.
     fn take_commit(&self) -> Commit {
         let (in_flight, from_remote) = lock(&self.buffer).take_for_commit();
-        let pending_access = std::mem::take(&mut *lock(&self.access_pending));
+        let mut pending_access = self.access.take();
+        let folded = self.reads_file.take().unwrap_or_else(|err| {
+            tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not fold in the reads other processes left; the next commit tries again");
+            ReadsBatch::default()
+        });
+        for (key, delta) in folded.access {
+            merge_access(pending_access.entry(key).or_default(), delta);
+        }
+        let untracked = self.access.take_untracked();
+        if untracked > 0 {
+            tracing::debug!(tag = %self.tag, untracked, "reads not recorded for LRU and metadata: too many distinct keys read between two commits");
+        }
         let suspects = lock(&self.buffer).suspects_to_judge();
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
@@ -178,6 +192,7 @@ impl RedbCache {
             suspects,
             counters_now,
             counters_delta,
+            folded_counters: folded.counters,
         }
     }
 
@@ -185,18 +200,27 @@ impl RedbCache {
     /// counters it persisted (its own removals too; `after_commit` adds them to the live
     /// counters) are noted as persisted. Its files are released next, by `after_commit`.
     fn commit_landed(&self, commit: &Commit, aftermath: &Aftermath) {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut buffer = lock(&self.buffer);
         buffer.landed(&commit.suspects);
         *lock(&self.persisted_counters) = commit.counters_now.plus(&aftermath.removal_counters());
     }
 
-    /// The commit failed: its writes go back to the buffer (newer ones win) and its access
-    /// records back to the pending ones; nothing is released.
+    /// The commit failed: its writes go back to the buffer (newer ones win), its access
+    /// records (the folded ones too) to the access log, the counters it folded back to the
+    /// reads file; nothing is released.
     fn commit_failed(&self, commit: Commit) {
         lock(&self.buffer).restore_failed();
-        let mut access = lock(&self.access_pending);
-        for (key, delta) in commit.pending_access {
-            merge_access(access.entry(key).or_default(), delta);
+        self.access.restore(commit.pending_access);
+        if !commit.folded_counters.is_zero() {
+            let back = ReadsBatch {
+                counters: commit.folded_counters,
+                access: KeyMap::default(),
+            };
+            if let Err(err) = self.reads_file.append(&back) {
+                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not put back the counters of a failed commit; lost");
+            }
         }
     }
 
@@ -311,7 +335,8 @@ impl RedbCache {
             EntryKind::Inline => true,
             EntryKind::Blob => match BlobRef::decode(payload) {
                 Ok(blob) => !matches!(
-                    self.blob_files.copy_to(&blob, &mut std::io::sink())?,
+                    self.blob_files
+                        .copy_to(&blob, &mut std::io::sink(), blobs::Trust::Nothing)?,
                     BlobRead::Verified(_)
                 ),
                 Err(_) => true,
@@ -494,9 +519,11 @@ impl RedbCache {
         Ok(())
     }
 
-    /// Commits buffered writes and access records, if any; called by the commit thread.
+    /// Commits buffered writes, if any, with the access records and counters waiting; called
+    /// by the commit thread. Access records alone never make it commit: they wait for a write,
+    /// a `flush`, or the close (`reads_file.rs`).
     pub(super) fn commit_pending_in_background(&self) -> Result<()> {
-        let idle = lock(&self.buffer).nothing_pending() && lock(&self.access_pending).is_empty();
+        let idle = lock(&self.buffer).nothing_pending();
         if idle || self.is_closed() {
             return Ok(());
         }

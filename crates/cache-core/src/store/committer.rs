@@ -1,10 +1,13 @@
 //! The group-commit thread of one `RedbCache`: it waits until the oldest pending write is
-//! `commit_interval` old, then commits everything pending in one transaction.
+//! `commit_interval` old, then commits everything pending in one transaction. The thread is
+//! started by the first write that needs it (`start_once`): a process that only reads starts
+//! none.
 //!
 //! The thread knows nothing of the store: it runs a closure the store gives it, which holds
 //! only a `Weak` reference to its cache, so an unused cache is dropped (and flushes in its
 //! `Drop`) without waiting for the thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +42,8 @@ pub(crate) struct Committer {
     wake: Condvar,
     /// The thread, taken by the first [`Committer::shut_down`] that joins it.
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set once the thread has been started (or the committer shut down before it was).
+    started: AtomicBool,
 }
 
 impl Committer {
@@ -47,18 +52,34 @@ impl Committer {
         self.signal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts the thread that runs `commit` once the oldest pending write is `interval` old.
-    pub(crate) fn start(
+    /// Whether the thread has been started.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Starts the thread that runs `commit` once the oldest pending write is `interval` old,
+    /// unless it runs already or the committer was shut down. `commit` is made only then.
+    pub(crate) fn start_once(
         self: &Arc<Self>,
-        commit: CommitPending,
+        commit: impl FnOnce() -> CommitPending,
         interval: Duration,
-        name: String,
+        name: impl FnOnce() -> String,
     ) -> std::io::Result<()> {
+        if self.is_started() {
+            return Ok(());
+        }
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_started() || self.signal().shutdown {
+            return Ok(());
+        }
         let committer = Arc::clone(self);
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || committer.run(&commit, interval))?;
-        *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
+        let commit = commit();
+        *thread = Some(
+            std::thread::Builder::new()
+                .name(name())
+                .spawn(move || committer.run(&commit, interval))?,
+        );
+        self.started.store(true, Ordering::Release);
         Ok(())
     }
 

@@ -16,7 +16,8 @@
 //!
 //! - `handle.rs`: the database handle (latched-error reopen, panic quarantine, exclusive use).
 //! - `tables.rs`: the tables and `WriteTables`, the only code that changes entries.
-//! - `buffer.rs`: this process's uncommitted writes, suspects and access records.
+//! - `buffer.rs`: this process's uncommitted writes and suspects.
+//! - `access.rs`: this process's reads not yet merged (lock-free on a read).
 //! - `commit.rs`: the one write path, and the release of files after a commit.
 //! - `read.rs`: lookups through the buffer and the read snapshot; reads never change an entry.
 //! - `maintenance.rs`: recount, compaction, integrity, lifetime counters.
@@ -37,13 +38,15 @@
 //! 3. `database` (`RwLock`): read-locked only to clone the handle's `Arc`; write-locked to
 //!    replace or take the handle.
 //! 4. Leaves, under which no other lock is taken: `persisted_counters` (taken under `buffer`
-//!    when a commit lands), `access_pending`, `sweep_cursor`, `published_usage`, and the
+//!    when a commit lands), the access log's `spilled` map and slot keys (`access.rs`; a read
+//!    records its access holding no other lock), `sweep_cursor`, `published_usage`, and the
 //!    committer's signal.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -68,6 +71,7 @@ use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
 use dirs::DirFiles;
 
+mod access;
 mod api;
 pub(crate) mod backend;
 pub(crate) mod blobs;
@@ -81,15 +85,18 @@ mod leases;
 mod maintenance;
 mod publish;
 mod read;
+pub(crate) mod reads_file;
 mod tables;
 #[cfg(test)]
 mod tests;
 
+use access::{AccessLog, Recorded};
 use buffer::*;
 use handle::*;
 pub(crate) use handle::{FileRegistration, move_aside};
 pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;
+use reads_file::{ReadsBatch, ReadsFile};
 use tables::*;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,14 +156,23 @@ pub(crate) struct RedbCache {
     /// Uncommitted writes, the writes of the commit in progress, the read snapshot, suspects
     /// (`buffer.rs`).
     buffer: Mutex<WriteBuffer>,
-    /// Reads not yet recorded in the access table; merged by the next commit.
-    access_pending: Mutex<KeyMap<AccessDelta>>,
+    /// Reads not yet recorded in the access table; merged by the next commit (`access.rs`).
+    access: AccessLog,
     /// This instance's statistics since it opened.
     counters: AtomicCounters,
     /// The part of `counters` already added to the persisted lifetime counters.
     persisted_counters: Mutex<Counters>,
-    /// The group-commit thread's state (`committer.rs`).
+    /// The group-commit thread's state (`committer.rs`); the thread starts with the first
+    /// buffered write.
     committer: Arc<Committer>,
+    /// This instance, for the commit thread it starts (which holds it weakly).
+    me: Weak<RedbCache>,
+    /// `<root>/<tag>/reads`: reads and counters of processes that only read (`reads_file.rs`).
+    reads_file: ReadsFile,
+    /// Commits of this instance that landed.
+    commits: AtomicU64,
+    /// How reads derive the wall time from the monotonic clock.
+    wall: WallClock,
     /// The tag's blob files (`blobs.rs`).
     blob_files: BlobFiles,
     /// The tag's owned directories (`dirs.rs`).
@@ -185,8 +201,8 @@ impl std::fmt::Debug for RedbCache {
 
 impl RedbCache {
     /// Opens (creating if needed) the database of `tag` under `canonical_root`, which must come
-    /// from [`crate::prepare_root`], and starts its commit thread. A corrupt file is moved aside
-    /// and the tag starts empty.
+    /// from [`crate::prepare_root`]. A corrupt file is moved aside and the tag starts empty.
+    /// The commit thread starts with the first buffered write, not here.
     pub(crate) fn open(
         canonical_root: &Path,
         tag: Tag,
@@ -197,7 +213,11 @@ impl RedbCache {
         let registration = FileRegistration::register(&path)?;
         let database = open_or_quarantine(&path, &tag, &options)?;
         let tag_dir = Arc::new(tag_dir);
-        let cache = Arc::new(RedbCache {
+        let cache = Arc::new_cyclic(|me| RedbCache {
+            me: me.clone(),
+            reads_file: ReadsFile::new(Arc::clone(&tag_dir)),
+            commits: AtomicU64::new(0),
+            wall: WallClock::new(&options),
             blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
             dir_files: DirFiles::new(tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
@@ -213,30 +233,45 @@ impl RedbCache {
             }))),
             write_lock: Mutex::new(()),
             buffer: Mutex::new(WriteBuffer::default()),
-            access_pending: Mutex::new(KeyMap::default()),
+            access: AccessLog::default(),
             counters: AtomicCounters::default(),
             persisted_counters: Mutex::new(Counters::default()),
             committer: Arc::new(Committer::default()),
             options,
         });
+        cache.calibrate_wall();
         cache.ensure_tables()?;
-        let thread_name = format!("cache-commit-{}", cache.tag);
-        let weak = Arc::downgrade(&cache);
-        let commit = Box::new(move || match weak.upgrade() {
-            None => Tick::Gone,
-            Some(cache) => match cache.commit_pending_in_background() {
-                Ok(()) => Tick::Done,
-                Err(_) => Tick::Failed,
-            },
-        });
-        cache
-            .committer
-            .start(commit, cache.options.commit_interval, thread_name)
-            .map_err(|source| {
-                CacheError::io("starting the commit thread for", &cache.path, source)
-            })?;
         tracing::debug!(tag = %cache.tag, path = %cache.path.display(), "opened cache");
         Ok(cache)
+    }
+
+    /// Tells the commit thread a write waits, starting it first if this is the first. If it
+    /// cannot be started, commits at once in the caller's thread.
+    fn wake_committer(&self) -> Result<()> {
+        let started = self.committer.start_once(
+            || {
+                let weak = self.me.clone();
+                Box::new(move || match weak.upgrade() {
+                    None => Tick::Gone,
+                    Some(cache) => match cache.commit_pending_in_background() {
+                        Ok(()) => Tick::Done,
+                        Err(_) => Tick::Failed,
+                    },
+                })
+            },
+            self.options.commit_interval,
+            || format!("cache-commit-{}", self.tag),
+        );
+        match started {
+            Ok(()) => {
+                self.committer.work_arrived();
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(tag = %self.tag, error = %err, "could not start the commit thread; committing in the caller's thread");
+                self.write(|_, _| Ok(()))
+            }
+        }
     }
 
     /// `<root>/<tag>/`.
@@ -272,25 +307,130 @@ impl RedbCache {
 
     /// Runs one operation: counts it, times it, counts its failure, and logs failures.
     /// `run` gets the operation's start time, which reads reuse to judge the snapshot's age
-    /// instead of reading the clock again.
+    /// and, through [`RedbCache::now_ms_at`], the wall time, instead of reading a clock again.
+    ///
+    /// No tracing span: failures are logged with the operation and the tag, and a span per
+    /// call is a cost on every read for a trace level nobody runs by default.
+    /// `catching_panics` stays on every operation: each goes into redb, which panics on a
+    /// damaged page, and unwinding costs nothing until a panic happens.
     fn measure<T>(
         &self,
         operation: &'static str,
         run: impl FnOnce(Instant) -> Result<T>,
     ) -> Result<T> {
-        let _span = tracing::trace_span!("cache", operation, tag = %self.tag).entered();
+        self.measure_timed(operation, 1, run)
+    }
+
+    /// [`RedbCache::measure`] for reads: only one read in [`TIME_ONE_READ_IN`] reads the clock
+    /// a second time to time itself, and counts its time that many times over, so that
+    /// `operation_time_ns` stays an estimate of the time spent while a read reads the clock
+    /// once. The first read of an instance is timed.
+    fn measure_read<T>(
+        &self,
+        operation: &'static str,
+        run: impl FnOnce(Instant) -> Result<T>,
+    ) -> Result<T> {
+        self.measure_timed(operation, TIME_ONE_READ_IN, run)
+    }
+
+    fn measure_timed<T>(
+        &self,
+        operation: &'static str,
+        one_in: u64,
+        run: impl FnOnce(Instant) -> Result<T>,
+    ) -> Result<T> {
         let started = Instant::now();
+        let sequence = self
+            .counters
+            .operations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.catching_panics(operation, || run(started));
-        AtomicCounters::add(&self.counters.operations, 1);
-        let took = started.elapsed();
-        AtomicCounters::add(&self.counters.operation_time_ns, took.as_nanos() as u64);
-        self.telemetry
-            .operation(operation, result.is_ok(), Some(took));
+        let timed = sequence.is_multiple_of(one_in).then(|| started.elapsed());
+        if let Some(took) = timed {
+            AtomicCounters::add(
+                &self.counters.operation_time_ns,
+                (took.as_nanos() as u64).saturating_mul(one_in),
+            );
+        }
+        self.telemetry.operation(operation, result.is_ok(), timed);
         if let Err(err) = &result {
             AtomicCounters::add(&self.counters.errors, 1);
             tracing::debug!(operation, tag = %self.tag, error = %crate::error::ErrorChain(err), "cache operation failed; the error goes to the caller, which reports it");
         }
         result
+    }
+
+    /// The wall time (ms since the epoch) at `at`, an `Instant` the caller read already. With
+    /// the default system clock it is derived from `at` and the offset between the wall and
+    /// monotonic clocks taken at the last calibration (at open, at each new read snapshot, and
+    /// at least every [`CALIBRATE_EVERY_MS`]): no clock read. Another clock (a test's manual
+    /// one) is asked.
+    pub(crate) fn now_ms_at(&self, at: Instant) -> u64 {
+        if !self.wall.system {
+            return self.now_ms();
+        }
+        let monotonic = at.saturating_duration_since(self.wall.epoch).as_millis() as i64;
+        let calibrated = self
+            .wall
+            .calibrated_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if monotonic.saturating_sub(calibrated) > CALIBRATE_EVERY_MS {
+            return self.calibrate_wall();
+        }
+        let offset = self
+            .wall
+            .offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        u64::try_from(monotonic.saturating_add(offset)).unwrap_or(0)
+    }
+
+    /// Reads the wall clock and the monotonic one together, and keeps their offset; the wall
+    /// time now.
+    pub(crate) fn calibrate_wall(&self) -> u64 {
+        if !self.wall.system {
+            return self.now_ms();
+        }
+        let wall = self.now_ms();
+        let monotonic = self.wall.epoch.elapsed().as_millis() as i64;
+        let offset = i64::try_from(wall)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(monotonic);
+        self.wall
+            .offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        self.wall
+            .calibrated_at_ms
+            .store(monotonic, std::sync::atomic::Ordering::Relaxed);
+        wall
+    }
+}
+
+/// Reads time one in this many of themselves (`measure_read`).
+const TIME_ONE_READ_IN: u64 = 16;
+
+/// The wall clock is read again at least this often (ms) by reads that derive it.
+const CALIBRATE_EVERY_MS: i64 = 1000;
+
+/// How reads derive the wall time from the monotonic clock (`RedbCache::now_ms_at`).
+struct WallClock {
+    /// Whether the instance's clock is the system clock; otherwise it is always asked.
+    system: bool,
+    /// The monotonic origin of the two figures below.
+    epoch: Instant,
+    /// Wall ms minus monotonic ms (since `epoch`) at the last calibration.
+    offset_ms: std::sync::atomic::AtomicI64,
+    /// Monotonic ms (since `epoch`) of the last calibration.
+    calibrated_at_ms: std::sync::atomic::AtomicI64,
+}
+
+impl WallClock {
+    fn new(options: &CacheOptions) -> Self {
+        WallClock {
+            system: crate::config::is_system_clock(&options.clock),
+            epoch: Instant::now(),
+            offset_ms: std::sync::atomic::AtomicI64::new(0),
+            calibrated_at_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+        }
     }
 }
 

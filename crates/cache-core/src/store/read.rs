@@ -117,6 +117,7 @@ impl RedbCache {
             }
             Err(err) => return Err(err),
         };
+        self.calibrate_wall();
         let snapshot = Arc::new(Snapshot {
             taken: Instant::now(),
             entries: txn.open_table(ENTRIES).or_db(self)?,
@@ -200,7 +201,7 @@ impl RedbCache {
         mut value: impl FnMut(&mut S, Vec<u8>) -> Result<T>,
         mut blob: impl FnMut(&mut S, &BlobRef) -> Result<BlobRead<T>>,
     ) -> Result<(Option<T>, u64)> {
-        let now = self.now_ms();
+        let now = self.now_ms_at(started);
         let mut first = true;
         loop {
             let found = self.lookup(key, started, |stored, _| {

@@ -450,7 +450,14 @@ fn reset_lifetime_counters_zeroes_every_count_and_keeps_the_entries() {
     assert_eq!((before.hits, before.misses, before.sets), (1, 1, 1));
 
     cache.reset_lifetime_counters().unwrap();
-    assert_eq!(cache.get_stats().unwrap().lifetime, Counters::default());
+    // Every count is zero, except the `get_stats` call itself, which counts as it starts.
+    assert_eq!(
+        cache.get_stats().unwrap().lifetime,
+        Counters {
+            operations: 1,
+            ..Counters::default()
+        }
+    );
     // A count after the reset is persisted alone, and the entry is still there.
     assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
     cache.flush().unwrap();
@@ -466,4 +473,123 @@ fn reset_lifetime_counters_zeroes_every_count_and_keeps_the_entries() {
         (1, 0, 0)
     );
     reopened.close().unwrap();
+}
+
+/// Issue 15: past 50 000 distinct keys read, the commit thread committed access records on its
+/// own, durably, and threw the read snapshot away each time. What the thread runs must commit
+/// nothing when no write waits: the reads wait, in memory, for a write, a flush or the close.
+#[test]
+fn the_commit_thread_commits_no_access_records_alone_and_reads_keep_the_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        ..CacheOptions::default()
+    };
+    let cache = open_in(root.path(), options);
+    cache.set(b"k", b"v", None).unwrap();
+    cache.flush().unwrap();
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    let snapshot = Arc::clone(lock(&cache.buffer).snapshot().unwrap());
+    cache.commit_pending_in_background().unwrap();
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    let kept = lock(&cache.buffer)
+        .snapshot()
+        .is_some_and(|current| Arc::ptr_eq(current, &snapshot));
+    assert!(kept, "nothing was committed: the read snapshot stays");
+    let access_record = |cache: &RedbCache| {
+        let open = cache.open_database().unwrap();
+        let txn = open.database.begin_read().unwrap();
+        let access = txn.open_table(ACCESS).unwrap();
+        access
+            .get(b"k".as_slice())
+            .unwrap()
+            .map(|row| row.value().1)
+    };
+    assert_eq!(access_record(&cache), None, "no access record committed");
+    assert_eq!(cache.get_metadata(b"k").unwrap().unwrap().access_count, 2);
+    cache.flush().unwrap();
+    assert_eq!(access_record(&cache), Some(2), "a flush commits them");
+}
+
+/// Issue 15: a read-only `get` made 8 `fdatasync` calls and spawned a thread, because the
+/// commit thread started at open and the close committed one access record and the counters.
+/// Now: no thread until a write, no commit at close; the read still counts, through the reads
+/// file, for every later process, and the next writer folds it in once.
+#[test]
+fn open_get_close_commits_nothing_starts_no_thread_and_the_read_still_counts() {
+    let root = tempfile::tempdir().unwrap();
+    let writer = open_in(root.path(), CacheOptions::default());
+    writer.set(b"k", b"v", None).unwrap();
+    assert!(writer.committer.is_started(), "a write starts the thread");
+    writer.close().unwrap();
+    drop(writer);
+
+    let reader = open_in(root.path(), CacheOptions::default());
+    assert_eq!(reader.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(reader.get(b"absent").unwrap(), None);
+    reader.close().unwrap();
+    assert!(
+        !reader.committer.is_started(),
+        "no thread in a read-only process"
+    );
+    assert_eq!(
+        reader.commits.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no commit in a read-only process"
+    );
+    drop(reader);
+
+    let next = open_in(root.path(), CacheOptions::default());
+    let seen = |cache: &RedbCache| {
+        let meta = cache.get_metadata(b"k").unwrap().unwrap();
+        let lifetime = cache.get_stats().unwrap().lifetime;
+        (meta.access_count, lifetime.hits, lifetime.misses)
+    };
+    assert_eq!(seen(&next), (1, 1, 1), "left in the reads file");
+    next.set(b"other", b"w", None).unwrap();
+    next.flush().unwrap();
+    assert!(
+        !next.tag_dir().join(reads_file::READS_FILE_NAME).exists(),
+        "folded in by the commit"
+    );
+    assert_eq!(seen(&next), (1, 1, 1), "counted once");
+    next.close().unwrap();
+    drop(next);
+    let last = open_in(root.path(), CacheOptions::default());
+    assert_eq!(seen(&last), (1, 1, 1), "persisted");
+}
+
+/// Issue 15: a get read the clock three times (its start, the wall time, its end). It now
+/// derives the wall time from the instant it read at its start; what it derives must be the
+/// system's wall time (to the millisecond either way, for the rounding of both clocks).
+#[test]
+fn reads_derive_the_wall_time_from_the_instant_they_read_at_their_start() {
+    use crate::config::{Clock, SystemClock};
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    assert!(
+        cache.wall.system,
+        "the default options' clock is the system's"
+    );
+    let before = SystemClock.now_ms();
+    let derived = cache.now_ms_at(Instant::now());
+    let after = SystemClock.now_ms();
+    assert!(
+        before.saturating_sub(1) <= derived && derived <= after + 1,
+        "{before} <= {derived} <= {after}"
+    );
+    let manual = Arc::new(crate::config::ManualClock::new(7000));
+    let other_root = tempfile::tempdir().unwrap();
+    let with_manual = open_in(
+        other_root.path(),
+        CacheOptions {
+            clock: manual,
+            ..CacheOptions::default()
+        },
+    );
+    assert_eq!(
+        with_manual.now_ms_at(Instant::now()),
+        7000,
+        "another clock is asked"
+    );
 }

@@ -1,0 +1,406 @@
+//! The reads of one [`RedbCache`] not yet merged into the `access` table: for each key read,
+//! when it was last read and how often. What LRU eviction and `get_metadata` need.
+//!
+//! Recording a read of a key already recorded costs two atomic additions: no lock, no
+//! allocation. The records live in two fixed tables of [`SLOTS`] slots (open addressing over a
+//! 64-bit hash of the key, with a per-instance random key, so nobody can aim keys at one slot),
+//! of which readers use the active one. A key's first read claims a slot and stores the key
+//! (one allocation, under that slot's own lock). [`AccessLog::take`], called by the one who
+//! holds the store's `write_lock` (a commit, or a spill), makes the other table active, waits
+//! for the readers still inside the old one (they stay nanoseconds), and empties it: a
+//! left-right scheme, so a reader never waits for a drain and a drain never loses a read.
+//!
+//! When the active table is full the reader tries to drain it into the bounded `spilled` map
+//! itself (only if no commit holds `write_lock`: a read never waits for a commit); failing
+//! that, the read goes to `spilled` directly, or, past [`SPILLED_MAX_KEYS`], is not recorded
+//! (counted in [`AccessLog::untracked`]). A commit takes everything (`take`); `store::reads_file`
+//! appends what a process that never writes is left with at close.
+//!
+//! Precision: the last access time is the caller's clock in milliseconds, as the read saw it;
+//! the count is exact. Two keys whose 64-bit hashes are equal would share a record in this
+//! process until the next drain: the hash is keyed per instance, so that takes about 2^32
+//! distinct keys between two drains.
+
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::buffer::{AccessDelta, KeyMap, merge_access};
+use super::lock;
+
+/// Slots per table: 4096 slots of 48 bytes, 192 KiB, allocated at the first read.
+pub(super) const SLOTS: usize = 4096;
+
+/// A key looks at this many slots from its hash before it calls the table full.
+const PROBES: usize = 16;
+
+/// Records drained or overflowed out of the tables wait here for the next commit; past this
+/// many keys, reads are not recorded until a commit or a spill empties it.
+pub(super) const SPILLED_MAX_KEYS: usize = 100_000;
+
+#[derive(Default)]
+struct Slot {
+    /// The key's hash with the low bit set; 0 while the slot is free.
+    hash: AtomicU64,
+    last_ms: AtomicU64,
+    count: AtomicU64,
+    /// Set by the reader that claimed the slot, taken by the drain.
+    key: Mutex<Option<Box<[u8]>>>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Readers inside this table now.
+    readers: AtomicUsize,
+    slots: OnceLock<Box<[Slot]>>,
+}
+
+impl Table {
+    fn slots(&self) -> &[Slot] {
+        self.slots
+            .get_or_init(|| std::iter::repeat_with(Slot::default).take(SLOTS).collect())
+    }
+
+    /// Records a read of `key` (hash `hash`); `false` when no slot is left for it.
+    fn record(&self, hash: u64, key: &[u8], now_ms: u64) -> bool {
+        let slots = self.slots();
+        let start = (hash >> 1) as usize;
+        for probe in 0..PROBES {
+            let slot = &slots[(start + probe) % SLOTS];
+            let mut current = slot.hash.load(Ordering::Acquire);
+            if current == 0 {
+                match slot
+                    .hash
+                    .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        *lock(&slot.key) = Some(key.into());
+                        current = hash;
+                    }
+                    Err(other) => current = other,
+                }
+            }
+            if current == hash {
+                slot.count.fetch_add(1, Ordering::Relaxed);
+                slot.last_ms.fetch_max(now_ms, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The reads of `hash` recorded here.
+    fn peek(&self, hash: u64) -> AccessDelta {
+        let Some(slots) = self.slots.get() else {
+            return AccessDelta::default();
+        };
+        let start = (hash >> 1) as usize;
+        for probe in 0..PROBES {
+            let slot = &slots[(start + probe) % SLOTS];
+            match slot.hash.load(Ordering::Acquire) {
+                0 => break,
+                current if current == hash => {
+                    return AccessDelta {
+                        last_ms: slot.last_ms.load(Ordering::Relaxed),
+                        count: slot.count.load(Ordering::Relaxed),
+                    };
+                }
+                _ => {}
+            }
+        }
+        AccessDelta::default()
+    }
+
+    /// Forgets the reads of `hash` (its value is being replaced).
+    fn forget(&self, hash: u64) {
+        let Some(slots) = self.slots.get() else {
+            return;
+        };
+        let start = (hash >> 1) as usize;
+        for probe in 0..PROBES {
+            let slot = &slots[(start + probe) % SLOTS];
+            match slot.hash.load(Ordering::Acquire) {
+                0 => break,
+                current if current == hash => {
+                    slot.count.store(0, Ordering::Relaxed);
+                    slot.last_ms.store(0, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Empties the table into `into`. The caller has made sure no reader is inside.
+    fn drain(&self, into: &mut KeyMap<AccessDelta>) {
+        let Some(slots) = self.slots.get() else {
+            return;
+        };
+        for slot in slots.iter() {
+            if slot.hash.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let key = lock(&slot.key).take();
+            let delta = AccessDelta {
+                last_ms: slot.last_ms.swap(0, Ordering::Relaxed),
+                count: slot.count.swap(0, Ordering::Relaxed),
+            };
+            slot.hash.store(0, Ordering::Release);
+            if let Some(key) = key
+                && delta.count > 0
+            {
+                merge_access(into.entry(key.into_vec()).or_default(), delta);
+            }
+        }
+    }
+}
+
+/// This instance's reads not yet merged into the `access` table.
+#[derive(Default)]
+pub(super) struct AccessLog {
+    hasher: RandomState,
+    tables: [Table; 2],
+    /// Which table readers record into.
+    active: AtomicUsize,
+    /// Records drained or overflowed out of the tables, for the next commit.
+    spilled: Mutex<KeyMap<AccessDelta>>,
+    /// Reads not recorded because `spilled` was full.
+    untracked: AtomicU64,
+}
+
+/// What recording a read came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Recorded {
+    /// In a table, or in `spilled`.
+    Yes,
+    /// The table is full: the caller drains it ([`AccessLog::take_into_spilled`]) if it can
+    /// take `write_lock` without waiting, then calls [`AccessLog::record_after_full`].
+    TableFull,
+}
+
+impl AccessLog {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key) | 1
+    }
+
+    /// Records a read of `key` at `now_ms` in the active table.
+    pub(super) fn record(&self, key: &[u8], now_ms: u64) -> Recorded {
+        let hash = self.hash(key);
+        loop {
+            let index = self.active.load(Ordering::SeqCst);
+            let table = &self.tables[index];
+            table.readers.fetch_add(1, Ordering::SeqCst);
+            // A drain that switched tables in between waits for nobody here: go to the new one.
+            if self.active.load(Ordering::SeqCst) != index {
+                table.readers.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let recorded = table.record(hash, key, now_ms);
+            table.readers.fetch_sub(1, Ordering::SeqCst);
+            return if recorded {
+                Recorded::Yes
+            } else {
+                Recorded::TableFull
+            };
+        }
+    }
+
+    /// Records a read the full table could not take: in the table again if a drain emptied it,
+    /// else in `spilled`, else nowhere (counted).
+    pub(super) fn record_after_full(&self, key: &[u8], now_ms: u64) {
+        if self.record(key, now_ms) == Recorded::Yes {
+            return;
+        }
+        let delta = AccessDelta {
+            last_ms: now_ms,
+            count: 1,
+        };
+        let mut spilled = lock(&self.spilled);
+        let room = spilled.len() < SPILLED_MAX_KEYS;
+        match spilled.entry(key.to_vec()) {
+            Entry::Occupied(mut existing) => merge_access(existing.get_mut(), delta),
+            Entry::Vacant(vacant) if room => {
+                vacant.insert(delta);
+            }
+            Entry::Vacant(_) => {
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Switches readers to the other table and empties the one they left into `into`. Called
+    /// by one thread at a time (the holder of the store's `write_lock`).
+    fn drain_active(&self, into: &mut KeyMap<AccessDelta>) {
+        let old = self.active.load(Ordering::SeqCst);
+        self.active.store(1 - old, Ordering::SeqCst);
+        let table = &self.tables[old];
+        // Readers that entered before the switch finish two atomic additions, then leave.
+        while table.readers.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        table.drain(into);
+    }
+
+    /// Every read recorded so far, leaving the log empty. For the commit that merges them,
+    /// under `write_lock`.
+    pub(super) fn take(&self) -> KeyMap<AccessDelta> {
+        let mut taken = std::mem::take(&mut *lock(&self.spilled));
+        self.drain_active(&mut taken);
+        taken
+    }
+
+    /// Empties the active table into `spilled`, so that reads go on in the other one. Under
+    /// `write_lock`; how many keys `spilled` holds then.
+    pub(super) fn take_into_spilled(&self) -> usize {
+        let mut drained = KeyMap::default();
+        self.drain_active(&mut drained);
+        let mut spilled = lock(&self.spilled);
+        for (key, delta) in drained {
+            let room = spilled.len() < SPILLED_MAX_KEYS;
+            match spilled.entry(key) {
+                Entry::Occupied(mut existing) => merge_access(existing.get_mut(), delta),
+                Entry::Vacant(vacant) if room => {
+                    vacant.insert(delta);
+                }
+                Entry::Vacant(_) => {
+                    self.untracked.fetch_add(delta.count, Ordering::Relaxed);
+                }
+            }
+        }
+        spilled.len()
+    }
+
+    /// Puts back records a failed commit had taken.
+    pub(super) fn restore(&self, records: KeyMap<AccessDelta>) {
+        let mut spilled = lock(&self.spilled);
+        for (key, delta) in records {
+            merge_access(spilled.entry(key).or_default(), delta);
+        }
+    }
+
+    /// This process's unmerged reads of `key`.
+    pub(super) fn peek(&self, key: &[u8]) -> AccessDelta {
+        let hash = self.hash(key);
+        let mut found = lock(&self.spilled).get(key).copied().unwrap_or_default();
+        for table in &self.tables {
+            table.readers.fetch_add(1, Ordering::SeqCst);
+            merge_access(&mut found, table.peek(hash));
+            table.readers.fetch_sub(1, Ordering::SeqCst);
+        }
+        found
+    }
+
+    /// Forgets the unmerged reads of `keys`: their values are being replaced or deleted.
+    pub(super) fn forget<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let mut spilled = lock(&self.spilled);
+        for key in keys {
+            spilled.remove(key);
+            let hash = self.hash(key);
+            for table in &self.tables {
+                table.readers.fetch_add(1, Ordering::SeqCst);
+                table.forget(hash);
+                table.readers.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Forgets every unmerged read (`clear`).
+    pub(super) fn clear(&self) {
+        drop(self.take());
+    }
+
+    /// Whether any read waits to be merged. Racy by nature: a read may land right after.
+    pub(super) fn is_empty(&self) -> bool {
+        if !lock(&self.spilled).is_empty() {
+            return false;
+        }
+        self.tables.iter().all(|table| {
+            table.slots.get().is_none_or(|slots| {
+                slots
+                    .iter()
+                    .all(|slot| slot.count.load(Ordering::Relaxed) == 0)
+            })
+        })
+    }
+
+    /// Reads not recorded because the log was full, since the last call.
+    pub(super) fn take_untracked(&self) -> u64 {
+        self.untracked.swap(0, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_reads_of_one_key_are_counted_exactly_with_the_latest_time() {
+        let log = AccessLog::default();
+        for now in [5, 9, 7] {
+            assert_eq!(log.record(b"k", now), Recorded::Yes);
+        }
+        let seen = log.peek(b"k");
+        assert_eq!((seen.last_ms, seen.count), (9, 3));
+        let taken = log.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[b"k".as_slice()].count, 3);
+        assert!(log.is_empty(), "taken");
+        assert_eq!(log.peek(b"k").count, 0);
+    }
+
+    #[test]
+    fn a_full_table_spills_and_nothing_is_lost_up_to_the_bound() {
+        let log = AccessLog::default();
+        let keys = 3 * SLOTS;
+        for index in 0..keys {
+            let key = index.to_be_bytes();
+            if log.record(&key, 1) == Recorded::TableFull {
+                if index % 2 == 0 {
+                    log.take_into_spilled();
+                }
+                log.record_after_full(&key, 1);
+            }
+        }
+        let taken = log.take();
+        assert_eq!(taken.len(), keys);
+        assert!(taken.values().all(|delta| delta.count == 1));
+        assert_eq!(log.take_untracked(), 0);
+    }
+
+    #[test]
+    fn reads_racing_with_drains_are_each_counted_once() {
+        let log = std::sync::Arc::new(AccessLog::default());
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let log = std::sync::Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for round in 0..10_000u64 {
+                        let key = (round % 50).to_be_bytes();
+                        if log.record(&key, round) == Recorded::TableFull {
+                            log.record_after_full(&key, round);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        while readers.iter().any(|reader| !reader.is_finished()) {
+            total += log.take().values().map(|delta| delta.count).sum::<u64>();
+        }
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        total += log.take().values().map(|delta| delta.count).sum::<u64>();
+        assert_eq!(total, 40_000);
+    }
+
+    #[test]
+    fn forgetting_a_key_drops_its_reads_only() {
+        let log = AccessLog::default();
+        log.record(b"a", 1);
+        log.record(b"b", 2);
+        log.forget([b"a".as_slice()]);
+        assert_eq!(log.peek(b"a").count, 0);
+        assert_eq!(log.peek(b"b").count, 1);
+    }
+}

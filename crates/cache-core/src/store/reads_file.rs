@@ -1,0 +1,272 @@
+//! `<root>/<tag>/reads`: what processes that only read leave for the next writer. A process
+//! that closes with reads and counters not yet in the file, and no write to commit, appends
+//! them here (one `write` of one batch, not synced) instead of committing: opening, reading
+//! and exiting then costs the tag no commit and no `fsync`. The next commit of any process
+//! folds the file in (`take`): it renames it aside, reads it, removes it, and merges its access
+//! records and counters in its own transaction.
+//!
+//! Statistics, not data: a crash of the machine (not of a process: the batch is in the page
+//! cache once `write` returns) may lose the batches not yet written back, a batch torn by a
+//! crash is skipped with those after it, and a batch appended by a process that opened the
+//! file just before a writer renamed it and wrote just after that writer read it is lost. A
+//! batch is never counted twice: the writer removes the file before its commit, and a failed
+//! commit appends what it took back.
+//!
+//! Format: batches of `b"GCRD" | payload length: u32 | crc32 of payload: u32 | payload`, the
+//! payload `version (1): u8 | 12 counters: u64 (in `Counters::fields` order) | records: u32 |
+//! (key length: u32 | key | last access ms: u64 | count: u64)*`, little-endian.
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::buffer::{AccessDelta, KeyMap, merge_access};
+use super::lock;
+use crate::error::{CacheError, Result};
+use crate::fsys::{self, Dir, Kind};
+use crate::stats::Counters;
+
+/// The file's name in the tag directory.
+pub(crate) const READS_FILE_NAME: &str = "reads";
+
+/// Past this size a closing process commits instead of appending, so the file stays small.
+pub(super) const MAX_READS_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+const MAGIC: &[u8; 4] = b"GCRD";
+const VERSION: u8 = 1;
+
+/// Distinguishes this process's names for the file while it folds it.
+static FOLDS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads and counters of processes that did not commit them.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ReadsBatch {
+    pub(super) counters: Counters,
+    pub(super) access: KeyMap<AccessDelta>,
+}
+
+impl ReadsBatch {
+    pub(super) fn is_empty(&self) -> bool {
+        self.counters.is_zero() && self.access.is_empty()
+    }
+
+    fn merge(&mut self, other: ReadsBatch) {
+        self.counters = self.counters.plus(&other.counters);
+        for (key, delta) in other.access {
+            merge_access(self.access.entry(key).or_default(), delta);
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut payload = vec![VERSION];
+        for (_, value) in self.counters.fields() {
+            payload.extend_from_slice(&value.to_le_bytes());
+        }
+        payload.extend_from_slice(&(self.access.len() as u32).to_le_bytes());
+        for (key, delta) in &self.access {
+            payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            payload.extend_from_slice(key);
+            payload.extend_from_slice(&delta.last_ms.to_le_bytes());
+            payload.extend_from_slice(&delta.count.to_le_bytes());
+        }
+        let mut batch = Vec::with_capacity(payload.len() + 12);
+        batch.extend_from_slice(MAGIC);
+        batch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        batch.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        batch.extend_from_slice(&payload);
+        batch
+    }
+
+    /// Every intact batch of `bytes`, merged; stops at the first damaged one.
+    fn decode(mut bytes: &[u8]) -> ReadsBatch {
+        let mut all = ReadsBatch::default();
+        while let Some(batch) = take_batch(&mut bytes) {
+            all.merge(batch);
+        }
+        all
+    }
+}
+
+fn take<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    let (head, rest) = bytes.split_at_checked(len)?;
+    *bytes = rest;
+    Some(head)
+}
+
+fn take_u32(bytes: &mut &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?))
+}
+
+fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
+}
+
+fn take_batch(bytes: &mut &[u8]) -> Option<ReadsBatch> {
+    if take(bytes, 4)? != MAGIC {
+        return None;
+    }
+    let len = take_u32(bytes)? as usize;
+    let crc = take_u32(bytes)?;
+    let mut payload = take(bytes, len)?;
+    if crc32fast::hash(payload) != crc || take(&mut payload, 1)? != [VERSION] {
+        return None;
+    }
+    let mut batch = ReadsBatch::default();
+    let names = Counters::default().fields().map(|(name, _)| name);
+    for name in names {
+        batch.counters.set_field(name, take_u64(&mut payload)?);
+    }
+    for _ in 0..take_u32(&mut payload)? {
+        let key_len = take_u32(&mut payload)? as usize;
+        let key = take(&mut payload, key_len)?.to_vec();
+        let delta = AccessDelta {
+            last_ms: take_u64(&mut payload)?,
+            count: take_u64(&mut payload)?,
+        };
+        merge_access(batch.access.entry(key).or_default(), delta);
+    }
+    Some(batch)
+}
+
+/// The file as `peek` last parsed it: its (length, modification time), and what it held.
+type Seen = ((u64, std::time::SystemTime), std::sync::Arc<ReadsBatch>);
+
+/// The reads file of one tag, and what was last read of it for `peek`.
+pub(super) struct ReadsFile {
+    tag: std::sync::Arc<Dir>,
+    /// Cleared by `take`.
+    seen: Mutex<Option<Seen>>,
+}
+
+impl ReadsFile {
+    pub(super) fn new(tag: std::sync::Arc<Dir>) -> Self {
+        ReadsFile {
+            tag,
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// The file's size, 0 if there is none.
+    pub(super) fn len(&self) -> Result<u64> {
+        Ok(self.tag.stat(READS_FILE_NAME)?.map_or(0, |meta| meta.len))
+    }
+
+    /// Appends `batch` in one `write`, not synced.
+    pub(super) fn append(&self, batch: &ReadsBatch) -> Result<()> {
+        let mut file = self.tag.open_append(READS_FILE_NAME)?;
+        file.write_all(&batch.encode())
+            .map_err(|source| CacheError::io("appending to", self.path(), source))
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.tag.join(READS_FILE_NAME)
+    }
+
+    /// Takes the file's content for a commit: renames the file aside (so appends from then on
+    /// start a new one), reads it, removes it. Empty when there is none.
+    pub(super) fn take(&self) -> Result<ReadsBatch> {
+        let aside = format!(
+            "{READS_FILE_NAME}.{}",
+            fsys::temp_name(FOLDS.fetch_add(1, Ordering::Relaxed))
+        );
+        match self.tag.rename(READS_FILE_NAME, &self.tag, &aside) {
+            Ok(()) => {}
+            Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ReadsBatch::default());
+            }
+            Err(err) => return Err(err),
+        }
+        *lock(&self.seen) = None;
+        let bytes = self.read(&aside);
+        self.tag.remove_file(&aside)?;
+        Ok(ReadsBatch::decode(&bytes?))
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        if let Some(mut file) = self.tag.open_file(name)? {
+            file.read_to_end(&mut bytes)
+                .map_err(|source| CacheError::io("reading", self.tag.join(name), source))?;
+        }
+        Ok(bytes)
+    }
+
+    /// What the file holds now, not folded in yet; parsed again only when it changed.
+    pub(super) fn peek(&self) -> Result<std::sync::Arc<ReadsBatch>> {
+        let Some(meta) = self.tag.stat(READS_FILE_NAME)? else {
+            return Ok(std::sync::Arc::default());
+        };
+        if meta.kind != Kind::File {
+            return Ok(std::sync::Arc::default());
+        }
+        let identity = (meta.len, meta.modified);
+        let mut seen = lock(&self.seen);
+        if let Some((seen_identity, batch)) = seen.as_ref()
+            && *seen_identity == identity
+        {
+            return Ok(std::sync::Arc::clone(batch));
+        }
+        let batch = std::sync::Arc::new(ReadsBatch::decode(&self.read(READS_FILE_NAME)?));
+        *seen = Some((identity, std::sync::Arc::clone(&batch)));
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(hits: u64, records: &[(&[u8], u64, u64)]) -> ReadsBatch {
+        ReadsBatch {
+            counters: Counters {
+                hits,
+                ..Counters::default()
+            },
+            access: records
+                .iter()
+                .map(|(key, last_ms, count)| {
+                    (
+                        key.to_vec(),
+                        AccessDelta {
+                            last_ms: *last_ms,
+                            count: *count,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn batches_append_and_fold_into_one() {
+        let root = tempfile::tempdir().unwrap();
+        let file = ReadsFile::new(std::sync::Arc::new(Dir::open_root(root.path()).unwrap()));
+        file.append(&batch(2, &[(b"a", 5, 2)])).unwrap();
+        file.append(&batch(1, &[(b"a", 3, 1), (b"b", 9, 1)]))
+            .unwrap();
+        let peeked = file.peek().unwrap();
+        assert_eq!(peeked.counters.hits, 3);
+        let taken = file.take().unwrap();
+        assert_eq!(taken.counters.hits, 3);
+        let a = taken.access[b"a".as_slice()];
+        assert_eq!((a.last_ms, a.count), (5, 3));
+        assert_eq!(taken.access[b"b".as_slice()].count, 1);
+        assert!(file.take().unwrap().is_empty(), "taken once");
+        assert!(file.peek().unwrap().is_empty());
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+        assert!(left.is_empty(), "no file left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_torn_batch_is_skipped_with_those_after_it() {
+        let whole = batch(1, &[(b"k", 1, 1)]).encode();
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&whole[..whole.len() - 3]);
+        bytes.extend_from_slice(&whole);
+        assert_eq!(ReadsBatch::decode(&bytes).counters.hits, 1);
+        let mut flipped = whole.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(ReadsBatch::decode(&flipped).is_empty());
+    }
+}
