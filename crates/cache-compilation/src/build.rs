@@ -377,12 +377,14 @@ fn copy_out(build: &CachedBuild, target: &Path, progress: &mut dyn FnMut(Progres
             .metadata
             .artifacts
             .iter()
-            .map(|artifact| Node {
-                relative: PathBuf::from(&artifact.path),
-                kind: NodeKind::File {
-                    len: artifact.size_bytes,
-                    executable: false,
-                },
+            .map(|artifact| {
+                Node::bare(
+                    PathBuf::from(&artifact.path),
+                    NodeKind::File {
+                        len: artifact.size_bytes,
+                        links: 1,
+                    },
+                )
             })
             .collect(),
     };

@@ -30,6 +30,11 @@ pub struct CompilationOptions {
     /// [`CacheTtlConfig`], which holds the original's configurable levels only; the original
     /// hard-coded this one.
     pub docker_image_check_ttl: Duration,
+    /// Whether a workspace may hold symlinks that point outside it (absolute, or `..` beyond
+    /// its top). Default `false`: such a workspace is refused on every way in (cache, inject,
+    /// import of a directory or an archive) with an error naming the link, since a restored
+    /// workspace would depend on, or expose, whatever the link points at on this machine.
+    pub allow_escaping_symlinks: bool,
 }
 
 impl Default for CompilationOptions {
@@ -38,6 +43,7 @@ impl Default for CompilationOptions {
             git: GitHandling::default(),
             extend_ttl_on_hit: false,
             docker_image_check_ttl: Duration::from_secs(60 * 60),
+            allow_escaping_symlinks: false,
         }
     }
 }

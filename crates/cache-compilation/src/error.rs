@@ -61,6 +61,34 @@ pub enum CompilationError {
         reason: String,
     },
 
+    /// A symlink in a workspace given to the cache that points outside the workspace (an
+    /// absolute target, or `..` beyond its top). Refused on every way in unless
+    /// [`CompilationOptions::allow_escaping_symlinks`](crate::CompilationOptions::allow_escaping_symlinks);
+    /// nothing is stored.
+    #[error(
+        "symlink {link} points outside the workspace ({reason}); remove or fix it, or allow such links \
+         (CompilationOptions::allow_escaping_symlinks, --allow-escaping-symlinks)"
+    )]
+    EscapingSymlink {
+        /// The symlink, as a path in the source given.
+        link: PathBuf,
+        /// Its target, as written.
+        target: PathBuf,
+        /// Why it leaves the workspace.
+        reason: String,
+    },
+
+    /// A copy-on-write clone (reflink) asked for where the filesystem cannot make one.
+    #[error(
+        "cannot clone (reflink) to {path}: {reason}; the filesystem has no copy-on-write clones here, use --link auto or copy"
+    )]
+    ReflinkUnsupported {
+        /// The file that was to be cloned to.
+        path: PathBuf,
+        /// The system's answer.
+        reason: String,
+    },
+
     /// An archive that cannot be read or written (corrupt, truncated, unsupported feature).
     #[error("archive {path}: {message}")]
     Archive {

@@ -71,6 +71,7 @@ mod context;
 mod docker;
 mod error;
 mod keys;
+mod manifest;
 mod metadata;
 mod progress;
 mod service;
@@ -95,5 +96,6 @@ pub use progress::{Progress, ProgressStage};
 pub use service::{CompilationCache, create_compilation_cache_service};
 pub use tree::{GitHandling, WORKSPACE_COMPONENTS};
 pub use workspace::{
-    CachedWorkspace, ExportOptions, ExportReport, STALE_WORKSPACE_AGE, WorkspaceService,
+    CachedWorkspace, ExportOptions, ExportReport, LinkMode, RestoreReport, STALE_WORKSPACE_AGE,
+    WorkspaceService,
 };

@@ -368,7 +368,8 @@ fn cleanup_removes_workspaces_stored_longer_ago_than_the_duration() {
         .expect_stderr(&["\"a week\""]);
 }
 
-/// The files under `dir`, relative, sorted, with their content.
+/// The files under `dir`, relative, sorted, with their content, without a cached workspace's
+/// content manifest (`.glovebox-manifest` at its top, not part of the workspace).
 fn tree(dir: &Path) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
@@ -379,6 +380,9 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
                 pending.push(entry.path());
             } else {
                 let relative = entry.path().strip_prefix(dir).unwrap().to_owned();
+                if relative == Path::new(".glovebox-manifest") {
+                    continue;
+                }
                 let content = fs::read_to_string(entry.path()).unwrap();
                 found.push((relative.to_str().unwrap().to_owned(), content));
             }

@@ -9,6 +9,7 @@ mod archives;
 mod builds;
 mod defects;
 mod docker;
+mod faithful;
 mod keys;
 mod ttl;
 mod workspaces;
@@ -131,7 +132,8 @@ pub(crate) fn fake_workspace(root: &TempDir, name: &str) -> PathBuf {
 }
 
 /// What a tree holds, without following symlinks: relative `/` path to `"dir"`, `"link -> t"`,
-/// or the file's content as text.
+/// or the file's content as text. A cached workspace's content manifest (`.glovebox-manifest`
+/// at its top, not part of the workspace) is left out.
 pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         for entry in fs::read_dir(dir).unwrap() {
@@ -142,6 +144,9 @@ pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, String> {
                 .to_str()
                 .unwrap()
                 .to_owned();
+            if relative == ".glovebox-manifest" {
+                continue;
+            }
             let meta = fs::symlink_metadata(&path).unwrap();
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&path).unwrap();
