@@ -244,6 +244,22 @@ impl Dir {
         Ok(())
     }
 
+    /// Gives this directory's owner write and search permission if it lacks them (a cached
+    /// workspace keeps its directories' modes, a read-only 0555 one included), so that its
+    /// entries can be removed by a process that permission bits apply to. Through the open
+    /// descriptor: never a path, never a symlink.
+    pub(crate) fn let_owner_empty_it(&self) -> Result<()> {
+        let stat = rustix::fs::fstat(&self.fd)
+            .map_err(|errno| CacheError::io("reading the mode of", &self.path, io_error(errno)))?;
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o700 != 0o700 {
+            rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode | 0o700)).map_err(|errno| {
+                CacheError::io("making writable for removal", &self.path, io_error(errno))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The child directory `name`, opened without following a symlink; `None` if it does not
     /// exist. A symlink or a file there is refused.
     pub(crate) fn dir(&self, name: impl AsRef<OsStr>) -> Result<Option<Dir>> {
@@ -430,7 +446,8 @@ impl Dir {
 
     /// Removes `name` and, if it is a directory, everything below it, never following a symlink
     /// (one inside the tree is unlinked itself); `false` if nothing was there. Open directories
-    /// are bounded by the tree's depth, not its width.
+    /// are bounded by the tree's depth, not its width. A directory whose owner lacks write or
+    /// search permission (a read-only directory a cached workspace kept) is given them first.
     pub(crate) fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<bool> {
         let name = component(&self.path, name.as_ref())?;
         let Some(meta) = self.stat(name)? else {
@@ -447,6 +464,7 @@ impl Dir {
         let open = |parent: &Dir, name: &OsStr| -> Result<Option<Frame>> {
             match parent.dir(name) {
                 Ok(Some(dir)) => {
+                    dir.let_owner_empty_it()?;
                     let pending = dir.entries()?;
                     Ok(Some(Frame {
                         dir,

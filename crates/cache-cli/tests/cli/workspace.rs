@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -699,4 +700,63 @@ fn every_workspace_subcommand_has_help_with_examples() {
         .run(&["workspace"])
         .expect_code(2)
         .expect_stderr(&["list", "export"]);
+}
+
+/// Issue 19: cached workspaces keep directory modes, so a read-only (0555) directory is in the
+/// cache; a user whom permission bits stop must still be able to delete, and so evict, it. Run
+/// as `nobody` through `setpriv` (the suite runs as root, as CI does, and root ignores the bits).
+#[test]
+fn a_workspace_with_a_read_only_directory_is_deleted_by_a_user_permission_bits_apply_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let locked = workspace.join("zmk/locked");
+    fs::create_dir_all(&locked).unwrap();
+    fs::write(locked.join("inside.h"), b"#pragma once\n").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    // Everything in the sandbox belongs to nobody, as if nobody had made it.
+    let sandbox_dir = sandbox.path("");
+    let mut pending = vec![sandbox_dir.clone()];
+    while let Some(dir) = pending.pop() {
+        std::os::unix::fs::lchown(&dir, Some(65534), Some(65534)).unwrap();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    let as_nobody = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_glovebox-cache"))
+            .args(args)
+            .env_clear()
+            .env("HOME", sandbox.path("home"))
+            .env("XDG_CACHE_HOME", sandbox.path("xdg"))
+            .env("GLOVEBOX_CACHE_PATH", sandbox.root())
+            .stdin(std::process::Stdio::null());
+        crate::support::run(&mut command)
+    };
+    if !Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|status| status.success())
+    {
+        eprintln!(
+            "workspace: SKIPPED read-only directory as nobody: setpriv cannot drop to nobody here"
+        );
+        return;
+    }
+
+    as_nobody(&["workspace", "add", text(&workspace), "--repo", REPO]).expect_code(0);
+    assert_eq!(owned_directories(&sandbox), 1);
+    as_nobody(&["workspace", "delete", REPO]).expect_code(0);
+    assert_eq!(
+        owned_directories(&sandbox),
+        0,
+        "the read-only directory went too"
+    );
 }
