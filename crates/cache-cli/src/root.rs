@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cache_compilation::{COMPILATION_TAG, CompilationCache};
+use cache_compilation::{COMPILATION_TAG, CompilationCache, CompilationOptions};
 use cache_core::{
     CacheOptions, CacheStrategy, CacheTtlConfig, Coordinator, DATABASE_FILE_NAME, Environment,
     SharedCache, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
@@ -147,6 +147,14 @@ impl CacheRoot {
     /// so the instance is the one [`CacheRoot::open_existing`] gives (`show` uses both), and
     /// with the TTLs every program uses (`GLOVEBOX_CACHE_TTL_<LEVEL>` overrides honoured).
     pub(crate) fn compilation(&self) -> anyhow::Result<CompilationCache> {
+        self.compilation_with(CompilationOptions::default())
+    }
+
+    /// [`CacheRoot::compilation`] with the services' `options` (`--allow-escaping-symlinks`).
+    pub(crate) fn compilation_with(
+        &self,
+        options: CompilationOptions,
+    ) -> anyhow::Result<CompilationCache> {
         self.exists()?;
         let ttls = CacheTtlConfig::from_env(&Environment::process())
             .context("while reading the TTL overrides (GLOVEBOX_CACHE_TTL_*)")?;
@@ -156,12 +164,14 @@ impl CacheRoot {
             options: self.options(),
             ttls,
         };
-        CompilationCache::open(&self.coordinator, &config).with_context(|| {
-            format!(
-                "while opening tag '{COMPILATION_TAG}' under {}",
-                self.path.display()
-            )
-        })
+        CompilationCache::open_with_options(&self.coordinator, &config, options).with_context(
+            || {
+                format!(
+                    "while opening tag '{COMPILATION_TAG}' under {}",
+                    self.path.display()
+                )
+            },
+        )
     }
 
     /// The canonical path of an existing root (what `cache_core::diagnose_tag` takes).

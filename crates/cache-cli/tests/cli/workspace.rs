@@ -760,3 +760,72 @@ fn a_workspace_with_a_read_only_directory_is_deleted_by_a_user_permission_bits_a
         "the read-only directory went too"
     );
 }
+
+/// Issue 19: there was no way to get a workspace out from the command line but `export`.
+#[test]
+fn restore_copies_a_workspace_out_in_each_link_mode() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["workspace", "restore", REPO, text(&sandbox.path("none"))])
+        .expect_code(1);
+    let workspace = fake_workspace(&sandbox, "ws");
+    let cached = add(&sandbox, &workspace, REPO, None);
+    let cached_path = PathBuf::from(cached["workspace"]["path"].as_str().unwrap());
+
+    for link in ["auto", "copy", "hardlink"] {
+        let dest = sandbox.path(&format!("restored-{link}"));
+        let report = sandbox.json(&[
+            "workspace",
+            "restore",
+            REPO,
+            "--branch",
+            "main",
+            text(&dest),
+            "--link",
+            link,
+            "--json",
+        ]);
+        assert_eq!(report["link"], link);
+        assert_eq!(report["placed"], link);
+        assert_eq!(report["branch"], Value::Null, "fell back to the repository");
+        assert_eq!(report["files"], 5);
+        assert_eq!(tree(&dest), tree(&cached_path), "{link}");
+    }
+    // The machine's filesystem may or may not clone: either the workspace, or a clear refusal.
+    let dest = sandbox.path("restored-reflink");
+    let run = sandbox.run(&[
+        "workspace",
+        "restore",
+        REPO,
+        text(&dest),
+        "--link",
+        "reflink",
+    ]);
+    if run.code != 0 {
+        run.expect_code(3)
+            .expect_stderr(&["reflink", "--link auto"]);
+    } else {
+        assert_eq!(tree(&dest), tree(&cached_path));
+    }
+    sandbox
+        .run(&[
+            "workspace",
+            "restore",
+            REPO,
+            text(&dest),
+            "--link",
+            "symbolic",
+        ])
+        .expect_code(2)
+        .expect_stderr(&["symbolic"]);
+    // Never merged into an existing workspace.
+    sandbox
+        .run(&[
+            "workspace",
+            "restore",
+            REPO,
+            text(&sandbox.path("restored-copy")),
+        ])
+        .expect_code(2)
+        .expect_stderr(&["already exists"]);
+}

@@ -45,7 +45,7 @@ fn set_mtime_nofollow(path: &Path, index: u64) {
 /// modes 0700, 0750 and a read-only 0555 directory with a file in it, an empty directory, a
 /// relative and a dangling symlink, two names of one file (a hard link), a non-UTF-8 name
 /// (unless `utf8_only`: zip names must be UTF-8), and old modification times on everything.
-fn rich_workspace(root: &TempDir, name: &str, utf8_only: bool) -> std::path::PathBuf {
+pub(crate) fn rich_workspace(root: &TempDir, name: &str, utf8_only: bool) -> std::path::PathBuf {
     let ws = root.path().join(name);
     write(&ws.join("zmk/app/CMakeLists.txt"), b"project(zmk)\n");
     write(&ws.join("zmk/private.key"), b"secret\n");
@@ -127,7 +127,7 @@ fn walk(dir: &Path) -> Vec<(Vec<u8>, fs::Metadata)> {
 
 /// What must survive, per path: kind and content (or target), mode, modification time, and
 /// for a second name of a file, the first name it is linked to.
-fn faithful_snapshot(dir: &Path, keep_links: bool) -> BTreeMap<String, String> {
+pub(crate) fn faithful_snapshot(dir: &Path, keep_links: bool) -> BTreeMap<String, String> {
     let mut entries = walk(dir);
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut first_names: BTreeMap<(u64, u64), String> = BTreeMap::new();

@@ -11,6 +11,7 @@ mod defects;
 mod docker;
 mod faithful;
 mod keys;
+mod restore;
 mod ttl;
 mod workspaces;
 
