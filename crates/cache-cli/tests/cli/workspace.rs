@@ -829,3 +829,23 @@ fn restore_copies_a_workspace_out_in_each_link_mode() {
         .expect_code(2)
         .expect_stderr(&["already exists"]);
 }
+
+/// Issue 19: a symlink out of the workspace is refused by `add` and `import` alike, naming the
+/// link and the way to accept it, and accepted by both with `--allow-escaping-symlinks`.
+#[test]
+fn escaping_symlinks_are_refused_naming_the_link_unless_allowed() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    std::os::unix::fs::symlink("/etc/passwd", workspace.join("zmk/passwd-link")).unwrap();
+    for verb in ["add", "import"] {
+        let repo_flag = ["--repo", REPO];
+        let mut args = vec!["workspace", verb, text(&workspace)];
+        args.extend(repo_flag);
+        sandbox
+            .run(&args)
+            .expect_code(3)
+            .expect_stderr(&["zmk/passwd-link", "--allow-escaping-symlinks"]);
+        args.push("--allow-escaping-symlinks");
+        sandbox.run(&args).expect_code(0);
+    }
+}
