@@ -27,6 +27,10 @@ use cache_compilation::{
 use cache_core::{Coordinator, ManualClock, UserCacheConfig};
 use tempfile::TempDir;
 
+/// A full commit id and a toolchain digest, what every build's inputs are pinned to.
+pub(crate) const COMMIT: &str = "4f1c6e0d9b2a8c7e5f3d1b0a9c8e7f6d5c4b3a29";
+pub(crate) const TOOLCHAIN: &str = "zmkfirmware/zmk-build-arm@sha256:8b1a9953c4611296a827abf8c47804d7e6c49c6b2b6bd4f8e3f6a1c2b5d7e9f0";
+
 pub(crate) const HOUR: Duration = Duration::from_secs(60 * 60);
 pub(crate) const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
