@@ -336,6 +336,11 @@ pub(crate) struct WorkspaceAddArgs {
     /// refused by default
     #[arg(long)]
     pub(crate) allow_escaping_symlinks: bool,
+
+    /// The compilation tag's size limit for this run: 16GiB, 500MiB, 2G, or bytes
+    /// [default: 16GiB]. Other workspaces are evicted to stay under it (the command says which)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -420,6 +425,11 @@ pub(crate) struct WorkspaceImportArgs {
     /// refused by default
     #[arg(long)]
     pub(crate) allow_escaping_symlinks: bool,
+
+    /// The compilation tag's size limit for this run: 16GiB, 500MiB, 2G, or bytes
+    /// [default: 16GiB]. Other workspaces are evicted to stay under it (the command says which)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -545,6 +555,37 @@ fn parse_branch(text: &str) -> Result<String, String> {
     WorkspaceId::branch("repository", text)
         .map(|_| text.to_owned())
         .map_err(|err| err.to_string())
+}
+
+/// A size: a number of bytes, or a number with a unit K, M, G, T (also KiB, KB, ...; all
+/// powers of 1024), in any case, with or without a space.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "unknown size unit in {text:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 16GiB, 500MiB or 1073741824"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("size {text:?} is out of range (at least one byte)"));
+    }
+    Ok(bytes as u64)
 }
 
 fn parse_link_mode(text: &str) -> Result<LinkMode, String> {

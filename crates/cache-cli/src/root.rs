@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cache_compilation::{COMPILATION_TAG, CompilationCache, CompilationOptions};
+use cache_compilation::{
+    COMPILATION_TAG, CompilationCache, CompilationOptions, DEFAULT_MAX_SIZE_BYTES,
+};
 use cache_core::{
     CacheOptions, CacheStrategy, CacheTtlConfig, Coordinator, DATABASE_FILE_NAME, Environment,
     SharedCache, Tag, UserCacheConfig, prepare_root, resolve_cache_root,
@@ -60,6 +62,21 @@ impl CacheRoot {
         CacheOptions {
             timeout: self.timeout,
             ..CacheOptions::default()
+        }
+    }
+
+    /// The options `tag` is opened with: [`CacheRoot::options`], and for the `compilation` tag
+    /// its own size limit (`cache_compilation::DEFAULT_MAX_SIZE_BYTES`: real workspaces are
+    /// several GiB). Every open of one tag in a run must agree, or the coordinator refuses.
+    pub(crate) fn options_for(&self, tag: &Tag) -> CacheOptions {
+        let options = self.options();
+        if tag.as_str() == COMPILATION_TAG {
+            CacheOptions {
+                max_size_bytes: DEFAULT_MAX_SIZE_BYTES,
+                ..options
+            }
+        } else {
+            options
         }
     }
 
@@ -122,7 +139,7 @@ impl CacheRoot {
     /// Opens a tag that exists, with [`CacheRoot::options`]; never creates one.
     pub(crate) fn open_existing(&self, tag: &Tag) -> anyhow::Result<SharedCache> {
         self.require_tag(tag)?;
-        self.open(tag, self.options())
+        self.open(tag, self.options_for(tag))
     }
 
     /// Opens `tag`, creating the root and the tag if needed.
@@ -147,21 +164,28 @@ impl CacheRoot {
     /// so the instance is the one [`CacheRoot::open_existing`] gives (`show` uses both), and
     /// with the TTLs every program uses (`GLOVEBOX_CACHE_TTL_<LEVEL>` overrides honoured).
     pub(crate) fn compilation(&self) -> anyhow::Result<CompilationCache> {
-        self.compilation_with(CompilationOptions::default())
+        self.compilation_with(CompilationOptions::default(), None)
     }
 
-    /// [`CacheRoot::compilation`] with the services' `options` (`--allow-escaping-symlinks`).
+    /// [`CacheRoot::compilation`] with the services' `options` (`--allow-escaping-symlinks`)
+    /// and, if given, another size limit for the tag (`--max-size`).
     pub(crate) fn compilation_with(
         &self,
         options: CompilationOptions,
+        max_size_bytes: Option<u64>,
     ) -> anyhow::Result<CompilationCache> {
         self.exists()?;
+        let tag = Tag::new(COMPILATION_TAG).context("while naming the compilation tag")?;
+        let mut cache_options = self.options_for(&tag);
+        if let Some(max_size_bytes) = max_size_bytes {
+            cache_options.max_size_bytes = max_size_bytes;
+        }
         let ttls = CacheTtlConfig::from_env(&Environment::process())
             .context("while reading the TTL overrides (GLOVEBOX_CACHE_TTL_*)")?;
         let config = UserCacheConfig {
             cache_path: Some(self.path.clone()),
             strategy: CacheStrategy::Shared,
-            options: self.options(),
+            options: cache_options,
             ttls,
         };
         CompilationCache::open_with_options(&self.coordinator, &config, options).with_context(

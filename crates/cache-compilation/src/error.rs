@@ -78,6 +78,26 @@ pub enum CompilationError {
         reason: String,
     },
 
+    /// Content that does not fit in the tag's size limit even alone: refused before anything
+    /// is copied (or, for what the filesystem allocates beyond the content, when stored), and
+    /// nothing cached is evicted for it.
+    #[error(
+        "{what} needs {bytes} bytes, more than tag '{tag}' may hold: its size limit is {limit} \
+         bytes. Raise it with --max-size on `glovebox-cache workspace add` or `import` (for \
+         example --max-size 32GiB), or, in a program, the max_size_bytes of the options the \
+         compilation tag is opened with"
+    )]
+    OverSizeLimit {
+        /// The tag.
+        tag: String,
+        /// What was to be stored ("workspace of repository "r"").
+        what: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// The tag's size limit in bytes.
+        limit: u64,
+    },
+
     /// A copy-on-write clone (reflink) asked for where the filesystem cannot make one.
     #[error(
         "cannot clone (reflink) to {path}: {reason}; the filesystem has no copy-on-write clones here, use --link auto or copy"

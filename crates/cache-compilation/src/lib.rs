@@ -85,7 +85,7 @@ mod workspace;
 
 pub use archive::ArchiveFormat;
 pub use build::{BuildService, CachedBuild, is_artifact};
-pub use context::CompilationOptions;
+pub use context::{CompilationOptions, DEFAULT_MAX_SIZE_BYTES};
 pub use docker::{DockerImageCache, DockerImageKey};
 pub use error::{CompilationError, Result};
 pub use keys::{

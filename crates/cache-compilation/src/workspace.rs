@@ -45,6 +45,11 @@ pub struct CachedWorkspace {
     pub last_accessed: Option<SystemTime>,
     /// When it expires.
     pub expires_at: Option<SystemTime>,
+    /// Only on what a store returns: the keys of other workspaces that were cached just before
+    /// the store and no longer are after it: evicted to keep the tag under its size limit (or,
+    /// rarely, deleted by another process meanwhile). Keys, not names: the names are in the
+    /// entries, which are gone. Empty on lookups.
+    pub evicted: Vec<String>,
 }
 
 /// How a restore puts the cached files in place.
@@ -244,8 +249,7 @@ impl WorkspaceService {
         if !cache.is_enabled() {
             return Ok(None);
         }
-        let key = id.key_bytes();
-        self.context.check_fits(&key, plan.byte_count)?;
+        self.context.check_fits(&|| describe(id), plan.byte_count)?;
         let staged = cache.stage_directory()?;
         let mut tracker = Tracker::start(
             ProgressStage::Extracting,
@@ -294,8 +298,8 @@ impl WorkspaceService {
         if !self.context.options.allow_escaping_symlinks {
             tree.check_symlinks_stay_inside(source)?;
         }
-        let key = id.key_bytes();
-        self.context.check_fits(&key, tree.byte_count())?;
+        self.context
+            .check_fits(&|| describe(id), tree.byte_count())?;
         let staged = cache.stage_directory()?;
         let mut tracker = Tracker::start(
             ProgressStage::Copying,
@@ -369,13 +373,30 @@ impl WorkspaceService {
     ) -> Result<Option<CachedWorkspace>> {
         let key = id.key_bytes();
         let value = metadata::encode(&metadata, || format!("workspace {id:?}"))?;
-        let Some(directory) =
-            self.context
-                .cache
-                .set_directory(&key, staged, &value, Some(self.ttl(id.level())))?
+        let others_before = self.other_workspace_keys(&key)?;
+        let Some(directory) = self
+            .context
+            .cache
+            .set_directory(&key, staged, &value, Some(self.ttl(id.level())))
+            .map_err(|err| self.context.explain_refusal(&|| describe(id), err))?
         else {
             return Ok(None);
         };
+        let others_after = self.other_workspace_keys(&key)?;
+        let evicted: Vec<String> = others_before
+            .iter()
+            .filter(|other| !others_after.contains(other))
+            .map(|other| String::from_utf8_lossy(other).into_owned())
+            .collect();
+        if !evicted.is_empty() {
+            tracing::warn!(
+                repository = id.repository_name(),
+                branch = id.branch_name(),
+                evicted = ?evicted,
+                limit_bytes = self.context.max_size_bytes,
+                "storing a workspace evicted other workspaces to stay within the size limit"
+            );
+        }
         tracing::info!(
             repository = id.repository_name(),
             branch = id.branch_name(),
@@ -383,7 +404,19 @@ impl WorkspaceService {
             bytes = metadata.size_bytes,
             "workspace cached"
         );
-        self.found(id.clone(), &key, directory, metadata).map(Some)
+        let mut found = self.found(id.clone(), &key, directory, metadata)?;
+        found.evicted = evicted;
+        Ok(Some(found))
+    }
+
+    /// The keys of every cached workspace but `key`'s, sorted (keys only: nothing is read, so
+    /// no access time changes and eviction order is not disturbed).
+    fn other_workspace_keys(&self, key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = self
+            .context
+            .keys_with_prefix(WORKSPACE_KEY_PREFIX.as_bytes())?;
+        keys.retain(|other| other != key);
+        Ok(keys)
     }
 
     fn found(
@@ -401,6 +434,7 @@ impl WorkspaceService {
             size_bytes: directory.size_bytes,
             last_accessed,
             expires_at,
+            evicted: Vec::new(),
         })
     }
 
@@ -730,6 +764,17 @@ impl WorkspaceService {
             bytes: done.bytes_done,
             archive_bytes,
         })
+    }
+}
+
+/// `the workspace of repository "R" [branch "B"]`, for messages.
+fn describe(id: &WorkspaceId) -> String {
+    match id.branch_name() {
+        Some(branch) => format!(
+            "the workspace of repository {:?} branch {branch:?}",
+            id.repository_name()
+        ),
+        None => format!("the workspace of repository {:?}", id.repository_name()),
     }
 }
 

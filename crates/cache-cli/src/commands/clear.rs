@@ -128,7 +128,7 @@ pub(crate) fn run(root: &CacheRoot, args: &ClearArgs, output: &Output) -> anyhow
 fn plan(root: &CacheRoot, tag: Tag, mode: Mode) -> anyhow::Result<Plan> {
     let (cache, doomed) = match mode {
         Mode::All => {
-            let cache = root.open(&tag, root.options())?;
+            let cache = root.open(&tag, root.options_for(&tag))?;
             let entries = cache
                 .get_stats()
                 .with_context(|| format!("while counting the entries of tag '{tag}'"))?
@@ -139,12 +139,12 @@ fn plan(root: &CacheRoot, tag: Tag, mode: Mode) -> anyhow::Result<Plan> {
             // Without a size limit, cleanup only removes what is expired or unreadable.
             let options = CacheOptions {
                 max_size_bytes: u64::MAX,
-                ..root.options()
+                ..root.options_for(&tag)
             };
             (root.open(&tag, options)?, Doomed::Expired)
         }
         Mode::OlderThan(age) => {
-            let cache = root.open(&tag, root.options())?;
+            let cache = root.open(&tag, root.options_for(&tag))?;
             let cutoff = SystemTime::now()
                 .checked_sub(age)
                 .unwrap_or(SystemTime::UNIX_EPOCH);

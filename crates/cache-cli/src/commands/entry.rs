@@ -76,7 +76,7 @@ pub(crate) fn set(root: &CacheRoot, args: &SetArgs, output: &Output) -> anyhow::
             .into());
         }
     };
-    let cache = root.open(tag, root.options())?;
+    let cache = root.open(tag, root.options_for(tag))?;
     cache
         .set(key, &value, args.ttl)
         .with_context(|| format!("while storing key {shown} in tag '{tag}'"))?;

@@ -227,6 +227,8 @@ fn check_workspace_directory(path: &Path) -> anyhow::Result<()> {
 struct StoredReport {
     root: String,
     workspace: WorkspaceRow,
+    /// The keys of other workspaces this store evicted to stay within the size limit.
+    evicted: Vec<String>,
 }
 
 fn report_stored(
@@ -244,10 +246,23 @@ fn report_stored(
         )
     })?;
     let row = WorkspaceRow::new(&stored, SystemTime::now());
+    if !stored.evicted.is_empty() {
+        output.warn(&format!(
+            "storing this workspace evicted {} to stay within the compilation tag's size limit \
+             (raise it with --max-size): {}",
+            render::count(
+                stored.evicted.len() as u64,
+                "other workspace",
+                "other workspaces"
+            ),
+            stored.evicted.join(", ")
+        ))?;
+    }
     if output.is_json() {
         return output.json(&StoredReport {
             root: root.path().display().to_string(),
             workspace: row,
+            evicted: stored.evicted,
         });
     }
     let expiry = row.expires_in_seconds.map_or_else(
@@ -271,10 +286,13 @@ fn report_stored(
 fn add(root: &CacheRoot, args: &WorkspaceAddArgs, output: &Output) -> anyhow::Result<()> {
     let id = workspace_id(&args.repo, args.branch.as_deref())?;
     check_workspace_directory(&args.path)?;
-    let compilation = root.compilation_with(CompilationOptions {
-        allow_escaping_symlinks: args.allow_escaping_symlinks,
-        ..CompilationOptions::default()
-    })?;
+    let compilation = root.compilation_with(
+        CompilationOptions {
+            allow_escaping_symlinks: args.allow_escaping_symlinks,
+            ..CompilationOptions::default()
+        },
+        args.max_size,
+    )?;
     let mut progress = CopyProgress::new(output);
     let stored = compilation
         .workspaces
@@ -308,10 +326,13 @@ fn import(root: &CacheRoot, args: &WorkspaceImportArgs, output: &Output) -> anyh
         ))
         .into());
     }
-    let compilation = root.compilation_with(CompilationOptions {
-        allow_escaping_symlinks: args.allow_escaping_symlinks,
-        ..CompilationOptions::default()
-    })?;
+    let compilation = root.compilation_with(
+        CompilationOptions {
+            allow_escaping_symlinks: args.allow_escaping_symlinks,
+            ..CompilationOptions::default()
+        },
+        args.max_size,
+    )?;
     let mut progress = CopyProgress::new(output);
     let stored = compilation
         .workspaces

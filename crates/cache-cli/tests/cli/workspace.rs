@@ -849,3 +849,65 @@ fn escaping_symlinks_are_refused_naming_the_link_unless_allowed() {
         sandbox.run(&args).expect_code(0);
     }
 }
+
+/// Issue 19: a workspace over the limit was refused (exit 3) with a message naming no way out,
+/// and the command had no way to raise the limit.
+#[test]
+fn an_over_limit_add_names_the_limit_and_max_size_raises_it() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let args = ["workspace", "add", text(&workspace), "--repo", REPO];
+    let mut limited = args.to_vec();
+    limited.extend(["--max-size", "1KiB"]);
+    sandbox.run(&limited).expect_code(3).expect_stderr(&[
+        "1024",
+        "--max-size",
+        "tag 'compilation'",
+    ]);
+    let mut raised = args.to_vec();
+    raised.extend(["--max-size", "1GiB"]);
+    sandbox.run(&raised).expect_code(0);
+    sandbox
+        .run(&[
+            "workspace",
+            "import",
+            text(&workspace),
+            "--repo",
+            REPO,
+            "--max-size",
+            "ten",
+        ])
+        .expect_code(2)
+        .expect_stderr(&["ten"]);
+}
+
+/// Issue 19: adding a workspace silently evicted another. The store says so on stderr and in
+/// `--json`.
+#[test]
+fn an_add_that_evicts_another_workspace_warns_and_reports_it() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let first = add(&sandbox, &workspace, REPO, None);
+    assert_eq!(first["evicted"], serde_json::json!([]));
+    let size = first["workspace"]["size_bytes"].as_u64().unwrap();
+    let limit = (size * 3 / 2).to_string();
+
+    let run = sandbox.run(&[
+        "workspace",
+        "add",
+        text(&workspace),
+        "--repo",
+        "other/zmk",
+        "--max-size",
+        &limit,
+        "--json",
+    ]);
+    run.expect_code(0).expect_stderr(&[
+        "warning: storing this workspace evicted 1 other workspace",
+        "--max-size",
+    ]);
+    let report = run.json();
+    let evicted = report["evicted"].as_array().unwrap();
+    assert_eq!(evicted.len(), 1, "{report}");
+    assert!(evicted[0].as_str().unwrap().starts_with("workspace:repo:"));
+}

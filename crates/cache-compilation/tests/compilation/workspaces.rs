@@ -8,7 +8,7 @@ use cache_compilation::{
     CompilationError, CompilationOptions, GitHandling, Progress, ProgressStage, WorkspaceDetails,
     WorkspaceId, WorkspaceLevel, WorkspaceOrigin,
 };
-use cache_core::{CacheError, CacheOptions, CacheStrategy, Coordinator, ManualClock};
+use cache_core::{CacheOptions, CacheStrategy, Coordinator, ManualClock};
 use rstest::rstest;
 use tempfile::TempDir;
 
@@ -322,8 +322,9 @@ fn progress_counts_up_to_the_totals_known_from_the_start(
         && w[0].files_total == w[1].files_total));
 }
 
+/// Issue 19: the refusal named no way out. It names the limit and how to raise it.
 #[rstest]
-fn a_workspace_larger_than_the_limit_is_refused_before_copying(
+fn a_workspace_larger_than_the_limit_is_refused_before_copying_naming_the_limit_and_the_way_out(
     root: TempDir,
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
@@ -337,12 +338,19 @@ fn a_workspace_larger_than_the_limit_is_refused_before_copying(
         .cache_workspace(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            CompilationError::Cache(CacheError::ValueTooLarge { max: 1024, .. })
-        ),
+        matches!(err, CompilationError::OverSizeLimit { limit: 1024, .. }),
         "{err}"
     );
+    let message = err.to_string();
+    for part in [
+        "1024",
+        "tag 'compilation'",
+        "--max-size",
+        "zmkfirmware/zmk",
+        "max_size_bytes",
+    ] {
+        assert!(message.contains(part), "{part:?} not in: {message}");
+    }
     let staging = root.path().join("cache/compilation/dirs/.staging");
     assert!(!staging.exists() || fs::read_dir(&staging).unwrap().next().is_none());
     assert!(compilation.cache.keys().unwrap().is_empty());
@@ -429,4 +437,76 @@ fn replacing_a_workspace_removes_the_old_directory(
     assert_ne!(first.path, second.path);
     assert!(!first.path.exists());
     assert!(second.path.join("zmk/app/new-file").is_file());
+}
+
+/// A limit that holds one workspace and a half: measured on the fake workspace in another root.
+fn limit_for_one_and_a_half(
+    coordinator: &Coordinator,
+    clock: &Arc<ManualClock>,
+    ws: &std::path::Path,
+) -> u64 {
+    let measure_root = TempDir::new().unwrap();
+    let measuring = open(coordinator, &measure_root, clock);
+    let size = cache_ws(&measuring, ws, &repo()).size_bytes;
+    size * 3 / 2
+}
+
+/// Issue 19: adding a workspace silently evicted another; only `EVICTIONS 1` in `show` told.
+/// The store now says which workspaces it pushed out.
+#[rstest]
+fn a_store_that_evicts_another_workspace_says_which(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let ws = fake_workspace(&root, "ws");
+    let mut config = config(&root, &clock);
+    config.options.max_size_bytes = limit_for_one_and_a_half(&coordinator, &clock, &ws);
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let first = cache_ws(&compilation, &ws, &repo());
+    assert!(first.evicted.is_empty());
+    clock.advance(std::time::Duration::from_secs(1));
+
+    let second = cache_ws(&compilation, &ws, &branch("main"));
+    let first_key = String::from_utf8(repo().key_bytes()).unwrap();
+    assert_eq!(second.evicted, vec![first_key]);
+    assert_eq!(compilation.workspaces.get_exact(&repo()).unwrap(), None);
+    let found = compilation
+        .workspaces
+        .get_exact(&branch("main"))
+        .unwrap()
+        .unwrap();
+    assert!(found.evicted.is_empty(), "only a store reports evictions");
+}
+
+/// Issue 19: `workspace add` must never evict the workspace it replaces only to fail. A
+/// replacement too large for the limit is refused and the workspace it would replace stays.
+#[rstest]
+fn a_refused_replacement_keeps_the_workspace_it_would_have_replaced(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let ws = fake_workspace(&root, "ws");
+    let mut config = config(&root, &clock);
+    config.options.max_size_bytes = limit_for_one_and_a_half(&coordinator, &clock, &ws);
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let kept = cache_ws(&compilation, &ws, &repo());
+    let bigger = fake_workspace(&root, "bigger");
+    write(
+        &bigger.join("zmk/large.bin"),
+        &vec![1u8; config.options.max_size_bytes as usize],
+    );
+
+    let err = compilation
+        .workspaces
+        .inject(&bigger, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap_err();
+    assert!(
+        matches!(err, CompilationError::OverSizeLimit { .. }),
+        "{err}"
+    );
+    let found = compilation.workspaces.get_exact(&repo()).unwrap().unwrap();
+    assert_eq!(found.path, kept.path);
+    assert_eq!(snapshot(&found.path), expected_workspace(&ws, true));
 }
