@@ -244,8 +244,8 @@ impl Dir {
         Ok(())
     }
 
-    /// Gives this directory's owner write and search permission if it lacks them (a cached
-    /// workspace keeps its directories' modes, a read-only 0555 one included), so that its
+    /// Gives this directory's owner write and search permission if it lacks them (an owned
+    /// directory keeps the modes its caller gave, a read-only 0555 one included), so that its
     /// entries can be removed by a process that permission bits apply to. Through the open
     /// descriptor: never a path, never a symlink.
     pub(crate) fn let_owner_empty_it(&self) -> Result<()> {
@@ -447,7 +447,7 @@ impl Dir {
     /// Removes `name` and, if it is a directory, everything below it, never following a symlink
     /// (one inside the tree is unlinked itself); `false` if nothing was there. Open directories
     /// are bounded by the tree's depth, not its width. A directory whose owner lacks write or
-    /// search permission (a read-only directory a cached workspace kept) is given them first.
+    /// search permission (a read-only directory of an owned tree) is given them first.
     pub(crate) fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<bool> {
         let name = component(&self.path, name.as_ref())?;
         let Some(meta) = self.stat(name)? else {
@@ -606,6 +606,17 @@ impl Dir {
 
 /// Logs `message` about `path` as a warning, once per process: what maintenance skips, it skips
 /// on every run.
+/// The free bytes (`f_bavail`: what an unprivileged process may still write) and the total
+/// bytes of the filesystem holding `dir` (`statvfs`: it opens nothing); `None` where they
+/// cannot be read.
+pub(crate) fn filesystem_space(dir: &Path) -> Option<(u64, u64)> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some((
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+    ))
+}
+
 pub(crate) fn warn_once(path: &Path, message: &str) {
     static WARNED: LazyLock<Mutex<HashSet<(PathBuf, String)>>> =
         LazyLock::new(|| Mutex::new(HashSet::new()));

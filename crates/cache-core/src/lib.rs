@@ -97,8 +97,9 @@ mod typed;
 
 pub use codec::{CodecId, ValueFormat};
 pub use config::{
-    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, SystemClock,
-    UserCacheConfig, resolve_cache_root,
+    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, DiskSpace, EvictionPolicy,
+    FilesystemSpace, ManualClock, MinFreeSpace, SystemClock, SystemDiskSpace, UserCacheConfig,
+    resolve_cache_root,
 };
 pub use coordinator::{
     Coordinator, cleanup_shared_cache_instances, create_cache_from_user_config,

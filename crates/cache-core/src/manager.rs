@@ -380,6 +380,8 @@ impl CacheManager for DisabledCache {
             disk_bytes: 0,
             max_size_bytes: 0,
             max_entries: None,
+            filesystem: None,
+            min_free_bytes: None,
             last_cleanup: None,
             counters: Counters::default(),
             lifetime: Counters::default(),
