@@ -153,7 +153,11 @@ fn write_tar<W: Write>(
                 header.set_mode(node.mode.unwrap_or(DEFAULT_FILE_MODE));
                 header.set_size(*len);
                 builder
-                    .append_data(&mut header, &node.relative, file.take(*len))
+                    .append_data(
+                        &mut header,
+                        &node.relative,
+                        tracker.reading(file.take(*len)),
+                    )
                     .map_err(write_error)?;
                 tracker.file_done(*len);
             }
@@ -243,8 +247,13 @@ fn write_zip<W: Write + io::Seek>(
                     name,
                     options_for(node, DEFAULT_FILE_MODE)?.large_file(len >= u64::from(u32::MAX)),
                 )?;
-                let copied = io::copy(&mut file.take(len), &mut zip)
-                    .map_err(|source| CompilationError::io("reading", &path, source))?;
+                // A second name's content is counted once, under its first name.
+                let copied = if matches!(node.kind, NodeKind::File { .. }) {
+                    io::copy(&mut tracker.reading(file.take(len)), &mut zip)
+                } else {
+                    io::copy(&mut file.take(len), &mut zip)
+                }
+                .map_err(|source| CompilationError::io("reading", &path, source))?;
                 if copied != len {
                     return Err(changed_while_reading(&path).into());
                 }
@@ -960,8 +969,11 @@ fn write_planned<'p>(
                 .map_err(|source| CompilationError::io("creating", &at, source))?;
             let mut writer = BufWriter::new(file);
             // One byte more than declared, to notice an entry longer than its header says.
-            let written = io::copy(&mut data.take(len.saturating_add(1)), &mut writer)
-                .map_err(|source| CompilationError::io("unpacking archive", archive, source))?;
+            let written = io::copy(
+                &mut tracker.reading(data.take(len.saturating_add(1))),
+                &mut writer,
+            )
+            .map_err(|source| CompilationError::io("unpacking archive", archive, source))?;
             if written != *len {
                 return Err(CompilationError::Archive {
                     path: archive.to_owned(),

@@ -96,7 +96,7 @@ pub use metadata::{
     BuildArtifact, BuildMetadata, DockerImageCheck, WorkspaceDetails, WorkspaceMetadata,
     WorkspaceOrigin,
 };
-pub use progress::{Progress, ProgressStage};
+pub use progress::{PROGRESS_CHUNK_BYTES, Progress, ProgressStage};
 pub use service::{CompilationCache, create_compilation_cache_service};
 pub use tree::{GitHandling, WORKSPACE_COMPONENTS};
 pub use workspace::{

@@ -6,14 +6,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CompilationError, Result};
-use crate::progress::Tracker;
+use crate::progress::{PROGRESS_CHUNK_BYTES, Tracker};
 
 /// Symlinks followed while resolving one target before giving up (as the kernel's ELOOP).
 const MAX_LINK_HOPS: usize = 40;
@@ -323,7 +323,7 @@ pub(crate) fn copy_tree(
             NodeKind::File { .. } => {
                 create_parent(&to)?;
                 let (copied, linked) = match transfer {
-                    Transfer::Copy => (copy_file(&from, &to)?, false),
+                    Transfer::Copy => (copy_file_reporting(&from, &to, tracker)?, false),
                     Transfer::LinkOrCopy => match fs::hard_link(&from, &to) {
                         Ok(()) => (len_of(&to)?, true),
                         Err(_) => (copy_file(&from, &to)?, false),
@@ -350,7 +350,7 @@ pub(crate) fn copy_tree(
                         };
                         match cloned {
                             Some(len) => (len, false),
-                            None => (copy_file(&from, &to)?, false),
+                            None => (copy_file_reporting(&from, &to, tracker)?, false),
                         }
                     }
                 };
@@ -555,6 +555,38 @@ pub(crate) fn link_stays_inside(
         }
     }
     Ok(())
+}
+
+/// [`copy_file`], reporting a file larger than [`PROGRESS_CHUNK_BYTES`] to `tracker` as it
+/// goes (in chunks, each still copied in the kernel where it can be), so that progress moves
+/// through a large file.
+fn copy_file_reporting(from: &Path, to: &Path, tracker: &mut Tracker<'_>) -> Result<u64> {
+    let meta = fs::symlink_metadata(from)
+        .map_err(|source| CompilationError::io("copying", from, source))?;
+    if !meta.file_type().is_file() || meta.len() <= PROGRESS_CHUNK_BYTES {
+        return copy_file(from, to);
+    }
+    let source =
+        fs::File::open(from).map_err(|source| CompilationError::io("opening", from, source))?;
+    if fs::symlink_metadata(to).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        fs::remove_file(to)
+            .map_err(|source| CompilationError::io("replacing symlink", to, source))?;
+    }
+    let mut dest =
+        fs::File::create(to).map_err(|source| CompilationError::io("creating", to, source))?;
+    let mut copied = 0u64;
+    loop {
+        let chunk = io::copy(&mut (&source).take(PROGRESS_CHUNK_BYTES), &mut dest)
+            .map_err(|source| CompilationError::io("copying to", to, source))?;
+        if chunk == 0 {
+            break;
+        }
+        copied += chunk;
+        tracker.partial(chunk);
+    }
+    fs::set_permissions(to, meta.permissions())
+        .map_err(|source| CompilationError::io("setting permissions of", to, source))?;
+    Ok(copied)
 }
 
 /// Copies one regular file; the bytes copied.

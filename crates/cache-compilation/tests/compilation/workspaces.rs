@@ -510,3 +510,56 @@ fn a_refused_replacement_keeps_the_workspace_it_would_have_replaced(
     assert_eq!(found.path, kept.path);
     assert_eq!(snapshot(&found.path), expected_workspace(&ws, true));
 }
+
+/// Issue 19: progress froze on a large file. A file larger than `PROGRESS_CHUNK_BYTES` is
+/// reported as it is copied, into the cache and out of it, and counted once.
+#[rstest]
+fn progress_moves_during_a_large_file(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = fake_workspace(&root, "ws");
+    let large = 2 * cache_compilation::PROGRESS_CHUNK_BYTES + 1000;
+    write(
+        &ws.join("zmk/.git/objects/pack/big.pack"),
+        &vec![3u8; large as usize],
+    );
+    let mut reports: Vec<Progress> = Vec::new();
+    let cached = compilation
+        .workspaces
+        .cache_workspace(&ws, &repo(), WorkspaceDetails::default(), &mut |p| {
+            reports.push(p)
+        })
+        .unwrap()
+        .unwrap();
+    let last = *reports.last().unwrap();
+    assert!(
+        last.is_complete() && last.bytes_done == last.bytes_total,
+        "{last:?}"
+    );
+    // Within one file: the bytes moved while the files did not.
+    assert!(
+        reports
+            .windows(2)
+            .filter(|pair| pair[1].files_done == pair[0].files_done
+                && pair[1].bytes_done > pair[0].bytes_done)
+            .count()
+            >= 2,
+        "{reports:?}"
+    );
+
+    let mut out: Vec<Progress> = Vec::new();
+    compilation
+        .workspaces
+        .copy_to(&cached, &root.path().join("out"), &mut |p| out.push(p))
+        .unwrap();
+    let last = *out.last().unwrap();
+    assert_eq!(last.bytes_done, last.bytes_total);
+    assert!(
+        out.windows(2)
+            .any(|pair| pair[1].files_done == pair[0].files_done
+                && pair[1].bytes_done > pair[0].bytes_done)
+    );
+}
