@@ -212,12 +212,20 @@ fn write_zip<W: Write + io::Seek>(
 
     let mut zip = zip::ZipWriter::new(writer);
     let base = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    // The modification time goes in the extended timestamp field (whole seconds, as unzip and
-    // Info-ZIP read it); zip's own DOS time stays at its default.
+    // The modification time goes in the extended timestamp field (whole seconds, UTC, as unzip
+    // and Info-ZIP read it) and in zip's own DOS time (two-second steps, here in UTC, for tools
+    // that read only that one; outside 1980..2107 it keeps zip's default).
     let options_for = |node: &Node, default_mode: u32| {
-        let seconds = u32::try_from(unix_seconds(node.mtime)).unwrap_or(u32::MAX);
-        base.unix_permissions(node.mode.unwrap_or(default_mode))
-            .with_extended_timestamp(Some(seconds), None, None)
+        let seconds = unix_seconds(node.mtime);
+        let mut options = base.unix_permissions(node.mode.unwrap_or(default_mode));
+        if let Some(dos) = dos_time(seconds) {
+            options = options.last_modified_time(dos);
+        }
+        options.with_extended_timestamp(
+            Some(u32::try_from(seconds).unwrap_or(u32::MAX)),
+            None,
+            None,
+        )
     };
     let name_of = |relative: &Path| {
         tree::slash_path(relative).ok_or_else(|| CompilationError::Archive {
@@ -293,6 +301,36 @@ fn open_unchanged(path: &Path, len: u64) -> Result<BufReader<File>> {
 fn unix_seconds(time: Option<SystemTime>) -> u64 {
     time.and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |since| since.as_secs())
+}
+
+/// `seconds` since 1970 as a zip DOS time (UTC); `None` outside what it can hold.
+fn dos_time(seconds: u64) -> Option<zip::DateTime> {
+    // Days to a civil date (Howard Hinnant's `civil_from_days`).
+    let days = i64::try_from(seconds / 86_400).ok()?;
+    let of_day = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    zip::DateTime::from_date_and_time(
+        u16::try_from(year).ok()?,
+        u8::try_from(month).ok()?,
+        u8::try_from(day).ok()?,
+        u8::try_from(of_day / 3600).ok()?,
+        u8::try_from(of_day % 3600 / 60).ok()?,
+        u8::try_from(of_day % 60).ok()?,
+    )
+    .ok()
 }
 
 fn changed_while_reading(path: &Path) -> CompilationError {
@@ -999,6 +1037,26 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+
+    #[test]
+    fn dos_times_are_the_utc_civil_time_in_two_second_steps() {
+        let at = |seconds| {
+            dos_time(seconds).map(|t| {
+                (
+                    t.year(),
+                    t.month(),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                )
+            })
+        };
+        // 2001-09-09T01:46:40Z, 2024-02-29T23:59:59Z (leap day; odd seconds round down).
+        assert_eq!(at(1_000_000_000), Some((2001, 9, 9, 1, 46, 40)));
+        assert_eq!(at(1_709_251_199), Some((2024, 2, 29, 23, 59, 58)));
+        assert_eq!(at(0), None, "1970 is before what zip can hold");
+    }
 
     #[rstest]
     #[case("ws.tar.gz", Some(ArchiveFormat::TarGz))]
