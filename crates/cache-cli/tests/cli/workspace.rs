@@ -911,3 +911,41 @@ fn an_add_that_evicts_another_workspace_warns_and_reports_it() {
     assert_eq!(evicted.len(), 1, "{report}");
     assert!(evicted[0].as_str().unwrap().starts_with("workspace:repo:"));
 }
+
+/// Issue 19: after `restore --link hardlink`, a restored file edited in place (by another
+/// process) changes the cache's copy; the next command that reads the workspace drops it
+/// instead of serving it.
+#[test]
+fn a_file_edited_after_a_hardlink_restore_is_never_served_again() {
+    use std::io::Write as _;
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    add(&sandbox, &workspace, REPO, None);
+    let dest = sandbox.path("restored");
+    sandbox
+        .run(&[
+            "workspace",
+            "restore",
+            REPO,
+            text(&dest),
+            "--link",
+            "hardlink",
+        ])
+        .expect_code(0);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(dest.join(".west/config"))
+        .unwrap();
+    file.write_all(b"# edited in place\n").unwrap();
+    drop(file);
+
+    sandbox
+        .run(&["workspace", "restore", REPO, text(&sandbox.path("again"))])
+        .expect_code(1);
+    assert!(!sandbox.path("again").join("zmk").exists());
+    assert_eq!(
+        owned_directories(&sandbox),
+        0,
+        "the entry and its directory are gone"
+    );
+}
