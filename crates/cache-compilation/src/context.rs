@@ -79,7 +79,8 @@ impl Context {
     }
 
     /// Refuses, before anything is copied, content that cannot fit in the tag's size limit even
-    /// alone (the store would refuse it after the copy), saying how to raise the limit.
+    /// alone (the store would refuse it after the copy), saying how to raise the limit, and
+    /// content the disk has no room for under `min_free_space`.
     pub(crate) fn check_fits(&self, what: &dyn Fn() -> String, bytes: u64) -> Result<()> {
         if bytes > self.max_size_bytes {
             return Err(CompilationError::OverSizeLimit {
@@ -88,6 +89,24 @@ impl Context {
                 bytes,
                 limit: self.max_size_bytes,
             });
+        }
+        // The copy must not take the disk below `min_free_space` by more than evicting the
+        // whole tag would give back (a smaller shortfall is made up by the store's eviction).
+        let stats = self.cache.get_stats()?;
+        if let (Some(space), Some(min_free_bytes)) = (stats.filesystem, stats.min_free_bytes) {
+            let shortfall = bytes
+                .saturating_add(min_free_bytes)
+                .saturating_sub(space.free_bytes);
+            if shortfall > stats.disk_bytes {
+                return Err(CompilationError::NoDiskRoom {
+                    tag: COMPILATION_TAG.to_owned(),
+                    what: what(),
+                    bytes,
+                    free_bytes: space.free_bytes,
+                    min_free_bytes,
+                    tag_bytes: stats.disk_bytes,
+                });
+            }
         }
         Ok(())
     }

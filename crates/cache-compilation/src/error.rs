@@ -98,6 +98,30 @@ pub enum CompilationError {
         limit: u64,
     },
 
+    /// Content whose copy would leave the disk holding the cache with less free space than the
+    /// cache's `min_free_space` setting, by more than evicting the whole tag could give back.
+    /// Refused before anything is copied.
+    #[error(
+        "{what} needs {bytes} bytes, but the disk holding the cache has {free_bytes} bytes \
+         free and the min_free_space setting keeps {min_free_bytes} of them free; evicting \
+         every entry of tag '{tag}' ({tag_bytes} bytes) would not make room. Free space on \
+         that disk, or lower min_free_space"
+    )]
+    NoDiskRoom {
+        /// The tag.
+        tag: String,
+        /// What was to be stored.
+        what: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// Free bytes on the disk now.
+        free_bytes: u64,
+        /// What `min_free_space` keeps free there.
+        min_free_bytes: u64,
+        /// What the tag's entries take (all evictable).
+        tag_bytes: u64,
+    },
+
     /// A copy-on-write clone (reflink) asked for where the filesystem cannot make one.
     #[error(
         "cannot clone (reflink) to {path}: {reason}; the filesystem has no copy-on-write clones here, use --link auto or copy"

@@ -563,3 +563,42 @@ fn progress_moves_during_a_large_file(
                 && pair[1].bytes_done > pair[0].bytes_done)
     );
 }
+
+/// A disk whose free space the test sets.
+#[derive(Debug)]
+struct FakeDisk(u64);
+
+impl cache_core::DiskSpace for FakeDisk {
+    fn space(&self, _: &std::path::Path) -> Option<cache_core::FilesystemSpace> {
+        Some(cache_core::FilesystemSpace {
+            free_bytes: self.0,
+            total_bytes: 100 << 30,
+        })
+    }
+}
+
+/// Issue 19: a cache must never fill its disk. A workspace whose copy would take the disk
+/// below `min_free_space`, by more than evicting the whole tag gives back, is refused before
+/// anything is copied, naming the setting.
+#[rstest]
+fn a_workspace_the_disk_has_no_room_for_is_refused_before_copying(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let mut config = config(&root, &clock);
+    config.options.min_free_space = cache_core::MinFreeSpace::Bytes(1 << 30);
+    // 1 GiB + 1 KiB free: room for 1 KiB of workspace, not for the fake workspace's ~8 KiB.
+    config.options.disk_space = Arc::new(FakeDisk((1 << 30) + 1024));
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let ws = fake_workspace(&root, "ws");
+    let err = compilation
+        .workspaces
+        .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap_err();
+    assert!(matches!(err, CompilationError::NoDiskRoom { .. }), "{err}");
+    assert!(err.to_string().contains("min_free_space"), "{err}");
+    let staging = root.path().join("cache/compilation/dirs/.staging");
+    assert!(!staging.exists() || fs::read_dir(&staging).unwrap().next().is_none());
+    assert!(compilation.cache.keys().unwrap().is_empty());
+}
