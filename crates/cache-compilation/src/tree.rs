@@ -393,18 +393,16 @@ fn len_of(path: &Path) -> Result<u64> {
 /// Sets `node`'s mode (not on a symlink, which has none that matters) and modification time
 /// on `path`, never following a symlink at `path`.
 pub(crate) fn set_mode_and_time(path: &Path, node: &Node, is_symlink: bool) -> Result<()> {
-    #[cfg(unix)]
+    use std::os::unix::fs::PermissionsExt;
     if let Some(mode) = node.mode
         && !is_symlink
     {
-        use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(|source| CompilationError::io("setting permissions of", path, source))?;
     }
     if let Some(mtime) = node.mtime {
         set_mtime(path, mtime)?;
     }
-    let _ = is_symlink;
     Ok(())
 }
 
