@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cache_compilation::{ArchiveFormat, WorkspaceId};
+use cache_compilation::{ArchiveFormat, LinkMode, WorkspaceId};
 use cache_core::Tag;
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 
@@ -267,6 +267,7 @@ Examples:
   glovebox-cache workspace add ~/zmk-workspace --repo zmkfirmware/zmk --branch main
   glovebox-cache workspace export zmkfirmware/zmk --branch main -o zmk-main.tar.gz
   glovebox-cache workspace import zmk-main.tar.gz --repo zmkfirmware/zmk --branch main
+  glovebox-cache workspace restore zmkfirmware/zmk --branch main ./zmk-workspace
   glovebox-cache workspace delete zmkfirmware/zmk --all
   glovebox-cache workspace cleanup --older-than 3d"
     )]
@@ -478,6 +479,31 @@ Examples:
   glovebox-cache workspace import ./ws --repo zmkfirmware/zmk"
     )]
     Import(WorkspaceImportArgs),
+
+    /// Copy a cached workspace out into a directory (created if missing)
+    #[command(
+        after_help = "With --branch, the branch's workspace is restored if cached, else the \
+repository's (as a build would find it). DEST must not already hold zmk/, zephyr/, modules/ or \
+.west/: a workspace is never merged into another. Modes, modification times and hard links are \
+kept. Exit code 1 when nothing is cached.
+
+--link says how files are put in place:
+  auto      a copy-on-write clone (reflink) where the filesystem has them (btrfs, XFS), else a
+            full copy [default]
+  reflink   a copy-on-write clone, or an error saying the filesystem cannot make one
+  hardlink  hard links to the cache's own files: near-instant and no extra space, but the files
+            ARE the cache's. Needs DEST on the cache's filesystem. A file edited in place
+            (appending, or an editor that writes into the file) changes the cached copy: the
+            cache finds it by its hash the next time the workspace is read and drops the entry,
+            never serving it. A chmod of a linked file is not detected. Git, and editors that
+            write a new file and rename it, replace the link and leave the cache alone.
+  copy      a full copy
+
+Examples:
+  glovebox-cache workspace restore zmkfirmware/zmk ./ws
+  glovebox-cache workspace restore zmkfirmware/zmk --branch main ./ws --link hardlink --json"
+    )]
+    Restore(WorkspaceRestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -493,6 +519,35 @@ pub(crate) struct WorkspaceAddArgs {
     /// Cache it for this branch (1 day) instead of the repository (30 days)
     #[arg(long, value_name = "B", value_parser = parse_branch)]
     pub(crate) branch: Option<String>,
+
+    /// Accept symlinks that point outside the workspace (absolute, or .. above its top),
+    /// refused by default
+    #[arg(long)]
+    pub(crate) allow_escaping_symlinks: bool,
+
+    /// The compilation tag's size limit for this run: 16GiB, 500MiB, 2G, or bytes
+    /// [default: 16GiB]. Other workspaces are evicted to stay under it (the command says which)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceRestoreArgs {
+    /// The repository (zmkfirmware/zmk)
+    #[arg(value_name = "REPO", value_parser = parse_repository)]
+    pub(crate) repo: String,
+
+    /// Restore this branch's workspace (the repository's if the branch is not cached)
+    #[arg(long, value_name = "B", value_parser = parse_branch)]
+    pub(crate) branch: Option<String>,
+
+    /// The directory to restore into (created if missing)
+    #[arg(value_name = "DEST")]
+    pub(crate) dest: PathBuf,
+
+    /// How files are put in place: auto, reflink, hardlink or copy
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_link_mode)]
+    pub(crate) link: LinkMode,
 }
 
 #[derive(Debug, Args)]
@@ -553,6 +608,16 @@ pub(crate) struct WorkspaceImportArgs {
     /// Cache it for this branch (1 day) instead of the repository (30 days)
     #[arg(long, value_name = "B", value_parser = parse_branch)]
     pub(crate) branch: Option<String>,
+
+    /// Accept symlinks that point outside the workspace (absolute, or .. above its top),
+    /// refused by default
+    #[arg(long)]
+    pub(crate) allow_escaping_symlinks: bool,
+
+    /// The compilation tag's size limit for this run: 16GiB, 500MiB, 2G, or bytes
+    /// [default: 16GiB]. Other workspaces are evicted to stay under it (the command says which)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -681,6 +746,49 @@ fn parse_branch(text: &str) -> Result<String, String> {
     WorkspaceId::branch("repository", text)
         .map(|_| text.to_owned())
         .map_err(|err| err.to_string())
+}
+
+/// A size: a number of bytes, or a number with a unit K, M, G, T (also KiB, KB, ...; all
+/// powers of 1024), in any case, with or without a space.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "unknown size unit in {text:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 16GiB, 500MiB or 1073741824"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("size {text:?} is out of range (at least one byte)"));
+    }
+    Ok(bytes as u64)
+}
+
+fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "auto" => Ok(LinkMode::Auto),
+        "reflink" => Ok(LinkMode::Reflink),
+        "hardlink" => Ok(LinkMode::Hardlink),
+        "copy" => Ok(LinkMode::Copy),
+        _ => Err(format!(
+            "unknown link mode {text:?}: use auto, reflink, hardlink or copy"
+        )),
+    }
 }
 
 fn parse_archive_format(text: &str) -> Result<ArchiveFormat, String> {

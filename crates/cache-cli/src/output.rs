@@ -69,6 +69,12 @@ impl Output {
             .context("while writing the value to stdout")
     }
 
+    /// Prints a warning on stderr (`warning: ` added), even with `--quiet` or `--json`: it
+    /// tells of something the person did not ask for (a workspace evicted).
+    pub(crate) fn warn(&self, text: &str) -> anyhow::Result<()> {
+        writeln!(io::stderr(), "warning: {text}").context("while writing to stderr")
+    }
+
     /// Prints a note for the person at the keyboard on stderr, unless `--quiet`.
     pub(crate) fn note(&self, text: &str) -> anyhow::Result<()> {
         if self.quiet {

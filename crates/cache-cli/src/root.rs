@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cache_compilation::{COMPILATION_TAG, CompilationCache};
+use cache_compilation::{
+    COMPILATION_TAG, CompilationCache, CompilationOptions, DEFAULT_MAX_SIZE_BYTES,
+};
 use cache_core::{
     Cache, CacheOptions, CacheStrategy, ConfigOrigin, ConfigSetting, Coordinator,
     DATABASE_FILE_NAME, Environment, ExplainedConfig, Tag, UserCacheConfig, prepare_root,
@@ -158,11 +160,26 @@ impl CacheRoot {
     /// `[tags.<tag>]`), with this run's timeout. A command that needs another setting changes it
     /// on top of these. Every command opens a tag with these, so that two openings in one run
     /// agree (the coordinator refuses differing options for one tag).
+    ///
+    /// The `compilation` tag's size limit is the domain's own default
+    /// (`cache_compilation::DEFAULT_MAX_SIZE_BYTES`: real workspaces are several GiB) unless the
+    /// configuration sets one, for the tag or in `[defaults]` (a `[defaults]` limit equal to the
+    /// built-in default reads as not set).
     pub(crate) fn options(&self, tag: &Tag) -> CacheOptions {
-        CacheOptions {
+        let mut options = CacheOptions {
             enabled: true,
             ..self.config.options_for(Some(tag.as_str()))
+        };
+        let configured = self
+            .config
+            .tags
+            .get(tag.as_str())
+            .is_some_and(|settings| settings.max_size_bytes.is_some())
+            || self.config.options.max_size_bytes != CacheOptions::default().max_size_bytes;
+        if tag.as_str() == COMPILATION_TAG && !configured {
+            options.max_size_bytes = DEFAULT_MAX_SIZE_BYTES;
         }
+        options
     }
 
     /// Whether the root exists; an error if something that is not a directory is in its place.
@@ -249,13 +266,33 @@ impl CacheRoot {
     /// so the instance is the one [`CacheRoot::open_existing`] gives (`show` uses both), and
     /// with the TTLs every program uses (the file's `[ttl]`, `GLOVEBOX_CACHE_TTL_<LEVEL>`).
     pub(crate) fn compilation(&self) -> anyhow::Result<CompilationCache> {
+        self.compilation_with(CompilationOptions::default(), None)
+    }
+
+    /// [`CacheRoot::compilation`] with the services' `options` (`--allow-escaping-symlinks`)
+    /// and, if given, another size limit for the tag (`--max-size`).
+    pub(crate) fn compilation_with(
+        &self,
+        options: CompilationOptions,
+        max_size_bytes: Option<u64>,
+    ) -> anyhow::Result<CompilationCache> {
         self.exists()?;
-        CompilationCache::open(&self.coordinator, &self.config).with_context(|| {
-            format!(
-                "while opening tag '{COMPILATION_TAG}' under {}",
-                self.path.display()
-            )
-        })
+        let tag = Tag::new(COMPILATION_TAG).context("while naming the compilation tag")?;
+        let mut config = self.config.clone();
+        config.options = self.options(&tag);
+        if let Some(max_size_bytes) = max_size_bytes {
+            config.options.max_size_bytes = max_size_bytes;
+        }
+        // The tag's own settings are in `config.options` already; `--max-size` must beat them.
+        config.tags.remove(COMPILATION_TAG);
+        CompilationCache::open_with_options(&self.coordinator, &config, options).with_context(
+            || {
+                format!(
+                    "while opening tag '{COMPILATION_TAG}' under {}",
+                    self.path.display()
+                )
+            },
+        )
     }
 
     /// Whether the `metrics` tag exists; reading metrics commands ask before

@@ -13,25 +13,24 @@
 //! checks (names, kinds, modes), and three formats go through both; split apart, every check
 //! would be read in two places.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CompilationError, Result};
 use crate::progress::Tracker;
-use crate::tree::{self, NodeKind, Tree};
+use crate::tree::{self, Node, NodeKind, Tree, link_stays_inside};
 
 /// Longest symlink target read from an archive; longer ones are refused.
 const MAX_LINK_TARGET_BYTES: u64 = 4096;
-/// Symlinks followed while resolving one target before giving up (as the kernel's ELOOP).
-const MAX_LINK_HOPS: usize = 40;
-/// The modification time written for every tar entry, so that one workspace always gives the
-/// same archive bytes (2000-01-01T00:00:00Z). Zip entries keep zip's own default (1980-01-01).
-const TAR_MTIME: u64 = 946_684_800;
+/// The mode written for a node whose mode is unknown (none is, once listed on unix).
+const DEFAULT_FILE_MODE: u32 = 0o644;
+const DEFAULT_DIR_MODE: u32 = 0o755;
 
 /// The archive formats export writes and import reads.
 ///
@@ -133,28 +132,43 @@ fn write_tar<W: Write>(
     let write_error = |source: io::Error| CompilationError::io("writing archive", output, source);
     for node in &tree.nodes {
         let mut header = tar::Header::new_gnu();
-        header.set_mtime(TAR_MTIME);
+        // The file's own time and mode, so that an import gives back what was exported (git
+        // compares modification times); one tree still always gives the same bytes.
+        header.set_mtime(unix_seconds(node.mtime));
         header.set_uid(0);
         header.set_gid(0);
         match &node.kind {
             NodeKind::Dir => {
                 header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
+                header.set_mode(node.mode.unwrap_or(DEFAULT_DIR_MODE));
                 header.set_size(0);
                 builder
                     .append_data(&mut header, &node.relative, io::empty())
                     .map_err(write_error)?;
             }
-            NodeKind::File { len, executable } => {
+            NodeKind::File { len, .. } => {
                 let path = source.join(&node.relative);
                 let file = open_unchanged(&path, *len)?;
                 header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if *executable { 0o755 } else { 0o644 });
+                header.set_mode(node.mode.unwrap_or(DEFAULT_FILE_MODE));
                 header.set_size(*len);
                 builder
-                    .append_data(&mut header, &node.relative, file.take(*len))
+                    .append_data(
+                        &mut header,
+                        &node.relative,
+                        tracker.reading(file.take(*len)),
+                    )
                     .map_err(write_error)?;
                 tracker.file_done(*len);
+            }
+            NodeKind::HardLink { to } => {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_mode(node.mode.unwrap_or(DEFAULT_FILE_MODE));
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &node.relative, to)
+                    .map_err(write_error)?;
+                tracker.file_done(0);
             }
             NodeKind::Symlink { target } => {
                 header.set_entry_type(tar::EntryType::Symlink);
@@ -197,7 +211,22 @@ fn write_zip<W: Write + io::Seek>(
     use zip::write::SimpleFileOptions;
 
     let mut zip = zip::ZipWriter::new(writer);
-    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let base = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    // The modification time goes in the extended timestamp field (whole seconds, UTC, as unzip
+    // and Info-ZIP read it) and in zip's own DOS time (two-second steps, here in UTC, for tools
+    // that read only that one; outside 1980..2107 it keeps zip's default).
+    let options_for = |node: &Node, default_mode: u32| {
+        let seconds = unix_seconds(node.mtime);
+        let mut options = base.unix_permissions(node.mode.unwrap_or(default_mode));
+        if let Some(dos) = dos_time(seconds) {
+            options = options.last_modified_time(dos);
+        }
+        options.with_extended_timestamp(
+            Some(u32::try_from(seconds).unwrap_or(u32::MAX)),
+            None,
+            None,
+        )
+    };
     let name_of = |relative: &Path| {
         tree::slash_path(relative).ok_or_else(|| CompilationError::Archive {
             path: output.to_owned(),
@@ -207,33 +236,48 @@ fn write_zip<W: Write + io::Seek>(
             ),
         })
     };
+    let mut lens: HashMap<&Path, u64> = HashMap::new();
     for node in &tree.nodes {
         let name = name_of(&node.relative)?;
+        // Zip has no hard links: a second name of a file is written as a file of its own.
+        let (content, len) = match &node.kind {
+            NodeKind::File { len, .. } => (&node.relative, *len),
+            NodeKind::HardLink { to } => (to, lens.get(to.as_path()).copied().unwrap_or(0)),
+            _ => (&node.relative, 0),
+        };
         match &node.kind {
-            NodeKind::Dir => zip.add_directory(name, options.unix_permissions(0o755))?,
-            NodeKind::File { len, executable } => {
-                let path = source.join(&node.relative);
-                let file = open_unchanged(&path, *len)?;
-                let mode = if *executable { 0o755 } else { 0o644 };
+            NodeKind::Dir => zip.add_directory(name, options_for(node, DEFAULT_DIR_MODE)?)?,
+            NodeKind::File { .. } | NodeKind::HardLink { .. } => {
+                lens.insert(&node.relative, len);
+                let path = source.join(content);
+                let file = open_unchanged(&path, len)?;
                 zip.start_file(
                     name,
-                    options
-                        .unix_permissions(mode)
-                        .large_file(*len >= u64::from(u32::MAX)),
+                    options_for(node, DEFAULT_FILE_MODE)?.large_file(len >= u64::from(u32::MAX)),
                 )?;
-                let copied = io::copy(&mut file.take(*len), &mut zip)
-                    .map_err(|source| CompilationError::io("reading", &path, source))?;
-                if copied != *len {
+                // A second name's content is counted once, under its first name.
+                let copied = if matches!(node.kind, NodeKind::File { .. }) {
+                    io::copy(&mut tracker.reading(file.take(len)), &mut zip)
+                } else {
+                    io::copy(&mut file.take(len), &mut zip)
+                }
+                .map_err(|source| CompilationError::io("reading", &path, source))?;
+                if copied != len {
                     return Err(changed_while_reading(&path).into());
                 }
-                tracker.file_done(*len);
+                let counted = if matches!(node.kind, NodeKind::File { .. }) {
+                    len
+                } else {
+                    0
+                };
+                tracker.file_done(counted);
             }
             NodeKind::Symlink { target } => {
                 let target = target.to_str().ok_or_else(|| CompilationError::Archive {
                     path: output.to_owned(),
                     message: format!("the target of symlink {name} is not valid UTF-8"),
                 })?;
-                zip.add_symlink(name, target, options)?;
+                zip.add_symlink(name, target, options_for(node, 0o777)?)?;
                 tracker.file_done(0);
             }
         }
@@ -250,6 +294,43 @@ fn open_unchanged(path: &Path, len: u64) -> Result<BufReader<File>> {
     }
     let file = File::open(path).map_err(|source| CompilationError::io("opening", path, source))?;
     Ok(BufReader::new(file))
+}
+
+/// Whole seconds since 1970 (0 for an unknown time or one before 1970: tar and zip store
+/// unsigned times).
+fn unix_seconds(time: Option<SystemTime>) -> u64 {
+    time.and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_secs())
+}
+
+/// `seconds` since 1970 as a zip DOS time (UTC); `None` outside what it can hold.
+fn dos_time(seconds: u64) -> Option<zip::DateTime> {
+    // Days to a civil date (Howard Hinnant's `civil_from_days`).
+    let days = i64::try_from(seconds / 86_400).ok()?;
+    let of_day = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    zip::DateTime::from_date_and_time(
+        u16::try_from(year).ok()?,
+        u8::try_from(month).ok()?,
+        u8::try_from(day).ok()?,
+        u8::try_from(of_day / 3600).ok()?,
+        u8::try_from(of_day % 3600 / 60).ok()?,
+        u8::try_from(of_day % 60).ok()?,
+    )
+    .ok()
 }
 
 fn changed_while_reading(path: &Path) -> CompilationError {
@@ -339,6 +420,22 @@ struct Planned {
     /// Where it goes, relative to the target (after any top-level directory is stripped).
     path: PathBuf,
     kind: NodeKind,
+    /// Permission bits as the archive gives them (`0o777` kept), if it gives any.
+    mode: Option<u32>,
+    /// Modification time as the archive gives it, if it does.
+    mtime: Option<SystemTime>,
+}
+
+impl Planned {
+    fn node(&self) -> Node {
+        Node {
+            relative: self.path.clone(),
+            kind: self.kind.clone(),
+            mode: self.mode,
+            mtime: self.mtime,
+            identity: None,
+        }
+    }
 }
 
 /// The checked plan of an extraction: per archive entry, in archive order, what to write
@@ -370,7 +467,10 @@ struct RawEntry {
     /// The validated relative path; `None` for the archive's root (`./`) and headers that carry
     /// no file (pax global headers).
     path: Option<PathBuf>,
+    /// A hard link's target is its first name, as stored in the archive (checked like a name).
     kind: NodeKind,
+    mode: Option<u32>,
+    mtime: Option<SystemTime>,
 }
 
 /// Reads `archive` and checks every entry (see the module docs). Entries under a single
@@ -382,6 +482,7 @@ pub(crate) fn plan_extraction(
     format: ArchiveFormat,
     anchor: &str,
     keep: &dyn Fn(&Path, bool) -> bool,
+    allow_escaping_symlinks: bool,
 ) -> Result<ExtractionPlan> {
     let raw = match format {
         ArchiveFormat::TarGz | ArchiveFormat::Tar => read_tar_entries(archive, format)?,
@@ -392,22 +493,72 @@ pub(crate) fn plan_extraction(
         entry: name.to_owned(),
         reason,
     };
-
     let strip = top_level_to_strip(&raw, anchor);
+    let stripped = |path: &Path| -> Option<PathBuf> {
+        match &strip {
+            Some(top) => path.strip_prefix(top).ok().map(Path::to_owned),
+            None => Some(path.to_owned()),
+        }
+    };
     let mut entries: Vec<Option<Planned>> = Vec::with_capacity(raw.len());
-    for entry in &raw {
-        let planned = entry.path.as_ref().and_then(|path| {
-            let path = match &strip {
-                Some(top) => path.strip_prefix(top).ok()?.to_owned(),
-                None => path.clone(),
+    // Regular files met so far, by their (stripped) path: the entry that holds them, and where
+    // they are written (their own path, or the first kept hard link's when they are not kept).
+    let mut files: HashMap<PathBuf, (usize, Option<PathBuf>)> = HashMap::new();
+    for (index, entry) in raw.iter().enumerate() {
+        let Some(path) = entry.path.as_deref().and_then(stripped) else {
+            entries.push(None);
+            continue;
+        };
+        let is_dir = matches!(entry.kind, NodeKind::Dir);
+        let kept = !path.as_os_str().is_empty() && keep(&path, is_dir);
+        let mut kind = entry.kind.clone();
+        if let NodeKind::HardLink { to } = &entry.kind {
+            // A second name of a file of the archive: linked to it, never to anything outside.
+            let first = safe_relative(to)
+                .ok()
+                .flatten()
+                .and_then(|to| stripped(&to))
+                .and_then(|to| files.get(&to).cloned().map(|found| (to, found)));
+            let Some((first_path, (first_index, written_at))) = first else {
+                return Err(unsafe_entry(
+                    &entry.name,
+                    format!(
+                        "a hard link to {}, which is not a file earlier in the archive",
+                        to.display()
+                    ),
+                ));
             };
-            let is_dir = matches!(entry.kind, NodeKind::Dir);
-            (!path.as_os_str().is_empty() && keep(&path, is_dir)).then(|| Planned {
-                path,
-                kind: entry.kind.clone(),
-            })
-        });
-        entries.push(planned);
+            if !kept {
+                entries.push(None);
+                continue;
+            }
+            match written_at {
+                Some(written_at) => kind = NodeKind::HardLink { to: written_at },
+                None => {
+                    // Its first name is not kept (a `.git` left out, say): the content is
+                    // written here, from the first name's entry, and later links link here.
+                    let first_kind = raw[first_index].kind.clone();
+                    entries[first_index] = Some(Planned {
+                        path: path.clone(),
+                        kind: first_kind,
+                        mode: raw[first_index].mode,
+                        mtime: raw[first_index].mtime,
+                    });
+                    files.insert(first_path, (first_index, Some(path)));
+                    entries.push(None);
+                    continue;
+                }
+            }
+        }
+        if let NodeKind::File { .. } = entry.kind {
+            files.insert(path.clone(), (index, kept.then(|| path.clone())));
+        }
+        entries.push(kept.then_some(Planned {
+            path,
+            kind,
+            mode: entry.mode,
+            mtime: entry.mtime,
+        }));
     }
 
     // Symlinks of the archive, by where they go: the whole set that will exist in the target.
@@ -456,9 +607,12 @@ pub(crate) fn plan_extraction(
                 file_count += 1;
                 byte_count = byte_count.saturating_add(*len);
             }
+            NodeKind::HardLink { .. } => file_count += 1,
             NodeKind::Symlink { target } => {
-                link_stays_inside(&links, path, target)
-                    .map_err(|reason| unsafe_entry(&entry.name, reason))?;
+                if !allow_escaping_symlinks {
+                    link_stays_inside(&links, path, target)
+                        .map_err(|reason| unsafe_entry(&entry.name, reason))?;
+                }
                 file_count += 1;
             }
         }
@@ -489,73 +643,6 @@ fn top_level_to_strip(raw: &[RawEntry], anchor: &str) -> Option<PathBuf> {
         .filter_map(|entry| entry.path.as_ref())
         .any(|path| path.starts_with(&anchor_inside))
         .then_some(top)
-}
-
-/// Whether the symlink at `link` (relative to the target) with `target` resolves inside the
-/// target directory, following the archive's own `links` as the filesystem would.
-fn link_stays_inside(
-    links: &HashMap<PathBuf, PathBuf>,
-    link: &Path,
-    target: &Path,
-) -> std::result::Result<(), String> {
-    enum Step {
-        Up,
-        Down(OsString),
-    }
-    fn steps(path: &Path) -> std::result::Result<Vec<Step>, String> {
-        let mut steps = Vec::new();
-        for component in path.components() {
-            match component {
-                Component::CurDir => {}
-                Component::ParentDir => steps.push(Step::Up),
-                Component::Normal(name) => steps.push(Step::Down(name.to_owned())),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(format!(
-                        "its target {} is absolute: it would point outside the workspace",
-                        path.display()
-                    ));
-                }
-            }
-        }
-        Ok(steps)
-    }
-
-    if target.as_os_str().is_empty() {
-        return Err("its target is empty".to_owned());
-    }
-    let mut at: Vec<OsString> = link
-        .parent()
-        .map(|parent| parent.iter().map(OsString::from).collect())
-        .unwrap_or_default();
-    let mut pending: VecDeque<Step> = steps(target)?.into();
-    let mut hops = 0;
-    while let Some(step) = pending.pop_front() {
-        match step {
-            Step::Up => {
-                if at.pop().is_none() {
-                    return Err(format!(
-                        "its target {} leads outside the workspace",
-                        target.display()
-                    ));
-                }
-            }
-            Step::Down(name) => {
-                at.push(name);
-                let here: PathBuf = at.iter().collect();
-                if let Some(next) = links.get(&here) {
-                    hops += 1;
-                    if hops > MAX_LINK_HOPS {
-                        return Err("its target goes through too many symlinks".to_owned());
-                    }
-                    at.pop();
-                    for step in steps(next)?.into_iter().rev() {
-                        pending.push_front(step);
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A name from an archive as a relative path of normal components; `Ok(None)` for the root
@@ -640,12 +727,26 @@ fn read_tar_entries(archive: &Path, format: ArchiveFormat) -> Result<Vec<RawEntr
             reason,
         };
         let entry_type = entry.header().entry_type();
+        let mode = entry.header().mode().ok().map(|mode| mode & 0o777);
+        let mtime = entry
+            .header()
+            .mtime()
+            .ok()
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
         let kind = match entry_type {
             tar::EntryType::Regular | tar::EntryType::Continuous => NodeKind::File {
                 len: entry.size(),
-                executable: entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0),
+                links: 1,
             },
             tar::EntryType::Directory => NodeKind::Dir,
+            tar::EntryType::Link => {
+                let to = entry
+                    .link_name()
+                    .map_err(|err| tar_error(archive, err))?
+                    .ok_or_else(|| unsafe_entry("a hard link without a target".to_owned()))?
+                    .into_owned();
+                NodeKind::HardLink { to }
+            }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
@@ -664,17 +765,25 @@ fn read_tar_entries(archive: &Path, format: ArchiveFormat) -> Result<Vec<RawEntr
                     name,
                     path: None,
                     kind: NodeKind::Dir,
+                    mode: None,
+                    mtime: None,
                 });
                 continue;
             }
             other => {
                 return Err(unsafe_entry(format!(
-                    "entries of type {other:?} (hard links, devices, fifos, sparse files) are not unpacked"
+                    "entries of type {other:?} (devices, fifos, sparse files) are not unpacked"
                 )));
             }
         };
         let path = safe_relative(&path).map_err(unsafe_entry)?;
-        raw.push(RawEntry { name, path, kind });
+        raw.push(RawEntry {
+            name,
+            path,
+            kind,
+            mode,
+            mtime,
+        });
     }
     Ok(raw)
 }
@@ -724,6 +833,14 @@ fn read_zip_entries(archive: &Path) -> Result<Vec<RawEntry>> {
             ));
         }
         let path = zip_name_to_path(&name).map_err(unsafe_entry)?;
+        let mode = file.unix_mode().map(|mode| mode & 0o777);
+        let mtime = file
+            .extra_data_fields()
+            .find_map(|field| match field {
+                zip::extra_fields::ExtraField::ExtendedTimestamp(stamp) => stamp.mod_time(),
+                _ => None,
+            })
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs.into())));
         let kind = if file.is_symlink() {
             drop(file);
             // The target is the entry's content; read it decompressed.
@@ -748,13 +865,18 @@ fn read_zip_entries(archive: &Path) -> Result<Vec<RawEntry>> {
         } else if file.is_dir() {
             NodeKind::Dir
         } else {
-            let executable = file.unix_mode().is_some_and(|mode| mode & 0o111 != 0);
             NodeKind::File {
                 len: file.size(),
-                executable,
+                links: 1,
             }
         };
-        raw.push(RawEntry { name, path, kind });
+        raw.push(RawEntry {
+            name,
+            path,
+            kind,
+            mode,
+            mtime,
+        });
     }
     Ok(raw)
 }
@@ -826,8 +948,21 @@ pub(crate) fn extract(
             let at = target.join(&planned.path);
             tree::create_parent(&at)?;
             tree::make_symlink(link, &at)?;
+            tree::set_mode_and_time(&at, &planned.node(), true)?;
             tracker.file_done(0);
         }
+    }
+    // Directories last, deepest first: their times after their content is in, their modes
+    // after that (a read-only directory is filled before it becomes read-only).
+    let mut dirs: Vec<&Planned> = plan
+        .entries
+        .iter()
+        .flatten()
+        .filter(|planned| matches!(planned.kind, NodeKind::Dir))
+        .collect();
+    dirs.sort_by_key(|planned| std::cmp::Reverse(planned.path.components().count()));
+    for planned in dirs {
+        tree::set_mode_and_time(&target.join(&planned.path), &planned.node(), false)?;
     }
     Ok(())
 }
@@ -854,7 +989,16 @@ fn write_planned<'p>(
             links.push(planned);
             Ok(())
         }
-        NodeKind::File { len, executable } => {
+        NodeKind::HardLink { to } => {
+            tree::create_parent(&at)?;
+            let first = target.join(to);
+            if fs::hard_link(&first, &at).is_err() {
+                tree::copy_file(&first, &at)?;
+            }
+            tracker.file_done(0);
+            Ok(())
+        }
+        NodeKind::File { len, .. } => {
             tree::create_parent(&at)?;
             let file = fs::OpenOptions::new()
                 .write(true)
@@ -863,8 +1007,11 @@ fn write_planned<'p>(
                 .map_err(|source| CompilationError::io("creating", &at, source))?;
             let mut writer = BufWriter::new(file);
             // One byte more than declared, to notice an entry longer than its header says.
-            let written = io::copy(&mut data.take(len.saturating_add(1)), &mut writer)
-                .map_err(|source| CompilationError::io("unpacking archive", archive, source))?;
+            let written = io::copy(
+                &mut tracker.reading(data.take(len.saturating_add(1))),
+                &mut writer,
+            )
+            .map_err(|source| CompilationError::io("unpacking archive", archive, source))?;
             if written != *len {
                 return Err(CompilationError::Archive {
                     path: archive.to_owned(),
@@ -877,25 +1024,12 @@ fn write_planned<'p>(
             writer
                 .flush()
                 .map_err(|source| CompilationError::io("writing", &at, source))?;
-            if *executable {
-                set_executable(&at)?;
-            }
+            drop(writer);
+            tree::set_mode_and_time(&at, &planned.node(), false)?;
             tracker.file_done(*len);
             Ok(())
         }
     }
-}
-
-fn set_executable(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755))
-            .map_err(|source| CompilationError::io("setting permissions of", path, source))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -903,6 +1037,26 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+
+    #[test]
+    fn dos_times_are_the_utc_civil_time_in_two_second_steps() {
+        let at = |seconds| {
+            dos_time(seconds).map(|t| {
+                (
+                    t.year(),
+                    t.month(),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                )
+            })
+        };
+        // 2001-09-09T01:46:40Z, 2024-02-29T23:59:59Z (leap day; odd seconds round down).
+        assert_eq!(at(1_000_000_000), Some((2001, 9, 9, 1, 46, 40)));
+        assert_eq!(at(1_709_251_199), Some((2024, 2, 29, 23, 59, 58)));
+        assert_eq!(at(0), None, "1970 is before what zip can hold");
+    }
 
     #[rstest]
     #[case("ws.tar.gz", Some(ArchiveFormat::TarGz))]

@@ -102,7 +102,13 @@ impl BuildService {
             return Ok(None);
         }
         let key = inputs.key_bytes();
-        self.context.check_fits(&key, artifacts.byte_count())?;
+        let what = || {
+            format!(
+                "the firmware build of repository {:?} branch {:?}",
+                inputs.repository, inputs.branch
+            )
+        };
+        self.context.check_fits(&what, artifacts.byte_count())?;
         let staged = cache.stage_directory()?;
         let mut tracker = Tracker::start(
             ProgressStage::Copying,
@@ -133,12 +139,14 @@ impl BuildService {
             source: Some(source.display().to_string()),
         };
         let value = metadata::encode(&metadata, || format!("build {inputs:?}"))?;
-        let Some(directory) = cache.set_directory(
-            &key,
-            staged,
-            &value,
-            Some(self.context.ttls.get(&crate::ttl::FIRMWARE_BUILD)),
-        )?
+        let Some(directory) = cache
+            .set_directory(
+                &key,
+                staged,
+                &value,
+                Some(self.context.ttls.get(&crate::ttl::FIRMWARE_BUILD)),
+            )
+            .map_err(|err| self.context.explain_refusal(&what, err))?
         else {
             return Ok(None);
         };
@@ -377,12 +385,14 @@ fn copy_out(build: &CachedBuild, target: &Path, progress: &mut dyn FnMut(Progres
             .metadata
             .artifacts
             .iter()
-            .map(|artifact| Node {
-                relative: PathBuf::from(&artifact.path),
-                kind: NodeKind::File {
-                    len: artifact.size_bytes,
-                    executable: false,
-                },
+            .map(|artifact| {
+                Node::bare(
+                    PathBuf::from(&artifact.path),
+                    NodeKind::File {
+                        len: artifact.size_bytes,
+                        links: 1,
+                    },
+                )
             })
             .collect(),
     };

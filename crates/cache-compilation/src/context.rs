@@ -8,10 +8,24 @@ use std::time::{Duration, SystemTime};
 
 use cache_core::{Cache, CacheError, CacheTtlConfig, Clock, KeyDisplay};
 
-use crate::error::Result;
+use crate::error::{CompilationError, Result};
 use crate::keys::COMPILATION_TAG;
 use crate::metadata::time_from_ms;
 use crate::tree::GitHandling;
+
+/// The size limit the `compilation` tag should be opened with (16 GiB), where the program
+/// chooses per tag (`glovebox-cache` does; `CacheOptions::max_size_bytes` is the core's
+/// all-tag default of 2 GiB).
+///
+/// Why 16 GiB: a full ZMK west workspace with Zephyr, the HALs ZMK's manifest pulls and their
+/// git histories is 3 to 6 GiB (issue 19 measured a trimmed one at 358 MB with five `.git`
+/// directories; Zephyr's own history alone is over 1 GiB, and a HAL such as hal_stm32 or
+/// hal_nxp adds one or two more), and until file-level deduplication lands a repository-level
+/// and a branch-level copy of it cost twice. 16 GiB holds both copies of one such workspace
+/// plus one more repository's, and years of firmware builds (megabytes each), without
+/// evicting a workspace the next build needs. It stays bounded, and `min_free_space` keeps
+/// the cache from filling a small disk whatever the limit.
+pub const DEFAULT_MAX_SIZE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// Settings of the compilation services that are not TTLs (those come from the config's
 /// [`CacheTtlConfig`]). Build with `CompilationOptions::default()` and struct update syntax.
@@ -30,6 +44,11 @@ pub struct CompilationOptions {
     /// [`CacheTtlConfig`], which holds the original's configurable levels only; the original
     /// hard-coded this one.
     pub docker_image_check_ttl: Duration,
+    /// Whether a workspace may hold symlinks that point outside it (absolute, or `..` beyond
+    /// its top). Default `false`: such a workspace is refused on every way in (cache, inject,
+    /// import of a directory or an archive) with an error naming the link, since a restored
+    /// workspace would depend on, or expose, whatever the link points at on this machine.
+    pub allow_escaping_symlinks: bool,
 }
 
 impl Default for CompilationOptions {
@@ -38,6 +57,7 @@ impl Default for CompilationOptions {
             git: GitHandling::default(),
             extend_ttl_on_hit: false,
             docker_image_check_ttl: Duration::from_secs(60 * 60),
+            allow_escaping_symlinks: false,
         }
     }
 }
@@ -59,18 +79,55 @@ impl Context {
     }
 
     /// Refuses, before anything is copied, content that cannot fit in the tag's size limit even
-    /// alone (the store would refuse it after the copy).
-    pub(crate) fn check_fits(&self, key: &[u8], bytes: u64) -> Result<()> {
+    /// alone (the store would refuse it after the copy), saying how to raise the limit, and
+    /// content the disk has no room for under `min_free_space`.
+    pub(crate) fn check_fits(&self, what: &dyn Fn() -> String, bytes: u64) -> Result<()> {
         if bytes > self.max_size_bytes {
-            return Err(CacheError::ValueTooLarge {
+            return Err(CompilationError::OverSizeLimit {
                 tag: COMPILATION_TAG.to_owned(),
-                key: KeyDisplay::new(key),
-                len: bytes,
-                max: self.max_size_bytes,
+                what: what(),
+                bytes,
+                limit: self.max_size_bytes,
+            });
+        }
+        // The copy must not take the disk below `min_free_space` by more than evicting the
+        // whole tag would give back (a smaller shortfall is made up by the store's eviction).
+        let stats = self.cache.get_stats()?;
+        if let (Some(space), Some(min_free_bytes)) = (stats.filesystem, stats.min_free_bytes) {
+            let shortfall = bytes
+                .saturating_add(min_free_bytes)
+                .saturating_sub(space.free_bytes);
+            if shortfall > stats.disk_bytes {
+                return Err(CompilationError::NoDiskRoom {
+                    tag: COMPILATION_TAG.to_owned(),
+                    what: what(),
+                    bytes,
+                    free_bytes: space.free_bytes,
+                    min_free_bytes,
+                    tag_bytes: stats.disk_bytes,
+                });
             }
-            .into());
         }
         Ok(())
+    }
+
+    /// The store's own refusal of a value over the limit (what the filesystem allocates can
+    /// pass it when the content did not) as [`CompilationError::OverSizeLimit`], which says how
+    /// to raise the limit; other errors as they are.
+    pub(crate) fn explain_refusal(
+        &self,
+        what: &dyn Fn() -> String,
+        err: CacheError,
+    ) -> CompilationError {
+        match err {
+            CacheError::ValueTooLarge { len, .. } => CompilationError::OverSizeLimit {
+                tag: COMPILATION_TAG.to_owned(),
+                what: what(),
+                bytes: len,
+                limit: self.max_size_bytes,
+            },
+            other => other.into(),
+        }
     }
 
     /// The live keys of the tag that start with `prefix`, sorted.

@@ -61,6 +61,78 @@ pub enum CompilationError {
         reason: String,
     },
 
+    /// A symlink in a workspace given to the cache that points outside the workspace (an
+    /// absolute target, or `..` beyond its top). Refused on every way in unless
+    /// [`CompilationOptions::allow_escaping_symlinks`](crate::CompilationOptions::allow_escaping_symlinks);
+    /// nothing is stored.
+    #[error(
+        "symlink {link} points outside the workspace ({reason}); remove or fix it, or allow such links \
+         (CompilationOptions::allow_escaping_symlinks, --allow-escaping-symlinks)"
+    )]
+    EscapingSymlink {
+        /// The symlink, as a path in the source given.
+        link: PathBuf,
+        /// Its target, as written.
+        target: PathBuf,
+        /// Why it leaves the workspace.
+        reason: String,
+    },
+
+    /// Content that does not fit in the tag's size limit even alone: refused before anything
+    /// is copied (or, for what the filesystem allocates beyond the content, when stored), and
+    /// nothing cached is evicted for it.
+    #[error(
+        "{what} needs {bytes} bytes, more than tag '{tag}' may hold: its size limit is {limit} \
+         bytes. Raise it with --max-size on `glovebox-cache workspace add` or `import` (for \
+         example --max-size 32GiB), or, in a program, the max_size_bytes of the options the \
+         compilation tag is opened with"
+    )]
+    OverSizeLimit {
+        /// The tag.
+        tag: String,
+        /// What was to be stored ("workspace of repository "r"").
+        what: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// The tag's size limit in bytes.
+        limit: u64,
+    },
+
+    /// Content whose copy would leave the disk holding the cache with less free space than the
+    /// cache's `min_free_space` setting, by more than evicting the whole tag could give back.
+    /// Refused before anything is copied.
+    #[error(
+        "{what} needs {bytes} bytes, but the disk holding the cache has {free_bytes} bytes \
+         free and the min_free_space setting keeps {min_free_bytes} of them free; evicting \
+         every entry of tag '{tag}' ({tag_bytes} bytes) would not make room. Free space on \
+         that disk, or lower min_free_space"
+    )]
+    NoDiskRoom {
+        /// The tag.
+        tag: String,
+        /// What was to be stored.
+        what: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// Free bytes on the disk now.
+        free_bytes: u64,
+        /// What `min_free_space` keeps free there.
+        min_free_bytes: u64,
+        /// What the tag's entries take (all evictable).
+        tag_bytes: u64,
+    },
+
+    /// A copy-on-write clone (reflink) asked for where the filesystem cannot make one.
+    #[error(
+        "cannot clone (reflink) to {path}: {reason}; the filesystem has no copy-on-write clones here, use --link auto or copy"
+    )]
+    ReflinkUnsupported {
+        /// The file that was to be cloned to.
+        path: PathBuf,
+        /// The system's answer.
+        reason: String,
+    },
+
     /// An archive that cannot be read or written (corrupt, truncated, unsupported feature).
     #[error("archive {path}: {message}")]
     Archive {

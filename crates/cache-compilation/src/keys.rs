@@ -155,12 +155,26 @@ pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
 /// ([`BuildInputs::from_files`] computes them with [`cache_core::keys::from_file`]); `board`
 /// and `shield` tell builds of the same files for different targets apart. Every field is part
 /// of the key, and `None` differs from `Some("")`.
+///
+/// **Pinned:** `commit` (the full commit id the branch resolved to when the firmware was
+/// built) and `toolchain` (what identifies the build environment: the docker image's digest,
+/// `zmkfirmware/zmk-build-arm@sha256:…`) are part of the key and required
+/// ([`BuildInputs::pinned`]; [`BuildInputs::validate`] refuses inputs without them), so a build
+/// cached for a branch is never served after the branch has moved or the toolchain changed.
+/// The branch stays in the key for listing and for telling the user what was built.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BuildInputs {
     /// The ZMK repository built (`zmkfirmware/zmk`).
     pub repository: String,
     /// Its branch.
     pub branch: String,
+    /// The full commit id (40 or 64 hex digits) `branch` resolved to for this build.
+    #[serde(default)]
+    pub commit: String,
+    /// What identifies the toolchain the build ran in: the docker image digest
+    /// (`zmkfirmware/zmk-build-arm@sha256:…`), or another exact identity of a local toolchain.
+    #[serde(default)]
+    pub toolchain: String,
     /// Content hash of the keymap file.
     pub keymap_hash: String,
     /// Content hash of the config (`.conf`) file.
@@ -172,11 +186,14 @@ pub struct BuildInputs {
 }
 
 impl BuildInputs {
-    /// Inputs from already computed content hashes, with no board or shield.
+    /// Inputs from already computed content hashes, with no board or shield, not yet pinned:
+    /// add the commit and toolchain with [`BuildInputs::pinned`] before use.
     pub fn new(repository: &str, branch: &str, keymap_hash: &str, config_hash: &str) -> Self {
         BuildInputs {
             repository: repository.to_owned(),
             branch: branch.to_owned(),
+            commit: String::new(),
+            toolchain: String::new(),
             keymap_hash: keymap_hash.to_owned(),
             config_hash: config_hash.to_owned(),
             board: None,
@@ -202,6 +219,14 @@ impl BuildInputs {
         ))
     }
 
+    /// The same inputs pinned to the `commit` the branch resolved to (full hex id) and the
+    /// `toolchain` identity (the build image's digest).
+    pub fn pinned(mut self, commit: &str, toolchain: &str) -> Self {
+        self.commit = commit.to_owned();
+        self.toolchain = toolchain.to_owned();
+        self
+    }
+
     /// The same inputs for `board`.
     pub fn with_board(mut self, board: &str) -> Self {
         self.board = Some(board.to_owned());
@@ -214,11 +239,26 @@ impl BuildInputs {
         self
     }
 
-    /// Checks the names: repository, branch and both hashes must not be empty; no field may be
-    /// longer than 1 KiB or hold control characters.
+    /// Checks the names: repository, branch, toolchain and both hashes must not be empty; no
+    /// field may be longer than 1 KiB or hold control characters; the commit must be a full
+    /// commit id (40 or 64 hex digits: an abbreviated one could name another commit later).
     pub fn validate(&self) -> Result<()> {
         check_name("repository", &self.repository)?;
         check_name("branch", &self.branch)?;
+        let full_commit = matches!(self.commit.len(), 40 | 64)
+            && self.commit.bytes().all(|byte| byte.is_ascii_hexdigit());
+        if !full_commit {
+            return Err(CompilationError::InvalidInput {
+                what: "commit",
+                reason: format!(
+                    "a build is keyed by the full commit id its branch resolved to (40 or 64 hex \
+                     digits, BuildInputs::pinned), so that it is never served after the branch \
+                     moves; got {:?}",
+                    self.commit.chars().take(80).collect::<String>()
+                ),
+            });
+        }
+        check_name("toolchain", &self.toolchain)?;
         check_name("keymap hash", &self.keymap_hash)?;
         check_name("config hash", &self.config_hash)?;
         if let Some(board) = &self.board {
@@ -243,6 +283,8 @@ impl BuildInputs {
             "build",
             &self.repository,
             &self.branch,
+            &self.commit,
+            &self.toolchain,
             &self.keymap_hash,
             &self.config_hash,
             &optional(&self.board),

@@ -16,7 +16,8 @@
 //!   tar.gz / tar / zip, list, delete, clean up. [`WorkspaceMetadata`] is stored with each.
 //! - [`BuildService`]: firmware artifacts (`*.uf2`, `*.hex`, `*.bin`, `*.elf`, `*.kconfig`,
 //!   `*.dts`, `*.dts.pre`, `devicetree_generated.h`) per [`BuildInputs`] (repository, branch,
-//!   keymap and config content hashes, board, shield); store, restore into a directory, list,
+//!   the commit it resolved to, the toolchain digest, keymap and config content hashes, board,
+//!   shield); store, restore into a directory, list,
 //!   delete, clean up, and `get_or_build`: from the cache, or built once on the machine
 //!   however many threads and processes ask at once (cache-core's single-flight lease).
 //!   [`BuildMetadata`] is stored with each.
@@ -56,7 +57,10 @@
 //! let build_dir = root.path().join("build");
 //! fs::create_dir_all(build_dir.join("zephyr")).expect("mkdir");
 //! fs::write(build_dir.join("zephyr/zmk.uf2"), b"firmware").expect("write");
-//! let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "keymap-hash", "config-hash");
+//! // Pinned to the commit the branch resolved to and the toolchain image's digest, so that a
+//! // build is never served after the branch moves.
+//! let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "keymap-hash", "config-hash")
+//!     .pinned("4f1c6e0d9b2a8c7e5f3d1b0a9c8e7f6d5c4b3a29", "zmkfirmware/zmk-build-arm@sha256:8b1a99");
 //! compilation.builds.store(&inputs, &build_dir, &mut |_| {})?;
 //! let out = root.path().join("out");
 //! compilation.builds.restore(&inputs, &out, &mut |_| {})?.expect("cached");
@@ -71,6 +75,7 @@ mod context;
 mod docker;
 mod error;
 mod keys;
+mod manifest;
 mod metadata;
 mod progress;
 mod service;
@@ -80,7 +85,7 @@ mod workspace;
 
 pub use archive::ArchiveFormat;
 pub use build::{BuildService, CachedBuild, is_artifact};
-pub use context::CompilationOptions;
+pub use context::{CompilationOptions, DEFAULT_MAX_SIZE_BYTES};
 pub use docker::{DockerImageCache, DockerImageKey};
 pub use error::{CompilationError, Result};
 pub use keys::{
@@ -91,9 +96,10 @@ pub use metadata::{
     BuildArtifact, BuildMetadata, DockerImageCheck, WorkspaceDetails, WorkspaceMetadata,
     WorkspaceOrigin,
 };
-pub use progress::{Progress, ProgressStage};
+pub use progress::{PROGRESS_CHUNK_BYTES, Progress, ProgressStage};
 pub use service::{CompilationCache, create_compilation_cache_service};
 pub use tree::{GitHandling, WORKSPACE_COMPONENTS};
 pub use workspace::{
-    CachedWorkspace, ExportOptions, ExportReport, STALE_WORKSPACE_AGE, WorkspaceService,
+    CachedWorkspace, ExportOptions, ExportReport, LinkMode, RestoreReport, STALE_WORKSPACE_AGE,
+    WorkspaceService,
 };

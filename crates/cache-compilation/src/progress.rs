@@ -16,8 +16,10 @@ pub enum ProgressStage {
 /// How far a long operation has got. Totals are known before the first file is handled (the
 /// source is listed first), so `files_done / files_total` is a real fraction.
 ///
-/// The callback is called once before the first file (with zero done) and after every file or
-/// symlink. Callers that do not want progress pass `&mut |_| {}`.
+/// The callback is called once before the first file (with zero done), after every file or
+/// symlink, and while a large file is copied, written or read, every
+/// [`PROGRESS_CHUNK_BYTES`] of it (so a bar keeps moving through a multi-gigabyte pack file).
+/// Callers that do not want progress pass `&mut |_| {}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
     /// What the operation is doing.
@@ -39,9 +41,14 @@ impl Progress {
     }
 }
 
+/// How often progress is reported within one large file, in bytes (16 MiB).
+pub const PROGRESS_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Counts done work and reports it.
 pub(crate) struct Tracker<'a> {
     progress: Progress,
+    /// Bytes of the file in progress already reported by [`Tracker::partial`].
+    in_file: u64,
     callback: &'a mut dyn FnMut(Progress),
 }
 
@@ -61,18 +68,87 @@ impl<'a> Tracker<'a> {
             bytes_total,
         };
         callback(progress);
-        Tracker { progress, callback }
+        Tracker {
+            progress,
+            in_file: 0,
+            callback,
+        }
     }
 
-    /// One more file (or symlink) of `bytes` bytes is done.
+    /// One more file (or symlink) of `bytes` bytes is done (including what [`Tracker::partial`]
+    /// already reported of it).
     pub(crate) fn file_done(&mut self, bytes: u64) {
         self.progress.files_done = self.progress.files_done.saturating_add(1);
+        let rest = bytes.saturating_sub(self.in_file);
+        self.progress.bytes_done = self.progress.bytes_done.saturating_add(rest);
+        self.in_file = 0;
+        (self.callback)(self.progress);
+    }
+
+    /// `bytes` more of the file in progress are done (reported as they come, for large files).
+    pub(crate) fn partial(&mut self, bytes: u64) {
+        self.in_file = self.in_file.saturating_add(bytes);
         self.progress.bytes_done = self.progress.bytes_done.saturating_add(bytes);
         (self.callback)(self.progress);
+    }
+
+    /// A reader over `inner` that reports to this tracker every [`PROGRESS_CHUNK_BYTES`] read.
+    pub(crate) fn reading<'t, R: std::io::Read>(&'t mut self, inner: R) -> Reporting<'t, 'a, R> {
+        Reporting {
+            inner,
+            tracker: self,
+            unreported: 0,
+        }
     }
 
     /// The last progress reported.
     pub(crate) fn current(&self) -> Progress {
         self.progress
+    }
+}
+
+/// A reader or writer that reports its bytes to a [`Tracker`] every [`PROGRESS_CHUNK_BYTES`].
+pub(crate) struct Reporting<'t, 'a, T> {
+    inner: T,
+    tracker: &'t mut Tracker<'a>,
+    unreported: u64,
+}
+
+impl<T> Reporting<'_, '_, T> {
+    fn count(&mut self, bytes: usize) {
+        self.unreported = self.unreported.saturating_add(bytes as u64);
+        if self.unreported >= PROGRESS_CHUNK_BYTES {
+            self.tracker.partial(self.unreported);
+            self.unreported = 0;
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Reporting<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count(read);
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    #[test]
+    fn a_large_file_reports_as_it_goes_and_counts_once() {
+        let mut seen = Vec::new();
+        let mut callback = |progress: Progress| seen.push(progress.bytes_done);
+        let mut tracker = Tracker::start(ProgressStage::Copying, 1, 40 << 20, &mut callback);
+        let mut sink = Vec::new();
+        tracker
+            .reading(std::io::repeat(1).take(40 << 20))
+            .read_to_end(&mut sink)
+            .unwrap();
+        tracker.file_done(40 << 20);
+        assert_eq!(seen, vec![0, 16 << 20, 32 << 20, 40 << 20]);
     }
 }

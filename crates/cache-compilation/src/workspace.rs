@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cache_core::{CachedDirectory, ErrorChain};
+use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveFormat};
 use crate::context::Context;
 use crate::error::{CompilationError, Result};
 use crate::keys::{WORKSPACE_KEY_PREFIX, WorkspaceId, WorkspaceLevel, repository_key_prefixes};
+use crate::manifest::{self, Verified};
 use crate::metadata::{self, WorkspaceDetails, WorkspaceMetadata, WorkspaceOrigin};
 use crate::progress::{Progress, ProgressStage, Tracker};
 use crate::tree::{
@@ -43,6 +45,50 @@ pub struct CachedWorkspace {
     pub last_accessed: Option<SystemTime>,
     /// When it expires.
     pub expires_at: Option<SystemTime>,
+    /// Only on what a store returns: the keys of other workspaces that were cached just before
+    /// the store and no longer are after it: evicted to keep the tag under its size limit (or,
+    /// rarely, deleted by another process meanwhile). Keys, not names: the names are in the
+    /// entries, which are gone. Empty on lookups.
+    pub evicted: Vec<String>,
+}
+
+/// How a restore puts the cached files in place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LinkMode {
+    /// A copy-on-write clone (reflink, `FICLONE`) where the filesystem supports one (btrfs,
+    /// XFS, bcachefs, ...), else a full copy. As fast as the filesystem allows, and the copy
+    /// is independent of the cache. The default.
+    #[default]
+    Auto,
+    /// A copy-on-write clone, or [`CompilationError::ReflinkUnsupported`].
+    Reflink,
+    /// Hard links to the cache's own files: near-instant and no extra space, but the restored
+    /// files ARE the cache's. Opt-in: a file edited in place (not replaced: most editors and
+    /// git write a new file and rename it, which is fine) changes the cached copy. Such a file
+    /// is found by its hash on the next read of the entry and the entry is dropped, never
+    /// served; a mode changed with `chmod` is not detected. Needs the target on the cache's
+    /// filesystem. An entry stored before content manifests existed is copied instead.
+    Hardlink,
+    /// A full copy.
+    Copy,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Where the workspace was restored.
+    pub target: PathBuf,
+    /// The workspace restored (the lookup may have fallen back to the repository level).
+    pub workspace: WorkspaceMetadata,
+    /// Files, hard links and symlinks placed.
+    pub files: u64,
+    /// Bytes of file content placed.
+    pub bytes: u64,
+    /// How files were placed: the mode asked for, except [`LinkMode::Copy`] for a
+    /// [`LinkMode::Hardlink`] restore of an entry that has no content manifest.
+    pub placed: LinkMode,
 }
 
 /// How to export a workspace.
@@ -186,9 +232,13 @@ impl WorkspaceService {
             }
         })?;
         let git = self.context.options.git;
-        let plan = archive::plan_extraction(source, format, "zmk", &|relative, _| {
-            workspace_keeps(git, relative)
-        })?;
+        let plan = archive::plan_extraction(
+            source,
+            format,
+            "zmk",
+            &|relative, _| workspace_keeps(git, relative),
+            self.context.options.allow_escaping_symlinks,
+        )?;
         if !plan.writes_under("zmk") {
             return Err(not_a_workspace(
                 source,
@@ -199,8 +249,7 @@ impl WorkspaceService {
         if !cache.is_enabled() {
             return Ok(None);
         }
-        let key = id.key_bytes();
-        self.context.check_fits(&key, plan.byte_count)?;
+        self.context.check_fits(&|| describe(id), plan.byte_count)?;
         let staged = cache.stage_directory()?;
         let mut tracker = Tracker::start(
             ProgressStage::Extracting,
@@ -215,6 +264,9 @@ impl WorkspaceService {
                 "the archive's zmk is not a directory",
             ));
         }
+        let mut written = tree::list(staged.path(), &|_, _| true)?;
+        written.group_hard_links();
+        manifest::write(staged.path(), &written)?;
         let metadata = self.new_metadata(
             id,
             details,
@@ -241,9 +293,13 @@ impl WorkspaceService {
             return Ok(None);
         }
         let git = self.context.options.git;
-        let tree = tree::list(source, &|relative, _| workspace_keeps(git, relative))?;
-        let key = id.key_bytes();
-        self.context.check_fits(&key, tree.byte_count())?;
+        let mut tree = tree::list(source, &|relative, _| workspace_keeps(git, relative))?;
+        tree.group_hard_links();
+        if !self.context.options.allow_escaping_symlinks {
+            tree.check_symlinks_stay_inside(source)?;
+        }
+        self.context
+            .check_fits(&|| describe(id), tree.byte_count())?;
         let staged = cache.stage_directory()?;
         let mut tracker = Tracker::start(
             ProgressStage::Copying,
@@ -252,6 +308,7 @@ impl WorkspaceService {
             progress,
         );
         tree::copy_tree(source, &tree, staged.path(), Transfer::Copy, &mut tracker)?;
+        manifest::write(staged.path(), &tree)?;
         let metadata = self.new_metadata(
             id,
             details,
@@ -316,13 +373,30 @@ impl WorkspaceService {
     ) -> Result<Option<CachedWorkspace>> {
         let key = id.key_bytes();
         let value = metadata::encode(&metadata, || format!("workspace {id:?}"))?;
-        let Some(directory) =
-            self.context
-                .cache
-                .set_directory(&key, staged, &value, Some(self.ttl(id.level())))?
+        let others_before = self.other_workspace_keys(&key)?;
+        let Some(directory) = self
+            .context
+            .cache
+            .set_directory(&key, staged, &value, Some(self.ttl(id.level())))
+            .map_err(|err| self.context.explain_refusal(&|| describe(id), err))?
         else {
             return Ok(None);
         };
+        let others_after = self.other_workspace_keys(&key)?;
+        let evicted: Vec<String> = others_before
+            .iter()
+            .filter(|other| !others_after.contains(other))
+            .map(|other| String::from_utf8_lossy(other).into_owned())
+            .collect();
+        if !evicted.is_empty() {
+            tracing::warn!(
+                repository = id.repository_name(),
+                branch = id.branch_name(),
+                evicted = ?evicted,
+                limit_bytes = self.context.max_size_bytes,
+                "storing a workspace evicted other workspaces to stay within the size limit"
+            );
+        }
         tracing::info!(
             repository = id.repository_name(),
             branch = id.branch_name(),
@@ -330,7 +404,19 @@ impl WorkspaceService {
             bytes = metadata.size_bytes,
             "workspace cached"
         );
-        self.found(id.clone(), &key, directory, metadata).map(Some)
+        let mut found = self.found(id.clone(), &key, directory, metadata)?;
+        found.evicted = evicted;
+        Ok(Some(found))
+    }
+
+    /// The keys of every cached workspace but `key`'s, sorted (keys only: nothing is read, so
+    /// no access time changes and eviction order is not disturbed).
+    fn other_workspace_keys(&self, key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = self
+            .context
+            .keys_with_prefix(WORKSPACE_KEY_PREFIX.as_bytes())?;
+        keys.retain(|other| other != key);
+        Ok(keys)
     }
 
     fn found(
@@ -348,6 +434,7 @@ impl WorkspaceService {
             size_bytes: directory.size_bytes,
             last_accessed,
             expires_at,
+            evicted: Vec::new(),
         })
     }
 
@@ -405,6 +492,18 @@ impl WorkspaceService {
                 }
                 Ok((metadata, id))
             });
+        // Verify on read: a file a hard-link restore shared that was changed since is never
+        // served (an error reading the files is the caller's, as any I/O error).
+        let checked = match checked {
+            Ok(found) => match manifest::verify(&directory.path)? {
+                Verified::Changed(file) => Err(format!(
+                    "{} changed after it was stored (edited through a hard link a restore made)",
+                    file.display()
+                )),
+                Verified::Intact | Verified::NoManifest => Ok(found),
+            },
+            Err(reason) => Err(reason),
+        };
         match checked {
             Ok((metadata, id)) => Ok(Stored::Usable(Box::new(UsableEntry {
                 directory,
@@ -427,7 +526,8 @@ impl WorkspaceService {
         level: WorkspaceLevel,
     ) -> CachedDirectory {
         let relinked = (|| -> Result<Option<CachedDirectory>> {
-            let tree = tree::list(&directory.path, &|_, _| true)?;
+            let mut tree = tree::list(&directory.path, &|_, _| true)?;
+            tree.group_hard_links();
             let staged = self.context.cache.stage_directory()?;
             let mut quiet = |_: Progress| {};
             let mut tracker = Tracker::start(ProgressStage::Copying, 0, 0, &mut quiet);
@@ -455,16 +555,33 @@ impl WorkspaceService {
         }
     }
 
-    /// Copies a found workspace out of the cache into `target` (created if missing). Refuses a
-    /// target that already holds any of the workspace's components: a workspace is never merged
-    /// into another.
+    /// Copies a found workspace out of the cache into `target` (created if missing), as
+    /// [`WorkspaceService::copy_to_with`] with [`LinkMode::Copy`].
     pub fn copy_to(
         &self,
         workspace: &CachedWorkspace,
         target: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<()> {
-        let tree = tree::list(&workspace.path, &|_, _| true)?;
+        self.copy_to_with(workspace, target, LinkMode::Copy, progress)
+            .map(drop)
+    }
+
+    /// Copies a found workspace out of the cache into `target` (created if missing), placing
+    /// files as `link` says, with their modes, modification times and hard links. Refuses a
+    /// target that already holds any of the workspace's components: a workspace is never
+    /// merged into another. Returns how files were placed (see [`RestoreReport::placed`]).
+    pub fn copy_to_with(
+        &self,
+        workspace: &CachedWorkspace,
+        target: &Path,
+        link: LinkMode,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RestoreReport> {
+        let mut tree = tree::list(&workspace.path, &|relative, _| {
+            workspace_keeps(GitHandling::Keep, relative)
+        })?;
+        tree.group_hard_links();
         for component in WORKSPACE_COMPONENTS {
             let existing = target.join(component);
             if fs::symlink_metadata(&existing).is_ok() {
@@ -477,6 +594,18 @@ impl WorkspaceService {
                 });
             }
         }
+        // Hard links share the cache's files: only for an entry whose files can be checked
+        // on the next read (it has a manifest), else copied.
+        let placed = match link {
+            LinkMode::Hardlink if !manifest::exists(&workspace.path) => LinkMode::Copy,
+            other => other,
+        };
+        let transfer = match placed {
+            LinkMode::Auto => Transfer::ReflinkOrCopy,
+            LinkMode::Reflink => Transfer::Reflink,
+            LinkMode::Hardlink => Transfer::Link,
+            LinkMode::Copy => Transfer::Copy,
+        };
         tree::create_dir_all(target)?;
         let mut tracker = Tracker::start(
             ProgressStage::Copying,
@@ -484,7 +613,34 @@ impl WorkspaceService {
             tree.byte_count(),
             progress,
         );
-        tree::copy_tree(&workspace.path, &tree, target, Transfer::Copy, &mut tracker)
+        tree::copy_tree(&workspace.path, &tree, target, transfer, &mut tracker)?;
+        let done = tracker.current();
+        Ok(RestoreReport {
+            target: target.to_owned(),
+            workspace: workspace.metadata.clone(),
+            files: done.files_done,
+            bytes: done.bytes_done,
+            placed,
+        })
+    }
+
+    /// Restores the workspace for `id` (found as [`WorkspaceService::get`] finds it: the
+    /// branch's, else the repository's) into `target`, placing files as `link` says.
+    /// [`CompilationError::WorkspaceNotCached`] when there is none.
+    pub fn restore(
+        &self,
+        id: &WorkspaceId,
+        target: &Path,
+        link: LinkMode,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RestoreReport> {
+        let workspace = self
+            .get(id)?
+            .ok_or_else(|| CompilationError::WorkspaceNotCached {
+                repository: id.repository_name().to_owned(),
+                branch: id.branch_name().map(str::to_owned),
+            })?;
+        self.copy_to_with(&workspace, target, link, progress)
     }
 
     /// Removes the workspace cached at exactly `id`'s level; whether one was there. Its
@@ -564,9 +720,11 @@ impl WorkspaceService {
 
     /// Writes the workspace for `id` (found as [`WorkspaceService::get`] finds it) to an
     /// archive at `output`, replacing it. The archive is written to a temp file beside `output`
-    /// and renamed into place once complete. Symlinks go in as symlinks, as they are; a
-    /// symlink pointing outside the workspace is exported but such an archive is refused by
-    /// [`WorkspaceService::import`].
+    /// and renamed into place once complete. Modes, modification times and hard links go in
+    /// as they are in the cache (zip has no hard links: a second name is a second file).
+    /// Symlinks go in as symlinks; one pointing outside the workspace can only be in the cache
+    /// if [`CompilationOptions::allow_escaping_symlinks`](crate::CompilationOptions::allow_escaping_symlinks)
+    /// let it in, and an import refuses it unless the same option is set.
     pub fn export(
         &self,
         id: &WorkspaceId,
@@ -585,9 +743,10 @@ impl WorkspaceService {
         } else {
             GitHandling::Exclude
         };
-        let tree: Tree = tree::list(&workspace.path, &|relative, _| {
+        let mut tree: Tree = tree::list(&workspace.path, &|relative, _| {
             workspace_keeps(git, relative)
         })?;
+        tree.group_hard_links();
         let mut tracker = Tracker::start(
             ProgressStage::Exporting,
             tree.file_count(),
@@ -605,6 +764,17 @@ impl WorkspaceService {
             bytes: done.bytes_done,
             archive_bytes,
         })
+    }
+}
+
+/// `the workspace of repository "R" [branch "B"]`, for messages.
+fn describe(id: &WorkspaceId) -> String {
+    match id.branch_name() {
+        Some(branch) => format!(
+            "the workspace of repository {:?} branch {branch:?}",
+            id.repository_name()
+        ),
+        None => format!("the workspace of repository {:?}", id.repository_name()),
     }
 }
 

@@ -117,6 +117,75 @@ impl Clock for ManualClock {
     }
 }
 
+/// How much of the filesystem holding the cache must stay free ([`CacheOptions::min_free_space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinFreeSpace {
+    /// At least this many bytes.
+    Bytes(u64),
+    /// At least this share of the filesystem's size, in percent (0 to 100).
+    Percent(u8),
+}
+
+impl MinFreeSpace {
+    /// The bytes to keep free on a filesystem of `filesystem_bytes`.
+    pub fn bytes_of(self, filesystem_bytes: u64) -> u64 {
+        match self {
+            MinFreeSpace::Bytes(bytes) => bytes,
+            MinFreeSpace::Percent(percent) => {
+                (u128::from(filesystem_bytes) * u128::from(percent.min(100)) / 100) as u64
+            }
+        }
+    }
+}
+
+impl Default for MinFreeSpace {
+    /// 1 GiB. Why a fixed size and not a share: what must stay free is room for the work
+    /// around the cache (a program's scratch trees, version control, temp files), which does
+    /// not grow with the disk, while 5 % of a 2 TB disk would keep 100 GB from the cache.
+    /// Below 1 GiB the machine itself starts failing (linkers, package managers), so a cache
+    /// must not be what takes it.
+    fn default() -> Self {
+        MinFreeSpace::Bytes(1024 * 1024 * 1024)
+    }
+}
+
+/// The free and total bytes of a filesystem, as [`DiskSpace`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilesystemSpace {
+    /// Bytes an unprivileged process may still write (`f_bavail`).
+    pub free_bytes: u64,
+    /// The filesystem's size (`f_blocks`).
+    pub total_bytes: u64,
+}
+
+/// Where a cache reads the free space of the filesystem it lives on. The default,
+/// [`SystemDiskSpace`], asks the system (`statvfs`); tests give a fake, so that no test has to
+/// fill a disk.
+pub trait DiskSpace: Send + Sync + fmt::Debug {
+    /// The space of the filesystem holding `dir`; `None` where it cannot be read (then no
+    /// free-space rule applies).
+    fn space(&self, dir: &Path) -> Option<FilesystemSpace>;
+}
+
+/// [`DiskSpace`] from the system: `statvfs` of the directory.
+#[derive(Debug, Default)]
+pub struct SystemDiskSpace;
+
+impl DiskSpace for SystemDiskSpace {
+    fn space(&self, dir: &Path) -> Option<FilesystemSpace> {
+        let (free_bytes, total_bytes) = crate::fsys::filesystem_space(dir)?;
+        Some(FilesystemSpace {
+            free_bytes,
+            total_bytes,
+        })
+    }
+}
+
+/// One shared system disk-space source, so that default options compare equal (sources compare
+/// by identity, as clocks do).
+static SYSTEM_DISK_SPACE: LazyLock<Arc<dyn DiskSpace>> =
+    LazyLock::new(|| Arc::new(SystemDiskSpace));
+
 /// One shared system clock, so that default options compare equal (clocks compare by identity).
 static SYSTEM_CLOCK: LazyLock<Arc<dyn Clock>> = LazyLock::new(|| Arc::new(SystemClock));
 
@@ -182,6 +251,14 @@ pub struct CacheOptions {
     pub flight_retries: u32,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// How much of the filesystem holding the cache must stay free. Below it every commit of
+    /// the tag evicts (oldest or least recently used first) until the shortfall is made up, and
+    /// storing a directory is refused ([`CacheError::InsufficientFreeSpace`]) when even
+    /// evicting the whole tag would not make it up. Default 1 GiB ([`MinFreeSpace::default`]
+    /// says why).
+    pub min_free_space: MinFreeSpace,
+    /// Where the free space is read from. Default [`SystemDiskSpace`].
+    pub disk_space: Arc<dyn DiskSpace>,
 }
 
 impl Default for CacheOptions {
@@ -202,6 +279,8 @@ impl Default for CacheOptions {
             lease_duration: Duration::from_secs(30),
             flight_retries: 1,
             clock: SYSTEM_CLOCK.clone(),
+            min_free_space: MinFreeSpace::default(),
+            disk_space: SYSTEM_DISK_SPACE.clone(),
         }
     }
 }
@@ -242,6 +321,9 @@ impl CacheOptions {
                 "must be greater than zero (or None for no budget)",
             );
         }
+        if matches!(self.min_free_space, MinFreeSpace::Percent(percent) if percent > 100) {
+            return invalid("min_free_space", "a percentage must be at most 100");
+        }
         Ok(())
     }
 
@@ -271,8 +353,16 @@ impl CacheOptions {
             max_pending_bytes,
             page_cache_bytes,
             lease_duration,
-            flight_retries
+            flight_retries,
+            min_free_space
         );
+        if !Arc::ptr_eq(&self.disk_space, &other.disk_space) {
+            return Some((
+                "disk_space",
+                format!("{:?}", self.disk_space),
+                format!("{:?}", other.disk_space),
+            ));
+        }
         if !Arc::ptr_eq(&self.clock, &other.clock) {
             return Some((
                 "clock",

@@ -244,6 +244,28 @@ pub enum CacheError {
         reason: &'static str,
     },
 
+    /// Storing a directory would leave the filesystem holding the cache with less free space
+    /// than [`crate::CacheOptions::min_free_space`], even after evicting every other entry of
+    /// the tag. Nothing is stored.
+    #[error(
+        "not storing in tag '{tag}': the filesystem holding {path} has {free_bytes} bytes free, \
+         less than the min_free_space setting ({min_free_bytes} bytes), and evicting the whole \
+         tag ({tag_bytes} bytes) would not make up the difference; free space on that disk or \
+         lower min_free_space"
+    )]
+    InsufficientFreeSpace {
+        /// The tag written to.
+        tag: String,
+        /// The tag's directory.
+        path: PathBuf,
+        /// Free bytes on its filesystem now.
+        free_bytes: u64,
+        /// What `min_free_space` asks to keep free there.
+        min_free_bytes: u64,
+        /// What the tag's entries take (all evictable).
+        tag_bytes: u64,
+    },
+
     /// An option value that cannot work (zero timeout, zero size limit...).
     #[error("invalid cache option {option}: {reason}")]
     InvalidOption {

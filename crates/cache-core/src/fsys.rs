@@ -244,6 +244,22 @@ impl Dir {
         Ok(())
     }
 
+    /// Gives this directory's owner write and search permission if it lacks them (an owned
+    /// directory keeps the modes its caller gave, a read-only 0555 one included), so that its
+    /// entries can be removed by a process that permission bits apply to. Through the open
+    /// descriptor: never a path, never a symlink.
+    pub(crate) fn let_owner_empty_it(&self) -> Result<()> {
+        let stat = rustix::fs::fstat(&self.fd)
+            .map_err(|errno| CacheError::io("reading the mode of", &self.path, io_error(errno)))?;
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o700 != 0o700 {
+            rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode | 0o700)).map_err(|errno| {
+                CacheError::io("making writable for removal", &self.path, io_error(errno))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The child directory `name`, opened without following a symlink; `None` if it does not
     /// exist. A symlink or a file there is refused.
     pub(crate) fn dir(&self, name: impl AsRef<OsStr>) -> Result<Option<Dir>> {
@@ -463,7 +479,8 @@ impl Dir {
 
     /// Removes `name` and, if it is a directory, everything below it, never following a symlink
     /// (one inside the tree is unlinked itself); `false` if nothing was there. Open directories
-    /// are bounded by the tree's depth, not its width.
+    /// are bounded by the tree's depth, not its width. A directory whose owner lacks write or
+    /// search permission (a read-only directory of an owned tree) is given them first.
     pub(crate) fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<bool> {
         let name = component(&self.path, name.as_ref())?;
         let Some(meta) = self.stat(name)? else {
@@ -480,6 +497,7 @@ impl Dir {
         let open = |parent: &Dir, name: &OsStr| -> Result<Option<Frame>> {
             match parent.dir(name) {
                 Ok(Some(dir)) => {
+                    dir.let_owner_empty_it()?;
                     let pending = dir.entries()?;
                     Ok(Some(Frame {
                         dir,
@@ -621,6 +639,17 @@ impl Dir {
 
 /// Logs `message` about `path` as a warning, once per process: what maintenance skips, it skips
 /// on every run.
+/// The free bytes (`f_bavail`: what an unprivileged process may still write) and the total
+/// bytes of the filesystem holding `dir` (`statvfs`: it opens nothing); `None` where they
+/// cannot be read.
+pub(crate) fn filesystem_space(dir: &Path) -> Option<(u64, u64)> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some((
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+    ))
+}
+
 pub(crate) fn warn_once(path: &Path, message: &str) {
     static WARNED: LazyLock<Mutex<HashSet<(PathBuf, String)>>> =
         LazyLock::new(|| Mutex::new(HashSet::new()));

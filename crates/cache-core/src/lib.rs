@@ -107,8 +107,9 @@ mod values;
 pub use cache::Cache;
 pub use codec::{CodecId, ValueFormat};
 pub use config::{
-    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, EvictionPolicy, ManualClock, RemoteConfig,
-    SystemClock, TagSettings, UserCacheConfig, resolve_cache_root,
+    APPLICATION_DIR, CacheOptions, CacheStrategy, Clock, DiskSpace, EvictionPolicy,
+    FilesystemSpace, ManualClock, MinFreeSpace, RemoteConfig, SystemClock, SystemDiskSpace,
+    TagSettings, UserCacheConfig, resolve_cache_root,
 };
 pub use config_file::{
     CONFIG_FILE_NAME, CONFIG_FILE_VARIABLE, ConfigOrigin, ConfigSetting, ExplainedConfig,

@@ -186,6 +186,10 @@ pub struct CacheStats {
     pub max_size_bytes: u64,
     /// The tag's limit on entries, if any.
     pub max_entries: Option<u64>,
+    /// Free and total bytes of the filesystem the tag lives on, when they can be read.
+    pub filesystem: Option<crate::config::FilesystemSpace>,
+    /// What `min_free_space` asks to keep free on that filesystem, in bytes.
+    pub min_free_bytes: Option<u64>,
     /// When `cleanup()` last ran on this tag, in any process.
     pub last_cleanup: Option<std::time::SystemTime>,
     /// Counters of this instance since it was opened.

@@ -46,6 +46,13 @@ struct TagRow {
     deletes: u64,
     errors: u64,
     limit_bytes: u64,
+    /// Free bytes on the filesystem the tag lives on (`null` when unknown): a tag under its
+    /// limit can still be stopped by a full disk.
+    filesystem_free_bytes: Option<u64>,
+    /// That filesystem's size.
+    filesystem_bytes: Option<u64>,
+    /// What the `min_free_space` setting keeps free there; below it the tag evicts.
+    min_free_bytes: Option<u64>,
     /// When `cleanup()` last ran on the tag, in any process; `null` if never.
     last_cleanup: Option<String>,
 }
@@ -86,6 +93,9 @@ fn row(stats: &CacheStats) -> TagRow {
         deletes: lifetime.deletes,
         errors: lifetime.errors,
         limit_bytes: stats.max_size_bytes,
+        filesystem_free_bytes: stats.filesystem.map(|space| space.free_bytes),
+        filesystem_bytes: stats.filesystem.map(|space| space.total_bytes),
+        min_free_bytes: stats.min_free_bytes,
         last_cleanup: stats.last_cleanup.map(render::timestamp),
     }
 }
@@ -181,6 +191,7 @@ fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
         ("HIT RATE", Align::Right),
         ("EVICTIONS", Align::Right),
         ("LIMIT", Align::Right),
+        ("DISK FREE", Align::Right),
         ("LAST CLEANUP", Align::Left),
     ]);
     for row in &report.tags {
@@ -193,6 +204,8 @@ fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
             percent(row.hit_rate_percent),
             row.evictions.to_string(),
             render::size(row.limit_bytes),
+            row.filesystem_free_bytes
+                .map_or_else(|| "-".to_owned(), render::size),
             row.last_cleanup
                 .clone()
                 .unwrap_or_else(|| "never".to_owned()),
@@ -207,6 +220,7 @@ fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
         totals.misses.to_string(),
         percent(totals.hit_rate_percent),
         totals.evictions.to_string(),
+        String::new(),
         String::new(),
         String::new(),
     ]);

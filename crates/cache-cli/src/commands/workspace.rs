@@ -1,7 +1,8 @@
 //! `workspace`: cached ZMK west workspaces in the `compilation` tag, through
-//! `cache_compilation::WorkspaceService`: `list`, `add`, `delete`, `cleanup`, `export`, `import`.
+//! `cache_compilation::WorkspaceService`: `list`, `add`, `delete`, `cleanup`, `export`, `import`,
+//! `restore`.
 //!
-//! Reading commands (`list`, `export`) and the removing ones (`delete`, `cleanup`) never create
+//! Reading commands (`list`, `export`, `restore`) and the removing ones (`delete`, `cleanup`) never create
 //! the root or the tag: they look for the tag first, as every reading command does. `add` and
 //! `import` check their input (a directory with `zmk/`, an archive named as one) before the tag
 //! is opened, so a wrong path creates nothing.
@@ -12,14 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use cache_compilation::{
-    ArchiveFormat, COMPILATION_TAG, CachedWorkspace, ExportOptions, GitHandling, WorkspaceDetails,
-    WorkspaceId, WorkspaceLevel, WorkspaceOrigin,
+    ArchiveFormat, COMPILATION_TAG, CachedWorkspace, CompilationOptions, ExportOptions,
+    GitHandling, LinkMode, WorkspaceDetails, WorkspaceId, WorkspaceLevel, WorkspaceOrigin,
 };
 use serde::Serialize;
 
 use crate::cli::{
     WorkspaceAddArgs, WorkspaceArgs, WorkspaceCleanupArgs, WorkspaceCommand, WorkspaceDeleteArgs,
-    WorkspaceExportArgs, WorkspaceImportArgs,
+    WorkspaceExportArgs, WorkspaceImportArgs, WorkspaceRestoreArgs,
 };
 use crate::duration::format_duration;
 use crate::exit::{NotFound, UsageError};
@@ -36,6 +37,7 @@ pub(crate) fn run(root: &CacheRoot, args: &WorkspaceArgs, output: &Output) -> an
         WorkspaceCommand::Cleanup(args) => cleanup(root, args, output),
         WorkspaceCommand::Export(args) => export(root, args, output),
         WorkspaceCommand::Import(args) => import(root, args, output),
+        WorkspaceCommand::Restore(args) => restore(root, args, output),
     }
 }
 
@@ -225,6 +227,8 @@ fn check_workspace_directory(path: &Path) -> anyhow::Result<()> {
 struct StoredReport {
     root: String,
     workspace: WorkspaceRow,
+    /// The keys of other workspaces this store evicted to stay within the size limit.
+    evicted: Vec<String>,
 }
 
 fn report_stored(
@@ -242,10 +246,23 @@ fn report_stored(
         )
     })?;
     let row = WorkspaceRow::new(&stored, SystemTime::now());
+    if !stored.evicted.is_empty() {
+        output.warn(&format!(
+            "storing this workspace evicted {} to stay within the compilation tag's size limit \
+             (raise it with --max-size): {}",
+            render::count(
+                stored.evicted.len() as u64,
+                "other workspace",
+                "other workspaces"
+            ),
+            stored.evicted.join(", ")
+        ))?;
+    }
     if output.is_json() {
         return output.json(&StoredReport {
             root: root.path().display().to_string(),
             workspace: row,
+            evicted: stored.evicted,
         });
     }
     let expiry = row.expires_in_seconds.map_or_else(
@@ -269,7 +286,13 @@ fn report_stored(
 fn add(root: &CacheRoot, args: &WorkspaceAddArgs, output: &Output) -> anyhow::Result<()> {
     let id = workspace_id(&args.repo, args.branch.as_deref())?;
     check_workspace_directory(&args.path)?;
-    let compilation = root.compilation()?;
+    let compilation = root.compilation_with(
+        CompilationOptions {
+            allow_escaping_symlinks: args.allow_escaping_symlinks,
+            ..CompilationOptions::default()
+        },
+        args.max_size,
+    )?;
     let mut progress = CopyProgress::new(output);
     let stored = compilation
         .workspaces
@@ -303,7 +326,13 @@ fn import(root: &CacheRoot, args: &WorkspaceImportArgs, output: &Output) -> anyh
         ))
         .into());
     }
-    let compilation = root.compilation()?;
+    let compilation = root.compilation_with(
+        CompilationOptions {
+            allow_escaping_symlinks: args.allow_escaping_symlinks,
+            ..CompilationOptions::default()
+        },
+        args.max_size,
+    )?;
     let mut progress = CopyProgress::new(output);
     let stored = compilation
         .workspaces
@@ -500,6 +529,85 @@ fn export(root: &CacheRoot, args: &WorkspaceExportArgs, output: &Output) -> anyh
         render::count(report.files, "file", "files"),
         render::size(report.bytes),
         render::size(report.archive_bytes),
+    ))
+}
+
+/// The name of a link mode, as `--link` takes it.
+fn link_mode_name(mode: LinkMode) -> &'static str {
+    match mode {
+        LinkMode::Auto => "auto",
+        LinkMode::Reflink => "reflink",
+        LinkMode::Hardlink => "hardlink",
+        _ => "copy",
+    }
+}
+
+#[derive(Serialize)]
+struct RestoreReport {
+    path: String,
+    repository: String,
+    /// The branch restored: `null` when the repository-level workspace was.
+    branch: Option<String>,
+    /// The mode asked for.
+    link: &'static str,
+    /// How files were placed: the mode asked for, except `copy` for a `hardlink` restore of a
+    /// workspace stored before content manifests.
+    placed: &'static str,
+    files: u64,
+    bytes: u64,
+}
+
+fn restore(root: &CacheRoot, args: &WorkspaceRestoreArgs, output: &Output) -> anyhow::Result<()> {
+    let id = workspace_id(&args.repo, args.branch.as_deref())?;
+    let what = describe(&args.repo, args.branch.as_deref());
+    if !root.has_compilation_tag()? {
+        return Err(NotFound(format!(
+            "no cached workspace for {what}: no tag '{COMPILATION_TAG}' under {}",
+            root.path().display()
+        ))
+        .into());
+    }
+    let compilation = root.compilation()?;
+    let mut progress = CopyProgress::new(output);
+    let report = compilation
+        .workspaces
+        .restore(&id, &args.dest, args.link, &mut |report| {
+            progress.update(report)
+        })
+        .with_context(|| {
+            format!(
+                "while restoring the workspace of {what} into {} (--link {})",
+                args.dest.display(),
+                link_mode_name(args.link)
+            )
+        })?;
+    progress.finish();
+    let restored = &report.workspace;
+    if let Some(branch) = &args.branch
+        && restored.branch.is_none()
+    {
+        output.note(&format!(
+            "branch {branch:?} has no cached workspace; restored the repository's"
+        ))?;
+    }
+    if output.is_json() {
+        return output.json(&RestoreReport {
+            path: report.target.display().to_string(),
+            repository: restored.repository.clone(),
+            branch: restored.branch.clone(),
+            link: link_mode_name(args.link),
+            placed: link_mode_name(report.placed),
+            files: report.files,
+            bytes: report.bytes,
+        });
+    }
+    output.note(&format!(
+        "restored the workspace of {} into {} ({}, {}, --link {})",
+        describe(&restored.repository, restored.branch.as_deref()),
+        report.target.display(),
+        render::count(report.files, "file", "files"),
+        render::size(report.bytes),
+        link_mode_name(report.placed),
     ))
 }
 

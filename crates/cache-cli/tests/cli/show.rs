@@ -217,3 +217,23 @@ fn stats_reset_zeroes_a_tag_s_lifetime_counters_and_keeps_its_entries() {
         .expect_code(1)
         .expect_stderr(&["no such tag 'gamma'"]);
 }
+
+/// Issue 19: `show` reports the filesystem's free space beside each limit, and what
+/// `min_free_space` keeps free there (compilation's limit is its own, 16 GiB).
+#[test]
+fn show_reports_the_free_space_of_the_disk_beside_each_limit() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["set", "--tag", "layout", "a", "1"])
+        .expect_code(0);
+    let json = sandbox.json(&["show", "--json"]);
+    let row = &json["tags"][0];
+    let free = row["filesystem_free_bytes"].as_u64().unwrap();
+    let total = row["filesystem_bytes"].as_u64().unwrap();
+    assert!(free <= total && total > 0, "{row}");
+    assert_eq!(row["min_free_bytes"], 1024 * 1024 * 1024);
+    assert_eq!(row["limit_bytes"], 2u64 * 1024 * 1024 * 1024);
+    let run = sandbox.run(&["show"]);
+    run.expect_code(0);
+    assert!(run.stdout().lines().next().unwrap().contains("DISK FREE"));
+}

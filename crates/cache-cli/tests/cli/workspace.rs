@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -368,7 +369,8 @@ fn cleanup_removes_workspaces_stored_longer_ago_than_the_duration() {
         .expect_stderr(&["\"a week\""]);
 }
 
-/// The files under `dir`, relative, sorted, with their content.
+/// The files under `dir`, relative, sorted, with their content, without a cached workspace's
+/// content manifest (`.glovebox-manifest` at its top, not part of the workspace).
 fn tree(dir: &Path) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
@@ -379,6 +381,9 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
                 pending.push(entry.path());
             } else {
                 let relative = entry.path().strip_prefix(dir).unwrap().to_owned();
+                if relative == Path::new(".glovebox-manifest") {
+                    continue;
+                }
                 let content = fs::read_to_string(entry.path()).unwrap();
                 found.push((relative.to_str().unwrap().to_owned(), content));
             }
@@ -713,4 +718,252 @@ fn a_workspace_ttl_from_the_config_file_applies_to_workspace_add() {
     let expires_in = added["workspace"]["expires_in_seconds"].as_u64().unwrap();
     // Two hours from the file, not the one day default; the lower bound is an hour of slack.
     assert!((3600..=7200).contains(&expires_in), "{added}");
+}
+
+/// Issue 19: cached workspaces keep directory modes, so a read-only (0555) directory is in the
+/// cache; a user whom permission bits stop must still be able to delete, and so evict, it. Run
+/// as `nobody` through `setpriv` (the suite runs as root, as CI does, and root ignores the bits).
+#[test]
+fn a_workspace_with_a_read_only_directory_is_deleted_by_a_user_permission_bits_apply_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let locked = workspace.join("zmk/locked");
+    fs::create_dir_all(&locked).unwrap();
+    fs::write(locked.join("inside.h"), b"#pragma once\n").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    // Everything in the sandbox belongs to nobody, as if nobody had made it.
+    let sandbox_dir = sandbox.path("");
+    let mut pending = vec![sandbox_dir.clone()];
+    while let Some(dir) = pending.pop() {
+        std::os::unix::fs::lchown(&dir, Some(65534), Some(65534)).unwrap();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    let as_nobody = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_glovebox-cache"))
+            .args(args)
+            .env_clear()
+            .env("HOME", sandbox.path("home"))
+            .env("XDG_CACHE_HOME", sandbox.path("xdg"))
+            .env("GLOVEBOX_CACHE_PATH", sandbox.root())
+            .stdin(std::process::Stdio::null());
+        crate::support::run(&mut command)
+    };
+    if !Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|status| status.success())
+    {
+        eprintln!(
+            "workspace: SKIPPED read-only directory as nobody: setpriv cannot drop to nobody here"
+        );
+        return;
+    }
+
+    as_nobody(&["workspace", "add", text(&workspace), "--repo", REPO]).expect_code(0);
+    assert_eq!(owned_directories(&sandbox), 1);
+    as_nobody(&["workspace", "delete", REPO]).expect_code(0);
+    assert_eq!(
+        owned_directories(&sandbox),
+        0,
+        "the read-only directory went too"
+    );
+}
+
+/// Issue 19: there was no way to get a workspace out from the command line but `export`.
+#[test]
+fn restore_copies_a_workspace_out_in_each_link_mode() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["workspace", "restore", REPO, text(&sandbox.path("none"))])
+        .expect_code(1);
+    let workspace = fake_workspace(&sandbox, "ws");
+    let cached = add(&sandbox, &workspace, REPO, None);
+    let cached_path = PathBuf::from(cached["workspace"]["path"].as_str().unwrap());
+
+    for link in ["auto", "copy", "hardlink"] {
+        let dest = sandbox.path(&format!("restored-{link}"));
+        let report = sandbox.json(&[
+            "workspace",
+            "restore",
+            REPO,
+            "--branch",
+            "main",
+            text(&dest),
+            "--link",
+            link,
+            "--json",
+        ]);
+        assert_eq!(report["link"], link);
+        assert_eq!(report["placed"], link);
+        assert_eq!(report["branch"], Value::Null, "fell back to the repository");
+        assert_eq!(report["files"], 5);
+        assert_eq!(tree(&dest), tree(&cached_path), "{link}");
+    }
+    // The machine's filesystem may or may not clone: either the workspace, or a clear refusal.
+    let dest = sandbox.path("restored-reflink");
+    let run = sandbox.run(&[
+        "workspace",
+        "restore",
+        REPO,
+        text(&dest),
+        "--link",
+        "reflink",
+    ]);
+    if run.code != 0 {
+        run.expect_code(3)
+            .expect_stderr(&["reflink", "--link auto"]);
+    } else {
+        assert_eq!(tree(&dest), tree(&cached_path));
+    }
+    sandbox
+        .run(&[
+            "workspace",
+            "restore",
+            REPO,
+            text(&dest),
+            "--link",
+            "symbolic",
+        ])
+        .expect_code(2)
+        .expect_stderr(&["symbolic"]);
+    // Never merged into an existing workspace.
+    sandbox
+        .run(&[
+            "workspace",
+            "restore",
+            REPO,
+            text(&sandbox.path("restored-copy")),
+        ])
+        .expect_code(2)
+        .expect_stderr(&["already exists"]);
+}
+
+/// Issue 19: a symlink out of the workspace is refused by `add` and `import` alike, naming the
+/// link and the way to accept it, and accepted by both with `--allow-escaping-symlinks`.
+#[test]
+fn escaping_symlinks_are_refused_naming_the_link_unless_allowed() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    std::os::unix::fs::symlink("/etc/passwd", workspace.join("zmk/passwd-link")).unwrap();
+    for verb in ["add", "import"] {
+        let repo_flag = ["--repo", REPO];
+        let mut args = vec!["workspace", verb, text(&workspace)];
+        args.extend(repo_flag);
+        sandbox
+            .run(&args)
+            .expect_code(3)
+            .expect_stderr(&["zmk/passwd-link", "--allow-escaping-symlinks"]);
+        args.push("--allow-escaping-symlinks");
+        sandbox.run(&args).expect_code(0);
+    }
+}
+
+/// Issue 19: a workspace over the limit was refused (exit 3) with a message naming no way out,
+/// and the command had no way to raise the limit.
+#[test]
+fn an_over_limit_add_names_the_limit_and_max_size_raises_it() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let args = ["workspace", "add", text(&workspace), "--repo", REPO];
+    let mut limited = args.to_vec();
+    limited.extend(["--max-size", "1KiB"]);
+    sandbox.run(&limited).expect_code(3).expect_stderr(&[
+        "1024",
+        "--max-size",
+        "tag 'compilation'",
+    ]);
+    let mut raised = args.to_vec();
+    raised.extend(["--max-size", "1GiB"]);
+    sandbox.run(&raised).expect_code(0);
+    sandbox
+        .run(&[
+            "workspace",
+            "import",
+            text(&workspace),
+            "--repo",
+            REPO,
+            "--max-size",
+            "ten",
+        ])
+        .expect_code(2)
+        .expect_stderr(&["ten"]);
+}
+
+/// Issue 19: adding a workspace silently evicted another. The store says so on stderr and in
+/// `--json`.
+#[test]
+fn an_add_that_evicts_another_workspace_warns_and_reports_it() {
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    let first = add(&sandbox, &workspace, REPO, None);
+    assert_eq!(first["evicted"], serde_json::json!([]));
+    let size = first["workspace"]["size_bytes"].as_u64().unwrap();
+    let limit = (size * 3 / 2).to_string();
+
+    let run = sandbox.run(&[
+        "workspace",
+        "add",
+        text(&workspace),
+        "--repo",
+        "other/zmk",
+        "--max-size",
+        &limit,
+        "--json",
+    ]);
+    run.expect_code(0).expect_stderr(&[
+        "warning: storing this workspace evicted 1 other workspace",
+        "--max-size",
+    ]);
+    let report = run.json();
+    let evicted = report["evicted"].as_array().unwrap();
+    assert_eq!(evicted.len(), 1, "{report}");
+    assert!(evicted[0].as_str().unwrap().starts_with("workspace:repo:"));
+}
+
+/// Issue 19: after `restore --link hardlink`, a restored file edited in place (by another
+/// process) changes the cache's copy; the next command that reads the workspace drops it
+/// instead of serving it.
+#[test]
+fn a_file_edited_after_a_hardlink_restore_is_never_served_again() {
+    use std::io::Write as _;
+    let sandbox = Sandbox::new();
+    let workspace = fake_workspace(&sandbox, "ws");
+    add(&sandbox, &workspace, REPO, None);
+    let dest = sandbox.path("restored");
+    sandbox
+        .run(&[
+            "workspace",
+            "restore",
+            REPO,
+            text(&dest),
+            "--link",
+            "hardlink",
+        ])
+        .expect_code(0);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(dest.join(".west/config"))
+        .unwrap();
+    file.write_all(b"# edited in place\n").unwrap();
+    drop(file);
+
+    sandbox
+        .run(&["workspace", "restore", REPO, text(&sandbox.path("again"))])
+        .expect_code(1);
+    assert!(!sandbox.path("again").join("zmk").exists());
+    assert_eq!(
+        owned_directories(&sandbox),
+        0,
+        "the entry and its directory are gone"
+    );
 }

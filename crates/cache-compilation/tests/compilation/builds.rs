@@ -17,6 +17,7 @@ use crate::{clock, config, coordinator, open, open_with, quiet, root, snapshot, 
 
 fn inputs() -> BuildInputs {
     BuildInputs::new("zmkfirmware/zmk", "main", "keymap-hash", "config-hash")
+        .pinned(crate::COMMIT, crate::TOOLCHAIN)
         .with_board("glove80_lh")
 }
 
@@ -156,7 +157,8 @@ fn restore_writes_the_artifacts_into_a_target_and_replaces_what_is_there(
         "{last:?}"
     );
 
-    let other = BuildInputs::new("zmkfirmware/zmk", "main", "other", "config-hash");
+    let other = BuildInputs::new("zmkfirmware/zmk", "main", "other", "config-hash")
+        .pinned(crate::COMMIT, crate::TOOLCHAIN);
     let missing_target = root.path().join("never");
     assert_eq!(
         compilation
@@ -260,7 +262,7 @@ fn invalid_inputs_are_refused_before_anything_is_read(
     clock: Arc<ManualClock>,
 ) {
     let compilation = open(&coordinator, &root, &clock);
-    let bad = BuildInputs::new("", "main", "k", "c");
+    let bad = BuildInputs::new("", "main", "k", "c").pinned(crate::COMMIT, crate::TOOLCHAIN);
     let err = compilation
         .builds
         .store(&bad, root.path(), &mut quiet())
@@ -484,4 +486,25 @@ fn get_or_build_on_a_disabled_cache_builds_into_the_target_every_time(
         !root.path().join("cache").exists(),
         "a disabled cache creates no files"
     );
+}
+
+/// Issue 19: a firmware cached for a branch was served for 7 days after the branch moved. The
+/// build key is pinned to the commit the branch resolved to and the toolchain: a build for the
+/// moved branch, or in another toolchain, is a miss.
+#[rstest]
+fn a_build_is_never_served_after_its_branch_moves_or_its_toolchain_changes(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let build = fake_build(&root);
+    store(&compilation, &build);
+    assert!(compilation.builds.get(&inputs()).unwrap().is_some());
+
+    let moved = inputs().pinned(&"0".repeat(40), crate::TOOLCHAIN);
+    assert_eq!(moved.branch, inputs().branch, "the same branch name");
+    assert!(compilation.builds.get(&moved).unwrap().is_none());
+    let other_toolchain = inputs().pinned(crate::COMMIT, "zmkfirmware/zmk-build-arm@sha256:00");
+    assert!(compilation.builds.get(&other_toolchain).unwrap().is_none());
 }

@@ -190,7 +190,8 @@ fn defect_05_build_artifacts_count_in_the_limit_and_go_with_their_entry(
     let compilation = open(&coordinator, &root, &clock);
     let build = root.path().join("build");
     write(&build.join("zephyr/zmk.uf2"), &[9u8; 10_000]);
-    let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "k", "c");
+    let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "k", "c")
+        .pinned(crate::COMMIT, crate::TOOLCHAIN);
     let before = compilation.cache.get_stats().unwrap().disk_bytes;
     let cached = compilation
         .builds

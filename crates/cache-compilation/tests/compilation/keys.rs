@@ -58,10 +58,13 @@ fn golden_workspace_keys() {
 #[test]
 fn golden_build_key() {
     let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "keymap-hash", "config-hash")
+        .pinned(crate::COMMIT, crate::TOOLCHAIN)
         .with_board("glove80_lh");
     assert_eq!(
         text(inputs.key_bytes()),
-        "build:2e4cf7fd63fa3fefc4a87053174fe433206c932c3db475e8d1d7b6bc0eb8970e"
+        // Issue 19: the commit and the toolchain joined the key (it was
+        // build:2e4cf7fd63fa3fefc4a87053174fe433206c932c3db475e8d1d7b6bc0eb8970e).
+        "build:1570c3bda9dff629ebe15fd003523b87c65ac95bb33f4a0d9ea4d89e9f7e0e26"
     );
 }
 
@@ -83,7 +86,14 @@ fn each_kind_has_its_readable_prefix() {
     assert!(
         text(WorkspaceId::branch("r", "b").unwrap().key_bytes()).starts_with(WORKSPACE_KEY_PREFIX)
     );
-    assert!(text(BuildInputs::new("r", "b", "k", "c").key_bytes()).starts_with(BUILD_KEY_PREFIX));
+    assert!(
+        text(
+            BuildInputs::new("r", "b", "k", "c")
+                .pinned(crate::COMMIT, crate::TOOLCHAIN)
+                .key_bytes()
+        )
+        .starts_with(BUILD_KEY_PREFIX)
+    );
     let docker = DockerImageKey::new("img", Duration::from_secs(1)).unwrap();
     assert!(text(docker.key_bytes()).starts_with(DOCKER_IMAGE_KEY_PREFIX));
 }
@@ -141,11 +151,11 @@ fn levels_follow_the_branch() {
 
 #[test]
 fn build_keys_are_unambiguous() {
-    let base = BuildInputs::new("r", "b", "k", "c");
+    let base = BuildInputs::new("r", "b", "k", "c").pinned(crate::COMMIT, crate::TOOLCHAIN);
     let variants = [
         base.clone(),
-        BuildInputs::new("r", "b", "c", "k"),
-        BuildInputs::new("r", "bk", "", "c"),
+        BuildInputs::new("r", "b", "c", "k").pinned(crate::COMMIT, crate::TOOLCHAIN),
+        BuildInputs::new("r", "bk", "", "c").pinned(crate::COMMIT, crate::TOOLCHAIN),
         base.clone().with_board("glove80_lh"),
         base.clone().with_board("glove80_rh"),
         base.clone().with_board(""),
@@ -153,6 +163,9 @@ fn build_keys_are_unambiguous() {
         base.clone().with_shield("glove80_lh"),
         base.clone().with_board("x").with_shield("y"),
         base.clone().with_board("y").with_shield("x"),
+        base.clone().pinned(&"a".repeat(40), crate::TOOLCHAIN),
+        base.clone()
+            .pinned(crate::COMMIT, "zmkfirmware/zmk-build-arm@sha256:0000"),
     ];
     let keys: HashSet<Vec<u8>> = variants.iter().map(BuildInputs::key_bytes).collect();
     assert_eq!(keys.len(), variants.len());
@@ -174,11 +187,52 @@ fn invalid_workspace_ids_are_refused(
     );
 }
 
+/// Issue 19: a build keyed by repository and branch alone was served for the build TTL after
+/// the branch moved. The key now holds the commit the branch resolved to and the toolchain,
+/// and inputs without them are refused, naming what is missing.
+#[rstest]
+#[case::no_commit("", crate::TOOLCHAIN, "commit")]
+#[case::abbreviated_commit("4f1c6e0", crate::TOOLCHAIN, "commit")]
+#[case::a_branch_name_as_commit("main", crate::TOOLCHAIN, "commit")]
+#[case::no_toolchain(crate::COMMIT, "", "toolchain")]
+fn unpinned_build_inputs_are_refused(
+    #[case] commit: &str,
+    #[case] toolchain: &str,
+    #[case] what: &str,
+) {
+    let unpinned = BuildInputs::new("r", "b", "k", "c");
+    let err = unpinned.clone().validate().unwrap_err();
+    assert!(
+        matches!(&err, CompilationError::InvalidInput { what: "commit", .. }),
+        "{err}"
+    );
+    let err = unpinned.pinned(commit, toolchain).validate().unwrap_err();
+    assert!(
+        matches!(&err, CompilationError::InvalidInput { what: w, .. } if *w == what),
+        "{err}"
+    );
+    let sha256_commit = "ab".repeat(32);
+    assert!(
+        BuildInputs::new("r", "b", "k", "c")
+            .pinned(&sha256_commit, crate::TOOLCHAIN)
+            .validate()
+            .is_ok()
+    );
+}
+
 #[test]
 fn invalid_build_inputs_are_refused() {
-    let err = BuildInputs::new("r", "b", "", "c").validate().unwrap_err();
+    let err = BuildInputs::new("r", "b", "", "c")
+        .pinned(crate::COMMIT, crate::TOOLCHAIN)
+        .validate()
+        .unwrap_err();
     assert!(err.to_string().contains("keymap hash"), "{err}");
-    assert!(BuildInputs::new("r", "b", "k", "c").validate().is_ok());
+    assert!(
+        BuildInputs::new("r", "b", "k", "c")
+            .pinned(crate::COMMIT, crate::TOOLCHAIN)
+            .validate()
+            .is_ok()
+    );
 }
 
 #[rstest]

@@ -9,7 +9,9 @@ mod archives;
 mod builds;
 mod defects;
 mod docker;
+mod faithful;
 mod keys;
+mod restore;
 mod ttl;
 mod workspaces;
 
@@ -24,6 +26,10 @@ use cache_compilation::{
 };
 use cache_core::{Coordinator, ManualClock, UserCacheConfig};
 use tempfile::TempDir;
+
+/// A full commit id and a toolchain digest, what every build's inputs are pinned to.
+pub(crate) const COMMIT: &str = "4f1c6e0d9b2a8c7e5f3d1b0a9c8e7f6d5c4b3a29";
+pub(crate) const TOOLCHAIN: &str = "zmkfirmware/zmk-build-arm@sha256:8b1a9953c4611296a827abf8c47804d7e6c49c6b2b6bd4f8e3f6a1c2b5d7e9f0";
 
 pub(crate) const HOUR: Duration = Duration::from_secs(60 * 60);
 pub(crate) const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -131,7 +137,8 @@ pub(crate) fn fake_workspace(root: &TempDir, name: &str) -> PathBuf {
 }
 
 /// What a tree holds, without following symlinks: relative `/` path to `"dir"`, `"link -> t"`,
-/// or the file's content as text.
+/// or the file's content as text. A cached workspace's content manifest (`.glovebox-manifest`
+/// at its top, not part of the workspace) is left out.
 pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         for entry in fs::read_dir(dir).unwrap() {
@@ -142,6 +149,9 @@ pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, String> {
                 .to_str()
                 .unwrap()
                 .to_owned();
+            if relative == ".glovebox-manifest" {
+                continue;
+            }
             let meta = fs::symlink_metadata(&path).unwrap();
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&path).unwrap();

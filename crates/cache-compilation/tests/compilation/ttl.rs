@@ -91,7 +91,8 @@ fn builds_live_the_configured_firmware_build_ttl(
     let compilation = open_with(&coordinator, &config, CompilationOptions::default());
     let build = root.path().join("build");
     write(&build.join("zephyr/zmk.uf2"), b"UF2");
-    let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "k", "c");
+    let inputs = BuildInputs::new("zmkfirmware/zmk", "main", "k", "c")
+        .pinned(crate::COMMIT, crate::TOOLCHAIN);
     let cached = compilation
         .builds
         .store(&inputs, &build, &mut quiet())

@@ -81,7 +81,16 @@ fn symlinks_are_copied_as_symlinks_and_never_followed_and_modes_are_kept(
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
 ) {
-    let compilation = open(&coordinator, &root, &clock);
+    // Links out of the workspace are refused by default (`faithful.rs`); allowed here, to see
+    // that they are copied as links and never followed.
+    let compilation = crate::open_with(
+        &coordinator,
+        &crate::config(&root, &clock),
+        cache_compilation::CompilationOptions {
+            allow_escaping_symlinks: true,
+            ..Default::default()
+        },
+    );
     let ws = fake_workspace(&root, "ws");
     let outside = root.path().join("outside");
     write(&outside.join("secret.txt"), b"not for the cache");
@@ -313,8 +322,9 @@ fn progress_counts_up_to_the_totals_known_from_the_start(
         && w[0].files_total == w[1].files_total));
 }
 
+/// Issue 19: the refusal named no way out. It names the limit and how to raise it.
 #[rstest]
-fn a_workspace_larger_than_the_limit_is_refused_before_copying(
+fn a_workspace_larger_than_the_limit_is_refused_before_copying_naming_the_limit_and_the_way_out(
     root: TempDir,
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
@@ -328,12 +338,19 @@ fn a_workspace_larger_than_the_limit_is_refused_before_copying(
         .cache_workspace(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            CompilationError::Cache(CacheError::ValueTooLarge { max: 1024, .. })
-        ),
+        matches!(err, CompilationError::OverSizeLimit { limit: 1024, .. }),
         "{err}"
     );
+    let message = err.to_string();
+    for part in [
+        "1024",
+        "tag 'compilation'",
+        "--max-size",
+        "zmkfirmware/zmk",
+        "max_size_bytes",
+    ] {
+        assert!(message.contains(part), "{part:?} not in: {message}");
+    }
     let staging = root.path().join("cache/compilation/dirs/.staging");
     assert!(!staging.exists() || fs::read_dir(&staging).unwrap().next().is_none());
     assert!(compilation.cache.keys().unwrap().is_empty());
@@ -452,4 +469,168 @@ fn replacing_a_workspace_removes_the_old_directory(
     assert_ne!(first.path, second.path);
     assert!(!first.path.exists());
     assert!(second.path.join("zmk/app/new-file").is_file());
+}
+
+/// A limit that holds one workspace and a half: measured on the fake workspace in another root.
+fn limit_for_one_and_a_half(
+    coordinator: &Coordinator,
+    clock: &Arc<ManualClock>,
+    ws: &std::path::Path,
+) -> u64 {
+    let measure_root = TempDir::new().unwrap();
+    let measuring = open(coordinator, &measure_root, clock);
+    let size = cache_ws(&measuring, ws, &repo()).size_bytes;
+    size * 3 / 2
+}
+
+/// Issue 19: adding a workspace silently evicted another; only `EVICTIONS 1` in `show` told.
+/// The store now says which workspaces it pushed out.
+#[rstest]
+fn a_store_that_evicts_another_workspace_says_which(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let ws = fake_workspace(&root, "ws");
+    let mut config = config(&root, &clock);
+    config.options.max_size_bytes = limit_for_one_and_a_half(&coordinator, &clock, &ws);
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let first = cache_ws(&compilation, &ws, &repo());
+    assert!(first.evicted.is_empty());
+    clock.advance(std::time::Duration::from_secs(1));
+
+    let second = cache_ws(&compilation, &ws, &branch("main"));
+    let first_key = String::from_utf8(repo().key_bytes()).unwrap();
+    assert_eq!(second.evicted, vec![first_key]);
+    assert_eq!(compilation.workspaces.get_exact(&repo()).unwrap(), None);
+    let found = compilation
+        .workspaces
+        .get_exact(&branch("main"))
+        .unwrap()
+        .unwrap();
+    assert!(found.evicted.is_empty(), "only a store reports evictions");
+}
+
+/// Issue 19: `workspace add` must never evict the workspace it replaces only to fail. A
+/// replacement too large for the limit is refused and the workspace it would replace stays.
+#[rstest]
+fn a_refused_replacement_keeps_the_workspace_it_would_have_replaced(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let ws = fake_workspace(&root, "ws");
+    let mut config = config(&root, &clock);
+    config.options.max_size_bytes = limit_for_one_and_a_half(&coordinator, &clock, &ws);
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let kept = cache_ws(&compilation, &ws, &repo());
+    let bigger = fake_workspace(&root, "bigger");
+    write(
+        &bigger.join("zmk/large.bin"),
+        &vec![1u8; config.options.max_size_bytes as usize],
+    );
+
+    let err = compilation
+        .workspaces
+        .inject(&bigger, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap_err();
+    assert!(
+        matches!(err, CompilationError::OverSizeLimit { .. }),
+        "{err}"
+    );
+    let found = compilation.workspaces.get_exact(&repo()).unwrap().unwrap();
+    assert_eq!(found.path, kept.path);
+    assert_eq!(snapshot(&found.path), expected_workspace(&ws, true));
+}
+
+/// Issue 19: progress froze on a large file. A file larger than `PROGRESS_CHUNK_BYTES` is
+/// reported as it is copied, into the cache and out of it, and counted once.
+#[rstest]
+fn progress_moves_during_a_large_file(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = fake_workspace(&root, "ws");
+    let large = 2 * cache_compilation::PROGRESS_CHUNK_BYTES + 1000;
+    write(
+        &ws.join("zmk/.git/objects/pack/big.pack"),
+        &vec![3u8; large as usize],
+    );
+    let mut reports: Vec<Progress> = Vec::new();
+    let cached = compilation
+        .workspaces
+        .cache_workspace(&ws, &repo(), WorkspaceDetails::default(), &mut |p| {
+            reports.push(p)
+        })
+        .unwrap()
+        .unwrap();
+    let last = *reports.last().unwrap();
+    assert!(
+        last.is_complete() && last.bytes_done == last.bytes_total,
+        "{last:?}"
+    );
+    // Within one file: the bytes moved while the files did not.
+    assert!(
+        reports
+            .windows(2)
+            .filter(|pair| pair[1].files_done == pair[0].files_done
+                && pair[1].bytes_done > pair[0].bytes_done)
+            .count()
+            >= 2,
+        "{reports:?}"
+    );
+
+    let mut out: Vec<Progress> = Vec::new();
+    compilation
+        .workspaces
+        .copy_to(&cached, &root.path().join("out"), &mut |p| out.push(p))
+        .unwrap();
+    let last = *out.last().unwrap();
+    assert_eq!(last.bytes_done, last.bytes_total);
+    assert!(
+        out.windows(2)
+            .any(|pair| pair[1].files_done == pair[0].files_done
+                && pair[1].bytes_done > pair[0].bytes_done)
+    );
+}
+
+/// A disk whose free space the test sets.
+#[derive(Debug)]
+struct FakeDisk(u64);
+
+impl cache_core::DiskSpace for FakeDisk {
+    fn space(&self, _: &std::path::Path) -> Option<cache_core::FilesystemSpace> {
+        Some(cache_core::FilesystemSpace {
+            free_bytes: self.0,
+            total_bytes: 100 << 30,
+        })
+    }
+}
+
+/// Issue 19: a cache must never fill its disk. A workspace whose copy would take the disk
+/// below `min_free_space`, by more than evicting the whole tag gives back, is refused before
+/// anything is copied, naming the setting.
+#[rstest]
+fn a_workspace_the_disk_has_no_room_for_is_refused_before_copying(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let mut config = config(&root, &clock);
+    config.options.min_free_space = cache_core::MinFreeSpace::Bytes(1 << 30);
+    // 1 GiB + 1 KiB free: room for 1 KiB of workspace, not for the fake workspace's ~8 KiB.
+    config.options.disk_space = Arc::new(FakeDisk((1 << 30) + 1024));
+    let compilation = open_with(&coordinator, &config, CompilationOptions::default());
+    let ws = fake_workspace(&root, "ws");
+    let err = compilation
+        .workspaces
+        .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap_err();
+    assert!(matches!(err, CompilationError::NoDiskRoom { .. }), "{err}");
+    assert!(err.to_string().contains("min_free_space"), "{err}");
+    let staging = root.path().join("cache/compilation/dirs/.staging");
+    assert!(!staging.exists() || fs::read_dir(&staging).unwrap().next().is_none());
+    assert!(compilation.cache.keys().unwrap().is_empty());
 }

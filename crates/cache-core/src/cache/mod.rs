@@ -134,6 +134,8 @@ impl Cache {
                 disk_bytes: 0,
                 max_size_bytes: 0,
                 max_entries: None,
+                filesystem: None,
+                min_free_bytes: None,
                 last_cleanup: None,
                 counters: Counters::default(),
                 lifetime: Counters::default(),

@@ -199,6 +199,24 @@ impl RedbCache {
             let measured = self.dir_files.measure(&staged)?;
             let size = measured.allocated;
             self.check_value_len(key, size.saturating_add(value.len() as u64), u64::MAX)?;
+            // The staged directory is already on the disk: if the filesystem is short of
+            // `min_free_space` by more than the whole tag could give back, refuse (the staged
+            // copy is removed when `staged` drops); a smaller shortfall is made up by eviction
+            // in this commit.
+            if let Some(shortfall) = self.free_space_shortfall() {
+                let tag_bytes = self.read_usage()?.get(USAGE_BYTES).copied().unwrap_or(0);
+                if shortfall > tag_bytes
+                    && let Some(space) = self.options.disk_space.space(self.tag_dir())
+                {
+                    return Err(CacheError::InsufficientFreeSpace {
+                        tag: self.tag.to_string(),
+                        path: self.tag_dir().to_owned(),
+                        free_bytes: space.free_bytes,
+                        min_free_bytes: self.options.min_free_space.bytes_of(space.total_bytes),
+                        tag_bytes,
+                    });
+                }
+            }
             let header = self.header(EntryKind::Directory, ValueFormat::RAW, ttl);
             self.forget_pending_reads([key]);
             let mut published: Option<String> = None;
@@ -414,6 +432,12 @@ impl RedbCache {
                 disk_bytes: usage.get(USAGE_BYTES).copied().unwrap_or(0),
                 max_size_bytes: self.options.max_size_bytes,
                 max_entries: self.options.max_entries,
+                filesystem: self.options.disk_space.space(self.tag_dir()),
+                min_free_bytes: self
+                    .options
+                    .disk_space
+                    .space(self.tag_dir())
+                    .map(|space| self.options.min_free_space.bytes_of(space.total_bytes)),
                 last_cleanup: usage.get(LAST_CLEANUP_MS).map(|ms| system_time(*ms)),
                 counters,
                 lifetime: self

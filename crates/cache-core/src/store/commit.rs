@@ -472,6 +472,13 @@ impl RedbCache {
                 max_bytes = max_bytes.min(level);
             }
         }
+        if let Some(shortfall) = self.free_space_shortfall() {
+            // Below `min_free_space`: evict at least what is missing (the files of what goes
+            // are removed once this commit lands).
+            let bytes = tables.usage().0;
+            max_bytes = max_bytes.min(bytes.saturating_sub(shortfall));
+            tracing::warn!(tag = %self.tag, shortfall, "the filesystem holding the cache is below min_free_space; evicting to make room");
+        }
         let max_entries = self.options.max_entries.unwrap_or(u64::MAX);
         let (bytes, entries) = tables.usage();
         if bytes <= max_bytes && entries <= max_entries {
@@ -517,6 +524,14 @@ impl RedbCache {
             }
         }
         Ok(())
+    }
+
+    /// How many bytes the filesystem holding the tag is short of `min_free_space`; `None` when
+    /// it is not short (or its space cannot be read).
+    pub(super) fn free_space_shortfall(&self) -> Option<u64> {
+        let space = self.options.disk_space.space(self.tag_dir())?;
+        let min = self.options.min_free_space.bytes_of(space.total_bytes);
+        (space.free_bytes < min).then(|| min - space.free_bytes)
     }
 
     /// Commits buffered writes, if any, with the access records and counters waiting; called

@@ -593,3 +593,116 @@ fn reads_derive_the_wall_time_from_the_instant_they_read_at_their_start() {
         "another clock is asked"
     );
 }
+
+/// A disk whose free space the test sets (no test fills a real disk).
+#[derive(Debug)]
+struct FakeDisk {
+    free: std::sync::atomic::AtomicU64,
+    total: u64,
+}
+
+impl crate::config::DiskSpace for FakeDisk {
+    fn space(&self, _: &Path) -> Option<crate::config::FilesystemSpace> {
+        Some(crate::config::FilesystemSpace {
+            free_bytes: self.free.load(std::sync::atomic::Ordering::SeqCst),
+            total_bytes: self.total,
+        })
+    }
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+fn with_fake_disk(root: &Path, free: u64) -> (Arc<RedbCache>, Arc<FakeDisk>) {
+    let disk = Arc::new(FakeDisk {
+        free: std::sync::atomic::AtomicU64::new(free),
+        total: 100 * GIB,
+    });
+    let options = CacheOptions {
+        min_free_space: crate::config::MinFreeSpace::Bytes(GIB),
+        disk_space: disk.clone(),
+        ..CacheOptions::default()
+    };
+    (open_in(root, options), disk)
+}
+
+fn store_directory(cache: &RedbCache, key: &[u8], bytes: usize) -> Result<Option<CachedDirectory>> {
+    let staged = cache.stage_directory()?;
+    std::fs::write(staged.path().join("file"), vec![7u8; bytes]).unwrap();
+    cache.set_directory(key, staged, b"meta", None)
+}
+
+/// Issue 19: a cache must never fill the disk it lives on. Below `min_free_space`, a commit
+/// evicts (oldest first) until the shortfall is made up.
+#[test]
+fn below_min_free_space_a_commit_evicts_until_the_shortfall_is_made_up() {
+    let root = tempfile::tempdir().unwrap();
+    let (cache, disk) = with_fake_disk(root.path(), 10 * GIB);
+    for index in 0..6u8 {
+        store_directory(&cache, &[b'd', index], 64 * 1024)
+            .unwrap()
+            .unwrap();
+    }
+    cache.flush().unwrap();
+    let before = cache.get_stats().unwrap();
+    assert_eq!(before.entries, 6);
+    assert_eq!(before.lifetime.evictions, 0);
+
+    // 150 KiB short: more than two of the directories.
+    let shortfall = 150 * 1024;
+    disk.free
+        .store(GIB - shortfall, std::sync::atomic::Ordering::SeqCst);
+    cache.set(b"small", b"v", None).unwrap();
+    cache.flush().unwrap();
+
+    let after = cache.get_stats().unwrap();
+    assert!(after.lifetime.evictions >= 3, "{after:?}");
+    assert!(
+        before.disk_bytes - after.disk_bytes >= shortfall,
+        "{before:?} {after:?}"
+    );
+    assert!(!cache.exists(&[b'd', 0]).unwrap(), "the oldest went first");
+    assert!(cache.exists(&[b'd', 5]).unwrap(), "the newest stays");
+    assert_eq!(after.min_free_bytes, Some(GIB));
+    assert_eq!(
+        after.filesystem.map(|space| space.free_bytes),
+        Some(GIB - shortfall)
+    );
+}
+
+/// Issue 19: storing a directory when the disk is short of `min_free_space` by more than the
+/// whole tag could give back is refused, naming the setting, and nothing is left behind.
+#[test]
+fn a_directory_store_below_min_free_space_is_refused_naming_the_setting() {
+    let root = tempfile::tempdir().unwrap();
+    let (cache, _disk) = with_fake_disk(root.path(), GIB / 2);
+    let err = store_directory(&cache, b"dir", 4096).unwrap_err();
+    assert!(
+        matches!(err, CacheError::InsufficientFreeSpace { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("min_free_space"), "{err}");
+    assert!(cache.keys().unwrap().is_empty());
+    let staging = root.path().join("t/dirs/.staging");
+    assert!(
+        std::fs::read_dir(&staging).unwrap().next().is_none(),
+        "the staged copy is gone"
+    );
+}
+
+#[test]
+fn min_free_space_in_percent_is_a_share_of_the_filesystem_and_over_100_is_refused() {
+    use crate::config::MinFreeSpace;
+    assert_eq!(MinFreeSpace::Percent(5).bytes_of(200), 10);
+    assert_eq!(MinFreeSpace::Bytes(7).bytes_of(200), 7);
+    let options = CacheOptions {
+        min_free_space: MinFreeSpace::Percent(101),
+        ..CacheOptions::default()
+    };
+    assert!(matches!(
+        options.validate(),
+        Err(CacheError::InvalidOption {
+            option: "min_free_space",
+            ..
+        })
+    ));
+}

@@ -1,0 +1,153 @@
+//! `restore` and `copy_to_with` in every link mode (issue 19), and the check on read that keeps a
+//! file edited through a hard-link restore from ever being served.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use cache_compilation::{CompilationError, LinkMode, WorkspaceDetails};
+use cache_core::{Coordinator, ManualClock};
+use rstest::rstest;
+use tempfile::TempDir;
+
+use crate::faithful::{faithful_snapshot, rich_workspace};
+use crate::{branch, clock, coordinator, open, quiet, repo, root};
+
+#[rstest]
+fn restore_in_every_link_mode_gives_the_workspace_back(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+    #[values(LinkMode::Auto, LinkMode::Reflink, LinkMode::Hardlink, LinkMode::Copy)] link: LinkMode,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = rich_workspace(&root, "ws", false);
+    let expected = faithful_snapshot(&ws, true);
+    let cached = compilation
+        .workspaces
+        .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap()
+        .unwrap();
+    let target = root.path().join("restored");
+
+    let restored = compilation
+        .workspaces
+        .restore(&branch("main"), &target, link, &mut quiet());
+    let report = match (link, restored) {
+        // The test's filesystem may have no copy-on-write clones: a clear error is the answer.
+        (LinkMode::Reflink, Err(CompilationError::ReflinkUnsupported { path, reason })) => {
+            assert!(path.starts_with(&target), "{path:?}");
+            assert!(!reason.is_empty());
+            return;
+        }
+        (_, restored) => restored.unwrap(),
+    };
+    assert_eq!(report.placed, link);
+    assert_eq!(report.workspace.branch, None, "fell back to the repository");
+    assert_eq!(faithful_snapshot(&target, true), expected);
+    let same_inode = fs::metadata(target.join("zmk/app/CMakeLists.txt"))
+        .unwrap()
+        .ino()
+        == fs::metadata(cached.path.join("zmk/app/CMakeLists.txt"))
+            .unwrap()
+            .ino();
+    assert_eq!(same_inode, link == LinkMode::Hardlink);
+    // An untouched hard-link restore is still served.
+    assert!(compilation.workspaces.get(&repo()).unwrap().is_some());
+}
+
+/// Issue 19: with `hardlink`, a restored file edited in place changes the cache's copy. The next
+/// read finds it by its hash and drops the entry instead of serving it.
+#[rstest]
+fn a_file_edited_through_a_hard_link_restore_drops_the_entry_on_the_next_read(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = rich_workspace(&root, "ws", false);
+    compilation
+        .workspaces
+        .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap()
+        .unwrap();
+    let target = root.path().join("restored");
+    compilation
+        .workspaces
+        .restore(&repo(), &target, LinkMode::Hardlink, &mut quiet())
+        .unwrap();
+
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(target.join("zmk/app/CMakeLists.txt"))
+        .unwrap();
+    file.write_all(b"# edited in place\n").unwrap();
+    drop(file);
+
+    assert_eq!(
+        compilation.workspaces.get(&repo()).unwrap(),
+        None,
+        "never served"
+    );
+    assert!(
+        compilation.cache.keys().unwrap().is_empty(),
+        "the entry is dropped"
+    );
+    assert_eq!(
+        fs::read(target.join("zmk/app/CMakeLists.txt")).unwrap(),
+        b"project(zmk)\n# edited in place\n",
+        "the user's file is left alone"
+    );
+}
+
+/// A workspace without a content manifest (stored before manifests existed) cannot be checked
+/// after a hard-link restore, so it is copied instead, and the report says so.
+#[rstest]
+fn a_hard_link_restore_of_a_workspace_without_a_manifest_copies(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = rich_workspace(&root, "ws", false);
+    let cached = compilation
+        .workspaces
+        .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap()
+        .unwrap();
+    fs::remove_file(cached.path.join(".glovebox-manifest")).unwrap();
+    let target = root.path().join("restored");
+    let report = compilation
+        .workspaces
+        .restore(&repo(), &target, LinkMode::Hardlink, &mut quiet())
+        .unwrap();
+    assert_eq!(report.placed, LinkMode::Copy);
+    assert_ne!(
+        fs::metadata(target.join("zmk/app/CMakeLists.txt"))
+            .unwrap()
+            .ino(),
+        fs::metadata(cached.path.join("zmk/app/CMakeLists.txt"))
+            .unwrap()
+            .ino()
+    );
+}
+
+#[rstest]
+fn restore_of_a_workspace_not_cached_is_an_error_and_writes_nothing(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let target = root.path().join("restored");
+    let err = compilation
+        .workspaces
+        .restore(&repo(), &target, LinkMode::Auto, &mut quiet())
+        .unwrap_err();
+    assert!(
+        matches!(err, CompilationError::WorkspaceNotCached { .. }),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
