@@ -292,4 +292,6 @@ impl<B: StorageBackend> StorageBackend for FaultBackend<B> {
     }
 }
 
+mod run;
+mod script;
 mod tests;
