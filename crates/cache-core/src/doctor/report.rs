@@ -8,7 +8,7 @@ use crate::config::CacheOptions;
 use crate::manager::CleanupReport;
 use crate::tag::Tag;
 
-/// How [`diagnose_tag`] runs.
+/// How [`diagnose_tag`](super::diagnose_tag) runs.
 #[derive(Clone, Debug)]
 pub struct DoctorOptions {
     /// Fix what can be fixed (permissions, a file redb can repair) and move a file beyond repair
