@@ -444,7 +444,8 @@ pub(super) fn env_number(name: &str, default: u64) -> u64 {
 pub(super) fn sweep(case: Case) {
     let stride = env_number("CACHE_FAULT_SWEEP_STRIDE", 1);
     let seeds = env_number("CACHE_FAULT_SWEEP_SEEDS", 1);
-    for seed in SEED..SEED + seeds {
+    let first = env_number("CACHE_FAULT_SWEEP_FIRST_SEED", SEED);
+    for seed in first..first.saturating_add(seeds) {
         let ops = script(seed, SCRIPT_LEN);
         let (writes, syncs) =
             run_script(&ops, case, None, format!("{case:?} seed {seed} no fault"));

@@ -28,7 +28,10 @@
 //! thread never wakes (a `commit_interval` of an hour), so the file sees the same calls in the
 //! same order on every run and a countdown position means the same call each time. The sweep
 //! covers every position by default; `CACHE_FAULT_SWEEP_STRIDE=<n>` tests every n-th only,
-//! and `CACHE_FAULT_SWEEP_SEEDS=<n>` runs n scripts instead of one (for `--release` runs).
+//! `CACHE_FAULT_SWEEP_SEEDS=<n>` runs n scripts instead of one and
+//! `CACHE_FAULT_SWEEP_FIRST_SEED=<s>` starts at another seed (for long or `--release` runs). A
+//! failure message names the case, seed, position and operation; the seed, given as the first,
+//! replays it.
 
 use super::super::*;
 use super::run::*;
