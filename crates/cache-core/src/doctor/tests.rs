@@ -1,6 +1,7 @@
-//! Unit tests of doctor (`doctor.rs`), in a file of their own to keep that one short.
+//! Unit tests of doctor (`doctor/`), in a file of their own to keep the checks short.
 
 use super::*;
+use crate::config::CacheOptions;
 use crate::files::prepare_root;
 use crate::store::RedbCache;
 

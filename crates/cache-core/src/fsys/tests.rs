@@ -1,6 +1,8 @@
-//! Unit tests of the filesystem layer (`fsys.rs`), in a file of their own to keep that one short.
+//! Unit tests of the filesystem layer (`fsys/`), in a file of their own to keep it short.
 
+use super::temps::{TempOwner, boot_id, judge_temp_name};
 use super::*;
+use crate::process::ProcessIdentity;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};

@@ -12,6 +12,13 @@
 //!   integrity check on the view while the file keeps every byte. While the view is open it holds
 //!   redb's "writer byte" shared, so no process can begin a commit (or a repair at open) under it:
 //!   the file it reads does not change.
+//!
+//! **The fault seam.** Built for the crate's own tests (`#[cfg(test)]`), the read-write open
+//! wraps [`BoundedFileBackend`] in `faults::FaultBackend` (`store/faults.rs`), which fails
+//! `write`/`set_len` and `sync_data` calls on a countdown once a test has armed a fault for the
+//! file's path, and otherwise passes every call through. It is no part of the public API and
+//! does not exist in other builds; the deterministic fault suite (`store/faults/tests.rs`) is
+//! its user.
 
 use std::collections::HashMap;
 use std::fs;
@@ -91,6 +98,10 @@ pub(crate) fn open_database(path: &Path, tag: &str, settings: &HandleSettings) -
                 .map_err(|source| CacheError::io("opening database file", path, source))?;
             let backend = BoundedFileBackend::new(file, wait.clone())
                 .map_err(|err| CacheError::database(tag, path, err))?;
+            // The fault suite's seam: built for the crate's tests, the file backend is wrapped
+            // in one that fails writes and syncs when a test has armed a fault for this path.
+            #[cfg(test)]
+            let backend = super::faults::FaultBackend::for_path(path, backend);
             builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
             catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(backend)))
         }

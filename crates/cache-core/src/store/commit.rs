@@ -12,6 +12,10 @@
 //! `write_lock`, and a blob only if no commit since has taken it again
 //! (`remove_released_blobs`). A failed commit removes nothing and puts its writes back in the
 //! buffer.
+//!
+//! A commit whose transaction cannot begin because an earlier I/O error latched the handle
+//! replaces the handle (`handle.rs`, `reopen_if_latched`) and begins on the new one, before it
+//! takes anything from the buffer; only a failure of its own fails it.
 
 use super::*;
 
@@ -127,12 +131,29 @@ impl RedbCache {
         writer: &MutexGuard<'_, ()>,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
     ) -> Result<(R, CommitOutcome)> {
-        let open = self.open_database()?;
-        let txn = self.begin_write(&open.database).inspect_err(|err| {
-            if self.reopen_if_latched(&open, err) {
+        let mut open = self.open_database()?;
+        let txn = match self.begin_write(&open.database) {
+            Ok(txn) => txn,
+            Err(err) if is_latched(&err) => {
+                // The handle failed before this commit began (an earlier I/O error latched it,
+                // here or in another thread): replace it and, if the file opens again, commit
+                // on the new handle, as a read does (`read.rs`). Nothing was taken from the
+                // buffer yet, so trying again loses nothing.
+                self.reopen_if_latched(&open, &err);
                 lock(&self.buffer).drop_snapshot();
+                let current = self.open_database()?;
+                if Arc::ptr_eq(&current, &open) {
+                    return Err(err);
+                }
+                open = current;
+                self.begin_write(&open.database).inspect_err(|err| {
+                    if self.reopen_if_latched(&open, err) {
+                        lock(&self.buffer).drop_snapshot();
+                    }
+                })?
             }
-        })?;
+            Err(err) => return Err(err),
+        };
         let commit = self.take_commit();
         let result = self.write_in(
             txn,

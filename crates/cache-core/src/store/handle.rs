@@ -1,5 +1,6 @@
 //! The database handle of one [`RedbCache`]: getting it (`open_database`), replacing it after
-//! a latched I/O error (`reopen_if_latched`), catching redb's panics and quarantining the file
+//! a latched I/O error (`reopen_if_latched`; `begin_read_on_current` for a fresh read
+//! transaction, as a commit does in `commit.rs`), catching redb's panics and quarantining the file
 //! they leave (`catching_panics`, `quarantine_after_panic`), taking the only handle for
 //! compaction and integrity checks (`with_exclusive_database`), and waiting for the last user
 //! when closing (`close_when_released`).
@@ -70,6 +71,28 @@ impl RedbCache {
         guard.clone().ok_or_else(|| CacheError::Closed {
             tag: self.tag.to_string(),
         })
+    }
+
+    /// A fresh read transaction on the current handle. On a handle an earlier I/O error
+    /// latched, the handle is replaced first (if the file opens again) and the transaction
+    /// begins on the new one, as a commit does (`commit.rs`): once the file works again, no
+    /// read fails for the old error. Callers hold no lock of this instance (the snapshot is
+    /// dropped, which takes `buffer`).
+    pub(super) fn begin_read_on_current(&self) -> Result<redb::ReadTransaction> {
+        let open = self.open_database()?;
+        match open.database.begin_read().or_db(self) {
+            Err(err) if is_latched(&err) => {
+                if self.reopen_if_latched(&open, &err) {
+                    lock(&self.buffer).drop_snapshot();
+                }
+                let current = self.open_database()?;
+                if Arc::ptr_eq(&current, &open) {
+                    return Err(err);
+                }
+                current.database.begin_read().or_db(self)
+            }
+            result => result,
+        }
     }
 
     /// After an I/O error, redb refuses every later operation on the handle ("previous I/O

@@ -44,8 +44,7 @@ impl RedbCache {
     /// The lease row of `key` as last committed by any process, in a fresh read transaction
     /// (never the shared snapshot, which may be `commit_interval` old).
     pub(crate) fn read_lease(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let open = self.open_database()?;
-        let txn = open.database.begin_read().or_db(self)?;
+        let txn = self.begin_read_on_current()?;
         let leases = match txn.open_table(LEASES) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),

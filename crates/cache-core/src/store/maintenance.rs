@@ -128,8 +128,7 @@ impl RedbCache {
 
     /// The lifetime counters persisted in the file.
     pub(super) fn persisted_lifetime(&self) -> Result<Counters> {
-        let open = self.open_database()?;
-        let txn = open.database.begin_read().or_db(self)?;
+        let txn = self.begin_read_on_current()?;
         let table = match txn.open_table(COUNTERS) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Counters::default()),

@@ -26,6 +26,8 @@
 //! - `publish.rs`: what landed commits offer the remote tier, if one is attached.
 //! - `blobs.rs`, `dirs.rs`: the files entries own; `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
+//! - `faults.rs` (tests only): the fault-injecting storage backend and, in `faults/tests.rs`,
+//!   the deterministic in-process fault suite.
 //!
 //! # Locks
 //!
@@ -80,6 +82,8 @@ mod buffer;
 mod commit;
 mod committer;
 pub(crate) mod dirs;
+#[cfg(test)]
+mod faults;
 mod handle;
 mod leases;
 mod maintenance;

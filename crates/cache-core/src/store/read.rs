@@ -261,8 +261,7 @@ impl RedbCache {
     /// this process buffered is not in it: callers that list commit it first
     /// (`commit_if_buffered`).
     pub(super) fn scan(&self, mut visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
-        let open = self.open_database()?;
-        let txn = open.database.begin_read().or_db(self)?;
+        let txn = self.begin_read_on_current()?;
         let entries = txn.open_table(ENTRIES).or_db(self)?;
         for row in entries.iter().or_db(self)? {
             let (key, value) = row.or_db(self)?;
@@ -273,8 +272,7 @@ impl RedbCache {
 
     /// The usage table: `bytes`, `entries`, `last_cleanup_ms`.
     pub(super) fn read_usage(&self) -> Result<HashMap<String, u64>> {
-        let open = self.open_database()?;
-        let txn = open.database.begin_read().or_db(self)?;
+        let txn = self.begin_read_on_current()?;
         let table = match txn.open_table(USAGE) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),

@@ -4,7 +4,8 @@
 use super::*;
 use crate::files::prepare_root;
 
-/// The untyped forms of the handle's `set` and `get`, for tests that hold the store itself.
+/// The untyped forms of the handle's `set`, `get` and `set_many`, for tests that hold the store
+/// itself (these, the fault suite's).
 impl RedbCache {
     pub(crate) fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.set_with_format(key, value, ttl, ValueFormat::RAW)
@@ -12,6 +13,10 @@ impl RedbCache {
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.get_with_format(key, ValueFormat::RAW, AnyFormat::Yes)
+    }
+
+    pub(crate) fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.set_many_with_format(items, ttl, ValueFormat::RAW)
     }
 }
 

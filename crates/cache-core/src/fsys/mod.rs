@@ -19,15 +19,17 @@
 //! Temp files and staging directories are named after their writer ([`temp_name`]: process id,
 //! pid namespace and boot id), so that a sweep can tell a dead writer of this machine and pid
 //! namespace from one it cannot judge (another container or host sharing the root), which it
-//! leaves until it is old ([`STALE_TEMP_AGE`]).
+//! leaves until it is old ([`temps::STALE_TEMP_AGE`]).
 //!
 //! What this cannot cover: redb opens `<tag>/cache.redb` by path, and callers fill a staged
 //! directory by path. Both paths lead through directories checked here, which only this user
 //! can change.
 //!
-//! Longer than 600 lines on purpose: this is the one module that touches paths below the root,
-//! and keeping every `openat` / `unlinkat` / `renameat` in one file is what lets a reviewer check
-//! that invariant by reading one file. Its tests are in `fsys/tests.rs`.
+//! The folder keeps that one layer together, by concern: `mod.rs` the [`Dir`] (opening,
+//! creating, listing, renaming, removing one entry), `tree.rs` the removal and measuring of a
+//! whole tree, `temps.rs` the names of temp files and the judgement of stale ones. Every
+//! `openat` / `unlinkat` / `renameat` under the root is in this folder, so a reviewer checks the
+//! containment invariant by reading it alone. Its tests are in `fsys/tests.rs`.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -36,7 +38,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,12 +46,12 @@ use rustix::io::Errno;
 use std::sync::LazyLock;
 
 use crate::error::{CacheError, Result};
-use crate::process::ProcessIdentity;
 
-/// A temp file or staging directory older than this is debris whatever its writer: long enough
-/// for any single write or import, and the only way a temp whose writer cannot be judged
-/// (another pid namespace or host) is ever removed. Judged by the entry's mtime.
-pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+mod temps;
+mod tree;
+
+pub(crate) use temps::temp_name;
+pub(crate) use tree::TreeSize;
 
 /// Mode of every directory the cache creates.
 const PRIVATE_DIR_MODE: u32 = 0o700;
@@ -111,18 +112,6 @@ pub(crate) struct Entry {
     pub(crate) meta: Meta,
 }
 
-/// A tree as [`Dir::measure_tree`] found it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TreeSize {
-    /// Entries below the top directory: files, directories, symlinks and anything else.
-    pub(crate) entries: u64,
-    /// Lengths of everything that is not a directory (a symlink counts its own length).
-    pub(crate) length: u64,
-    /// Bytes allocated on disk for the top directory and everything below it.
-    pub(crate) allocated: u64,
-}
-
-/// An open directory at or below the cache root, and its path (for messages, and for the paths
 /// handed to callers).
 #[derive(Debug)]
 pub(crate) struct Dir {
@@ -477,123 +466,6 @@ impl Dir {
         }
     }
 
-    /// Removes `name` and, if it is a directory, everything below it, never following a symlink
-    /// (one inside the tree is unlinked itself); `false` if nothing was there. Open directories
-    /// are bounded by the tree's depth, not its width. A directory whose owner lacks write or
-    /// search permission (a read-only directory of an owned tree) is given them first.
-    pub(crate) fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<bool> {
-        let name = component(&self.path, name.as_ref())?;
-        let Some(meta) = self.stat(name)? else {
-            return Ok(false);
-        };
-        if meta.kind != Kind::Dir {
-            return self.remove_file(name);
-        }
-        struct Frame {
-            dir: Dir,
-            name: OsString,
-            pending: Vec<Entry>,
-        }
-        let open = |parent: &Dir, name: &OsStr| -> Result<Option<Frame>> {
-            match parent.dir(name) {
-                Ok(Some(dir)) => {
-                    dir.let_owner_empty_it()?;
-                    let pending = dir.entries()?;
-                    Ok(Some(Frame {
-                        dir,
-                        name: name.to_owned(),
-                        pending,
-                    }))
-                }
-                Ok(None) => Ok(None),
-                // Replaced by a symlink or a file since it was listed: unlink that instead.
-                Err(CacheError::UnsafePath { .. }) => {
-                    parent.remove_file(name)?;
-                    Ok(None)
-                }
-                Err(err) => Err(err),
-            }
-        };
-        let Some(top) = open(self, name)? else {
-            return Ok(true);
-        };
-        let mut stack = vec![top];
-        while let Some(frame) = stack.last_mut() {
-            if let Some(entry) = frame.pending.pop() {
-                if entry.meta.kind == Kind::Dir {
-                    if let Some(child) = open(&frame.dir, &entry.name)? {
-                        stack.push(child);
-                    }
-                } else {
-                    frame.dir.remove_file(&entry.name)?;
-                }
-                continue;
-            }
-            let Some(done) = stack.pop() else { break };
-            let parent = stack.last().map_or(self, |frame| &frame.dir);
-            match rustix::fs::unlinkat(&parent.fd, &done.name, AtFlags::REMOVEDIR) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(errno) => {
-                    return Err(CacheError::io(
-                        "removing directory",
-                        parent.join(&done.name),
-                        io_error(errno),
-                    ));
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    /// Counts and sizes the directory `name` and everything below it, never following a
-    /// symlink (a symlink counts as itself). Open directories are bounded by the tree's depth.
-    pub(crate) fn measure_tree(&self, name: impl AsRef<OsStr>) -> Result<TreeSize> {
-        let name = component(&self.path, name.as_ref())?;
-        let top = self.dir(name)?.ok_or_else(|| {
-            CacheError::io(
-                "measuring",
-                self.join(name),
-                io::Error::from(io::ErrorKind::NotFound),
-            )
-        })?;
-        let stat = rustix::fs::fstat(&top.fd)
-            .map_err(|errno| CacheError::io("measuring", top.path(), io_error(errno)))?;
-        let mut size = TreeSize {
-            allocated: Meta::of(&stat).allocated,
-            ..TreeSize::default()
-        };
-        // Directories still to visit, each with its (shared) parent: a parent stays open only
-        // while some child of it waits.
-        let top = Rc::new(top);
-        let mut pending: Vec<(Rc<Dir>, Entry)> = top
-            .entries()?
-            .into_iter()
-            .map(|entry| (Rc::clone(&top), entry))
-            .collect();
-        drop(top);
-        while let Some((parent, entry)) = pending.pop() {
-            size.entries += 1;
-            size.allocated = size.allocated.saturating_add(entry.meta.allocated);
-            if entry.meta.kind != Kind::Dir {
-                size.length = size.length.saturating_add(entry.meta.len);
-                continue;
-            }
-            let dir = parent.dir(&entry.name)?.ok_or_else(|| {
-                CacheError::io(
-                    "measuring",
-                    parent.join(&entry.name),
-                    io::Error::new(io::ErrorKind::NotFound, "removed while being measured"),
-                )
-            })?;
-            drop(parent);
-            let dir = Rc::new(dir);
-            for child in dir.entries()? {
-                pending.push((Rc::clone(&dir), child));
-            }
-        }
-        Ok(size)
-    }
-
     /// Makes the creation, rename or removal of entries of this directory durable.
     pub(crate) fn sync(&self) -> Result<()> {
         rustix::fs::fsync(&self.fd)
@@ -659,133 +531,6 @@ pub(crate) fn warn_once(path: &Path, message: &str) {
         .insert((path.to_owned(), message.to_owned()));
     if first {
         tracing::warn!(path = %path.display(), "{message}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Temp names
-
-/// This boot of this machine: `/proc/sys/kernel/random/boot_id` without its dashes, `0` where
-/// unknown. Shared by every container of the machine, unlike the pid namespace.
-fn boot_id() -> &'static str {
-    static BOOT_ID: LazyLock<String> = LazyLock::new(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|text| text.trim().replace('-', ""))
-            .filter(|id| id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
-            .map_or_else(|| "0".to_owned(), |id| id.to_ascii_lowercase())
-    });
-    &BOOT_ID
-}
-
-/// The name of a temp file or staging directory this process writes:
-/// `<pid>-<pid namespace>-<boot id>-<suffix>`. The namespace and boot id say in which process
-/// table the pid means something.
-pub(crate) fn temp_name(suffix: impl std::fmt::Display) -> String {
-    let me = ProcessIdentity::current();
-    format!("{}-{}-{}-{suffix}", me.pid, me.pid_namespace, boot_id())
-}
-
-/// What a temp entry's name says about its writer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TempOwner {
-    /// A process of this pid namespace and boot that is still running (or whose id was reused).
-    Running,
-    /// A process of this pid namespace and boot that has ended.
-    Ended,
-    /// A writer this process cannot judge: another pid namespace or host, or a name of the
-    /// older `<pid>-<n>` form, which does not say.
-    Unknown,
-    /// Not a temp name the cache writes.
-    NotATemp,
-}
-
-/// Judges a temp entry's writer by its name ([`temp_name`]).
-pub(crate) fn judge_temp_name(name: &OsStr) -> TempOwner {
-    let Some(name) = name.to_str() else {
-        return TempOwner::NotATemp;
-    };
-    let parts: Vec<&str> = name.splitn(4, '-').collect();
-    let Some(pid) = parts
-        .first()
-        .filter(|pid| !pid.is_empty() && pid.bytes().all(|byte| byte.is_ascii_digit()))
-        .and_then(|pid| pid.parse::<u32>().ok())
-    else {
-        return TempOwner::NotATemp;
-    };
-    match parts[..] {
-        [_, namespace, boot, suffix] if !suffix.is_empty() => {
-            let Ok(namespace) = namespace.parse::<u64>() else {
-                return TempOwner::NotATemp;
-            };
-            let me = ProcessIdentity::current();
-            if me.pid_namespace == 0
-                || namespace != me.pid_namespace
-                || boot_id() == "0"
-                || boot != boot_id()
-            {
-                return TempOwner::Unknown;
-            }
-            let writer = ProcessIdentity {
-                pid,
-                start_ticks: 0,
-                pid_namespace: namespace,
-            };
-            if writer.has_ended() {
-                TempOwner::Ended
-            } else {
-                TempOwner::Running
-            }
-        }
-        [_, suffix] if !suffix.is_empty() => TempOwner::Unknown,
-        _ => TempOwner::NotATemp,
-    }
-}
-
-impl Dir {
-    /// The entries of this temp directory (`blobs/tmp`, `dirs/.staging`) that are debris: their
-    /// writer has ended, or they are older than [`STALE_TEMP_AGE`] (the only way out for one
-    /// whose writer cannot be judged). Names the cache does not write are reported and kept.
-    pub(crate) fn stale_temps(&self) -> Result<Vec<OsString>> {
-        let now = SystemTime::now();
-        let mut stale = Vec::new();
-        for entry in self.entries()? {
-            let owner = judge_temp_name(&entry.name);
-            let old = now
-                .duration_since(entry.meta.modified)
-                .is_ok_and(|age| age > STALE_TEMP_AGE);
-            match owner {
-                TempOwner::NotATemp => warn_once(
-                    &self.join(&entry.name),
-                    "not a temp file the cache writes; left alone",
-                ),
-                TempOwner::Ended => stale.push(entry.name),
-                TempOwner::Running | TempOwner::Unknown if old => stale.push(entry.name),
-                TempOwner::Running | TempOwner::Unknown => {}
-            }
-        }
-        Ok(stale)
-    }
-
-    /// [`Dir::stale_temps`] as paths: what cleanup would remove, for doctor to report.
-    pub(crate) fn stale_temp_paths(&self) -> Result<Vec<PathBuf>> {
-        Ok(self
-            .stale_temps()?
-            .iter()
-            .map(|name| self.join(name))
-            .collect())
-    }
-
-    /// Removes [`Dir::stale_temps`] (a file, or a staging tree without following links); how
-    /// many went.
-    pub(crate) fn remove_stale_temps(&self) -> Result<u64> {
-        let mut removed = 0;
-        for name in self.stale_temps()? {
-            if self.remove_tree(&name)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 
