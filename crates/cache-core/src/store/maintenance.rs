@@ -112,7 +112,11 @@ impl RedbCache {
     /// Another process's counts that it has not committed yet are added after the reset, when
     /// it commits them. Entries, usage and the last cleanup time are untouched.
     pub(crate) fn reset_lifetime_counters(&self) -> Result<()> {
-        let _writer = lock(&self.write_lock);
+        let writer = lock(&self.write_lock);
+        // First a commit that folds in what is pending: this instance's counts and the reads
+        // file other processes left (`reads_file.rs`), or those counts would come back after the
+        // reset, added by the next commit.
+        self.write_holding(&writer, |_, _| Ok(()))?;
         let open = self.open_database()?;
         let txn = self.begin_write(&open.database)?;
         {
