@@ -8,7 +8,7 @@ use cache_compilation::{
     CompilationError, CompilationOptions, GitHandling, Progress, ProgressStage, WorkspaceDetails,
     WorkspaceId, WorkspaceLevel, WorkspaceOrigin,
 };
-use cache_core::{CacheError, CacheOptions, CacheStrategy, Coordinator, ManualClock};
+use cache_core::{CacheOptions, CacheStrategy, Coordinator, ManualClock};
 use rstest::rstest;
 use tempfile::TempDir;
 
@@ -379,10 +379,7 @@ fn the_compilation_tag_s_limit_from_the_config_file_refuses_a_larger_workspace(
         .cache_workspace(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            CompilationError::Cache(CacheError::ValueTooLarge { max: 1024, .. })
-        ),
+        matches!(err, CompilationError::OverSizeLimit { limit: 1024, .. }),
         "{err}"
     );
     assert!(compilation.cache.keys().unwrap().is_empty());
