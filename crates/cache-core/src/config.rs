@@ -217,7 +217,7 @@ pub struct CacheOptions {
     /// `<root>/<tag>/blobs/` instead of inside the database file. Default 256 KiB.
     pub blob_threshold_bytes: u64,
     /// How long an operation waits for another process's write lock, and how long a
-    /// single-flight caller ([`crate::SingleFlight`]) waits in all for a computation running in
+    /// single-flight caller ([`crate::Cache::single_flight`]) waits in all for a computation running in
     /// another thread or process. Default 30 s.
     pub timeout: Duration,
     /// Which entries are evicted first.
