@@ -11,6 +11,9 @@ use std::path::Path;
 
 use crate::error::{CacheError, Result};
 
+/// Lower-case hex of any bytes: the form key parts and digests are written in.
+pub use crate::codec::hex;
+
 const PARTS_CONTEXT: &str = "glovebox-cache 2026-11 key from parts v1";
 const MAP_CONTEXT: &str = "glovebox-cache 2026-11 key from map v1";
 

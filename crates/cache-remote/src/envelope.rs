@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_core::{CodecId, ValueFormat};
 
-use crate::signing::{Signed, hex};
+use cache_core::keys::hex;
+
+use crate::signing::Signed;
 
 const MAGIC: &[u8; 4] = b"GBRE";
 const VERSION: u8 = 1;

@@ -10,12 +10,12 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cache_core::keys::hex;
 use cache_core::{RemoteLease, RemoteLeaseGuard};
 
 use crate::envelope::lease_name;
 use crate::link::Outcome;
 use crate::remote::Shared;
-use crate::signing::hex;
 use crate::stats::Stats;
 
 const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
+use cache_core::keys::hex;
+
 use crate::error::RemoteSetupError;
 
 /// The secret key this process signs with, and its name.
@@ -165,16 +167,6 @@ fn check_name(name: &str, path: &Path) -> Result<(), RemoteSetupError> {
         });
     }
     Ok(())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use cache_compilation::{
     ArchiveFormat, COMPILATION_TAG, CachedWorkspace, CompilationOptions, ExportOptions,
-    GitHandling, LinkMode, WorkspaceDetails, WorkspaceId, WorkspaceLevel, WorkspaceOrigin,
+    GitHandling, LinkMode, WorkspaceDetails, WorkspaceId, WorkspaceLevel, WorkspaceMetadata,
+    WorkspaceOrigin,
 };
 use serde::Serialize;
 
@@ -503,13 +504,7 @@ fn export(root: &CacheRoot, args: &WorkspaceExportArgs, output: &Output) -> anyh
         })?;
     progress.finish();
     let exported = &report.workspace;
-    if let Some(branch) = &args.branch
-        && exported.branch.is_none()
-    {
-        output.note(&format!(
-            "branch {branch:?} has no cached workspace; exported the repository's"
-        ))?;
-    }
+    note_repository_fallback(output, args.branch.as_deref(), exported, "exported")?;
     if output.is_json() {
         return output.json(&ExportReport {
             path: report.path.display().to_string(),
@@ -583,13 +578,7 @@ fn restore(root: &CacheRoot, args: &WorkspaceRestoreArgs, output: &Output) -> an
         })?;
     progress.finish();
     let restored = &report.workspace;
-    if let Some(branch) = &args.branch
-        && restored.branch.is_none()
-    {
-        output.note(&format!(
-            "branch {branch:?} has no cached workspace; restored the repository's"
-        ))?;
-    }
+    note_repository_fallback(output, args.branch.as_deref(), restored, "restored")?;
     if output.is_json() {
         return output.json(&RestoreReport {
             path: report.target.display().to_string(),
@@ -609,6 +598,22 @@ fn restore(root: &CacheRoot, args: &WorkspaceRestoreArgs, output: &Output) -> an
         render::size(report.bytes),
         link_mode_name(report.placed),
     ))
+}
+
+/// Says so when `--branch` was asked for but the repository's workspace was `done` instead
+/// (the branch has none cached).
+fn note_repository_fallback(
+    output: &Output,
+    branch: Option<&str>,
+    got: &WorkspaceMetadata,
+    done: &str,
+) -> anyhow::Result<()> {
+    match branch {
+        Some(branch) if got.branch.is_none() => output.note(&format!(
+            "branch {branch:?} has no cached workspace; {done} the repository's"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
