@@ -1,4 +1,7 @@
-//! Configuration: cache-root resolution, per-instance options, the user-level config, and the clock that TTLs are measured with.
+//! Configuration: cache-root resolution, per-instance options (with free-space settings), the
+//! user-level config, and the clock that TTLs are measured with. Just over 600 lines: the
+//! documented fields of `CacheOptions` and `UserCacheConfig` are most of it; the file format is
+//! `config_file.rs`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;

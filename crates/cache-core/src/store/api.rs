@@ -1,7 +1,11 @@
-//! The operations of [`RedbCache`] that the public handle (`crate::Cache`) calls, each a composition of the
-//! facets beside it (reads from `read.rs`, writes into `buffer.rs`, commits through
-//! `commit.rs`, upkeep from `maintenance.rs`). Nothing here touches a table or a file directly
-//! except through those facets.
+//! The operations of [`RedbCache`] that the public handle (`crate::Cache`) calls, each a
+//! composition of the facets beside it (reads from `read.rs`, writes into `buffer.rs`, commits
+//! through `commit.rs`, upkeep from `maintenance.rs`). Nothing here touches a table or a file
+//! directly except through those facets.
+//!
+//! Over 600 lines: one short method per public operation (and the local/remote-origin forms of
+//! the writes); what makes them long lives in the facets, and grouping them here keeps the list
+//! of what the store offers in one place.
 
 use super::*;
 

@@ -1,5 +1,6 @@
 //! Unit tests of the store that need its private parts: commits in progress, close, panics,
-//! the buffer and back-pressure.
+//! the buffer and back-pressure, the reads file, free space. Over 600 lines as a test file: one
+//! test per behaviour of private state, which no integration test can reach.
 
 use super::*;
 use crate::files::prepare_root;
