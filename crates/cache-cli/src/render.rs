@@ -14,21 +14,8 @@ pub(crate) fn count(number: u64, singular: &str, plural: &str) -> String {
     }
 }
 
-/// Bytes as lower-case hex, in full.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Decodes [`hex`]'s output; `None` for anything else.
-pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).ok())
-        .collect()
-}
+/// Bytes as lower-case hex, in full, and back (`cache_core::keys`).
+pub(crate) use cache_core::keys::{from_hex, hex};
 
 /// Bytes as JSON shows them: the UTF-8 text when they are UTF-8 (JSON escapes control
 /// characters), else `None` (null); the hex form is always given next to it.

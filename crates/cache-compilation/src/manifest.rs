@@ -13,6 +13,8 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use cache_core::keys::{from_hex, hex};
+
 use crate::error::{CompilationError, Result};
 use crate::tree::{self, NodeKind, Tree};
 
@@ -118,7 +120,7 @@ fn read(dir: &Path) -> Result<Option<HashMap<PathBuf, blake3::Hash>>> {
         let line = line.map_err(|source| CompilationError::io("reading", &path, source))?;
         let (hash, name) = line.split_once(' ').ok_or_else(malformed)?;
         let hash = blake3::Hash::from_hex(hash).map_err(|_| malformed())?;
-        let name = unhex(name).ok_or_else(malformed)?;
+        let name = from_hex(name).ok_or_else(malformed)?;
         recorded.insert(path_from_bytes(name), hash);
     }
     Ok(Some(recorded))
@@ -151,20 +153,6 @@ fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,8 +160,8 @@ mod tests {
     #[test]
     fn hex_round_trips_any_bytes() {
         let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(unhex(&hex(&bytes)), Some(bytes));
-        assert_eq!(unhex("abc"), None);
-        assert_eq!(unhex("zz"), None);
+        assert_eq!(from_hex(&hex(&bytes)), Some(bytes));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
     }
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use crate::error::{CacheError, Result};
 
-/// Lower-case hex of any bytes: the form key parts and digests are written in.
-pub use crate::codec::hex;
+/// Lower-case hex of any bytes (the form key parts and digests are written in), and back.
+pub use crate::codec::{from_hex, hex};
 
 const PARTS_CONTEXT: &str = "glovebox-cache 2026-11 key from parts v1";
 const MAP_CONTEXT: &str = "glovebox-cache 2026-11 key from map v1";

@@ -170,20 +170,7 @@ fn check_name(name: &str, path: &Path) -> Result<(), RemoteSetupError> {
 }
 
 fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.as_bytes();
-    if text.len() != N * 2 {
-        return None;
-    }
-    let digit = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = digit(text[2 * i])? << 4 | digit(text[2 * i + 1])?;
-    }
-    Some(out)
+    cache_core::keys::from_hex(text)?.try_into().ok()
 }
 
 #[cfg(test)]

@@ -248,3 +248,14 @@ fn defect_05_expired_owned_directories_are_removed_and_counted(
     assert!(!stored.path.exists(), "the directory went with its entry");
     assert_eq!(cache.get_stats().unwrap().disk_bytes, 0);
 }
+
+#[test]
+fn hex_round_trips_any_bytes_and_refuses_what_is_not_hex() {
+    use cache_core::keys::{from_hex, hex};
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(from_hex(&hex(&bytes)), Some(bytes));
+    assert_eq!(from_hex("00FFab"), Some(vec![0, 255, 0xab]));
+    for bad in ["0", "0g", "+f", "é0", " 00"] {
+        assert_eq!(from_hex(bad), None, "{bad:?}");
+    }
+}
