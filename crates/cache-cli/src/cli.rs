@@ -1,6 +1,9 @@
 //! The command line: global options (accepted before or after the subcommand) and one
 //! subcommand per operation, each with its help and examples. A new command is one more variant
 //! of [`Command`] and one more module in `commands/`.
+//!
+//! Over 600 lines: it is mostly help text and examples, one block per subcommand; keeping the
+//! whole command line in one place is what `cargo xtask man` and the completions read.
 
 use std::path::PathBuf;
 use std::time::Duration;

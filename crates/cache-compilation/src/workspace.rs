@@ -624,6 +624,15 @@ impl WorkspaceService {
         })
     }
 
+    /// [`WorkspaceService::get`], with [`CompilationError::WorkspaceNotCached`] for none.
+    fn get_cached(&self, id: &WorkspaceId) -> Result<CachedWorkspace> {
+        self.get(id)?
+            .ok_or_else(|| CompilationError::WorkspaceNotCached {
+                repository: id.repository_name().to_owned(),
+                branch: id.branch_name().map(str::to_owned),
+            })
+    }
+
     /// Restores the workspace for `id` (found as [`WorkspaceService::get`] finds it: the
     /// branch's, else the repository's) into `target`, placing files as `link` says.
     /// [`CompilationError::WorkspaceNotCached`] when there is none.
@@ -634,12 +643,7 @@ impl WorkspaceService {
         link: LinkMode,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<RestoreReport> {
-        let workspace = self
-            .get(id)?
-            .ok_or_else(|| CompilationError::WorkspaceNotCached {
-                repository: id.repository_name().to_owned(),
-                branch: id.branch_name().map(str::to_owned),
-            })?;
+        let workspace = self.get_cached(id)?;
         self.copy_to_with(&workspace, target, link, progress)
     }
 
@@ -732,12 +736,7 @@ impl WorkspaceService {
         options: ExportOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ExportReport> {
-        let workspace = self
-            .get(id)?
-            .ok_or_else(|| CompilationError::WorkspaceNotCached {
-                repository: id.repository_name().to_owned(),
-                branch: id.branch_name().map(str::to_owned),
-            })?;
+        let workspace = self.get_cached(id)?;
         let git = if options.include_git {
             GitHandling::Keep
         } else {

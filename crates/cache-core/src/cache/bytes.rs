@@ -24,10 +24,9 @@ impl Cache {
         any: AnyFormat,
     ) -> Result<Option<Vec<u8>>> {
         match self.store() {
+            // On a miss, the remote tier if one is attached and shares the key (else a miss).
             Some(store) => match store.get_with_format(key, format, any)? {
-                None if store.remote_for(key).is_some() => {
-                    super::remote::read_through(store, key, format, any)
-                }
+                None => super::remote::read_through(store, key, format, any),
                 found => Ok(found),
             },
             None => Ok(None),

@@ -32,10 +32,9 @@ impl Cache {
         let Some(store) = self.store() else {
             return Ok(None);
         };
+        // On a miss, the remote tier if one is attached and shares the key (else a miss).
         match store.get_to_writer(key, sink)? {
-            None if store.remote_for(key).is_some() => {
-                super::remote::read_through_to(store, key, sink)
-            }
+            None => super::remote::read_through_to(store, key, sink),
             found => Ok(found),
         }
     }
