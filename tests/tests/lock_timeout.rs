@@ -160,8 +160,13 @@ fn existing_tag(root: &std::path::Path, tag: &str) -> std::path::PathBuf {
     path
 }
 
+/// An open behind a writer stopped while it holds the write lock (not mid-commit): the open is
+/// read-only until the first write, so it needs no lock the writer holds, and the open, a read
+/// of the last committed state and the close go on without waiting. (Before, the open waited
+/// forever; then it timed out.) A write behind the lock still times out:
+/// `a_write_lock_held_past_timeout_is_a_clear_error_and_loses_nothing`.
 #[test]
-fn trust_10_an_open_behind_a_stopped_writer_times_out_naming_tag_and_path() {
+fn trust_10_an_open_and_a_read_behind_a_stopped_writer_go_on_without_waiting() {
     let root = tempfile::tempdir().unwrap();
     let database = existing_tag(root.path(), "stopped");
     let holder = start_holder(&["hold-write-lock", database.to_str().unwrap()], "locked");
@@ -180,14 +185,10 @@ fn trust_10_an_open_behind_a_stopped_writer_times_out_naming_tag_and_path() {
         .spawn()
         .unwrap();
     let lines = lines_of(opener, "an open behind a stopped writer");
-    let first = lines.first().map(String::as_str).unwrap_or_default();
-    assert!(
-        first.starts_with("open error LockTimeout "),
-        "the open gives up with LockTimeout: {lines:?}"
-    );
-    assert!(
-        first.contains("'stopped'") && first.contains(database.to_str().unwrap()),
-        "the error names the tag and the file: {first}"
+    assert_eq!(
+        lines,
+        ["open ok", "read ok 1", "close ok"],
+        "open, read and close go on behind the stopped writer"
     );
 }
 

@@ -462,14 +462,22 @@ mod tests {
         assert_eq!(log.take_into_spilled(), 2, "both moved out of the table");
         log.record(b"a", 8);
         let seen = log.peek(b"a");
-        assert_eq!((seen.last_ms, seen.count), (8, 2), "spilled and table merged");
+        assert_eq!(
+            (seen.last_ms, seen.count),
+            (8, 2),
+            "spilled and table merged"
+        );
         log.forget([b"b".as_slice()]);
         assert_eq!(log.peek(b"b").count, 0);
         let taken = log.take();
         assert_eq!(taken.len(), 1);
         log.restore(taken);
         let back = log.peek(b"a");
-        assert_eq!((back.last_ms, back.count), (8, 2), "a failed commit's records come back");
+        assert_eq!(
+            (back.last_ms, back.count),
+            (8, 2),
+            "a failed commit's records come back"
+        );
         assert_eq!(log.take()[b"a".as_slice()].count, 2);
     }
 

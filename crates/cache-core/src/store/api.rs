@@ -532,6 +532,13 @@ impl RedbCache {
             // Under `write_lock`: a commit in progress (the commit thread's) has landed when it
             // is ours, so "nothing uncommitted" then means durable.
             let writer = lock(&self.write_lock);
+            if !self.writable.load(std::sync::atomic::Ordering::Acquire)
+                && lock(&self.buffer).nothing_pending()
+            {
+                // An instance that has only read has nothing to make durable: its reads'
+                // counts and times go to the reads file at close, without a commit.
+                return Ok(());
+            }
             if self.has_uncommitted() {
                 self.write_holding(&writer, |_, _| Ok(())).map(|_| ())
             } else {
@@ -556,6 +563,15 @@ impl RedbCache {
                     !buffer.nothing_pending() || buffer.has_suspects()
                 };
             if !must_commit && self.leave_reads(&writer) {
+                return Ok(());
+            }
+            if !must_commit && !self.writable.load(std::sync::atomic::Ordering::Acquire) {
+                // Only reads' counts and times are left (the reads file is full, or cannot be
+                // written): a commit folds them in, but failing to (a read-only root) loses
+                // statistics, never fails the close of an instance that only read.
+                if let Err(err) = self.write_holding(&writer, |_, _| Ok(())) {
+                    tracing::debug!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not commit the counts of an instance that only read; lost");
+                }
                 return Ok(());
             }
             if self.has_uncommitted() {

@@ -30,7 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
-use redb::{BackendError, ConcurrencyMode, Database, DatabaseError, StorageBackend, StorageError};
+use redb::{
+    BackendError, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, StorageBackend,
+    StorageError,
+};
 
 use crate::error::{CacheError, LockWaitTimedOut, Result, lock_wait_timed_out};
 
@@ -123,6 +126,60 @@ pub(crate) fn open_database(path: &Path, tag: &str, settings: &HandleSettings) -
         Ok(Err(err)) if is_corruption(&err) => Ok(Opened::Corrupt(err.to_string())),
         Ok(Err(err)) => Err(lock_timeout_or_database(tag, path, started, err)),
         Err(_) => Ok(Opened::Corrupt("redb panicked while opening it".to_owned())),
+    }
+}
+
+/// What [`open_reading`] found.
+pub(crate) enum Reading {
+    /// A read-only handle beside other processes' writers (redb's `ReadOnlyDatabase` in
+    /// `MultiWriter` mode): it takes shared locks only and writes nothing, so opening, reading
+    /// and closing it costs the file no `fsync`.
+    Handle(ReadOnlyDatabase),
+    /// A read-only handle cannot serve this file (empty and to be initialised, waiting for a
+    /// recovery, damaged, or anything else redb refuses): open it read-write instead, which
+    /// recovers, initialises or reports it.
+    NeedsWriting,
+}
+
+/// Opens the database file of `tag` at `path` for reading only, as `settings` say (their
+/// `access` is not used). A lock another process holds longer than `settings.timeout` is
+/// [`CacheError::LockTimeout`]; every other refusal is [`Reading::NeedsWriting`].
+pub(crate) fn open_reading(path: &Path, tag: &str, settings: &HandleSettings) -> Result<Reading> {
+    let started = Instant::now();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|source| CacheError::io("opening database file", path, source))?;
+    let empty = file
+        .metadata()
+        .map_err(|source| CacheError::io("opening database file", path, source))?
+        .len()
+        == 0;
+    if empty {
+        return Ok(Reading::NeedsWriting);
+    }
+    let wait = LockWait::for_open(settings.timeout, started);
+    let backend = BoundedFileBackend::new(file, wait.clone())
+        .map_err(|err| CacheError::database(tag, path, err))?;
+    let mut builder = Database::builder();
+    builder.set_cache_size(settings.page_cache_bytes);
+    builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+    let attempt = catch_unwind(AssertUnwindSafe(|| {
+        builder.open_read_only_with_backend(backend)
+    }));
+    wait.open_finished();
+    match attempt {
+        Ok(Ok(database)) => Ok(Reading::Handle(database)),
+        Ok(Err(err)) => {
+            let err = redb::Error::from(err);
+            if lock_wait_timed_out(&err).is_some() {
+                return Err(lock_timeout_or_database(tag, path, started, err));
+            }
+            tracing::debug!(tag, path = %path.display(), error = %err, "a read-only open was refused; opening read-write");
+            Ok(Reading::NeedsWriting)
+        }
+        Err(_) => Ok(Reading::NeedsWriting),
     }
 }
 

@@ -251,6 +251,7 @@ impl RedbCache {
         writes: impl IntoIterator<Item = (&'k [u8], BufferedWrite)>,
         origin: Origin,
     ) -> Result<()> {
+        self.ready_to_write()?;
         let over = {
             let mut buffer = lock(&self.buffer);
             if buffer.closed {

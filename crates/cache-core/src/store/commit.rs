@@ -82,8 +82,19 @@ pub(super) struct CommitOutcome {
 }
 
 impl RedbCache {
-    /// Begins a write transaction, waiting at most `timeout` for another process's writer.
-    pub(super) fn begin_write(&self, database: &Database) -> Result<WriteTransaction> {
+    /// Begins a write transaction on `open`, waiting at most `timeout` for another process's
+    /// writer. A read-only handle is replaced by a read-write one first (the process's first
+    /// write), and `open` then names the new handle.
+    pub(super) fn begin_write(&self, open: &mut Arc<OpenDatabase>) -> Result<WriteTransaction> {
+        loop {
+            match &open.database {
+                Handle::Writing(database) => return self.begin_write_on(database),
+                Handle::Reading(_) => *open = self.upgrade_to_writing(open)?,
+            }
+        }
+    }
+
+    fn begin_write_on(&self, database: &Database) -> Result<WriteTransaction> {
         let started = Instant::now();
         let mut backoff = Duration::from_micros(50);
         loop {
@@ -132,7 +143,7 @@ impl RedbCache {
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
     ) -> Result<(R, CommitOutcome)> {
         let mut open = self.open_database()?;
-        let txn = match self.begin_write(&open.database) {
+        let txn = match self.begin_write(&mut open) {
             Ok(txn) => txn,
             Err(err) if is_latched(&err) => {
                 // The handle failed before this commit began (an earlier I/O error latched it,
@@ -146,7 +157,7 @@ impl RedbCache {
                     return Err(err);
                 }
                 open = current;
-                self.begin_write(&open.database).inspect_err(|err| {
+                self.begin_write(&mut open).inspect_err(|err| {
                     if self.reopen_if_latched(&open, err) {
                         lock(&self.buffer).drop_snapshot();
                     }
@@ -251,7 +262,7 @@ impl RedbCache {
     pub(super) fn after_commit(
         &self,
         _writer: &MutexGuard<'_, ()>,
-        open: &OpenDatabase,
+        open: &Arc<OpenDatabase>,
         aftermath: Aftermath,
     ) {
         if !aftermath.released_blobs.is_empty() {
@@ -287,8 +298,9 @@ impl RedbCache {
     /// reference to it since our commit landed, and while we hold the lock none can. Without
     /// the lock (another writer holds it past `timeout`), or if this process dies first, the
     /// files stay as orphans, which `cleanup()` removes.
-    pub(super) fn remove_released_blobs(&self, open: &OpenDatabase, released: &[BlobRef]) {
-        let judged = self.begin_write(&open.database).and_then(|txn| {
+    pub(super) fn remove_released_blobs(&self, open: &Arc<OpenDatabase>, released: &[BlobRef]) {
+        let mut open = Arc::clone(open);
+        let judged = self.begin_write(&mut open).and_then(|txn| {
             let blobs = txn.open_table(BLOBS).or_db(self)?;
             let mut unreferenced = Vec::with_capacity(released.len());
             for blob in released {

@@ -8,15 +8,19 @@
 //! It is also **the one open path** of a tag's file, with `backend.rs` beneath it:
 //! `prepare_tag_files` (the tag directory and an empty 0600 file, through `fsys`),
 //! `FileRegistration` (one handle per file per process: a second open in one process is
-//! `CacheError::AlreadyOpenInProcess`), `open_or_quarantine` and `quarantine_and_start_fresh`
-//! (a corrupt file is moved aside and the tag starts empty). Every open goes through
-//! `backend::open_database`, doctor's included.
+//! `CacheError::AlreadyOpenInProcess`), `open_for_reading_first` (the cache's first handle,
+//! read-only: [`Handle`]; `upgrade_to_writing` at the first write), `open_or_quarantine` and
+//! `quarantine_and_start_fresh` (a corrupt file is moved aside and the tag starts empty). Every
+//! read-write open goes through `backend::open_database`, doctor's included; a read-only one
+//! through `backend::open_reading`.
 
 use std::collections::HashSet;
 
 use std::sync::LazyLock;
 
-use super::backend::{Access, HandleSettings, Opened, open_database};
+use redb::ReadOnlyDatabase;
+
+use super::backend::{Access, HandleSettings, Opened, Reading, open_database, open_reading};
 use super::*;
 use crate::fsys;
 
@@ -201,6 +205,9 @@ impl RedbCache {
         run: impl FnOnce(&mut Database) -> Result<T>,
     ) -> Result<T> {
         self.commit_if_buffered()?;
+        let current = self.open_database()?;
+        drop(self.upgrade_to_writing(&current)?);
+        drop(current);
         // Dropped before the database lock is taken, never under it: readers take the buffer
         // lock and then the database lock, so taking them the other way round could deadlock.
         // A snapshot taken again in between makes redb refuse, as a transaction in progress.
@@ -220,7 +227,60 @@ impl RedbCache {
                 reason: "another thread of this process is using the database",
             });
         };
-        run(&mut open.database)
+        match &mut open.database {
+            Handle::Writing(database) => run(database),
+            // Upgraded above; only this method and the upgrade replace the handle, and both
+            // leave a writing one: say so rather than run on the wrong kind.
+            Handle::Reading(_) => Err(CacheError::Busy {
+                tag: self.tag.to_string(),
+                reason: "the database handle is read-only",
+            }),
+        }
+    }
+
+    /// Before the first write of an instance that has only read: replaces the read-only handle
+    /// by a read-write one now, so that a write the file cannot take (a read-only root, a file
+    /// of another user's) is refused at once, naming the file, rather than accepted into the
+    /// buffer and lost at the commit.
+    pub(super) fn ready_to_write(&self) -> Result<()> {
+        if self.writable.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let open = self.open_database()?;
+        drop(self.upgrade_to_writing(&open)?);
+        Ok(())
+    }
+
+    /// The current handle, replaced first by a read-write one if `open` is the current handle
+    /// and read-only (the first write of a process that has only read so far). The read-only
+    /// handle stays open until its last user (a read snapshot) is done with it.
+    pub(super) fn upgrade_to_writing(&self, open: &Arc<OpenDatabase>) -> Result<Arc<OpenDatabase>> {
+        let mut current = self
+            .database
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(handle) = current.as_ref() else {
+            return Err(CacheError::Closed {
+                tag: self.tag.to_string(),
+            });
+        };
+        if Arc::ptr_eq(handle, open) && matches!(open.database, Handle::Reading(_)) {
+            let database = open_or_quarantine(&self.path, &self.tag, &self.options)?;
+            let upgraded = open.replaced_by(database);
+            *current = Some(Arc::clone(&upgraded));
+            tracing::debug!(tag = %self.tag, "first write: the read-only handle is replaced by a read-write one");
+        }
+        let current = current
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or_else(|| CacheError::Closed {
+                tag: self.tag.to_string(),
+            })?;
+        if matches!(current.database, Handle::Writing(_)) {
+            self.writable
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(current)
     }
 
     /// Closes the database once no other thread of this process holds the handle (an operation
@@ -313,10 +373,42 @@ pub(crate) fn prepare_tag_files(canonical_root: &Path, tag: &Tag) -> Result<(Pat
     Ok((path, tag_dir))
 }
 
+/// The handle on a tag's file: read-only from the open until the first write, which replaces
+/// it with a read-write one ([`RedbCache::upgrade_to_writing`]). A process that only reads
+/// never opens the file for writing, so it costs the file no `fsync` and no write at open or
+/// close (redb's read-write handle in `MultiWriter` mode records itself in the header, durably,
+/// at both).
+pub(crate) enum Handle {
+    /// redb's `ReadOnlyDatabase`, beside other processes' writers.
+    Reading(ReadOnlyDatabase),
+    /// redb's `Database`, shared with other processes.
+    Writing(Database),
+}
+
+impl Handle {
+    /// A read transaction, on either kind of handle.
+    pub(crate) fn begin_read(
+        &self,
+    ) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Handle::Reading(database) => database.begin_read(),
+            Handle::Writing(database) => database.begin_read(),
+        }
+    }
+
+    /// Closes the handle, releasing the file and its locks.
+    fn close(self) -> std::result::Result<(), redb::DatabaseError> {
+        match self {
+            Handle::Reading(database) => database.close(),
+            Handle::Writing(database) => database.close(),
+        }
+    }
+}
+
 /// An open database and its entry in [`OPEN_FILES`]; fields drop in order, so the file is
 /// closed before it is unregistered.
 pub(crate) struct OpenDatabase {
-    pub(crate) database: Database,
+    pub(crate) database: Handle,
     /// Shared with a handle that replaced this one after an I/O error: the path stays
     /// registered until every handle to it is gone.
     pub(crate) registration: Arc<FileRegistration>,
@@ -327,7 +419,7 @@ impl OpenDatabase {
     /// registered until both are gone.
     pub(crate) fn replaced_by(&self, database: Database) -> Arc<OpenDatabase> {
         Arc::new(OpenDatabase {
-            database,
+            database: Handle::Writing(database),
             registration: Arc::clone(&self.registration),
         })
     }
@@ -368,6 +460,24 @@ pub(crate) fn open_or_quarantine(
     }
 }
 
+/// Opens the file for reading only when it can be ([`open_reading`]), else as
+/// [`open_or_quarantine`] does: the cache's first handle on a tag's file, upgraded at the first
+/// write.
+pub(crate) fn open_for_reading_first(
+    path: &Path,
+    tag: &Tag,
+    options: &CacheOptions,
+) -> Result<Handle> {
+    if let Reading::Handle(database) = open_reading(path, tag.as_str(), &shared_handle(options))? {
+        if readable_as_is(&database) {
+            return Ok(Handle::Reading(database));
+        }
+        // Closed before the read-write open, whose recovery may need what it holds shared.
+        drop(database);
+    }
+    open_or_quarantine(path, tag, options).map(Handle::Writing)
+}
+
 /// Renames the damaged file at `path` to `cache.redb.corrupt-<ms>` and opens a fresh one in its
 /// place, created first with mode 0600 so that redb never creates it with the umask's mode.
 pub(crate) fn quarantine_and_start_fresh(
@@ -379,7 +489,11 @@ pub(crate) fn quarantine_and_start_fresh(
     let quarantined = move_aside(path, options.clock.now_ms())?;
     tracing::error!(tag = %tag, path = %path.display(), quarantined = %quarantined.display(), reason, "cache file is corrupt; moved aside, starting empty");
     match open_database(path, tag.as_str(), &shared_handle(options))? {
-        Opened::Database(database) => Ok(database),
+        Opened::Database(database) => {
+            create_tables(&database)
+                .map_err(|err| CacheError::database(tag.as_str(), path, err))?;
+            Ok(database)
+        }
         Opened::Corrupt(reason) => Err(CacheError::InvalidRoot {
             path: path.to_owned(),
             reason: format!("a fresh database file cannot be opened: {reason}"),

@@ -55,12 +55,12 @@ impl RedbCache {
     /// Compacts the file when its dead space passes the thresholds; says why not otherwise.
     pub(super) fn compact_if_worthwhile(&self) -> Compaction {
         let dead = {
-            let open = match self.open_database() {
+            let mut open = match self.open_database() {
                 Ok(open) => open,
                 Err(err) => return Compaction::Skipped(err.to_string()),
             };
             let _writer = lock(&self.write_lock);
-            let measured = self.begin_write(&open.database).and_then(|txn| {
+            let measured = self.begin_write(&mut open).and_then(|txn| {
                 let stats = txn.stats().or_db(self)?;
                 txn.abort().or_db(self)?;
                 Ok(stats.fragmented_bytes())
@@ -117,8 +117,8 @@ impl RedbCache {
         // file other processes left (`reads_file.rs`), or those counts would come back after the
         // reset, added by the next commit.
         self.write_holding(&writer, |_, _| Ok(()))?;
-        let open = self.open_database()?;
-        let txn = self.begin_write(&open.database)?;
+        let mut open = self.open_database()?;
+        let txn = self.begin_write(&mut open)?;
         {
             let mut table = txn.open_table(COUNTERS).or_db(self)?;
             table.retain(|_, _| false).or_db(self)?;

@@ -47,7 +47,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -175,6 +175,9 @@ pub(crate) struct RedbCache {
     reads_file: ReadsFile,
     /// Commits of this instance that landed.
     commits: AtomicU64,
+    /// Whether the database handle is read-write (`handle.rs`: a handle is read-only until the
+    /// first write).
+    writable: AtomicBool,
     /// How reads derive the wall time from the monotonic clock.
     wall: WallClock,
     /// The tag's blob files (`blobs.rs`).
@@ -215,12 +218,13 @@ impl RedbCache {
         options.validate()?;
         let (path, tag_dir) = prepare_tag_files(canonical_root, &tag)?;
         let registration = FileRegistration::register(&path)?;
-        let database = open_or_quarantine(&path, &tag, &options)?;
+        let database = open_for_reading_first(&path, &tag, &options)?;
         let tag_dir = Arc::new(tag_dir);
         let cache = Arc::new_cyclic(|me| RedbCache {
             me: me.clone(),
             reads_file: ReadsFile::new(Arc::clone(&tag_dir)),
             commits: AtomicU64::new(0),
+            writable: AtomicBool::new(matches!(database, Handle::Writing(_))),
             wall: WallClock::new(&options),
             blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
             dir_files: DirFiles::new(tag_dir),

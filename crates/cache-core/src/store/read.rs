@@ -15,6 +15,8 @@ use super::*;
 /// A read transaction's tables, shared by reads for up to `commit_interval`.
 pub(super) struct Snapshot {
     pub(super) taken: Instant,
+    /// The handle it reads through.
+    pub(super) open: Arc<OpenDatabase>,
     pub(super) entries: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub(super) access: ReadOnlyTable<&'static [u8], (u64, u64)>,
 }
@@ -60,6 +62,13 @@ impl RedbCache {
             // The snapshot belongs to a handle that failed since (another thread's commit met
             // a full disk, say) and has been replaced: read from a snapshot of the current one.
             Err(err) if is_latched(&err) => {
+                // redb does not latch a read-only handle after an I/O error, so the fresh
+                // snapshot below would read through it again: a read-only handle that failed
+                // (a file truncated past what its open checked) is replaced by the read-write
+                // open, which recovers or quarantines the file.
+                if matches!(snapshot.open.database, Handle::Reading(_)) {
+                    self.reopen_if_latched(&snapshot.open, &err);
+                }
                 let mut buffer = lock(&self.buffer);
                 buffer.drop_snapshot_if(&snapshot);
                 let fresh = self.current_snapshot(&mut buffer, Instant::now())?;
@@ -102,8 +111,8 @@ impl RedbCache {
             return Ok(Arc::clone(snapshot));
         }
         let open = self.open_database()?;
-        let txn = match open.database.begin_read().or_db(self) {
-            Ok(txn) => txn,
+        let (open, txn) = match open.database.begin_read().or_db(self) {
+            Ok(txn) => (open, txn),
             Err(err) if is_latched(&err) => {
                 // This handle failed, here or in another thread's commit, which may have
                 // replaced it already: read from the current handle if there is a new one.
@@ -113,13 +122,15 @@ impl RedbCache {
                 if Arc::ptr_eq(&current, &open) {
                     return Err(err);
                 }
-                current.database.begin_read().or_db(self)?
+                let txn = current.database.begin_read().or_db(self)?;
+                (current, txn)
             }
             Err(err) => return Err(err),
         };
         self.calibrate_wall();
         let snapshot = Arc::new(Snapshot {
             taken: Instant::now(),
+            open,
             entries: txn.open_table(ENTRIES).or_db(self)?,
             access: txn.open_table(ACCESS).or_db(self)?,
         });

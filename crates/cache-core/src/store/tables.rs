@@ -356,25 +356,61 @@ impl RedbCache {
     pub(super) fn ensure_tables(&self) -> Result<()> {
         let open = self.open_database()?;
         let read = open.database.begin_read().or_db(self)?;
-        let names: Vec<String> = read
-            .list_tables()
-            .or_db(self)?
-            .map(|handle| handle.name().to_owned())
-            .collect();
+        let complete = has_every_table(&read).or_db(self)?;
         drop(read);
-        if [
-            ENTRIES.name(),
-            ACCESS.name(),
-            COUNTERS.name(),
-            BLOBS.name(),
-            USAGE.name(),
-        ]
-        .iter()
-        .all(|name| names.iter().any(|n| n == name))
-        {
+        if complete {
             return Ok(());
         }
         // A file from before usage was kept (or a new one): count it once.
         self.write(|tables, _| self.recount(tables)).map(|_| ())
     }
+}
+
+/// Creates every table of the cache in `database` (a fresh file), in one commit, so that a
+/// handle that replaces a quarantined file serves reads at once: a reader that replaced it
+/// holds locks the cache's own write path takes, so it cannot call [`RedbCache::ensure_tables`].
+pub(super) fn create_tables(database: &Database) -> std::result::Result<(), redb::Error> {
+    let txn = database.begin_write()?;
+    txn.open_table(ENTRIES)?;
+    txn.open_table(ACCESS)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(BLOBS)?;
+    txn.open_table(USAGE)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Whether the file `read` reads has every table of the cache.
+pub(super) fn has_every_table(
+    read: &redb::ReadTransaction,
+) -> std::result::Result<bool, redb::StorageError> {
+    let names: Vec<String> = read
+        .list_tables()?
+        .map(|handle| handle.name().to_owned())
+        .collect();
+    Ok([
+        ENTRIES.name(),
+        ACCESS.name(),
+        COUNTERS.name(),
+        BLOBS.name(),
+        USAGE.name(),
+    ]
+    .iter()
+    .all(|name| names.iter().any(|n| n == name)))
+}
+
+/// Whether a read-only handle can serve the file as it is: its table tree reads, every table
+/// is there, and the tables reads use open with their types. Anything else (a panic of redb's
+/// on damaged pages included) is `false`, for the read-write open to recover, create or
+/// quarantine, as it does for every file.
+pub(super) fn readable_as_is(database: &redb::ReadOnlyDatabase) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let Ok(read) = database.begin_read() else {
+            return false;
+        };
+        has_every_table(&read).unwrap_or(false)
+            && read.open_table(ENTRIES).is_ok()
+            && read.open_table(ACCESS).is_ok()
+    }))
+    .unwrap_or(false)
 }

@@ -712,3 +712,72 @@ fn min_free_space_in_percent_is_a_share_of_the_filesystem_and_over_100_is_refuse
         })
     ));
 }
+
+/// The bytes and modification time of a tag's file, to tell whether anything wrote to it.
+fn file_state(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    let bytes = std::fs::read(path).unwrap();
+    let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+    (bytes, modified)
+}
+
+#[test]
+fn an_instance_that_only_reads_writes_nothing_to_the_file_and_starts_no_thread() {
+    let root = tempfile::tempdir().unwrap();
+    let path = {
+        let cache = open_in(root.path(), CacheOptions::default());
+        cache.set(b"k", b"v", None).unwrap();
+        cache.close().unwrap();
+        cache.path.clone()
+    };
+    let before = file_state(&path);
+    let cache = open_in(root.path(), CacheOptions::default());
+    assert!(
+        matches!(cache.open_database().unwrap().database, Handle::Reading(_)),
+        "an existing, sound file opens read-only"
+    );
+    assert_eq!(cache.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(cache.get(b"missing").unwrap(), None);
+    assert!(cache.get_metadata(b"k").unwrap().is_some());
+    assert_eq!(cache.keys().unwrap(), [b"k".to_vec()]);
+    cache.close().unwrap();
+    assert!(!cache.committer.is_started(), "no commit thread");
+    assert!(
+        file_state(&path) == before,
+        "opening, reading and closing left the file's bytes and time as they were"
+    );
+}
+
+#[test]
+fn the_first_write_after_reads_upgrades_the_handle_and_commits() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let cache = open_in(root.path(), CacheOptions::default());
+        cache.set(b"old", b"1", None).unwrap();
+        cache.close().unwrap();
+    }
+    let cache = open_in(root.path(), CacheOptions::default());
+    assert_eq!(cache.get(b"old").unwrap(), Some(b"1".to_vec()));
+    // The read snapshot of the read-only handle is still held while the handle is upgraded.
+    let snapshot = cache.open_database().unwrap();
+    cache.set(b"new", b"2", None).unwrap();
+    cache.flush().unwrap();
+    drop(snapshot);
+    assert!(matches!(
+        cache.open_database().unwrap().database,
+        Handle::Writing(_)
+    ));
+    assert_eq!(
+        committed(&cache, b"new").map(|stored| stored.is_empty()),
+        Some(false)
+    );
+    assert_eq!(cache.get(b"old").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        cache.get(b"new").unwrap(),
+        Some(b"2".to_vec()),
+        "the instance reads its committed write, not the read-only handle's older snapshot"
+    );
+    cache.close().unwrap();
+    let reopened = open_in(root.path(), CacheOptions::default());
+    assert_eq!(reopened.get(b"new").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(reopened.get(b"old").unwrap(), Some(b"1".to_vec()));
+}
