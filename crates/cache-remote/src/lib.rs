@@ -22,10 +22,12 @@
 
 mod breaker;
 mod config;
+mod engine;
+mod engines;
 mod envelope;
 mod error;
 mod lease;
-mod link;
+mod redis;
 mod remote;
 mod signing;
 mod stats;
@@ -38,6 +40,6 @@ pub use config::{
 };
 pub use envelope::entry_name;
 pub use error::RemoteSetupError;
-pub use remote::RedisRemote;
+pub use remote::{RedisRemote, Remote};
 pub use signing::{SecretKey, Signed, TrustedKeys};
 pub use stats::RemoteStats;
