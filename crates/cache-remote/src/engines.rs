@@ -1,16 +1,117 @@
-//! Which engine a configuration names: the endpoint's scheme picks it (`redis://`,
-//! `redis+unix://`, `unix://`: Redis/Valkey).
+//! Which engine a configuration names: the endpoint's scheme picks it (`s3://bucket/prefix`:
+//! S3; anything else, `redis://`, `redis+unix://`, `unix://`: Redis/Valkey), and
+//! `GLOVEBOX_CACHE_REMOTE_CHUNKS` puts chunks on S3 behind a Redis endpoint (`engine::Split`).
 
 use redis::{Client, IntoConnectionInfo};
+use rusty_s3::Credentials;
 
-use crate::config::RemoteConfig;
-use crate::engine::Engine;
+use crate::config::{
+    ACCESS_KEY_ID_VARIABLE, CHUNKS_VARIABLE, ENDPOINT_VARIABLE, RemoteConfig,
+    SECRET_ACCESS_KEY_VARIABLE,
+};
+use crate::engine::{Engine, Split};
 use crate::error::RemoteSetupError;
 use crate::redis::RedisEngine;
+use crate::s3::{S3Engine, S3Settings};
+
+/// Whether `endpoint` names an S3 bucket.
+pub(crate) fn is_s3(endpoint: &str) -> bool {
+    endpoint.starts_with("s3://")
+}
 
 /// A new engine (with its own connection) for `config`.
 pub(crate) fn open(config: &RemoteConfig) -> Result<Box<dyn Engine>, RemoteSetupError> {
-    open_redis(config, &config.endpoint)
+    let primary = if is_s3(&config.endpoint) {
+        open_s3(config, &config.endpoint)?
+    } else {
+        open_redis(config, &config.endpoint)?
+    };
+    let Some(chunks) = &config.chunks else {
+        return Ok(primary);
+    };
+    if is_s3(&config.endpoint) {
+        return Err(RemoteSetupError::Invalid {
+            variable: CHUNKS_VARIABLE,
+            message: "chunks go to S3 behind a Redis endpoint; the endpoint is S3 already"
+                .to_owned(),
+        });
+    }
+    if !is_s3(chunks) {
+        return Err(RemoteSetupError::Invalid {
+            variable: CHUNKS_VARIABLE,
+            message: format!("`{chunks}` is not an s3://bucket/prefix"),
+        });
+    }
+    Ok(Box::new(Split {
+        envelopes: primary,
+        chunks: open_s3(config, chunks)?,
+    }))
+}
+
+/// `s3://bucket/key/prefix` as the bucket and the key prefix (`""` or ending in `/`).
+fn parse_s3(endpoint: &str) -> Result<(String, String), String> {
+    let rest = endpoint.strip_prefix("s3://").unwrap_or(endpoint);
+    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !bucket_ok {
+        return Err(format!(
+            "`{bucket}` is not a bucket name (3 to 63 of a-z, 0-9, `-`, `.`)"
+        ));
+    }
+    let path = path.trim_matches('/');
+    let odd_part = |part: &str| part.is_empty() || part == "." || part == "..";
+    if !path.is_empty() && (path.contains('@') || path.split('/').any(odd_part)) {
+        return Err(format!("`{path}` is not a key prefix"));
+    }
+    let key_prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    };
+    Ok((bucket.to_owned(), key_prefix))
+}
+
+fn open_s3(config: &RemoteConfig, endpoint: &str) -> Result<Box<dyn Engine>, RemoteSetupError> {
+    let invalid = |message: String| RemoteSetupError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        message,
+    };
+    let (bucket, key_prefix) = parse_s3(endpoint).map_err(invalid)?;
+    let credentials = match (&config.access_key_id, &config.secret_access_key) {
+        (Some(key), Some(secret)) => Some(match &config.session_token {
+            Some(token) => Credentials::new_with_token(key, secret, token),
+            None => Credentials::new(key, secret),
+        }),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(RemoteSetupError::Invalid {
+                variable: ACCESS_KEY_ID_VARIABLE,
+                message: format!(
+                    "{ACCESS_KEY_ID_VARIABLE} and {SECRET_ACCESS_KEY_VARIABLE} go together (neither: anonymous requests)"
+                ),
+            });
+        }
+    };
+    let engine = S3Engine::new(S3Settings {
+        bucket,
+        key_prefix,
+        endpoint: config.s3_endpoint.clone(),
+        region: config.region.clone(),
+        credentials,
+        connect_timeout: config.connect_timeout,
+        operation_timeout: config.operation_timeout,
+    })
+    .map_err(|bad| match &config.s3_endpoint {
+        Some(_) => RemoteSetupError::Invalid {
+            variable: ENDPOINT_VARIABLE,
+            message: bad.0,
+        },
+        None => invalid(bad.0),
+    })?;
+    Ok(Box::new(engine))
 }
 
 fn open_redis(config: &RemoteConfig, endpoint: &str) -> Result<Box<dyn Engine>, RemoteSetupError> {
