@@ -349,9 +349,37 @@ mod tests {
     }
 
     #[test]
+    fn s3_settings_come_from_the_standard_variables_and_secrets_never_show() {
+        let file = section(&[
+            ("url", "\"s3://fleet-cache/ci\""),
+            ("endpoint", "\"http://127.0.0.1:9000\""),
+            ("region", "\"eu-west-1\""),
+            ("access_key_id", "\"AKIDFILE\""),
+            ("chunks", "\"\""),
+        ]);
+        let env = Environment::from_pairs([
+            (ACCESS_KEY_ID_VARIABLE, "AKIDENV"),
+            (SECRET_ACCESS_KEY_VARIABLE, "very-secret-value"),
+            (SESSION_TOKEN_VARIABLE, "session-token-value"),
+        ]);
+        let config = RemoteConfig::from_sources(Some(&file), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.endpoint, "s3://fleet-cache/ci");
+        assert_eq!(config.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(config.region, "eu-west-1");
+        assert_eq!(config.access_key_id.as_deref(), Some("AKIDENV"));
+        assert_eq!(config.chunks, None);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert!(!shown.contains("session-token-value"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
     fn a_password_or_an_unknown_key_in_the_file_is_refused() {
         let quiet = Environment::from_pairs::<&str, &str>([]);
-        for key in ["password", "urll"] {
+        for key in ["password", "urll", "secret_access_key", "session_token"] {
             let file = section(&[("url", "\"redis://h:1/0\""), (key, "\"x\"")]);
             let err = RemoteConfig::from_sources(Some(&file), &quiet).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");

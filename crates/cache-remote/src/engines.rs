@@ -21,31 +21,33 @@ pub(crate) fn is_s3(endpoint: &str) -> bool {
 
 /// A new engine (with its own connection) for `config`.
 pub(crate) fn open(config: &RemoteConfig) -> Result<Box<dyn Engine>, RemoteSetupError> {
+    if let Some(chunks) = &config.chunks {
+        if is_s3(&config.endpoint) {
+            return Err(RemoteSetupError::Invalid {
+                variable: CHUNKS_VARIABLE,
+                message: "chunks go to S3 behind a Redis endpoint; the endpoint is S3 already"
+                    .to_owned(),
+            });
+        }
+        if !is_s3(chunks) {
+            return Err(RemoteSetupError::Invalid {
+                variable: CHUNKS_VARIABLE,
+                message: format!("`{chunks}` is not an s3://bucket/prefix"),
+            });
+        }
+    }
     let primary = if is_s3(&config.endpoint) {
         open_s3(config, &config.endpoint)?
     } else {
         open_redis(config, &config.endpoint)?
     };
-    let Some(chunks) = &config.chunks else {
-        return Ok(primary);
-    };
-    if is_s3(&config.endpoint) {
-        return Err(RemoteSetupError::Invalid {
-            variable: CHUNKS_VARIABLE,
-            message: "chunks go to S3 behind a Redis endpoint; the endpoint is S3 already"
-                .to_owned(),
-        });
+    match &config.chunks {
+        Some(chunks) => Ok(Box::new(Split {
+            envelopes: primary,
+            chunks: open_s3(config, chunks)?,
+        })),
+        None => Ok(primary),
     }
-    if !is_s3(chunks) {
-        return Err(RemoteSetupError::Invalid {
-            variable: CHUNKS_VARIABLE,
-            message: format!("`{chunks}` is not an s3://bucket/prefix"),
-        });
-    }
-    Ok(Box::new(Split {
-        envelopes: primary,
-        chunks: open_s3(config, chunks)?,
-    }))
 }
 
 /// `s3://bucket/key/prefix` as the bucket and the key prefix (`""` or ending in `/`).
@@ -134,4 +136,68 @@ fn open_redis(config: &RemoteConfig, endpoint: &str) -> Result<Box<dyn Engine>, 
         config.connect_timeout,
         config.operation_timeout,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_names_split_into_bucket_and_key_prefix() {
+        assert_eq!(
+            parse_s3("s3://fleet-cache").unwrap(),
+            ("fleet-cache".to_owned(), String::new())
+        );
+        assert_eq!(
+            parse_s3("s3://fleet-cache/team/ci/").unwrap(),
+            ("fleet-cache".to_owned(), "team/ci/".to_owned())
+        );
+        for bad in [
+            "s3://",
+            "s3://UPPER",
+            "s3://ab",
+            "s3://b_c/x",
+            "s3://bucket/a//b",
+            "s3://bucket/../x",
+        ] {
+            assert!(parse_s3(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::chunks_behind_s3(
+        "s3://bucket/p",
+        Some("s3://other/p"),
+        None,
+        None,
+        "GLOVEBOX_CACHE_REMOTE_CHUNKS"
+    )]
+    #[case::chunks_not_s3("redis://127.0.0.1:1/0", Some("redis://x"), None, None, "not an s3://")]
+    #[case::half_a_key("s3://bucket/p", None, Some("AKID"), None, "go together")]
+    #[case::bad_bucket("s3://No_Such", None, None, None, "s3://No_Such")]
+    #[case::https_without_tls("s3://bucket/p", None, None, Some("https://s3.example.com"), "TLS")]
+    #[case::endpoint_credentials(
+        "s3://bucket/p",
+        None,
+        None,
+        Some("http://u:p@127.0.0.1:1"),
+        "would be logged"
+    )]
+    fn settings_that_cannot_work_are_refused_naming_what(
+        #[case] endpoint: &str,
+        #[case] chunks: Option<&str>,
+        #[case] key: Option<&str>,
+        #[case] s3_endpoint: Option<&str>,
+        #[case] expected: &str,
+    ) {
+        if cfg!(feature = "tls") && expected == "TLS" {
+            return;
+        }
+        let mut config = RemoteConfig::new(endpoint);
+        config.chunks = chunks.map(str::to_owned);
+        config.access_key_id = key.map(str::to_owned);
+        config.s3_endpoint = s3_endpoint.map(str::to_owned);
+        let err = open(&config).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
 }

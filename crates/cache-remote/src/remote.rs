@@ -124,6 +124,12 @@ impl Remote {
         &self.shared.config
     }
 
+    /// Whether this remote coordinates computations across the fleet (a lease per entry):
+    /// Redis does, S3 alone does not (every machine computes what it misses).
+    pub fn coordinates_fleet(&self) -> bool {
+        self.shared.fetch_engine.leases().is_some()
+    }
+
     fn reject(&self, tag: &Tag, why: &str) -> Result<Option<RemoteEntry>, RemoteError> {
         Stats::add(&self.shared.stats.rejected, 1);
         tracing::warn!(%tag, reason = why, "a remote entry was rejected; treated as a miss");
