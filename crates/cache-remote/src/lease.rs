@@ -1,4 +1,5 @@
-//! The fleet's single-flight lease: `SET name token NX PX duration` takes it; a thread renews it
+//! The fleet's single-flight lease, on an engine that has leases (Redis; S3 alone has none, and
+//! every machine computes): `SET name token NX PX duration` takes it; a thread renews it
 //! every third of its duration with a compare-and-expire script while the guard lives; release
 //! (or drop: a panicking computation) deletes it with a compare-and-delete script. A token is
 //! random per lease, so a lease that expired and was taken by another machine is never renewed
