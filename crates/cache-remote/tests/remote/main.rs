@@ -47,7 +47,10 @@ pub(crate) fn s3_config(
     config.s3_endpoint = Some(server.endpoint());
     config.access_key_id = key.map(|(id, _)| id.to_owned());
     config.secret_access_key = key.map(|(_, secret)| secret.to_owned());
-    config.operation_timeout = Duration::from_millis(2000);
+    // Generous: SeaweedFS on a busy 2-core machine can be slow, and no S3 test relies on a
+    // timeout firing (a killed server refuses connections at once).
+    config.operation_timeout = Duration::from_secs(15);
+    config.connect_timeout = Duration::from_secs(5);
     config.chunk_size = 64 * 1024;
     config.inline_limit = 16 * 1024;
     config
