@@ -326,6 +326,45 @@ mod tests {
         .unwrap()
     }
 
+    fn reply(status: u16, body: &str) -> Response<ureq::Body> {
+        Response::builder()
+            .status(status)
+            .body(ureq::Body::builder().data(body.as_bytes().to_vec()))
+            .unwrap()
+    }
+
+    #[rstest::rstest]
+    #[case::wrong_secret(
+        403,
+        "<Error><Code>SignatureDoesNotMatch</Code></Error>",
+        FaultKind::Refused,
+        "403 SignatureDoesNotMatch (check AWS_ACCESS_KEY_ID"
+    )]
+    #[case::no_auth(401, "", FaultKind::Refused, "401 (check")]
+    #[case::slow_down(503, "<Error><Code>SlowDown</Code></Error>", FaultKind::Unreachable { timeout: false }, "503 SlowDown")]
+    #[case::too_many(429, "", FaultKind::Unreachable { timeout: false }, "429")]
+    #[case::bad_request(
+        400,
+        "<Error><Code>InvalidRequest</Code></Error>",
+        FaultKind::Answered,
+        "400 InvalidRequest"
+    )]
+    fn statuses_map_to_refusals_failures_and_answers_naming_the_code(
+        #[case] status: u16,
+        #[case] body: &str,
+        #[case] kind: FaultKind,
+        #[case] message: &str,
+    ) {
+        let fault = status_fault("GET", "p/glovebox/v1/e/t/h", reply(status, body));
+        assert_eq!(fault.kind, kind);
+        assert!(fault.message.contains(message), "{}", fault.message);
+        assert!(
+            fault.message.starts_with("s3 GET p/glovebox/v1/e/t/h: "),
+            "{}",
+            fault.message
+        );
+    }
+
     #[test]
     fn a_chunk_is_created_once_and_a_second_put_keeps_the_first_bytes() {
         let Some(server) = S3Server::start() else {

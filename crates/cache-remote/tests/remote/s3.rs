@@ -267,3 +267,25 @@ fn s3_server_killed_in_the_middle_of_a_download_is_an_error_then_a_miss() {
     b.cache.set(b"after", b"fine", None).unwrap();
     assert_eq!(b.cache.get(b"after").unwrap(), Some(b"fine".to_vec()));
 }
+
+#[test]
+fn s3_a_killed_server_costs_three_errors_and_then_is_skipped_by_the_breaker() {
+    let Some(mut server) = S3Server::start() else {
+        return;
+    };
+    let b = machine(s3_config(&server, "breaker", Some(WRITER)));
+    assert_eq!(b.cache.get(b"warm").unwrap(), None);
+    server.kill();
+    for index in 0..10u32 {
+        let key = format!("missing {index}");
+        assert_eq!(b.cache.get(key.as_bytes()).unwrap(), None);
+    }
+    let stats = b.remote.stats();
+    assert_eq!((stats.errors, stats.skipped), (3, 7), "{stats:?}");
+    b.cache.set(b"local", b"still works", None).unwrap();
+    b.cache.flush().unwrap();
+    assert_eq!(
+        b.cache.get(b"local").unwrap(),
+        Some(b"still works".to_vec())
+    );
+}
