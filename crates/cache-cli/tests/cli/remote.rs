@@ -231,3 +231,56 @@ fn s3_a_value_set_on_one_root_is_printed_by_get_on_another_and_status_says_no_le
     status.expect_code(0);
     assert_eq!(status.json()["reachable"], false);
 }
+
+#[test]
+fn split_a_large_value_set_on_one_root_comes_back_on_another_with_chunks_on_s3() {
+    use cache_test_support::s3::{BUCKET, S3Server, WRITER};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let url = redis.url();
+    let chunks = format!("s3://{BUCKET}/cli-split");
+    let endpoint = s3.endpoint();
+    let vars = [
+        ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_CHUNKS", chunks.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", WRITER.0),
+        ("AWS_SECRET_ACCESS_KEY", WRITER.1),
+    ];
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    // Over the default 4 MiB chunk size: two chunks.
+    let firmware: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let file = a.path("firmware.uf2");
+    std::fs::write(&file, &firmware).unwrap();
+    with_remote(
+        &a,
+        &vars,
+        &[
+            "set",
+            "--tag",
+            "layout",
+            "fw",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .expect_code(0);
+    let first_chunk = format!(
+        "cli-split/glovebox/v1/c/{}",
+        cache_core::keys::hex(blake3::hash(&firmware[..4 << 20]).as_bytes())
+    );
+    assert!(s3.get(&first_chunk).is_some(), "the chunk is not on S3");
+    let got = with_remote(&b, &vars, &["get", "--tag", "layout", "fw"]);
+    got.expect_code(0);
+    assert!(got.stdout == firmware, "B got other bytes");
+
+    let status = with_remote(&b, &vars, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    let status = status.json();
+    assert_eq!(status["chunks"], chunks.as_str());
+    assert_eq!(status["leases"], "fleet");
+}
