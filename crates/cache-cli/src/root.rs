@@ -21,7 +21,7 @@ use cache_core::{
 };
 use cache_metrics::{METRICS_TAG, MetricsCache};
 
-use cache_remote::RedisRemote;
+use cache_remote::Remote;
 
 use crate::exit::{NotFound, UsageError};
 
@@ -36,7 +36,7 @@ pub(crate) struct CacheRoot {
     /// (`--root` and `--timeout` included), for `glovebox-cache config`.
     explained: Explained,
     /// The remote tier `GLOVEBOX_CACHE_REMOTE` configures, attached to `coordinator`.
-    remote: Option<Arc<RedisRemote>>,
+    remote: Option<Arc<Remote>>,
 }
 
 /// The configuration as `glovebox-cache config` shows it.
@@ -101,7 +101,7 @@ impl CacheRoot {
             Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         // The remote tier, as every program using the cache reads it (`GLOVEBOX_CACHE_REMOTE`).
         // A remote setting that cannot work is bad input (exit 2), like a bad config file.
-        let remote = RedisRemote::from_user_config(&config, &Environment::process())
+        let remote = Remote::from_user_config(&config, &Environment::process())
             .map_err(|err| UsageError(format!("the remote cache's settings: {err}")))?
             .map(Arc::new);
         if let Some(remote) = &remote {
@@ -137,7 +137,7 @@ impl CacheRoot {
     }
 
     /// The remote tier this run uses, if one is configured.
-    pub(crate) fn remote(&self) -> Option<&RedisRemote> {
+    pub(crate) fn remote(&self) -> Option<&Remote> {
         self.remote.as_deref()
     }
 

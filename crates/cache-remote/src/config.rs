@@ -9,9 +9,25 @@ use cache_core::Environment;
 
 use crate::error::RemoteSetupError;
 
-/// The endpoint: `redis://host:port/db`, `redis+unix:///path/to/socket` (or `unix://`), or
-/// `rediss://` (TLS, which this build does not include: refused with a clear error).
+/// The endpoint: `redis://host:port/db`, `redis+unix:///path/to/socket` (or `unix://`),
+/// `rediss://` (TLS, which this build does not include: refused with a clear error), or
+/// `s3://bucket/key-prefix` (S3 or an S3-compatible server).
 pub const REMOTE_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE";
+/// The S3 server for `s3://` names when it is not AWS (`http://host:port`): path-style
+/// addressing. Unset: AWS itself, in `AWS_REGION`.
+pub const ENDPOINT_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_ENDPOINT";
+/// The split setup: with `GLOVEBOX_CACHE_REMOTE` on Redis, large values' chunks go to this
+/// `s3://bucket/key-prefix` instead (envelopes and leases stay on Redis).
+pub const CHUNKS_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_CHUNKS";
+/// The S3 access key id (the standard variable). With neither key set, S3 requests are
+/// anonymous (a public bucket, read-only clients).
+pub const ACCESS_KEY_ID_VARIABLE: &str = "AWS_ACCESS_KEY_ID";
+/// The S3 secret access key; never logged, and never read from the configuration file.
+pub const SECRET_ACCESS_KEY_VARIABLE: &str = "AWS_SECRET_ACCESS_KEY";
+/// A session token of temporary S3 credentials; never logged.
+pub const SESSION_TOKEN_VARIABLE: &str = "AWS_SESSION_TOKEN";
+/// The S3 region (default `us-east-1`).
+pub const REGION_VARIABLE: &str = "AWS_REGION";
 /// `rw` (default), `ro` (fetch only, never publish) or `off`.
 pub const MODE_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE_MODE";
 /// The namespace of every key this cache writes on the server (default `glovebox`).
@@ -72,6 +88,19 @@ pub struct RemoteConfig {
     pub breaker_open_for: Duration,
     /// The largest value fetched (a larger announced size is refused before any allocation).
     pub max_value_bytes: u64,
+    /// S3: the server when it is not AWS (`http://host:port`, path-style addressing).
+    pub s3_endpoint: Option<String>,
+    /// The split setup: chunks in this `s3://bucket/key-prefix`, the rest on the Redis
+    /// `endpoint`.
+    pub chunks: Option<String>,
+    /// S3: the region requests are signed for.
+    pub region: String,
+    /// S3: the access key id; with no key, requests are anonymous.
+    pub access_key_id: Option<String>,
+    /// S3: the secret access key. Never logged.
+    pub secret_access_key: Option<String>,
+    /// S3: the session token of temporary credentials. Never logged.
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -84,6 +113,18 @@ impl std::fmt::Debug for RemoteConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("signing_key", &self.signing_key)
             .field("trusted_keys", &self.trusted_keys)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("chunks", &self.chunks)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +151,12 @@ impl RemoteConfig {
             breaker_failures: 3,
             breaker_open_for: Duration::from_secs(30),
             max_value_bytes: 256 << 20,
+            s3_endpoint: None,
+            chunks: None,
+            region: "us-east-1".to_owned(),
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
         }
     }
 
@@ -121,8 +168,10 @@ impl RemoteConfig {
 
     /// The remote the configuration file's `[remote]` section and the environment configure,
     /// the environment winning key by key. The section's keys: `url`, `mode`, `prefix`,
-    /// `username`, `signing_key`, `trusted_keys`, `timeout_ms` (the password only ever comes
-    /// from `GLOVEBOX_CACHE_REMOTE_PASSWORD`: a config file is often shared or committed).
+    /// `username`, `signing_key`, `trusted_keys`, `timeout_ms`, and for S3 `endpoint`,
+    /// `chunks`, `region`, `access_key_id` (secrets only ever come from the environment,
+    /// `GLOVEBOX_CACHE_REMOTE_PASSWORD`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`: a
+    /// config file is often shared or committed).
     pub fn from_sources(
         file: Option<&cache_core::RemoteConfig>,
         environment: &Environment,
@@ -137,7 +186,7 @@ impl RemoteConfig {
             )
         };
         if let Some(file) = file {
-            const KNOWN: [&str; 7] = [
+            const KNOWN: [&str; 11] = [
                 "url",
                 "mode",
                 "prefix",
@@ -145,6 +194,10 @@ impl RemoteConfig {
                 "signing_key",
                 "trusted_keys",
                 "timeout_ms",
+                "endpoint",
+                "chunks",
+                "region",
+                "access_key_id",
             ];
             if let Some(unknown) = file
                 .settings
@@ -154,7 +207,7 @@ impl RemoteConfig {
                 return Err(RemoteSetupError::Invalid {
                     variable: "[remote]",
                     message: format!(
-                        "unknown key `{unknown}` (known: {}; the password only from {PASSWORD_VARIABLE})",
+                        "unknown key `{unknown}` (known: {}; secrets only from {PASSWORD_VARIABLE}, {SECRET_ACCESS_KEY_VARIABLE}, {SESSION_TOKEN_VARIABLE})",
                         KNOWN.join(", ")
                     ),
                 });
@@ -190,6 +243,15 @@ impl RemoteConfig {
         config.trusted_keys = setting(TRUSTED_KEYS_VARIABLE, "trusted_keys")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
+        let present = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        config.s3_endpoint = present(setting(ENDPOINT_VARIABLE, "endpoint"));
+        config.chunks = present(setting(CHUNKS_VARIABLE, "chunks"));
+        if let Some(region) = present(setting(REGION_VARIABLE, "region")) {
+            config.region = region.trim().to_owned();
+        }
+        config.access_key_id = present(setting(ACCESS_KEY_ID_VARIABLE, "access_key_id"));
+        config.secret_access_key = present(environment.var(SECRET_ACCESS_KEY_VARIABLE));
+        config.session_token = present(environment.var(SESSION_TOKEN_VARIABLE));
         if let Some(ms) = setting(TIMEOUT_VARIABLE, "timeout_ms") {
             let ms: u64 = ms.trim().parse().map_err(|_| RemoteSetupError::Invalid {
                 variable: TIMEOUT_VARIABLE,
@@ -287,9 +349,37 @@ mod tests {
     }
 
     #[test]
+    fn s3_settings_come_from_the_standard_variables_and_secrets_never_show() {
+        let file = section(&[
+            ("url", "\"s3://fleet-cache/ci\""),
+            ("endpoint", "\"http://127.0.0.1:9000\""),
+            ("region", "\"eu-west-1\""),
+            ("access_key_id", "\"AKIDFILE\""),
+            ("chunks", "\"\""),
+        ]);
+        let env = Environment::from_pairs([
+            (ACCESS_KEY_ID_VARIABLE, "AKIDENV"),
+            (SECRET_ACCESS_KEY_VARIABLE, "very-secret-value"),
+            (SESSION_TOKEN_VARIABLE, "session-token-value"),
+        ]);
+        let config = RemoteConfig::from_sources(Some(&file), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.endpoint, "s3://fleet-cache/ci");
+        assert_eq!(config.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(config.region, "eu-west-1");
+        assert_eq!(config.access_key_id.as_deref(), Some("AKIDENV"));
+        assert_eq!(config.chunks, None);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert!(!shown.contains("session-token-value"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
     fn a_password_or_an_unknown_key_in_the_file_is_refused() {
         let quiet = Environment::from_pairs::<&str, &str>([]);
-        for key in ["password", "urll"] {
+        for key in ["password", "urll", "secret_access_key", "session_token"] {
             let file = section(&[("url", "\"redis://h:1/0\""), (key, "\"x\"")]);
             let err = RemoteConfig::from_sources(Some(&file), &quiet).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");

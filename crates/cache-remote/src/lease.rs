@@ -1,4 +1,5 @@
-//! The fleet's single-flight lease: `SET name token NX PX duration` takes it; a thread renews it
+//! The fleet's single-flight lease, on an engine that has leases (Redis; S3 alone has none, and
+//! every machine computes): `SET name token NX PX duration` takes it; a thread renews it
 //! every third of its duration with a compare-and-expire script while the guard lives; release
 //! (or drop: a panicking computation) deletes it with a compare-and-delete script. A token is
 //! random per lease, so a lease that expired and was taken by another machine is never renewed
@@ -13,16 +14,17 @@ use std::time::Duration;
 use cache_core::keys::hex;
 use cache_core::{RemoteLease, RemoteLeaseGuard};
 
+use crate::engine::{Outcome, run};
 use crate::envelope::lease_name;
-use crate::link::Outcome;
 use crate::remote::Shared;
 use crate::stats::Stats;
 
-const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-
 /// Tries to take the lease of `key` for `duration`.
 pub(crate) fn take(shared: &Arc<Shared>, tag: &str, key: &[u8], duration: Duration) -> RemoteLease {
+    let Some(leases) = shared.fetch_engine.leases() else {
+        // An engine without leases (S3 alone): every machine computes.
+        return RemoteLease::NotCoordinated;
+    };
     let Some(token) = token() else {
         return RemoteLease::NotCoordinated;
     };
@@ -30,23 +32,15 @@ pub(crate) fn take(shared: &Arc<Shared>, tag: &str, key: &[u8], duration: Durati
     let ms = u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
-    let outcome = shared
-        .fetch_link
-        .run(&shared.breaker, &shared.stats, |connection| {
-            redis::cmd("SET")
-                .arg(&name)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms)
-                .query::<Option<String>>(connection)
-        });
+    let outcome = run(&shared.breaker, &shared.stats, || {
+        leases.take(&name, &token, ms)
+    });
     match outcome {
-        Outcome::Done(Some(_)) => {
+        Outcome::Done(true) => {
             Stats::add(&shared.stats.leases_taken, 1);
             RemoteLease::Granted(Box::new(Held::start(Arc::clone(shared), name, token, ms)))
         }
-        Outcome::Done(None) => {
+        Outcome::Done(false) => {
             Stats::add(&shared.stats.leases_busy, 1);
             RemoteLease::HeldElsewhere
         }
@@ -87,16 +81,13 @@ impl Held {
             .spawn(move || {
                 let (shared, name, token) = renewer;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    let outcome = shared.fetch_link.run(&shared.breaker, &shared.stats, |connection| {
-                        redis::cmd("EVAL")
-                            .arg(RENEW)
-                            .arg(1)
-                            .arg(&name)
-                            .arg(&token)
-                            .arg(ms)
-                            .query::<i64>(connection)
+                    let Some(leases) = shared.fetch_engine.leases() else {
+                        break;
+                    };
+                    let outcome = run(&shared.breaker, &shared.stats, || {
+                        leases.renew(&name, &token, ms)
                     });
-                    if let Outcome::Done(0) = outcome {
+                    if let Outcome::Done(false) = outcome {
                         tracing::warn!("the fleet lease was lost while computing; another machine may compute too");
                         break;
                     }
@@ -126,16 +117,11 @@ impl RemoteLeaseGuard for Held {
         };
         drop(stop);
         let shared = &self.shared;
-        let _ = shared
-            .fetch_link
-            .run(&shared.breaker, &shared.stats, |connection| {
-                redis::cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(1)
-                    .arg(&self.name)
-                    .arg(&self.token)
-                    .query::<i64>(connection)
+        if let Some(leases) = shared.fetch_engine.leases() {
+            let _ = run(&shared.breaker, &shared.stats, || {
+                leases.release(&self.name, &self.token)
             });
+        }
     }
 }
 

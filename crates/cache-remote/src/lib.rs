@@ -1,7 +1,9 @@
-//! `cache-remote`: the remote tier of the Glovebox cache on Redis/Valkey, so that a fleet of
-//! machines (a CI fleet, a team's laptops) shares one cache through an engine it already runs.
+//! `cache-remote`: the remote tier of the Glovebox cache on Redis/Valkey, S3-compatible object
+//! storage, or both (Redis for envelopes and leases, S3 for chunks), so that a fleet of machines
+//! (a CI fleet, a team's laptops) shares one cache through an engine it already runs.
 //!
-//! [`RedisRemote`] implements `cache_core::RemoteStore`; a program attaches it to its
+//! [`Remote`] implements `cache_core::RemoteStore` (the endpoint's scheme picks the engine:
+//! `redis://`, `redis+unix://`, `s3://bucket/prefix`); a program attaches it to its
 //! coordinator (`Coordinator::with_remote`), and every cache the coordinator opens then:
 //!
 //! - on a local miss, fetches the entry (an envelope, bounded in size before it is read,
@@ -13,31 +15,40 @@
 //! Failures never fail a local operation: a fetch error is a miss, an upload error a dropped
 //! upload, both counted ([`RemoteStats`]); every operation has a timeout, and a circuit
 //! breaker skips an unreachable server for a while after a few failures in a row. A server
-//! that refuses writes (`NOPERM`: a read-only ACL user) turns publishing off for the process.
+//! that refuses writes (`NOPERM`: a read-only ACL user; S3 `403`: a read-only key) turns
+//! publishing off for the process.
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
 //! server), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
-//! (the write-behind queue), `link.rs` (a connection with timeouts), `breaker.rs`, `stats.rs`,
-//! `error.rs`, `lease.rs` (the fleet's single-flight lease). The contract, data model and security model: `docs/remote.md`.
+//! (the write-behind queue), `engine.rs` (what the tier needs of a server, the split setup, the
+//! breaker path), `engines.rs` (which engine a configuration names), `redis.rs` and `s3.rs`
+//! (the engines), `breaker.rs`, `stats.rs`, `error.rs`, `lease.rs` (the fleet's single-flight
+//! lease, on engines that have leases). The contract, data model and security model:
+//! `docs/remote.md`.
 
 mod breaker;
 mod config;
+mod engine;
+mod engines;
 mod envelope;
 mod error;
 mod lease;
-mod link;
+mod redis;
 mod remote;
+mod s3;
 mod signing;
 mod stats;
 mod uploader;
 
 pub use breaker::BreakerState;
 pub use config::{
-    MODE_VARIABLE, PASSWORD_VARIABLE, PREFIX_VARIABLE, REMOTE_VARIABLE, RemoteConfig, RemoteMode,
-    SIGNING_KEY_VARIABLE, TIMEOUT_VARIABLE, TRUSTED_KEYS_VARIABLE, USERNAME_VARIABLE,
+    ACCESS_KEY_ID_VARIABLE, CHUNKS_VARIABLE, ENDPOINT_VARIABLE, MODE_VARIABLE, PASSWORD_VARIABLE,
+    PREFIX_VARIABLE, REGION_VARIABLE, REMOTE_VARIABLE, RemoteConfig, RemoteMode,
+    SECRET_ACCESS_KEY_VARIABLE, SESSION_TOKEN_VARIABLE, SIGNING_KEY_VARIABLE, TIMEOUT_VARIABLE,
+    TRUSTED_KEYS_VARIABLE, USERNAME_VARIABLE,
 };
 pub use envelope::entry_name;
 pub use error::RemoteSetupError;
-pub use remote::RedisRemote;
+pub use remote::{RedisRemote, Remote};
 pub use signing::{SecretKey, Signed, TrustedKeys};
 pub use stats::RemoteStats;

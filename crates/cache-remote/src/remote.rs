@@ -1,6 +1,7 @@
-//! [`RedisRemote`], the [`RemoteStore`] on Redis/Valkey: `fetch` reads an envelope (bounded,
-//! checked, verified) and, for a chunked value, a stream that fetches and verifies one chunk at
-//! a time; `publish` queues an upload (`uploader.rs`).
+//! [`Remote`], the [`RemoteStore`] on a server's engine (`engine.rs`: Redis/Valkey, S3, or
+//! both): `fetch` reads an envelope (bounded, checked, verified) and, for a chunked value, a
+//! stream that fetches and verifies one chunk at a time; `publish` queues an upload
+//! (`uploader.rs`).
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -11,13 +12,12 @@ use cache_core::{
     DrainReport, PublishedEntry, RemoteEntry, RemoteError, RemoteLease, RemoteStore, RemoteValue,
     Tag,
 };
-use redis::{Client, IntoConnectionInfo};
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::{RemoteConfig, RemoteMode};
+use crate::engine::{Engine, EngineError, Outcome, run};
 use crate::envelope::{Body, Envelope, chunk_name, entry_name, signed_message};
 use crate::error::RemoteSetupError;
-use crate::link::{Link, Outcome};
 use crate::signing::{SecretKey, TrustedKeys};
 use crate::stats::{RemoteStats, Stats};
 use crate::uploader::Uploader;
@@ -26,54 +26,44 @@ use crate::uploader::Uploader;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: RemoteConfig,
-    pub(crate) fetch_link: Link,
-    pub(crate) upload_link: Link,
+    /// The engine fetches and leases use, and the one the upload thread uses: two, so that an
+    /// upload never holds a connection a fetch waits for.
+    pub(crate) fetch_engine: Box<dyn Engine>,
+    pub(crate) upload_engine: Box<dyn Engine>,
     pub(crate) breaker: Breaker,
     pub(crate) stats: Stats,
     pub(crate) signing: Option<SecretKey>,
     pub(crate) trusted: Option<TrustedKeys>,
     pub(crate) uploader: Uploader,
-    /// Set when the server refused a write (`NOPERM`): this process publishes no more.
+    /// Set when the server refused a write (`NOPERM`, 403): this process publishes no more.
     writes_off: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn writes_refused(&self, err: &redis::RedisError) {
+    pub(crate) fn writes_refused(&self, err: &EngineError) {
         if !self.writes_off.swap(true, Ordering::SeqCst) {
             tracing::warn!(error = %err, "the remote cache refused a write; publishing is off for this process");
         }
     }
 }
 
-/// A remote tier on one Redis/Valkey endpoint. Attach it with
+/// A remote tier on one Redis/Valkey endpoint, one S3 bucket, or Redis for envelopes and
+/// leases with S3 for chunks (the endpoint's scheme picks; `docs/remote.md`). Attach it with
 /// `cache_core::Coordinator::with_remote`.
 #[derive(Debug)]
-pub struct RedisRemote {
+pub struct Remote {
     shared: Arc<Shared>,
 }
 
-impl RedisRemote {
+/// The name this type had when Redis was its only engine.
+pub type RedisRemote = Remote;
+
+impl Remote {
     /// A remote for `config`, reading its key files. Connects lazily, on the first operation.
     pub fn new(config: RemoteConfig) -> Result<Self, RemoteSetupError> {
         config.check()?;
-        let endpoint_error = |err: redis::RedisError| RemoteSetupError::Endpoint {
-            endpoint: config.endpoint.clone(),
-            message: err.to_string(),
-        };
-        let mut info = config
-            .endpoint
-            .as_str()
-            .into_connection_info()
-            .map_err(endpoint_error)?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(username) = &config.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password);
-        }
-        info = info.set_redis_settings(settings);
-        let client = Client::open(info).map_err(endpoint_error)?;
+        let fetch_engine = crate::engines::open(&config)?;
+        let upload_engine = crate::engines::open(&config)?;
         let signing = config
             .signing_key
             .as_deref()
@@ -84,17 +74,10 @@ impl RedisRemote {
             .as_deref()
             .map(TrustedKeys::read)
             .transpose()?;
-        let link = || {
-            Link::new(
-                client.clone(),
-                config.connect_timeout,
-                config.operation_timeout,
-            )
-        };
-        Ok(RedisRemote {
+        Ok(Remote {
             shared: Arc::new(Shared {
-                fetch_link: link(),
-                upload_link: link(),
+                fetch_engine,
+                upload_engine,
                 breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
                 stats: Stats::default(),
                 signing,
@@ -141,6 +124,12 @@ impl RedisRemote {
         &self.shared.config
     }
 
+    /// Whether this remote coordinates computations across the fleet (a lease per entry):
+    /// Redis does, S3 alone does not (every machine computes what it misses).
+    pub fn coordinates_fleet(&self) -> bool {
+        self.shared.fetch_engine.leases().is_some()
+    }
+
     fn reject(&self, tag: &Tag, why: &str) -> Result<Option<RemoteEntry>, RemoteError> {
         Stats::add(&self.shared.stats.rejected, 1);
         tracing::warn!(%tag, reason = why, "a remote entry was rejected; treated as a miss");
@@ -163,28 +152,19 @@ impl RemoteStore for RedisRemote {
         let name = entry_name(&shared.config.prefix, tag.as_str(), key);
         let max = self.max_envelope();
         // The length and at most `max` bytes, in one round trip: nothing larger is allocated.
-        let outcome = shared
-            .fetch_link
-            .run(&shared.breaker, &shared.stats, |connection| {
-                redis::pipe()
-                    .cmd("STRLEN")
-                    .arg(&name)
-                    .cmd("GETRANGE")
-                    .arg(&name)
-                    .arg(0)
-                    .arg(max - 1)
-                    .query::<(u64, Vec<u8>)>(connection)
-            });
+        let outcome = run(&shared.breaker, &shared.stats, || {
+            shared.fetch_engine.get_envelope(&name, max)
+        });
         let (len, bytes) = match outcome {
-            Outcome::Done(found) => found,
+            Outcome::Done(Some(found)) => found,
+            Outcome::Done(None) => {
+                Stats::add(&shared.stats.misses, 1);
+                return Ok(None);
+            }
             Outcome::Skipped => return Ok(None),
             Outcome::Failed(err) => return Err(RemoteError::new("fetch", err.to_string())),
         };
         Stats::add(&shared.stats.bytes_in, bytes.len() as u64);
-        if len == 0 {
-            Stats::add(&shared.stats.misses, 1);
-            return Ok(None);
-        }
         if len > max as u64 {
             return self.reject(tag, "envelope larger than any this cache writes");
         }
@@ -277,13 +257,10 @@ impl Chunks {
         };
         let shared = &self.shared;
         let name = chunk_name(&shared.config.prefix, &digest);
-        let outcome = shared
-            .fetch_link
-            .run(&shared.breaker, &shared.stats, |connection| {
-                redis::cmd("GET")
-                    .arg(&name)
-                    .query::<Option<Vec<u8>>>(connection)
-            });
+        let max = usize::try_from(self.chunk_size).unwrap_or(usize::MAX);
+        let outcome = run(&shared.breaker, &shared.stats, || {
+            shared.fetch_engine.get_chunk(&name, max)
+        });
         let chunk = match outcome {
             Outcome::Done(Some(chunk)) => chunk,
             Outcome::Done(None) => {

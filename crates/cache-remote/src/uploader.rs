@@ -9,10 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::{DrainReport, PublishedEntry, PublishedValue};
-use redis::Connection;
 
+use crate::engine::{FaultKind, Outcome, run};
 use crate::envelope::{Body, Envelope, chunk_name, entry_name, signed_message};
-use crate::link::Outcome;
 use crate::remote::Shared;
 use crate::stats::Stats;
 
@@ -227,26 +226,10 @@ fn upload(shared: &Arc<Shared>, entry: PublishedEntry) -> bool {
     .encode();
     let name = entry_name(&shared.config.prefix, &tag, &entry.key);
     let sent = envelope.len() as u64;
-    let outcome = shared
-        .upload_link
-        .run(&shared.breaker, &shared.stats, |connection| {
-            set(connection, &name, &envelope, px)
-        });
+    let outcome = run(&shared.breaker, &shared.stats, || {
+        shared.upload_engine.put_envelope(&name, &envelope, px)
+    });
     settle(shared, outcome, sent)
-}
-
-fn set(
-    connection: &mut Connection,
-    name: &str,
-    bytes: &[u8],
-    px: Option<u64>,
-) -> redis::RedisResult<()> {
-    let mut command = redis::cmd("SET");
-    command.arg(name).arg(bytes);
-    if let Some(px) = px {
-        command.arg("PX").arg(px);
-    }
-    command.query(connection)
 }
 
 /// What an upload's outcome means: counted, and a refusal of writes turns them off.
@@ -258,7 +241,7 @@ fn settle<T>(shared: &Shared, outcome: Outcome<T>, sent: u64) -> bool {
         }
         Outcome::Skipped => false,
         Outcome::Failed(err) => {
-            if err.code() == Some("NOPERM") {
+            if err.kind == FaultKind::Refused {
                 shared.writes_refused(&err);
             } else {
                 tracing::debug!(error = %err, "a remote upload failed; dropped");
@@ -303,30 +286,15 @@ fn upload_chunks(
         whole.update(chunk);
         let digest = *blake3::hash(chunk).as_bytes();
         let name = chunk_name(&shared.config.prefix, &digest);
-        let outcome = shared
-            .upload_link
-            .run(&shared.breaker, &shared.stats, |connection| {
-                // A chunk the server has (shared with other entries) is kept at least as long as
-                // this entry: a longer expiry or none at all stays; otherwise it is sent.
-                match px {
-                    Some(px) => {
-                        let _: i64 = redis::cmd("PEXPIRE")
-                            .arg(&name)
-                            .arg(px)
-                            .arg("GT")
-                            .query(connection)?;
-                    }
-                    None => {
-                        let _: i64 = redis::cmd("PERSIST").arg(&name).query(connection)?;
-                    }
-                }
-                let exists: i64 = redis::cmd("EXISTS").arg(&name).query(connection)?;
-                if exists == 1 {
-                    return Ok(0u64);
-                }
-                set(connection, &name, chunk, px)?;
-                Ok(chunk.len() as u64)
-            });
+        let outcome = run(&shared.breaker, &shared.stats, || {
+            // A chunk the server has (shared with other entries) is kept at least as long as
+            // this entry; otherwise it is sent.
+            if shared.upload_engine.keep_chunk(&name, px)? {
+                return Ok(0u64);
+            }
+            shared.upload_engine.put_chunk(&name, chunk, px)?;
+            Ok(chunk.len() as u64)
+        });
         match outcome {
             Outcome::Done(sent) => Stats::add(&shared.stats.bytes_out, sent),
             other => {

@@ -10,6 +10,8 @@
 //!   files whose writer is alive, gone, or of another pid namespace.
 //! - [`redis::RedisServer`]: a `redis-server` on a unix socket in a temp directory, for the
 //!   remote tier's tests, killed by its pid on drop.
+//! - [`s3::S3Server`]: SeaweedFS (`weed mini`) on free loopback ports with SigV4 keys, for the
+//!   remote tier's S3 tests, killed by its pid on drop.
 //!
 //! The first three are `rstest` fixtures: in a test binary a test names them as arguments
 //! (`#[rstest] fn stores(root: TempDir, coordinator: Coordinator)`); they are plain functions
@@ -28,6 +30,7 @@
 //! so the helpers panic with a message instead of returning errors.
 
 pub mod redis;
+pub mod s3;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -24,6 +24,11 @@ struct Status {
     verifying: bool,
     reachable: Option<bool>,
     breaker: Option<&'static str>,
+    /// Where large values' chunks go when not to the endpoint (the split setup).
+    chunks: Option<String>,
+    /// `fleet`: one machine computes a missing entry for all (Redis leases); `none`: each
+    /// machine computes (S3 alone).
+    leases: Option<&'static str>,
 }
 
 pub(crate) fn run(root: &CacheRoot, args: &RemoteArgs, output: &Output) -> anyhow::Result<()> {
@@ -44,6 +49,8 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
             verifying: false,
             reachable: None,
             breaker: None,
+            chunks: None,
+            leases: None,
         };
         if output.is_json() {
             return output.json(&report);
@@ -75,19 +82,34 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
             BreakerState::Open => "open",
             BreakerState::HalfOpen => "half-open",
         }),
+        chunks: config.chunks.clone(),
+        leases: Some(if remote.coordinates_fleet() {
+            "fleet"
+        } else {
+            "none"
+        }),
     };
     if output.is_json() {
         return output.json(&report);
     }
     output.text(&format!(
-        "endpoint   {}\nmode       {}\nprefix     {}\nsigning    {}\nverifying  {}\nreachable  {}\nbreaker    {}\n",
+        "endpoint   {}{}\nmode       {}\nprefix     {}\nsigning    {}\nverifying  {}\nreachable  {}\nbreaker    {}\nleases     {}\n",
         config.endpoint,
+        config
+            .chunks
+            .as_ref()
+            .map_or(String::new(), |chunks| format!("\nchunks     {chunks}")),
         report.mode.unwrap_or("-"),
         config.prefix,
         if report.signing { "yes" } else { "no" },
         if report.verifying { "yes (trusted keys)" } else { "no" },
         if reachable { "yes" } else { "no" },
         report.breaker.unwrap_or("-"),
+        if remote.coordinates_fleet() {
+            "fleet (one machine computes a missing entry for all)"
+        } else {
+            "none (S3 alone: each machine computes what it misses)"
+        },
     ))
 }
 

@@ -165,3 +165,122 @@ fn what_a_domain_keeps_local_does_not_reach_another_root() {
     with_remote(&b, &remote, &["get", "--tag", "layout", "bookmark:home"]).expect_code(1);
     with_remote(&b, &remote, &["get", "--tag", "layout", "processed:1"]).expect_code(0);
 }
+
+#[test]
+fn s3_a_value_set_on_one_root_is_printed_by_get_on_another_and_status_says_no_leases() {
+    use cache_test_support::s3::{BUCKET, READER, S3Server, WRITER};
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let url = format!("s3://{BUCKET}/cli");
+    let endpoint = server.endpoint();
+    let writer = [
+        ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", WRITER.0),
+        ("AWS_SECRET_ACCESS_KEY", WRITER.1),
+    ];
+    let reader = [
+        ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_ENDPOINT", endpoint.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_MODE", "ro"),
+        ("AWS_ACCESS_KEY_ID", READER.0),
+        ("AWS_SECRET_ACCESS_KEY", READER.1),
+    ];
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    with_remote(&a, &writer, &["set", "--tag", "layout", "k", "v"]).expect_code(0);
+    let got = with_remote(&b, &reader, &["get", "--tag", "layout", "k"]);
+    got.expect_code(0);
+    assert_eq!(got.stdout, b"v");
+
+    let status = with_remote(&b, &reader, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(!text.contains(READER.1), "the secret was printed: {text}");
+    let status = status.json();
+    assert_eq!(status["endpoint"], url.as_str());
+    assert_eq!(status["reachable"], true);
+    assert_eq!(status["mode"], "ro");
+    assert_eq!(status["leases"], "none");
+
+    // A wrong secret: a clear error on the stderr of a run that still succeeds locally.
+    let wrong = [
+        ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", WRITER.0),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret-value"),
+    ];
+    let c = Sandbox::new();
+    with_remote(&c, &wrong, &["set", "--tag", "layout", "mine", "local"]).expect_code(0);
+    let local = with_remote(&c, &wrong, &["get", "--tag", "layout", "mine"]);
+    local.expect_code(0);
+    assert_eq!(local.stdout, b"local");
+    let miss = with_remote(&c, &wrong, &["get", "--tag", "layout", "k"]);
+    miss.expect_code(1);
+    assert!(
+        miss.stderr.contains("SignatureDoesNotMatch"),
+        "{}",
+        miss.stderr
+    );
+    assert!(
+        !miss.stderr.contains("wrong-secret-value"),
+        "{}",
+        miss.stderr
+    );
+    let status = with_remote(&c, &wrong, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    assert_eq!(status.json()["reachable"], false);
+}
+
+#[test]
+fn split_a_large_value_set_on_one_root_comes_back_on_another_with_chunks_on_s3() {
+    use cache_test_support::s3::{BUCKET, S3Server, WRITER};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let url = redis.url();
+    let chunks = format!("s3://{BUCKET}/cli-split");
+    let endpoint = s3.endpoint();
+    let vars = [
+        ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_CHUNKS", chunks.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", WRITER.0),
+        ("AWS_SECRET_ACCESS_KEY", WRITER.1),
+    ];
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    // Over the default 4 MiB chunk size: two chunks.
+    let firmware: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let file = a.path("firmware.uf2");
+    std::fs::write(&file, &firmware).unwrap();
+    with_remote(
+        &a,
+        &vars,
+        &[
+            "set",
+            "--tag",
+            "layout",
+            "fw",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .expect_code(0);
+    let first_chunk = format!(
+        "cli-split/glovebox/v1/c/{}",
+        cache_core::keys::hex(blake3::hash(&firmware[..4 << 20]).as_bytes())
+    );
+    assert!(s3.get(&first_chunk).is_some(), "the chunk is not on S3");
+    let got = with_remote(&b, &vars, &["get", "--tag", "layout", "fw"]);
+    got.expect_code(0);
+    assert!(got.stdout == firmware, "B got other bytes");
+
+    let status = with_remote(&b, &vars, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    let status = status.json();
+    assert_eq!(status["chunks"], chunks.as_str());
+    assert_eq!(status["leases"], "fleet");
+}

