@@ -17,13 +17,16 @@
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
 //! server), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
-//! (the write-behind queue), `link.rs` (a connection with timeouts), `breaker.rs`, `stats.rs`,
-//! `error.rs`, `lease.rs` (the fleet's single-flight lease). The contract, data model and security model: `docs/remote.md`.
+//! (the write-behind queue), `link.rs` (a connection with timeouts), `breaker.rs`, `hint.rs`
+//! (the breaker hint file under the cache root), `stats.rs` (counters, handed to the core to
+//! persist), `error.rs`, `lease.rs` (the fleet's single-flight lease). The contract, data
+//! model and security model: `docs/remote.md`.
 
 mod breaker;
 mod config;
 mod envelope;
 mod error;
+mod hint;
 mod lease;
 mod link;
 mod remote;

@@ -253,6 +253,15 @@ impl RemoteStore for RedisRemote {
         }
         crate::lease::take(shared, tag.as_str(), key, duration)
     }
+
+    fn take_counters(&self) -> cache_core::RemoteCounters {
+        self.shared.stats.take()
+    }
+
+    fn attach_root(&self, root: &cache_core::RootFiles) {
+        let hint = crate::hint::Hint::new(root.clone(), &self.shared.config.endpoint);
+        self.shared.breaker.attach_hint(hint);
+    }
 }
 
 /// A chunked value, read one verified chunk at a time. A chunk that has gone or does not match
