@@ -115,7 +115,11 @@ mod tests {
         std::os::unix::fs::symlink(&secret, root.path().join("hint.x")).unwrap();
         assert_eq!(files.read("hint.x", 64).unwrap(), None, "not followed");
         files.replace("hint.x", b"new").unwrap();
-        assert_eq!(std::fs::read(&secret).unwrap(), b"secret", "not written through");
+        assert_eq!(
+            std::fs::read(&secret).unwrap(),
+            b"secret",
+            "not written through"
+        );
         assert_eq!(files.read("hint.x", 64).unwrap().unwrap(), b"new");
 
         for bad in ["tagname", "a/b.c", ".hidden.x"] {

@@ -73,7 +73,10 @@ impl Breaker {
             *state = State::Open {
                 until: Instant::now() + left,
             };
-            tracing::debug!(?left, "the remote breaker hint says the endpoint is down; skipping it for now");
+            tracing::debug!(
+                ?left,
+                "the remote breaker hint says the endpoint is down; skipping it for now"
+            );
         }
     }
 

@@ -127,10 +127,7 @@ mod tests {
     use super::*;
 
     fn hint(root: &std::path::Path, endpoint: &str) -> Hint {
-        Hint::new(
-            RootFiles::open_existing(root).unwrap().unwrap(),
-            endpoint,
-        )
+        Hint::new(RootFiles::open_existing(root).unwrap().unwrap(), endpoint)
     }
 
     #[test]
@@ -145,7 +142,10 @@ mod tests {
         let same = hint(root.path(), "redis://a:1/0");
         let left = same.read_open_for(open_for).unwrap();
         assert!(left <= open_for);
-        assert_eq!(hint(root.path(), "redis://b:1/0").read_open_for(open_for), None);
+        assert_eq!(
+            hint(root.path(), "redis://b:1/0").read_open_for(open_for),
+            None
+        );
         same.endpoint_answered();
         assert!(!root.path().join(HINT_FILE_NAME).exists());
     }

@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::cli::{RemoteArgs, RemoteCommand};
 use crate::commands::show::{self, RemoteRow};
-use crate::render::Table;
 use crate::exit::UsageError;
 use crate::output::Output;
+use crate::render::Table;
 use crate::root::CacheRoot;
 
 #[derive(Serialize)]

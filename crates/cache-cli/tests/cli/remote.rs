@@ -177,7 +177,10 @@ fn a_set_against_a_dead_endpoint_writes_the_hint_and_the_next_run_starts_with_th
     let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
     with_remote(&sandbox, &remote, &["set", "--tag", "layout", "k", "v"]).expect_code(0);
     let hint = std::fs::read_to_string(sandbox.root().join(HINT)).expect("the set wrote the hint");
-    assert!(!hint.contains("nobody.sock"), "the endpoint is hashed: {hint}");
+    assert!(
+        !hint.contains("nobody.sock"),
+        "the endpoint is hashed: {hint}"
+    );
 
     // A new process: the breaker starts open, so its probe is skipped, not attempted.
     let status = with_remote(&sandbox, &remote, &["remote", "status", "--json"]);
@@ -203,7 +206,9 @@ fn a_breaker_hint_planted_as_a_symlink_is_not_followed() {
     let genuine = planter.root().join(HINT);
     let planted = std::fs::read(&genuine).expect("a hint");
     // ... reached through a symlink at the victim's hint path.
-    victim.run(&["set", "--tag", "layout", "k", "v"]).expect_code(0);
+    victim
+        .run(&["set", "--tag", "layout", "k", "v"])
+        .expect_code(0);
     std::os::unix::fs::symlink(&genuine, victim.root().join(HINT)).unwrap();
 
     let status = with_remote(&victim, &remote, &["remote", "status", "--json"]);
@@ -234,7 +239,10 @@ fn show_has_the_remote_tier_s_lifetime_counters_beside_the_local_ones() {
     let layout = &shown["tags"][0];
     assert_eq!(layout["tag"], "layout");
     assert_eq!(layout["remote"]["published"], 1, "{shown}");
-    assert!(layout["remote"]["bytes_out"].as_u64().unwrap() > 0, "{shown}");
+    assert!(
+        layout["remote"]["bytes_out"].as_u64().unwrap() > 0,
+        "{shown}"
+    );
     assert_eq!(shown["totals"]["remote"]["published"], 1, "{shown}");
 
     // Without the remote configured, B's file still has what its runs counted.
