@@ -148,9 +148,9 @@ impl Results {
             let extra = self
                 .extra
                 .iter()
-                .filter(|(w, c, _)| w == workload && c == column)
+                .rev()
+                .find(|(w, c, _)| w == workload && c == column)
                 .map(|(_, _, text)| text.clone())
-                .last()
                 .unwrap_or_default();
             let each: Vec<String> = values.iter().map(|v| json_number(*v)).collect();
             let separator = if extra.is_empty() { "" } else { "," };
@@ -291,7 +291,7 @@ fn run_repetition(
     };
     let live_remote = remote(url, None)?;
     // Which goes first alternates, so neither always meets a colder cache.
-    let columns: [(&'static str, Option<&Arc<RedisRemote>>); 2] = if repetition % 2 == 0 {
+    let columns: [(&'static str, Option<&Arc<RedisRemote>>); 2] = if repetition.is_multiple_of(2) {
         [("local", None), ("with_remote", Some(&live_remote))]
     } else {
         [("with_remote", Some(&live_remote)), ("local", None)]
