@@ -574,7 +574,7 @@ impl RedbCache {
     /// Appends this instance's unmerged reads and counters to the reads file; `false`, with
     /// nothing taken, when it cannot (or the file is over its size), for the caller to commit
     /// them instead.
-    pub(super) fn leave_reads(&self, _writer: &MutexGuard<'_, ()>) -> bool {
+    fn leave_reads(&self, _writer: &MutexGuard<'_, ()>) -> bool {
         self.take_remote_counters();
         let counters_now = self.counters.snapshot();
         let batch = ReadsBatch {

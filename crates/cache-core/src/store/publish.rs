@@ -118,14 +118,38 @@ impl RedbCache {
     }
 
     /// After the close, the remote tier's counts that arrived while the close waited for the
-    /// uploads (what they published or dropped): appended to the reads file, for the next
-    /// commit of any process to fold in. Nothing while the store is open: its next commit or
-    /// close takes them.
+    /// uploads (what they published or dropped): appended to the reads file, alone, for the
+    /// next commit of any process to fold in. While the store is open they are only taken: its
+    /// next commit or close persists them.
     pub(crate) fn leave_late_counters(&self) {
-        self.take_remote_counters();
-        let writer = lock(&self.write_lock);
-        if self.is_closed() && !self.leave_reads(&writer) {
-            tracing::debug!(tag = %self.tag, "the remote tier's last counts could not be left in the reads file; lost");
+        let Some(remote) = self.remote() else {
+            return;
+        };
+        let taken = remote.take_counters();
+        if taken.is_zero() {
+            return;
+        }
+        let _writer = lock(&self.write_lock);
+        self.counters.add_remote(&taken);
+        if !self.is_closed() {
+            return;
+        }
+        let late = Counters {
+            remote: taken,
+            ..Counters::default()
+        };
+        let batch = ReadsBatch {
+            counters: late,
+            access: KeyMap::default(),
+        };
+        match self.reads_file.append(&batch) {
+            Ok(()) => {
+                let mut persisted = lock(&self.persisted_counters);
+                *persisted = persisted.plus(&late);
+            }
+            Err(err) => {
+                tracing::debug!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "the remote tier's last counts could not be left in the reads file; lost");
+            }
         }
     }
 
