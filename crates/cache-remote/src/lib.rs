@@ -11,8 +11,10 @@
 //!   the call's result); `flush` and `close` wait for the queue with a bound.
 //!
 //! Failures never fail a local operation: a fetch error is a miss, an upload error a dropped
-//! upload, both counted ([`RemoteStats`]); every operation has a timeout, and a circuit
-//! breaker skips an unreachable server for a while after a few failures in a row. A server
+//! upload, both counted ([`RemoteStats`]; the counts are handed to the core, which persists them
+//! with each tag's counters); every operation has a timeout, and a circuit breaker skips an
+//! unreachable server for a while after a few failures in a row, telling the machine's other
+//! processes through a hint file under the cache root. A server
 //! that refuses writes (`NOPERM`: a read-only ACL user) turns publishing off for the process.
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the

@@ -2,9 +2,10 @@
 //! whether the server answers, the counters of this run's probe and the lifetime counters of
 //! the root's tags) and signing keys (`keygen`).
 //!
-//! The breaker is as this run found it: open when the breaker hint under the root says the
-//! endpoint is down (another run failed to reach it within the open period), in which case the
-//! probe is skipped (`skipped` 1, `reachable` false) and costs no timeout.
+//! The breaker is shown as the probe left it. When the breaker hint under the root says the
+//! endpoint is down (another run failed to reach it within the open period), the run starts with
+//! the breaker open: the probe is skipped (`this_run.skipped` 1, `reachable` false) and costs no
+//! timeout.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
