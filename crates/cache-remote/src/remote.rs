@@ -160,6 +160,11 @@ impl RedisRemote {
 impl RemoteStore for RedisRemote {
     fn fetch(&self, tag: &Tag, key: &[u8]) -> Result<Option<RemoteEntry>, RemoteError> {
         let shared = &self.shared;
+        if shared.breaker.is_open() {
+            // Skipped before the name is hashed: a miss with the breaker open stays cheap.
+            Stats::add(&shared.stats.skipped, 1);
+            return Ok(None);
+        }
         let name = entry_name(&shared.config.prefix, tag.as_str(), key);
         let max = self.max_envelope();
         // The length and at most `max` bytes, in one round trip: nothing larger is allocated.
