@@ -422,6 +422,32 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_counters_travel_with_the_local_ones_by_their_prefixed_names() {
+        let a = Counters {
+            hits: 1,
+            remote: RemoteCounters {
+                published: 2,
+                fleet_waits: 3,
+                ..RemoteCounters::default()
+            },
+            ..Counters::default()
+        };
+        let fields = a.fields();
+        assert!(fields.contains(&("remote_published", 2)));
+        assert!(fields.contains(&("remote_fleet_waits", 3)));
+        let mut read_back = Counters::default();
+        for (name, value) in fields {
+            read_back.set_field(name, value);
+        }
+        assert_eq!(read_back, a, "persisted and read back by name");
+        read_back.set_field("remote_from_a_later_version", 9);
+        assert_eq!(read_back, a, "an unknown name is ignored");
+        let sum = a.plus(&a);
+        assert_eq!((sum.hits, sum.remote.published), (2, 4));
+        assert!(sum.minus(&a).minus(&a).is_zero());
+    }
+
+    #[test]
     fn plus_and_minus_are_field_wise() {
         let a = Counters {
             hits: 5,
