@@ -111,7 +111,7 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
     let mut table = Table::new(&RemoteRow::columns("COUNTERS"));
     table.row(this_run.cells("this run".to_owned()));
     table.row(lifetime.cells("lifetime".to_owned()));
-    output.text(&format!("\n{}", table.render()))
+    output.text(&table.render())
 }
 
 #[derive(Serialize)]
