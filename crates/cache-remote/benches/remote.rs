@@ -6,7 +6,9 @@
 //! (cargo appends `--bench`; without that flag the program does nothing, so that `cargo test
 //! --all-targets` does not start a benchmark). It starts its own `redis-server` on a free
 //! loopback TCP port (`--save '' --appendonly no`), killed by pid when it ends; without one
-//! installed it prints a note and no results.
+//! installed it prints a note and no results. A quick check that it runs, in debug (figures
+//! meaningless): `cargo test -p cache-remote --bench remote -- --bench --n 200 --reps 1
+//! --big-mib 4`.
 //!
 //! Workloads (every cache in a temp directory; 100-byte values, keys `key-000000`..., visited in
 //! one shuffled order; each repetition on fresh roots):
