@@ -2,10 +2,15 @@
 //! run; prints one table of medians, ratios and targets and writes it to `docs/benchmarks.md`.
 //!
 //! The Rust columns come from the `compare` bench of cache-core (run in release by `cargo
-//! bench`), the diskcache column from `xtask/bench/diskcache_bench.py` in a venv under `target/`.
-//! Both print one JSON line per workload and column; this module parses them (`serde_json`) and
-//! renders the table. The targets are those of the design's "Performance targets"; a target that is not met
-//! is marked `MISSED`, never left out.
+//! bench`), the diskcache column from `xtask/bench/diskcache_bench.py` in a venv under `target/`,
+//! and the remote tier's table from the `remote` bench of cache-remote (issue 17's targets,
+//! against a `redis-server` it starts; N ÷ 10 entries, at least 100; skipped with a note where
+//! none is installed). All print one JSON line per workload and column; this module parses them
+//! (`serde_json`) and renders the tables. The targets are those of the design's "Performance
+//! targets" and issue 17's; a target that is not met is marked `MISSED`, never left out.
+//!
+//! Over 600 lines: most of it is the report's text (the notes that say how each column was
+//! measured) and the table's per-workload cells; the remote tier's table is in `bench/remote.rs`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -18,6 +23,9 @@ use anyhow::{Context as _, bail};
 
 use crate::flags::BenchArgs;
 use crate::shell::{self, Shell};
+use remote::render_remote;
+
+mod remote;
 
 /// Entries of the small-value workloads in a full run; `--quick` uses a tenth.
 const DEFAULT_N: u64 = 100_000;
@@ -136,7 +144,39 @@ pub(crate) fn run(args: BenchArgs, typed: &[String]) -> anyhow::Result<()> {
         Err(note) => Some(note),
     };
 
-    let report = render_report(&options, &records, diskcache_note.as_deref());
+    // The remote tier's table: its own bench, which starts its own redis-server.
+    let remote_n = (options.n / 10).max(100).to_string();
+    let mut remote = Command::new(&cargo);
+    remote
+        .args(["bench", "-p", "cache-remote", "--bench", "remote", "--"])
+        .args(["--n", &remote_n, "--reps", &repetitions]);
+    let remote_note = match run_capturing(
+        "remote",
+        &mut remote,
+        root,
+        &format!(
+            "cargo bench -p cache-remote --bench remote -- --n {remote_n} --reps {repetitions}"
+        ),
+    )
+    .and_then(|output| parse_records(&output))
+    {
+        Ok(remote_records) => {
+            records.extend(remote_records);
+            None
+        }
+        Err(error) => {
+            let note = format!("the remote bench gave no results: {}", one_line(&error));
+            println!("bench: NOTE: skipping the remote tier's table: {note}");
+            Some(note)
+        }
+    };
+
+    let report = render_report(
+        &options,
+        &records,
+        diskcache_note.as_deref(),
+        remote_note.as_deref(),
+    );
     println!();
     print!("{report}");
     let path = root.join("docs").join("benchmarks.md");
@@ -545,7 +585,12 @@ fn format_ratio(ratio: Option<f64>) -> String {
 }
 
 /// The whole of `docs/benchmarks.md`.
-fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&str>) -> String {
+fn render_report(
+    options: &Options,
+    records: &[Record],
+    diskcache_note: Option<&str>,
+    remote_note: Option<&str>,
+) -> String {
     let rows: Vec<Row<'_>> = WORKLOADS
         .iter()
         .map(|&workload| Row {
@@ -713,6 +758,7 @@ fn render_report(options: &Options, records: &[Record], diskcache_note: Option<&
     for note in notes {
         let _ = writeln!(out, "{note}\n");
     }
+    render_remote(&mut out, records, remote_note);
     let _ = writeln!(out, "## Raw results\n\n```json");
     for record in records {
         let _ = writeln!(out, "{}", record.line);

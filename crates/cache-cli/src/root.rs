@@ -16,12 +16,12 @@ use cache_compilation::{
 };
 use cache_core::{
     Cache, CacheOptions, CacheStrategy, ConfigOrigin, ConfigSetting, Coordinator,
-    DATABASE_FILE_NAME, Environment, ExplainedConfig, Tag, UserCacheConfig, prepare_root,
-    resolve_cache_root,
+    DATABASE_FILE_NAME, Environment, ExplainedConfig, RemoteStore as _, RootFiles, Tag,
+    UserCacheConfig, prepare_root, resolve_cache_root,
 };
 use cache_metrics::{METRICS_TAG, MetricsCache};
 
-use cache_remote::Remote;
+use cache_remote::{Remote, RemoteConfig};
 
 use crate::exit::{NotFound, UsageError};
 
@@ -101,10 +101,29 @@ impl CacheRoot {
             Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
         // The remote tier, as every program using the cache reads it (`GLOVEBOX_CACHE_REMOTE`).
         // A remote setting that cannot work is bad input (exit 2), like a bad config file.
-        let remote = Remote::from_user_config(&config, &Environment::process())
+        let remote = RemoteConfig::from_sources(config.remote.as_ref(), &Environment::process())
+            .and_then(|remote| {
+                remote
+                    .map(|mut remote| {
+                        // A run makes a remote call or two: with a breaker that waits for three
+                        // failures in a row, no run would ever open it, and every run would pay
+                        // its connect timeout. One failure opens it, and its hint file tells the
+                        // runs that follow to skip the endpoint for the open period.
+                        remote.breaker_failures = 1;
+                        Remote::new(remote)
+                    })
+                    .transpose()
+            })
             .map_err(|err| UsageError(format!("the remote cache's settings: {err}")))?
             .map(Arc::new);
         if let Some(remote) = &remote {
+            // The breaker hint under the root, read before the first remote call (`remote
+            // status` makes one without opening a tag). A root that does not exist has none.
+            match RootFiles::open_existing(&path) {
+                Ok(Some(root)) => remote.attach_root(&root),
+                Ok(None) => {}
+                Err(err) => tracing::debug!(error = %format!("{err:#}"), "no breaker hint"),
+            }
             // What may leave the machine, as each domain declares it (docs/remote.md).
             coordinator = coordinator
                 .with_remote(Arc::clone(remote) as Arc<dyn cache_core::RemoteStore>)

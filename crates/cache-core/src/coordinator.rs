@@ -11,6 +11,7 @@ use crate::env::Environment;
 use crate::error::{CacheError, ErrorChain, Result};
 use crate::files::prepare_root;
 use crate::remote::{RemoteStore, SharingPolicy, SharingRule};
+use crate::root_files::RootFiles;
 use crate::stats::AggregatedStats;
 use crate::store::RedbCache;
 use crate::tag::Tag;
@@ -131,6 +132,14 @@ impl Coordinator {
         let cache = RedbCache::open(&canonical_root, tag, options)?;
         if let Some(remote) = &self.remote {
             cache.attach_remote(Arc::clone(remote), self.sharing.clone());
+            // The root, for the files the remote keeps there (its breaker hint).
+            match RootFiles::open_existing(&canonical_root) {
+                Ok(Some(root)) => remote.attach_root(&root),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::debug!(error = %ErrorChain(&err), "the remote tier gets no root files");
+                }
+            }
         }
         registry.insert(key, cache.clone());
         Ok(Cache::stored(cache))

@@ -96,6 +96,7 @@ pub mod fuzzing;
 pub mod keys;
 mod process;
 mod remote;
+mod root_files;
 mod stats;
 mod store;
 mod tag;
@@ -133,7 +134,8 @@ pub use remote::{
     DrainReport, PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteLease,
     RemoteLeaseGuard, RemoteStore, RemoteValue, SharingRule,
 };
-pub use stats::{AggregatedStats, CacheStats, Counters};
+pub use root_files::RootFiles;
+pub use stats::{AggregatedStats, CacheStats, Counters, RemoteCounters};
 pub use tag::Tag;
 pub use ttl::{CacheTtlConfig, TTL_VARIABLE_PREFIX, TtlLevel, UNCLAIMED_TTL_LEVELS};
 pub use typed::CacheKey;

@@ -10,10 +10,13 @@
 //!   published yet). It is called on the committing thread while the tag's write lock is held, so
 //!   an implementation must only queue the upload (write-behind), never wait on the network.
 //!
-//! A leaf: it names the codec's `ValueFormat` and the `Tag`, and nothing of the store or the
-//! handle. Two more calls: [`RemoteStore::drain`] (wait for queued uploads; `flush`, `close`)
-//! and [`RemoteStore::lease`] (the fleet's lease for single flight, asked by the machine's leader
-//! in `flight/mod.rs`). Not built yet: publishing directories, and statistics per tier.
+//! A leaf: it names the codec's `ValueFormat`, the `Tag`, `RemoteCounters` and `RootFiles`,
+//! and nothing of the store or the handle. More calls: [`RemoteStore::drain`] (wait for queued
+//! uploads; `flush`, `close`), [`RemoteStore::lease`] (the fleet's lease for single flight,
+//! asked by the machine's leader in `flight/mod.rs`), [`RemoteStore::take_counters`] (the
+//! remote's counts, persisted with a tag's counters by the store that takes them) and
+//! [`RemoteStore::attach_root`] (the cache root, for the files a remote keeps there). Not built
+//! yet: publishing directories.
 
 use std::fmt;
 use std::fs::File;
@@ -21,6 +24,8 @@ use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use crate::codec::ValueFormat;
+use crate::root_files::RootFiles;
+use crate::stats::RemoteCounters;
 use crate::tag::Tag;
 
 /// A remote tier shared by several machines. See the module docs for when the cache calls it.
@@ -57,6 +62,23 @@ pub trait RemoteStore: Send + Sync + fmt::Debug {
     fn lease(&self, tag: &Tag, key: &[u8], duration: Duration) -> RemoteLease {
         let _ = (tag, key, duration);
         RemoteLease::NotCoordinated
+    }
+
+    /// Hands over what the remote has counted since the last call (every field of
+    /// [`RemoteCounters`] but `backfills` and `fleet_waits`, which the core counts). The store
+    /// that takes them (at a commit, a close or `get_stats`) adds them to its tag's counters,
+    /// which are persisted like the local ones: each count is taken once. Must be cheap: it is
+    /// called at every commit. The default counts nothing.
+    fn take_counters(&self) -> RemoteCounters {
+        RemoteCounters::default()
+    }
+
+    /// Tells the remote the cache root it serves, for the small files it may keep there (a
+    /// breaker hint that short-lived processes share): called by the coordinator each time it
+    /// opens a tag with this remote attached, and by a program that uses the remote without
+    /// opening a tag. The default keeps nothing.
+    fn attach_root(&self, root: &RootFiles) {
+        let _ = root;
     }
 }
 

@@ -1,8 +1,11 @@
 //! Statistics: per-instance counters (lock-free), the snapshots `get_stats` returns, and the
-//! aggregation across instances that the coordinator reports.
+//! aggregation across instances that the coordinator reports. [`Counters`] holds the local
+//! tier's counters and, in [`RemoteCounters`], the remote tier's: both are persisted the same
+//! way (the `counters` table, and the reads file of processes that only read).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// A snapshot of operation counters.
@@ -35,11 +38,138 @@ pub struct Counters {
     pub waits: u64,
     /// Single-flight leases taken over from an owner that died or stopped renewing.
     pub takeovers: u64,
+    /// The remote tier's counters (all zero without a remote tier).
+    pub remote: RemoteCounters,
 }
 
+/// The remote tier's counters, beside the local ones in [`Counters`]. The remote
+/// implementation counts all but `backfills` and `fleet_waits` (the core's) and hands its counts
+/// over through [`crate::RemoteStore::take_counters`]; the store whose commit (or close, or
+/// `get_stats`) takes them persists them with its tag's counters. **Attribution:** one remote
+/// serves every tag of a coordinator, so its counts go to the tag whose store takes them
+/// first: exact for a process that uses one tag (a command-line run), approximate per tag
+/// otherwise; the sum over a root's tags is exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteCounters {
+    /// Fetches that found a usable entry.
+    pub hits: u64,
+    /// Fetches the remote answered with nothing (or whose parts had gone).
+    pub misses: u64,
+    /// Remote operations that failed (unreachable, or an error reply).
+    pub errors: u64,
+    /// Of `errors`, those that ran out of time.
+    pub timeouts: u64,
+    /// Entries refused: damaged, unsigned or signed by an untrusted key, over a size limit.
+    pub rejected: u64,
+    /// Operations not attempted because the remote's circuit breaker was open.
+    pub skipped: u64,
+    /// Bytes received from the remote.
+    pub bytes_in: u64,
+    /// Bytes sent to the remote.
+    pub bytes_out: u64,
+    /// Entries uploaded.
+    pub published: u64,
+    /// Entries not uploaded: queue full, failure, writes refused.
+    pub dropped: u64,
+    /// Values fetched from the remote and stored locally (counted by the core).
+    pub backfills: u64,
+    /// Times a single flight waited for another machine's computation (counted by the core).
+    pub fleet_waits: u64,
+}
+
+impl RemoteCounters {
+    /// The names and values of every counter, in a fixed order.
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
+        [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("errors", self.errors),
+            ("timeouts", self.timeouts),
+            ("rejected", self.rejected),
+            ("skipped", self.skipped),
+            ("bytes_in", self.bytes_in),
+            ("bytes_out", self.bytes_out),
+            ("published", self.published),
+            ("dropped", self.dropped),
+            ("backfills", self.backfills),
+            ("fleet_waits", self.fleet_waits),
+        ]
+    }
+
+    fn slot(&mut self, name: &str) -> Option<&mut u64> {
+        Some(match name {
+            "hits" => &mut self.hits,
+            "misses" => &mut self.misses,
+            "errors" => &mut self.errors,
+            "timeouts" => &mut self.timeouts,
+            "rejected" => &mut self.rejected,
+            "skipped" => &mut self.skipped,
+            "bytes_in" => &mut self.bytes_in,
+            "bytes_out" => &mut self.bytes_out,
+            "published" => &mut self.published,
+            "dropped" => &mut self.dropped,
+            "backfills" => &mut self.backfills,
+            "fleet_waits" => &mut self.fleet_waits,
+            _ => return None,
+        })
+    }
+
+    /// Field-wise sum.
+    pub fn plus(&self, other: &RemoteCounters) -> RemoteCounters {
+        let mut out = *self;
+        for (name, value) in other.fields() {
+            if let Some(slot) = out.slot(name) {
+                *slot = slot.saturating_add(value);
+            }
+        }
+        out
+    }
+
+    /// Whether every counter is zero.
+    pub fn is_zero(&self) -> bool {
+        self.fields().iter().all(|(_, value)| *value == 0)
+    }
+}
+
+/// The prefix of the remote tier's counters in [`Counters::fields`] (and so in the tag's
+/// `counters` table and reads file).
+const REMOTE_PREFIX: &str = "remote_";
+
 impl Counters {
-    /// The names and values of every counter, in a fixed order (used to persist them).
-    pub(crate) fn fields(&self) -> [(&'static str, u64); 12] {
+    /// How many counters [`Counters::fields`] lists.
+    pub(crate) const FIELDS: usize = 24;
+
+    /// The names and values of every counter, in a fixed order (used to persist them): the
+    /// local ones, then the remote tier's, prefixed `remote_`.
+    pub(crate) fn fields(&self) -> [(&'static str, u64); Self::FIELDS] {
+        const REMOTE_NAMES: [&str; 12] = [
+            "remote_hits",
+            "remote_misses",
+            "remote_errors",
+            "remote_timeouts",
+            "remote_rejected",
+            "remote_skipped",
+            "remote_bytes_in",
+            "remote_bytes_out",
+            "remote_published",
+            "remote_dropped",
+            "remote_backfills",
+            "remote_fleet_waits",
+        ];
+        let local = self.local_fields();
+        let remote = self.remote.fields();
+        std::array::from_fn(|i| {
+            if i < local.len() {
+                local[i]
+            } else {
+                let j = i - local.len();
+                debug_assert_eq!(&REMOTE_NAMES[j][REMOTE_PREFIX.len()..], remote[j].0);
+                (REMOTE_NAMES[j], remote[j].1)
+            }
+        })
+    }
+
+    fn local_fields(&self) -> [(&'static str, u64); 12] {
         [
             ("hits", self.hits),
             ("misses", self.misses),
@@ -58,6 +188,12 @@ impl Counters {
 
     /// Sets the counter called `name`; unknown names (from a newer version) are ignored.
     pub(crate) fn set_field(&mut self, name: &str, value: u64) {
+        if let Some(remote) = name.strip_prefix(REMOTE_PREFIX) {
+            if let Some(slot) = self.remote.slot(remote) {
+                *slot = value;
+            }
+            return;
+        }
         let slot = match name {
             "hits" => &mut self.hits,
             "misses" => &mut self.misses,
@@ -141,6 +277,11 @@ pub(crate) struct AtomicCounters {
     pub(crate) computations: AtomicU64,
     pub(crate) waits: AtomicU64,
     pub(crate) takeovers: AtomicU64,
+    /// The remote tier's counters: those the remote handed over, and the core's own.
+    pub(crate) remote: Mutex<RemoteCounters>,
+    /// Bumped by the core's remote counters, kept apart so that counting is lock-free.
+    pub(crate) remote_backfills: AtomicU64,
+    pub(crate) remote_fleet_waits: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -163,7 +304,19 @@ impl AtomicCounters {
             computations: load(&self.computations),
             waits: load(&self.waits),
             takeovers: load(&self.takeovers),
+            remote: RemoteCounters {
+                backfills: load(&self.remote_backfills),
+                fleet_waits: load(&self.remote_fleet_waits),
+                ..RemoteCounters::default()
+            }
+            .plus(&self.remote.lock().unwrap_or_else(PoisonError::into_inner)),
         }
+    }
+
+    /// Adds what a remote tier handed over.
+    pub(crate) fn add_remote(&self, counters: &RemoteCounters) {
+        let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        *remote = remote.plus(counters);
     }
 }
 
@@ -266,6 +419,32 @@ mod tests {
             counters.average_operation_time(),
             Duration::from_nanos(1_000)
         );
+    }
+
+    #[test]
+    fn the_remote_counters_travel_with_the_local_ones_by_their_prefixed_names() {
+        let a = Counters {
+            hits: 1,
+            remote: RemoteCounters {
+                published: 2,
+                fleet_waits: 3,
+                ..RemoteCounters::default()
+            },
+            ..Counters::default()
+        };
+        let fields = a.fields();
+        assert!(fields.contains(&("remote_published", 2)));
+        assert!(fields.contains(&("remote_fleet_waits", 3)));
+        let mut read_back = Counters::default();
+        for (name, value) in fields {
+            read_back.set_field(name, value);
+        }
+        assert_eq!(read_back, a, "persisted and read back by name");
+        read_back.set_field("remote_from_a_later_version", 9);
+        assert_eq!(read_back, a, "an unknown name is ignored");
+        let sum = a.plus(&a);
+        assert_eq!((sum.hits, sum.remote.published), (2, 4));
+        assert!(sum.minus(&a).minus(&a).is_zero());
     }
 
     #[test]

@@ -13,18 +13,20 @@
 //!   the call's result); `flush` and `close` wait for the queue with a bound.
 //!
 //! Failures never fail a local operation: a fetch error is a miss, an upload error a dropped
-//! upload, both counted ([`RemoteStats`]); every operation has a timeout, and a circuit
-//! breaker skips an unreachable server for a while after a few failures in a row. A server
-//! that refuses writes (`NOPERM`: a read-only ACL user; S3 `403`: a read-only key) turns
-//! publishing off for the process.
+//! upload, both counted ([`RemoteStats`]; the counts are handed to the core, which persists them
+//! with each tag's counters); every operation has a timeout, and a circuit breaker skips an
+//! unreachable server for a while after a few failures in a row, telling the machine's other
+//! processes through a hint file under the cache root. A server that refuses writes (`NOPERM`:
+//! a read-only ACL user; S3 `403`: a read-only key) turns publishing off for the process.
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
 //! server), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
 //! (the write-behind queue), `engine.rs` (what the tier needs of a server, the split setup, the
 //! breaker path), `engines.rs` (which engine a configuration names), `redis.rs` and `s3.rs`
-//! (the engines), `breaker.rs`, `stats.rs`, `error.rs`, `lease.rs` (the fleet's single-flight
-//! lease, on engines that have leases). The contract, data model and security model:
-//! `docs/remote.md`.
+//! (the engines), `breaker.rs`, `hint.rs` (the breaker hint file under the cache root),
+//! `stats.rs` (counters, handed to the core to persist), `error.rs`, `lease.rs` (the fleet's
+//! single-flight lease, on engines that have leases). The contract, data model and security
+//! model: `docs/remote.md`.
 
 mod breaker;
 mod config;
@@ -32,6 +34,7 @@ mod engine;
 mod engines;
 mod envelope;
 mod error;
+mod hint;
 mod lease;
 mod redis;
 mod remote;

@@ -149,6 +149,11 @@ impl Remote {
 impl RemoteStore for RedisRemote {
     fn fetch(&self, tag: &Tag, key: &[u8]) -> Result<Option<RemoteEntry>, RemoteError> {
         let shared = &self.shared;
+        if shared.breaker.is_open() {
+            // Skipped before the name is hashed: a miss with the breaker open stays cheap.
+            Stats::add(&shared.stats.skipped, 1);
+            return Ok(None);
+        }
         let name = entry_name(&shared.config.prefix, tag.as_str(), key);
         let max = self.max_envelope();
         // The length and at most `max` bytes, in one round trip: nothing larger is allocated.
@@ -232,6 +237,15 @@ impl RemoteStore for RedisRemote {
             return RemoteLease::NotCoordinated;
         }
         crate::lease::take(shared, tag.as_str(), key, duration)
+    }
+
+    fn take_counters(&self) -> cache_core::RemoteCounters {
+        self.shared.stats.take()
+    }
+
+    fn attach_root(&self, root: &cache_core::RootFiles) {
+        let hint = crate::hint::Hint::new(root.clone(), &self.shared.config.endpoint);
+        self.shared.breaker.attach_hint(hint);
     }
 }
 

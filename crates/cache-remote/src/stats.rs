@@ -1,6 +1,11 @@
-//! Counters of the remote tier, per process (not persisted: see the crate docs).
+//! Counters of the remote tier: this process's ([`RemoteStats`], `RedisRemote::stats`), and
+//! what has not been handed to the core yet (`take`, for `RemoteStore::take_counters`): the
+//! core persists those with a tag's counters, so `glovebox-cache show` has lifetime totals.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use cache_core::RemoteCounters;
 
 /// The remote tier's counters since this process attached it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,6 +36,26 @@ pub struct RemoteStats {
     pub leases_busy: u64,
 }
 
+impl RemoteStats {
+    /// The counters the core knows of (`cache_core::RemoteCounters`; backfills and fleet waits
+    /// are the core's own, zero here).
+    pub fn counters(&self) -> RemoteCounters {
+        RemoteCounters {
+            hits: self.hits,
+            misses: self.misses,
+            errors: self.errors,
+            timeouts: self.timeouts,
+            rejected: self.rejected,
+            skipped: self.skipped,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            published: self.published,
+            dropped: self.dropped,
+            ..RemoteCounters::default()
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) hits: AtomicU64,
@@ -45,6 +70,8 @@ pub(crate) struct Stats {
     pub(crate) dropped: AtomicU64,
     pub(crate) leases_taken: AtomicU64,
     pub(crate) leases_busy: AtomicU64,
+    /// What `take` has handed over so far.
+    taken: Mutex<RemoteStats>,
 }
 
 impl Stats {
@@ -68,5 +95,47 @@ impl Stats {
             leases_taken: get(&self.leases_taken),
             leases_busy: get(&self.leases_busy),
         }
+    }
+
+    /// What was counted since the last call, for the core to persist. Counts added while this
+    /// runs are in this call's answer or the next one's, never in both or neither: `taken`
+    /// moves to the snapshot it answered from.
+    pub(crate) fn take(&self) -> RemoteCounters {
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.snapshot();
+        let since = |now: u64, before: u64| now.saturating_sub(before);
+        let counters = RemoteCounters {
+            hits: since(now.hits, taken.hits),
+            misses: since(now.misses, taken.misses),
+            errors: since(now.errors, taken.errors),
+            timeouts: since(now.timeouts, taken.timeouts),
+            rejected: since(now.rejected, taken.rejected),
+            skipped: since(now.skipped, taken.skipped),
+            bytes_in: since(now.bytes_in, taken.bytes_in),
+            bytes_out: since(now.bytes_out, taken.bytes_out),
+            published: since(now.published, taken.published),
+            dropped: since(now.dropped, taken.dropped),
+            ..RemoteCounters::default()
+        };
+        *taken = now;
+        counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_hands_over_each_count_once() {
+        let stats = Stats::default();
+        Stats::add(&stats.hits, 2);
+        Stats::add(&stats.bytes_out, 10);
+        let first = stats.take();
+        assert_eq!((first.hits, first.bytes_out), (2, 10));
+        assert!(stats.take().is_zero(), "taken once");
+        Stats::add(&stats.published, 1);
+        assert_eq!(stats.take().published, 1);
+        assert_eq!(stats.snapshot().hits, 2, "the process's counters stay");
     }
 }

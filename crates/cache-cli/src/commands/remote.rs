@@ -1,5 +1,11 @@
 //! `remote`: the remote tier's state (`status`: endpoint without credentials, mode, breaker,
-//! whether the server answers, this run's counters) and signing keys (`keygen`).
+//! whether the server answers, the counters of this run's probe and the lifetime counters of
+//! the root's tags) and signing keys (`keygen`).
+//!
+//! The breaker is shown as the probe left it. When the breaker hint under the root says the
+//! endpoint is down (another run failed to reach it within the open period), the run starts with
+//! the breaker open: the probe is skipped (`this_run.skipped` 1, `reachable` false) and costs no
+//! timeout.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -10,8 +16,10 @@ use cache_remote::{BreakerState, RemoteMode, SecretKey};
 use serde::Serialize;
 
 use crate::cli::{RemoteArgs, RemoteCommand};
+use crate::commands::show::{self, RemoteRow};
 use crate::exit::UsageError;
 use crate::output::Output;
+use crate::render::Table;
 use crate::root::CacheRoot;
 
 #[derive(Serialize)]
@@ -29,6 +37,10 @@ struct Status {
     /// `fleet`: one machine computes a missing entry for all (Redis leases); `none`: each
     /// machine computes (S3 alone).
     leases: Option<&'static str>,
+    /// This run's counters (its probe).
+    this_run: Option<RemoteRow>,
+    /// The lifetime counters persisted with the root's tags, summed.
+    lifetime: Option<RemoteRow>,
 }
 
 pub(crate) fn run(root: &CacheRoot, args: &RemoteArgs, output: &Output) -> anyhow::Result<()> {
@@ -51,6 +63,8 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
             breaker: None,
             chunks: None,
             leases: None,
+            this_run: None,
+            lifetime: None,
         };
         if output.is_json() {
             return output.json(&report);
@@ -59,6 +73,8 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
             .text("no remote configured (GLOVEBOX_CACHE_REMOTE is unset, or its mode is off)\n");
     };
     let config = remote.config();
+    // Read before the probe, whose counts this run's close persists with a tag's.
+    let lifetime = RemoteRow::from(&show::remote_lifetime(root)?);
     // One probe: a fetch of a key nobody stores answers whether the server is reachable.
     let probe_tag = Tag::new("status").context("the probe's tag")?;
     let reachable = remote
@@ -66,6 +82,7 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
         .is_ok()
         && remote.stats().errors == 0
         && remote.stats().skipped == 0;
+    let this_run = RemoteRow::from(&remote.stats().counters());
     let report = Status {
         configured: true,
         endpoint: Some(config.endpoint.clone()),
@@ -88,6 +105,8 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
         } else {
             "none"
         }),
+        this_run: Some(this_run),
+        lifetime: Some(lifetime),
     };
     if output.is_json() {
         return output.json(&report);
@@ -110,7 +129,11 @@ fn status(root: &CacheRoot, output: &Output) -> anyhow::Result<()> {
         } else {
             "none (S3 alone: each machine computes what it misses)"
         },
-    ))
+    ))?;
+    let mut table = Table::new(&RemoteRow::columns("COUNTERS"));
+    table.row(this_run.cells("this run".to_owned()));
+    table.row(lifetime.cells("lifetime".to_owned()));
+    output.text(&table.render())
 }
 
 #[derive(Serialize)]

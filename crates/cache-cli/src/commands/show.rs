@@ -5,13 +5,20 @@
 //! file's, else cache-core's default); a program may configure another. `--tag` shows one tag. The last cleanup is the time cache-core recorded
 //! in the tag's file when `cleanup()` last ran in any process (`never` / `null` if it never did).
 //!
+//! The remote tier's lifetime counters (hits, misses, errors, timeouts, rejected, skipped,
+//! bytes in and out, published, dropped, backfills, fleet waits) are persisted with each tag's
+//! (`cache_core::RemoteCounters`): `--json` has them per tag (`remote`) and in the totals; the
+//! table shows a second table, per tag and in total, when any is non-zero. A process's remote
+//! counts go to the tag whose store persisted them first, so the split between tags is
+//! approximate for a program that used several; the totals are exact.
+//!
 //! Then the cached workspaces of the `compilation` tag (repository, branch, size, age, expiry),
 //! listed by cache-compilation after the statistics were read: listing reads each workspace's
 //! metadata, which counts as a hit, so the numbers shown are those from before this `show`.
 
 use anyhow::Context as _;
 use cache_compilation::COMPILATION_TAG;
-use cache_core::{CacheStats, Counters};
+use cache_core::{CacheStats, Counters, RemoteCounters};
 use serde::Serialize;
 
 use crate::cli::ShowArgs;
@@ -55,6 +62,101 @@ struct TagRow {
     min_free_bytes: Option<u64>,
     /// When `cleanup()` last ran on the tag, in any process; `null` if never.
     last_cleanup: Option<String>,
+    /// The remote tier's lifetime counters persisted with this tag's.
+    remote: RemoteRow,
+}
+
+/// The remote tier's counters, as `show` and `remote status` print them.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct RemoteRow {
+    hits: u64,
+    misses: u64,
+    errors: u64,
+    timeouts: u64,
+    rejected: u64,
+    skipped: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    published: u64,
+    dropped: u64,
+    backfills: u64,
+    fleet_waits: u64,
+}
+
+impl From<&RemoteCounters> for RemoteRow {
+    fn from(counters: &RemoteCounters) -> Self {
+        RemoteRow {
+            hits: counters.hits,
+            misses: counters.misses,
+            errors: counters.errors,
+            timeouts: counters.timeouts,
+            rejected: counters.rejected,
+            skipped: counters.skipped,
+            bytes_in: counters.bytes_in,
+            bytes_out: counters.bytes_out,
+            published: counters.published,
+            dropped: counters.dropped,
+            backfills: counters.backfills,
+            fleet_waits: counters.fleet_waits,
+        }
+    }
+}
+
+impl RemoteRow {
+    /// The table's header, for a table whose first column names the row.
+    pub(crate) fn columns(first: &'static str) -> Vec<(&'static str, Align)> {
+        let mut columns = vec![(first, Align::Left)];
+        for name in [
+            "HITS",
+            "MISSES",
+            "ERRORS",
+            "TIMEOUTS",
+            "REJECTED",
+            "SKIPPED",
+            "IN",
+            "OUT",
+            "PUBLISHED",
+            "DROPPED",
+            "BACKFILLS",
+            "FLEET WAITS",
+        ] {
+            columns.push((name, Align::Right));
+        }
+        columns
+    }
+
+    /// One row of that table.
+    pub(crate) fn cells(&self, name: String) -> Vec<String> {
+        vec![
+            name,
+            self.hits.to_string(),
+            self.misses.to_string(),
+            self.errors.to_string(),
+            self.timeouts.to_string(),
+            self.rejected.to_string(),
+            self.skipped.to_string(),
+            render::size(self.bytes_in),
+            render::size(self.bytes_out),
+            self.published.to_string(),
+            self.dropped.to_string(),
+            self.backfills.to_string(),
+            self.fleet_waits.to_string(),
+        ]
+    }
+}
+
+/// The remote tier's lifetime counters of every tag of `root` that can be read, summed.
+pub(crate) fn remote_lifetime(root: &CacheRoot) -> anyhow::Result<RemoteCounters> {
+    let mut total = RemoteCounters::default();
+    for tag in root.tags()? {
+        let stats = root.open_existing(&tag).and_then(|cache| {
+            cache
+                .get_stats()
+                .with_context(|| format!("while reading the statistics of tag '{tag}'"))
+        })?;
+        total = total.plus(&stats.lifetime.remote);
+    }
+    Ok(total)
 }
 
 #[derive(Serialize)]
@@ -66,6 +168,8 @@ struct Totals {
     misses: u64,
     hit_rate_percent: Option<f64>,
     evictions: u64,
+    /// The remote tier's lifetime counters, over every tag.
+    remote: RemoteRow,
 }
 
 #[derive(Serialize)]
@@ -97,6 +201,7 @@ fn row(stats: &CacheStats) -> TagRow {
         filesystem_bytes: stats.filesystem.map(|space| space.total_bytes),
         min_free_bytes: stats.min_free_bytes,
         last_cleanup: stats.last_cleanup.map(render::timestamp),
+        remote: RemoteRow::from(&lifetime.remote),
     }
 }
 
@@ -152,6 +257,7 @@ pub(crate) fn run(root: &CacheRoot, args: &ShowArgs, output: &Output) -> anyhow:
             misses: total_counters.misses,
             hit_rate_percent: hit_rate(&total_counters),
             evictions: total_counters.evictions,
+            remote: RemoteRow::from(&total_counters.remote),
         },
         tags: rows,
         errors,
@@ -174,6 +280,10 @@ pub(crate) fn run(root: &CacheRoot, args: &ShowArgs, output: &Output) -> anyhow:
         );
     }
     Ok(())
+}
+
+fn total_remote_is_nonzero(report: &ShowReport) -> bool {
+    report.totals.remote != RemoteRow::default()
 }
 
 fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
@@ -225,6 +335,14 @@ fn print_human(report: &ShowReport, output: &Output) -> anyhow::Result<()> {
         String::new(),
     ]);
     output.text(&table.render())?;
+    if total_remote_is_nonzero(report) {
+        let mut remote = Table::new(&RemoteRow::columns("REMOTE TIER"));
+        for row in &report.tags {
+            remote.row(row.remote.cells(row.tag.clone()));
+        }
+        remote.row(totals.remote.cells(format!("total ({})", totals.tags)));
+        output.text(&format!("\n{}", remote.render()))?;
+    }
     if !report.workspaces.is_empty() {
         output.text(&format!(
             "\nworkspaces (tag '{COMPILATION_TAG}'):\n{}",

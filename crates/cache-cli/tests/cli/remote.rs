@@ -284,3 +284,96 @@ fn split_a_large_value_set_on_one_root_comes_back_on_another_with_chunks_on_s3()
     assert_eq!(status["chunks"], chunks.as_str());
     assert_eq!(status["leases"], "fleet");
 }
+
+/// The breaker hint's name under the root (`cache-remote`'s `hint.rs`).
+const HINT: &str = "remote-breaker.hint";
+
+#[test]
+fn a_set_against_a_dead_endpoint_writes_the_hint_and_the_next_run_starts_with_the_breaker_open() {
+    let sandbox = Sandbox::new();
+    let nowhere = sandbox.path("nobody.sock");
+    let url = format!("redis+unix://{}", nowhere.display());
+    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
+    with_remote(&sandbox, &remote, &["set", "--tag", "layout", "k", "v"]).expect_code(0);
+    let hint = std::fs::read_to_string(sandbox.root().join(HINT)).expect("the set wrote the hint");
+    assert!(
+        !hint.contains("nobody.sock"),
+        "the endpoint is hashed: {hint}"
+    );
+
+    // A new process: the breaker starts open, so its probe is skipped, not attempted.
+    let status = with_remote(&sandbox, &remote, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    let status = status.json();
+    assert_eq!(status["breaker"], "open", "{status}");
+    assert_eq!(status["reachable"], false);
+    assert_eq!(status["this_run"]["skipped"], 1, "{status}");
+    assert_eq!(status["this_run"]["errors"], 0, "{status}");
+    // The set's failed upload, persisted with the tag's counters by its process.
+    assert_eq!(status["lifetime"]["dropped"], 1, "{status}");
+    assert_eq!(status["lifetime"]["errors"], 1, "{status}");
+}
+
+#[test]
+fn a_breaker_hint_planted_as_a_symlink_is_not_followed() {
+    let (planter, victim) = (Sandbox::new(), Sandbox::new());
+    let nowhere = planter.path("nobody.sock");
+    let url = format!("redis+unix://{}", nowhere.display());
+    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
+    // A genuine hint for this endpoint, made by a failing run on another root...
+    with_remote(&planter, &remote, &["set", "--tag", "layout", "k", "v"]).expect_code(0);
+    let genuine = planter.root().join(HINT);
+    let planted = std::fs::read(&genuine).expect("a hint");
+    // ... reached through a symlink at the victim's hint path.
+    victim
+        .run(&["set", "--tag", "layout", "k", "v"])
+        .expect_code(0);
+    std::os::unix::fs::symlink(&genuine, victim.root().join(HINT)).unwrap();
+
+    let status = with_remote(&victim, &remote, &["remote", "status", "--json"]);
+    status.expect_code(0);
+    let status = status.json();
+    // Not followed: the breaker started closed and the probe went to the (dead) endpoint.
+    assert_eq!(status["this_run"]["skipped"], 0, "{status}");
+    assert_eq!(status["this_run"]["errors"], 1, "{status}");
+    // The hint the probe's failure wrote replaced the link; its target is untouched.
+    let meta = std::fs::symlink_metadata(victim.root().join(HINT)).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    assert_eq!(std::fs::read(&genuine).unwrap(), planted);
+}
+
+#[test]
+fn show_has_the_remote_tier_s_lifetime_counters_beside_the_local_ones() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    with_remote(&a, &remote, &["set", "--tag", "layout", "k", "v"]).expect_code(0);
+    with_remote(&b, &remote, &["get", "--tag", "layout", "k"]).expect_code(0);
+    with_remote(&b, &remote, &["get", "--tag", "layout", "absent"]).expect_code(1);
+
+    let shown = a.json(&["show", "--json"]);
+    let layout = &shown["tags"][0];
+    assert_eq!(layout["tag"], "layout");
+    assert_eq!(layout["remote"]["published"], 1, "{shown}");
+    assert!(
+        layout["remote"]["bytes_out"].as_u64().unwrap() > 0,
+        "{shown}"
+    );
+    assert_eq!(shown["totals"]["remote"]["published"], 1, "{shown}");
+
+    // Without the remote configured, B's file still has what its runs counted.
+    let shown = b.json(&["show", "--json"]);
+    let remote_b = &shown["totals"]["remote"];
+    assert_eq!(remote_b["hits"], 1, "{shown}");
+    assert_eq!(remote_b["backfills"], 1, "{shown}");
+    assert_eq!(remote_b["misses"], 1, "{shown}");
+    assert!(remote_b["bytes_in"].as_u64().unwrap() > 0, "{shown}");
+    // The local tier's own counters beside them: the miss was a local miss too.
+    assert_eq!(shown["totals"]["misses"], 2, "{shown}");
+    let table = b.run(&["show"]);
+    table.expect_code(0);
+    assert!(table.stdout().contains("REMOTE TIER"), "{}", table.stdout());
+}

@@ -174,6 +174,8 @@ impl Cache {
         };
         let closed = store.close();
         drain_remote(store);
+        // What the uploads came to arrived after the close's commit: persisted apart.
+        store.leave_late_counters();
         closed
     }
 

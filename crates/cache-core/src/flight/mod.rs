@@ -255,6 +255,7 @@ fn fleet_turn<S: LeaseStore>(store: &S, key: &[u8], work: &mut dyn FlightWork) -
                 if !waited {
                     waited = true;
                     AtomicCounters::add(&store.counters().waits, 1);
+                    AtomicCounters::add(&store.counters().remote_fleet_waits, 1);
                     tracing::debug!(tag = %store.tag(), key = %KeyDisplay::new(key), "waiting for another machine's computation");
                 }
                 let Some(left) = wait.remaining() else {

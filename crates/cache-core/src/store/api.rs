@@ -63,7 +63,9 @@ impl RedbCache {
         ttl: Option<Duration>,
         format: ValueFormat,
     ) -> Result<()> {
-        self.set_many_from(&[(key, value)], ttl, format, Origin::Remote)
+        self.set_many_from(&[(key, value)], ttl, format, Origin::Remote)?;
+        self.count_backfill();
+        Ok(())
     }
 
     fn set_many_from(
@@ -118,7 +120,9 @@ impl RedbCache {
         source: &mut dyn Read,
         ttl: Option<Duration>,
     ) -> Result<u64> {
-        self.set_from_reader_from(key, source, ttl, Origin::Remote)
+        let len = self.set_from_reader_from(key, source, ttl, Origin::Remote)?;
+        self.count_backfill();
+        Ok(len)
     }
 
     fn set_from_reader_from(
@@ -426,6 +430,7 @@ impl RedbCache {
                 }
             })?;
             let usage = self.read_usage()?;
+            self.take_remote_counters();
             let counters = self.counters.snapshot();
             let unpersisted = counters.minus(&lock(&self.persisted_counters));
             Ok(CacheStats {
@@ -586,6 +591,7 @@ impl RedbCache {
     /// nothing taken, when it cannot (or the file is over its size), for the caller to commit
     /// them instead.
     fn leave_reads(&self, _writer: &MutexGuard<'_, ()>) -> bool {
+        self.take_remote_counters();
         let counters_now = self.counters.snapshot();
         let batch = ReadsBatch {
             counters: counters_now.minus(&lock(&self.persisted_counters)),

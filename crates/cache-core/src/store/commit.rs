@@ -215,6 +215,7 @@ impl RedbCache {
             tracing::debug!(tag = %self.tag, untracked, "reads not recorded for LRU and metadata: too many distinct keys read between two commits");
         }
         let suspects = lock(&self.buffer).suspects_to_judge();
+        self.take_remote_counters();
         let counters_now = self.counters.snapshot();
         let counters_delta = counters_now.minus(&lock(&self.persisted_counters));
         Commit {

@@ -99,6 +99,60 @@ impl RedbCache {
         self.remote.get().map(|(remote, _)| remote)
     }
 
+    /// Adds what the remote tier counted since it was last asked to this tag's counters, which
+    /// persist them with the local ones (`RemoteStore::take_counters`). Called before the
+    /// counters are read: at a commit, when a closing process leaves its reads, by
+    /// `get_stats`.
+    pub(crate) fn take_remote_counters(&self) {
+        if let Some(remote) = self.remote() {
+            let taken = remote.take_counters();
+            if !taken.is_zero() {
+                self.counters.add_remote(&taken);
+            }
+        }
+    }
+
+    /// A value fetched from the remote tier was stored locally.
+    pub(crate) fn count_backfill(&self) {
+        AtomicCounters::add(&self.counters.remote_backfills, 1);
+    }
+
+    /// After the close, the remote tier's counts that arrived while the close waited for the
+    /// uploads (what they published or dropped): appended to the reads file, alone, for the
+    /// next commit of any process to fold in. While the store is open they are only taken: its
+    /// next commit or close persists them.
+    pub(crate) fn leave_late_counters(&self) {
+        let Some(remote) = self.remote() else {
+            return;
+        };
+        let taken = remote.take_counters();
+        if taken.is_zero() {
+            return;
+        }
+        let _writer = lock(&self.write_lock);
+        self.counters.add_remote(&taken);
+        if !self.is_closed() {
+            return;
+        }
+        let late = Counters {
+            remote: taken,
+            ..Counters::default()
+        };
+        let batch = ReadsBatch {
+            counters: late,
+            access: KeyMap::default(),
+        };
+        match self.reads_file.append(&batch) {
+            Ok(()) => {
+                let mut persisted = lock(&self.persisted_counters);
+                *persisted = persisted.plus(&late);
+            }
+            Err(err) => {
+                tracing::debug!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "the remote tier's last counts could not be left in the reads file; lost");
+            }
+        }
+    }
+
     /// The remote tier, if one is attached and the sharing policy lets `key` go through it.
     pub(crate) fn remote_for(&self, key: &[u8]) -> Option<&Arc<dyn RemoteStore>> {
         self.remote

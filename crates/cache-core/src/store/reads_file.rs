@@ -13,8 +13,12 @@
 //! commit appends what it took back.
 //!
 //! Format: batches of `b"GCRD" | payload length: u32 | crc32 of payload: u32 | payload`, the
-//! payload `version (1): u8 | 12 counters: u64 (in `Counters::fields` order) | records: u32 |
-//! (key length: u32 | key | last access ms: u64 | count: u64)*`, little-endian.
+//! payload `version (2): u8 | counters: u8 | that many u64 (in `Counters::fields` order) |
+//! records: u32 | (key length: u32 | key | last access ms: u64 | count: u64)*`, little-endian.
+//! Version 1 (still read) had no count: 12 counters, the local ones; version 2 added the remote
+//! tier's, and says how many it holds, so that a later version may add more (a reader ignores
+//! those it does not know). A process of an older version stops at a version 2 batch: while
+//! two versions share a root, it may lose the counts of the batches it meets.
 
 use std::io::{Read, Write};
 use std::sync::Mutex;
@@ -33,7 +37,10 @@ pub(crate) const READS_FILE_NAME: &str = "reads";
 pub(super) const MAX_READS_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 const MAGIC: &[u8; 4] = b"GCRD";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The first version, read still: 12 counters, no count.
+const VERSION_1: u8 = 1;
+const VERSION_1_COUNTERS: usize = 12;
 
 /// Distinguishes this process's names for the file while it folds it.
 static FOLDS: AtomicU64 = AtomicU64::new(0);
@@ -58,7 +65,7 @@ impl ReadsBatch {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut payload = vec![VERSION];
+        let mut payload = vec![VERSION, Counters::FIELDS as u8];
         for (_, value) in self.counters.fields() {
             payload.extend_from_slice(&value.to_le_bytes());
         }
@@ -108,13 +115,22 @@ fn take_batch(bytes: &mut &[u8]) -> Option<ReadsBatch> {
     let len = take_u32(bytes)? as usize;
     let crc = take_u32(bytes)?;
     let mut payload = take(bytes, len)?;
-    if crc32fast::hash(payload) != crc || take(&mut payload, 1)? != [VERSION] {
+    if crc32fast::hash(payload) != crc {
         return None;
     }
+    let stored = match take(&mut payload, 1)? {
+        [VERSION_1] => VERSION_1_COUNTERS,
+        [VERSION] => usize::from(take(&mut payload, 1)?[0]),
+        _ => return None,
+    };
     let mut batch = ReadsBatch::default();
     let names = Counters::default().fields().map(|(name, _)| name);
-    for name in names {
-        batch.counters.set_field(name, take_u64(&mut payload)?);
+    for index in 0..stored {
+        let value = take_u64(&mut payload)?;
+        // A counter of a later version, unknown here, is skipped.
+        if let Some(name) = names.get(index) {
+            batch.counters.set_field(name, value);
+        }
     }
     for _ in 0..take_u32(&mut payload)? {
         let key_len = take_u32(&mut payload)? as usize;
@@ -255,6 +271,33 @@ mod tests {
         assert!(file.peek().unwrap().is_empty());
         let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
         assert!(left.is_empty(), "no file left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_version_1_batch_is_read_and_remote_counters_travel_in_version_2() {
+        let mut payload = vec![VERSION_1];
+        for value in 1..=12u64 {
+            payload.extend_from_slice(&value.to_le_bytes());
+        }
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        let mut old = Vec::new();
+        old.extend_from_slice(MAGIC);
+        old.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        old.extend_from_slice(&payload);
+        let read = ReadsBatch::decode(&old);
+        assert_eq!((read.counters.hits, read.counters.takeovers), (1, 12));
+        assert!(read.counters.remote.is_zero());
+
+        let mut new = batch(1, &[]);
+        new.counters.remote.published = 7;
+        new.counters.remote.fleet_waits = 2;
+        let mut bytes = old;
+        bytes.extend_from_slice(&new.encode());
+        let both = ReadsBatch::decode(&bytes);
+        assert_eq!(both.counters.hits, 2);
+        assert_eq!(both.counters.remote.published, 7);
+        assert_eq!(both.counters.remote.fleet_waits, 2);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_core::{
     Cache, CacheKey, CacheOptions, Clock, Coordinator, Environment, ManualClock, PublishedEntry,
-    PublishedValue, RemoteEntry, RemoteError, RemoteStore, RemoteValue, Tag, ValueFormat,
+    PublishedValue, RemoteCounters, RemoteEntry, RemoteError, RemoteStore, RemoteValue, Tag,
+    ValueFormat,
 };
 use rstest::rstest;
 use tempfile::TempDir;
@@ -40,6 +41,8 @@ struct FakeRemote {
     failing: AtomicBool,
     /// Serve values as streams instead of in memory.
     streaming: AtomicBool,
+    /// What it counted and has not handed over (`take_counters`).
+    counted: Mutex<RemoteCounters>,
 }
 
 impl FakeRemote {
@@ -71,6 +74,13 @@ impl RemoteStore for FakeRemote {
             .expect("the fake's lock")
             .get(&(tag.to_string(), key.to_vec()))
             .cloned();
+        {
+            let mut counted = self.counted.lock().expect("the fake's lock");
+            match &held {
+                Some(_) => counted.hits += 1,
+                None => counted.misses += 1,
+            }
+        }
         Ok(held.map(|held| RemoteEntry {
             format: held.format,
             expires_at: held.expires_at,
@@ -111,12 +121,17 @@ impl RemoteStore for FakeRemote {
             bytes,
         };
         self.put(entry.tag.as_str(), &entry.key, held.clone());
+        self.counted.lock().expect("the fake's lock").published += 1;
         self.published.lock().expect("the fake's lock").push((
             entry.tag.to_string(),
             entry.key,
             held,
             as_blob,
         ));
+    }
+
+    fn take_counters(&self) -> RemoteCounters {
+        std::mem::take(&mut *self.counted.lock().expect("the fake's lock"))
     }
 }
 
@@ -403,4 +418,76 @@ fn keys_the_sharing_policy_keeps_local_are_never_fetched_published_or_leased(
     cache.flush().unwrap();
     let published: Vec<Vec<u8>> = remote.published().into_iter().map(|p| p.1).collect();
     assert_eq!(published, vec![b"shared:new".to_vec()]);
+}
+
+#[rstest]
+fn the_remote_s_counts_and_backfills_are_persisted_with_the_tag_s_counters_once(
+    clock: Arc<ManualClock>,
+) {
+    let remote = Arc::new(FakeRemote::default());
+    let (root_a, root_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let open = |root: &TempDir, remote: Option<&Arc<FakeRemote>>| {
+        let mut coordinator =
+            Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+        if let Some(remote) = remote {
+            coordinator = coordinator.with_remote(Arc::clone(remote) as Arc<dyn RemoteStore>);
+        }
+        coordinator
+            .get_shared_cache_instance(root.path(), "t", manual_commits(&clock))
+            .unwrap()
+    };
+    let a = open(&root_a, Some(&remote));
+    a.set(b"k", b"v", None).unwrap();
+    a.close().unwrap();
+    let b = open(&root_b, Some(&remote));
+    assert_eq!(b.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(b.get(b"absent").unwrap(), None);
+    let live = b.get_stats().unwrap().lifetime.remote;
+    assert_eq!((live.hits, live.misses, live.backfills), (1, 1, 1));
+    // Asked again: nothing counted twice.
+    assert_eq!(b.get_stats().unwrap().lifetime.remote, live);
+    b.close().unwrap();
+
+    // Persisted: opened without a remote, each root has what its process counted.
+    let a = open(&root_a, None).get_stats().unwrap().lifetime.remote;
+    assert_eq!(
+        a,
+        RemoteCounters {
+            published: 1,
+            ..RemoteCounters::default()
+        }
+    );
+    let b = open(&root_b, None).get_stats().unwrap().lifetime.remote;
+    assert_eq!((b.hits, b.misses, b.backfills, b.published), (1, 1, 1, 0));
+}
+
+#[rstest]
+fn a_reading_process_leaves_the_remote_s_counts_in_the_reads_file_without_a_commit(
+    clock: Arc<ManualClock>,
+) {
+    let remote = Arc::new(FakeRemote::default());
+    let root = tempfile::tempdir().unwrap();
+    let open = |remote: Option<&Arc<FakeRemote>>| {
+        let mut coordinator =
+            Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+        if let Some(remote) = remote {
+            coordinator = coordinator.with_remote(Arc::clone(remote) as Arc<dyn RemoteStore>);
+        }
+        coordinator
+            .get_shared_cache_instance(root.path(), "t", manual_commits(&clock))
+            .unwrap()
+    };
+    // The tag exists (a first process wrote); a second only misses.
+    let writer = open(None);
+    writer.set(b"other", b"v", None).unwrap();
+    writer.close().unwrap();
+    let reader = open(Some(&remote));
+    assert_eq!(reader.get(b"absent").unwrap(), None);
+    reader.close().unwrap();
+    assert!(
+        root.path().join("t").join("reads").exists(),
+        "the reader appended its counts instead of committing"
+    );
+    let lifetime = open(None).get_stats().unwrap().lifetime.remote;
+    assert_eq!(lifetime.misses, 1);
 }

@@ -57,6 +57,9 @@ fn two_machines_compute_a_value_once_and_the_waiter_gets_it_from_the_server() {
     assert_eq!(computed.load(Ordering::SeqCst), 1);
     assert_eq!(a.remote.stats().leases_taken, 1);
     assert_eq!(b.cache.get_stats().unwrap().counters.computations, 0);
+    // The wait and the backfill, counted in the tag's remote tier counters.
+    let remote = b.cache.get_stats().unwrap().lifetime.remote;
+    assert_eq!((remote.fleet_waits, remote.backfills), (1, 1));
     assert_eq!(
         b.cache.get(b"firmware:x").unwrap(),
         Some(b"built on a".to_vec())

@@ -6,6 +6,7 @@
 mod faults;
 mod flight;
 mod gate;
+mod hint;
 mod s3;
 mod sharing;
 mod split;
@@ -24,7 +25,7 @@ use tempfile::TempDir;
 pub(crate) struct Machine {
     pub(crate) cache: Cache,
     pub(crate) remote: Arc<Remote>,
-    _root: TempDir,
+    pub(crate) root: TempDir,
 }
 
 /// A config for `server` with short timeouts (they only bound how long a failing case takes).
@@ -75,7 +76,7 @@ pub(crate) fn machine_with(config: RemoteConfig, tag: &str) -> Machine {
     Machine {
         cache,
         remote,
-        _root: root,
+        root,
     }
 }
 
