@@ -16,12 +16,13 @@
 //! that refuses writes (`NOPERM`: a read-only ACL user) turns publishing off for the process.
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
-//! server), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
+//! server), `directory.rs` (a directory's envelope body and upload), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
 //! (the write-behind queue), `link.rs` (a connection with timeouts), `breaker.rs`, `stats.rs`,
 //! `error.rs`, `lease.rs` (the fleet's single-flight lease). The contract, data model and security model: `docs/remote.md`.
 
 mod breaker;
 mod config;
+mod directory;
 mod envelope;
 mod error;
 mod lease;

@@ -318,7 +318,9 @@ pub(crate) fn write_listing(
                     ));
                 }
                 file.set_permissions(Permissions::from_mode(item.mode & 0o777))
-                    .map_err(|err| CacheError::io("setting the mode of", top.join(&item.path), err))?;
+                    .map_err(|err| {
+                        CacheError::io("setting the mode of", top.join(&item.path), err)
+                    })?;
             }
         }
     }
@@ -335,9 +337,8 @@ pub(crate) fn write_listing(
     }
     for item in items.iter().rev() {
         if item.kind == DirectoryItemKind::Dir {
-            let dir = open_below(top, &item.path)?.ok_or_else(|| {
-                broken(&item.path, "removed while it was written".to_owned())
-            })?;
+            let dir = open_below(top, &item.path)?
+                .ok_or_else(|| broken(&item.path, "removed while it was written".to_owned()))?;
             dir.set_mode(item.mode)?;
         }
     }
@@ -395,24 +396,31 @@ impl RedbCache {
         contents: &mut dyn Read,
         ttl: Option<Duration>,
     ) -> Result<Option<CachedDirectory>> {
-        let staged = self.dir_files.stage()?;
-        let refused = |reason: String| CacheError::UnsafePath {
-            path: staged.path().to_owned(),
+        let refused = |path: PathBuf, reason: String| CacheError::UnsafePath {
+            path,
             reason: format!(
                 "the directory of key {} in tag '{}' fetched from the remote tier: {reason}",
                 KeyDisplay::new(key),
                 self.tag
             ),
         };
-        validate_listing(items, MAX_SHARED_DIRECTORY_ITEMS, self.options.max_size_bytes)
-            .map_err(refused)?;
+        // Checked whole before anything is created.
+        validate_listing(
+            items,
+            MAX_SHARED_DIRECTORY_ITEMS,
+            self.options.max_size_bytes,
+        )
+        .map_err(|reason| refused(self.tag_dir().join("dirs"), reason))?;
+        let staged = self.dir_files.stage()?;
         {
-            let Some((staging, name)) = staged.staging() else {
-                return Err(refused("not staged in the cache".to_owned()));
+            let gone = || {
+                refused(
+                    staged.path().to_owned(),
+                    "its staging directory has gone".to_owned(),
+                )
             };
-            let top = staging
-                .dir(name)?
-                .ok_or_else(|| refused("its staging directory has gone".to_owned()))?;
+            let (staging, name) = staged.staging().ok_or_else(gone)?;
+            let top = staging.dir(name)?.ok_or_else(gone)?;
             write_listing(&top, items, contents)?;
         }
         self.set_directory_from(key, staged, value, ttl, Origin::Remote)
@@ -441,7 +449,13 @@ mod tests {
 
     #[test]
     fn a_sound_listing_is_accepted() {
-        let items = [dir("a"), file("a/b", 3), dir("a/c"), file("a/c/d", 0), file("e", 1)];
+        let items = [
+            dir("a"),
+            file("a/b", 3),
+            dir("a/c"),
+            file("a/c/d", 0),
+            file("e", 1),
+        ];
         assert_eq!(validate_listing(&items, 10, 4), Ok(()));
     }
 
@@ -462,7 +476,10 @@ mod tests {
             (vec![file("a", 3), file("b", 3)], "limit of 4 bytes"),
             (vec![file("a", u64::MAX), file("b", 3)], "limit of 4 bytes"),
             (vec![dir("a"), dir("b"), dir("c")], "limit of 2"),
-            (vec![file(&"x".repeat(MAX_SHARED_PATH_BYTES + 1), 1)], "more than 4096"),
+            (
+                vec![file(&"x".repeat(MAX_SHARED_PATH_BYTES + 1), 1)],
+                "more than 4096",
+            ),
         ] {
             let err = validate_listing(&items, 2, 4).expect_err(why);
             assert!(err.contains(why), "{err} (wanted {why})");
