@@ -2,6 +2,7 @@
 //! temp directory, killed by pid): two cache roots stand for two machines. Skipped, with a
 //! message, where `redis-server` is not installed, except under `CI=true`.
 
+mod directories;
 mod faults;
 mod flight;
 mod sharing;
@@ -19,7 +20,7 @@ use tempfile::TempDir;
 pub(crate) struct Machine {
     pub(crate) cache: Cache,
     pub(crate) remote: Arc<RedisRemote>,
-    _root: TempDir,
+    pub(crate) root: TempDir,
 }
 
 /// A config for `server` with short timeouts (they only bound how long a failing case takes).
@@ -50,7 +51,7 @@ pub(crate) fn machine_with(config: RemoteConfig, tag: &str) -> Machine {
     Machine {
         cache,
         remote,
-        _root: root,
+        root,
     }
 }
 
