@@ -55,10 +55,10 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) {
 /// Stores a directory with files, nested and empty directories, several modes and an empty
 /// file under `key`; returns the value stored with it.
 fn store_sample(cache: &Cache, key: &[u8], ttl: Option<Duration>) -> Vec<u8> {
-    let staged = cache.stage_directory().unwrap();
+    let staged = cache.stage_directory().expect("the helper's step");
     let top = staged.path();
     write_with_mode(&top.join("zmk.uf2"), &[7u8; 5000], 0o644);
-    fs::create_dir_all(top.join("zephyr/include")).unwrap();
+    fs::create_dir_all(top.join("zephyr/include")).expect("the helper's step");
     write_with_mode(
         &top.join("zephyr/include/generated.h"),
         b"#define X 1\n",
@@ -66,13 +66,17 @@ fn store_sample(cache: &Cache, key: &[u8], ttl: Option<Duration>) -> Vec<u8> {
     );
     write_with_mode(&top.join("zephyr/zmk.elf"), b"\x7fELF", 0o755);
     write_with_mode(&top.join("empty.bin"), b"", 0o640);
-    fs::create_dir(top.join("empty-dir")).unwrap();
-    fs::set_permissions(top.join("empty-dir"), fs::Permissions::from_mode(0o750)).unwrap();
-    fs::create_dir(top.join("sealed")).unwrap();
+    fs::create_dir(top.join("empty-dir")).expect("the helper's step");
+    fs::set_permissions(top.join("empty-dir"), fs::Permissions::from_mode(0o750))
+        .expect("the helper's step");
+    fs::create_dir(top.join("sealed")).expect("the helper's step");
     write_with_mode(&top.join("sealed/read-only.txt"), b"keep", 0o444);
-    fs::set_permissions(top.join("sealed"), fs::Permissions::from_mode(0o555)).unwrap();
+    fs::set_permissions(top.join("sealed"), fs::Permissions::from_mode(0o555))
+        .expect("the helper's step");
     let value = b"{\"what\":\"a build\"}".to_vec();
-    cache.set_directory(key, staged, &value, ttl).unwrap();
+    cache
+        .set_directory(key, staged, &value, ttl)
+        .expect("the helper's step");
     value
 }
 

@@ -52,9 +52,9 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) {
 /// Stores a directory of files at several depths (one over several chunks), modes, an empty
 /// file and an empty directory under `key`.
 fn store_sample(cache: &Cache, key: &[u8]) {
-    let staged = cache.stage_directory().unwrap();
+    let staged = cache.stage_directory().expect("the helper's step");
     let top = staged.path();
-    fs::create_dir_all(top.join("zephyr/include/generated")).unwrap();
+    fs::create_dir_all(top.join("zephyr/include/generated")).expect("the helper's step");
     write_with_mode(&top.join("zephyr/zmk.uf2"), &pattern(300 * 1024, 3), 0o644);
     write_with_mode(
         &top.join("zephyr/include/generated/devicetree_generated.h"),
@@ -63,11 +63,12 @@ fn store_sample(cache: &Cache, key: &[u8]) {
     );
     write_with_mode(&top.join("tool"), b"#!/bin/sh\n", 0o755);
     write_with_mode(&top.join("empty.hex"), b"", 0o640);
-    fs::create_dir(top.join("empty")).unwrap();
-    fs::set_permissions(top.join("empty"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::create_dir(top.join("empty")).expect("the helper's step");
+    fs::set_permissions(top.join("empty"), fs::Permissions::from_mode(0o750))
+        .expect("the helper's step");
     cache
         .set_directory(key, staged, b"{\"build\":1}", None)
-        .unwrap()
+        .expect("the helper's step")
         .expect("stored");
 }
 
@@ -133,8 +134,8 @@ type Planted<'a> = (&'a str, u32, Option<u64>);
 /// of `cache-remote`'s `envelope.rs` and `directory.rs`, sound in every byte: checksum, digests,
 /// chunk) for `key` of `layout`, with the list `items` and `contents` in one chunk.
 fn plant_directory(server: &RedisServer, key: &[u8], items: &[Planted<'_>], contents: &[u8]) {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let client = redis::Client::open(server.url()).expect("the helper's step");
+    let mut connection = client.get_connection().expect("the helper's step");
     let chunk_size = contents.len().max(1) as u32;
     let mut chunks = Vec::new();
     if !contents.is_empty() {
@@ -143,7 +144,7 @@ fn plant_directory(server: &RedisServer, key: &[u8], items: &[Planted<'_>], cont
             .arg(format!("glovebox/v1/c/{}", hex(&digest)))
             .arg(contents)
             .query(&mut connection)
-            .unwrap();
+            .expect("the helper's step");
         chunks.push(digest);
     }
     let value = b"planted";
@@ -191,7 +192,7 @@ fn plant_directory(server: &RedisServer, key: &[u8], items: &[Planted<'_>], cont
         .arg(entry_name("glovebox", "layout", key))
         .arg(envelope)
         .query(&mut connection)
-        .unwrap();
+        .expect("the helper's step");
 }
 
 #[test]
