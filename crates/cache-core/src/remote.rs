@@ -147,7 +147,7 @@ pub enum RemoteValue {
 /// the parent of what is listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectoryItem {
-    /// The path relative to the directory, `/`-separated (`zephyr/zmk.uf2`).
+    /// The path relative to the directory, `/`-separated (`assets/logo.png`).
     pub path: String,
     /// Permission bits (`0o644`).
     pub mode: u32,
