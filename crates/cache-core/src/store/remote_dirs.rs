@@ -447,6 +447,66 @@ mod tests {
         }
     }
 
+    fn listed(top: &Dir) -> Vec<DirectoryItem> {
+        match list_for_publishing(top).unwrap() {
+            Listing::Items(items) => items,
+            Listing::Unpublishable(reason) => panic!("unpublishable: {reason}"),
+        }
+    }
+
+    #[test]
+    fn a_listing_is_sorted_with_modes_and_its_contents_read_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("b/c")).unwrap();
+        std::fs::write(root.path().join("b/c/d"), b"DDD").unwrap();
+        std::fs::write(root.path().join("a"), b"A").unwrap();
+        std::fs::write(root.path().join("b.txt"), b"").unwrap();
+        std::fs::set_permissions(root.path().join("a"), Permissions::from_mode(0o751)).unwrap();
+        let top = Dir::open_root(root.path()).unwrap();
+        let items = listed(&top);
+        let paths: Vec<&str> = items.iter().map(|item| item.path.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "b.txt", "b/c", "b/c/d"]);
+        assert_eq!(items[0].mode, 0o751);
+        assert_eq!(items[4].kind, DirectoryItemKind::File { len: 3 });
+        let mut contents = Vec::new();
+        contents_reader(Arc::new(top), &items)
+            .read_to_end(&mut contents)
+            .unwrap();
+        assert_eq!(contents, b"ADDD");
+    }
+
+    #[test]
+    fn a_file_changed_or_removed_after_the_listing_fails_the_read() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a"), b"AAAA").unwrap();
+        std::fs::write(root.path().join("b"), b"BB").unwrap();
+        let top = Arc::new(Dir::open_root(root.path()).unwrap());
+        let items = listed(&top);
+        std::fs::write(root.path().join("b"), b"BBB").unwrap();
+        let mut sink = Vec::new();
+        let err = contents_reader(Arc::clone(&top), &items)
+            .read_to_end(&mut sink)
+            .unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+        std::fs::remove_file(root.path().join("a")).unwrap();
+        let err = contents_reader(top, &items)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn a_symlink_makes_a_directory_unpublishable() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("d/link")).unwrap();
+        let top = Dir::open_root(root.path()).unwrap();
+        assert!(matches!(
+            list_for_publishing(&top).unwrap(),
+            Listing::Unpublishable(reason) if reason.contains("d/link is a symlink")
+        ));
+    }
+
     #[test]
     fn a_sound_listing_is_accepted() {
         let items = [
