@@ -10,8 +10,9 @@
 //!   archive import is, before anything is written (relative paths only; no empty, `.` or `..`
 //!   component, no NUL; no path twice; no path below a file; count and total length bounded),
 //!   then written into a staged directory through `fsys` (created exclusively, never following a
-//!   symlink), exactly `len` bytes per file, modes masked to the permission bits, directories'
-//!   modes set last, deepest first, so a read-only directory is filled before it is closed.
+//!   symlink), exactly `len` bytes per file (synced, as a backfilled blob is), modes masked to
+//!   the permission bits, directories' modes set last, deepest first, so a read-only directory
+//!   is filled before it is closed.
 //!
 //! The store's methods that use them, `publish_directory` and `backfill_directory`, are at the
 //! end.
@@ -321,6 +322,9 @@ pub(crate) fn write_listing(
                     .map_err(|err| {
                         CacheError::io("setting the mode of", top.join(&item.path), err)
                     })?;
+                // Durable before the entry that owns it commits, as a backfilled blob is.
+                file.sync_data()
+                    .map_err(|err| CacheError::io("syncing", top.join(&item.path), err))?;
             }
         }
     }
