@@ -322,8 +322,9 @@ pub struct SharingRule {
     pub reason: &'static str,
 }
 
-/// The sharing policy: rules by tag and key prefix; the longest matching prefix decides, and a
-/// key no rule matches is shared.
+/// The sharing policy: rules by tag and key prefix; the longest matching prefix decides (of
+/// rules with the same prefix, the one added last: a program overrides a domain's rule by
+/// adding its own after it), and a key no rule matches is shared.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SharingPolicy {
     rules: Vec<SharingRule>,

@@ -431,3 +431,47 @@ fn keys_the_sharing_policy_keeps_local_are_never_fetched_published_or_leased(
     let published: Vec<Vec<u8>> = remote.published().into_iter().map(|p| p.1).collect();
     assert_eq!(published, vec![b"shared:new".to_vec()]);
 }
+
+/// A program opts a domain's kept prefix in with a rule of its own, added after the domain's:
+/// of two rules with the same prefix, the later decides.
+#[rstest]
+fn a_later_rule_with_the_same_prefix_decides(clock: Arc<ManualClock>) {
+    use cache_core::SharingRule;
+    const DOMAIN: &[SharingRule] = &[SharingRule {
+        tag: "t",
+        key_prefix: "big:",
+        share: false,
+        reason: "opt-in",
+    }];
+    const PROGRAM: &[SharingRule] = &[SharingRule {
+        tag: "t",
+        key_prefix: "big:",
+        share: true,
+        reason: "this program opts in",
+    }];
+    let remote = Arc::new(FakeRemote::default());
+    remote.put(
+        "t",
+        b"big:1",
+        Held {
+            format: ValueFormat::RAW,
+            expires_at: None,
+            bytes: b"remote".to_vec(),
+            directory: None,
+        },
+    );
+    let open = |rules: [&'static [SharingRule]; 2]| {
+        let root = tempfile::tempdir().expect("temp dir");
+        let cache = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
+            .with_remote(Arc::clone(&remote) as Arc<dyn RemoteStore>)
+            .with_sharing(rules[0])
+            .with_sharing(rules[1])
+            .get_shared_cache_instance(root.path(), "t", manual_commits(&clock))
+            .expect("open");
+        (root, cache)
+    };
+    let (_kept_root, kept) = open([PROGRAM, DOMAIN]);
+    assert_eq!(kept.get(b"big:1").unwrap(), None);
+    let (_shared_root, shared) = open([DOMAIN, PROGRAM]);
+    assert_eq!(shared.get(b"big:1").unwrap(), Some(b"remote".to_vec()));
+}
