@@ -137,8 +137,20 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn spawn_worker(root: &Path, url: &str, markers: &Path, target: &Path) -> Child {
-    Command::new(WORKER)
+/// A worker process, killed (by its pid) if the test fails before it has finished.
+struct Worker(Option<Child>);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_worker(root: &Path, url: &str, markers: &Path, target: &Path) -> Worker {
+    let child = Command::new(WORKER)
         .arg("remote-build")
         .arg(root)
         .arg(url)
@@ -147,10 +159,12 @@ fn spawn_worker(root: &Path, url: &str, markers: &Path, target: &Path) -> Child 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Worker(Some(child))
 }
 
-fn finish(child: Child) -> String {
+fn finish(mut worker: Worker) -> String {
+    let child = worker.0.take().unwrap();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
