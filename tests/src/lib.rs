@@ -356,6 +356,17 @@ pub fn large_value() -> Vec<u8> {
         .collect()
 }
 
+/// The firmware build the machines of the remote-tier scenarios ask for (`remote_builds.rs`,
+/// the worker's `remote-build`).
+pub fn fleet_build_inputs() -> cache_compilation::BuildInputs {
+    cache_compilation::BuildInputs::new("zmkfirmware/zmk", "main", "keymap-hash", "config-hash")
+        .pinned(
+            "4f1c6e0d9b2a8c7e5f3d1b0a9c8e7f6d5c4b3a29",
+            "zmkfirmware/zmk-build-arm@sha256:8b1a9953c4611296a827abf8c47804d7e6c49c6b2b6bd4f8e3f6a1c2b5d7e9f0",
+        )
+        .with_board("glove80_lh")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

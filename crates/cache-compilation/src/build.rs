@@ -63,6 +63,11 @@ pub struct CachedBuild {
 /// identical files between builds, matters little for artifacts of a few MiB. Relative paths
 /// are kept (`zephyr/zmk.uf2`, `glove80_lh/zephyr/zmk.uf2`). Symlinks in a build directory are
 /// not artifacts and are left out.
+///
+/// **Sharing:** builds go through a remote tier when one is attached (`REMOTE_SHARING`): a
+/// build stored on one machine is a hit on the others, the directory fetched and checked like
+/// an archive import, and `get_or_build` builds once per fleet. So nothing machine-local is
+/// stored with a build: its metadata records no source path.
 #[derive(Clone, Debug)]
 pub struct BuildService {
     context: Arc<Context>,
@@ -130,13 +135,14 @@ impl BuildService {
                 .map_err(|err| CompilationError::io("reading metadata of", &copied, err))?
                 .len();
         }
-        let source = fs::canonicalize(build_dir).unwrap_or_else(|_| build_dir.to_owned());
+        // No `source`: builds go through the remote tier, and a local path is this machine's
+        // (see `BuildMetadata::source`).
         let metadata = BuildMetadata {
             inputs: inputs.clone(),
             size_bytes: recorded.iter().map(|a| a.size_bytes).sum(),
             artifacts: recorded,
             created: self.context.now(),
-            source: Some(source.display().to_string()),
+            source: None,
         };
         let value = metadata::encode(&metadata, || format!("build {inputs:?}"))?;
         let Some(directory) = cache

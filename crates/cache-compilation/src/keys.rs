@@ -295,22 +295,23 @@ impl BuildInputs {
 }
 
 /// What of the `compilation` tag may go through a remote tier (`cache_core::SharingRule`; a
-/// program passes these to `Coordinator::with_sharing`). Nothing, today: builds and workspaces
-/// are directories, which the remote tier does not carry yet (a fleet-wide lease on a build
-/// would make other machines wait for a value that never reaches the server), and whether a
+/// program passes these to `Coordinator::with_sharing`): firmware builds, which are functions of
+/// their pinned inputs and carry no local path ([`crate::BuildMetadata::source`] is not
+/// recorded). Workspaces are large, hold what their user checked out, and stay on the machine
+/// unless a program opts in with a rule of its own (the longest prefix decides); whether a
 /// docker image is present is a fact about this machine.
 pub const REMOTE_SHARING: &[cache_core::SharingRule] = &[
     cache_core::SharingRule {
         tag: COMPILATION_TAG,
         key_prefix: BUILD_KEY_PREFIX,
-        share: false,
-        reason: "a build is a directory; directories are not published yet",
+        share: true,
+        reason: "a build is a function of its pinned inputs, the same on every machine",
     },
     cache_core::SharingRule {
         tag: COMPILATION_TAG,
         key_prefix: WORKSPACE_KEY_PREFIX,
         share: false,
-        reason: "workspaces are directories, and opt-in once directories are published",
+        reason: "a workspace is large and its user's checkout: opt-in",
     },
     cache_core::SharingRule {
         tag: COMPILATION_TAG,

@@ -96,7 +96,11 @@ pub struct BuildMetadata {
     /// When it was stored (by the cache's clock).
     #[serde(with = "millis")]
     pub created: SystemTime,
-    /// The build directory it was copied from, as text.
+    /// The build directory it was copied from, as text: `None` in what
+    /// [`crate::BuildService::store`] records. **Decision:** dropped, not kept under a
+    /// machine-local key: builds are shared through the remote tier and a path on one machine
+    /// says nothing on another, and it was never read back (a build is found by its inputs).
+    /// The field stays so that builds stored by earlier versions still decode.
     pub source: Option<String>,
     /// Bytes of all artifacts.
     pub size_bytes: u64,

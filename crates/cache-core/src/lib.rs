@@ -131,8 +131,9 @@ pub use env::Environment;
 pub use error::{CacheError, ErrorChain, KeyDisplay, Result};
 pub use files::{DATABASE_FILE_NAME, prepare_root};
 pub use remote::{
-    DrainReport, PublishedEntry, PublishedValue, RemoteEntry, RemoteError, RemoteLease,
-    RemoteLeaseGuard, RemoteStore, RemoteValue, SharingRule,
+    DirectoryItem, DirectoryItemKind, DrainReport, PublishedDirectory, PublishedEntry,
+    PublishedValue, RemoteEntry, RemoteError, RemoteLease, RemoteLeaseGuard, RemoteStore,
+    RemoteValue, SharingRule,
 };
 pub use root_files::RootFiles;
 pub use stats::{AggregatedStats, CacheStats, Counters, RemoteCounters};

@@ -4,23 +4,26 @@
 //!
 //! - **On a local miss** (`cache/remote.rs`): [`RemoteStore::fetch`]. A found entry is checked
 //!   (format, expiry), stored locally with the time it has left (a *backfill*), and served. A
-//!   fetch error is logged and is a miss: a sick remote never fails a local read.
-//! - **After a commit has landed** (`store/commit.rs`): [`RemoteStore::publish`] with each value
-//!   the commit stored, except backfills (they came from the remote) and directories (not
-//!   published yet). It is called on the committing thread while the tag's write lock is held, so
-//!   an implementation must only queue the upload (write-behind), never wait on the network.
+//!   fetch error is logged and is a miss: a sick remote never fails a local read. A directory
+//!   ([`RemoteValue::Directory`]) is staged and validated like an archive import first
+//!   (`store/remote_dirs.rs`).
+//! - **After a commit has landed** (`store/commit.rs`, `store/api.rs` for directories):
+//!   [`RemoteStore::publish`] with each value the commit stored, except backfills (they came
+//!   from the remote). It is called on the committing thread, so an implementation must only
+//!   queue the upload (write-behind), never wait on the network.
 //!
 //! A leaf: it names the codec's `ValueFormat`, the `Tag`, `RemoteCounters` and `RootFiles`,
 //! and nothing of the store or the handle. More calls: [`RemoteStore::drain`] (wait for queued
 //! uploads; `flush`, `close`), [`RemoteStore::lease`] (the fleet's lease for single flight,
 //! asked by the machine's leader in `flight/mod.rs`), [`RemoteStore::take_counters`] (the
 //! remote's counts, persisted with a tag's counters by the store that takes them) and
-//! [`RemoteStore::attach_root`] (the cache root, for the files a remote keeps there). Not built
-//! yet: publishing directories.
+//! [`RemoteStore::attach_root`] (the cache root, for the files a remote keeps there). Directories
+//! are published and fetched as a listing plus their files' contents in one stream
+//! ([`PublishedValue::Directory`], [`RemoteValue::Directory`]).
 
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::time::{Duration, SystemTime};
 
 use crate::codec::ValueFormat;
@@ -144,6 +147,57 @@ pub enum RemoteValue {
         /// How many bytes `reader` yields.
         len: u64,
     },
+    /// A directory owned by the entry, with the entry's value. The core checks `items` as it
+    /// checks an archive before it writes anything (see [`DirectoryItem`]), then writes each
+    /// file's `len` bytes from `contents`, in list order, into a staged directory.
+    Directory {
+        /// The entry's value (stored with the directory, as `Cache::set_directory`'s `value`).
+        value: Vec<u8>,
+        /// The directory's files and subdirectories.
+        items: Vec<DirectoryItem>,
+        /// The files' contents, concatenated in the order of `items`. An error from it (a
+        /// chunk gone, a digest that does not match) makes the read a miss and stores nothing.
+        contents: Box<dyn Read + Send>,
+    },
+}
+
+/// One file or subdirectory of a directory that travels through the remote tier.
+///
+/// What the core writes from a fetched list, it writes only if the whole list is sound: every
+/// `path` relative and `/`-separated, with no empty, `.` or `..` component and no NUL; no path
+/// twice; no path below a file; a count and a total length within the tag's limits. Modes are
+/// masked to the permission bits (`0o777`). A subdirectory not listed is created (0700) as
+/// the parent of what is listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryItem {
+    /// The path relative to the directory, `/`-separated (`assets/logo.png`).
+    pub path: String,
+    /// Permission bits (`0o644`).
+    pub mode: u32,
+    /// What it is.
+    pub kind: DirectoryItemKind,
+}
+
+/// What a [`DirectoryItem`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectoryItemKind {
+    /// A subdirectory.
+    Dir,
+    /// A regular file of `len` bytes.
+    File {
+        /// Its length.
+        len: u64,
+    },
+}
+
+impl DirectoryItem {
+    /// The file's length; 0 for a directory.
+    pub fn file_len(&self) -> u64 {
+        match self.kind {
+            DirectoryItemKind::File { len } => len,
+            DirectoryItemKind::Dir => 0,
+        }
+    }
 }
 
 impl fmt::Debug for RemoteValue {
@@ -153,6 +207,11 @@ impl fmt::Debug for RemoteValue {
             RemoteValue::Stream { len, .. } => f
                 .debug_struct("Stream")
                 .field("len", len)
+                .finish_non_exhaustive(),
+            RemoteValue::Directory { value, items, .. } => f
+                .debug_struct("Directory")
+                .field("value", &value.len())
+                .field("items", &items.len())
                 .finish_non_exhaustive(),
         }
     }
@@ -189,6 +248,65 @@ pub enum PublishedValue {
         /// The blake3 hash of its content.
         hash: [u8; 32],
     },
+    /// A directory owned by the entry, with the entry's value.
+    Directory(PublishedDirectory),
+}
+
+/// A directory a local commit stored, offered to [`RemoteStore::publish`]: the entry's value,
+/// the directory's items in a deterministic order (paths sorted bytewise, a directory before
+/// what it holds), and a way to read the files' contents.
+///
+/// The contents are read through the stored directory, held open (one descriptor, however
+/// many files: a queue of published directories must not exhaust the process's descriptors),
+/// each file opened when its turn comes without following a symlink and checked against its
+/// listed length. A directory removed or changed before its upload fails to read: the upload
+/// is then dropped.
+pub struct PublishedDirectory {
+    /// The entry's value.
+    pub value: Vec<u8>,
+    /// Its files and subdirectories. A directory holding a symlink (or anything else that is
+    /// neither a file nor a directory) is not published.
+    pub items: Vec<DirectoryItem>,
+    contents: Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Send + Sync>,
+}
+
+impl PublishedDirectory {
+    /// A directory to publish; `contents` opens a new reader of the files' contents,
+    /// concatenated in the order of `items`, each time it is called.
+    pub fn new(
+        value: Vec<u8>,
+        items: Vec<DirectoryItem>,
+        contents: Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Send + Sync>,
+    ) -> Self {
+        PublishedDirectory {
+            value,
+            items,
+            contents,
+        }
+    }
+
+    /// The files' contents, concatenated in the order of `items`: a new reader each call (an
+    /// uploader may read them twice, once to hash them and once to send them).
+    pub fn contents(&self) -> io::Result<Box<dyn Read + Send>> {
+        (self.contents)()
+    }
+
+    /// The sum of the files' lengths: what [`PublishedDirectory::contents`] yields.
+    pub fn contents_len(&self) -> u64 {
+        self.items
+            .iter()
+            .map(DirectoryItem::file_len)
+            .fold(0, u64::saturating_add)
+    }
+}
+
+impl fmt::Debug for PublishedDirectory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishedDirectory")
+            .field("value", &self.value.len())
+            .field("items", &self.items)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a remote operation failed. The cache logs it and goes on as on a miss.
@@ -227,8 +345,9 @@ pub struct SharingRule {
     pub reason: &'static str,
 }
 
-/// The sharing policy: rules by tag and key prefix; the longest matching prefix decides, and a
-/// key no rule matches is shared.
+/// The sharing policy: rules by tag and key prefix; the longest matching prefix decides (of
+/// rules with the same prefix, the one added last: a program overrides a domain's rule by
+/// adding its own after it), and a key no rule matches is shared.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SharingPolicy {
     rules: Vec<SharingRule>,

@@ -11,12 +11,12 @@
 //! |---|---|
 //! | 4 | magic `GBRE` |
 //! | 1 | format version (1) |
-//! | 1 | kind: 1 inline, 2 chunked |
+//! | 1 | kind: 1 inline, 2 chunked, 3 directory |
 //! | 1 + 4 | the value's codec and schema version (`ValueFormat`) |
 //! | 8 | expiry, ms since the Unix epoch; 0 never |
-//! | 8 | the value's length |
-//! | 32 | the value's blake3 |
-//! | ... | inline: the value; chunked: chunk size (4), count (4), each chunk's blake3 (32 each) |
+//! | 8 | the value's length (a directory: its files' total length) |
+//! | 32 | the value's blake3 (a directory: `directory::directory_digest`) |
+//! | ... | inline: the value; chunked: chunk size (4), count (4), each chunk's blake3 (32 each); directory: see `directory.rs` |
 //! | 1 | signature: 0 none, 1 Ed25519 |
 //! | 1 + n + 64 | if signed: the key name's length, the name, the signature |
 //! | 32 | blake3 of every byte before: a flipped byte anywhere is rejected |
@@ -32,12 +32,16 @@ use cache_core::{CodecId, ValueFormat};
 
 use cache_core::keys::hex;
 
+use cache_core::DirectoryItem;
+
+use crate::directory::{contents_len, decode_listing, directory_digest, encode_listing};
 use crate::signing::Signed;
 
 const MAGIC: &[u8; 4] = b"GBRE";
 const VERSION: u8 = 1;
 const KIND_INLINE: u8 = 1;
 const KIND_CHUNKED: u8 = 2;
+const KIND_DIRECTORY: u8 = 3;
 /// Fixed part before the body: magic, version, kind, codec, schema, expiry, length, digest.
 const HEAD_LEN: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8 + 32;
 const CHECKSUM_LEN: usize = 32;
@@ -74,6 +78,15 @@ pub(crate) enum Body {
         chunk_size: u32,
         chunks: Vec<[u8; 32]>,
     },
+    /// A directory (`directory.rs`): the entry's value, its list, and its files' contents
+    /// concatenated in list order, whose blake3 is `contents_digest`, cut in chunks.
+    Directory {
+        value: Vec<u8>,
+        items: Vec<DirectoryItem>,
+        contents_digest: [u8; 32],
+        chunk_size: u32,
+        chunks: Vec<[u8; 32]>,
+    },
 }
 
 /// One entry as the server holds it.
@@ -103,6 +116,7 @@ impl Envelope {
         let body_len = match &self.body {
             Body::Inline(value) => value.len(),
             Body::Chunked { chunks, .. } => 8 + 32 * chunks.len(),
+            Body::Directory { value, chunks, .. } => value.len() + 40 + 32 * chunks.len(),
         };
         let mut out = Vec::with_capacity(HEAD_LEN + body_len + 1 + 1 + 255 + 64 + CHECKSUM_LEN);
         out.extend_from_slice(MAGIC);
@@ -110,6 +124,7 @@ impl Envelope {
         out.push(match self.body {
             Body::Inline(_) => KIND_INLINE,
             Body::Chunked { .. } => KIND_CHUNKED,
+            Body::Directory { .. } => KIND_DIRECTORY,
         });
         out.push(self.format.codec.to_byte());
         out.extend_from_slice(&self.format.schema_version.to_le_bytes());
@@ -118,12 +133,17 @@ impl Envelope {
         out.extend_from_slice(&self.digest);
         match &self.body {
             Body::Inline(value) => out.extend_from_slice(value),
-            Body::Chunked { chunk_size, chunks } => {
-                out.extend_from_slice(&chunk_size.to_le_bytes());
-                out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
-                for chunk in chunks {
-                    out.extend_from_slice(chunk);
-                }
+            Body::Chunked { chunk_size, chunks } => encode_manifest(&mut out, *chunk_size, chunks),
+            Body::Directory {
+                value,
+                items,
+                contents_digest,
+                chunk_size,
+                chunks,
+            } => {
+                encode_listing(&mut out, value, items);
+                out.extend_from_slice(contents_digest);
+                encode_manifest(&mut out, *chunk_size, chunks);
             }
         }
         match &self.signed {
@@ -176,16 +196,30 @@ impl Envelope {
                 Body::Inline(value.to_vec())
             }
             KIND_CHUNKED => {
-                let chunk_size = reader.u32()?;
-                let count = reader.u32()?;
-                if chunk_size == 0 || u64::from(count) != len.div_ceil(u64::from(chunk_size)) {
-                    return Err(Rejected("chunk count does not match the length"));
-                }
-                let mut chunks = Vec::with_capacity(count.min(1 << 16) as usize);
-                for _ in 0..count {
-                    chunks.push(reader.array::<32>()?);
-                }
+                let (chunk_size, chunks) = decode_manifest(&mut reader, len)?;
                 Body::Chunked { chunk_size, chunks }
+            }
+            KIND_DIRECTORY => {
+                let (value, items) = decode_listing(&mut reader, max_len)?;
+                let contents_digest = reader.array::<32>()?;
+                if contents_len(&items) != Some(len) {
+                    return Err(Rejected("directory's files do not add up to its length"));
+                }
+                // No chunk is read for empty contents: their digest is checked here instead.
+                if len == 0 && contents_digest != *blake3::hash(&[]).as_bytes() {
+                    return Err(Rejected("empty contents do not match their digest"));
+                }
+                let (chunk_size, chunks) = decode_manifest(&mut reader, len)?;
+                if directory_digest(&value, &items, &contents_digest) != digest {
+                    return Err(Rejected("directory does not match its digest"));
+                }
+                Body::Directory {
+                    value,
+                    items,
+                    contents_digest,
+                    chunk_size,
+                    chunks,
+                }
             }
             _ => return Err(Rejected("unknown envelope kind")),
         };
@@ -220,6 +254,28 @@ impl Envelope {
     }
 }
 
+fn encode_manifest(out: &mut Vec<u8>, chunk_size: u32, chunks: &[[u8; 32]]) {
+    out.extend_from_slice(&chunk_size.to_le_bytes());
+    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for chunk in chunks {
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// A chunk manifest (chunk size, count, digests) of a value of `len` bytes.
+fn decode_manifest(reader: &mut Reader<'_>, len: u64) -> Result<(u32, Vec<[u8; 32]>), Rejected> {
+    let chunk_size = reader.u32()?;
+    let count = reader.u32()?;
+    if chunk_size == 0 || u64::from(count) != len.div_ceil(u64::from(chunk_size)) {
+        return Err(Rejected("chunk count does not match the length"));
+    }
+    let mut chunks = Vec::with_capacity(count.min(1 << 16) as usize);
+    for _ in 0..count {
+        chunks.push(reader.array::<32>()?);
+    }
+    Ok((chunk_size, chunks))
+}
+
 /// What a signature covers: everything that says what the entry is and where it belongs.
 pub(crate) fn signed_message(
     prefix: &str,
@@ -243,12 +299,18 @@ pub(crate) fn signed_message(
     message
 }
 
-struct Reader<'a> {
+/// Reads an envelope's fields in order; running out is a rejection.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Rejected> {
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Rejected> {
         if self.bytes.len() < n {
             return Err(Rejected("envelope truncated"));
         }
@@ -257,21 +319,21 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Rejected> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Rejected> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, Rejected> {
+    pub(crate) fn u8(&mut self) -> Result<u8, Rejected> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, Rejected> {
+    pub(crate) fn u32(&mut self) -> Result<u32, Rejected> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, Rejected> {
+    pub(crate) fn u64(&mut self) -> Result<u64, Rejected> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 }
@@ -318,6 +380,99 @@ mod tests {
             }
             assert!(Envelope::decode(&bytes[..bytes.len() - 1], 1 << 20).is_err());
         }
+    }
+
+    fn directory(items: Vec<DirectoryItem>, contents: &[u8]) -> Envelope {
+        let value = b"metadata".to_vec();
+        let contents_digest = *blake3::hash(contents).as_bytes();
+        Envelope {
+            format: ValueFormat::RAW,
+            expires_ms: None,
+            len: contents.len() as u64,
+            digest: directory_digest(&value, &items, &contents_digest),
+            body: Body::Directory {
+                value,
+                items,
+                contents_digest,
+                chunk_size: 4,
+                chunks: contents
+                    .chunks(4)
+                    .map(|c| *blake3::hash(c).as_bytes())
+                    .collect(),
+            },
+            signed: None,
+        }
+    }
+
+    fn item(path: &str, kind: cache_core::DirectoryItemKind) -> DirectoryItem {
+        DirectoryItem {
+            path: path.to_owned(),
+            mode: 0o640,
+            kind,
+        }
+    }
+
+    #[test]
+    fn directory_envelopes_round_trip_and_every_flipped_byte_is_rejected() {
+        use cache_core::DirectoryItemKind::{Dir, File};
+        for envelope in [
+            directory(
+                vec![
+                    item("a", Dir),
+                    item("a/b.uf2", File { len: 5 }),
+                    item("empty", File { len: 0 }),
+                    item("z", File { len: 2 }),
+                ],
+                b"helloyo",
+            ),
+            directory(vec![item("only-a-dir", Dir)], b""),
+            directory(Vec::new(), b""),
+        ] {
+            let bytes = envelope.encode();
+            assert_eq!(Envelope::decode(&bytes, 1 << 20), Ok(envelope.clone()));
+            for at in 0..bytes.len() {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= 0x10;
+                assert!(Envelope::decode(&flipped, 1 << 20).is_err(), "byte {at}");
+            }
+        }
+    }
+
+    /// The list is inside what the digest covers (and so what a signature covers): a list
+    /// changed on the server, with the envelope's checksum made good again, is rejected.
+    #[test]
+    fn a_directory_list_changed_under_the_same_digest_is_rejected() {
+        use cache_core::DirectoryItemKind::File;
+        let good = directory(vec![item("zmk.uf2", File { len: 3 })], b"abc");
+        let mut forged = good.clone();
+        if let Body::Directory { items, .. } = &mut forged.body {
+            items[0].path = "../zmk.uf2".to_owned();
+        }
+        assert_eq!(
+            Envelope::decode(&forged.encode(), 1 << 20),
+            Err(Rejected("directory does not match its digest"))
+        );
+        let mut longer = good;
+        if let Body::Directory { items, .. } = &mut longer.body {
+            items[0].kind = File { len: 4 };
+        }
+        assert_eq!(
+            Envelope::decode(&longer.encode(), 1 << 20),
+            Err(Rejected("directory's files do not add up to its length"))
+        );
+    }
+
+    #[test]
+    fn a_directory_item_count_larger_than_the_envelope_is_refused_before_allocating() {
+        let mut out = Vec::new();
+        encode_listing(&mut out, b"v", &[]);
+        let count_at = 4 + 1;
+        out[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut reader = Reader { bytes: &out };
+        assert_eq!(
+            decode_listing(&mut reader, 1 << 20),
+            Err(Rejected("directory item count larger than the envelope"))
+        );
     }
 
     #[test]

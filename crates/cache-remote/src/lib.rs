@@ -20,7 +20,8 @@
 //! a read-only ACL user; S3 `403`: a read-only key) turns publishing off for the process.
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
-//! server), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
+//! server), `directory.rs` (a directory's
+//! envelope body and upload), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
 //! (the write-behind queue), `engine.rs` (what the tier needs of a server, the split setup, the
 //! breaker path), `engines.rs` (which engine a configuration names), `redis.rs` and `s3.rs`
 //! (the engines), `breaker.rs`, `hint.rs` (the breaker hint file under the cache root),
@@ -30,6 +31,7 @@
 
 mod breaker;
 mod config;
+mod directory;
 mod engine;
 mod engines;
 mod envelope;

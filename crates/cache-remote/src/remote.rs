@@ -1,6 +1,7 @@
 //! [`Remote`], the [`RemoteStore`] on a server's engine (`engine.rs`: Redis/Valkey, S3, or
 //! both): `fetch` reads an envelope (bounded, checked, verified) and, for a chunked value, a
-//! stream that fetches and verifies one chunk at a time; `publish` queues an upload
+//! stream that fetches and verifies one chunk at a time (a
+//! directory's contents too); `publish` queues an upload
 //! (`uploader.rs`).
 
 use std::io::{self, Read};
@@ -142,7 +143,12 @@ impl Remote {
         let config = &self.shared.config;
         let chunks = config.max_value_bytes.div_ceil(config.chunk_size as u64);
         let manifest = 8 + 32 * usize::try_from(chunks).unwrap_or(usize::MAX / 64);
-        config.inline_limit.max(manifest) + 1024
+        // A directory's: its value, its list, its contents' digest and its manifest.
+        let directory = config
+            .inline_limit
+            .saturating_add(crate::directory::MAX_LISTING_BYTES)
+            .saturating_add(32 + manifest);
+        config.inline_limit.max(manifest).max(directory) + 1024
     }
 }
 
@@ -205,6 +211,26 @@ impl RemoteStore for RedisRemote {
                     chunk_size,
                     left: envelope.len,
                     digest: envelope.digest,
+                    whole: blake3::Hasher::new(),
+                    current: Vec::new(),
+                    at: 0,
+                }),
+            },
+            Body::Directory {
+                value,
+                items,
+                contents_digest,
+                chunk_size,
+                chunks,
+            } => RemoteValue::Directory {
+                value,
+                items,
+                contents: Box::new(Chunks {
+                    shared: Arc::clone(shared),
+                    chunks: chunks.into_iter(),
+                    chunk_size,
+                    left: envelope.len,
+                    digest: contents_digest,
                     whole: blake3::Hasher::new(),
                     current: Vec::new(),
                     at: 0,

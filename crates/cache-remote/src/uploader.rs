@@ -48,6 +48,7 @@ fn inline_len(entry: &PublishedEntry) -> usize {
     match &entry.value {
         PublishedValue::Bytes(bytes) => bytes.len(),
         PublishedValue::Blob { .. } => 0,
+        PublishedValue::Directory(directory) => directory.value.len(),
     }
 }
 
@@ -203,6 +204,12 @@ fn upload(shared: &Arc<Shared>, entry: PublishedEntry) -> bool {
                 None => return false,
             }
         }
+        PublishedValue::Directory(directory) => {
+            match crate::directory::upload_directory(shared, &directory, px) {
+                Some(uploaded) => uploaded,
+                None => return false,
+            }
+        }
     };
     let signed = shared.signing.as_ref().map(|key| {
         key.sign(&signed_message(
@@ -252,10 +259,11 @@ fn settle<T>(shared: &Shared, outcome: Outcome<T>, sent: u64) -> bool {
 }
 
 /// Uploads a blob's chunks (those the server does not hold yet; the others have their expiry
-/// extended), checking the bytes against the blob's hash. The manifest body, or `None`.
-fn upload_chunks(
+/// extended), checking the bytes against the blob's hash. The manifest body, or `None`. Also
+/// a directory's contents (`directory.rs`), read from a reader of them all.
+pub(crate) fn upload_chunks(
     shared: &Arc<Shared>,
-    mut file: std::fs::File,
+    mut file: impl Read,
     len: u64,
     hash: &[u8; 32],
     px: Option<u64>,

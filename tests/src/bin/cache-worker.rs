@@ -70,6 +70,8 @@
 //! - `blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER`: reads the restorer's keys in a
 //!   loop, checking every value found is exact, until DONE_FILE exists and PASSES_AFTER more
 //!   passes are done; prints `reads N hits N`.
+//! - `remote-build ROOT URL MARKERS TARGET`: one machine of a fleet asking for a firmware build
+//!   through a redis-server (`cache-worker/remote_build.rs`, which says what it prints).
 
 #![allow(
     clippy::print_stdout,
@@ -89,6 +91,9 @@ use cache_tests::{
     check_blob_value, check_stamped, computed_value, crash_key, crash_script, crash_value,
     fill_value, gather, stamped_value, until_lines, worker_key, worker_value,
 };
+
+#[path = "cache-worker/remote_build.rs"]
+mod remote_build;
 
 fn main() {
     if let Err(err) = run() {
@@ -118,6 +123,7 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "blob-crash-writer" => blob_crash_writer(rest),
         Some((command, rest)) if command == "blob-restorer" => blob_restorer(rest),
         Some((command, rest)) if command == "blob-reader" => blob_reader(rest),
+        Some((command, rest)) if command == "remote-build" => remote_build::remote_build(rest),
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
@@ -132,6 +138,7 @@ fn run() -> anyhow::Result<()> {
              blob-fill-then ROOT TAG COUNT LEN clear|cleanup | \
              blob-crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE | \
+             remote-build ROOT URL MARKERS TARGET | \
              blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER)"
         ),
     }

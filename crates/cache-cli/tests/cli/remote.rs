@@ -2,6 +2,9 @@
 //! cache roots) stand for two machines sharing `GLOVEBOX_CACHE_REMOTE`; signing keys made by
 //! `remote keygen`.
 
+use std::sync::Arc;
+
+use cache_core::RemoteStore;
 use cache_test_support::redis::RedisServer;
 
 use crate::support::{Run, Sandbox, run};
@@ -376,4 +379,68 @@ fn show_has_the_remote_tier_s_lifetime_counters_beside_the_local_ones() {
     let table = b.run(&["show"]);
     table.expect_code(0);
     assert!(table.stdout().contains("REMOTE TIER"), "{}", table.stdout());
+}
+
+/// The command line has no command that stores or reads a firmware build as such; `get` reads
+/// a build's entry (its metadata) like any other, and with a remote the build's directory comes
+/// with it: stored on B's root, where the compilation domain finds it without the remote.
+#[test]
+fn get_on_another_root_fetches_a_build_with_its_directory() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    let inputs = cache_compilation::BuildInputs::new("zmkfirmware/zmk", "main", "km", "cfg")
+        .pinned(
+            "4f1c6e0d9b2a8c7e5f3d1b0a9c8e7f6d5c4b3a29",
+            "zmkfirmware/zmk-build-arm@sha256:00",
+        );
+    let open = |root: std::path::PathBuf, with_remote: bool| {
+        let mut coordinator =
+            cache_core::Coordinator::with_environment(cache_core::Environment::from_pairs::<
+                &str,
+                &str,
+            >([]))
+            .with_sharing(cache_compilation::REMOTE_SHARING);
+        if with_remote {
+            let remote =
+                cache_remote::RedisRemote::new(cache_remote::RemoteConfig::new(url.clone()))
+                    .unwrap();
+            coordinator =
+                coordinator.with_remote(std::sync::Arc::new(remote) as Arc<dyn RemoteStore>);
+        }
+        let config = cache_core::UserCacheConfig {
+            cache_path: Some(root),
+            ..cache_core::UserCacheConfig::default()
+        };
+        let compilation = cache_compilation::CompilationCache::open(&coordinator, &config).unwrap();
+        (coordinator, compilation)
+    };
+    let build = a.path("build");
+    std::fs::create_dir_all(build.join("zephyr")).unwrap();
+    std::fs::write(build.join("zephyr/zmk.uf2"), b"UF2 firmware").unwrap();
+    {
+        let (_coordinator, compilation) = open(a.root(), true);
+        compilation
+            .builds
+            .store(&inputs, &build, &mut |_| {})
+            .unwrap()
+            .unwrap();
+        compilation.cache.flush().unwrap();
+    }
+
+    let key = String::from_utf8(inputs.key_bytes()).unwrap();
+    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
+    let got = with_remote(&b, &remote, &["get", "--tag", "compilation", &key]);
+    got.expect_code(0);
+    assert!(got.stdout().contains("zmkfirmware/zmk"), "{}", got.stdout());
+
+    server.command("FLUSHALL");
+    let (_coordinator, compilation) = open(b.root(), false);
+    let found = compilation.builds.get(&inputs).unwrap().expect("kept on B");
+    assert_eq!(
+        std::fs::read(found.path.join("zephyr/zmk.uf2")).unwrap(),
+        b"UF2 firmware"
+    );
 }

@@ -508,3 +508,19 @@ fn a_build_is_never_served_after_its_branch_moves_or_its_toolchain_changes(
     let other_toolchain = inputs().pinned(crate::COMMIT, "zmkfirmware/zmk-build-arm@sha256:00");
     assert!(compilation.builds.get(&other_toolchain).unwrap().is_none());
 }
+
+/// Builds are shared through the remote tier: what is stored with one says nothing of the
+/// machine it was made on (no build directory path).
+#[rstest]
+fn a_stored_build_records_no_local_path(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let build = fake_build(&root);
+    let cached = store(&compilation, &build);
+    assert_eq!(cached.metadata.source, None);
+    let found = compilation.builds.get(&inputs()).unwrap().unwrap();
+    assert_eq!(found.metadata.source, None);
+}

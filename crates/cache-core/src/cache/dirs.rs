@@ -38,8 +38,17 @@ impl Cache {
 
     /// The directory owned by `key`, with its value, if live and present. An entry whose
     /// directory has gone is a miss, and is removed.
+    ///
+    /// With a remote tier attached that shares the key, a local miss asks it: a directory found
+    /// there is checked whole (as an archive import is), written into a staged directory and
+    /// stored with the time it has left, then returned; anything wrong with it is a miss.
     pub fn get_directory(&self, key: &[u8]) -> Result<Option<CachedDirectory>> {
-        self.store()
-            .map_or(Ok(None), |store| store.get_directory(key))
+        match self.store() {
+            Some(store) => match store.get_directory(key)? {
+                None => super::remote::read_through_directory(store, key),
+                found => Ok(found),
+            },
+            None => Ok(None),
+        }
     }
 }

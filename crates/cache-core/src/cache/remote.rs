@@ -1,14 +1,17 @@
 //! Read-through from the remote tier: on a local miss, a stored handle whose store has a remote
 //! attached asks it ([`crate::RemoteStore::fetch`]); what it finds is checked (format, expiry),
 //! stored locally with the time it has left (a backfill, which is not published back), and
-//! served. A remote error is logged and is a miss: it never fails a local read.
+//! served. A remote error is logged and is a miss: it never fails a local read. A directory is
+//! checked whole and written into a staged directory before it is stored
+//! (`store/remote_dirs.rs`); any failure stores nothing and is a miss.
 
 use std::io::{Read, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::codec::ValueFormat;
+use crate::directory::CachedDirectory;
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
-use crate::remote::{RemoteEntry, RemoteValue};
+use crate::remote::{DirectoryItem, RemoteEntry, RemoteValue};
 use crate::store::RedbCache;
 use crate::values::AnyFormat;
 
@@ -93,6 +96,51 @@ fn warn_backfill(store: &RedbCache, key: &[u8], err: &CacheError) {
     tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), error = %ErrorChain(err), "could not store a remote value locally");
 }
 
+/// Stores a fetched directory locally; `None` (logged) when it cannot be: nothing is stored.
+fn backfill_directory(
+    store: &RedbCache,
+    key: &[u8],
+    ttl: Option<Duration>,
+    value: &[u8],
+    items: &[DirectoryItem],
+    mut contents: Box<dyn Read + Send>,
+) -> Option<CachedDirectory> {
+    match store.backfill_directory(key, value, items, &mut contents, ttl) {
+        Ok(stored) => stored,
+        Err(err) => {
+            warn_backfill(store, key, &err);
+            None
+        }
+    }
+}
+
+/// The directory for [`crate::Cache::get_directory`] after a local miss: fetched, checked,
+/// written, stored, returned. An entry that is not a directory on the remote is a miss, as
+/// it is locally.
+pub(super) fn read_through_directory(
+    store: &RedbCache,
+    key: &[u8],
+) -> Result<Option<CachedDirectory>> {
+    let Some(fetched) = fetch(store, key, Some((ValueFormat::RAW, AnyFormat::No))) else {
+        return Ok(None);
+    };
+    match fetched.value {
+        RemoteValue::Directory {
+            value,
+            items,
+            contents,
+        } => Ok(backfill_directory(
+            store,
+            key,
+            fetched.ttl,
+            &value,
+            &items,
+            contents,
+        )),
+        RemoteValue::Bytes(_) | RemoteValue::Stream { .. } => Ok(None),
+    }
+}
+
 /// The value for an in-memory read after a local miss: fetched, backfilled, returned.
 pub(super) fn read_through(
     store: &RedbCache,
@@ -120,6 +168,17 @@ pub(super) fn read_through(
             Some(bytes) => bytes,
             None => return Ok(None),
         },
+        // As a local read of a directory's entry: its value, once the directory is stored.
+        RemoteValue::Directory {
+            value,
+            items,
+            contents,
+        } => {
+            return Ok(
+                backfill_directory(store, key, fetched.ttl, &value, &items, contents)
+                    .map(|directory| directory.value),
+            );
+        }
     };
     if let Err(err) = store.backfill(key, &bytes, fetched.ttl, fetched.format) {
         warn_backfill(store, key, &err);
@@ -144,6 +203,14 @@ pub(super) fn read_through_to(
             .map(drop),
         RemoteValue::Stream { reader, len } => match read_whole(store, key, reader, len) {
             Some(bytes) => store.backfill(key, &bytes, fetched.ttl, fetched.format),
+            None => return Ok(None),
+        },
+        RemoteValue::Directory {
+            value,
+            items,
+            contents,
+        } => match backfill_directory(store, key, fetched.ttl, &value, &items, contents) {
+            Some(_) => Ok(()),
             None => return Ok(None),
         },
     };

@@ -88,6 +88,8 @@ pub(crate) struct Meta {
     /// Bytes allocated on disk (`st_blocks * 512`).
     pub(crate) allocated: u64,
     pub(crate) modified: SystemTime,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub(crate) mode: u32,
 }
 
 impl Meta {
@@ -101,6 +103,7 @@ impl Meta {
                 .unwrap_or(0)
                 .saturating_mul(512),
             modified: UNIX_EPOCH + Duration::new(seconds, nanos.min(999_999_999)),
+            mode: stat.st_mode & 0o7777,
         }
     }
 }
@@ -247,6 +250,13 @@ impl Dir {
             })?;
         }
         Ok(())
+    }
+
+    /// Sets this directory's permission bits to `mode` (masked to `0o777`), through the open
+    /// descriptor: never a path, never a symlink.
+    pub(crate) fn set_mode(&self, mode: u32) -> Result<()> {
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode & 0o777))
+            .map_err(|errno| CacheError::io("setting the mode of", &self.path, io_error(errno)))
     }
 
     /// The child directory `name`, opened without following a symlink; `None` if it does not

@@ -191,9 +191,22 @@ impl RedbCache {
     pub(crate) fn set_directory(
         &self,
         key: &[u8],
+        staged: StagedDirectory,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<CachedDirectory>> {
+        self.set_directory_from(key, staged, value, ttl, Origin::Local)
+    }
+
+    /// [`RedbCache::set_directory`], published to the remote tier once committed unless it came
+    /// from there (`Origin::Remote`: a backfill, `remote_dirs.rs`).
+    pub(super) fn set_directory_from(
+        &self,
+        key: &[u8],
         mut staged: StagedDirectory,
         value: &[u8],
         ttl: Option<Duration>,
+        origin: Origin,
     ) -> Result<Option<CachedDirectory>> {
         self.measure("set", |_| {
             self.check_key(key)?;
@@ -240,6 +253,11 @@ impl RedbCache {
             match result {
                 Ok(path) => {
                     AtomicCounters::add(&self.counters.sets, 1);
+                    if origin == Origin::Local
+                        && let Some(name) = &published
+                    {
+                        self.publish_directory(key, &header, name, value);
+                    }
                     Ok(Some(CachedDirectory {
                         path,
                         value: value.to_vec(),

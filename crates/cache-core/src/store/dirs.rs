@@ -116,6 +116,18 @@ impl DirFiles {
                 if matches!(dirs.stat(name), Ok(Some(meta)) if meta.kind == Kind::Dir))
     }
 
+    /// The owned directory `name`, opened without following a symlink; `None` if it is not
+    /// there.
+    pub(crate) fn open(&self, name: &str) -> Result<Option<Dir>> {
+        if !is_safe_dir_name(name) {
+            return Ok(None);
+        }
+        match self.tag.dir(DIRS)? {
+            Some(dirs) => dirs.dir(name),
+            None => Ok(None),
+        }
+    }
+
     /// Whether anything (a directory or not) is there under `name`.
     pub(crate) fn exists(&self, name: &str) -> Result<bool> {
         if !is_safe_dir_name(name) {

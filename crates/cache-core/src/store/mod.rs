@@ -23,7 +23,9 @@
 //! - `maintenance.rs`: recount, compaction, integrity, lifetime counters.
 //! - `leases.rs`: the single-flight lease table.
 //! - `api.rs`: the operations [`crate::Cache`] calls.
-//! - `publish.rs`: what landed commits offer the remote tier, if one is attached.
+//! - `publish.rs`: what landed commits offer the remote tier, if one is attached;
+//!   `remote_dirs.rs`: directories to and from the remote tier (listed and read to publish;
+//!   checked and written to backfill).
 //! - `blobs.rs`, `dirs.rs`: the files entries own; `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
 //! - `faults.rs` (tests only): the fault-injecting storage backend and, in `faults/tests.rs`,
@@ -90,6 +92,7 @@ mod maintenance;
 mod publish;
 mod read;
 pub(crate) mod reads_file;
+mod remote_dirs;
 mod tables;
 #[cfg(test)]
 mod tests;

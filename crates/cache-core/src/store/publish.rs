@@ -1,7 +1,8 @@
 //! Publishing to the remote tier ([`crate::RemoteStore`]): what a landed commit stored is
 //! offered to the remote, on the committing thread, after the commit is durable. Buffered writes
-//! are published by the commit that lands them (`publish_landed`); blobs and the direct writes of
-//! streamed sets by the method that committed them (`publish_blob`, `publish_inline`). Backfills
+//! are published by the commit that lands them (`publish_landed`); blobs, directories and the
+//! direct writes of streamed sets by the method that committed them (`publish_blob`,
+//! `publish_inline`, and `publish_directory` in `remote_dirs.rs`). Backfills
 //! (writes whose origin is the remote) are never published back. With no remote attached, each
 //! of these is one branch.
 
@@ -10,7 +11,8 @@ use crate::remote::{PublishedEntry, PublishedValue, SharingPolicy};
 
 impl RedbCache {
     /// Offers the buffered writes a commit has just landed, except backfills (`from_remote`),
-    /// deletions, directories and entries already expired.
+    /// deletions and entries already expired. Directories are never buffered (`set_directory`
+    /// commits and publishes them itself).
     pub(super) fn publish_landed(
         &self,
         landed: &KeyMap<BufferedWrite>,
@@ -63,7 +65,7 @@ impl RedbCache {
         });
     }
 
-    fn publish(
+    pub(super) fn publish(
         &self,
         key: &[u8],
         header: &EntryHeader,

@@ -9,6 +9,7 @@ mod entries;
 mod flight;
 mod registry;
 mod remote;
+mod remote_dirs;
 mod telemetry;
 mod threads;
 mod typed;

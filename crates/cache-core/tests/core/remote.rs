@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_core::{
-    Cache, CacheKey, CacheOptions, Clock, Coordinator, Environment, ManualClock, PublishedEntry,
-    PublishedValue, RemoteCounters, RemoteEntry, RemoteError, RemoteStore, RemoteValue, Tag,
-    ValueFormat,
+    Cache, CacheKey, CacheOptions, Clock, Coordinator, DirectoryItem, Environment, ManualClock,
+    PublishedEntry, PublishedValue, RemoteCounters, RemoteEntry, RemoteError, RemoteStore,
+    RemoteValue, Tag, ValueFormat,
 };
 use rstest::rstest;
 use tempfile::TempDir;
@@ -21,23 +21,26 @@ use crate::{clock, options_with};
 
 /// What the fake remote holds of one entry.
 #[derive(Clone, Debug, PartialEq)]
-struct Held {
-    format: ValueFormat,
-    expires_at: Option<SystemTime>,
-    bytes: Vec<u8>,
+pub(crate) struct Held {
+    pub(crate) format: ValueFormat,
+    pub(crate) expires_at: Option<SystemTime>,
+    /// The value (a directory's: the value stored with it).
+    pub(crate) bytes: Vec<u8>,
+    /// A directory's items and its files' contents, concatenated in list order.
+    pub(crate) directory: Option<(Vec<DirectoryItem>, Vec<u8>)>,
 }
 
 /// One publish: tag, key, what was published, whether it came as a blob file.
-type Publish = (String, Vec<u8>, Held, bool);
+pub(crate) type Publish = (String, Vec<u8>, Held, bool);
 
 /// A remote in memory. `publish` reads the value at once (a real one queues it) and keeps it
 /// where `fetch` finds it, as a shared engine would.
 #[derive(Debug, Default)]
-struct FakeRemote {
+pub(crate) struct FakeRemote {
     held: Mutex<HashMap<(String, Vec<u8>), Held>>,
     /// Every publish, in order.
     published: Mutex<Vec<Publish>>,
-    fetches: AtomicUsize,
+    pub(crate) fetches: AtomicUsize,
     failing: AtomicBool,
     /// Serve values as streams instead of in memory.
     streaming: AtomicBool,
@@ -46,18 +49,18 @@ struct FakeRemote {
 }
 
 impl FakeRemote {
-    fn put(&self, tag: &str, key: &[u8], held: Held) {
+    pub(crate) fn put(&self, tag: &str, key: &[u8], held: Held) {
         self.held
             .lock()
             .expect("the fake's lock")
             .insert((tag.to_owned(), key.to_vec()), held);
     }
 
-    fn forget_everything(&self) {
+    pub(crate) fn forget_everything(&self) {
         self.held.lock().expect("the fake's lock").clear();
     }
 
-    fn published(&self) -> Vec<Publish> {
+    pub(crate) fn published(&self) -> Vec<Publish> {
         self.published.lock().expect("the fake's lock").clone()
     }
 }
@@ -84,7 +87,13 @@ impl RemoteStore for FakeRemote {
         Ok(held.map(|held| RemoteEntry {
             format: held.format,
             expires_at: held.expires_at,
-            value: if self.streaming.load(Ordering::SeqCst) {
+            value: if let Some((items, contents)) = held.directory {
+                RemoteValue::Directory {
+                    value: held.bytes,
+                    items,
+                    contents: Box::new(std::io::Cursor::new(contents)),
+                }
+            } else if self.streaming.load(Ordering::SeqCst) {
                 RemoteValue::Stream {
                     len: held.bytes.len() as u64,
                     reader: Box::new(std::io::Cursor::new(held.bytes)),
@@ -96,8 +105,20 @@ impl RemoteStore for FakeRemote {
     }
 
     fn publish(&self, entry: PublishedEntry) {
+        let mut directory = None;
         let (bytes, as_blob) = match entry.value {
             PublishedValue::Bytes(bytes) => (bytes, false),
+            PublishedValue::Directory(published) => {
+                let mut contents = Vec::new();
+                published
+                    .contents()
+                    .expect("the published directory opens")
+                    .read_to_end(&mut contents)
+                    .expect("the published directory reads");
+                assert_eq!(contents.len() as u64, published.contents_len());
+                directory = Some((published.items.clone(), contents));
+                (published.value, false)
+            }
             PublishedValue::Blob {
                 mut file,
                 len,
@@ -119,6 +140,7 @@ impl RemoteStore for FakeRemote {
             format: entry.format,
             expires_at: entry.expires_at,
             bytes,
+            directory,
         };
         self.put(entry.tag.as_str(), &entry.key, held.clone());
         self.counted.lock().expect("the fake's lock").published += 1;
@@ -136,24 +158,24 @@ impl RemoteStore for FakeRemote {
 }
 
 /// One machine: its own root and coordinator, sharing `remote`.
-struct Machine {
-    _root: TempDir,
-    cache: Cache,
+pub(crate) struct Machine {
+    pub(crate) root: TempDir,
+    pub(crate) cache: Cache,
 }
 
-fn machine(remote: &Arc<FakeRemote>, options: CacheOptions) -> Machine {
+pub(crate) fn machine(remote: &Arc<FakeRemote>, options: CacheOptions) -> Machine {
     let root = tempfile::tempdir().expect("temp dir");
     let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
         .with_remote(Arc::clone(remote) as Arc<dyn RemoteStore>);
     let cache = coordinator
         .get_shared_cache_instance(root.path(), "t", options)
         .expect("open the machine's cache");
-    Machine { _root: root, cache }
+    Machine { root, cache }
 }
 
 /// Options whose commit thread never commits on its own within a test: a commit happens when
 /// the test flushes.
-fn manual_commits(clock: &Arc<ManualClock>) -> CacheOptions {
+pub(crate) fn manual_commits(clock: &Arc<ManualClock>) -> CacheOptions {
     CacheOptions {
         commit_interval: Duration::from_secs(3600),
         blob_threshold_bytes: 1024,
@@ -233,6 +255,7 @@ fn a_local_write_after_a_backfill_is_published(clock: Arc<ManualClock>) {
             format: ValueFormat::RAW,
             expires_at: None,
             bytes: b"old".to_vec(),
+            directory: None,
         },
     );
     assert_eq!(b.cache.get(b"k").unwrap(), Some(b"old".to_vec()));
@@ -306,6 +329,7 @@ fn an_expired_or_other_schema_remote_entry_is_a_miss_and_is_not_stored(clock: Ar
             format: ValueFormat::RAW,
             expires_at: Some(now),
             bytes: b"stale".to_vec(),
+            directory: None,
         },
     );
     assert_eq!(b.cache.get(b"expired").unwrap(), None);
@@ -318,6 +342,7 @@ fn an_expired_or_other_schema_remote_entry_is_a_miss_and_is_not_stored(clock: Ar
             format: ValueFormat::typed(1),
             expires_at: None,
             bytes: old,
+            directory: None,
         },
     );
     assert_eq!(b.cache.get_typed(&Note("note")).unwrap(), None);
@@ -397,6 +422,7 @@ fn keys_the_sharing_policy_keeps_local_are_never_fetched_published_or_leased(
                 format: ValueFormat::RAW,
                 expires_at: None,
                 bytes: b"remote".to_vec(),
+                directory: None,
             },
         );
     }
@@ -490,4 +516,48 @@ fn a_reading_process_leaves_the_remote_s_counts_in_the_reads_file_without_a_comm
     );
     let lifetime = open(None).get_stats().unwrap().lifetime.remote;
     assert_eq!(lifetime.misses, 1);
+}
+
+/// A program opts a domain's kept prefix in with a rule of its own, added after the domain's:
+/// of two rules with the same prefix, the later decides.
+#[rstest]
+fn a_later_rule_with_the_same_prefix_decides(clock: Arc<ManualClock>) {
+    use cache_core::SharingRule;
+    const DOMAIN: &[SharingRule] = &[SharingRule {
+        tag: "t",
+        key_prefix: "big:",
+        share: false,
+        reason: "opt-in",
+    }];
+    const PROGRAM: &[SharingRule] = &[SharingRule {
+        tag: "t",
+        key_prefix: "big:",
+        share: true,
+        reason: "this program opts in",
+    }];
+    let remote = Arc::new(FakeRemote::default());
+    remote.put(
+        "t",
+        b"big:1",
+        Held {
+            format: ValueFormat::RAW,
+            expires_at: None,
+            bytes: b"remote".to_vec(),
+            directory: None,
+        },
+    );
+    let open = |rules: [&'static [SharingRule]; 2]| {
+        let root = tempfile::tempdir().expect("temp dir");
+        let cache = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]))
+            .with_remote(Arc::clone(&remote) as Arc<dyn RemoteStore>)
+            .with_sharing(rules[0])
+            .with_sharing(rules[1])
+            .get_shared_cache_instance(root.path(), "t", manual_commits(&clock))
+            .expect("open");
+        (root, cache)
+    };
+    let (_kept_root, kept) = open([PROGRAM, DOMAIN]);
+    assert_eq!(kept.get(b"big:1").unwrap(), None);
+    let (_shared_root, shared) = open([DOMAIN, PROGRAM]);
+    assert_eq!(shared.get(b"big:1").unwrap(), Some(b"remote".to_vec()));
 }

@@ -3,6 +3,7 @@
 //! loopback ports, `s3.rs` and `split.rs`): two cache roots stand for two machines. Skipped,
 //! with a message, where a server is not installed, except under `CI=true`.
 
+mod directories;
 mod faults;
 mod flight;
 mod gate;
