@@ -10,6 +10,8 @@
 //!   files whose writer is alive, gone, or of another pid namespace.
 //! - [`redis::RedisServer`]: a `redis-server` on a unix socket in a temp directory, for the
 //!   remote tier's tests, killed by its pid on drop.
+//! - [`tree`]: a snapshot of a directory tree (paths, modes, bytes) and a file written with a
+//!   mode, for the tests of directories through the remote tier.
 //! - [`s3::S3Server`]: SeaweedFS (`weed mini`) on free loopback ports with SigV4 keys, for the
 //!   remote tier's S3 tests, killed by its pid on drop.
 //!
@@ -31,6 +33,7 @@
 
 pub mod redis;
 pub mod s3;
+pub mod tree;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! contents that do not match it, store nothing and are a miss; a directory holding a symlink
 //! is not published.
 
-use std::collections::BTreeMap;
+use cache_test_support::tree::{snapshot, write_with_mode};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,39 +18,6 @@ use rstest::rstest;
 
 use crate::clock;
 use crate::remote::{FakeRemote, Held, machine, manual_commits};
-
-/// What a tree holds, by relative path: a directory's mode, or a file's mode and bytes.
-type Snapshot = BTreeMap<String, (u32, Option<Vec<u8>>)>;
-
-fn snapshot(top: &Path) -> Snapshot {
-    fn walk(top: &Path, dir: &Path, out: &mut Snapshot) {
-        for entry in fs::read_dir(dir).expect("list") {
-            let path = entry.expect("entry").path();
-            let meta = fs::symlink_metadata(&path).expect("stat");
-            let relative = path
-                .strip_prefix(top)
-                .expect("below top")
-                .to_str()
-                .expect("utf-8")
-                .to_owned();
-            let mode = meta.permissions().mode() & 0o777;
-            if meta.is_dir() {
-                out.insert(relative, (mode, None));
-                walk(top, &path, out);
-            } else {
-                out.insert(relative, (mode, Some(fs::read(&path).expect("read"))));
-            }
-        }
-    }
-    let mut out = Snapshot::new();
-    walk(top, top, &mut out);
-    out
-}
-
-fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) {
-    fs::write(path, bytes).expect("write");
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
-}
 
 /// Stores a directory with files, nested and empty directories, several modes and an empty
 /// file under `key`; returns the value stored with it.
