@@ -10,7 +10,7 @@ use cache_core::Environment;
 use crate::error::RemoteSetupError;
 
 /// The endpoint: `redis://host:port/db`, `redis+unix:///path/to/socket` (or `unix://`),
-/// `rediss://` (TLS, which this build does not include: refused with a clear error), or
+/// `rediss://` (TLS: with cache-remote's `tls` feature; without it, refused with a clear error), or
 /// `s3://bucket/key-prefix` (S3 or an S3-compatible server).
 pub const REMOTE_VARIABLE: &str = "GLOVEBOX_CACHE_REMOTE";
 /// The S3 server for `s3://` names when it is not AWS (`http://host:port`): path-style

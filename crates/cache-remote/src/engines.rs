@@ -121,6 +121,15 @@ fn open_redis(config: &RemoteConfig, endpoint: &str) -> Result<Box<dyn Engine>, 
         endpoint: endpoint.to_owned(),
         message: err.to_string(),
     };
+    if endpoint.starts_with("rediss://") && !cfg!(feature = "tls") {
+        return Err(RemoteSetupError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            message:
+                "rediss:// needs TLS, which this build does not include (cache-remote's `tls` \
+                      feature)"
+                    .to_owned(),
+        });
+    }
     let mut info = endpoint.into_connection_info().map_err(endpoint_error)?;
     let mut settings = info.redis_settings().clone();
     if let Some(username) = &config.username {
@@ -161,6 +170,23 @@ mod tests {
             "s3://bucket/../x",
         ] {
             assert!(parse_s3(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    /// `rediss://` opens (it connects lazily) in a build with the `tls` feature, and is refused
+    /// naming the feature in one without.
+    #[test]
+    fn rediss_needs_the_tls_feature() {
+        let opened = open(&RemoteConfig::new("rediss://127.0.0.1:1/0"));
+        if cfg!(feature = "tls") {
+            assert!(
+                opened.is_ok(),
+                "{:?}",
+                opened.err().map(|err| err.to_string())
+            );
+        } else {
+            let err = opened.err().map(|err| err.to_string()).unwrap_or_default();
+            assert!(err.contains("`tls` feature"), "{err}");
         }
     }
 
