@@ -21,7 +21,8 @@
 //!
 //! Modules: `config.rs` (settings, from the environment), `envelope.rs` (the data model on the
 //! server), `directory.rs` (a directory's
-//! envelope body and upload), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish), `uploader.rs`
+//! envelope body and upload), `signing.rs` (keys and signatures), `remote.rs` (fetch, publish),
+//! `chunks.rs` (a chunked value's reader, fetching ahead), `uploader.rs`
 //! (the write-behind queue), `engine.rs` (what the tier needs of a server, the split setup, the
 //! breaker path), `engines.rs` (which engine a configuration names), `redis.rs` and `s3.rs`
 //! (the engines), `breaker.rs`, `hint.rs` (the breaker hint file under the cache root),
@@ -30,6 +31,7 @@
 //! model: `docs/remote.md`.
 
 mod breaker;
+mod chunks;
 mod config;
 mod directory;
 mod engine;

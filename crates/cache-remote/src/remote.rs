@@ -4,7 +4,6 @@
 //! directory's contents too); `publish` queues an upload
 //! (`uploader.rs`).
 
-use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,9 +14,10 @@ use cache_core::{
 };
 
 use crate::breaker::{Breaker, BreakerState};
+use crate::chunks::Chunks;
 use crate::config::{RemoteConfig, RemoteMode};
 use crate::engine::{Engine, EngineError, Outcome, run};
-use crate::envelope::{Body, Envelope, chunk_name, entry_name, signed_message};
+use crate::envelope::{Body, Envelope, entry_name, signed_message};
 use crate::error::RemoteSetupError;
 use crate::signing::{SecretKey, TrustedKeys};
 use crate::stats::{RemoteStats, Stats};
@@ -205,16 +205,13 @@ impl RemoteStore for RedisRemote {
             Body::Inline(bytes) => RemoteValue::Bytes(bytes),
             Body::Chunked { chunk_size, chunks } => RemoteValue::Stream {
                 len: envelope.len,
-                reader: Box::new(Chunks {
-                    shared: Arc::clone(shared),
-                    chunks: chunks.into_iter(),
+                reader: Box::new(Chunks::new(
+                    shared,
+                    chunks,
                     chunk_size,
-                    left: envelope.len,
-                    digest: envelope.digest,
-                    whole: blake3::Hasher::new(),
-                    current: Vec::new(),
-                    at: 0,
-                }),
+                    envelope.len,
+                    envelope.digest,
+                )),
             },
             Body::Directory {
                 value,
@@ -225,16 +222,13 @@ impl RemoteStore for RedisRemote {
             } => RemoteValue::Directory {
                 value,
                 items,
-                contents: Box::new(Chunks {
-                    shared: Arc::clone(shared),
-                    chunks: chunks.into_iter(),
+                contents: Box::new(Chunks::new(
+                    shared,
+                    chunks,
                     chunk_size,
-                    left: envelope.len,
-                    digest: contents_digest,
-                    whole: blake3::Hasher::new(),
-                    current: Vec::new(),
-                    at: 0,
-                }),
+                    envelope.len,
+                    contents_digest,
+                )),
             },
         };
         Ok(Some(RemoteEntry {
@@ -272,83 +266,5 @@ impl RemoteStore for RedisRemote {
     fn attach_root(&self, root: &cache_core::RootFiles) {
         let hint = crate::hint::Hint::new(root.clone(), &self.shared.config.endpoint);
         self.shared.breaker.attach_hint(hint);
-    }
-}
-
-/// A chunked value, read one verified chunk at a time. A chunk that has gone or does not match
-/// its digest, or a whole that does not match the value's, is an error: the cache's backfill
-/// then stores nothing and the read is a miss.
-struct Chunks {
-    shared: Arc<Shared>,
-    chunks: std::vec::IntoIter<[u8; 32]>,
-    chunk_size: u32,
-    /// Bytes of the value not yet loaded.
-    left: u64,
-    digest: [u8; 32],
-    whole: blake3::Hasher,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl Chunks {
-    fn load_next(&mut self) -> io::Result<bool> {
-        let Some(digest) = self.chunks.next() else {
-            return Ok(false);
-        };
-        let shared = &self.shared;
-        let name = chunk_name(&shared.config.prefix, &digest);
-        let max = usize::try_from(self.chunk_size).unwrap_or(usize::MAX);
-        let outcome = run(&shared.breaker, &shared.stats, || {
-            shared.fetch_engine.get_chunk(&name, max)
-        });
-        let chunk = match outcome {
-            Outcome::Done(Some(chunk)) => chunk,
-            Outcome::Done(None) => {
-                Stats::add(&shared.stats.misses, 1);
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "a chunk of the value has gone from the remote",
-                ));
-            }
-            Outcome::Skipped => {
-                return Err(io::Error::other(
-                    "the remote is being skipped (breaker open)",
-                ));
-            }
-            Outcome::Failed(err) => return Err(io::Error::other(err.to_string())),
-        };
-        Stats::add(&shared.stats.bytes_in, chunk.len() as u64);
-        let expected = self.left.min(u64::from(self.chunk_size));
-        if chunk.len() as u64 != expected || blake3::hash(&chunk).as_bytes() != &digest {
-            Stats::add(&shared.stats.rejected, 1);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a chunk of the value does not match its digest",
-            ));
-        }
-        self.left -= expected;
-        self.whole.update(&chunk);
-        if self.left == 0 && self.whole.finalize().as_bytes() != &self.digest {
-            Stats::add(&shared.stats.rejected, 1);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the value does not match its digest",
-            ));
-        }
-        self.current = chunk;
-        self.at = 0;
-        Ok(true)
-    }
-}
-
-impl Read for Chunks {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.current.len() && !self.load_next()? {
-            return Ok(0);
-        }
-        let n = out.len().min(self.current.len() - self.at);
-        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
