@@ -206,7 +206,12 @@ impl Drop for Worker {
 fn spawn_worker(root: &Path, variables: &Variables, markers: &Path, target: &Path) -> Worker {
     let mut command = Command::new(WORKER);
     // Only the variables given configure its remote, whatever the test runner's environment.
-    for variable in [REMOTE_VARIABLE, CHUNKS_VARIABLE, ENDPOINT_VARIABLE, TIMEOUT_VARIABLE] {
+    for variable in [
+        REMOTE_VARIABLE,
+        CHUNKS_VARIABLE,
+        ENDPOINT_VARIABLE,
+        TIMEOUT_VARIABLE,
+    ] {
         command.env_remove(variable);
     }
     let child = command
