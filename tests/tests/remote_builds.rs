@@ -282,10 +282,10 @@ fn two_processes_build_once(server: &RedisServer, variables: &Variables) -> Stri
     let a = spawn_worker(root_a.path(), variables, markers.path(), target_a.path());
     // A builds, holding the fleet's lease, until the test says go.
     eventually("a builds", || !built_markers(markers.path()).is_empty());
-    let before = set_calls(&server);
+    let before = set_calls(server);
     let b = spawn_worker(root_b.path(), variables, markers.path(), target_b.path());
     // B's leader has found the fleet's lease held and tried it again: it is waiting for A.
-    eventually("b waits for the lease", || set_calls(&server) >= before + 2);
+    eventually("b waits for the lease", || set_calls(server) >= before + 2);
     fs::write(markers.path().join("go"), b"").unwrap();
 
     let (out_a, out_b) = (finish(a), finish(b));

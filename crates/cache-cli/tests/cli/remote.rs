@@ -434,8 +434,8 @@ fn a_build_stored_on_a_is_fetched_with_its_directory_by_get_on_b(vars: &[(&str, 
         if with_remote {
             let environment = cache_core::Environment::from_pairs(vars.iter().copied());
             let remote = cache_remote::Remote::from_environment(&environment)
-                .unwrap()
-                .unwrap();
+                .expect("the helper's step")
+                .expect("the helper's step");
             coordinator =
                 coordinator.with_remote(std::sync::Arc::new(remote) as Arc<dyn RemoteStore>);
         }
@@ -443,31 +443,36 @@ fn a_build_stored_on_a_is_fetched_with_its_directory_by_get_on_b(vars: &[(&str, 
             cache_path: Some(root),
             ..cache_core::UserCacheConfig::default()
         };
-        let compilation = cache_compilation::CompilationCache::open(&coordinator, &config).unwrap();
+        let compilation = cache_compilation::CompilationCache::open(&coordinator, &config)
+            .expect("the helper's step");
         (coordinator, compilation)
     };
     let build = a.path("build");
-    std::fs::create_dir_all(build.join("zephyr")).unwrap();
-    std::fs::write(build.join("zephyr/zmk.uf2"), b"UF2 firmware").unwrap();
+    std::fs::create_dir_all(build.join("zephyr")).expect("the helper's step");
+    std::fs::write(build.join("zephyr/zmk.uf2"), b"UF2 firmware").expect("the helper's step");
     {
         let (_coordinator, compilation) = open(a.root(), true);
         compilation
             .builds
             .store(&inputs, &build, &mut |_| {})
-            .unwrap()
-            .unwrap();
-        compilation.cache.flush().unwrap();
+            .expect("the helper's step")
+            .expect("the helper's step");
+        compilation.cache.flush().expect("the helper's step");
     }
 
-    let key = String::from_utf8(inputs.key_bytes()).unwrap();
+    let key = String::from_utf8(inputs.key_bytes()).expect("the helper's step");
     let got = with_remote(&b, vars, &["get", "--tag", "compilation", &key]);
     got.expect_code(0);
     assert!(got.stdout().contains("zmkfirmware/zmk"), "{}", got.stdout());
 
     let (_coordinator, compilation) = open(b.root(), false);
-    let found = compilation.builds.get(&inputs).unwrap().expect("kept on B");
+    let found = compilation
+        .builds
+        .get(&inputs)
+        .expect("the helper's step")
+        .expect("kept on B");
     assert_eq!(
-        std::fs::read(found.path.join("zephyr/zmk.uf2")).unwrap(),
+        std::fs::read(found.path.join("zephyr/zmk.uf2")).expect("the helper's step"),
         b"UF2 firmware"
     );
 }
