@@ -4,10 +4,11 @@
 //! The Rust columns come from the `compare` bench of cache-core (run in release by `cargo
 //! bench`), the diskcache column from `xtask/bench/diskcache_bench.py` in a venv under `target/`,
 //! and the remote tier's table from the `remote` bench of cache-remote (issue 17's targets,
-//! against a `redis-server` it starts; N ÷ 10 entries, at least 100; skipped with a note where
-//! none is installed). All print one JSON line per workload and column; this module parses them
-//! (`serde_json`) and renders the tables. The targets are those of the design's "Performance
-//! targets" and issue 17's; a target that is not met is marked `MISSED`, never left out.
+//! against a `redis-server` it starts; N ÷ 10 entries, at least 100; and issue 18's, against a
+//! SeaweedFS it starts; each part skipped with a note where its server is not installed). All
+//! print one JSON line per workload and column; this module parses them (`serde_json`) and
+//! renders the tables. The targets are those of the design's "Performance targets" and issues
+//! 17's and 18's; a target that is not met is marked `MISSED`, never left out.
 //!
 //! Over 600 lines: most of it is the report's text (the notes that say how each column was
 //! measured) and the table's per-workload cells; the remote tier's table is in `bench/remote.rs`.
@@ -144,7 +145,7 @@ pub(crate) fn run(args: BenchArgs, typed: &[String]) -> anyhow::Result<()> {
         Err(note) => Some(note),
     };
 
-    // The remote tier's table: its own bench, which starts its own redis-server.
+    // The remote tier's table: its own bench, which starts its own redis-server and SeaweedFS.
     let remote_n = (options.n / 10).max(100).to_string();
     let mut remote = Command::new(&cargo);
     remote

@@ -1,4 +1,4 @@
-//! `remote`: the remote tier against issue 17's targets, in one run, printing one JSON line per
+//! `remote`: the remote tier against issue 17's targets (Redis) and issue 18's (S3), in one run, printing one JSON line per
 //! workload and column as cache-core's `compare` does; `cargo xtask bench` turns them into the
 //! "Remote tier" table of `docs/benchmarks.md`.
 //!
@@ -6,11 +6,12 @@
 //! (cargo appends `--bench`; without that flag the program does nothing, so that `cargo test
 //! --all-targets` does not start a benchmark). It starts its own `redis-server` on a free
 //! loopback TCP port (`--save '' --appendonly no`), killed by pid when it ends; without one
-//! installed it prints a note and no results. A quick check that it runs, in debug (figures
-//! meaningless): `cargo test -p cache-remote --bench remote -- --bench --n 200 --reps 1
-//! --big-mib 4`.
+//! installed it prints a note and no Redis results. The S3 rows (`remote/s3.rs`, which lists
+//! them) run against a SeaweedFS it starts the same way, or are skipped with a note when `weed`
+//! is not installed. A quick check that it runs, in debug (figures meaningless): `cargo test -p
+//! cache-remote --bench remote -- --bench --n 200 --reps 1 --big-mib 4`.
 //!
-//! Workloads (every cache in a temp directory; 100-byte values, keys `key-000000`..., visited in
+//! Redis workloads (every cache in a temp directory; 100-byte values, keys `key-000000`..., visited in
 //! one shuffled order; each repetition on fresh roots):
 //! - `remote_local_hit`: N gets of stored keys from one root reopened without a remote
 //!   (`local`) and with one (`with_remote`); `with_remote/local` is the median of the
@@ -45,6 +46,9 @@ use cache_remote::{RedisRemote, RemoteConfig};
 use cache_test_support::redis::RedisServer;
 use tempfile::TempDir;
 
+#[path = "remote/s3.rs"]
+mod s3;
+
 type BenchResult<T> = Result<T, String>;
 
 struct RunConfig {
@@ -78,17 +82,19 @@ fn run(arguments: &[String]) -> BenchResult<()> {
         .and_then(|listener| listener.local_addr())
         .map_err(|err| format!("finding a free loopback port: {err}"))?
         .port();
-    let Some(server) = RedisServer::start_with(&["--port", &port.to_string()]) else {
-        eprintln!("remote bench: NOTE: redis-server is not installed; no results");
-        return Ok(());
-    };
-    let url = format!("redis://127.0.0.1:{port}/0");
     let mut results = Results::default();
-    for repetition in 0..config.repetitions {
-        run_repetition(&config, &url, repetition, &mut results)?;
+    match RedisServer::start_with(&["--port", &port.to_string()]) {
+        Some(server) => {
+            let url = format!("redis://127.0.0.1:{port}/0");
+            for repetition in 0..config.repetitions {
+                run_repetition(&config, &url, repetition, &mut results)?;
+            }
+            drop(server);
+        }
+        None => eprintln!("remote bench: NOTE: redis-server is not installed; no Redis results"),
     }
+    s3::run(&config, &mut results)?;
     results.print(&config);
-    drop(server);
     Ok(())
 }
 

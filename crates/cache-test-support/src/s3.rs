@@ -65,6 +65,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl S3Server {
+    /// Whether a `weed` binary is there to start (a benchmark skips its S3 rows without one,
+    /// whatever `CI` says).
+    pub fn is_installed() -> bool {
+        weed().is_some_and(|weed| weed.is_file())
+    }
+
     /// Starts a server, or returns `None` (after printing why) when `weed` is not installed
     /// and `CI` is not `true`.
     pub fn start() -> Option<S3Server> {

@@ -70,8 +70,9 @@
 //! - `blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER`: reads the restorer's keys in a
 //!   loop, checking every value found is exact, until DONE_FILE exists and PASSES_AFTER more
 //!   passes are done; prints `reads N hits N`.
-//! - `remote-build ROOT URL MARKERS TARGET`: one machine of a fleet asking for a firmware build
-//!   through a redis-server (`cache-worker/remote_build.rs`, which says what it prints).
+//! - `remote-build ROOT MARKERS TARGET`: one machine of a fleet asking for a firmware build
+//!   through the remote its environment configures (`cache-worker/remote_build.rs`, which says
+//!   what it prints).
 
 #![allow(
     clippy::print_stdout,
@@ -138,7 +139,7 @@ fn run() -> anyhow::Result<()> {
              blob-fill-then ROOT TAG COUNT LEN clear|cleanup | \
              blob-crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE | \
-             remote-build ROOT URL MARKERS TARGET | \
+             remote-build ROOT MARKERS TARGET | \
              blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER)"
         ),
     }

@@ -1,6 +1,6 @@
-//! The remote tier through the command line, against a real `redis-server`: two sandboxes (two
-//! cache roots) stand for two machines sharing `GLOVEBOX_CACHE_REMOTE`; signing keys made by
-//! `remote keygen`.
+//! The remote tier through the command line, against a real `redis-server` and a real S3 server
+//! (SeaweedFS): two sandboxes (two cache roots) stand for two machines sharing
+//! `GLOVEBOX_CACHE_REMOTE`; signing keys made by `remote keygen`.
 
 use std::sync::Arc;
 
@@ -390,6 +390,34 @@ fn get_on_another_root_fetches_a_build_with_its_directory() {
         return;
     };
     let url = server.url();
+    a_build_stored_on_a_is_fetched_with_its_directory_by_get_on_b(&[(
+        "GLOVEBOX_CACHE_REMOTE",
+        url.as_str(),
+    )]);
+}
+
+#[test]
+fn s3_get_on_another_root_fetches_a_build_with_its_directory() {
+    use cache_test_support::s3::{BUCKET, S3Server, WRITER};
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let url = format!("s3://{BUCKET}/cli-builds");
+    let endpoint = server.endpoint();
+    a_build_stored_on_a_is_fetched_with_its_directory_by_get_on_b(&[
+        ("GLOVEBOX_CACHE_REMOTE", url.as_str()),
+        ("GLOVEBOX_CACHE_REMOTE_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", WRITER.0),
+        ("AWS_SECRET_ACCESS_KEY", WRITER.1),
+        // Generous: SeaweedFS on a busy machine can be slow; nothing here waits for a timeout.
+        ("GLOVEBOX_CACHE_REMOTE_TIMEOUT_MS", "15000"),
+    ]);
+}
+
+/// A firmware build stored on root A by a program whose remote `vars` configure comes back,
+/// with its directory, on root B through `glovebox-cache get` with the same variables, and stays
+/// on B (read back with no remote at all).
+fn a_build_stored_on_a_is_fetched_with_its_directory_by_get_on_b(vars: &[(&str, &str)]) {
     let (a, b) = (Sandbox::new(), Sandbox::new());
     let inputs = cache_compilation::BuildInputs::new("zmkfirmware/zmk", "main", "km", "cfg")
         .pinned(
@@ -404,9 +432,10 @@ fn get_on_another_root_fetches_a_build_with_its_directory() {
             >([]))
             .with_sharing(cache_compilation::REMOTE_SHARING);
         if with_remote {
-            let remote =
-                cache_remote::RedisRemote::new(cache_remote::RemoteConfig::new(url.clone()))
-                    .unwrap();
+            let environment = cache_core::Environment::from_pairs(vars.iter().copied());
+            let remote = cache_remote::Remote::from_environment(&environment)
+                .expect("the helper's step")
+                .expect("the helper's step");
             coordinator =
                 coordinator.with_remote(std::sync::Arc::new(remote) as Arc<dyn RemoteStore>);
         }
@@ -414,33 +443,36 @@ fn get_on_another_root_fetches_a_build_with_its_directory() {
             cache_path: Some(root),
             ..cache_core::UserCacheConfig::default()
         };
-        let compilation = cache_compilation::CompilationCache::open(&coordinator, &config).unwrap();
+        let compilation = cache_compilation::CompilationCache::open(&coordinator, &config)
+            .expect("the helper's step");
         (coordinator, compilation)
     };
     let build = a.path("build");
-    std::fs::create_dir_all(build.join("zephyr")).unwrap();
-    std::fs::write(build.join("zephyr/zmk.uf2"), b"UF2 firmware").unwrap();
+    std::fs::create_dir_all(build.join("zephyr")).expect("the helper's step");
+    std::fs::write(build.join("zephyr/zmk.uf2"), b"UF2 firmware").expect("the helper's step");
     {
         let (_coordinator, compilation) = open(a.root(), true);
         compilation
             .builds
             .store(&inputs, &build, &mut |_| {})
-            .unwrap()
-            .unwrap();
-        compilation.cache.flush().unwrap();
+            .expect("the helper's step")
+            .expect("the helper's step");
+        compilation.cache.flush().expect("the helper's step");
     }
 
-    let key = String::from_utf8(inputs.key_bytes()).unwrap();
-    let remote = [("GLOVEBOX_CACHE_REMOTE", url.as_str())];
-    let got = with_remote(&b, &remote, &["get", "--tag", "compilation", &key]);
+    let key = String::from_utf8(inputs.key_bytes()).expect("the helper's step");
+    let got = with_remote(&b, vars, &["get", "--tag", "compilation", &key]);
     got.expect_code(0);
     assert!(got.stdout().contains("zmkfirmware/zmk"), "{}", got.stdout());
 
-    server.command("FLUSHALL");
     let (_coordinator, compilation) = open(b.root(), false);
-    let found = compilation.builds.get(&inputs).unwrap().expect("kept on B");
+    let found = compilation
+        .builds
+        .get(&inputs)
+        .expect("the helper's step")
+        .expect("kept on B");
     assert_eq!(
-        std::fs::read(found.path.join("zephyr/zmk.uf2")).unwrap(),
+        std::fs::read(found.path.join("zephyr/zmk.uf2")).expect("the helper's step"),
         b"UF2 firmware"
     );
 }

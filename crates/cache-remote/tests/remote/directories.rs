@@ -1,6 +1,6 @@
 //! Directories owned by entries, shared by two machines through the server: byte for byte
 //! (files in nested directories, modes, an empty file, an empty directory, contents over several
-//! chunks); signed like any entry; a list planted on the server that would write outside its
+//! chunks), through Redis and through S3 (SeaweedFS); signed like any entry; a list planted on the server that would write outside its
 //! staging directory, or name a path twice, is refused before anything is written; a chunk gone
 //! from the server is a miss that stores nothing.
 
@@ -12,8 +12,9 @@ use cache_core::keys::hex;
 use cache_core::{Cache, ValueFormat};
 use cache_remote::{SecretKey, entry_name};
 use cache_test_support::redis::RedisServer;
+use cache_test_support::s3::{S3Server, WRITER};
 
-use crate::{config, machine, pattern};
+use crate::{config, machine, pattern, s3_config};
 
 /// Stores a directory of files at several depths (one over several chunks), modes, an empty
 /// file and an empty directory under `key`.
@@ -59,6 +60,37 @@ fn a_directory_stored_on_one_machine_is_fetched_byte_for_byte_on_the_other() {
 
     // Stored locally, and not published back.
     server.command("FLUSHALL");
+    let again = b.cache.get_directory(b"build:1").unwrap().expect("local");
+    assert_eq!(snapshot(&again.path), original);
+    b.cache.flush().unwrap();
+    assert_eq!(b.remote.stats().published, 0);
+}
+
+#[test]
+fn s3_a_directory_stored_on_one_machine_is_fetched_byte_for_byte_on_the_other() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let a = machine(s3_config(&server, "dirs", Some(WRITER)));
+    let b = machine(s3_config(&server, "dirs", Some(WRITER)));
+    store_sample(&a.cache, b"build:1");
+    a.cache.flush().unwrap();
+    assert_eq!(a.remote.stats().published, 1, "{:?}", a.remote.stats());
+    let original = snapshot(&a.cache.get_directory(b"build:1").unwrap().unwrap().path);
+    assert_eq!(original.len(), 8, "{:?}", original.keys());
+    // The envelope and the contents' chunks (300 KiB in 64 KiB chunks) are S3 objects.
+    let envelope = entry_name("glovebox", "layout", b"build:1");
+    assert!(server.get(&format!("dirs/{envelope}")).is_some());
+
+    let fetched = b.cache.get_directory(b"build:1").unwrap().expect("a hit");
+    assert_eq!(fetched.value, b"{\"build\":1}");
+    assert_eq!(snapshot(&fetched.path), original);
+    assert!(fetched.path.starts_with(b.root.path()));
+    assert_eq!(b.remote.stats().hits, 1, "{:?}", b.remote.stats());
+
+    // Stored locally, and not published back: with the envelope gone from the server, the
+    // second read is local.
+    server.delete(&format!("dirs/{envelope}"));
     let again = b.cache.get_directory(b"build:1").unwrap().expect("local");
     assert_eq!(snapshot(&again.path), original);
     b.cache.flush().unwrap();

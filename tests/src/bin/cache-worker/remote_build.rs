@@ -1,5 +1,7 @@
-//! `remote-build ROOT URL MARKERS TARGET`: one machine of a fleet asking for the same firmware
-//! build (`BuildService::get_or_build`) with a remote tier on the redis-server at URL. Its build,
+//! `remote-build ROOT MARKERS TARGET`: one machine of a fleet asking for the same firmware
+//! build (`BuildService::get_or_build`) with the remote tier its environment configures
+//! (`GLOVEBOX_CACHE_REMOTE` and the other variables of `docs/remote.md`: a redis-server, or
+//! the split setup's Redis and S3), as `glovebox-cache` would. Its build,
 //! if it runs, creates `MARKERS/built-<pid>`, waits (bounded, against a hang only) until
 //! `MARKERS/go` exists, then leaves `zephyr/zmk.uf2` in its scratch directory. Prints `uf2
 //! <hex blake3 of TARGET/zephyr/zmk.uf2>` and `computations N`, exits 0; exits 1 with the error.
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cache_compilation::CompilationCache;
-use cache_core::{CacheOptions, Coordinator, RemoteStore, UserCacheConfig};
+use cache_core::{CacheOptions, Coordinator, Environment, RemoteStore, UserCacheConfig};
 
 /// Waits until `path` exists, bounded only against a hang.
 fn until_exists(path: &Path) -> anyhow::Result<()> {
@@ -25,12 +27,13 @@ fn until_exists(path: &Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn remote_build(args: &[String]) -> anyhow::Result<()> {
-    let [root, url, markers, target] = args else {
-        bail!("usage: cache-worker remote-build ROOT URL MARKERS TARGET");
+    let [root, markers, target] = args else {
+        bail!("usage: cache-worker remote-build ROOT MARKERS TARGET");
     };
     let markers = PathBuf::from(markers);
-    let remote = cache_remote::RedisRemote::new(cache_remote::RemoteConfig::new(url.clone()))
-        .context("while configuring the remote")?;
+    let remote = cache_remote::Remote::from_environment(&Environment::process())
+        .context("while configuring the remote")?
+        .context("GLOVEBOX_CACHE_REMOTE is not set: a fleet's machine needs a remote")?;
     let coordinator = Coordinator::new()
         .with_remote(Arc::new(remote) as Arc<dyn RemoteStore>)
         .with_sharing(cache_compilation::REMOTE_SHARING);
