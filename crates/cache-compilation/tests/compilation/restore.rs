@@ -116,7 +116,29 @@ fn a_hard_link_restore_of_a_workspace_without_a_manifest_copies(
         .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
         .unwrap()
         .unwrap();
-    fs::remove_file(cached.path.join(".glovebox-manifest")).unwrap();
+    // An entry as a release before manifests stored it: the same directory and value, no
+    // manifest (stored through the core, so the cache's own record of the directory holds).
+    let key = repo().key_bytes();
+    let stored = compilation.cache.get_directory(&key).unwrap().unwrap();
+    let staged = compilation.cache.stage_directory().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(cached.path.join("."))
+        .arg(staged.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::remove_file(staged.path().join(".glovebox-manifest")).unwrap();
+    let cached = compilation
+        .cache
+        .set_directory(
+            &key,
+            staged,
+            &stored.value,
+            Some(std::time::Duration::from_secs(3600)),
+        )
+        .unwrap()
+        .unwrap();
     let target = root.path().join("restored");
     let report = compilation
         .workspaces

@@ -47,9 +47,11 @@ use std::sync::LazyLock;
 
 use crate::error::{CacheError, Result};
 
+mod links;
 mod temps;
 mod tree;
 
+pub(crate) use links::{Linked, meta_of_file};
 pub(crate) use temps::temp_name;
 pub(crate) use tree::TreeSize;
 
@@ -88,6 +90,16 @@ pub(crate) struct Meta {
     /// Bytes allocated on disk (`st_blocks * 512`).
     pub(crate) allocated: u64,
     pub(crate) modified: SystemTime,
+    /// Names the inode has (`st_nlink`).
+    pub(crate) links: u64,
+    /// Device and inode number: which file this is, whatever its name.
+    pub(crate) identity: (u64, u64),
+    /// Permission bits (`0o7777`).
+    pub(crate) mode: u32,
+    /// Modification time as stored (seconds, nanoseconds), for exact comparison.
+    pub(crate) mtime: (i64, i64),
+    /// Status change time (seconds, nanoseconds): any write, chmod or link moves it.
+    pub(crate) ctime: (i64, i64),
 }
 
 impl Meta {
@@ -101,6 +113,11 @@ impl Meta {
                 .unwrap_or(0)
                 .saturating_mul(512),
             modified: UNIX_EPOCH + Duration::new(seconds, nanos.min(999_999_999)),
+            links: u64::from(stat.st_nlink),
+            identity: (u64::from(stat.st_dev), u64::from(stat.st_ino)),
+            mode: u32::from(stat.st_mode) & 0o7777,
+            mtime: (i64::from(stat.st_mtime), i64::try_from(stat.st_mtime_nsec).unwrap_or(0)),
+            ctime: (i64::from(stat.st_ctime), i64::try_from(stat.st_ctime_nsec).unwrap_or(0)),
         }
     }
 }

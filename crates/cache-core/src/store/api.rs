@@ -200,6 +200,12 @@ impl RedbCache {
                 });
             }
             self.check_value_len(key, value.len() as u64, self.options.max_value_bytes)?;
+            // Files shared with the tag's content files (`contents.rs`) are counted once for
+            // the tag, through `attach_contents`, not in the directory's own size.
+            let uses = match staged.staging() {
+                Some((staging, name)) => self.content_files.dedup(staging, name)?,
+                None => Vec::new(),
+            };
             let measured = self.dir_files.measure(&staged)?;
             let size = measured.allocated;
             self.check_value_len(key, size.saturating_add(value.len() as u64), u64::MAX)?;
@@ -231,6 +237,7 @@ impl RedbCache {
                 tables
                     .put(key, &header.encode_with(key, &dir.encode_with(value)))
                     .or_db(self)?;
+                tables.attach_contents(&name, &uses).or_db(self)?;
                 Ok(path)
             });
             match result {
@@ -274,7 +281,14 @@ impl RedbCache {
                     })
                 })?;
                 match found {
-                    Some((name, size, value, _)) if self.dir_files.is_present(&name) => {
+                    Some((name, size, value, stored)) if self.dir_files.is_present(&name) => {
+                        if let Some(path) = self.damaged_content_of(&name)? {
+                            let path = String::from_utf8_lossy(&path).into_owned();
+                            tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), name, path, "a shared file of a cached directory does not match its content; treated as a miss");
+                            AtomicCounters::add(&self.counters.errors, 1);
+                            self.suspect(key, &stored, format!("its file {path} changed"));
+                            break None;
+                        }
                         break Some(CachedDirectory {
                             path: self.dir_files.path(&name),
                             value,
@@ -513,6 +527,8 @@ impl RedbCache {
                         report.orphan_files += 1;
                     }
                 }
+                // After the orphan directories: their files no longer hold content files.
+                report.orphan_files += self.content_files.sweep(&referenced.contents)?;
                 // Eviction follows in the commit (`enforce_limits`), on the recounted usage.
                 Ok(())
             });

@@ -33,6 +33,9 @@ pub(super) struct Aftermath {
     pub(super) released_blobs: Vec<BlobRef>,
     /// Directories whose entry this commit removed: they go once it has landed.
     pub(super) released_dirs: Vec<String>,
+    /// Content files whose last directory went (removed after the directories, if still
+    /// unreferenced and linked by nothing else).
+    pub(super) released_contents: Vec<String>,
     pub(super) expired: u64,
     pub(super) evicted: u64,
     pub(super) bytes: u64,
@@ -264,6 +267,9 @@ impl RedbCache {
                 tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove the directory of a removed entry");
             }
         }
+        if !aftermath.released_contents.is_empty() {
+            self.remove_released_contents(open, &aftermath.released_contents);
+        }
         let usage = (aftermath.bytes, aftermath.entries);
         let mut published = lock(&self.published_usage);
         if *published != usage {
@@ -307,6 +313,28 @@ impl RedbCache {
         });
         if let Err(err) = judged {
             tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), blobs = released.len(), "could not remove the files of released blobs; cleanup() will");
+        }
+    }
+
+    /// Removes the content files of `released` that are still unreferenced and have no other
+    /// name, under redb's write lock (as `remove_released_blobs`): a content file another
+    /// process's commit took again since, or that a staged directory links, stays. Whatever
+    /// stays unreferenced is `cleanup()`'s sweep's.
+    pub(super) fn remove_released_contents(&self, open: &OpenDatabase, released: &[String]) {
+        let judged = self.begin_write(&open.database).and_then(|txn| {
+            let contents = txn.open_table(CONTENTS).or_db(self)?;
+            for name in released {
+                if contents.get(name.as_str()).or_db(self)?.is_none()
+                    && let Err(err) = self.content_files.remove_if_unreferenced(name)
+                {
+                    tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove an unreferenced content file; cleanup() will");
+                }
+            }
+            drop(contents);
+            txn.abort().or_db(self)
+        });
+        if let Err(err) = judged {
+            tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), files = released.len(), "could not remove released content files; cleanup() will");
         }
     }
 
@@ -363,7 +391,10 @@ impl RedbCache {
                 Err(_) => true,
             },
             EntryKind::Directory => match DirRef::decode(payload) {
-                Ok((dir, _)) => !self.dir_files.is_present(dir.name),
+                Ok((dir, _)) => {
+                    !self.dir_files.is_present(dir.name)
+                        || self.damaged_content_of(dir.name)?.is_some()
+                }
                 Err(_) => true,
             },
         })
@@ -432,9 +463,11 @@ impl RedbCache {
             // kill or a failed commit before then leaves orphans, which cleanup removes, never
             // a committed entry without its file.
             let (released_blobs, released_dirs) = tables.take_released();
+            let released_contents = tables.take_released_contents();
             let aftermath = Aftermath {
                 released_blobs,
                 released_dirs,
+                released_contents,
                 expired,
                 evicted,
                 bytes,

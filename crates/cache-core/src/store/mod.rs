@@ -24,7 +24,8 @@
 //! - `leases.rs`: the single-flight lease table.
 //! - `api.rs`: the operations [`crate::Cache`] calls.
 //! - `publish.rs`: what landed commits offer the remote tier, if one is attached.
-//! - `blobs.rs`, `dirs.rs`: the files entries own; `budget.rs`: the root's size budget;
+//! - `blobs.rs`, `dirs.rs`: the files entries own; `contents.rs`: the content files owned
+//!   directories share (file-level deduplication); `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
 //! - `faults.rs` (tests only): the fault-injecting storage backend and, in `faults/tests.rs`,
 //!   the deterministic in-process fault suite.
@@ -71,6 +72,7 @@ use crate::telemetry::Telemetry;
 use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
+use contents::{ContentFiles, ContentUse, decode_uses, encode_uses};
 use dirs::DirFiles;
 
 mod access;
@@ -81,6 +83,7 @@ mod budget;
 mod buffer;
 mod commit;
 mod committer;
+pub(crate) mod contents;
 pub(crate) mod dirs;
 #[cfg(test)]
 mod faults;
@@ -181,6 +184,8 @@ pub(crate) struct RedbCache {
     blob_files: BlobFiles,
     /// The tag's owned directories (`dirs.rs`).
     dir_files: DirFiles,
+    /// The content files owned directories share (`contents.rs`).
+    content_files: ContentFiles,
     /// Where the next commit's expiry sweep starts (empty: at the first key).
     sweep_cursor: Mutex<Vec<u8>>,
     /// The usage last published to `<root>/<tag>/usage` for the root budget of other tags.
@@ -223,6 +228,7 @@ impl RedbCache {
             commits: AtomicU64::new(0),
             wall: WallClock::new(&options),
             blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
+            content_files: ContentFiles::new(Arc::clone(&tag_dir)),
             dir_files: DirFiles::new(tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
             published_usage: Mutex::new((u64::MAX, u64::MAX)),
