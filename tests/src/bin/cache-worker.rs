@@ -74,6 +74,8 @@
 //! - `dir-store-until-killed ROOT TAG FILES`: stores generated trees (variant `N % 3`) under
 //!   `dir:N` for N = 0, 1, ..., printing `stored N` after each, forever. The test kills it with
 //!   SIGKILL in the middle of a store.
+//! - `generate-tree DIR FILES MEAN_LEN VARIANT`: writes the tree `cache_tests::trees` makes
+//!   (seed 1) into the existing directory DIR: for `cargo xtask bench workspace`.
 //! - `blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER`: reads the restorer's keys in a
 //!   loop, checking every value found is exact, until DONE_FILE exists and PASSES_AFTER more
 //!   passes are done; prints `reads N hits N`.
@@ -127,6 +129,17 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "blob-restorer" => blob_restorer(rest),
         Some((command, rest)) if command == "blob-reader" => blob_reader(rest),
         Some((command, rest)) if command == "dir-store" => dir_store(rest),
+        Some((command, [dir, files, mean_len, variant])) if command == "generate-tree" => {
+            generate_tree(
+                &PathBuf::from(dir),
+                TreeSpec {
+                    files: files.parse().context("while reading FILES")?,
+                    mean_len: mean_len.parse().context("while reading MEAN_LEN")?,
+                    seed: 1,
+                    variant: variant.parse().context("while reading VARIANT")?,
+                },
+            )
+        }
         Some((command, [root, tag, files])) if command == "dir-store-until-killed" => {
             dir_store_until_killed(root, tag, files)
         }
@@ -146,7 +159,8 @@ fn run() -> anyhow::Result<()> {
              blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE | \
              blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER | \
              dir-store ROOT TAG KEY FILES ME OTHER BARRIER_DIR | \
-             dir-store-until-killed ROOT TAG FILES)"
+             dir-store-until-killed ROOT TAG FILES | \
+             generate-tree DIR FILES MEAN_LEN VARIANT)"
         ),
     }
 }
