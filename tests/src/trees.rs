@@ -62,13 +62,21 @@ pub fn generate_tree(dir: &Path, spec: TreeSpec) -> anyhow::Result<()> {
         let low = spec.mean_len / 2;
         let len = low + rng.below(spec.mean_len as u64 + 1) as usize;
         let changed = spec.variant != 0 && index % 50 == 7;
-        let content = file_content(spec.seed, index as u64, len, changed.then_some(spec.variant));
+        let content = file_content(
+            spec.seed,
+            index as u64,
+            len,
+            changed.then_some(spec.variant),
+        );
         let mut file = fs::File::create(&path)
             .with_context(|| format!("while creating {}", path.display()))?;
         file.write_all(&content)?;
         file.set_modified(UNIX_EPOCH + Duration::from_secs(OLD + index as u64 * 60))?;
         drop(file);
-        fs::set_permissions(&path, fs::Permissions::from_mode(MODES[index % MODES.len()]))?;
+        fs::set_permissions(
+            &path,
+            fs::Permissions::from_mode(MODES[index % MODES.len()]),
+        )?;
         if index % 100 == 3 {
             let mut link_name = name.clone();
             link_name.push(".link");
@@ -81,14 +89,8 @@ pub fn generate_tree(dir: &Path, spec: TreeSpec) -> anyhow::Result<()> {
     std::os::unix::fs::symlink("no-such-file", dir.join("module-2/dangling-link"))?;
     // Directory times last, deepest first, so that filling them does not move them again.
     let mut all_dirs: Vec<PathBuf> = dirs.clone();
-    all_dirs.extend(
-        [
-            "module-0/empty/deeper",
-            "module-0/empty",
-            "module-3/empty",
-        ]
-        .map(PathBuf::from),
-    );
+    all_dirs
+        .extend(["module-0/empty/deeper", "module-0/empty", "module-3/empty"].map(PathBuf::from));
     all_dirs.extend((0..8).map(|top| PathBuf::from(format!("module-{top}"))));
     for (index, relative) in all_dirs.iter().enumerate() {
         let file = fs::File::open(dir.join(relative))?;
@@ -99,7 +101,8 @@ pub fn generate_tree(dir: &Path, spec: TreeSpec) -> anyhow::Result<()> {
 
 /// The bytes of file `index`: seeded, distinct per file, other bytes when `variant` is set.
 fn file_content(seed: u64, index: u64, len: usize, variant: Option<u64>) -> Vec<u8> {
-    let mut rng = SeededRng::new(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ variant.unwrap_or(0));
+    let mut rng =
+        SeededRng::new(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ variant.unwrap_or(0));
     let mut content = format!("// file {index} variant {variant:?}\n").into_bytes();
     while content.len() < len {
         content.extend_from_slice(&rng.next_u64().to_le_bytes());
@@ -116,8 +119,8 @@ pub fn snapshot(dir: &Path) -> anyhow::Result<BTreeMap<Vec<u8>, String>> {
     let mut first_name: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
-        let mut entries: Vec<_> = fs::read_dir(dir.join(&relative))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut entries: Vec<_> =
+            fs::read_dir(dir.join(&relative))?.collect::<Result<Vec<_>, _>>()?;
         entries.sort_by_key(|entry| entry.file_name());
         for entry in entries {
             let child = relative.join(entry.file_name());

@@ -131,12 +131,20 @@ fn deleting_one_of_two_sharing_directories_keeps_the_other_and_deleting_both_fre
     );
     let b = cache.get_directory(b"b").unwrap().unwrap();
     assert_eq!(b.path, b_path);
-    assert_eq!(snapshot(&b.path).unwrap(), b_before, "byte for byte, modes and times");
+    assert_eq!(
+        snapshot(&b.path).unwrap(),
+        b_before,
+        "byte for byte, modes and times"
+    );
     assert!(!content_files(root.path()).is_empty());
 
     assert!(cache.delete(b"b").unwrap());
     cache.flush().unwrap();
-    assert_eq!(cache.get_stats().unwrap().disk_bytes, 0, "nothing is counted");
+    assert_eq!(
+        cache.get_stats().unwrap().disk_bytes,
+        0,
+        "nothing is counted"
+    );
     assert_eq!(
         content_files(root.path()),
         Vec::<PathBuf>::new(),
@@ -175,7 +183,11 @@ fn a_content_file_changed_on_disk_is_never_served() {
     assert_eq!(std::fs::metadata(&content).unwrap().len(), meta.len());
 
     assert_eq!(cache.get_directory(b"a").unwrap(), None);
-    assert_eq!(cache.get_directory(b"b").unwrap(), None, "it shared the file");
+    assert_eq!(
+        cache.get_directory(b"b").unwrap(),
+        None,
+        "it shared the file"
+    );
     cache.flush().unwrap();
     assert!(!cache.exists(b"a").unwrap() && !cache.exists(b"b").unwrap());
 
@@ -328,6 +340,10 @@ fn two_processes_storing_the_same_content_at_once_share_it() {
         assert_eq!(shared, alpha_inodes.len(), "round {round}");
         let bytes = cache.get_stats().unwrap().disk_bytes;
         cache.cleanup().unwrap();
-        assert_eq!(cache.get_stats().unwrap().disk_bytes, bytes, "round {round}");
+        assert_eq!(
+            cache.get_stats().unwrap().disk_bytes,
+            bytes,
+            "round {round}"
+        );
     }
 }

@@ -137,12 +137,17 @@ fn measure(
             }
             times.push(elapsed);
         }
-        rows.push((format!("workspace restore --link {mode}"), median(&mut times)));
+        rows.push((
+            format!("workspace restore --link {mode}"),
+            median(&mut times),
+        ));
     }
     let mut copies = Vec::new();
     for rep in 0..args.reps {
         let dest = scratch.join(format!("cp-{rep}"));
-        copies.push(timed(Command::new("cp").arg("-a").arg(&sources[0]).arg(&dest))?);
+        copies.push(timed(
+            Command::new("cp").arg("-a").arg(&sources[0]).arg(&dest),
+        )?);
         remove_tree(&dest)?;
     }
     let cp = median(&mut copies);

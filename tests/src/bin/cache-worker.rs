@@ -93,12 +93,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cache_core::{Cache, CacheError, CacheOptions, Coordinator, ErrorChain};
+use cache_tests::trees::{TreeSpec, generate_tree};
 use cache_tests::{
     CrashOp, SeededRng, TEST_BLOB_THRESHOLD, append_line, barrier, blob_crash_script, blob_value,
     check_blob_value, check_stamped, computed_value, crash_key, crash_script, crash_value,
     fill_value, gather, stamped_value, until_lines, worker_key, worker_value,
 };
-use cache_tests::trees::{TreeSpec, generate_tree};
 
 fn main() {
     if let Err(err) = run() {

@@ -194,7 +194,12 @@ fn after_dedup_restore_in_every_link_mode_keeps_modes_and_times(
         .unwrap();
     let feature = compilation
         .workspaces
-        .inject(&ws, &branch("feature"), WorkspaceDetails::default(), &mut quiet())
+        .inject(
+            &ws,
+            &branch("feature"),
+            WorkspaceDetails::default(),
+            &mut quiet(),
+        )
         .unwrap()
         .unwrap();
     let inode = |dir: &std::path::Path| {
@@ -207,9 +212,10 @@ fn after_dedup_restore_in_every_link_mode_keeps_modes_and_times(
     // Restored once with both copies cached, then again once the repository's copy is gone.
     for round in 0..2 {
         let target = root.path().join(format!("restored-{round}"));
-        let restored = compilation
-            .workspaces
-            .restore(&branch("feature"), &target, link, &mut quiet());
+        let restored =
+            compilation
+                .workspaces
+                .restore(&branch("feature"), &target, link, &mut quiet());
         let report = match (link, restored) {
             (LinkMode::Reflink, Err(CompilationError::ReflinkUnsupported { .. })) => return,
             (_, restored) => restored.unwrap(),
@@ -244,7 +250,12 @@ fn an_edit_through_a_hard_link_restore_drops_every_workspace_sharing_the_file(
     let target = root.path().join("restored");
     compilation
         .workspaces
-        .restore(&branch("feature"), &target, LinkMode::Hardlink, &mut quiet())
+        .restore(
+            &branch("feature"),
+            &target,
+            LinkMode::Hardlink,
+            &mut quiet(),
+        )
         .unwrap();
     let mut file = fs::OpenOptions::new()
         .append(true)
@@ -255,7 +266,10 @@ fn an_edit_through_a_hard_link_restore_drops_every_workspace_sharing_the_file(
 
     assert_eq!(compilation.workspaces.get_exact(&repo()).unwrap(), None);
     assert_eq!(
-        compilation.workspaces.get_exact(&branch("feature")).unwrap(),
+        compilation
+            .workspaces
+            .get_exact(&branch("feature"))
+            .unwrap(),
         None
     );
     assert!(compilation.cache.keys().unwrap().is_empty(), "both dropped");

@@ -15,6 +15,10 @@ use rustix::io::Errno;
 use super::{Dir, Entry, Kind, Meta, component, io_error};
 use crate::error::{CacheError, Result};
 
+/// What [`Dir::walk_files`] calls for each regular file: its relative path, its open parent
+/// directory and its entry.
+pub(crate) type FileVisitor<'a> = dyn FnMut(&[u8], &Dir, &Entry) -> Result<()> + 'a;
+
 /// What [`Dir::link`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Linked {
@@ -57,6 +61,10 @@ impl Dir {
 
     /// Sets this directory's modification (and access) time to `mtime` (seconds, nanoseconds):
     /// renaming inside a directory moves its time, which a cached tree keeps as it was copied.
+    #[allow(
+        clippy::useless_conversion,
+        reason = "tv_nsec's type differs between platforms; i64 on Linux x86-64"
+    )]
     pub(crate) fn set_modified(&self, mtime: (i64, i64)) -> Result<()> {
         use rustix::fs::{Timespec, Timestamps};
         let time = Timespec {
@@ -68,7 +76,11 @@ impl Dir {
             last_modification: time,
         };
         rustix::fs::futimens(&self.fd, &times).map_err(|errno| {
-            CacheError::io("setting the modification time of", &self.path, io_error(errno))
+            CacheError::io(
+                "setting the modification time of",
+                &self.path,
+                io_error(errno),
+            )
         })
     }
 
@@ -80,7 +92,7 @@ impl Dir {
     pub(crate) fn walk_files(
         &self,
         name: impl AsRef<OsStr>,
-        visit: &mut dyn FnMut(&[u8], &Dir, &Entry) -> Result<()>,
+        visit: &mut FileVisitor<'_>,
     ) -> Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let name = component(&self.path, name.as_ref())?;

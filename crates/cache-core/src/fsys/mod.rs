@@ -103,6 +103,10 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the stat fields' types differ between platforms; same type on Linux x86-64"
+    )]
     fn of(stat: &rustix::fs::Stat) -> Meta {
         let seconds = u64::try_from(stat.st_mtime).unwrap_or(0);
         let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
@@ -116,8 +120,14 @@ impl Meta {
             links: u64::from(stat.st_nlink),
             identity: (u64::from(stat.st_dev), u64::from(stat.st_ino)),
             mode: u32::from(stat.st_mode) & 0o7777,
-            mtime: (i64::from(stat.st_mtime), i64::try_from(stat.st_mtime_nsec).unwrap_or(0)),
-            ctime: (i64::from(stat.st_ctime), i64::try_from(stat.st_ctime_nsec).unwrap_or(0)),
+            mtime: (
+                i64::from(stat.st_mtime),
+                i64::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            ),
+            ctime: (
+                i64::from(stat.st_ctime),
+                i64::try_from(stat.st_ctime_nsec).unwrap_or(0),
+            ),
         }
     }
 }

@@ -108,9 +108,8 @@ impl ContentKey {
 
 /// Whether `name` is a content file name (or a link temp) that the sweep may judge.
 fn is_content_name(name: &OsStr) -> bool {
-    name.to_str().is_some_and(|name| {
-        name.starts_with(LINK_TEMP_PREFIX) || ContentKey::parse(name).is_some()
-    })
+    name.to_str()
+        .is_some_and(|name| name.starts_with(LINK_TEMP_PREFIX) || ContentKey::parse(name).is_some())
 }
 
 /// The inode an open file is, with what can change without changing the inode.
@@ -143,6 +142,9 @@ impl Seen {
     }
 }
 
+/// Inodes (device, inode number) hashed and found matching, with how they looked and the hash.
+type KnownHashes = HashMap<(u64, u64), (Seen, [u8; 32])>;
+
 /// What sharing one staged file came to.
 #[derive(Clone, Debug)]
 struct Shared {
@@ -158,7 +160,7 @@ struct Shared {
 pub(crate) struct ContentFiles {
     tag: Arc<Dir>,
     /// Inodes this instance hashed and found matching, with the hash they had.
-    known: Mutex<HashMap<(u64, u64), (Seen, [u8; 32])>>,
+    known: Mutex<KnownHashes>,
 }
 
 impl ContentFiles {
@@ -340,8 +342,10 @@ impl ContentFiles {
         };
         let path = fanout.join(name);
         let meta = meta_of_file(&file, &path)?;
-        Ok((key.matches(&meta) && self.hash_matches(&file, &path, &meta, &key.hash)?)
-            .then_some(meta))
+        Ok(
+            (key.matches(&meta) && self.hash_matches(&file, &path, &meta, &key.hash)?)
+                .then_some(meta),
+        )
     }
 
     /// Whether the open `file` (of `meta`) holds bytes hashing to `hash`: from memory when this

@@ -250,7 +250,8 @@ impl<'txn> WriteTables<'txn> {
         if uses.is_empty() {
             return Ok(());
         }
-        self.dir_contents.insert(dir, encode_uses(uses).as_slice())?;
+        self.dir_contents
+            .insert(dir, encode_uses(uses).as_slice())?;
         self.bytes = self.bytes.saturating_sub(shared_bytes(uses));
         let mut seen: HashSet<&str> = HashSet::new();
         for content in uses {
