@@ -274,3 +274,44 @@ fn an_edit_through_a_hard_link_restore_drops_every_workspace_sharing_the_file(
     );
     assert!(compilation.cache.keys().unwrap().is_empty(), "both dropped");
 }
+
+/// Issue 19, deduplication: an empty file is not shared with a content file, so the cache does
+/// not verify it; the workspace's manifest still does. Appended to through a hard-link restore,
+/// it drops the entry.
+#[rstest]
+fn an_unshared_file_edited_through_a_hard_link_restore_still_drops_the_entry(
+    root: TempDir,
+    coordinator: Coordinator,
+    clock: Arc<ManualClock>,
+) {
+    let compilation = open(&coordinator, &root, &clock);
+    let ws = rich_workspace(&root, "ws", false);
+    fs::write(ws.join("zmk/app/empty.conf"), b"").unwrap();
+    let cached = compilation
+        .workspaces
+        .inject(&ws, &repo(), WorkspaceDetails::default(), &mut quiet())
+        .unwrap()
+        .unwrap();
+    let target = root.path().join("restored");
+    compilation
+        .workspaces
+        .restore(&repo(), &target, LinkMode::Hardlink, &mut quiet())
+        .unwrap();
+    assert_eq!(
+        fs::metadata(target.join("zmk/app/empty.conf"))
+            .unwrap()
+            .ino(),
+        fs::metadata(cached.path.join("zmk/app/empty.conf"))
+            .unwrap()
+            .ino()
+    );
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(target.join("zmk/app/empty.conf"))
+        .unwrap();
+    file.write_all(b"CONFIG_EDITED=y\n").unwrap();
+    drop(file);
+
+    assert_eq!(compilation.workspaces.get(&repo()).unwrap(), None);
+    assert!(compilation.cache.keys().unwrap().is_empty());
+}

@@ -238,6 +238,10 @@ impl RedbCache {
                     .put(key, &header.encode_with(key, &dir.encode_with(value)))
                     .or_db(self)?;
                 tables.attach_contents(&name, &uses).or_db(self)?;
+                self.record_content_stats(
+                    tables,
+                    uses.iter().map(|content| content.name.as_str()),
+                )?;
                 Ok(path)
             });
             match result {
@@ -247,6 +251,7 @@ impl RedbCache {
                         path,
                         value: value.to_vec(),
                         size_bytes: size,
+                        verified_files: Vec::new(),
                     }))
                 }
                 Err(err) => {
@@ -282,8 +287,9 @@ impl RedbCache {
                 })?;
                 match found {
                     Some((name, size, value, stored)) if self.dir_files.is_present(&name) => {
-                        if let Some(path) = self.damaged_content_of(&name)? {
-                            let path = String::from_utf8_lossy(&path).into_owned();
+                        let verified = self.verify_contents(&name)?;
+                        if let Err(path) = &verified {
+                            let path = String::from_utf8_lossy(path).into_owned();
                             tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), name, path, "a shared file of a cached directory does not match its content; treated as a miss");
                             AtomicCounters::add(&self.counters.errors, 1);
                             self.suspect(key, &stored, format!("its file {path} changed"));
@@ -293,6 +299,7 @@ impl RedbCache {
                             path: self.dir_files.path(&name),
                             value,
                             size_bytes: size,
+                            verified_files: verified.unwrap_or_default(),
                         });
                     }
                     // An entry replaced or removed since the snapshot was taken has had its
@@ -529,6 +536,7 @@ impl RedbCache {
                 }
                 // After the orphan directories: their files no longer hold content files.
                 report.orphan_files += self.content_files.sweep(&referenced.contents)?;
+                self.record_content_stats(tables, referenced.contents.iter().map(String::as_str))?;
                 // Eviction follows in the commit (`enforce_limits`), on the recounted usage.
                 Ok(())
             });

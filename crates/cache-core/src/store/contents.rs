@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,6 +106,14 @@ impl ContentKey {
     }
 }
 
+/// A content file as [`CONTENT_STAT`](super::tables::CONTENT_STAT) records it: inode, length,
+/// change time (seconds, nanoseconds).
+pub(crate) type StatRecord = (u64, u64, i64, i64);
+
+fn stat_record(meta: &Meta) -> StatRecord {
+    (meta.identity.1, meta.len, meta.ctime.0, meta.ctime.1)
+}
+
 /// Whether `name` is a content file name (or a link temp) that the sweep may judge.
 fn is_content_name(name: &OsStr) -> bool {
     name.to_str()
@@ -161,6 +169,8 @@ pub(crate) struct ContentFiles {
     tag: Arc<Dir>,
     /// Inodes this instance hashed and found matching, with the hash they had.
     known: Mutex<KnownHashes>,
+    /// Files hashed to verify or share them (for tests of what is skipped).
+    hashed: std::sync::atomic::AtomicU64,
 }
 
 impl ContentFiles {
@@ -168,6 +178,7 @@ impl ContentFiles {
         ContentFiles {
             tag,
             known: Mutex::new(HashMap::new()),
+            hashed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -364,6 +375,8 @@ impl ContentFiles {
             return Ok(&known_hash == hash);
         }
         let found = hash_file(file, path)?;
+        self.hashed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let after = meta_of_file(file, path)?;
         if Seen::of(&after) == seen && seen.is_settled(SystemTime::now()) {
             let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
@@ -375,23 +388,49 @@ impl ContentFiles {
         Ok(&found == hash)
     }
 
+    /// Files this instance hashed to verify them (for tests).
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> u64 {
+        self.hashed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How the content file `name` looks now, as [`CONTENT_STAT`](super::tables::CONTENT_STAT)
+    /// records it (inode, length, change time); `None` if it is not there as a regular file.
+    pub(crate) fn seen(&self, name: &str) -> Result<Option<StatRecord>> {
+        let Some(files) = self.tag.dir(FILES)? else {
+            return Ok(None);
+        };
+        let Some(fanout) = files.dir(fanout_name(name))? else {
+            return Ok(None);
+        };
+        Ok(fanout
+            .stat(name)?
+            .filter(|meta| meta.kind == Kind::File)
+            .map(|meta| stat_record(&meta)))
+    }
+
     /// Checks the shared files of the owned directory `name` (in `dirs`) against their content
     /// names: the relative path of the first one that is missing, is not a regular file, or
-    /// whose mode, time or bytes do not match; `None` when all match.
+    /// whose mode, time or bytes do not match; `None` when all match. A file that looks exactly
+    /// as `recorded` says its content file looked after its names last changed (same inode,
+    /// length and change time: nothing wrote to it, changed its mode or linked it since) is
+    /// trusted without being read; any other is hashed.
     pub(crate) fn verify(
         &self,
         dirs: &Dir,
         name: &str,
         uses: &[ContentUse],
+        recorded: &HashMap<String, StatRecord>,
     ) -> Result<Option<Vec<u8>>> {
         if uses.is_empty() {
             return Ok(None);
         }
-        let mut expected: HashMap<&[u8], ContentKey> = HashMap::with_capacity(uses.len());
+        let mut expected: HashMap<&[u8], (ContentKey, Option<&StatRecord>)> =
+            HashMap::with_capacity(uses.len());
         for content in uses {
             match ContentKey::parse(&content.name) {
                 Some(key) => {
-                    expected.insert(content.path.as_slice(), key);
+                    expected.insert(content.path.as_slice(), (key, recorded.get(&content.name)));
                 }
                 None => return Ok(Some(content.path.clone())),
             }
@@ -402,10 +441,13 @@ impl ContentFiles {
             if bad.is_some() {
                 return Ok(());
             }
-            let Some(key) = expected.get(relative) else {
+            let Some((key, recorded)) = expected.get(relative) else {
                 return Ok(());
             };
             found += 1;
+            if key.matches(&entry.meta) && *recorded == Some(&stat_record(&entry.meta)) {
+                return Ok(());
+            }
             let intact = match parent.open_file(&entry.name)? {
                 Some(file) => {
                     let path = parent.join(&entry.name);
@@ -577,68 +619,81 @@ pub(crate) fn decode_uses(mut bytes: &[u8]) -> Option<Vec<ContentUse>> {
 }
 
 impl super::RedbCache {
-    /// The shared files of the owned directory `name` as committed (none when the tag has no
-    /// content table yet, or the row is malformed, which verification then cannot use: such a
-    /// directory is served as its files are, as before deduplication).
-    fn dir_contents(&self, name: &str) -> Result<Vec<ContentUse>> {
+    /// The shared files of the owned directory `name` as committed, and the recorded look of
+    /// their content files (none when the tag has no content tables yet, or the row is
+    /// malformed, which verification then cannot use: such a directory is served as its files
+    /// are, as before deduplication).
+    fn dir_contents(&self, name: &str) -> Result<(Vec<ContentUse>, HashMap<String, StatRecord>)> {
         use super::OrDatabaseError;
         let txn = self.begin_read_on_current()?;
         let table = match txn.open_table(super::tables::DIR_CONTENTS) {
             Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
             Err(err) => return Err(err).or_db(self),
         };
         let row = table.get(name).or_db(self)?;
-        Ok(row
+        let uses = row
             .and_then(|row| decode_uses(row.value()))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        let mut recorded = HashMap::new();
+        match txn.open_table(super::tables::CONTENT_STAT) {
+            Ok(stats) => {
+                for content in &uses {
+                    if !recorded.contains_key(&content.name)
+                        && let Some(row) = stats.get(content.name.as_str()).or_db(self)?
+                    {
+                        recorded.insert(content.name.clone(), row.value());
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(err) => return Err(err).or_db(self),
+        }
+        Ok((uses, recorded))
     }
 
-    /// The relative path of a shared file of the owned directory `name` that no longer matches
-    /// its content file (see [`ContentFiles::verify`]); `None` when every one matches.
-    pub(super) fn damaged_content_of(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let uses = self.dir_contents(name)?;
+    /// Checks the shared files of the owned directory `name` (see [`ContentFiles::verify`]):
+    /// `Err(path)` names one that no longer matches its content; `Ok` holds the relative paths
+    /// of every shared file, all verified.
+    pub(super) fn verify_contents(
+        &self,
+        name: &str,
+    ) -> Result<std::result::Result<Vec<std::path::PathBuf>, Vec<u8>>> {
+        let (uses, recorded) = self.dir_contents(name)?;
         if uses.is_empty() {
-            return Ok(None);
+            return Ok(Ok(Vec::new()));
         }
-        match self.dir_files.dirs_dir()? {
-            Some(dirs) => self.content_files.verify(&dirs, name, &uses),
-            None => Ok(None),
+        let damaged = match self.dir_files.dirs_dir()? {
+            Some(dirs) => self.content_files.verify(&dirs, name, &uses, &recorded)?,
+            None => uses.first().map(|content| content.path.clone()),
+        };
+        Ok(match damaged {
+            Some(path) => Err(path),
+            None => Ok(uses
+                .into_iter()
+                .map(|content| std::path::PathBuf::from(std::ffi::OsString::from_vec(content.path)))
+                .collect()),
+        })
+    }
+
+    /// Records how the content files `names` look now, in the write transaction that changed
+    /// their names (a directory attached them) or recounted them (cleanup).
+    pub(super) fn record_content_stats<'a>(
+        &self,
+        tables: &mut super::WriteTables<'_>,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        use super::OrDatabaseError;
+        let mut done: HashSet<&str> = HashSet::new();
+        for name in names {
+            if done.insert(name) {
+                let seen = self.content_files.seen(name)?;
+                tables.record_content_stat(name, seen).or_db(self)?;
+            }
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_names_round_trip_with_negative_times() {
-        let key = ContentKey {
-            hash: [7; 32],
-            mode: 0o644,
-            mtime: (-5, 12),
-        };
-        assert_eq!(ContentKey::parse(&key.name()), Some(key));
-        assert_eq!(ContentKey::parse("zz_644_1_2"), None);
-    }
-
-    #[test]
-    fn content_rows_round_trip_and_refuse_truncation() {
-        let uses = vec![
-            ContentUse {
-                path: b"a/\xffb".to_vec(),
-                name: "n1".to_owned(),
-                allocated: 4096,
-            },
-            ContentUse {
-                path: b"c".to_vec(),
-                name: "n2".to_owned(),
-                allocated: 0,
-            },
-        ];
-        let row = encode_uses(&uses);
-        assert_eq!(decode_uses(&row), Some(uses));
-        assert_eq!(decode_uses(&row[..row.len() - 1]), None);
-    }
-}
+mod tests;

@@ -35,6 +35,13 @@ pub(super) const CONTENTS: TableDefinition<&str, (u64, u64)> = TableDefinition::
 /// Written with the entry that owns the directory, removed with it.
 pub(super) const DIR_CONTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_contents");
 
+/// Content file name -> (inode, length, change time seconds, nanoseconds) of the content file
+/// as last seen after its names changed (a directory attached it, or one let it go): a shared
+/// file of an owned directory that still looks exactly so is trusted without hashing it
+/// (`store/contents.rs`, verification). Any write, chmod or link moves the change time.
+pub(super) const CONTENT_STAT: TableDefinition<&str, (u64, u64, i64, i64)> =
+    TableDefinition::new("content_stat");
+
 /// What the limits count, kept exact by every commit: `bytes` (keys, entries, each blob once,
 /// owned directories) and `entries`; and `last_cleanup_ms`.
 pub(super) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
@@ -92,6 +99,7 @@ pub(super) struct WriteTables<'txn> {
     blobs: Table<'txn, &'static [u8], (u64, u64)>,
     contents: Table<'txn, &'static str, (u64, u64)>,
     dir_contents: Table<'txn, &'static str, &'static [u8]>,
+    content_stat: Table<'txn, &'static str, (u64, u64, i64, i64)>,
     /// The tag's usage as of this transaction: loaded at its start, kept by `put` and `remove`,
     /// stored at its end.
     bytes: u64,
@@ -104,6 +112,9 @@ pub(super) struct WriteTables<'txn> {
     /// Content files whose last directory went: removed after the commit has landed, if still
     /// unreferenced and linked by nothing else (`RedbCache::remove_released_contents`).
     released_contents: Vec<String>,
+    /// Content files a directory let go of that others still share: their names changed, so
+    /// their change time is recorded again after the directories are removed.
+    touched_contents: Vec<String>,
     expired: u64,
     evicted: u64,
     /// Set by `cleanup()`: recorded in the usage table.
@@ -126,11 +137,13 @@ impl<'txn> WriteTables<'txn> {
             blobs: txn.open_table(BLOBS)?,
             contents: txn.open_table(CONTENTS)?,
             dir_contents: txn.open_table(DIR_CONTENTS)?,
+            content_stat: txn.open_table(CONTENT_STAT)?,
             bytes,
             entry_count,
             released_blobs: Vec::new(),
             released_dirs: Vec::new(),
             released_contents: Vec::new(),
+            touched_contents: Vec::new(),
             expired: 0,
             evicted: 0,
             last_cleanup_ms: None,
@@ -237,8 +250,28 @@ impl<'txn> WriteTables<'txn> {
 
     /// The content files this transaction released, for `commit.rs` to remove once the commit
     /// has landed.
-    pub(super) fn take_released_contents(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.released_contents)
+    pub(super) fn take_released_contents(&mut self) -> (Vec<String>, Vec<String>) {
+        (
+            std::mem::take(&mut self.released_contents),
+            std::mem::take(&mut self.touched_contents),
+        )
+    }
+
+    /// Records how the content file `name` looks now (see [`CONTENT_STAT`]); `None` forgets it.
+    pub(super) fn record_content_stat(
+        &mut self,
+        name: &str,
+        seen: Option<(u64, u64, i64, i64)>,
+    ) -> StorageResult<()> {
+        match seen {
+            Some(seen) => {
+                self.content_stat.insert(name, seen)?;
+            }
+            None => {
+                self.content_stat.remove(name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records the shared files of the owned directory `dir` (which the entry just put owns)
@@ -285,9 +318,11 @@ impl<'txn> WriteTables<'txn> {
             match row {
                 Some((refs, allocated)) if refs > 1 => {
                     self.contents.insert(name.as_str(), (refs - 1, allocated))?;
+                    self.touched_contents.push(name);
                 }
                 Some((_, allocated)) => {
                     self.contents.remove(name.as_str())?;
+                    self.content_stat.remove(name.as_str())?;
                     self.bytes = self.bytes.saturating_sub(allocated);
                     self.released_contents.push(name);
                 }
@@ -364,6 +399,17 @@ impl<'txn> WriteTables<'txn> {
             .collect();
         for name in stale {
             self.contents.remove(name.as_str())?;
+        }
+        let stale_stats: Vec<String> = self
+            .content_stat
+            .iter()?
+            .map(|row| row.map(|(name, _)| name.value().to_owned()))
+            .collect::<StorageResult<Vec<_>>>()?
+            .into_iter()
+            .filter(|name| !contents.contains_key(name))
+            .collect();
+        for name in stale_stats {
+            self.content_stat.remove(name.as_str())?;
         }
         for (name, value) in &contents {
             self.contents.insert(name.as_str(), *value)?;
