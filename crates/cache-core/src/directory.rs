@@ -97,8 +97,8 @@ pub struct CachedDirectory {
     pub size_bytes: u64,
     /// The files (relative paths) the cache verified on this read: files shared with the tag's
     /// content files, each found to hold the bytes, mode and modification time it was stored
-    /// with. A caller that checks its own record of the files need not read these again.
-    /// Empty from `set_directory`.
+    /// with (from `set_directory`: the files it shared, hashed as they were). A caller that
+    /// checks its own record of the files need not read these again.
     pub verified_files: Vec<PathBuf>,
 }
 

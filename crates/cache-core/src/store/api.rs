@@ -208,6 +208,14 @@ impl RedbCache {
             };
             let measured = self.dir_files.measure(&staged)?;
             let size = measured.allocated;
+            // Hashed just now, as they were shared: verified, as a read reports them.
+            let shared_paths: Vec<PathBuf> = uses
+                .iter()
+                .map(|content| {
+                    use std::os::unix::ffi::OsStringExt;
+                    PathBuf::from(std::ffi::OsString::from_vec(content.path.clone()))
+                })
+                .collect();
             self.check_value_len(key, size.saturating_add(value.len() as u64), u64::MAX)?;
             // The staged directory is already on the disk: if the filesystem is short of
             // `min_free_space` by more than the whole tag could give back, refuse (the staged
@@ -251,7 +259,7 @@ impl RedbCache {
                         path,
                         value: value.to_vec(),
                         size_bytes: size,
-                        verified_files: Vec::new(),
+                        verified_files: shared_paths,
                     }))
                 }
                 Err(err) => {
