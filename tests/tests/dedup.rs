@@ -15,7 +15,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cache_core::{Cache, CacheOptions, Coordinator, Environment};
+use cache_core::{
+    Cache, CacheOptions, Coordinator, DoctorOptions, Environment, Tag, diagnose_tag, prepare_root,
+};
 use cache_tests::trees::{TreeSpec, disk_use, generate_tree, snapshot};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cache-worker");
@@ -242,7 +244,7 @@ fn worker_spec(files: usize, variant: u64) -> TreeSpec {
 }
 
 #[test]
-fn a_store_killed_at_any_point_leaves_a_cache_that_cleanup_makes_consistent() {
+fn a_store_killed_at_any_point_leaves_a_cache_that_doctor_or_cleanup_makes_consistent() {
     const FILES: usize = 400;
     let root = tempfile::tempdir().unwrap();
     // Several kills, each after a different number of stores: where in a store the kill lands
@@ -267,9 +269,23 @@ fn a_store_killed_at_any_point_leaves_a_cache_that_cleanup_makes_consistent() {
         worker.kill().unwrap();
         worker.wait().unwrap();
 
+        // Repaired by doctor in even rounds, by the next open's cleanup in odd ones.
+        if round % 2 == 0 {
+            let diagnosis = diagnose_tag(
+                &prepare_root(root.path()).unwrap(),
+                &Tag::new(TAG).unwrap(),
+                &DoctorOptions {
+                    repair: true,
+                    ..DoctorOptions::default()
+                },
+            );
+            assert!(!diagnosis.is_damaged(), "round {round}: {diagnosis:?}");
+        }
         let coordinator = coordinator();
         let cache = open(&coordinator, root.path());
-        cache.cleanup().unwrap();
+        if round % 2 == 1 {
+            cache.cleanup().unwrap();
+        }
         assert_consistent(root.path(), &cache, FILES);
         let bytes = cache.get_stats().unwrap().disk_bytes;
         cache.cleanup().unwrap();
