@@ -6,7 +6,9 @@
 //! commits the buffer in one transaction when its oldest write is `commit_interval` old, and
 //! `flush`, `close` and drop commit at once. Every commit goes through [`RedbCache::write`]: the
 //! one place that takes the write lock, begins the transaction with a bounded wait, applies the
-//! buffer, merges access records and statistics, and commits.
+//! buffer, merges access records and statistics, and commits. (The one exception,
+//! `settle_contents` in `commit.rs`, writes only `content_stat` rows after a landed commit,
+//! under its write lock: no entry, count or usage.)
 //!
 //! Reads look in the write buffer first, then in a read snapshot that is refreshed after each of
 //! our commits and whenever it is older than `commit_interval`, so a `get` does not pay for a
