@@ -33,12 +33,8 @@ pub(super) struct Aftermath {
     pub(super) released_blobs: Vec<BlobRef>,
     /// Directories whose entry this commit removed: they go once it has landed.
     pub(super) released_dirs: Vec<String>,
-    /// Content files whose last directory went (removed after the directories, if still
-    /// unreferenced and linked by nothing else).
-    pub(super) released_contents: Vec<String>,
-    /// Content files other directories still share whose names this commit's removals change:
-    /// their change time is recorded again once the directories are gone.
-    pub(super) touched_contents: Vec<String>,
+    /// Content files to settle once the directories are gone (`settle_contents`).
+    pub(super) contents: ContentsToSettle,
     pub(super) expired: u64,
     pub(super) evicted: u64,
     pub(super) bytes: u64,
@@ -270,13 +266,7 @@ impl RedbCache {
                 tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove the directory of a removed entry");
             }
         }
-        if !aftermath.released_contents.is_empty() || !aftermath.touched_contents.is_empty() {
-            self.settle_contents(
-                open,
-                &aftermath.released_contents,
-                &aftermath.touched_contents,
-            );
-        }
+        self.settle_contents(open, &aftermath.contents);
         let usage = (aftermath.bytes, aftermath.entries);
         let mut published = lock(&self.published_usage);
         if *published != usage {
@@ -320,50 +310,6 @@ impl RedbCache {
         });
         if let Err(err) = judged {
             tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), blobs = released.len(), "could not remove the files of released blobs; cleanup() will");
-        }
-    }
-
-    /// Once a commit's directories are gone: removes the content files of `released` that are
-    /// still unreferenced and have no other name, under redb's write lock (as
-    /// `remove_released_blobs`: a content file another process's commit took again since, or
-    /// that a staged directory links, stays; whatever stays unreferenced is `cleanup()`'s
-    /// sweep's), and records again how the `touched` ones still shared look, their names having
-    /// changed. Without the lock, or if this process dies first, the files stay as orphans and
-    /// the records stale (reads then hash those files) until the next cleanup.
-    pub(super) fn settle_contents(
-        &self,
-        open: &OpenDatabase,
-        released: &[String],
-        touched: &[String],
-    ) {
-        let settled = self.begin_write(&open.database).and_then(|txn| {
-            let contents = txn.open_table(CONTENTS).or_db(self)?;
-            let mut stats = txn.open_table(CONTENT_STAT).or_db(self)?;
-            for name in released {
-                if contents.get(name.as_str()).or_db(self)?.is_none()
-                    && let Err(err) = self.content_files.remove_if_unreferenced(name)
-                {
-                    tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove an unreferenced content file; cleanup() will");
-                }
-            }
-            for name in touched {
-                if contents.get(name.as_str()).or_db(self)?.is_some() {
-                    match self.content_files.seen(name)? {
-                        Some(seen) => stats.insert(name.as_str(), seen).or_db(self)?,
-                        None => stats.remove(name.as_str()).or_db(self)?,
-                    };
-                }
-            }
-            drop((contents, stats));
-            if touched.is_empty() {
-                // Nothing was written: ending it commits nothing and syncs nothing.
-                txn.abort().or_db(self)
-            } else {
-                txn.commit().or_db(self)
-            }
-        });
-        if let Err(err) = settled {
-            tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), files = released.len() + touched.len(), "could not settle the content files of removed directories; cleanup() will");
         }
     }
 
@@ -491,12 +437,10 @@ impl RedbCache {
             // kill or a failed commit before then leaves orphans, which cleanup removes, never
             // a committed entry without its file.
             let (released_blobs, released_dirs) = tables.take_released();
-            let (released_contents, touched_contents) = tables.take_released_contents();
             let aftermath = Aftermath {
                 released_blobs,
                 released_dirs,
-                released_contents,
-                touched_contents,
+                contents: tables.take_released_contents(),
                 expired,
                 evicted,
                 bytes,

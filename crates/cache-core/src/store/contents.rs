@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -576,123 +576,6 @@ fn hash_file(file: &File, path: &Path) -> Result<[u8; 32]> {
     // The next reader of this descriptor starts at the top again.
     std::io::Seek::rewind(&mut reader).map_err(|err| CacheError::io("hashing", path, err))?;
     Ok(*hasher.finalize().as_bytes())
-}
-
-/// The `dir_contents` row of an owned directory: its shared files, each as the length of its
-/// path (u32), the path, the length of its content name (u16), the name and its allocated bytes
-/// (u64), little-endian.
-pub(crate) fn encode_uses(uses: &[ContentUse]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for content in uses {
-        out.extend_from_slice(&(content.path.len() as u32).to_le_bytes());
-        out.extend_from_slice(&content.path);
-        out.extend_from_slice(&(content.name.len() as u16).to_le_bytes());
-        out.extend_from_slice(content.name.as_bytes());
-        out.extend_from_slice(&content.allocated.to_le_bytes());
-    }
-    out
-}
-
-/// Reads a row [`encode_uses`] wrote; `None` if it is malformed.
-pub(crate) fn decode_uses(mut bytes: &[u8]) -> Option<Vec<ContentUse>> {
-    fn take<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
-        let (head, rest) = bytes.split_at_checked(len)?;
-        *bytes = rest;
-        Some(head)
-    }
-    let mut uses = Vec::new();
-    while !bytes.is_empty() {
-        let path_len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
-        let path = take(&mut bytes, path_len)?.to_vec();
-        let name_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
-        let name = std::str::from_utf8(take(&mut bytes, name_len)?)
-            .ok()?
-            .to_owned();
-        let allocated = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
-        uses.push(ContentUse {
-            path,
-            name,
-            allocated,
-        });
-    }
-    Some(uses)
-}
-
-impl super::RedbCache {
-    /// The shared files of the owned directory `name` as committed, and the recorded look of
-    /// their content files (none when the tag has no content tables yet, or the row is
-    /// malformed, which verification then cannot use: such a directory is served as its files
-    /// are, as before deduplication).
-    fn dir_contents(&self, name: &str) -> Result<(Vec<ContentUse>, HashMap<String, StatRecord>)> {
-        use super::OrDatabaseError;
-        let txn = self.begin_read_on_current()?;
-        let table = match txn.open_table(super::tables::DIR_CONTENTS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
-            Err(err) => return Err(err).or_db(self),
-        };
-        let row = table.get(name).or_db(self)?;
-        let uses = row
-            .and_then(|row| decode_uses(row.value()))
-            .unwrap_or_default();
-        let mut recorded = HashMap::new();
-        match txn.open_table(super::tables::CONTENT_STAT) {
-            Ok(stats) => {
-                for content in &uses {
-                    if !recorded.contains_key(&content.name)
-                        && let Some(row) = stats.get(content.name.as_str()).or_db(self)?
-                    {
-                        recorded.insert(content.name.clone(), row.value());
-                    }
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(err) => return Err(err).or_db(self),
-        }
-        Ok((uses, recorded))
-    }
-
-    /// Checks the shared files of the owned directory `name` (see [`ContentFiles::verify`]):
-    /// `Err(path)` names one that no longer matches its content; `Ok` holds the relative paths
-    /// of every shared file, all verified.
-    pub(super) fn verify_contents(
-        &self,
-        name: &str,
-    ) -> Result<std::result::Result<Vec<std::path::PathBuf>, Vec<u8>>> {
-        let (uses, recorded) = self.dir_contents(name)?;
-        if uses.is_empty() {
-            return Ok(Ok(Vec::new()));
-        }
-        let damaged = match self.dir_files.dirs_dir()? {
-            Some(dirs) => self.content_files.verify(&dirs, name, &uses, &recorded)?,
-            None => uses.first().map(|content| content.path.clone()),
-        };
-        Ok(match damaged {
-            Some(path) => Err(path),
-            None => Ok(uses
-                .into_iter()
-                .map(|content| std::path::PathBuf::from(std::ffi::OsString::from_vec(content.path)))
-                .collect()),
-        })
-    }
-
-    /// Records how the content files `names` look now, in the write transaction that changed
-    /// their names (a directory attached them) or recounted them (cleanup).
-    pub(super) fn record_content_stats<'a>(
-        &self,
-        tables: &mut super::WriteTables<'_>,
-        names: impl IntoIterator<Item = &'a str>,
-    ) -> Result<()> {
-        use super::OrDatabaseError;
-        let mut done: HashSet<&str> = HashSet::new();
-        for name in names {
-            if done.insert(name) {
-                let seen = self.content_files.seen(name)?;
-                tables.record_content_stat(name, seen).or_db(self)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! `flush`, `close` and drop commit at once. Every commit goes through [`RedbCache::write`]: the
 //! one place that takes the write lock, begins the transaction with a bounded wait, applies the
 //! buffer, merges access records and statistics, and commits. (The one exception,
-//! `settle_contents` in `commit.rs`, writes only `content_stat` rows after a landed commit,
+//! `settle_contents` in `content_records.rs`, writes only `content_stat` rows after a landed commit,
 //! under its write lock: no entry, count or usage.)
 //!
 //! Reads look in the write buffer first, then in a read snapshot that is refreshed after each of
@@ -27,7 +27,8 @@
 //! - `api.rs`: the operations [`crate::Cache`] calls.
 //! - `publish.rs`: what landed commits offer the remote tier, if one is attached.
 //! - `blobs.rs`, `dirs.rs`: the files entries own; `contents.rs`: the content files owned
-//!   directories share (file-level deduplication); `budget.rs`: the root's size budget;
+//!   directories share (file-level deduplication), `content_records.rs` their records in the
+//!   store; `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
 //! - `faults.rs` (tests only): the fault-injecting storage backend and, in `faults/tests.rs`,
 //!   the deterministic in-process fault suite.
@@ -74,7 +75,8 @@ use crate::telemetry::Telemetry;
 use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
-use contents::{ContentFiles, ContentUse, decode_uses, encode_uses};
+use content_records::{ContentsToSettle, decode_uses, encode_uses};
+use contents::{ContentFiles, ContentUse};
 use dirs::DirFiles;
 
 mod access;
@@ -85,6 +87,7 @@ mod budget;
 mod buffer;
 mod commit;
 mod committer;
+mod content_records;
 pub(crate) mod contents;
 pub(crate) mod dirs;
 #[cfg(test)]

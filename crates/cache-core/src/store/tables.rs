@@ -110,7 +110,7 @@ pub(super) struct WriteTables<'txn> {
     /// Directories whose entry went: removed after the commit (their names are never reused).
     released_dirs: Vec<String>,
     /// Content files whose last directory went: removed after the commit has landed, if still
-    /// unreferenced and linked by nothing else (`RedbCache::remove_released_contents`).
+    /// unreferenced and linked by nothing else (`RedbCache::settle_contents`).
     released_contents: Vec<String>,
     /// Content files a directory let go of that others still share: their names changed, so
     /// their change time is recorded again after the directories are removed.
@@ -250,11 +250,11 @@ impl<'txn> WriteTables<'txn> {
 
     /// The content files this transaction released, for `commit.rs` to remove once the commit
     /// has landed.
-    pub(super) fn take_released_contents(&mut self) -> (Vec<String>, Vec<String>) {
-        (
-            std::mem::take(&mut self.released_contents),
-            std::mem::take(&mut self.touched_contents),
-        )
+    pub(super) fn take_released_contents(&mut self) -> ContentsToSettle {
+        ContentsToSettle {
+            released: std::mem::take(&mut self.released_contents),
+            touched: std::mem::take(&mut self.touched_contents),
+        }
     }
 
     /// Records how the content file `name` looks now (see [`CONTENT_STAT`]); `None` forgets it.

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::store::content_records::{decode_uses, encode_uses};
 
 #[test]
 fn content_names_round_trip_with_negative_times() {
