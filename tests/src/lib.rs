@@ -2,7 +2,10 @@
 //! the tests agree on, a file barrier that lines processes up, a seeded generator both sides can
 //! replay, the crash writer's script, the sizes the suites read from the environment, and the
 //! line files through which single-flight workers record their calls and computations, and the
-//! large (blob-sized) values of the kill tests with blobs.
+//! large (blob-sized) values of the kill tests with blobs; `trees`, the generated trees of the
+//! deduplication tests.
+
+pub mod trees;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,6 +4,11 @@
 
 use clap::{Args, Parser, Subcommand};
 
+/// `bench workspace`'s default file count and mean file size: about 300 MB, the size of a real
+/// ZMK west workspace (issue 19: 358 MB, 5 456 files).
+pub(crate) const WORKSPACE_BENCH_FILES: u64 = 5_000;
+pub(crate) const WORKSPACE_BENCH_MEAN_KIB: u64 = 60;
+
 /// The smallest `--n` of `bench`: four writer processes share the entries.
 pub(crate) const MIN_BENCH_N: u64 = 4;
 
@@ -91,6 +96,37 @@ pub(crate) struct BenchArgs {
     /// that default by measurement.
     #[arg(long = "page-cache-mib", value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) page_cache_mib: Option<u64>,
+    /// Another benchmark than the per-operation one.
+    #[command(subcommand)]
+    pub(crate) what: Option<BenchTarget>,
+}
+
+/// The benchmarks `bench` runs besides the per-operation one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub(crate) enum BenchTarget {
+    /// Workspace restore in each link mode against `cp -a`, and add and dedup figures
+    ///
+    /// Generates a workspace-like tree (and a variant with one file in fifty changed) under
+    /// target/bench-workspace, adds both with glovebox-cache (repository, then branch), then times
+    /// whole processes: each `workspace restore --link MODE` and `cp -a`. Prints the figures.
+    Workspace(WorkspaceBenchArgs),
+}
+
+/// What the command line asked of `bench workspace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Args)]
+pub(crate) struct WorkspaceBenchArgs {
+    /// Files of the generated workspace.
+    #[arg(long, value_name = "N", default_value_t = WORKSPACE_BENCH_FILES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) files: u64,
+    /// Mean file size in KiB (sizes vary from half to one and a half times it).
+    #[arg(long = "mean-kib", value_name = "KIB", default_value_t = WORKSPACE_BENCH_MEAN_KIB, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) mean_kib: u64,
+    /// Repetitions of each timed restore (the median is reported).
+    #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) reps: u64,
+    /// Build and time the release binaries (the default is the dev profile).
+    #[arg(long)]
+    pub(crate) release: bool,
 }
 
 /// What the command line asked of `fuzz`.
@@ -174,7 +210,23 @@ mod tests {
                     n: Some(1000),
                     reps: Some(3),
                     page_cache_mib: Some(64),
+                    what: None,
                 }
+            ),
+            other => panic!("not bench: {other:?}"),
+        }
+        match parse("bench workspace --files 200 --mean-kib 4 --reps 1")
+            .unwrap()
+            .task
+        {
+            Some(Task::Bench(args)) => assert_eq!(
+                args.what,
+                Some(BenchTarget::Workspace(WorkspaceBenchArgs {
+                    files: 200,
+                    mean_kib: 4,
+                    reps: 1,
+                    release: false,
+                }))
             ),
             other => panic!("not bench: {other:?}"),
         }

@@ -11,6 +11,7 @@
 )]
 
 mod bench;
+mod bench_workspace;
 mod flags;
 mod fuzz;
 mod man;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
 
-use crate::flags::{Cli, Task};
+use crate::flags::{BenchTarget, Cli, Task};
 
 fn main() -> ExitCode {
     // The arguments as typed, for the benchmark report's "command" line.
@@ -41,7 +42,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Task::Verify(options)) => verify::run(options),
-        Some(Task::Bench(options)) => bench::run(options, &typed),
+        Some(Task::Bench(options)) => match options.what {
+            Some(BenchTarget::Workspace(workspace)) => bench_workspace::run(workspace),
+            None => bench::run(options, &typed),
+        },
         Some(Task::Soak) => soak::run(),
         Some(Task::Fuzz(options)) => fuzz::run(options),
         Some(Task::Man(options)) => man::run(&options),

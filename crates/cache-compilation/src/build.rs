@@ -284,6 +284,11 @@ impl BuildService {
                 removed += 1;
             }
         }
+        if removed > 0 {
+            // A build the cache itself found damaged (a shared file that no longer matches its
+            // content) is removed by the next commit: make it now, as a discard is.
+            self.context.cache.flush()?;
+        }
         Ok(removed)
     }
 

@@ -56,10 +56,15 @@ pub(crate) enum Verified {
 }
 
 /// Checks the files of the cached workspace at `dir` that have a name outside it (more links
-/// than names inside the tree: a hard-link restore made them reachable for writing) against
-/// the manifest. Files with no outside name are not read, so a workspace never restored with
-/// hard links costs one listing.
-pub(crate) fn verify(dir: &Path) -> Result<Verified> {
+/// than names inside the tree: a hard-link restore made them reachable for writing, and the
+/// cache's deduplication shares them with its content files) against the manifest, except
+/// `verified`: the files the cache verified on this read against the content they were stored
+/// with (`CachedDirectory::verified_files`), which is what the manifest recorded too. Files
+/// with no outside name are not read, so a workspace whose files the cache verified costs one
+/// listing.
+pub(crate) fn verify(dir: &Path, verified: &[PathBuf]) -> Result<Verified> {
+    let verified: std::collections::HashSet<&Path> =
+        verified.iter().map(PathBuf::as_path).collect();
     let Some(recorded) = read(dir)? else {
         return Ok(Verified::NoManifest);
     };
@@ -77,7 +82,9 @@ pub(crate) fn verify(dir: &Path) -> Result<Verified> {
         let NodeKind::File { links, .. } = node.kind else {
             continue;
         };
-        if links <= inside.get(node.relative.as_path()).copied().unwrap_or(1) {
+        if links <= inside.get(node.relative.as_path()).copied().unwrap_or(1)
+            || verified.contains(node.relative.as_path())
+        {
             continue;
         }
         let changed = match recorded.get(&node.relative) {

@@ -495,7 +495,7 @@ impl WorkspaceService {
         // Verify on read: a file a hard-link restore shared that was changed since is never
         // served (an error reading the files is the caller's, as any I/O error).
         let checked = match checked {
-            Ok(found) => match manifest::verify(&directory.path)? {
+            Ok(found) => match manifest::verify(&directory.path, &directory.verified_files)? {
                 Verified::Changed(file) => Err(format!(
                     "{} changed after it was stored (edited through a hard link a restore made)",
                     file.display()

@@ -95,6 +95,11 @@ pub struct CachedDirectory {
     /// Bytes the directory occupies on disk (allocated blocks of its files, directories and
     /// symlinks), as measured when it was stored.
     pub size_bytes: u64,
+    /// The files (relative paths) the cache verified on this read: files shared with the tag's
+    /// content files, each found to hold the bytes, mode and modification time it was stored
+    /// with (from `set_directory`: the files it shared, hashed as they were). A caller that
+    /// checks its own record of the files need not read these again.
+    pub verified_files: Vec<PathBuf>,
 }
 
 /// A name no other directory of any process has: hex of a hash of the process id, a counter and

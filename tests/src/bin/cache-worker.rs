@@ -67,6 +67,15 @@
 //!   content (so the same blob file) and flushes; before each round's deletes it lists the keys
 //!   and prints `round N missing M` (M entries it stored in round N were gone: nobody else
 //!   deletes); then creates DONE_FILE.
+//! - `dir-store ROOT TAG KEY FILES ME OTHER BARRIER_DIR`: generates the tree
+//!   `cache_tests::trees` makes for FILES files (seed 1, variant 0) in a staged directory,
+//!   waits at the barrier for its partner, stores it under KEY with `set_directory`, prints
+//!   `stored` and exits 0.
+//! - `dir-store-until-killed ROOT TAG FILES`: stores generated trees (variant `N % 3`) under
+//!   `dir:N` for N = 0, 1, ..., printing `stored N` after each, forever. The test kills it with
+//!   SIGKILL in the middle of a store.
+//! - `generate-tree DIR FILES MEAN_LEN VARIANT`: writes the tree `cache_tests::trees` makes
+//!   (seed 1) into the existing directory DIR: for `cargo xtask bench workspace`.
 //! - `blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER`: reads the restorer's keys in a
 //!   loop, checking every value found is exact, until DONE_FILE exists and PASSES_AFTER more
 //!   passes are done; prints `reads N hits N`.
@@ -87,6 +96,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cache_core::{Cache, CacheError, CacheOptions, Coordinator, ErrorChain};
+use cache_tests::trees::{TreeSpec, generate_tree};
 use cache_tests::{
     CrashOp, SeededRng, TEST_BLOB_THRESHOLD, append_line, barrier, blob_crash_script, blob_value,
     check_blob_value, check_stamped, computed_value, crash_key, crash_script, crash_value,
@@ -125,6 +135,21 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "blob-restorer" => blob_restorer(rest),
         Some((command, rest)) if command == "blob-reader" => blob_reader(rest),
         Some((command, rest)) if command == "remote-build" => remote_build::remote_build(rest),
+        Some((command, rest)) if command == "dir-store" => dir_store(rest),
+        Some((command, [dir, files, mean_len, variant])) if command == "generate-tree" => {
+            generate_tree(
+                &PathBuf::from(dir),
+                TreeSpec {
+                    files: files.parse().context("while reading FILES")?,
+                    mean_len: mean_len.parse().context("while reading MEAN_LEN")?,
+                    seed: 1,
+                    variant: variant.parse().context("while reading VARIANT")?,
+                },
+            )
+        }
+        Some((command, [root, tag, files])) if command == "dir-store-until-killed" => {
+            dir_store_until_killed(root, tag, files)
+        }
         _ => bail!(
             "usage: cache-worker (pair ROOT TAG ME OTHER COUNT BARRIER_DIR | \
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
@@ -140,7 +165,10 @@ fn run() -> anyhow::Result<()> {
              blob-crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              blob-restorer ROOT TAG KEYS LEN ROUNDS DONE_FILE | \
              remote-build ROOT MARKERS TARGET | \
-             blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER)"
+             blob-reader ROOT TAG KEYS LEN DONE_FILE PASSES_AFTER | \
+             dir-store ROOT TAG KEY FILES ME OTHER BARRIER_DIR | \
+             dir-store-until-killed ROOT TAG FILES | \
+             generate-tree DIR FILES MEAN_LEN VARIANT)"
         ),
     }
 }
@@ -1164,4 +1192,53 @@ fn contain(root: &str, tag: &str, step: &str) -> anyhow::Result<()> {
         Ok(line) => report(format_args!("{line}")),
         Err(err) => report(format_args!("error {err}")),
     }
+}
+
+/// The tree the directory workers store: `files` files of mean length 2 KiB, seed 1.
+fn worker_tree(files: usize, variant: u64) -> TreeSpec {
+    TreeSpec {
+        files,
+        mean_len: 2048,
+        seed: 1,
+        variant,
+    }
+}
+
+fn dir_store(args: &[String]) -> anyhow::Result<()> {
+    let [root, tag, key, files, me, other, barrier_dir] = args else {
+        bail!("usage: dir-store ROOT TAG KEY FILES ME OTHER BARRIER_DIR");
+    };
+    let files: usize = files.parse().context("while reading FILES")?;
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    let staged = cache.stage_directory()?;
+    generate_tree(staged.path(), worker_tree(files, 0))?;
+    barrier(
+        &PathBuf::from(barrier_dir),
+        me,
+        other,
+        Duration::from_secs(120),
+    )?;
+    cache
+        .set_directory(key.as_bytes(), staged, b"tree", None)
+        .context("while storing the directory")?;
+    println!("stored");
+    cache.close()?;
+    Ok(())
+}
+
+fn dir_store_until_killed(root: &str, tag: &str, files: &str) -> anyhow::Result<()> {
+    let files: usize = files.parse().context("while reading FILES")?;
+    let coordinator = Coordinator::new();
+    let cache = open(&coordinator, root, tag)?;
+    for index in 0u64.. {
+        let staged = cache.stage_directory()?;
+        generate_tree(staged.path(), worker_tree(files, index % 3))?;
+        cache
+            .set_directory(format!("dir:{index}").as_bytes(), staged, b"tree", None)
+            .context("while storing a directory")?;
+        println!("stored {index}");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
 }

@@ -203,6 +203,12 @@ fn a_damaged_build_is_a_miss_and_is_removed(
     let compilation = open(&coordinator, &root, &clock);
     let build = fake_build(&root);
     let cached = store(&compilation, &build);
+    // Other firmware: a build with the same bytes would share the file (deduplication), and an
+    // edit of it in place damages every build that shares it.
+    write(
+        &build.join("zephyr/zmk.uf2"),
+        b"UF2 firmware for the other shield",
+    );
     let intact_inputs = inputs().with_shield("other");
     compilation
         .builds

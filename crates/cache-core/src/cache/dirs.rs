@@ -18,8 +18,11 @@ impl Cache {
     }
 
     /// Stores `staged` as a directory owned by the entry `key`, with `value` (for example the
-    /// directory's metadata). The directory's size counts in the tag's size limit, and it is
-    /// removed when the entry expires, is evicted, deleted or replaced. Committed before it
+    /// directory's metadata). Its non-empty regular files become hard links to the tag's
+    /// content files, shared with every other owned directory holding the same bytes, mode and
+    /// modification time (`docs/caching-system.md`, "Owned directories share their files").
+    /// The directory's size counts in the tag's size limit, each shared file once for the tag,
+    /// and it is removed when the entry expires, is evicted, deleted or replaced. Committed before it
     /// returns. A directory larger than the size limit is refused (and removed). `None` from a
     /// disabled cache, which drops the directory.
     pub fn set_directory(
@@ -37,7 +40,8 @@ impl Cache {
     }
 
     /// The directory owned by `key`, with its value, if live and present. An entry whose
-    /// directory has gone is a miss, and is removed.
+    /// directory has gone, or one of whose shared files no longer matches its content (bytes,
+    /// mode or time), is a miss, and is removed.
     ///
     /// With a remote tier attached that shares the key, a local miss asks it: a directory found
     /// there is checked whole (as an archive import is), written into a staged directory and

@@ -47,9 +47,11 @@ use std::sync::LazyLock;
 
 use crate::error::{CacheError, Result};
 
+mod links;
 mod temps;
 mod tree;
 
+pub(crate) use links::{Linked, meta_of_file};
 pub(crate) use temps::temp_name;
 pub(crate) use tree::TreeSize;
 
@@ -88,11 +90,23 @@ pub(crate) struct Meta {
     /// Bytes allocated on disk (`st_blocks * 512`).
     pub(crate) allocated: u64,
     pub(crate) modified: SystemTime,
-    /// Permission bits (`st_mode & 0o7777`).
+    /// Names the inode has (`st_nlink`).
+    pub(crate) links: u64,
+    /// Device and inode number: which file this is, whatever its name.
+    pub(crate) identity: (u64, u64),
+    /// Permission bits (`0o7777`).
     pub(crate) mode: u32,
+    /// Modification time as stored (seconds, nanoseconds), for exact comparison.
+    pub(crate) mtime: (i64, i64),
+    /// Status change time (seconds, nanoseconds): any write, chmod or link moves it.
+    pub(crate) ctime: (i64, i64),
 }
 
 impl Meta {
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the stat fields' types differ between platforms; same type on Linux x86-64"
+    )]
     fn of(stat: &rustix::fs::Stat) -> Meta {
         let seconds = u64::try_from(stat.st_mtime).unwrap_or(0);
         let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
@@ -103,7 +117,17 @@ impl Meta {
                 .unwrap_or(0)
                 .saturating_mul(512),
             modified: UNIX_EPOCH + Duration::new(seconds, nanos.min(999_999_999)),
-            mode: stat.st_mode & 0o7777,
+            links: u64::from(stat.st_nlink),
+            identity: (u64::from(stat.st_dev), u64::from(stat.st_ino)),
+            mode: u32::from(stat.st_mode) & 0o7777,
+            mtime: (
+                i64::from(stat.st_mtime),
+                i64::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            ),
+            ctime: (
+                i64::from(stat.st_ctime),
+                i64::try_from(stat.st_ctime_nsec).unwrap_or(0),
+            ),
         }
     }
 }

@@ -217,8 +217,22 @@ impl RedbCache {
                 });
             }
             self.check_value_len(key, value.len() as u64, self.options.max_value_bytes)?;
+            // Files shared with the tag's content files (`contents.rs`) are counted once for
+            // the tag, through `attach_contents`, not in the directory's own size.
+            let uses = match staged.staging() {
+                Some((staging, name)) => self.content_files.dedup(staging, name)?,
+                None => Vec::new(),
+            };
             let measured = self.dir_files.measure(&staged)?;
             let size = measured.allocated;
+            // Hashed just now, as they were shared: verified, as a read reports them.
+            let shared_paths: Vec<PathBuf> = uses
+                .iter()
+                .map(|content| {
+                    use std::os::unix::ffi::OsStringExt;
+                    PathBuf::from(std::ffi::OsString::from_vec(content.path.clone()))
+                })
+                .collect();
             self.check_value_len(key, size.saturating_add(value.len() as u64), u64::MAX)?;
             // The staged directory is already on the disk: if the filesystem is short of
             // `min_free_space` by more than the whole tag could give back, refuse (the staged
@@ -248,6 +262,11 @@ impl RedbCache {
                 tables
                     .put(key, &header.encode_with(key, &dir.encode_with(value)))
                     .or_db(self)?;
+                tables.attach_contents(&name, &uses).or_db(self)?;
+                self.record_content_stats(
+                    tables,
+                    uses.iter().map(|content| content.name.as_str()),
+                )?;
                 Ok(path)
             });
             match result {
@@ -262,6 +281,7 @@ impl RedbCache {
                         path,
                         value: value.to_vec(),
                         size_bytes: size,
+                        verified_files: shared_paths,
                     }))
                 }
                 Err(err) => {
@@ -296,11 +316,20 @@ impl RedbCache {
                     })
                 })?;
                 match found {
-                    Some((name, size, value, _)) if self.dir_files.is_present(&name) => {
+                    Some((name, size, value, stored)) if self.dir_files.is_present(&name) => {
+                        let verified = self.verify_contents(&name)?;
+                        if let Err(path) = &verified {
+                            let path = String::from_utf8_lossy(path).into_owned();
+                            tracing::error!(tag = %self.tag, key = %KeyDisplay::new(key), name, path, "a shared file of a cached directory does not match its content; treated as a miss");
+                            AtomicCounters::add(&self.counters.errors, 1);
+                            self.suspect(key, &stored, format!("its file {path} changed"));
+                            break None;
+                        }
                         break Some(CachedDirectory {
                             path: self.dir_files.path(&name),
                             value,
                             size_bytes: size,
+                            verified_files: verified.unwrap_or_default(),
                         });
                     }
                     // An entry replaced or removed since the snapshot was taken has had its
@@ -536,6 +565,9 @@ impl RedbCache {
                         report.orphan_files += 1;
                     }
                 }
+                // After the orphan directories: their files no longer hold content files.
+                report.orphan_files += self.content_files.sweep(&referenced.contents)?;
+                self.record_content_stats(tables, referenced.contents.iter().map(String::as_str))?;
                 // Eviction follows in the commit (`enforce_limits`), on the recounted usage.
                 Ok(())
             });

@@ -33,6 +33,8 @@ pub(super) struct Aftermath {
     pub(super) released_blobs: Vec<BlobRef>,
     /// Directories whose entry this commit removed: they go once it has landed.
     pub(super) released_dirs: Vec<String>,
+    /// Content files to settle once the directories are gone (`settle_contents`).
+    pub(super) contents: ContentsToSettle,
     pub(super) expired: u64,
     pub(super) evicted: u64,
     pub(super) bytes: u64,
@@ -276,6 +278,7 @@ impl RedbCache {
                 tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not remove the directory of a removed entry");
             }
         }
+        self.settle_contents(open, &aftermath.contents);
         let usage = (aftermath.bytes, aftermath.entries);
         let mut published = lock(&self.published_usage);
         if *published != usage {
@@ -376,7 +379,9 @@ impl RedbCache {
                 Err(_) => true,
             },
             EntryKind::Directory => match DirRef::decode(payload) {
-                Ok((dir, _)) => !self.dir_files.is_present(dir.name),
+                Ok((dir, _)) => {
+                    !self.dir_files.is_present(dir.name) || self.verify_contents(dir.name)?.is_err()
+                }
                 Err(_) => true,
             },
         })
@@ -448,6 +453,7 @@ impl RedbCache {
             let aftermath = Aftermath {
                 released_blobs,
                 released_dirs,
+                contents: tables.take_released_contents(),
                 expired,
                 evicted,
                 bytes,

@@ -109,6 +109,11 @@ impl DirFiles {
         Ok((name, path))
     }
 
+    /// `dirs/` if it exists.
+    pub(crate) fn dirs_dir(&self) -> Result<Option<Dir>> {
+        self.tag.dir(DIRS)
+    }
+
     /// Whether the directory is there.
     pub(crate) fn is_present(&self, name: &str) -> bool {
         is_safe_dir_name(name)

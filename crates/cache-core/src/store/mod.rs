@@ -6,7 +6,9 @@
 //! commits the buffer in one transaction when its oldest write is `commit_interval` old, and
 //! `flush`, `close` and drop commit at once. Every commit goes through [`RedbCache::write`]: the
 //! one place that takes the write lock, begins the transaction with a bounded wait, applies the
-//! buffer, merges access records and statistics, and commits.
+//! buffer, merges access records and statistics, and commits. (The one exception,
+//! `settle_contents` in `content_records.rs`, writes only `content_stat` rows after a landed commit,
+//! under its write lock: no entry, count or usage.)
 //!
 //! Reads look in the write buffer first, then in a read snapshot that is refreshed after each of
 //! our commits and whenever it is older than `commit_interval`, so a `get` does not pay for a
@@ -26,7 +28,9 @@
 //! - `publish.rs`: what landed commits offer the remote tier, if one is attached;
 //!   `remote_dirs.rs`: directories to and from the remote tier (listed and read to publish;
 //!   checked and written to backfill).
-//! - `blobs.rs`, `dirs.rs`: the files entries own; `budget.rs`: the root's size budget;
+//! - `blobs.rs`, `dirs.rs`: the files entries own; `contents.rs`: the content files owned
+//!   directories share (file-level deduplication), `content_records.rs` their records in the
+//!   store; `budget.rs`: the root's size budget;
 //!   `committer.rs`: the group-commit thread.
 //! - `faults.rs` (tests only): the fault-injecting storage backend and, in `faults/tests.rs`,
 //!   the deterministic in-process fault suite.
@@ -73,6 +77,8 @@ use crate::telemetry::Telemetry;
 use crate::values::{AnyFormat, CleanupReport, Compaction, EntryMetadata};
 use blobs::{BlobFiles, BlobRead, StageError, StagedBlob};
 use committer::{Committer, Tick};
+use content_records::{ContentsToSettle, decode_uses, encode_uses};
+use contents::{ContentFiles, ContentUse};
 use dirs::DirFiles;
 
 mod access;
@@ -83,6 +89,8 @@ mod budget;
 mod buffer;
 mod commit;
 mod committer;
+mod content_records;
+pub(crate) mod contents;
 pub(crate) mod dirs;
 #[cfg(test)]
 mod faults;
@@ -187,6 +195,8 @@ pub(crate) struct RedbCache {
     blob_files: BlobFiles,
     /// The tag's owned directories (`dirs.rs`).
     dir_files: DirFiles,
+    /// The content files owned directories share (`contents.rs`).
+    content_files: ContentFiles,
     /// Where the next commit's expiry sweep starts (empty: at the first key).
     sweep_cursor: Mutex<Vec<u8>>,
     /// The usage last published to `<root>/<tag>/usage` for the root budget of other tags.
@@ -230,6 +240,7 @@ impl RedbCache {
             writable: AtomicBool::new(matches!(database, Handle::Writing(_))),
             wall: WallClock::new(&options),
             blob_files: BlobFiles::new(Arc::clone(&tag_dir)),
+            content_files: ContentFiles::new(Arc::clone(&tag_dir)),
             dir_files: DirFiles::new(tag_dir),
             sweep_cursor: Mutex::new(Vec::new()),
             published_usage: Mutex::new((u64::MAX, u64::MAX)),

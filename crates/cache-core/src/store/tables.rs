@@ -4,7 +4,8 @@
 //! Invariant: **entries, usage and blob counts change together, only here.** `WriteTables`'
 //! fields are private to this module: only `put`, `remove`, `clear` and `recount` change
 //! entries, and each keeps the tag's usage (bytes, entry count) and the blob reference counts in
-//! step. Others get read access (`entries`, `reads_of`, `usage`) and the counting notes
+//! step, and so do the content files owned directories share (`attach_contents` with the
+//! entry, released with it). Others get read access (`entries`, `reads_of`, `usage`) and the counting notes
 //! (`count_expired`, `count_evicted`, `mark_cleanup`). A blob or directory whose last entry goes
 //! is only listed as released (`take_released`), for `commit.rs` to remove after the commit has
 //! landed: nothing here touches a file.
@@ -24,6 +25,22 @@ pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("co
 /// Blob hash -> (entries referring to it, its length). Identical values share one blob file,
 /// which is removed when its last entry goes.
 pub(super) const BLOBS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("blobs");
+
+/// Content file name -> (owned directories whose files are names of it, its allocated bytes).
+/// A content file counts once in the usage while any directory refers to it
+/// (`store/contents.rs`).
+pub(super) const CONTENTS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("contents");
+
+/// Owned directory name -> its files that are names of content files (`contents::encode_uses`).
+/// Written with the entry that owns the directory, removed with it.
+pub(super) const DIR_CONTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_contents");
+
+/// Content file name -> (inode, length, change time seconds, nanoseconds) of the content file
+/// as last seen after its names changed (a directory attached it, or one let it go): a shared
+/// file of an owned directory that still looks exactly so is trusted without hashing it
+/// (`store/contents.rs`, verification). Any write, chmod or link moves the change time.
+pub(super) const CONTENT_STAT: TableDefinition<&str, (u64, u64, i64, i64)> =
+    TableDefinition::new("content_stat");
 
 /// What the limits count, kept exact by every commit: `bytes` (keys, entries, each blob once,
 /// owned directories) and `entries`; and `last_cleanup_ms`.
@@ -80,6 +97,9 @@ pub(super) struct WriteTables<'txn> {
     entries: Table<'txn, &'static [u8], &'static [u8]>,
     access: Table<'txn, &'static [u8], (u64, u64)>,
     blobs: Table<'txn, &'static [u8], (u64, u64)>,
+    contents: Table<'txn, &'static str, (u64, u64)>,
+    dir_contents: Table<'txn, &'static str, &'static [u8]>,
+    content_stat: Table<'txn, &'static str, (u64, u64, i64, i64)>,
     /// The tag's usage as of this transaction: loaded at its start, kept by `put` and `remove`,
     /// stored at its end.
     bytes: u64,
@@ -89,6 +109,12 @@ pub(super) struct WriteTables<'txn> {
     released_blobs: Vec<BlobRef>,
     /// Directories whose entry went: removed after the commit (their names are never reused).
     released_dirs: Vec<String>,
+    /// Content files whose last directory went: removed after the commit has landed, if still
+    /// unreferenced and linked by nothing else (`RedbCache::settle_contents`).
+    released_contents: Vec<String>,
+    /// Content files a directory let go of that others still share: their names changed, so
+    /// their change time is recorded again after the directories are removed.
+    touched_contents: Vec<String>,
     expired: u64,
     evicted: u64,
     /// Set by `cleanup()`: recorded in the usage table.
@@ -109,10 +135,15 @@ impl<'txn> WriteTables<'txn> {
             entries: txn.open_table(ENTRIES)?,
             access: txn.open_table(ACCESS)?,
             blobs: txn.open_table(BLOBS)?,
+            contents: txn.open_table(CONTENTS)?,
+            dir_contents: txn.open_table(DIR_CONTENTS)?,
+            content_stat: txn.open_table(CONTENT_STAT)?,
             bytes,
             entry_count,
             released_blobs: Vec::new(),
             released_dirs: Vec::new(),
+            released_contents: Vec::new(),
+            touched_contents: Vec::new(),
             expired: 0,
             evicted: 0,
             last_cleanup_ms: None,
@@ -217,6 +248,90 @@ impl<'txn> WriteTables<'txn> {
         )
     }
 
+    /// The content files this transaction released, for `commit.rs` to remove once the commit
+    /// has landed.
+    pub(super) fn take_released_contents(&mut self) -> ContentsToSettle {
+        ContentsToSettle {
+            released: std::mem::take(&mut self.released_contents),
+            touched: std::mem::take(&mut self.touched_contents),
+        }
+    }
+
+    /// Records how the content file `name` looks now (see [`CONTENT_STAT`]); `None` forgets it.
+    pub(super) fn record_content_stat(
+        &mut self,
+        name: &str,
+        seen: Option<(u64, u64, i64, i64)>,
+    ) -> StorageResult<()> {
+        match seen {
+            Some(seen) => {
+                self.content_stat.insert(name, seen)?;
+            }
+            None => {
+                self.content_stat.remove(name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the shared files of the owned directory `dir` (which the entry just put owns)
+    /// and takes a reference to each content file: the directory's size counted by `put` loses
+    /// its shared files, and a content file is counted when its first directory takes it. Call
+    /// after `put` of the entry (so that the content files of the entry it replaced, released
+    /// by `put`, are taken again before the commit judges them).
+    pub(super) fn attach_contents(&mut self, dir: &str, uses: &[ContentUse]) -> StorageResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.dir_contents
+            .insert(dir, encode_uses(uses).as_slice())?;
+        self.bytes = self.bytes.saturating_sub(shared_bytes(uses));
+        let mut seen: HashSet<&str> = HashSet::new();
+        for content in uses {
+            if !seen.insert(content.name.as_str()) {
+                continue;
+            }
+            let (refs, allocated) = self
+                .contents
+                .get(content.name.as_str())?
+                .map_or((0, content.allocated), |row| row.value());
+            if refs == 0 {
+                self.bytes = self.bytes.saturating_add(allocated);
+            }
+            self.contents
+                .insert(content.name.as_str(), (refs + 1, allocated))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the content references of the owned directory `dir`, whose entry went.
+    fn detach_contents(&mut self, dir: &str) -> StorageResult<()> {
+        let Some(row) = self.dir_contents.remove(dir)? else {
+            return Ok(());
+        };
+        let uses = decode_uses(row.value()).unwrap_or_default();
+        drop(row);
+        self.bytes = self.bytes.saturating_add(shared_bytes(&uses));
+        let names: HashSet<String> = uses.into_iter().map(|content| content.name).collect();
+        for name in names {
+            let row = self.contents.get(name.as_str())?.map(|row| row.value());
+            match row {
+                Some((refs, allocated)) if refs > 1 => {
+                    self.contents.insert(name.as_str(), (refs - 1, allocated))?;
+                    self.touched_contents.push(name);
+                }
+                Some((_, allocated)) => {
+                    self.contents.remove(name.as_str())?;
+                    self.content_stat.remove(name.as_str())?;
+                    self.bytes = self.bytes.saturating_sub(allocated);
+                    self.released_contents.push(name);
+                }
+                None => self.released_contents.push(name),
+            }
+        }
+        Ok(())
+    }
+
     /// Recomputes the usage and every blob's reference count from the entries, correcting any
     /// drift (for example a directory whose size changed since it was stored). Returns the
     /// referenced blobs and directories.
@@ -251,6 +366,56 @@ impl<'txn> WriteTables<'txn> {
             self.blobs.insert(hash.as_slice(), *value)?;
             bytes += value.1;
         }
+        // Content files: counted from the rows of the directories still owned; rows of
+        // directories no entry owns are debris of a failed store.
+        let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
+        for row in self.dir_contents.iter()? {
+            let (name, uses) = row?;
+            rows.push((name.value().to_owned(), uses.value().to_vec()));
+        }
+        let mut contents: HashMap<String, (u64, u64)> = HashMap::new();
+        for (dir, uses) in rows {
+            if !referenced.dirs.contains(&dir) {
+                self.dir_contents.remove(dir.as_str())?;
+                continue;
+            }
+            let uses = decode_uses(&uses).unwrap_or_default();
+            bytes = bytes.saturating_sub(shared_bytes(&uses));
+            let names: HashMap<String, u64> = uses
+                .into_iter()
+                .map(|content| (content.name, content.allocated))
+                .collect();
+            for (name, allocated) in names {
+                contents.entry(name).or_insert((0, allocated)).0 += 1;
+            }
+        }
+        let stale: Vec<String> = self
+            .contents
+            .iter()?
+            .map(|row| row.map(|(name, _)| name.value().to_owned()))
+            .collect::<StorageResult<Vec<_>>>()?
+            .into_iter()
+            .filter(|name| !contents.contains_key(name))
+            .collect();
+        for name in stale {
+            self.contents.remove(name.as_str())?;
+        }
+        let stale_stats: Vec<String> = self
+            .content_stat
+            .iter()?
+            .map(|row| row.map(|(name, _)| name.value().to_owned()))
+            .collect::<StorageResult<Vec<_>>>()?
+            .into_iter()
+            .filter(|name| !contents.contains_key(name))
+            .collect();
+        for name in stale_stats {
+            self.content_stat.remove(name.as_str())?;
+        }
+        for (name, value) in &contents {
+            self.contents.insert(name.as_str(), *value)?;
+            bytes += value.1;
+        }
+        referenced.contents = contents.into_keys().collect();
         self.bytes = bytes;
         self.entry_count = entry_count;
         Ok(referenced)
@@ -296,6 +461,11 @@ impl<'txn> WriteTables<'txn> {
     }
 
     fn forget(&mut self, key_len: usize, stored_len: usize, owned: Owned) -> StorageResult<()> {
+        // Shared files first: they give back what `attach_contents` took off the directory's
+        // size, so the subtraction below never goes under zero on the way.
+        if let Some((name, _)) = &owned.dir {
+            self.detach_contents(name)?;
+        }
         self.bytes = self
             .bytes
             .saturating_sub(owned.accounted(key_len, stored_len));
@@ -343,12 +513,21 @@ impl<'txn> WriteTables<'txn> {
     }
 }
 
+/// Bytes of an owned directory's size that are its shared files (each name counted, as the
+/// directory's measurement counts them).
+fn shared_bytes(uses: &[ContentUse]) -> u64 {
+    uses.iter()
+        .fold(0u64, |sum, content| sum.saturating_add(content.allocated))
+}
+
 /// What the entries of a tag refer to: blobs (with their reference count and length) and owned
 /// directories.
 #[derive(Default)]
 pub(super) struct Referenced {
     pub(super) blobs: HashMap<[u8; 32], (u64, u64)>,
     pub(super) dirs: HashSet<String>,
+    /// Content files owned directories share.
+    pub(super) contents: HashSet<String>,
 }
 
 impl RedbCache {
