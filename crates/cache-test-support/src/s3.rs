@@ -192,7 +192,15 @@ impl S3Server {
         let mut response = agent.get(url.as_str()).call().expect("GET");
         match response.status().as_u16() {
             404 => None,
-            200 => Some(response.body_mut().read_to_vec().expect("body")),
+            // ureq's default limit is 10 MiB; a chunk on S3 is larger.
+            200 => Some(
+                response
+                    .body_mut()
+                    .with_config()
+                    .limit(u64::MAX)
+                    .read_to_vec()
+                    .expect("body"),
+            ),
             other => panic!("GET {object}: {other}"),
         }
     }

@@ -255,8 +255,9 @@ fn split_a_large_value_set_on_one_root_comes_back_on_another_with_chunks_on_s3()
         ("AWS_SECRET_ACCESS_KEY", WRITER.1),
     ];
     let (a, b) = (Sandbox::new(), Sandbox::new());
-    // Over the default 4 MiB chunk size: two chunks.
-    let firmware: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    // Over the split setup's chunk size (S3's): two chunks.
+    let chunk = cache_remote::S3_CHUNK_SIZE;
+    let firmware: Vec<u8> = (0..chunk + (1 << 20)).map(|i| (i % 253) as u8).collect();
     let file = a.path("firmware.uf2");
     std::fs::write(&file, &firmware).unwrap();
     with_remote(
@@ -274,7 +275,7 @@ fn split_a_large_value_set_on_one_root_comes_back_on_another_with_chunks_on_s3()
     .expect_code(0);
     let first_chunk = format!(
         "cli-split/glovebox/v1/c/{}",
-        cache_core::keys::hex(blake3::hash(&firmware[..4 << 20]).as_bytes())
+        cache_core::keys::hex(blake3::hash(&firmware[..chunk]).as_bytes())
     );
     assert!(s3.get(&first_chunk).is_some(), "the chunk is not on S3");
     let got = with_remote(&b, &vars, &["get", "--tag", "layout", "fw"]);
