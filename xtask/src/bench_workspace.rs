@@ -7,7 +7,8 @@
 //! that hard links work): generates the workspace and a variant with one file in fifty changed,
 //! times `workspace add` of each (the repository's, then a branch's), measures the disk the
 //! tag directory uses after each (every inode once, as `du`), then times `workspace restore
-//! --link MODE` for auto, reflink, hardlink and copy, and `cp -a`, each `--reps` times (median).
+//! --link MODE` for auto, reflink, hardlink and copy, and `cp -a`, each `--reps` times (median),
+//! interleaved, each after an untimed `sync`.
 //! Prints the table; writes nothing else. A benchmark, not a test: nothing is asserted.
 
 use std::collections::HashSet;
@@ -108,50 +109,66 @@ fn measure(
     let add_second = add(&sources[1], Some(BRANCH))?;
     let after_second = disk_use(&tag_dir)?;
 
-    let mut rows: Vec<(String, Option<f64>)> = Vec::new();
-    for mode in ["auto", "reflink", "hardlink", "copy"] {
-        let mut times = Vec::new();
-        for rep in 0..args.reps {
-            let dest = scratch.join(format!("restore-{mode}-{rep}"));
-            let mut command = Command::new(cli);
-            command
-                .arg("--root")
-                .arg(&cache_root)
-                .args(["workspace", "restore", REPOSITORY])
-                .arg(&dest)
-                .args(["--link", mode]);
+    // The steps run interleaved (each repetition runs every step once, in turn), after a `sync`
+    // that is not timed: every step writes 300 MB, and without the sync a step would pay for
+    // the writeback of the one before it (the last steps the most).
+    const STEPS: [&str; 5] = ["auto", "reflink", "hardlink", "copy", "cp -a"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); STEPS.len()];
+    let mut unsupported = [false; STEPS.len()];
+    for rep in 0..args.reps {
+        for (step, mode) in STEPS.iter().enumerate() {
+            if unsupported[step] {
+                continue;
+            }
+            let dest = scratch.join(format!("restore-{step}-{rep}"));
+            let mut command = if *mode == "cp -a" {
+                let mut command = Command::new("cp");
+                command.arg("-a").arg(&sources[0]).arg(&dest);
+                command
+            } else {
+                let mut command = Command::new(cli);
+                command
+                    .arg("--root")
+                    .arg(&cache_root)
+                    .args(["workspace", "restore", REPOSITORY])
+                    .arg(&dest)
+                    .args(["--link", mode]);
+                command
+            };
+            run_quietly(&mut Command::new("sync"))?;
             let started = Instant::now();
             let status = command
+                .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .context("while running glovebox-cache")?;
+                .with_context(|| format!("while running {command:?}"))?;
             let elapsed = started.elapsed().as_secs_f64();
             if dest.exists() {
                 remove_tree(&dest)?;
             }
             if !status.success() {
-                // reflink on a filesystem without clones: reported, not timed.
-                times.clear();
-                break;
+                if *mode == "reflink" {
+                    // A filesystem without clones: reported, not timed.
+                    unsupported[step] = true;
+                    times[step].clear();
+                    continue;
+                }
+                bail!("{command:?} exited unsuccessfully ({status})");
             }
-            times.push(elapsed);
+            times[step].push(elapsed);
         }
-        rows.push((
-            format!("workspace restore --link {mode}"),
-            median(&mut times),
-        ));
     }
-    let mut copies = Vec::new();
-    for rep in 0..args.reps {
-        let dest = scratch.join(format!("cp-{rep}"));
-        copies.push(timed(
-            Command::new("cp").arg("-a").arg(&sources[0]).arg(&dest),
-        )?);
-        remove_tree(&dest)?;
+    let mut rows: Vec<(String, Option<f64>)> = Vec::new();
+    for (step, mode) in STEPS.iter().enumerate() {
+        let name = if *mode == "cp -a" {
+            (*mode).to_owned()
+        } else {
+            format!("workspace restore --link {mode}")
+        };
+        rows.push((name, median(&mut times[step])));
     }
-    let cp = median(&mut copies);
-    rows.push(("cp -a".to_owned(), cp));
+    let cp = rows.last().and_then(|(_, seconds)| *seconds);
 
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     let mut report = String::new();
