@@ -901,9 +901,10 @@ fn large_value<C: Column>(results: &mut Results) -> BenchResult<()> {
     Ok(())
 }
 
-/// The reference of `blob_64m`: `std::fs::copy` of a 64 MiB file in the same kind of directory.
-/// The copy is timed alone (as the target is stated); the `fsync` of the copy, which a durable
-/// set pays, is reported beside it.
+/// The references of `blob_64m`: `std::fs::copy` of a 64 MiB file in the same kind of directory,
+/// timed alone; the `fsync` of the copy, which a durable set pays, beside it; and a plain
+/// `std::fs::read` of the copy (issue 15: a get against a plain read, a set against copy +
+/// fsync).
 fn file_copy(results: &mut Results) -> BenchResult<()> {
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("blob.source");
@@ -919,12 +920,20 @@ fn file_copy(results: &mut Results) -> BenchResult<()> {
     let started = Instant::now();
     std::fs::File::open(&target)?.sync_all()?;
     let fsync_seconds = seconds_since(started);
+    // A plain read of the copy, as a get reads a blob it has just stored (page cache warm).
+    let started = Instant::now();
+    let read = std::fs::read(&target).context(|| "reading the copied blob file".to_owned())?;
+    let read_seconds = seconds_since(started);
+    if read.len() != BLOB_BYTES {
+        return Err(format!("the plain read gave {} bytes", read.len()).into());
+    }
     results.add(
         "blob_64m",
         "file_copy",
         1,
         Sample::new(copy_seconds)
             .with("fsync_s", fsync_seconds)
+            .with("read_s", read_seconds)
             .with("bytes", BLOB_BYTES as f64),
     );
     Ok(())
