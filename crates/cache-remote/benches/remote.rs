@@ -240,6 +240,12 @@ fn open(root: &TempDir, remote: Option<&Arc<RedisRemote>>) -> BenchResult<Cache>
         .map_err(|err| format!("opening {}: {err}", root.path().display()))
 }
 
+/// The large value of `--big-mib` MiB the 64 MiB rows publish and read.
+fn big_value(config: &RunConfig) -> BenchResult<Vec<u8>> {
+    let len = usize::try_from(config.big_mib << 20).map_err(fail("--big-mib"))?;
+    Ok((0..len).map(|i| (i % 251) as u8).collect())
+}
+
 fn temp() -> BenchResult<TempDir> {
     tempfile::tempdir().map_err(|err| format!("a temp dir: {err}"))
 }
@@ -382,8 +388,7 @@ fn run_repetition(
     );
 
     // One large value: read through (stored durably) against one raw GET of as many bytes.
-    let big_len = usize::try_from(config.big_mib << 20).map_err(fail("--big-mib"))?;
-    let big: Vec<u8> = (0..big_len).map(|i| (i % 251) as u8).collect();
+    let big = big_value(config)?;
     {
         let cache = open(&writer_root, Some(&publish_remote))?;
         cache

@@ -328,6 +328,26 @@ impl RemoteConfig {
 mod tests {
     use super::*;
 
+    /// Chunks default to the size measured for the engine that stores them: S3's for an
+    /// `s3://` endpoint and for the split setup (chunks on S3), Redis's otherwise.
+    #[test]
+    fn the_default_chunk_size_is_the_chunk_stores_engines() {
+        assert_eq!(RemoteConfig::new("s3://bucket/p").chunk_size, S3_CHUNK_SIZE);
+        assert_eq!(
+            RemoteConfig::new("redis://127.0.0.1:1/0").chunk_size,
+            REDIS_CHUNK_SIZE
+        );
+        let split = Environment::from_pairs([
+            (REMOTE_VARIABLE, "redis://127.0.0.1:1/0"),
+            (CHUNKS_VARIABLE, "s3://bucket/chunks"),
+        ]);
+        let split = RemoteConfig::from_environment(&split)
+            .unwrap()
+            .expect("configured");
+        assert_eq!(split.chunk_size, S3_CHUNK_SIZE);
+        assert_ne!(S3_CHUNK_SIZE, REDIS_CHUNK_SIZE);
+    }
+
     fn section(pairs: &[(&str, &str)]) -> cache_core::RemoteConfig {
         cache_core::RemoteConfig {
             settings: pairs

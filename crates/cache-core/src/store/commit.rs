@@ -84,41 +84,6 @@ pub(super) struct CommitOutcome {
 }
 
 impl RedbCache {
-    /// Begins a write transaction on `open`, waiting at most `timeout` for another process's
-    /// writer. A read-only handle is replaced by a read-write one first (the process's first
-    /// write), and `open` then names the new handle.
-    pub(super) fn begin_write(&self, open: &mut Arc<OpenDatabase>) -> Result<WriteTransaction> {
-        loop {
-            match &open.database {
-                Handle::Writing(database) => return self.begin_write_on(database),
-                Handle::Reading(_) => *open = self.upgrade_to_writing(open)?,
-            }
-        }
-    }
-
-    fn begin_write_on(&self, database: &Database) -> Result<WriteTransaction> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_micros(50);
-        loop {
-            match database.try_begin_write() {
-                Ok(txn) => return Ok(txn),
-                Err(TransactionError::WouldBlock) => {
-                    let waited = started.elapsed();
-                    if waited >= self.options.timeout {
-                        return Err(CacheError::LockTimeout {
-                            tag: self.tag.to_string(),
-                            path: self.path.clone(),
-                            waited,
-                        });
-                    }
-                    std::thread::sleep(backoff.min(self.options.timeout - waited));
-                    backoff = (backoff * 2).min(Duration::from_millis(10));
-                }
-                Err(err) => return Err(err).or_db(self),
-            }
-        }
-    }
-
     /// The single write path: one durable transaction that applies the write buffer, runs
     /// `change`, merges pending access records and unpersisted counters, and commits. On
     /// failure nothing is lost: the buffered writes and access records go back to the buffer.

@@ -9,7 +9,8 @@
 //! `prepare_tag_files` (the tag directory and an empty 0600 file, through `fsys`),
 //! `FileRegistration` (one handle per file per process: a second open in one process is
 //! `CacheError::AlreadyOpenInProcess`), `open_for_reading_first` (the cache's first handle,
-//! read-only: [`Handle`]; `upgrade_to_writing` at the first write), `open_or_quarantine` and
+//! read-only: [`Handle`]; `upgrade_to_writing` at the first write, and `begin_write`, which
+//! upgrades first and then waits at most `timeout` for another process's writer), `open_or_quarantine` and
 //! `quarantine_and_start_fresh` (a corrupt file is moved aside and the tag starts empty). Every
 //! read-write open goes through `backend::open_database`, doctor's included; a read-only one
 //! through `backend::open_reading`.
@@ -235,6 +236,41 @@ impl RedbCache {
                 tag: self.tag.to_string(),
                 reason: "the database handle is read-only",
             }),
+        }
+    }
+
+    /// Begins a write transaction on `open`, waiting at most `timeout` for another process's
+    /// writer. A read-only handle is replaced by a read-write one first (the process's first
+    /// write), and `open` then names the new handle.
+    pub(super) fn begin_write(&self, open: &mut Arc<OpenDatabase>) -> Result<WriteTransaction> {
+        loop {
+            match &open.database {
+                Handle::Writing(database) => return self.begin_write_on(database),
+                Handle::Reading(_) => *open = self.upgrade_to_writing(open)?,
+            }
+        }
+    }
+
+    fn begin_write_on(&self, database: &Database) -> Result<WriteTransaction> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_micros(50);
+        loop {
+            match database.try_begin_write() {
+                Ok(txn) => return Ok(txn),
+                Err(TransactionError::WouldBlock) => {
+                    let waited = started.elapsed();
+                    if waited >= self.options.timeout {
+                        return Err(CacheError::LockTimeout {
+                            tag: self.tag.to_string(),
+                            path: self.path.clone(),
+                            waited,
+                        });
+                    }
+                    std::thread::sleep(backoff.min(self.options.timeout - waited));
+                    backoff = (backoff * 2).min(Duration::from_millis(10));
+                }
+                Err(err) => return Err(err).or_db(self),
+            }
         }
     }
 

@@ -187,7 +187,8 @@ pub(crate) struct RedbCache {
     /// Commits of this instance that landed.
     commits: AtomicU64,
     /// Whether the database handle is read-write (`handle.rs`: a handle is read-only until the
-    /// first write).
+    /// first write). Derivable from the handle, but kept apart so that every `set` can check it
+    /// with one atomic load instead of taking the handle's lock and cloning its `Arc`.
     writable: AtomicBool,
     /// How reads derive the wall time from the monotonic clock.
     wall: WallClock,

@@ -29,7 +29,7 @@ use cache_test_support::s3::{BUCKET, S3Server, WRITER};
 use rusty_s3::actions::{GetObject, PutObject};
 use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
 
-use crate::{BenchResult, Results, RunConfig, fail, key, open, temp, time_gets, value};
+use crate::{BenchResult, Results, RunConfig, big_value, fail, key, open, temp, time_gets, value};
 
 /// At most this many small values are published and read per repetition: one `PUT` each.
 const SMALL_VALUES: u64 = 200;
@@ -201,8 +201,7 @@ fn run_repetition(
 
     // One large value: published against one raw PUT, read through (stored durably) against
     // one raw GET. Which goes first alternates, so neither always meets a colder server.
-    let big_len = usize::try_from(config.big_mib << 20).map_err(fail("--big-mib"))?;
-    let big: Vec<u8> = (0..big_len).map(|i| (i % 251) as u8).collect();
+    let big = big_value(config)?;
     let raw_object = format!("{prefix}/raw-big");
     let raw_first = repetition.is_multiple_of(2);
     if raw_first {
