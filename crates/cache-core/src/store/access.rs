@@ -4,8 +4,10 @@
 //! Recording a read of a key already recorded costs two atomic additions: no lock, no
 //! allocation. The records live in two fixed tables of [`SLOTS`] slots (open addressing over a
 //! 64-bit hash of the key, with a per-instance random key, so nobody can aim keys at one slot),
-//! of which readers use the active one. A key's first read claims a slot and stores the key
-//! (one allocation, under that slot's own lock). [`AccessLog::take`], called by the one who
+//! of which readers use the active one. A key's first read claims a slot and appends the key
+//! to its table's key buffer (under that table's lock, with no allocation of its own: a
+//! profile of 100 000 distinct keys read once each had a boxed key per slot, and its free at
+//! the drain, cost a tenth of every read). [`AccessLog::take`], called by the one who
 //! holds the store's `write_lock` (a commit, or a spill), makes the other table active, waits
 //! for the readers still inside the old one (they stay nanoseconds), and empties it: a
 //! left-right scheme, so a reader never waits for a drain and a drain never loses a read.
@@ -14,9 +16,10 @@
 //! itself (only if no commit holds `write_lock`: a read never waits for a commit); failing
 //! that, the read goes to `spilled` directly, or, past [`SPILLED_MAX_KEYS`], is not recorded
 //! (counted in [`AccessLog::untracked`]). `spilled` is keyed by the keyed 64-bit hash the
-//! tables already computed, through a pass-through hasher: moving a drained record there
-//! hashes no key bytes again and compares none (a profile of 100 000 distinct keys read once
-//! each had a SipHash map here cost a fifth of every read). A commit takes everything
+//! tables already computed, through a pass-through hasher, its keys again one after another in
+//! one buffer: moving a drained record there hashes no key bytes again, compares none and
+//! allocates nothing per key (a profile of 100 000 distinct keys read once each had a SipHash
+//! map here cost a fifth of every read). A commit takes everything
 //! (`take`); `store::reads_file` appends what a process that never writes is left with at
 //! close.
 //!
@@ -50,8 +53,9 @@ struct Slot {
     hash: AtomicU64,
     last_ms: AtomicU64,
     count: AtomicU64,
-    /// Set by the reader that claimed the slot, taken by the drain.
-    key: Mutex<Option<Box<[u8]>>>,
+    /// Where the claiming reader put the key in its table's `keys`: offset in the high 32
+    /// bits, length in the low 32. Set before that reader leaves the table; read by the drain.
+    key_at: AtomicU64,
 }
 
 #[derive(Default)]
@@ -59,6 +63,9 @@ struct Table {
     /// Readers inside this table now.
     readers: AtomicUsize,
     slots: OnceLock<Box<[Slot]>>,
+    /// The keys of the claimed slots, one after another: a key's first read appends to it
+    /// under this lock (no allocation of its own); the drain empties it.
+    keys: Mutex<Vec<u8>>,
 }
 
 impl Table {
@@ -67,7 +74,8 @@ impl Table {
             .get_or_init(|| std::iter::repeat_with(Slot::default).take(SLOTS).collect())
     }
 
-    /// Records a read of `key` (hash `hash`); `false` when no slot is left for it.
+    /// Records a read of `key` (hash `hash`); `false` when no slot is left for it (or the key
+    /// is too long for the table's offsets, which no valid key is).
     fn record(&self, hash: u64, key: &[u8], now_ms: u64) -> bool {
         let slots = self.slots();
         let start = (hash >> 1) as usize;
@@ -80,7 +88,19 @@ impl Table {
                     .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
                 {
                     Ok(_) => {
-                        *lock(&slot.key) = Some(key.into());
+                        let mut keys = lock(&self.keys);
+                        let at = u32::try_from(keys.len()).ok();
+                        let len = u32::try_from(key.len()).ok();
+                        if let (Some(at), Some(len)) = (at, len) {
+                            keys.extend_from_slice(key);
+                            slot.key_at
+                                .store(u64::from(at) << 32 | u64::from(len), Ordering::Relaxed);
+                        } else {
+                            // No room for its key: the slot stays claimed, keyless, and the
+                            // drain drops it; the read goes to the caller's fallback.
+                            slot.key_at.store(NO_KEY, Ordering::Relaxed);
+                            return false;
+                        }
                         current = hash;
                     }
                     Err(other) => current = other,
@@ -88,7 +108,10 @@ impl Table {
             }
             if current == hash {
                 slot.count.fetch_add(1, Ordering::Relaxed);
-                slot.last_ms.fetch_max(now_ms, Ordering::Relaxed);
+                // Reads within one millisecond leave the time as it is: no second atomic write.
+                if slot.last_ms.load(Ordering::Relaxed) < now_ms {
+                    slot.last_ms.fetch_max(now_ms, Ordering::Relaxed);
+                }
                 return true;
             }
         }
@@ -136,31 +159,38 @@ impl Table {
         }
     }
 
-    /// Empties the table, handing each record with its hash to `each`. The caller has made
-    /// sure no reader is inside.
-    fn drain(&self, mut each: impl FnMut(u64, Box<[u8]>, AccessDelta)) {
+    /// Empties the table, handing each record with its hash and key to `each`. The caller has
+    /// made sure no reader is inside.
+    fn drain(&self, mut each: impl FnMut(u64, &[u8], AccessDelta)) {
         let Some(slots) = self.slots.get() else {
             return;
         };
+        let mut keys = lock(&self.keys);
         for slot in slots.iter() {
             let hash = slot.hash.load(Ordering::Acquire);
             if hash == 0 {
                 continue;
             }
-            let key = lock(&slot.key).take();
+            let key_at = slot.key_at.swap(NO_KEY, Ordering::Relaxed);
             let delta = AccessDelta {
                 last_ms: slot.last_ms.swap(0, Ordering::Relaxed),
                 count: slot.count.swap(0, Ordering::Relaxed),
             };
             slot.hash.store(0, Ordering::Release);
-            if let Some(key) = key
+            let (at, len) = ((key_at >> 32) as usize, (key_at & 0xffff_ffff) as usize);
+            if key_at != NO_KEY
                 && delta.count > 0
+                && let Some(key) = keys.get(at..at + len)
             {
                 each(hash, key, delta);
             }
         }
+        keys.clear();
     }
 }
+
+/// A slot's `key_at` while it has no key.
+const NO_KEY: u64 = u64::MAX;
 
 /// A [`Hasher`] for keys that are already keyed 64-bit hashes: it passes them through.
 #[derive(Default)]
@@ -183,22 +213,25 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Records out of the tables, by key hash. Two keys with one hash share a record, as in the
-/// tables.
+/// Records out of the tables, by key hash, their keys one after another in `keys`. Two keys
+/// with one hash share a record, as in the tables.
 #[derive(Default)]
 struct Spilled {
-    records: HashMap<u64, (Box<[u8]>, AccessDelta), BuildHasherDefault<PassThrough>>,
+    /// Hash -> (offset, length) of the key in `keys`, and the reads.
+    records: HashMap<u64, (usize, usize, AccessDelta), BuildHasherDefault<PassThrough>>,
+    keys: Vec<u8>,
 }
 
 impl Spilled {
     /// Adds `delta` to the record of `hash`; `false` (nothing added) when that would pass
     /// [`SPILLED_MAX_KEYS`].
-    fn add(&mut self, hash: u64, key: impl FnOnce() -> Box<[u8]>, delta: AccessDelta) -> bool {
+    fn add(&mut self, hash: u64, key: &[u8], delta: AccessDelta) -> bool {
         let room = self.records.len() < SPILLED_MAX_KEYS;
         match self.records.entry(hash) {
-            Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().1, delta),
+            Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
             Entry::Vacant(vacant) if room => {
-                vacant.insert((key(), delta));
+                vacant.insert((self.keys.len(), key.len(), delta));
+                self.keys.extend_from_slice(key);
             }
             Entry::Vacant(_) => return false,
         }
@@ -207,8 +240,10 @@ impl Spilled {
 
     fn into_key_map(self, into: &mut KeyMap<AccessDelta>) {
         into.reserve(self.records.len());
-        for (_, (key, delta)) in self.records {
-            merge_access(into.entry(key.into_vec()).or_default(), delta);
+        for (_, (at, len, delta)) in self.records {
+            if let Some(key) = self.keys.get(at..at + len) {
+                merge_access(into.entry(key.to_vec()).or_default(), delta);
+            }
         }
     }
 }
@@ -277,7 +312,7 @@ impl AccessLog {
             last_ms: now_ms,
             count: 1,
         };
-        if !lock(&self.spilled).add(hash, || key.into(), delta) {
+        if !lock(&self.spilled).add(hash, key, delta) {
             self.untracked.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -296,7 +331,7 @@ impl AccessLog {
         spilled.records.reserve(SLOTS);
         table.drain(|hash, key, delta| {
             let count = delta.count;
-            if !spilled.add(hash, || key, delta) {
+            if !spilled.add(hash, key, delta) {
                 self.untracked.fetch_add(count, Ordering::Relaxed);
             }
         });
@@ -322,13 +357,15 @@ impl AccessLog {
 
     /// Puts back records a failed commit had taken (past the bound too: they were counted).
     pub(super) fn restore(&self, records: KeyMap<AccessDelta>) {
-        let mut spilled = lock(&self.spilled);
+        let mut guard = lock(&self.spilled);
+        let spilled = &mut *guard;
         for (key, delta) in records {
             let hash = self.hash(&key);
             match spilled.records.entry(hash) {
-                Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().1, delta),
+                Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
                 Entry::Vacant(vacant) => {
-                    vacant.insert((key.into_boxed_slice(), delta));
+                    vacant.insert((spilled.keys.len(), key.len(), delta));
+                    spilled.keys.extend_from_slice(&key);
                 }
             }
         }
@@ -340,7 +377,7 @@ impl AccessLog {
         let mut found = lock(&self.spilled)
             .records
             .get(&hash)
-            .map(|(_, delta)| *delta)
+            .map(|(_, _, delta)| *delta)
             .unwrap_or_default();
         for table in &self.tables {
             table.readers.fetch_add(1, Ordering::SeqCst);
@@ -425,6 +462,29 @@ mod tests {
         assert_eq!(taken.len(), keys);
         assert!(taken.values().all(|delta| delta.count == 1));
         assert_eq!(log.take_untracked(), 0);
+    }
+
+    #[test]
+    fn keys_of_every_length_come_back_intact_from_the_tables_and_the_spill() {
+        let log = AccessLog::default();
+        let keys: Vec<Vec<u8>> = (1..=300usize)
+            .map(|len| (0..len).map(|at| (at * 7 + len) as u8).collect())
+            .chain([vec![0xA5; 4096]])
+            .collect();
+        for (index, key) in keys.iter().enumerate() {
+            assert_eq!(log.record(key, index as u64), Recorded::Yes);
+            if index % 100 == 99 {
+                log.take_into_spilled();
+            }
+        }
+        log.record(&keys[0], 1_000);
+        let taken = log.take();
+        assert_eq!(taken.len(), keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            let delta = taken[key.as_slice()];
+            let expected = if index == 0 { (1_000, 2) } else { (index as u64, 1) };
+            assert_eq!((delta.last_ms, delta.count), expected, "key of {} bytes", key.len());
+        }
     }
 
     #[test]
