@@ -372,7 +372,10 @@ impl RedbCache {
             };
             let (bytes, entry_count) = (read_usage(USAGE_BYTES)?, read_usage(USAGE_ENTRIES)?);
             let mut tables = WriteTables::open(&txn, bytes, entry_count).or_db(self)?;
-            for (key, write) in in_flight {
+            // In key order: sorted inserts fill the B-tree's leaves (in hash order they were
+            // left about 70 % full, with 43 % more leaves for every later read to go through)
+            // and keep the pages being written hot.
+            for (key, write) in sorted_by_key(in_flight) {
                 match write {
                     // A new value starts with no reads; reads of it since are merged below.
                     Some(entry) => tables.put(key, entry).or_db(self)?,
@@ -384,7 +387,7 @@ impl RedbCache {
             let value = change(&mut tables, now)?;
             self.settle_suspects(&mut tables, suspects)?;
             self.sweep_expired(&mut tables, now)?;
-            for (key, delta) in pending_access {
+            for (key, delta) in sorted_by_key(pending_access) {
                 // Reads of entries removed since are dropped with them.
                 tables.record_reads(key, *delta).or_db(self)?;
             }
@@ -572,4 +575,11 @@ impl RedbCache {
         }
         self.write_holding(&writer, |_, _| Ok(())).map(|_| ())
     }
+}
+
+/// The items of `map` in the order of their keys.
+fn sorted_by_key<V>(map: &KeyMap<V>) -> Vec<(&Vec<u8>, &V)> {
+    let mut items: Vec<_> = map.iter().collect();
+    items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    items
 }
