@@ -372,7 +372,9 @@ impl RedbCache {
             };
             let (bytes, entry_count) = (read_usage(USAGE_BYTES)?, read_usage(USAGE_ENTRIES)?);
             let mut tables = WriteTables::open(&txn, bytes, entry_count).or_db(self)?;
-            for (key, write) in in_flight {
+            // In key order: neighbouring keys share B-tree pages, so each page is found and
+            // rewritten once per run of keys rather than once per key (a hash map's order).
+            for (key, write) in in_key_order(in_flight) {
                 match write {
                     // A new value starts with no reads; reads of it since are merged below.
                     Some(entry) => tables.put(key, entry).or_db(self)?,
@@ -384,7 +386,7 @@ impl RedbCache {
             let value = change(&mut tables, now)?;
             self.settle_suspects(&mut tables, suspects)?;
             self.sweep_expired(&mut tables, now)?;
-            for (key, delta) in pending_access {
+            for (key, delta) in in_key_order(pending_access) {
                 // Reads of entries removed since are dropped with them.
                 tables.record_reads(key, *delta).or_db(self)?;
             }

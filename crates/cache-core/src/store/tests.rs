@@ -781,3 +781,80 @@ fn the_first_write_after_reads_upgrades_the_handle_and_commits() {
     assert_eq!(reopened.get(b"new").unwrap(), Some(b"2".to_vec()));
     assert_eq!(reopened.get(b"old").unwrap(), Some(b"1".to_vec()));
 }
+
+#[test]
+fn a_commit_applies_its_writes_in_key_order() {
+    let mut writes: KeyMap<BufferedWrite> = KeyMap::default();
+    // Inserted in a scrambled order, deletions among them.
+    for index in (0..1000u32).map(|i| (i * 7919) % 1000) {
+        let write = (index % 10 != 0).then(|| vec![1u8; 3]);
+        writes.insert(format!("key-{index:04}").into_bytes(), write);
+    }
+    let order: Vec<&[u8]> = in_key_order(&writes)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(order.len(), 1000);
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "not sorted");
+    assert_eq!(order.first().copied(), Some(&b"key-0000"[..]));
+}
+
+#[test]
+fn writes_committed_in_key_order_land_exactly_in_one_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        ..CacheOptions::default()
+    };
+    let cache = open_in(root.path(), options);
+    for index in (0..2000u32).map(|i| (i * 7919) % 2000) {
+        cache
+            .set(format!("k{index}").as_bytes(), &index.to_le_bytes(), None)
+            .unwrap();
+    }
+    for index in (0..2000u32).step_by(3) {
+        cache.delete(format!("k{index}").as_bytes()).unwrap();
+    }
+    let before = cache.commits.load(std::sync::atomic::Ordering::Relaxed);
+    cache.flush().unwrap();
+    let after = cache.commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        after - before,
+        1,
+        "2 000 sets and their deletions make one commit"
+    );
+    let mut keys = cache.keys().unwrap();
+    keys.sort();
+    let mut expected: Vec<Vec<u8>> = (0..2000u32)
+        .filter(|index| index % 3 != 0)
+        .map(|index| format!("k{index}").into_bytes())
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for index in [1u32, 2, 1999] {
+        assert_eq!(
+            cache.get(format!("k{index}").as_bytes()).unwrap(),
+            Some(index.to_le_bytes().to_vec())
+        );
+    }
+    // Usage is exact: what the commit stored is what the entries hold.
+    let usage = cache.read_usage().unwrap();
+    assert_eq!(usage.get(USAGE_ENTRIES), Some(&(expected.len() as u64)));
+    let bytes: usize = expected
+        .iter()
+        .map(|key| key.len() + ENTRY_HEADER_LEN + 4)
+        .sum();
+    assert_eq!(usage.get(USAGE_BYTES), Some(&(bytes as u64)));
+}
+
+#[test]
+fn a_commit_waiting_for_another_writer_sleeps_at_most_a_millisecond() {
+    let mut backoff = FIRST_WRITER_BACKOFF;
+    let mut longest = backoff;
+    for _ in 0..30 {
+        backoff = next_writer_backoff(backoff);
+        longest = longest.max(backoff);
+    }
+    assert_eq!(longest, Duration::from_millis(1));
+    assert_eq!(backoff, MAX_WRITER_BACKOFF);
+}
