@@ -61,7 +61,7 @@ pub(super) fn removal_counters(expired: u64, evicted: u64) -> Counters {
 /// given back in its last: `commit_landed` then `after_commit`, or `commit_failed`.
 pub(super) struct Commit {
     /// The buffered writes it applies; readable in the buffer's `in_flight` meanwhile.
-    in_flight: Arc<KeyMap<BufferedWrite>>,
+    in_flight: Arc<Writes>,
     /// Which of them are backfills from the remote tier, not to publish once landed.
     from_remote: HashSet<Vec<u8>>,
     /// Access records it merges into the access table.
@@ -356,7 +356,7 @@ impl RedbCache {
         &self,
         txn: WriteTransaction,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
-        in_flight: &KeyMap<BufferedWrite>,
+        in_flight: &Writes,
         pending_access: &KeyMap<AccessDelta>,
         suspects: &[Suspect],
         counters_delta: Counters,
@@ -374,7 +374,7 @@ impl RedbCache {
             let mut tables = WriteTables::open(&txn, bytes, entry_count).or_db(self)?;
             // In key order: neighbouring keys share B-tree pages, so each page is found and
             // rewritten once per run of keys rather than once per key (a hash map's order).
-            for (key, write) in in_key_order(in_flight) {
+            for (key, write) in in_flight.in_key_order() {
                 match write {
                     // A new value starts with no reads; reads of it since are merged below.
                     Some(entry) => tables.put(key, entry).or_db(self)?,

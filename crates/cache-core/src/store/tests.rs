@@ -783,14 +783,17 @@ fn the_first_write_after_reads_upgrades_the_handle_and_commits() {
 }
 
 #[test]
-fn a_commit_applies_its_writes_in_key_order() {
-    let mut writes: KeyMap<BufferedWrite> = KeyMap::default();
-    // Inserted in a scrambled order, deletions among them.
+fn a_commit_merges_access_records_in_key_order() {
+    let mut reads: KeyMap<AccessDelta> = KeyMap::default();
+    // Inserted in a scrambled order.
     for index in (0..1000u32).map(|i| (i * 7919) % 1000) {
-        let write = (index % 10 != 0).then(|| vec![1u8; 3]);
-        writes.insert(format!("key-{index:04}").into_bytes(), write);
+        let delta = AccessDelta {
+            last_ms: u64::from(index),
+            count: 1,
+        };
+        reads.insert(format!("key-{index:04}").into_bytes(), delta);
     }
-    let order: Vec<&[u8]> = in_key_order(&writes)
+    let order: Vec<&[u8]> = in_key_order(&reads)
         .into_iter()
         .map(|(key, _)| key)
         .collect();
