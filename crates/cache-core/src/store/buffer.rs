@@ -150,6 +150,12 @@ impl WriteBuffer {
         self.pending.live_bytes()
     }
 
+    /// Bytes the pending writes hold, rewritten keys' earlier bytes included, for tests.
+    #[cfg(test)]
+    pub(super) fn pending_stored_len(&self) -> usize {
+        self.pending.stored_len()
+    }
+
     /// Refuses later writes (`close`); whether it was closed already.
     pub(super) fn close(&mut self) -> bool {
         std::mem::replace(&mut self.closed, true)

@@ -861,3 +861,23 @@ fn a_commit_waiting_for_another_writer_sleeps_at_most_a_millisecond() {
     assert_eq!(longest, Duration::from_millis(1));
     assert_eq!(backoff, MAX_WRITER_BACKOFF);
 }
+
+#[test]
+fn rewriting_one_key_keeps_the_buffer_within_max_pending_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        max_pending_bytes: 1024,
+        ..CacheOptions::default()
+    };
+    let cache = open_in(root.path(), options);
+    let one_write = 1 + 100 + ENTRY_HEADER_LEN;
+    for round in 0..100u8 {
+        cache.set(b"k", &[round; 100], None).unwrap();
+        // A rewrite's earlier bytes stay in the buffer until a commit, and count: past the
+        // bound the writer commits them itself.
+        assert!(lock(&cache.buffer).pending_stored_len() <= 1024 + one_write);
+    }
+    assert!(cache.commits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(cache.get(b"k").unwrap(), Some(vec![99u8; 100]));
+}
