@@ -152,9 +152,18 @@ impl Writes {
     /// Every write sorted by key: the order a commit applies them in, so that B-tree inserts
     /// of neighbouring keys find and rewrite each page once per run of keys rather than
     /// jumping across the tree in a hash table's order.
+    ///
+    /// Taken in the order they were written first (an integer sort), then sorted by key with a
+    /// sort that finds runs already in order: a writer's keys often come in order, and then
+    /// the key sort is one pass of comparisons instead of a full sort of a hash table's order.
     pub(super) fn in_key_order(&self) -> Vec<(&[u8], Option<&[u8]>)> {
-        let mut sorted: Vec<_> = self.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut slots: Vec<Slot> = self.slots.iter().copied().collect();
+        slots.sort_unstable_by_key(|slot| slot.at);
+        let mut sorted: Vec<_> = slots
+            .iter()
+            .map(|slot| (slot.key(&self.bytes), slot.entry(&self.bytes)))
+            .collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
         sorted
     }
 }
