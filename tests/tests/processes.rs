@@ -95,6 +95,45 @@ fn two_processes_write_one_tag_at_once_and_both_read_everything(#[case] count: u
     );
 }
 
+#[test]
+fn four_writer_processes_on_one_tag_lose_nothing() {
+    // Two pairs of workers, each pair meeting at its own barrier, all four writing at once:
+    // every commit of each waits for the others' at the file's lock.
+    let count = 3000;
+    let root = tempfile::tempdir().unwrap();
+    let barrier = tempfile::tempdir().unwrap();
+    let pairs = [
+        ("alpha", "beta"),
+        ("beta", "alpha"),
+        ("gamma", "delta"),
+        ("delta", "gamma"),
+    ];
+    let workers: Vec<_> = pairs
+        .iter()
+        .map(|(me, other)| spawn_worker(root.path(), "shared", me, other, count, barrier.path()))
+        .collect();
+    for worker in workers {
+        assert_worker_succeeded(worker.wait_with_output().unwrap(), 2 * count);
+    }
+
+    let coordinator = Coordinator::with_environment(Environment::from_pairs::<&str, &str>([]));
+    let cache = coordinator
+        .get_shared_cache_instance(root.path(), "shared", CacheOptions::default())
+        .unwrap();
+    for (writer, _) in pairs {
+        for index in 0..count {
+            assert_eq!(
+                cache.get(&worker_key(writer, index)).unwrap(),
+                Some(worker_value(writer, index)),
+                "{writer} #{index}"
+            );
+        }
+    }
+    let stats = cache.get_stats().unwrap();
+    assert_eq!(stats.entries, 4 * count as u64);
+    assert_eq!(stats.lifetime.sets, 4 * count as u64);
+}
+
 #[rstest]
 fn processes_on_different_tags_of_one_root_stay_isolated() {
     let root = tempfile::tempdir().unwrap();

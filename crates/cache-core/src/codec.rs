@@ -276,19 +276,27 @@ impl EntryHeader {
     /// The stored bytes of an entry under `key`: header, checksum, `payload`.
     pub(crate) fn encode_with(&self, key: &[u8], payload: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
-        bytes.push(self.kind.to_byte());
-        bytes.push(self.format.codec.to_byte());
-        bytes.extend_from_slice(&self.format.schema_version.to_le_bytes());
-        bytes.extend_from_slice(&self.created_ms.to_le_bytes());
+        self.encode_into(key, payload, &mut bytes);
+        bytes
+    }
+
+    /// [`EntryHeader::encode_with`], appended to `out` (the write buffer's bytes) rather than
+    /// returned in a vector of its own.
+    pub(crate) fn encode_into(&self, key: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.reserve(ENTRY_HEADER_LEN + payload.len());
+        out.push(self.kind.to_byte());
+        out.push(self.format.codec.to_byte());
+        out.extend_from_slice(&self.format.schema_version.to_le_bytes());
+        out.extend_from_slice(&self.created_ms.to_le_bytes());
         // 0 means "never", so an expiry at the epoch itself is stored as 1 ms: already past for
         // any clock that reads it later, and never mistaken for "never".
         let expires = self.expires_ms.map_or(0, |ms| ms.max(1));
-        bytes.extend_from_slice(&expires.to_le_bytes());
-        let checksum = entry_checksum(key, &bytes, payload);
-        bytes.extend_from_slice(&checksum.to_le_bytes());
-        bytes.extend_from_slice(payload);
-        debug_assert_eq!(bytes.len(), ENTRY_HEADER_LEN + payload.len());
-        bytes
+        out.extend_from_slice(&expires.to_le_bytes());
+        let checksum = entry_checksum(key, &out[start..], payload);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out.extend_from_slice(payload);
+        debug_assert_eq!(out.len() - start, ENTRY_HEADER_LEN + payload.len());
     }
 
     /// Splits the stored bytes of the entry under `key` into header and payload, verifying the

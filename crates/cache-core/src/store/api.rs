@@ -88,7 +88,7 @@ impl RedbCache {
             self.buffer_writes(
                 small
                     .iter()
-                    .map(|(key, value)| (*key, Some(header.encode_with(key, value)))),
+                    .map(|(key, value)| (*key, Some((&header, *value)))),
                 origin,
             )?;
             for (key, value) in large {

@@ -33,6 +33,18 @@ pub(super) struct Suspect {
 /// A map keyed by cache keys.
 pub(super) type KeyMap<V> = HashMap<Vec<u8>, V>;
 
+/// The entries of `map` sorted by key: the order a commit applies them in, so that B-tree
+/// inserts of neighbouring keys find and rewrite each page once per run of keys rather than
+/// jumping across the tree in a hash map's order.
+pub(super) fn in_key_order<V>(map: &KeyMap<V>) -> Vec<(&[u8], &V)> {
+    let mut sorted: Vec<(&[u8], &V)> = map
+        .iter()
+        .map(|(key, value)| (key.as_slice(), value))
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted
+}
+
 /// Where a write comes from: this process's caller, or a backfill from the remote tier, which
 /// the commit that lands it does not publish back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,19 +53,17 @@ pub(super) enum Origin {
     Remote,
 }
 
-/// A buffered write: the encoded entry to store, or `None` to delete.
-pub(super) type BufferedWrite = Option<Vec<u8>>;
+/// A write to buffer: an inline value to encode under its header, or `None` to delete.
+pub(super) type NewWrite<'a> = Option<(&'a EntryHeader, &'a [u8])>;
 
 /// This process's writes that are not yet committed, and the read snapshot.
 #[derive(Default)]
 pub(super) struct WriteBuffer {
     /// Writes no commit has taken yet.
-    pending: KeyMap<BufferedWrite>,
-    /// Bytes of keys and values in `pending`.
-    pending_bytes: usize,
+    pending: Writes,
     /// Writes taken by the commit in progress; served to readers until that commit lands.
     /// Invariant: empty whenever no commit is in progress.
-    in_flight: Arc<KeyMap<BufferedWrite>>,
+    in_flight: Arc<Writes>,
     /// A recent read snapshot; dropped by each of our commits so the next read sees it.
     snapshot: Option<Arc<Snapshot>>,
     /// Set by `close` before its final commit: later writes are refused, so none can slip in
@@ -74,13 +84,14 @@ impl WriteBuffer {
     /// them until the commit has landed ([`WriteBuffer::landed`]) or failed
     /// ([`WriteBuffer::restore_failed`]). Called under `write_lock` only.
     /// Also returns which of them are backfills from the remote tier (not to publish).
-    pub(super) fn take_for_commit(&mut self) -> (Arc<KeyMap<BufferedWrite>>, HashSet<Vec<u8>>) {
+    /// The next batch starts with room for one the size of this one.
+    pub(super) fn take_for_commit(&mut self) -> (Arc<Writes>, HashSet<Vec<u8>>) {
         debug_assert!(
             self.in_flight.is_empty(),
             "commits are serialised by write_lock"
         );
-        self.pending_bytes = 0;
-        let taken = Arc::new(std::mem::take(&mut self.pending));
+        let room = Writes::with_capacity(self.pending.len(), self.pending.stored_len());
+        let taken = Arc::new(std::mem::replace(&mut self.pending, room));
         self.in_flight = Arc::clone(&taken);
         self.in_flight_from_remote = std::mem::take(&mut self.pending_from_remote);
         (taken, self.in_flight_from_remote.clone())
@@ -104,9 +115,9 @@ impl WriteBuffer {
         let from_remote = std::mem::take(&mut self.in_flight_from_remote);
         for (key, write) in in_flight.iter() {
             if !self.pending.contains_key(key) {
-                self.insert(key, write.clone());
+                self.pending.insert(key, write);
                 if from_remote.contains(key) {
-                    self.pending_from_remote.insert(key.clone());
+                    self.pending_from_remote.insert(key.to_vec());
                 }
             }
         }
@@ -136,7 +147,13 @@ impl WriteBuffer {
     /// Bytes of the pending writes, for tests of the buffer.
     #[cfg(test)]
     pub(super) fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.pending.live_bytes()
+    }
+
+    /// Bytes the pending writes hold, rewritten keys' earlier bytes included, for tests.
+    #[cfg(test)]
+    pub(super) fn pending_stored_len(&self) -> usize {
+        self.pending.stored_len()
     }
 
     /// Refuses later writes (`close`); whether it was closed already.
@@ -170,23 +187,27 @@ impl WriteBuffer {
         }
     }
 
-    pub(super) fn buffered(&self, key: &[u8]) -> Option<&BufferedWrite> {
+    /// This process's write of `key` not yet landed: `Some(Some(entry))`, `Some(None)` for a
+    /// deletion, `None` when there is none.
+    pub(super) fn buffered(&self, key: &[u8]) -> Option<Option<&[u8]>> {
         self.pending.get(key).or_else(|| self.in_flight.get(key))
     }
 
-    pub(super) fn insert(&mut self, key: &[u8], write: BufferedWrite) {
+    /// Buffers `write` of `key`, its entry encoded straight into the buffer.
+    pub(super) fn insert(&mut self, key: &[u8], write: NewWrite<'_>) {
         if !self.pending_from_remote.is_empty() {
             self.pending_from_remote.remove(key);
         }
-        let added = key.len() + write.as_ref().map_or(0, Vec::len);
-        if let Some(old) = self.pending.insert(key.to_vec(), write) {
-            self.pending_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
-        }
-        self.pending_bytes += added;
+        self.pending.insert_with(
+            key,
+            write.map(|(header, value)| {
+                move |out: &mut Vec<u8>| header.encode_into(key, value, out)
+            }),
+        );
     }
 
     /// [`WriteBuffer::insert`] of a backfill from the remote tier: not published back.
-    pub(super) fn insert_from_remote(&mut self, key: &[u8], write: BufferedWrite) {
+    pub(super) fn insert_from_remote(&mut self, key: &[u8], write: NewWrite<'_>) {
         self.insert(key, write);
         self.pending_from_remote.insert(key.to_vec());
     }
@@ -196,8 +217,10 @@ impl WriteBuffer {
         self.suspects.iter().any(|suspect| suspect.stored == stored)
     }
 
+    /// Whether the pending writes hold more than `max_bytes` (the earlier bytes of rewritten
+    /// keys included) or more than [`MAX_PENDING_WRITES`] writes.
     pub(super) fn is_over(&self, max_bytes: usize) -> bool {
-        self.pending_bytes > max_bytes || self.pending.len() > MAX_PENDING_WRITES
+        self.pending.stored_len() > max_bytes || self.pending.len() > MAX_PENDING_WRITES
     }
 }
 
@@ -248,7 +271,7 @@ impl RedbCache {
     /// caller commits them itself.
     pub(super) fn buffer_writes<'k>(
         &self,
-        writes: impl IntoIterator<Item = (&'k [u8], BufferedWrite)>,
+        writes: impl IntoIterator<Item = (&'k [u8], NewWrite<'k>)>,
         origin: Origin,
     ) -> Result<()> {
         self.ready_to_write()?;

@@ -253,7 +253,7 @@ impl RedbCache {
 
     fn begin_write_on(&self, database: &Database) -> Result<WriteTransaction> {
         let started = Instant::now();
-        let mut backoff = Duration::from_micros(50);
+        let mut backoff = FIRST_WRITER_BACKOFF;
         loop {
             match database.try_begin_write() {
                 Ok(txn) => return Ok(txn),
@@ -267,7 +267,7 @@ impl RedbCache {
                         });
                     }
                     std::thread::sleep(backoff.min(self.options.timeout - waited));
-                    backoff = (backoff * 2).min(Duration::from_millis(10));
+                    backoff = next_writer_backoff(backoff);
                 }
                 Err(err) => return Err(err).or_db(self),
             }
@@ -353,6 +353,22 @@ impl RedbCache {
             }
         }
     }
+}
+
+/// The first sleep of a commit waiting for another process's writer.
+pub(super) const FIRST_WRITER_BACKOFF: Duration = Duration::from_micros(50);
+
+/// The longest sleep between two tries for another process's writer. Writers of one tag take
+/// turns at the file's lock every few milliseconds (each commits every `commit_interval`), so a
+/// sleep much longer than a commit leaves the lock idle while writers sleep: with 10 ms, four
+/// writer processes reached 0.75x raw redb's throughput, with 1 ms 0.82x. A try costs one
+/// non-blocking lock call.
+pub(super) const MAX_WRITER_BACKOFF: Duration = Duration::from_millis(1);
+
+/// The sleep after `backoff` while waiting for another process's writer: doubled, at most
+/// [`MAX_WRITER_BACKOFF`].
+pub(super) fn next_writer_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_WRITER_BACKOFF)
 }
 
 /// Database files this process has open. redb allows one handle per file per process, so a

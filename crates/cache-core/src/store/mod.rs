@@ -104,6 +104,7 @@ mod remote_dirs;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod writes;
 
 use access::{AccessLog, Recorded};
 use buffer::*;
@@ -113,6 +114,7 @@ pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;
 use reads_file::{ReadsBatch, ReadsFile};
 use tables::*;
+use writes::Writes;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section over our mutexes is a map insert/remove/swap that cannot leave the

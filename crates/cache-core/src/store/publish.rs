@@ -13,15 +13,11 @@ impl RedbCache {
     /// Offers the buffered writes a commit has just landed, except backfills (`from_remote`),
     /// deletions and entries already expired. Directories are never buffered (`set_directory`
     /// commits and publishes them itself).
-    pub(super) fn publish_landed(
-        &self,
-        landed: &KeyMap<BufferedWrite>,
-        from_remote: &HashSet<Vec<u8>>,
-    ) {
+    pub(super) fn publish_landed(&self, landed: &Writes, from_remote: &HashSet<Vec<u8>>) {
         if self.remote().is_none() {
             return;
         }
-        for (key, write) in landed {
+        for (key, write) in landed.iter() {
             let Some(entry) = write else { continue };
             if from_remote.contains(key) {
                 continue;

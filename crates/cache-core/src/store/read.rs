@@ -51,7 +51,7 @@ impl RedbCache {
         let (snapshot, any_suspect) = {
             let mut buffer = lock(&self.buffer);
             if let Some(write) = buffer.buffered(key) {
-                let stored = write.as_deref().filter(|stored| !buffer.is_suspect(stored));
+                let stored = write.filter(|stored| !buffer.is_suspect(stored));
                 return read(stored, None);
             }
             let snapshot = self.current_snapshot(&mut buffer, now)?;

@@ -810,3 +810,103 @@ fn a_commit_writes_its_entries_in_key_order_so_the_tree_leaves_are_full() {
         stats.stored_bytes()
     );
 }
+
+#[test]
+fn a_commit_merges_access_records_in_key_order() {
+    let mut reads: KeyMap<AccessDelta> = KeyMap::default();
+    // Inserted in a scrambled order.
+    for index in (0..1000u32).map(|i| (i * 7919) % 1000) {
+        let delta = AccessDelta {
+            last_ms: u64::from(index),
+            count: 1,
+        };
+        reads.insert(format!("key-{index:04}").into_bytes(), delta);
+    }
+    let order: Vec<&[u8]> = in_key_order(&reads)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(order.len(), 1000);
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "not sorted");
+    assert_eq!(order.first().copied(), Some(&b"key-0000"[..]));
+}
+
+#[test]
+fn writes_committed_in_key_order_land_exactly_in_one_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        ..CacheOptions::default()
+    };
+    let cache = open_in(root.path(), options);
+    for index in (0..2000u32).map(|i| (i * 7919) % 2000) {
+        cache
+            .set(format!("k{index}").as_bytes(), &index.to_le_bytes(), None)
+            .unwrap();
+    }
+    for index in (0..2000u32).step_by(3) {
+        cache.delete(format!("k{index}").as_bytes()).unwrap();
+    }
+    let before = cache.commits.load(std::sync::atomic::Ordering::Relaxed);
+    cache.flush().unwrap();
+    let after = cache.commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        after - before,
+        1,
+        "2 000 sets and their deletions make one commit"
+    );
+    let mut keys = cache.keys().unwrap();
+    keys.sort();
+    let mut expected: Vec<Vec<u8>> = (0..2000u32)
+        .filter(|index| index % 3 != 0)
+        .map(|index| format!("k{index}").into_bytes())
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for index in [1u32, 2, 1999] {
+        assert_eq!(
+            cache.get(format!("k{index}").as_bytes()).unwrap(),
+            Some(index.to_le_bytes().to_vec())
+        );
+    }
+    // Usage is exact: what the commit stored is what the entries hold.
+    let usage = cache.read_usage().unwrap();
+    assert_eq!(usage.get(USAGE_ENTRIES), Some(&(expected.len() as u64)));
+    let bytes: usize = expected
+        .iter()
+        .map(|key| key.len() + ENTRY_HEADER_LEN + 4)
+        .sum();
+    assert_eq!(usage.get(USAGE_BYTES), Some(&(bytes as u64)));
+}
+
+#[test]
+fn a_commit_waiting_for_another_writer_sleeps_at_most_a_millisecond() {
+    let mut backoff = FIRST_WRITER_BACKOFF;
+    let mut longest = backoff;
+    for _ in 0..30 {
+        backoff = next_writer_backoff(backoff);
+        longest = longest.max(backoff);
+    }
+    assert_eq!(longest, Duration::from_millis(1));
+    assert_eq!(backoff, MAX_WRITER_BACKOFF);
+}
+
+#[test]
+fn rewriting_one_key_keeps_the_buffer_within_max_pending_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        commit_interval: Duration::from_secs(3600),
+        max_pending_bytes: 1024,
+        ..CacheOptions::default()
+    };
+    let cache = open_in(root.path(), options);
+    let one_write = 1 + 100 + ENTRY_HEADER_LEN;
+    for round in 0..100u8 {
+        cache.set(b"k", &[round; 100], None).unwrap();
+        // A rewrite's earlier bytes stay in the buffer until a commit, and count: past the
+        // bound the writer commits them itself.
+        assert!(lock(&cache.buffer).pending_stored_len() <= 1024 + one_write);
+    }
+    assert!(cache.commits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(cache.get(b"k").unwrap(), Some(vec![99u8; 100]));
+}
