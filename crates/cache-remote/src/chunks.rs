@@ -1,7 +1,18 @@
 //! [`Chunks`], the reader of a chunked value (or a directory's contents) fetched from the
-//! remote: each chunk is fetched, checked against its digest and length, and handed over in
-//! order; the whole is checked against the value's digest at the end. A chunk that has gone, or
-//! does not match, is an error: the cache's backfill then stores nothing and the read is a miss.
+//! remote: each chunk is fetched, checked against its length, and handed over in order. The
+//! whole is checked against the value's digest, by this reader at the end (a directory's
+//! contents: [`Whole::Checked`]) or by the core as it stores the value (a value: its digest
+//! travels in `RemoteValue::Stream`, and the core hashes the bytes anyway to name the blob it
+//! writes; [`Whole::ByCaller`]). A chunk that has gone, is not as long as the manifest says, or
+//! makes the whole not match is an error: the cache's backfill then stores nothing and the
+//! read is a miss.
+//!
+//! **No check per chunk.** A chunk is named by its digest, but its bytes are not hashed on
+//! their own: a bad chunk makes the whole not match, and the whole is checked before anything
+//! is committed or returned (the last chunk is only handed over once the reader has checked
+//! it; the core checks what it staged before it commits). Checking each chunk as well would
+//! only fail a bad value earlier, at the price of hashing every value twice, on a thread that
+//! competes with the server and the storing for the CPU (`docs/remote.md`, "Figures").
 //!
 //! **Fetched ahead.** A value of two chunks or more is fetched by a thread of its own, at most
 //! [`AHEAD`] chunks ahead of the reader, so that the network brings the next chunk while the
@@ -32,28 +43,36 @@ enum Source {
     Ahead(Receiver<io::Result<Vec<u8>>>),
 }
 
-/// A chunked value, read one verified chunk at a time.
+/// Who checks the whole against its digest.
+pub(crate) enum Whole {
+    /// The reader, before it hands over the last chunk.
+    Checked([u8; 32]),
+    /// The caller (the core, for a `RemoteValue::Stream`, which carries the digest).
+    ByCaller,
+}
+
+/// A chunked value, read one chunk at a time.
 pub(crate) struct Chunks {
     shared: Arc<Shared>,
     source: Source,
     chunk_size: u32,
     /// Bytes of the value not yet loaded.
     left: u64,
-    digest: [u8; 32],
-    whole: blake3::Hasher,
+    /// The digest the whole must have and its hash so far, when this reader checks it.
+    whole: Option<([u8; 32], blake3::Hasher)>,
     current: Vec<u8>,
     at: usize,
 }
 
 impl Chunks {
-    /// The reader of the `len` bytes of digest `digest` held in `chunks` of `chunk_size` bytes
-    /// (the last one shorter).
+    /// The reader of the `len` bytes held in `chunks` of `chunk_size` bytes (the last one
+    /// shorter), their whole checked as `whole` says.
     pub(crate) fn new(
         shared: &Arc<Shared>,
         chunks: Vec<[u8; 32]>,
         chunk_size: u32,
         len: u64,
-        digest: [u8; 32],
+        whole: Whole,
     ) -> Chunks {
         let source = if chunks.len() < 2 {
             Source::OnDemand(chunks.into_iter())
@@ -65,8 +84,10 @@ impl Chunks {
             source,
             chunk_size,
             left: len,
-            digest,
-            whole: blake3::Hasher::new(),
+            whole: match whole {
+                Whole::Checked(digest) => Some((digest, blake3::Hasher::new())),
+                Whole::ByCaller => None,
+            },
             current: Vec::new(),
             at: 0,
         }
@@ -85,13 +106,15 @@ impl Chunks {
             Source::Ahead(incoming) => incoming.recv().unwrap_or_else(|_| Err(short_manifest()))?,
         };
         self.left -= expected;
-        self.whole.update(&chunk);
-        if self.left == 0 && self.whole.finalize().as_bytes() != &self.digest {
-            Stats::add(&self.shared.stats.rejected, 1);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the value does not match its digest",
-            ));
+        if let Some((digest, hasher)) = &mut self.whole {
+            hasher.update(&chunk);
+            if self.left == 0 && hasher.finalize().as_bytes() != digest {
+                Stats::add(&self.shared.stats.rejected, 1);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the value does not match its digest",
+                ));
+            }
         }
         self.current = chunk;
         self.at = 0;
@@ -149,7 +172,8 @@ fn fetch_ahead(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len
     }
 }
 
-/// Fetches the chunk `digest`, which must be `expected` bytes long and hash to `digest`.
+/// Fetches the chunk `digest`, which must be `expected` bytes long (its bytes are checked with
+/// the whole: see the module docs).
 fn fetch_chunk(shared: &Shared, digest: &[u8; 32], expected: u64) -> io::Result<Vec<u8>> {
     let name = chunk_name(&shared.config.prefix, digest);
     let max = usize::try_from(expected).unwrap_or(usize::MAX);
@@ -173,11 +197,11 @@ fn fetch_chunk(shared: &Shared, digest: &[u8; 32], expected: u64) -> io::Result<
         Outcome::Failed(err) => return Err(io::Error::other(err.to_string())),
     };
     Stats::add(&shared.stats.bytes_in, chunk.len() as u64);
-    if chunk.len() as u64 != expected || blake3::hash(&chunk).as_bytes() != digest {
+    if chunk.len() as u64 != expected {
         Stats::add(&shared.stats.rejected, 1);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "a chunk of the value does not match its digest",
+            "a chunk of the value is not as long as its manifest says",
         ));
     }
     Ok(chunk)

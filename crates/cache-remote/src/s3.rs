@@ -243,12 +243,16 @@ impl Engine for S3Engine {
                 format!("s3 GET {object}: {len} bytes, more than a chunk ({max})"),
             ));
         }
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(max as u64)
-            .read_to_vec()
-            .map_err(|err| client_fault("GET", &object, &err))?;
+        let capacity = response
+            .body()
+            .content_length()
+            .map_or(0, |len| usize::try_from(len).unwrap_or(max).min(max));
+        let mut bytes = Vec::with_capacity(capacity);
+        std::io::Read::read_to_end(
+            &mut response.body_mut().with_config().limit(max as u64).reader(),
+            &mut bytes,
+        )
+        .map_err(|err| client_fault("GET", &object, &ureq::Error::from(err)))?;
         Ok(Some(bytes))
     }
 

@@ -16,6 +16,12 @@
 //! remembered, so that a write in the same tick of the file system's clock as the verification
 //! (which would leave the times equal) cannot go unseen. A first read in an instance (of a blob
 //! another process wrote, or this one) is always verified.
+//!
+//! One exception: the call that writes a blob may write it on to a caller's sink from the file
+//! it wrote and hashed (`copy_written_to`: a value backfilled from the remote tier and returned
+//! at once), if the file is still the one it wrote (same device, inode, size and modification
+//! time): what it hashed on the way in is what it serves. That is the trust a first read
+//! places in a file it hashes in one pass and copies in a second.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -112,12 +118,33 @@ pub(crate) struct StagedBlob {
     temp_name: String,
     pub(crate) blob: BlobRef,
     published: bool,
+    /// The file as written, until taken (`take_written`).
+    written: Option<(File, Identity)>,
 }
 
 impl StagedBlob {
     fn temp_path(&self) -> PathBuf {
         self.temp_dir.join(&self.temp_name)
     }
+
+    /// The file this blob was written through, hashed on the way, for `copy_written_to` once
+    /// the blob is in place (the open file follows the rename).
+    pub(crate) fn take_written(&mut self) -> Option<WrittenBlob> {
+        self.written.take().map(|(file, identity)| WrittenBlob {
+            file,
+            identity,
+            blob: self.blob,
+        })
+    }
+}
+
+/// A blob's file as the call that wrote it left it: open, its hash computed from the bytes
+/// written, its identity after the fsync.
+#[derive(Debug)]
+pub(crate) struct WrittenBlob {
+    file: File,
+    identity: Identity,
+    blob: BlobRef,
 }
 
 impl Drop for StagedBlob {
@@ -249,6 +276,7 @@ impl BlobFiles {
                 len: 0,
             },
             published: false,
+            written: None,
         };
         let mut hasher = blake3::Hasher::new();
         let mut buffer = vec![0u8; CHUNK_BYTES];
@@ -276,6 +304,13 @@ impl BlobFiles {
             hash: *hasher.finalize().as_bytes(),
             len,
         };
+        let identity = file
+            .metadata()
+            .map(|meta| Identity::of(&meta))
+            .map_err(|source| {
+                StageError::Cache(CacheError::io("writing blob", staged.temp_path(), source))
+            })?;
+        staged.written = Some((file, identity));
         Ok(staged)
     }
 
@@ -454,6 +489,46 @@ impl BlobFiles {
             return Ok(BlobRead::Corrupt);
         }
         Ok(BlobRead::Verified(copied))
+    }
+
+    /// Writes a blob this instance has just written (and hashed on the way: `stage`) to `sink`
+    /// from the file it wrote, without hashing it again. `None` when the file is no longer as
+    /// it was written (another inode, size or modification time): nothing was written to
+    /// `sink`; read the blob the usual way.
+    pub(crate) fn copy_written_to(
+        &self,
+        written: WrittenBlob,
+        sink: &mut dyn Write,
+    ) -> Result<Option<u64>> {
+        let WrittenBlob {
+            mut file,
+            identity,
+            blob,
+        } = written;
+        let path = self.path(&blob);
+        let now = self.identity_of(&file, &blob)?;
+        // The change time is left out: the rename into place changes it.
+        if now.0[..5] != identity.0[..5] || blob.len != now.0[2] as u64 {
+            return Ok(None);
+        }
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0))
+            .map_err(|source| CacheError::io("reading blob", &path, source))?;
+        let copied = io::copy(&mut file.take(blob.len), sink).map_err(|source| CacheError::Io {
+            operation: "writing blob to the caller's writer from",
+            path: path.clone(),
+            source,
+        })?;
+        if copied != blob.len {
+            return Err(CacheError::io(
+                "reading blob",
+                &path,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the blob shrank while it was read",
+                ),
+            ));
+        }
+        Ok(Some(copied))
     }
 
     /// Every blob file present: its hash (from its name) and its size. Anything else (a stray

@@ -133,3 +133,38 @@ fn a_verified_blob_is_not_hashed_again_until_its_file_changes_in_place() {
     ));
     assert!(sink.is_empty(), "nothing unverified reaches the writer");
 }
+
+#[test]
+fn a_blob_just_written_is_served_from_its_file_without_hashing_unless_the_file_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobFiles::new(tag_dir(dir.path()));
+    let serve = |bytes: &[u8], change: &dyn Fn(&std::path::Path)| {
+        let mut staged = blobs.stage(&mut &bytes[..], 100).unwrap();
+        let blob = staged.blob;
+        let written = staged.take_written().expect("the file as written");
+        blobs.publish(staged).unwrap();
+        change(&blobs.path(&blob));
+        let mut sink = Vec::new();
+        let served = blobs.copy_written_to(written, &mut sink).unwrap();
+        (served, sink)
+    };
+    assert_eq!(
+        serve(b"as written", &|_| {}),
+        (Some(10), b"as written".to_vec())
+    );
+    assert_eq!(blobs.verifications(), 0, "hashed again");
+    // Longer, or rewritten with another modification time: not served, nothing written.
+    let append = |path: &std::path::Path| {
+        use std::io::Write as _;
+        let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(b"!").unwrap();
+    };
+    assert_eq!(serve(b"appended", &append), (None, Vec::new()));
+    let rewrite = |path: &std::path::Path| {
+        fs::write(path, b"REWRITTEN").unwrap();
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
+            .unwrap();
+    };
+    assert_eq!(serve(b"rewritten", &rewrite), (None, Vec::new()));
+}
