@@ -109,52 +109,6 @@ pub(crate) enum Trust {
     Nothing,
 }
 
-/// A blob written to a temp file and fsynced, not yet in place. Dropped unpublished, the temp
-/// file is removed.
-#[derive(Debug)]
-pub(crate) struct StagedBlob {
-    /// `blobs/tmp`, as it was opened when the blob was staged.
-    temp_dir: Dir,
-    temp_name: String,
-    pub(crate) blob: BlobRef,
-    published: bool,
-    /// The file as written, until taken (`take_written`).
-    written: Option<(File, Identity)>,
-}
-
-impl StagedBlob {
-    fn temp_path(&self) -> PathBuf {
-        self.temp_dir.join(&self.temp_name)
-    }
-
-    /// The file this blob was written through, hashed on the way, for `copy_written_to` once
-    /// the blob is in place (the open file follows the rename).
-    pub(crate) fn take_written(&mut self) -> Option<WrittenBlob> {
-        self.written.take().map(|(file, identity)| WrittenBlob {
-            file,
-            identity,
-            blob: self.blob,
-        })
-    }
-}
-
-/// A blob's file as the call that wrote it left it: open, its hash computed from the bytes
-/// written, its identity after the fsync.
-#[derive(Debug)]
-pub(crate) struct WrittenBlob {
-    file: File,
-    identity: Identity,
-    blob: BlobRef,
-}
-
-impl Drop for StagedBlob {
-    fn drop(&mut self) {
-        if !self.published {
-            let _ = self.temp_dir.remove_file(&self.temp_name);
-        }
-    }
-}
-
 /// What reading a blob found.
 #[derive(Debug)]
 pub(crate) enum BlobRead<T> {
@@ -164,17 +118,6 @@ pub(crate) enum BlobRead<T> {
     Missing,
     /// A file whose content does not match its hash (or length).
     Corrupt,
-}
-
-/// Why `stage` failed: the source's own error, or ours.
-#[derive(Debug)]
-pub(crate) enum StageError {
-    /// The value passed the size limit; nothing was kept.
-    TooLarge,
-    /// Reading the caller's source failed.
-    Source(io::Error),
-    /// Writing the temp file failed.
-    Cache(CacheError),
 }
 
 /// The fan-out directory and file name of a blob: `<first two hex digits>`, `<blake3 hex>`.
@@ -249,87 +192,6 @@ impl BlobFiles {
             return Ok(None);
         };
         blobs.dir(blob_names(blob).0)
-    }
-
-    /// Copies `source` into a new temp file, hashing it on the way, and fsyncs it. Past `limit`
-    /// bytes it stops and keeps nothing.
-    pub(crate) fn stage(
-        &self,
-        source: &mut dyn Read,
-        limit: u64,
-    ) -> std::result::Result<StagedBlob, StageError> {
-        let temp_dir = self
-            .tag
-            .dir_or_create(BLOBS)
-            .and_then(|blobs| blobs.dir_or_create(TEMP))
-            .map_err(StageError::Cache)?;
-        let temp_name = fsys::temp_name(TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
-        let mut file = temp_dir
-            .create_new_file(&temp_name)
-            .map_err(StageError::Cache)?;
-        // From here on the guard removes the temp file on every early return.
-        let mut staged = StagedBlob {
-            temp_dir,
-            temp_name,
-            blob: BlobRef {
-                hash: [0; 32],
-                len: 0,
-            },
-            published: false,
-            written: None,
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        let mut len: u64 = 0;
-        loop {
-            let read = match source.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(StageError::Source(err)),
-            };
-            len += read as u64;
-            if len > limit {
-                return Err(StageError::TooLarge);
-            }
-            hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read]).map_err(|source| {
-                StageError::Cache(CacheError::io("writing blob", staged.temp_path(), source))
-            })?;
-        }
-        file.sync_all().map_err(|source| {
-            StageError::Cache(CacheError::io("syncing blob", staged.temp_path(), source))
-        })?;
-        staged.blob = BlobRef {
-            hash: *hasher.finalize().as_bytes(),
-            len,
-        };
-        let identity = file
-            .metadata()
-            .map(|meta| Identity::of(&meta))
-            .map_err(|source| {
-                StageError::Cache(CacheError::io("writing blob", staged.temp_path(), source))
-            })?;
-        staged.written = Some((file, identity));
-        Ok(staged)
-    }
-
-    /// The content of a staged blob (a small one: read whole).
-    pub(crate) fn read_staged(&self, staged: &StagedBlob) -> Result<Vec<u8>> {
-        let mut file = staged
-            .temp_dir
-            .open_file(&staged.temp_name)?
-            .ok_or_else(|| {
-                CacheError::io(
-                    "reading back",
-                    staged.temp_path(),
-                    io::Error::new(io::ErrorKind::NotFound, "the staged blob is gone"),
-                )
-            })?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|source| CacheError::io("reading back", staged.temp_path(), source))?;
-        Ok(bytes)
     }
 
     /// Moves a staged blob into place (replacing a damaged copy, if any) and makes the rename
@@ -491,46 +353,6 @@ impl BlobFiles {
         Ok(BlobRead::Verified(copied))
     }
 
-    /// Writes a blob this instance has just written (and hashed on the way: `stage`) to `sink`
-    /// from the file it wrote, without hashing it again. `None` when the file is no longer as
-    /// it was written (another inode, size or modification time): nothing was written to
-    /// `sink`; read the blob the usual way.
-    pub(crate) fn copy_written_to(
-        &self,
-        written: WrittenBlob,
-        sink: &mut dyn Write,
-    ) -> Result<Option<u64>> {
-        let WrittenBlob {
-            mut file,
-            identity,
-            blob,
-        } = written;
-        let path = self.path(&blob);
-        let now = self.identity_of(&file, &blob)?;
-        // The change time is left out: the rename into place changes it.
-        if now.0[..5] != identity.0[..5] || blob.len != now.0[2] as u64 {
-            return Ok(None);
-        }
-        io::Seek::seek(&mut file, io::SeekFrom::Start(0))
-            .map_err(|source| CacheError::io("reading blob", &path, source))?;
-        let copied = io::copy(&mut file.take(blob.len), sink).map_err(|source| CacheError::Io {
-            operation: "writing blob to the caller's writer from",
-            path: path.clone(),
-            source,
-        })?;
-        if copied != blob.len {
-            return Err(CacheError::io(
-                "reading blob",
-                &path,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the blob shrank while it was read",
-                ),
-            ));
-        }
-        Ok(Some(copied))
-    }
-
     /// Every blob file present: its hash (from its name) and its size. Anything else (a stray
     /// file such as a `README`, a symlink, a name that is not a blob's) is reported once and
     /// skipped, never touched: it must not stop maintenance.
@@ -619,6 +441,9 @@ fn parse_hash(name: &str) -> Option<[u8; 32]> {
     }
     (hex(&hash) == name).then_some(hash)
 }
+
+mod staging;
+pub(crate) use staging::{StageError, StagedBlob, WrittenBlob};
 
 #[cfg(test)]
 mod tests;

@@ -168,3 +168,19 @@ fn a_blob_just_written_is_served_from_its_file_without_hashing_unless_the_file_c
     };
     assert_eq!(serve(b"rewritten", &rewrite), (None, Vec::new()));
 }
+
+#[test]
+fn a_blob_written_across_several_sync_ahead_steps_is_staged_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobFiles::new(tag_dir(dir.path()));
+    let len = usize::try_from(staging::SYNC_AHEAD_BYTES * 2 + 12_345).unwrap();
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    // Read in odd-sized pieces, as a network stream hands them over.
+    let mut source = io::BufReader::with_capacity(100_003, &bytes[..]);
+    let staged = blobs.stage(&mut source, u64::MAX).unwrap();
+    let blob = staged.blob;
+    assert_eq!(blob.len, len as u64);
+    assert_eq!(blob.hash, *blake3::hash(&bytes).as_bytes());
+    blobs.publish(staged).unwrap();
+    assert!(matches!(blobs.read(&blob).unwrap(), BlobRead::Verified(read) if read == bytes));
+}
