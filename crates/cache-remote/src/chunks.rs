@@ -20,12 +20,13 @@
 //! bench (`remote_hit_64m`: a 64 MiB remote hit stored durably ÷ one raw `GET` of it), six
 //! alternating runs each on the loaded 2-core machine: median 1.03x fetching in turn, 0.97x
 //! fetching ahead. The thread ends at the first error, or when the reader is dropped (its
-//! next send fails). Memory: at most `AHEAD` + 2 chunks (one being fetched, `AHEAD` waiting, one
-//! being read).
+//! next send fails). Memory: at most `AHEAD` + 3 chunks (one being fetched, `AHEAD` waiting, one
+//! being read, one read and handed back: the next chunk is fetched into its buffer, as a fresh
+//! one costs a page fault and a zeroed page per 4 KiB).
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::engine::{Outcome, run};
 use crate::envelope::chunk_name;
@@ -39,8 +40,8 @@ const AHEAD: usize = 1;
 enum Source {
     /// Fetched when the reader needs it (a value of one chunk, or no thread could be started).
     OnDemand(std::vec::IntoIter<[u8; 32]>),
-    /// Fetched ahead by a thread of its own.
-    Ahead(Receiver<io::Result<Vec<u8>>>),
+    /// Fetched ahead by a thread of its own, which gets the buffers read back to fetch into.
+    Ahead(Receiver<io::Result<Vec<u8>>>, SyncSender<Vec<u8>>),
 }
 
 /// Who checks the whole against its digest.
@@ -98,12 +99,17 @@ impl Chunks {
             return Ok(false);
         }
         let expected = self.left.min(u64::from(self.chunk_size));
+        // The chunk read is done with: its buffer holds the next one.
+        let spare = std::mem::take(&mut self.current);
         let chunk = match &mut self.source {
             Source::OnDemand(chunks) => match chunks.next() {
-                Some(digest) => fetch_chunk(&self.shared, &digest, expected)?,
+                Some(digest) => fetch_chunk(&self.shared, &digest, expected, spare)?,
                 None => return Err(short_manifest()),
             },
-            Source::Ahead(incoming) => incoming.recv().unwrap_or_else(|_| Err(short_manifest()))?,
+            Source::Ahead(incoming, returns) => {
+                let _ = returns.try_send(spare);
+                incoming.recv().unwrap_or_else(|_| Err(short_manifest()))?
+            }
         };
         self.left -= expected;
         if let Some((digest, hasher)) = &mut self.whole {
@@ -146,6 +152,7 @@ fn short_manifest() -> io::Error {
 /// Starts the thread that fetches `chunks` ahead of the reader; on demand if it cannot start.
 fn fetch_ahead(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len: u64) -> Source {
     let (sender, receiver) = sync_channel(AHEAD);
+    let (returns, returned) = sync_channel::<Vec<u8>>(1);
     let fetching = Arc::clone(shared);
     let order = chunks.clone();
     let spawned = std::thread::Builder::new()
@@ -155,7 +162,8 @@ fn fetch_ahead(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len
             for digest in order {
                 let expected = left.min(u64::from(chunk_size));
                 left -= expected;
-                let fetched = fetch_chunk(&fetching, &digest, expected);
+                let spare = returned.try_recv().unwrap_or_default();
+                let fetched = fetch_chunk(&fetching, &digest, expected, spare);
                 let failed = fetched.is_err();
                 // A failed send: the reader is gone; nothing more is wanted.
                 if sender.send(fetched).is_err() || failed {
@@ -164,7 +172,7 @@ fn fetch_ahead(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len
             }
         });
     match spawned {
-        Ok(_) => Source::Ahead(receiver),
+        Ok(_) => Source::Ahead(receiver, returns),
         Err(err) => {
             tracing::debug!(error = %err, "could not start a thread to fetch chunks ahead; fetching them on demand");
             Source::OnDemand(chunks.into_iter())
@@ -174,11 +182,16 @@ fn fetch_ahead(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len
 
 /// Fetches the chunk `digest`, which must be `expected` bytes long (its bytes are checked with
 /// the whole: see the module docs).
-fn fetch_chunk(shared: &Shared, digest: &[u8; 32], expected: u64) -> io::Result<Vec<u8>> {
+fn fetch_chunk(
+    shared: &Shared,
+    digest: &[u8; 32],
+    expected: u64,
+    spare: Vec<u8>,
+) -> io::Result<Vec<u8>> {
     let name = chunk_name(&shared.config.prefix, digest);
     let max = usize::try_from(expected).unwrap_or(usize::MAX);
     let outcome = run(&shared.breaker, &shared.stats, || {
-        shared.fetch_engine.get_chunk(&name, max)
+        shared.fetch_engine.get_chunk(&name, max, spare)
     });
     let chunk = match outcome {
         Outcome::Done(Some(chunk)) => chunk,

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::{BLOBS, BlobFiles, CHUNK_BYTES, Identity, TEMP, TEMP_COUNTER};
+use super::{BLOBS, BlobFiles, CHUNK_BYTES, Identity, TEMP, TEMP_COUNTER, copy_in_pieces};
 use crate::codec::BlobRef;
 use crate::error::{CacheError, Result};
 use crate::fsys::{self, Dir};
@@ -201,11 +201,12 @@ impl BlobFiles {
         }
         io::Seek::seek(&mut file, io::SeekFrom::Start(0))
             .map_err(|source| CacheError::io("reading blob", &path, source))?;
-        let copied = io::copy(&mut file.take(blob.len), sink).map_err(|source| CacheError::Io {
-            operation: "writing blob to the caller's writer from",
-            path: path.clone(),
-            source,
-        })?;
+        let copied =
+            copy_in_pieces(&mut file, sink, blob.len).map_err(|source| CacheError::Io {
+                operation: "writing blob to the caller's writer from",
+                path: path.clone(),
+                source,
+            })?;
         if copied != blob.len {
             return Err(CacheError::io(
                 "reading blob",

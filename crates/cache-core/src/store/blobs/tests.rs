@@ -184,3 +184,46 @@ fn a_blob_written_across_several_sync_ahead_steps_is_staged_whole() {
     blobs.publish(staged).unwrap();
     assert!(matches!(blobs.read(&blob).unwrap(), BlobRead::Verified(read) if read == bytes));
 }
+
+/// A sink that counts the writes it gets.
+#[derive(Default)]
+struct CountingSink {
+    writes: usize,
+    bytes: Vec<u8>,
+}
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writes += 1;
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_blob_reaches_a_sink_in_pieces_of_a_mebibyte_not_of_eight_kibibytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobFiles::new(tag_dir(dir.path()));
+    let bytes: Vec<u8> = (0..3 * CHUNK_BYTES + 5).map(|i| (i % 241) as u8).collect();
+    let mut staged = blobs.stage(&mut &bytes[..], u64::MAX).unwrap();
+    let blob = staged.blob;
+    let written = staged.take_written().unwrap();
+    blobs.publish(staged).unwrap();
+    // A verified read, and the copy from the file just written.
+    let mut sink = CountingSink::default();
+    assert!(matches!(
+        blobs.copy_to(&blob, &mut sink, Trust::Nothing).unwrap(),
+        BlobRead::Verified(copied) if copied == bytes.len() as u64
+    ));
+    assert_eq!((sink.writes, sink.bytes == bytes), (4, true));
+    let mut sink = CountingSink::default();
+    assert_eq!(
+        blobs.copy_written_to(written, &mut sink).unwrap(),
+        Some(bytes.len() as u64)
+    );
+    assert_eq!((sink.writes, sink.bytes == bytes), (4, true));
+}
