@@ -25,7 +25,8 @@
 //! - `remote_miss`: N gets of keys nobody stored, with the remote (`remote`).
 //! - `remote_hit_64m`: one value of `--big-mib` MiB (64 by default) published by one root and
 //!   read on a fresh root with `get_to_writer` (`remote`: fetched chunk by chunk, stored as a
-//!   local blob durably, read back verified), against one `GET` of as many bytes through the
+//!   local blob durably and checked whole against its digest, then written to the caller from
+//!   the file written), against one `GET` of as many bytes through the
 //!   `redis` crate (`raw_get`).
 //! - `remote_set`: N sets on a fresh root without a remote (`local`) and with one
 //!   (`with_remote`), the flush that follows not timed; `with_remote-local` is the median
