@@ -37,7 +37,8 @@ pub trait RemoteStore: Send + Sync + fmt::Debug {
     /// treated as a miss by the caller.
     ///
     /// The implementation answers for the entry's integrity (checksums, signatures): what it
-    /// returns is stored locally and served as it is.
+    /// returns is stored locally and served as it is, except a [`RemoteValue::Stream`], which
+    /// the core checks against the digest it carries.
     fn fetch(&self, tag: &Tag, key: &[u8]) -> Result<Option<RemoteEntry>, RemoteError>;
 
     /// Offers a value that a local commit has just made durable. Must not block: queue the
@@ -68,7 +69,8 @@ pub trait RemoteStore: Send + Sync + fmt::Debug {
     }
 
     /// Hands over what the remote has counted since the last call (every field of
-    /// [`RemoteCounters`] but `backfills` and `fleet_waits`, which the core counts). The store
+    /// [`RemoteCounters`] but `backfills` and `fleet_waits`, which the core counts; the core
+    /// adds to `rejected` the streams it finds not to match their digest). The store
     /// that takes them (at a commit, a close or `get_stats`) adds them to its tag's counters,
     /// which are persisted like the local ones: each count is taken once. Must be cheap: it is
     /// called at every commit. The default counts nothing.
@@ -140,12 +142,20 @@ pub struct RemoteEntry {
 pub enum RemoteValue {
     /// The whole value.
     Bytes(Vec<u8>),
-    /// The value's bytes, `len` of them.
+    /// The value's bytes, `len` of them, whose blake3 hash is `digest`.
+    ///
+    /// The core checks the bytes against `digest` before it stores or returns any of them (a
+    /// value stored as a blob is hashed as it is written, to name its file: the same pass
+    /// checks it), so `reader` need not check the whole itself. A stream whose bytes do not
+    /// match, or are not `len` long, is a miss, counted as rejected in the tag's remote
+    /// counters, and nothing of it is stored. An error from `reader` is a miss too.
     Stream {
         /// Yields the value.
         reader: Box<dyn Read + Send>,
         /// How many bytes `reader` yields.
         len: u64,
+        /// The blake3 hash of those bytes.
+        digest: [u8; 32],
     },
     /// A directory owned by the entry, with the entry's value. The core checks `items` as it
     /// checks an archive before it writes anything (see [`DirectoryItem`]), then writes each

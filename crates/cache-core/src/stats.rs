@@ -59,7 +59,9 @@ pub struct RemoteCounters {
     pub errors: u64,
     /// Of `errors`, those that ran out of time.
     pub timeouts: u64,
-    /// Entries refused: damaged, unsigned or signed by an untrusted key, over a size limit.
+    /// Entries refused: damaged, unsigned or signed by an untrusted key, over a size limit
+    /// (counted by the remote, and by the core for a streamed value that does not match its
+    /// digest).
     pub rejected: u64,
     /// Operations not attempted because the remote's circuit breaker was open.
     pub skipped: u64,
@@ -281,6 +283,8 @@ pub(crate) struct AtomicCounters {
     pub(crate) remote: Mutex<RemoteCounters>,
     /// Bumped by the core's remote counters, kept apart so that counting is lock-free.
     pub(crate) remote_backfills: AtomicU64,
+    /// Streamed values the core found not to match their digest (`RemoteValue::Stream`).
+    pub(crate) remote_rejected: AtomicU64,
     pub(crate) remote_fleet_waits: AtomicU64,
 }
 
@@ -306,6 +310,7 @@ impl AtomicCounters {
             takeovers: load(&self.takeovers),
             remote: RemoteCounters {
                 backfills: load(&self.remote_backfills),
+                rejected: load(&self.remote_rejected),
                 fleet_waits: load(&self.remote_fleet_waits),
                 ..RemoteCounters::default()
             }

@@ -2,7 +2,8 @@
 //! workload and column as cache-core's `compare` does; `cargo xtask bench` turns them into the
 //! "Remote tier" table of `docs/benchmarks.md`.
 //!
-//! Run it through `cargo bench -p cache-remote --bench remote -- --n N --reps R [--big-mib M]`
+//! Run it through `cargo bench -p cache-remote --bench remote -- --n N --reps R [--big-mib M]
+//! [--only redis|s3]`
 //! (cargo appends `--bench`; without that flag the program does nothing, so that `cargo test
 //! --all-targets` does not start a benchmark). It starts its own `redis-server` on a free
 //! loopback TCP port (`--save '' --appendonly no`), killed by pid when it ends; without one
@@ -24,7 +25,8 @@
 //! - `remote_miss`: N gets of keys nobody stored, with the remote (`remote`).
 //! - `remote_hit_64m`: one value of `--big-mib` MiB (64 by default) published by one root and
 //!   read on a fresh root with `get_to_writer` (`remote`: fetched chunk by chunk, stored as a
-//!   local blob durably, read back verified), against one `GET` of as many bytes through the
+//!   local blob durably and checked whole against its digest, then written to the caller from
+//!   the file written), against one `GET` of as many bytes through the
 //!   `redis` crate (`raw_get`).
 //! - `remote_set`: N sets on a fresh root without a remote (`local`) and with one
 //!   (`with_remote`), the flush that follows not timed; `with_remote-local` is the median
@@ -55,6 +57,8 @@ struct RunConfig {
     n: u64,
     repetitions: u64,
     big_mib: u64,
+    /// `--only redis` or `--only s3`: that engine's rows only (both by default).
+    only: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -83,17 +87,24 @@ fn run(arguments: &[String]) -> BenchResult<()> {
         .map_err(|err| format!("finding a free loopback port: {err}"))?
         .port();
     let mut results = Results::default();
-    match RedisServer::start_with(&["--port", &port.to_string()]) {
-        Some(server) => {
-            let url = format!("redis://127.0.0.1:{port}/0");
-            for repetition in 0..config.repetitions {
-                run_repetition(&config, &url, repetition, &mut results)?;
+    let wants = |engine: &str| config.only.as_deref().is_none_or(|only| only == engine);
+    if wants("redis") {
+        match RedisServer::start_with(&["--port", &port.to_string()]) {
+            Some(server) => {
+                let url = format!("redis://127.0.0.1:{port}/0");
+                for repetition in 0..config.repetitions {
+                    run_repetition(&config, &url, repetition, &mut results)?;
+                }
+                drop(server);
             }
-            drop(server);
+            None => {
+                eprintln!("remote bench: NOTE: redis-server is not installed; no Redis results");
+            }
         }
-        None => eprintln!("remote bench: NOTE: redis-server is not installed; no Redis results"),
     }
-    s3::run(&config, &mut results)?;
+    if wants("s3") {
+        s3::run(&config, &mut results)?;
+    }
     results.print(&config);
     Ok(())
 }
@@ -103,6 +114,7 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
         n: 10_000,
         repetitions: 5,
         big_mib: 64,
+        only: None,
     };
     let mut at = 0;
     while at < words.len() {
@@ -117,6 +129,10 @@ fn parse_run_config(words: &[&str]) -> BenchResult<RunConfig> {
             "--n" => config.n = value()?.max(1),
             "--reps" => config.repetitions = value()?.max(1),
             "--big-mib" => config.big_mib = value()?.max(1),
+            "--only" => match words.get(at + 1) {
+                Some(&engine @ ("redis" | "s3")) => config.only = Some(engine.to_owned()),
+                other => return Err(format!("--only {other:?}: redis or s3")),
+            },
             _ => {
                 at += 1;
                 continue;

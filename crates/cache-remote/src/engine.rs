@@ -66,8 +66,14 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
     fn get_envelope(&self, name: &str, max: usize) -> Result<Option<(u64, Vec<u8>)>, EngineError>;
 
     /// The chunk `name`, or `None` when it has gone. At most `max` bytes are read: a longer
-    /// object is an error.
-    fn get_chunk(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>, EngineError>;
+    /// object is an error. `spare` is a buffer done with (empty, or a chunk already read) that
+    /// the engine may read into instead of allocating one.
+    fn get_chunk(
+        &self,
+        name: &str,
+        max: usize,
+        spare: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, EngineError>;
 
     /// Stores the envelope `name` (replacing one there).
     fn put_envelope(&self, name: &str, bytes: &[u8], px: Option<u64>) -> Result<(), EngineError>;
@@ -112,8 +118,13 @@ impl Engine for Split {
         self.envelopes.get_envelope(name, max)
     }
 
-    fn get_chunk(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>, EngineError> {
-        self.chunks.get_chunk(name, max)
+    fn get_chunk(
+        &self,
+        name: &str,
+        max: usize,
+        spare: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.chunks.get_chunk(name, max, spare)
     }
 
     fn put_envelope(&self, name: &str, bytes: &[u8], px: Option<u64>) -> Result<(), EngineError> {

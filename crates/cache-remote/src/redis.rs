@@ -114,7 +114,12 @@ impl Engine for RedisEngine {
         Ok((len > 0).then_some((len, bytes)))
     }
 
-    fn get_chunk(&self, name: &str, _max: usize) -> Result<Option<Vec<u8>>, EngineError> {
+    fn get_chunk(
+        &self,
+        name: &str,
+        _max: usize,
+        _spare: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
         // A chunk is at most the chunk size this cache writes (Redis strings are what we put).
         self.call(|connection| {
             redis::cmd("GET")

@@ -1,7 +1,7 @@
 //! [`Remote`], the [`RemoteStore`] on a server's engine (`engine.rs`: Redis/Valkey, S3, or
 //! both): `fetch` reads an envelope (bounded, checked, verified) and, for a chunked value, a
-//! stream that fetches and verifies one chunk at a time (a
-//! directory's contents too); `publish` queues an upload
+//! stream that fetches one chunk at a time (a value's, checked whole by the core as it stores
+//! it; a directory's contents, checked whole by the stream); `publish` queues an upload
 //! (`uploader.rs`).
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use cache_core::{
 };
 
 use crate::breaker::{Breaker, BreakerState};
-use crate::chunks::Chunks;
+use crate::chunks::{Chunks, Whole};
 use crate::config::{RemoteConfig, RemoteMode};
 use crate::engine::{Engine, EngineError, Outcome, run};
 use crate::envelope::{Body, Envelope, entry_name, signed_message};
@@ -205,12 +205,13 @@ impl RemoteStore for RedisRemote {
             Body::Inline(bytes) => RemoteValue::Bytes(bytes),
             Body::Chunked { chunk_size, chunks } => RemoteValue::Stream {
                 len: envelope.len,
+                digest: envelope.digest,
                 reader: Box::new(Chunks::new(
                     shared,
                     chunks,
                     chunk_size,
                     envelope.len,
-                    envelope.digest,
+                    Whole::ByCaller,
                 )),
             },
             Body::Directory {
@@ -227,7 +228,7 @@ impl RemoteStore for RedisRemote {
                     chunks,
                     chunk_size,
                     envelope.len,
-                    contents_digest,
+                    Whole::Checked(contents_digest),
                 )),
             },
         };

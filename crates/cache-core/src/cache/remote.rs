@@ -63,12 +63,14 @@ fn fetch(
     Some(Fetched { format, ttl, value })
 }
 
-/// Reads a streamed value into memory, refusing one over the tag's value limit.
+/// Reads a streamed value into memory, refusing one over the tag's value limit or one that does
+/// not match its digest (counted as rejected).
 fn read_whole(
     store: &RedbCache,
     key: &[u8],
     mut reader: Box<dyn Read + Send>,
     len: u64,
+    digest: &[u8; 32],
 ) -> Option<Vec<u8>> {
     if len > store.options().max_value_bytes {
         tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), len, "remote value over the tag's value limit; treated as a miss");
@@ -80,7 +82,12 @@ fn read_whole(
         .take(len.saturating_add(1))
         .read_to_end(&mut bytes)
     {
-        Ok(read) if read as u64 == len => Some(bytes),
+        Ok(read) if read as u64 == len && blake3::hash(&bytes).as_bytes() == digest => Some(bytes),
+        Ok(read) if read as u64 == len => {
+            store.count_rejected();
+            tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), "a value from the remote tier does not match its digest; treated as a miss, nothing stored");
+            None
+        }
         Ok(read) => {
             tracing::warn!(tag = %store.tag(), key = %KeyDisplay::new(key), len, read, "remote value shorter or longer than announced; treated as a miss");
             None
@@ -153,18 +160,28 @@ pub(super) fn read_through(
     };
     let bytes = match fetched.value {
         RemoteValue::Bytes(bytes) => bytes,
-        RemoteValue::Stream { reader, len } if fetched.format == ValueFormat::RAW => {
-            // A large value goes to a local blob chunk by chunk, then is read back verified.
+        RemoteValue::Stream {
+            reader,
+            len,
+            digest,
+        } if fetched.format == ValueFormat::RAW => {
+            // A large value goes to a local blob chunk by chunk (checked against its digest as
+            // it is hashed), then is read back verified.
             let mut reader = reader.take(len);
-            return match store.backfill_from_reader(key, &mut reader, fetched.ttl) {
-                Ok(_) => store.get_with_format(key, format, any),
+            return match store.backfill_stream(key, &mut reader, (len, &digest), fetched.ttl) {
+                Ok(Some(_)) => store.get_with_format(key, format, any),
+                Ok(None) => Ok(None),
                 Err(err) => {
                     warn_backfill(store, key, &err);
                     Ok(None)
                 }
             };
         }
-        RemoteValue::Stream { reader, len } => match read_whole(store, key, reader, len) {
+        RemoteValue::Stream {
+            reader,
+            len,
+            digest,
+        } => match read_whole(store, key, reader, len, &digest) {
             Some(bytes) => bytes,
             None => return Ok(None),
         },
@@ -187,7 +204,8 @@ pub(super) fn read_through(
 }
 
 /// [`read_through`] for a streamed read: the value is backfilled, then written to `sink` from
-/// the local store (a blob verified on the way).
+/// the local store (a streamed value from the blob file the backfill wrote and checked against
+/// the value's digest, without hashing it again: `RedbCache::backfill_stream`).
 pub(super) fn read_through_to(
     store: &RedbCache,
     key: &[u8],
@@ -198,10 +216,30 @@ pub(super) fn read_through_to(
     };
     let stored = match fetched.value {
         RemoteValue::Bytes(bytes) => store.backfill(key, &bytes, fetched.ttl, fetched.format),
-        RemoteValue::Stream { reader, len } if fetched.format == ValueFormat::RAW => store
-            .backfill_from_reader(key, &mut reader.take(len), fetched.ttl)
-            .map(drop),
-        RemoteValue::Stream { reader, len } => match read_whole(store, key, reader, len) {
+        RemoteValue::Stream {
+            reader,
+            len,
+            digest,
+        } if fetched.format == ValueFormat::RAW => {
+            return match store.backfill_stream(
+                key,
+                &mut reader.take(len),
+                (len, &digest),
+                fetched.ttl,
+            ) {
+                Ok(Some(backfilled)) => store.write_backfilled(key, backfilled, sink),
+                Ok(None) => Ok(None),
+                Err(err) => {
+                    warn_backfill(store, key, &err);
+                    Ok(None)
+                }
+            };
+        }
+        RemoteValue::Stream {
+            reader,
+            len,
+            digest,
+        } => match read_whole(store, key, reader, len, &digest) {
             Some(bytes) => store.backfill(key, &bytes, fetched.ttl, fetched.format),
             None => return Ok(None),
         },

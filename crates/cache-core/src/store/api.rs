@@ -9,6 +9,11 @@
 
 use super::*;
 
+/// A value [`RedbCache::backfill_stream`] stored: a blob's file as written.
+pub(crate) struct Backfilled {
+    written: Option<blobs::WrittenBlob>,
+}
+
 impl RedbCache {
     pub(crate) fn tag(&self) -> &Tag {
         &self.tag
@@ -110,35 +115,78 @@ impl RedbCache {
         source: &mut dyn Read,
         ttl: Option<Duration>,
     ) -> Result<u64> {
-        self.set_from_reader_from(key, source, ttl, Origin::Local)
+        self.set_from_reader_from(key, source, ttl, Origin::Local, None)
+            .map(|stored| stored.map_or(0, |(len, _)| len))
     }
 
-    /// [`RedbCache::backfill`] of a value the remote tier streams.
-    pub(crate) fn backfill_from_reader(
+    /// [`RedbCache::backfill`] of a value the remote tier streams (`RemoteValue::Stream`):
+    /// `len` bytes whose blake3 hash is `digest`. The bytes are staged, hashed on the way as any
+    /// blob's, and checked against `digest` and `len` before anything is committed: bytes that
+    /// do not match store nothing, are counted as rejected and return `Ok(None)`.
+    pub(crate) fn backfill_stream(
         &self,
         key: &[u8],
         source: &mut dyn Read,
+        expected: (u64, &[u8; 32]),
         ttl: Option<Duration>,
-    ) -> Result<u64> {
-        let len = self.set_from_reader_from(key, source, ttl, Origin::Remote)?;
+    ) -> Result<Option<Backfilled>> {
+        let Some((_, written)) =
+            self.set_from_reader_from(key, source, ttl, Origin::Remote, Some(expected))?
+        else {
+            self.count_rejected();
+            tracing::warn!(tag = %self.tag, key = %KeyDisplay::new(key), "a value from the remote tier does not match its digest; treated as a miss, nothing stored");
+            return Ok(None);
+        };
         self.count_backfill();
-        Ok(len)
+        Ok(Some(Backfilled { written }))
     }
 
+    /// Writes a value [`RedbCache::backfill_stream`] has just stored to `sink`: a blob from the
+    /// file that call wrote and hashed (`BlobFiles::copy_written_to`; not hashed again),
+    /// counted as a read hit as a read after the backfill would be; else (a small value stored
+    /// inline, or a file changed since) as any read does.
+    pub(crate) fn write_backfilled(
+        &self,
+        key: &[u8],
+        backfilled: Backfilled,
+        sink: &mut dyn Write,
+    ) -> Result<Option<u64>> {
+        if let Some(written) = backfilled.written
+            && let Some(served) = self
+                .blob_files
+                .copy_written_to(written, &mut CallerIo(&mut *sink))?
+        {
+            self.count_read(key, self.now_ms(), true);
+            return Ok(Some(served));
+        }
+        self.get_to_writer(key, sink)
+    }
+
+    /// Stages `source` and stores it under `key`: its length and, for a blob, the file as
+    /// written (`StagedBlob::take_written`). With `expected` (length, blake3 hash), bytes that
+    /// do not match store nothing and return `Ok(None)`.
     fn set_from_reader_from(
         &self,
         key: &[u8],
         source: &mut dyn Read,
         ttl: Option<Duration>,
         origin: Origin,
-    ) -> Result<u64> {
+        expected: Option<(u64, &[u8; 32])>,
+    ) -> Result<Option<(u64, Option<blobs::WrittenBlob>)>> {
         self.measure("set", |_| {
             self.check_key(key)?;
-            let staged = self.stage_blob(key, &mut CallerIo(source))?;
+            let mut staged = self.stage_blob(key, &mut CallerIo(source))?;
             let len = staged.blob.len;
+            if let Some((expected_len, digest)) = expected
+                && (len != expected_len || staged.blob.hash != *digest)
+            {
+                return Ok(None);
+            }
             self.forget_pending_reads([key]);
+            let mut written = None;
             if len > self.options.blob_threshold_bytes {
                 let blob = staged.blob;
+                written = staged.take_written();
                 self.store_blob(key, staged, ValueFormat::RAW, ttl)?;
                 if origin == Origin::Local {
                     let header = self.header(EntryKind::Blob, ValueFormat::RAW, ttl);
@@ -156,7 +204,7 @@ impl RedbCache {
                 }
             }
             AtomicCounters::add(&self.counters.sets, 1);
-            Ok(len)
+            Ok(Some((len, written)))
         })
     }
 

@@ -16,6 +16,12 @@
 //! remembered, so that a write in the same tick of the file system's clock as the verification
 //! (which would leave the times equal) cannot go unseen. A first read in an instance (of a blob
 //! another process wrote, or this one) is always verified.
+//!
+//! One exception: the call that writes a blob may write it on to a caller's sink from the file
+//! it wrote and hashed (`copy_written_to`: a value backfilled from the remote tier and returned
+//! at once), if the file is still the one it wrote (same device, inode, size and modification
+//! time): what it hashed on the way in is what it serves. That is the trust a first read
+//! places in a file it hashes in one pass and copies in a second.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -103,31 +109,6 @@ pub(crate) enum Trust {
     Nothing,
 }
 
-/// A blob written to a temp file and fsynced, not yet in place. Dropped unpublished, the temp
-/// file is removed.
-#[derive(Debug)]
-pub(crate) struct StagedBlob {
-    /// `blobs/tmp`, as it was opened when the blob was staged.
-    temp_dir: Dir,
-    temp_name: String,
-    pub(crate) blob: BlobRef,
-    published: bool,
-}
-
-impl StagedBlob {
-    fn temp_path(&self) -> PathBuf {
-        self.temp_dir.join(&self.temp_name)
-    }
-}
-
-impl Drop for StagedBlob {
-    fn drop(&mut self) {
-        if !self.published {
-            let _ = self.temp_dir.remove_file(&self.temp_name);
-        }
-    }
-}
-
 /// What reading a blob found.
 #[derive(Debug)]
 pub(crate) enum BlobRead<T> {
@@ -137,17 +118,6 @@ pub(crate) enum BlobRead<T> {
     Missing,
     /// A file whose content does not match its hash (or length).
     Corrupt,
-}
-
-/// Why `stage` failed: the source's own error, or ours.
-#[derive(Debug)]
-pub(crate) enum StageError {
-    /// The value passed the size limit; nothing was kept.
-    TooLarge,
-    /// Reading the caller's source failed.
-    Source(io::Error),
-    /// Writing the temp file failed.
-    Cache(CacheError),
 }
 
 /// The fan-out directory and file name of a blob: `<first two hex digits>`, `<blake3 hex>`.
@@ -222,79 +192,6 @@ impl BlobFiles {
             return Ok(None);
         };
         blobs.dir(blob_names(blob).0)
-    }
-
-    /// Copies `source` into a new temp file, hashing it on the way, and fsyncs it. Past `limit`
-    /// bytes it stops and keeps nothing.
-    pub(crate) fn stage(
-        &self,
-        source: &mut dyn Read,
-        limit: u64,
-    ) -> std::result::Result<StagedBlob, StageError> {
-        let temp_dir = self
-            .tag
-            .dir_or_create(BLOBS)
-            .and_then(|blobs| blobs.dir_or_create(TEMP))
-            .map_err(StageError::Cache)?;
-        let temp_name = fsys::temp_name(TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
-        let mut file = temp_dir
-            .create_new_file(&temp_name)
-            .map_err(StageError::Cache)?;
-        // From here on the guard removes the temp file on every early return.
-        let mut staged = StagedBlob {
-            temp_dir,
-            temp_name,
-            blob: BlobRef {
-                hash: [0; 32],
-                len: 0,
-            },
-            published: false,
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        let mut len: u64 = 0;
-        loop {
-            let read = match source.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(StageError::Source(err)),
-            };
-            len += read as u64;
-            if len > limit {
-                return Err(StageError::TooLarge);
-            }
-            hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read]).map_err(|source| {
-                StageError::Cache(CacheError::io("writing blob", staged.temp_path(), source))
-            })?;
-        }
-        file.sync_all().map_err(|source| {
-            StageError::Cache(CacheError::io("syncing blob", staged.temp_path(), source))
-        })?;
-        staged.blob = BlobRef {
-            hash: *hasher.finalize().as_bytes(),
-            len,
-        };
-        Ok(staged)
-    }
-
-    /// The content of a staged blob (a small one: read whole).
-    pub(crate) fn read_staged(&self, staged: &StagedBlob) -> Result<Vec<u8>> {
-        let mut file = staged
-            .temp_dir
-            .open_file(&staged.temp_name)?
-            .ok_or_else(|| {
-                CacheError::io(
-                    "reading back",
-                    staged.temp_path(),
-                    io::Error::new(io::ErrorKind::NotFound, "the staged blob is gone"),
-                )
-            })?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|source| CacheError::io("reading back", staged.temp_path(), source))?;
-        Ok(bytes)
     }
 
     /// Moves a staged blob into place (replacing a damaged copy, if any) and makes the rename
@@ -443,11 +340,12 @@ impl BlobFiles {
             // in place, only renamed over (a new inode) or removed (the open handle still reads).
             io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(read_error)?;
         }
-        let copied = io::copy(&mut file, sink).map_err(|source| CacheError::Io {
-            operation: "writing blob to the caller's writer from",
-            path: path.clone(),
-            source,
-        })?;
+        let copied =
+            copy_in_pieces(&mut file, sink, u64::MAX).map_err(|source| CacheError::Io {
+                operation: "writing blob to the caller's writer from",
+                path: path.clone(),
+                source,
+            })?;
         if copied != blob.len {
             // Known, but shorter or longer now: changed since, whatever its identity says.
             self.verified(blob, identity, false);
@@ -524,6 +422,28 @@ fn is_fanout_name(name: &OsStr) -> bool {
             .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Copies at most `limit` bytes of `file` (from where it is) to `sink` in pieces of up to
+/// [`CHUNK_BYTES`] (`io::copy` would use 8 KiB: 8 192 reads for a 64 MiB blob); how many.
+fn copy_in_pieces(file: &mut File, sink: &mut dyn Write, limit: u64) -> io::Result<u64> {
+    let size = file
+        .metadata()
+        .map_or(CHUNK_BYTES as u64, |meta| meta.len().min(limit))
+        .clamp(1, CHUNK_BYTES as u64);
+    let mut buffer = vec![0u8; usize::try_from(size).unwrap_or(CHUNK_BYTES)];
+    let mut copied = 0u64;
+    while copied < limit {
+        let want =
+            usize::try_from(limit - copied).map_or(buffer.len(), |left| left.min(buffer.len()));
+        let read = read_some(file, &mut buffer[..want])?;
+        if read == 0 {
+            break;
+        }
+        sink.write_all(&buffer[..read])?;
+        copied += read as u64;
+    }
+    Ok(copied)
+}
+
 fn read_some(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buffer) {
@@ -544,6 +464,9 @@ fn parse_hash(name: &str) -> Option<[u8; 32]> {
     }
     (hex(&hash) == name).then_some(hash)
 }
+
+mod staging;
+pub(crate) use staging::{StageError, StagedBlob, WrittenBlob};
 
 #[cfg(test)]
 mod tests;

@@ -115,6 +115,11 @@ impl RedbCache {
         AtomicCounters::add(&self.counters.remote_backfills, 1);
     }
 
+    /// Counts a value from the remote tier that did not match its digest (a miss, not stored).
+    pub(crate) fn count_rejected(&self) {
+        AtomicCounters::add(&self.counters.remote_rejected, 1);
+    }
+
     /// After the close, the remote tier's counts that arrived while the close waited for the
     /// uploads (what they published or dropped): appended to the reads file, alone, for the
     /// next commit of any process to fold in. While the store is open they are only taken: its

@@ -44,6 +44,8 @@ pub(crate) struct FakeRemote {
     failing: AtomicBool,
     /// Serve values as streams instead of in memory.
     streaming: AtomicBool,
+    /// Stream values with one byte flipped, under the digest of the right bytes.
+    tampering: AtomicBool,
     /// What it counted and has not handed over (`take_counters`).
     counted: Mutex<RemoteCounters>,
 }
@@ -94,9 +96,17 @@ impl RemoteStore for FakeRemote {
                     contents: Box::new(std::io::Cursor::new(contents)),
                 }
             } else if self.streaming.load(Ordering::SeqCst) {
+                let digest = *blake3::hash(&held.bytes).as_bytes();
+                let mut bytes = held.bytes;
+                if self.tampering.load(Ordering::SeqCst)
+                    && let Some(last) = bytes.last_mut()
+                {
+                    *last ^= 1;
+                }
                 RemoteValue::Stream {
-                    len: held.bytes.len() as u64,
-                    reader: Box::new(std::io::Cursor::new(held.bytes)),
+                    len: bytes.len() as u64,
+                    digest,
+                    reader: Box::new(std::io::Cursor::new(bytes)),
                 }
             } else {
                 RemoteValue::Bytes(held.bytes)
@@ -300,6 +310,53 @@ fn large_values_are_published_as_their_verified_blob_files_and_stream_back(
     assert_eq!(b.cache.get(b"streamed").unwrap(), Some(big));
     assert_eq!(b.cache.get(b"set").unwrap(), Some(other));
     assert_eq!(remote.published().len(), 2, "backfills were published back");
+}
+
+#[rstest]
+fn a_stream_whose_bytes_do_not_match_its_digest_is_a_miss_counted_rejected_and_not_stored(
+    clock: Arc<ManualClock>,
+) {
+    let remote = Arc::new(FakeRemote::default());
+    remote.streaming.store(true, Ordering::SeqCst);
+    remote.tampering.store(true, Ordering::SeqCst);
+    let b = machine(&remote, manual_commits(&clock));
+    // A blob (over the 1024-byte threshold) and a value stored inline.
+    let large: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let small = b"small, streamed anyway".to_vec();
+    for (key, bytes) in [(&b"large"[..], &large), (&b"small"[..], &small)] {
+        remote.put(
+            "t",
+            key,
+            Held {
+                format: ValueFormat::RAW,
+                expires_at: None,
+                bytes: bytes.clone(),
+                directory: None,
+            },
+        );
+        let mut sink = Vec::new();
+        assert_eq!(b.cache.get_to_writer(key, &mut sink).unwrap(), None);
+        assert!(sink.is_empty(), "bytes reached the sink");
+        assert_eq!(b.cache.get(key).unwrap(), None);
+    }
+    assert!(
+        b.cache.keys().unwrap().is_empty(),
+        "a bad stream was stored"
+    );
+    let counters = b.cache.get_stats().unwrap().counters.remote;
+    assert_eq!((counters.rejected, counters.backfills), (4, 0));
+
+    // The same streams, untampered, are stored and served.
+    remote.tampering.store(false, Ordering::SeqCst);
+    let mut sink = Vec::new();
+    assert_eq!(
+        b.cache.get_to_writer(b"large", &mut sink).unwrap(),
+        Some(large.len() as u64)
+    );
+    assert_eq!(sink, large);
+    assert_eq!(b.cache.get(b"small").unwrap(), Some(small));
+    remote.forget_everything();
+    assert_eq!(b.cache.get(b"large").unwrap(), Some(large));
 }
 
 #[derive(Debug)]

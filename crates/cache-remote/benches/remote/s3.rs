@@ -11,7 +11,8 @@
 //!   chunk a `HEAD`, then a conditional `PUT`; the envelope last), against one presigned `PUT`
 //!   of as many bytes from memory through `ureq` (`raw_put`).
 //! - `s3_hit_64m`: that value read on a fresh root with `get_to_writer` (`remote`: the envelope,
-//!   then the chunks, each checked, stored as a local blob with fsync, read back verified),
+//!   then the chunks, stored as a local blob with fsync and checked whole against the
+//!   envelope's digest as it is hashed, then written to the caller from the file written),
 //!   against one presigned `GET` of the raw object through `ureq`, its body read to the end
 //!   (`raw_get`).
 //!

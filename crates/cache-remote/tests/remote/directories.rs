@@ -282,3 +282,37 @@ fn a_directory_whose_chunk_has_gone_is_a_miss_and_stores_nothing() {
         .collect();
     assert!(owned.is_empty(), "{owned:?}");
 }
+
+#[test]
+fn a_directory_whose_chunk_was_changed_in_place_is_rejected_and_stores_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = machine(config(&server));
+    let b = machine(config(&server));
+    store_sample(&a.cache, b"build:changed");
+    a.cache.flush().unwrap();
+    // Four bytes of one chunk of the contents overwritten, its length kept: no chunk is checked
+    // alone, the contents' digest is (before the last chunk is handed over).
+    let chunks = server.command("KEYS glovebox/v1/c/*");
+    let names: Vec<&str> = chunks
+        .lines()
+        .filter(|line| line.starts_with("glovebox/"))
+        .collect();
+    assert!(names.len() > 2, "{chunks}");
+    let before = server.command(&format!("STRLEN {}", names[names.len() / 2]));
+    server.command(&format!("SETRANGE {} 5 ~~~~", names[names.len() / 2]));
+    let after = server.command(&format!("STRLEN {}", names[names.len() / 2]));
+    assert_eq!(before, after, "the chunk's length changed");
+
+    assert_eq!(b.cache.get_directory(b"build:changed").unwrap(), None);
+    assert!(b.cache.keys().unwrap().is_empty());
+    assert_eq!(b.remote.stats().rejected, 1);
+    let staging = b.root.path().join("layout/dirs/.staging");
+    assert!(!staging.exists() || snapshot(&staging).is_empty());
+    let owned: Vec<String> = snapshot(&b.root.path().join("layout/dirs"))
+        .into_keys()
+        .filter(|path| !path.starts_with(".staging"))
+        .collect();
+    assert!(owned.is_empty(), "{owned:?}");
+}

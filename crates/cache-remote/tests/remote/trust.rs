@@ -127,3 +127,44 @@ fn a_read_only_user_reads_and_its_writes_stay_local() {
         1
     );
 }
+
+#[test]
+fn a_chunk_changed_or_cut_short_on_the_server_is_rejected_and_never_stored_or_served() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = machine(config(&server));
+    let b = machine(config(&server));
+    const CHUNK: usize = 64 * 1024;
+    let changed = crate::pattern(4 * CHUNK + 100, 3);
+    let cut = crate::pattern(4 * CHUNK + 100, 4);
+    for (key, bytes) in [(&b"changed"[..], &changed), (&b"cut"[..], &cut)] {
+        a.cache.set_from_reader(key, &mut &bytes[..], None).unwrap();
+    }
+    a.cache.flush().unwrap();
+    let name = |bytes: &[u8]| format!("glovebox/v1/c/{}", blake3::hash(bytes).to_hex());
+    // One byte of the second chunk of `changed` flipped, in place (same length): only the
+    // whole value's digest can tell.
+    let offset = CHUNK + 10;
+    let other = if changed[offset] == b'X' { 'Y' } else { 'X' };
+    let reply = server.command(&format!(
+        "SETRANGE {} 10 {other}",
+        name(&changed[CHUNK..2 * CHUNK])
+    ));
+    assert_eq!(reply.trim(), format!(":{CHUNK}"), "the chunk was changed");
+    // The third chunk of `cut` replaced by a few bytes.
+    let reply = server.command(&format!("SET {} short", name(&cut[2 * CHUNK..3 * CHUNK])));
+    assert_eq!(reply.trim(), "+OK");
+
+    for key in [&b"changed"[..], &b"cut"[..]] {
+        let mut sink = Vec::new();
+        assert_eq!(b.cache.get_to_writer(key, &mut sink).unwrap(), None);
+        assert!(sink.is_empty(), "bytes of a bad value reached the sink");
+        assert_eq!(b.cache.get(key).unwrap(), None);
+    }
+    assert!(b.cache.keys().unwrap().is_empty(), "a bad value was stored");
+    // Counted in the tag's remote counters: the changed chunk by the core (the whole's digest),
+    // the short one by the remote (its length).
+    let counters = b.cache.get_stats().unwrap().counters.remote;
+    assert_eq!((counters.rejected, counters.backfills), (4, 0));
+}

@@ -133,3 +133,97 @@ fn a_verified_blob_is_not_hashed_again_until_its_file_changes_in_place() {
     ));
     assert!(sink.is_empty(), "nothing unverified reaches the writer");
 }
+
+#[test]
+fn a_blob_just_written_is_served_from_its_file_without_hashing_unless_the_file_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobFiles::new(tag_dir(dir.path()));
+    let serve = |bytes: &[u8], change: &dyn Fn(&std::path::Path)| {
+        let mut staged = blobs.stage(&mut &bytes[..], 100).unwrap();
+        let blob = staged.blob;
+        let written = staged.take_written().expect("the file as written");
+        blobs.publish(staged).unwrap();
+        change(&blobs.path(&blob));
+        let mut sink = Vec::new();
+        let served = blobs.copy_written_to(written, &mut sink).unwrap();
+        (served, sink)
+    };
+    assert_eq!(
+        serve(b"as written", &|_| {}),
+        (Some(10), b"as written".to_vec())
+    );
+    assert_eq!(blobs.verifications(), 0, "hashed again");
+    // Longer, or rewritten with another modification time: not served, nothing written.
+    let append = |path: &std::path::Path| {
+        use std::io::Write as _;
+        let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(b"!").unwrap();
+    };
+    assert_eq!(serve(b"appended", &append), (None, Vec::new()));
+    let rewrite = |path: &std::path::Path| {
+        fs::write(path, b"REWRITTEN").unwrap();
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
+            .unwrap();
+    };
+    assert_eq!(serve(b"rewritten", &rewrite), (None, Vec::new()));
+}
+
+#[test]
+fn a_blob_written_across_several_sync_ahead_steps_is_staged_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobFiles::new(tag_dir(dir.path()));
+    let len = usize::try_from(staging::SYNC_AHEAD_BYTES * 2 + 12_345).unwrap();
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    // Read in odd-sized pieces, as a network stream hands them over.
+    let mut source = io::BufReader::with_capacity(100_003, &bytes[..]);
+    let staged = blobs.stage(&mut source, u64::MAX).unwrap();
+    let blob = staged.blob;
+    assert_eq!(blob.len, len as u64);
+    assert_eq!(blob.hash, *blake3::hash(&bytes).as_bytes());
+    blobs.publish(staged).unwrap();
+    assert!(matches!(blobs.read(&blob).unwrap(), BlobRead::Verified(read) if read == bytes));
+}
+
+/// A sink that counts the writes it gets.
+#[derive(Default)]
+struct CountingSink {
+    writes: usize,
+    bytes: Vec<u8>,
+}
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writes += 1;
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_blob_reaches_a_sink_in_pieces_of_a_mebibyte_not_of_eight_kibibytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobFiles::new(tag_dir(dir.path()));
+    let bytes: Vec<u8> = (0..3 * CHUNK_BYTES + 5).map(|i| (i % 241) as u8).collect();
+    let mut staged = blobs.stage(&mut &bytes[..], u64::MAX).unwrap();
+    let blob = staged.blob;
+    let written = staged.take_written().unwrap();
+    blobs.publish(staged).unwrap();
+    // A verified read, and the copy from the file just written.
+    let mut sink = CountingSink::default();
+    assert!(matches!(
+        blobs.copy_to(&blob, &mut sink, Trust::Nothing).unwrap(),
+        BlobRead::Verified(copied) if copied == bytes.len() as u64
+    ));
+    assert_eq!((sink.writes, sink.bytes == bytes), (4, true));
+    let mut sink = CountingSink::default();
+    assert_eq!(
+        blobs.copy_written_to(written, &mut sink).unwrap(),
+        Some(bytes.len() as u64)
+    );
+    assert_eq!((sink.writes, sink.bytes == bytes), (4, true));
+}
