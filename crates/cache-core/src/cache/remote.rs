@@ -12,7 +12,7 @@ use crate::codec::ValueFormat;
 use crate::directory::CachedDirectory;
 use crate::error::{CacheError, ErrorChain, KeyDisplay, Result};
 use crate::remote::{DirectoryItem, RemoteEntry, RemoteValue};
-use crate::store::RedbCache;
+use crate::store::{Backfilled, RedbCache};
 use crate::values::AnyFormat;
 
 /// A remote entry that passed the checks, with the time it has left.
@@ -167,15 +167,9 @@ pub(super) fn read_through(
         } if fetched.format == ValueFormat::RAW => {
             // A large value goes to a local blob chunk by chunk (checked against its digest as
             // it is hashed), then is read back verified.
-            let mut reader = reader.take(len);
-            return match store.backfill_stream(key, &mut reader, (len, &digest), fetched.ttl) {
-                Ok(Some(_)) => store.get_with_format(key, format, any),
-                Ok(None) => Ok(None),
-                Err(err) => {
-                    warn_backfill(store, key, &err);
-                    Ok(None)
-                }
-            };
+            return backfill_stream_then(store, key, reader, (len, digest), fetched.ttl, |_| {
+                store.get_with_format(key, format, any)
+            });
         }
         RemoteValue::Stream {
             reader,
@@ -203,6 +197,27 @@ pub(super) fn read_through(
     Ok(Some(bytes))
 }
 
+/// Stores a streamed raw value as a local blob, checked against `digest` as it is hashed
+/// (`RedbCache::backfill_stream`), then serves it through `serve`. Bytes that do not match, or
+/// a failed backfill (logged), are a miss.
+fn backfill_stream_then<T>(
+    store: &RedbCache,
+    key: &[u8],
+    reader: Box<dyn Read + Send>,
+    (len, digest): (u64, [u8; 32]),
+    ttl: Option<Duration>,
+    serve: impl FnOnce(Backfilled) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    match store.backfill_stream(key, &mut reader.take(len), (len, &digest), ttl) {
+        Ok(Some(backfilled)) => serve(backfilled),
+        Ok(None) => Ok(None),
+        Err(err) => {
+            warn_backfill(store, key, &err);
+            Ok(None)
+        }
+    }
+}
+
 /// [`read_through`] for a streamed read: the value is backfilled, then written to `sink` from
 /// the local store (a streamed value from the blob file the backfill wrote and checked against
 /// the value's digest, without hashing it again: `RedbCache::backfill_stream`).
@@ -221,19 +236,14 @@ pub(super) fn read_through_to(
             len,
             digest,
         } if fetched.format == ValueFormat::RAW => {
-            return match store.backfill_stream(
+            return backfill_stream_then(
+                store,
                 key,
-                &mut reader.take(len),
-                (len, &digest),
+                reader,
+                (len, digest),
                 fetched.ttl,
-            ) {
-                Ok(Some(backfilled)) => store.write_backfilled(key, backfilled, sink),
-                Ok(None) => Ok(None),
-                Err(err) => {
-                    warn_backfill(store, key, &err);
-                    Ok(None)
-                }
-            };
+                |backfilled| store.write_backfilled(key, backfilled, sink),
+            );
         }
         RemoteValue::Stream {
             reader,

@@ -107,6 +107,7 @@ mod tests;
 mod writes;
 
 use access::{AccessLog, Recorded};
+pub(crate) use api::Backfilled;
 use buffer::*;
 use handle::*;
 pub(crate) use handle::{FileRegistration, move_aside};

@@ -259,13 +259,8 @@ fn a_directory_whose_chunk_has_gone_is_a_miss_and_stores_nothing() {
     store_sample(&a.cache, b"build:gone");
     a.cache.flush().unwrap();
     // As an evicting `maxmemory` would: one chunk of the contents goes.
-    let chunks = server.command("KEYS glovebox/v1/c/*");
-    let names: Vec<&str> = chunks
-        .lines()
-        .filter(|line| line.starts_with("glovebox/"))
-        .collect();
-    assert!(names.len() > 2, "{chunks}");
-    server.command(&format!("DEL {}", names[names.len() / 2]));
+    let middle = middle_chunk(&server);
+    server.command(&format!("DEL {middle}"));
 
     assert_eq!(b.cache.get_directory(b"build:gone").unwrap(), None);
     assert!(b.cache.keys().unwrap().is_empty());
@@ -294,15 +289,10 @@ fn a_directory_whose_chunk_was_changed_in_place_is_rejected_and_stores_nothing()
     a.cache.flush().unwrap();
     // Four bytes of one chunk of the contents overwritten, its length kept: no chunk is checked
     // alone, the contents' digest is (before the last chunk is handed over).
-    let chunks = server.command("KEYS glovebox/v1/c/*");
-    let names: Vec<&str> = chunks
-        .lines()
-        .filter(|line| line.starts_with("glovebox/"))
-        .collect();
-    assert!(names.len() > 2, "{chunks}");
-    let before = server.command(&format!("STRLEN {}", names[names.len() / 2]));
-    server.command(&format!("SETRANGE {} 5 ~~~~", names[names.len() / 2]));
-    let after = server.command(&format!("STRLEN {}", names[names.len() / 2]));
+    let middle = middle_chunk(&server);
+    let before = server.command(&format!("STRLEN {middle}"));
+    server.command(&format!("SETRANGE {middle} 5 ~~~~"));
+    let after = server.command(&format!("STRLEN {middle}"));
     assert_eq!(before, after, "the chunk's length changed");
 
     assert_eq!(b.cache.get_directory(b"build:changed").unwrap(), None);
@@ -315,4 +305,16 @@ fn a_directory_whose_chunk_was_changed_in_place_is_rejected_and_stores_nothing()
         .filter(|path| !path.starts_with(".staging"))
         .collect();
     assert!(owned.is_empty(), "{owned:?}");
+}
+
+/// The name of a chunk from the middle of what the server holds (a sample directory's
+/// contents span more than two).
+fn middle_chunk(server: &RedisServer) -> String {
+    let chunks = server.command("KEYS glovebox/v1/c/*");
+    let names: Vec<&str> = chunks
+        .lines()
+        .filter(|line| line.starts_with("glovebox/"))
+        .collect();
+    assert!(names.len() > 2, "{chunks}");
+    names[names.len() / 2].to_owned()
 }
