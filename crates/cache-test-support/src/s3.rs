@@ -91,50 +91,31 @@ impl S3Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("s3.json");
         std::fs::write(&config, IDENTITIES).expect("write the S3 identities");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("data dir");
-        let ports = free_ports(12);
-        let names = [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "s3.port.iceberg",
-            "s3.port.lance",
-        ];
-        let log = std::fs::File::create(dir.path().join("weed.log")).expect("log file");
-        let child = Command::new(&weed)
-            .arg("mini")
-            .arg(format!("-dir={}", data.display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"])
-            .args(["-webdav=false", "-metricsPort=0", "-s3.metricsPort=0"])
-            .arg(format!("-bucket={BUCKET}"))
-            .arg(format!("-s3.config={}", config.display()))
-            .args(
-                names
-                    .iter()
-                    .zip(&ports)
-                    .map(|(name, port)| format!("-{name}={port}")),
-            )
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", weed.display()));
-        let server = S3Server {
-            child,
-            port: ports[6],
-            _dir: dir,
-        };
-        server.wait_until_ready();
-        Some(server)
+        // The ports are free when asked, but another process (a test binary beside this one
+        // starting its own server) may take one before `weed` binds it: then `weed` exits or
+        // never answers. A fresh start, on fresh ports with a fresh data directory, a few times
+        // before giving up with what `weed` said.
+        let mut said = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let (mut child, port, log) = spawn(&weed, dir.path(), &config, attempt);
+            if wait_until_ready(&mut child, port) {
+                return Some(S3Server {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            let last: Vec<&str> = output.lines().rev().take(20).collect();
+            said.push(format!(
+                "attempt {attempt}, {}:\n{}",
+                log.display(),
+                last.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        panic!("weed mini did not start:\n{}", said.join("\n"));
     }
 
     /// The endpoint for `GLOVEBOX_CACHE_REMOTE_ENDPOINT`.
@@ -154,13 +135,7 @@ impl S3Server {
     }
 
     fn bucket(&self) -> Bucket {
-        Bucket::new(
-            url::Url::parse(&self.endpoint()).expect("endpoint URL"),
-            UrlStyle::Path,
-            BUCKET,
-            "us-east-1",
-        )
-        .expect("bucket")
+        bucket_at(self.port)
     }
 
     fn writer() -> Credentials {
@@ -218,29 +193,93 @@ impl S3Server {
             response.status()
         );
     }
+}
 
-    /// Waits for the gateway to answer for the bucket, bounded only against a hang (a busy
-    /// machine may be slow to start it; this is not a timing assertion).
-    fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let bucket = self.bucket();
-        let credentials = Self::writer();
-        loop {
-            let url = HeadBucket::new(&bucket, Some(&credentials)).sign(Duration::from_secs(60));
-            if let Ok(response) = agent.head(url.as_str()).call()
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "weed mini did not start");
-            std::thread::sleep(Duration::from_millis(50));
+/// How many times [`S3Server::start`] starts `weed` before it gives up.
+const START_ATTEMPTS: u32 = 3;
+
+/// The port names `weed mini` takes, each given a free port; the S3 gateway's is the seventh.
+const PORT_NAMES: [&str; 12] = [
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+];
+
+/// Starts `weed mini` on free ports with a data directory of its own under `dir`: the child,
+/// the S3 gateway's port and the log file.
+fn spawn(weed: &Path, dir: &Path, config: &Path, attempt: u32) -> (Child, u16, PathBuf) {
+    let data = dir.join(format!("data-{attempt}"));
+    std::fs::create_dir(&data).expect("data dir");
+    let ports = free_ports(PORT_NAMES.len());
+    let log_path = dir.join(format!("weed-{attempt}.log"));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = Command::new(weed)
+        .arg("mini")
+        .arg(format!("-dir={}", data.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"])
+        .args(["-webdav=false", "-metricsPort=0", "-s3.metricsPort=0"])
+        .arg(format!("-bucket={BUCKET}"))
+        .arg(format!("-s3.config={}", config.display()))
+        .args(
+            PORT_NAMES
+                .iter()
+                .zip(&ports)
+                .map(|(name, port)| format!("-{name}={port}")),
+        )
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {}: {err}", weed.display()));
+    (child, ports[6], log_path)
+}
+
+/// Waits for the gateway on `port` to answer for the bucket: `false` if `child` exits first,
+/// or after a bound that only guards against a hang (a busy machine may be slow to start it;
+/// this is not a timing assertion).
+fn wait_until_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let bucket = bucket_at(port);
+    let credentials = Credentials::new(WRITER.0, WRITER.1);
+    while Instant::now() < deadline {
+        let url = HeadBucket::new(&bucket, Some(&credentials)).sign(Duration::from_secs(60));
+        if let Ok(response) = agent.head(url.as_str()).call()
+            && response.status() == 200
+        {
+            return true;
         }
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    false
+}
+
+/// The test bucket on the gateway at `port`, path-style.
+fn bucket_at(port: u16) -> Bucket {
+    Bucket::new(
+        url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("endpoint URL"),
+        UrlStyle::Path,
+        BUCKET,
+        "us-east-1",
+    )
+    .expect("bucket")
 }
 
 impl Drop for S3Server {
