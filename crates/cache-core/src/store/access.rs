@@ -2,31 +2,32 @@
 //! when it was last read and how often. What LRU eviction and `get_metadata` need.
 //!
 //! Recording a read of a key already recorded costs two atomic additions: no lock, no
-//! allocation. The records live in two fixed tables of [`SLOTS`] slots (open addressing over a
-//! 64-bit hash of the key, with a per-instance random key, so nobody can aim keys at one slot),
-//! of which readers use the active one. A key's first read claims a slot and appends the key
-//! to its table's key buffer (under that table's lock, with no allocation of its own: a
+//! allocation. The records live in a ring of [`RING`] tables of [`SLOTS`] slots each (open
+//! addressing over a 64-bit hash of the key, keyed per instance, so nobody can aim keys at one
+//! slot); readers record into the active one. A key's first read claims a slot and appends the
+//! key to its table's key buffer (under that table's lock, with no allocation of its own: a
 //! profile of 100 000 distinct keys read once each had a boxed key per slot, and its free at
-//! the drain, cost a tenth of every read). [`AccessLog::take`], called by the one who
-//! holds the store's `write_lock` (a commit, or a spill), makes the other table active, waits
-//! for the readers still inside the old one (they stay nanoseconds), and empties it: a
-//! left-right scheme, so a reader never waits for a drain and a drain never loses a read.
+//! the drain, cost a tenth of every read).
 //!
-//! When the active table is full the reader tries to drain it into the bounded `spilled` map
-//! itself (only if no commit holds `write_lock`: a read never waits for a commit); failing
-//! that, the read goes to `spilled` directly, or, past [`SPILLED_MAX_KEYS`], is not recorded
-//! (counted in [`AccessLog::untracked`]). `spilled` is keyed by the keyed 64-bit hash the
-//! tables already computed, through a pass-through hasher, its keys again one after another in
-//! one buffer: moving a drained record there hashes no key bytes again, compares none and
-//! allocates nothing per key (a profile of 100 000 distinct keys read once each had a SipHash
-//! map here cost a fifth of every read). A commit takes everything
-//! (`take`); `store::reads_file` appends what a process that never writes is left with at
-//! close.
+//! **A full table is sealed, not emptied.** The reader that finds the active table full moves
+//! readers on to the next table of the ring and records there: the sealed table keeps its
+//! records, untouched, until a commit takes them. Nothing is moved on the read path (an earlier
+//! design emptied a full table into an overflow hash map on the reader's thread; its random
+//! inserts and fresh pages cost a read about 0.1x of raw redb's time, `docs/caching-system.md`).
+//! The ring always keeps one table free; past that (about 100 000 distinct keys between two
+//! commits) reads are served but not recorded, and counted ([`AccessLog::take_untracked`]).
+//!
+//! [`AccessLog::take`], called by the holder of the store's `write_lock` (a commit), moves
+//! readers to the free table, waits for the readers still inside the others (they stay
+//! nanoseconds), and empties them: a generalised left-right scheme, so a reader never waits
+//! for a commit and a commit never loses a read. A key read in several tables (before and after
+//! a seal) has a record in each; `take` and `peek` add them up. `store::reads_file` appends what
+//! a process that never writes is left with at close.
 //!
 //! Precision: the last access time is the caller's clock in milliseconds, as the read saw it;
 //! the count is exact. Two keys whose 64-bit hashes are equal would share a record in this
-//! process until the next drain: the hash is keyed per instance, so that takes about 2^32
-//! distinct keys between two drains.
+//! process until the next commit: the hash is keyed per instance, so that takes about 2^32
+//! distinct keys between two commits.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -37,15 +38,12 @@ use std::sync::{Mutex, OnceLock};
 use super::buffer::{AccessDelta, KeyMap, merge_access};
 use super::lock;
 
-/// Slots per table: 4096 slots of 48 bytes, 192 KiB, allocated at the first read.
+/// Slots per table: 4096 slots of 32 bytes, 128 KiB, allocated when the table is first used
+/// (the ring, full, is 3.3 MiB, and its key buffers).
 pub(super) const SLOTS: usize = 4096;
 
 /// A key looks at this many slots from its hash before it calls the table full.
 const PROBES: usize = 16;
-
-/// Records drained or overflowed out of the tables wait here for the next commit; past this
-/// many keys, reads are not recorded until a commit or a spill empties it.
-pub(super) const SPILLED_MAX_KEYS: usize = 100_000;
 
 #[derive(Default)]
 struct Slot {
@@ -253,8 +251,8 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Records out of the tables, by key hash, their keys one after another in `keys`. Two keys
-/// with one hash share a record, as in the tables.
+/// Records a failed commit gave back, by key hash, their keys one after another in `keys`. Two
+/// keys with one hash share a record, as in the tables.
 #[derive(Default)]
 struct Spilled {
     /// Hash -> (offset, length) of the key in `keys`, and the reads.
@@ -263,21 +261,6 @@ struct Spilled {
 }
 
 impl Spilled {
-    /// Adds `delta` to the record of `hash`; `false` (nothing added) when that would pass
-    /// [`SPILLED_MAX_KEYS`].
-    fn add(&mut self, hash: u64, key: &[u8], delta: AccessDelta) -> bool {
-        let room = self.records.len() < SPILLED_MAX_KEYS;
-        match self.records.entry(hash) {
-            Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
-            Entry::Vacant(vacant) if room => {
-                vacant.insert((self.keys.len(), key.len(), delta));
-                self.keys.extend_from_slice(key);
-            }
-            Entry::Vacant(_) => return false,
-        }
-        true
-    }
-
     fn into_key_map(self, into: &mut KeyMap<AccessDelta>) {
         into.reserve(self.records.len());
         for (_, (at, len, delta)) in self.records {
@@ -288,27 +271,35 @@ impl Spilled {
     }
 }
 
+/// Tables in the ring: with [`SLOTS`] each, room for about 100 000 keys between two commits.
+pub(super) const RING: usize = 26;
+
 /// This instance's reads not yet merged into the `access` table.
-#[derive(Default)]
 pub(super) struct AccessLog {
     hasher: KeyHasher,
-    tables: [Table; 2],
-    /// Which table readers record into.
+    /// The ring of tables: those from `oldest` to `active` (in ring order) hold reads, the
+    /// others are empty. Readers record into `active`; a full one is sealed by moving `active`
+    /// on, as long as a table stays free for a commit to move readers into.
+    tables: Box<[Table]>,
     active: AtomicUsize,
-    /// Records drained or overflowed out of the tables, for the next commit.
-    spilled: Mutex<Spilled>,
-    /// Reads not recorded because `spilled` was full.
+    oldest: AtomicUsize,
+    /// Records a failed commit gave back, for the next one.
+    restored: Mutex<Spilled>,
+    /// Reads not recorded because every table was full.
     untracked: AtomicU64,
 }
 
-/// What recording a read came to.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Recorded {
-    /// In a table, or in `spilled`.
-    Yes,
-    /// The table is full: the caller drains it ([`AccessLog::take_into_spilled`]) if it can
-    /// take `write_lock` without waiting, then calls [`AccessLog::record_after_full`].
-    TableFull,
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            hasher: KeyHasher::default(),
+            tables: std::iter::repeat_with(Table::default).take(RING).collect(),
+            active: AtomicUsize::new(0),
+            oldest: AtomicUsize::new(0),
+            restored: Mutex::default(),
+            untracked: AtomicU64::new(0),
+        }
+    }
 }
 
 impl AccessLog {
@@ -316,96 +307,100 @@ impl AccessLog {
         self.hasher.hash(key) | 1
     }
 
-    /// Records a read of `key` at `now_ms` in the active table.
-    pub(super) fn record(&self, key: &[u8], now_ms: u64) -> Recorded {
-        self.record_hashed(self.hash(key), key, now_ms)
-    }
-
-    fn record_hashed(&self, hash: u64, key: &[u8], now_ms: u64) -> Recorded {
+    /// Records a read of `key` at `now_ms` in the active table; when it is full, seals it and
+    /// goes on in the next; when no table is left, counts the read as untracked.
+    pub(super) fn record(&self, key: &[u8], now_ms: u64) {
+        let hash = self.hash(key);
         loop {
             let index = self.active.load(Ordering::SeqCst);
             let table = &self.tables[index];
             table.readers.fetch_add(1, Ordering::SeqCst);
-            // A drain that switched tables in between waits for nobody here: go to the new one.
+            // A commit that moved readers on in between waits for nobody here: go to the new
+            // table.
             if self.active.load(Ordering::SeqCst) != index {
                 table.readers.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             let recorded = table.record(hash, key, now_ms);
             table.readers.fetch_sub(1, Ordering::SeqCst);
-            return if recorded {
-                Recorded::Yes
-            } else {
-                Recorded::TableFull
-            };
-        }
-    }
-
-    /// Records a read the full table could not take: in the table again if a drain emptied it,
-    /// else in `spilled`, else nowhere (counted).
-    pub(super) fn record_after_full(&self, key: &[u8], now_ms: u64) {
-        let hash = self.hash(key);
-        if self.record_hashed(hash, key, now_ms) == Recorded::Yes {
-            return;
-        }
-        let delta = AccessDelta {
-            last_ms: now_ms,
-            count: 1,
-        };
-        if !lock(&self.spilled).add(hash, key, delta) {
-            self.untracked.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Switches readers to the other table and empties the one they left into `spilled`
-    /// (what does not fit is counted as untracked). Called by one thread at a time (the holder
-    /// of the store's `write_lock`).
-    fn drain_active(&self, spilled: &mut Spilled) {
-        let old = self.active.load(Ordering::SeqCst);
-        self.active.store(1 - old, Ordering::SeqCst);
-        let table = &self.tables[old];
-        // Readers that entered before the switch finish two atomic additions, then leave.
-        while table.readers.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
-        spilled.records.reserve(SLOTS);
-        table.drain(|hash, key, delta| {
-            let count = delta.count;
-            if !spilled.add(hash, key, delta) {
-                self.untracked.fetch_add(count, Ordering::Relaxed);
+            if recorded {
+                return;
             }
-        });
+            if !self.seal(index) {
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Moves readers from the full table `index` to the next one, if that leaves a table free;
+    /// `false` when it would not. Another reader (or a commit) may have moved them already.
+    fn seal(&self, index: usize) -> bool {
+        let oldest = self.oldest.load(Ordering::SeqCst);
+        let in_use = (index + RING - oldest) % RING + 1;
+        if in_use + 2 > RING {
+            return false;
+        }
+        let _ = self.active.compare_exchange(
+            index,
+            (index + 1) % RING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        true
     }
 
     /// Every read recorded so far, leaving the log empty. For the commit that merges them,
-    /// under `write_lock`.
+    /// under `write_lock` (so one at a time): moves readers to a free table, waits for those
+    /// still inside the others (they stay nanoseconds), and empties them.
     pub(super) fn take(&self) -> KeyMap<AccessDelta> {
-        let mut spilled = std::mem::take(&mut *lock(&self.spilled));
-        self.drain_active(&mut spilled);
         let mut taken = KeyMap::default();
-        spilled.into_key_map(&mut taken);
+        std::mem::take(&mut *lock(&self.restored)).into_key_map(&mut taken);
+        let oldest = self.oldest.load(Ordering::SeqCst);
+        let last = loop {
+            let active = self.active.load(Ordering::SeqCst);
+            if self
+                .active
+                .compare_exchange(
+                    active,
+                    (active + 1) % RING,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+            {
+                break active;
+            }
+        };
+        let mut index = oldest;
+        loop {
+            let table = &self.tables[index];
+            while table.readers.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+            table.drain(|_, key, delta| {
+                merge_access(taken.entry(key.to_vec()).or_default(), delta);
+            });
+            if index == last {
+                break;
+            }
+            index = (index + 1) % RING;
+        }
+        self.oldest.store((last + 1) % RING, Ordering::SeqCst);
         taken
     }
 
-    /// Empties the active table into `spilled`, so that reads go on in the other one. Under
-    /// `write_lock`; how many keys `spilled` holds then.
-    pub(super) fn take_into_spilled(&self) -> usize {
-        let mut spilled = lock(&self.spilled);
-        self.drain_active(&mut spilled);
-        spilled.records.len()
-    }
-
-    /// Puts back records a failed commit had taken (past the bound too: they were counted).
+    /// Puts back records a failed commit had taken.
     pub(super) fn restore(&self, records: KeyMap<AccessDelta>) {
-        let mut guard = lock(&self.spilled);
-        let spilled = &mut *guard;
+        let mut guard = lock(&self.restored);
+        let restored = &mut *guard;
         for (key, delta) in records {
             let hash = self.hash(&key);
-            match spilled.records.entry(hash) {
+            match restored.records.entry(hash) {
                 Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
                 Entry::Vacant(vacant) => {
-                    vacant.insert((spilled.keys.len(), key.len(), delta));
-                    spilled.keys.extend_from_slice(&key);
+                    vacant.insert((restored.keys.len(), key.len(), delta));
+                    restored.keys.extend_from_slice(&key);
                 }
             }
         }
@@ -414,12 +409,12 @@ impl AccessLog {
     /// This process's unmerged reads of `key`.
     pub(super) fn peek(&self, key: &[u8]) -> AccessDelta {
         let hash = self.hash(key);
-        let mut found = lock(&self.spilled)
+        let mut found = lock(&self.restored)
             .records
             .get(&hash)
             .map(|(_, _, delta)| *delta)
             .unwrap_or_default();
-        for table in &self.tables {
+        for table in self.tables.iter() {
             table.readers.fetch_add(1, Ordering::SeqCst);
             merge_access(&mut found, table.peek(hash));
             table.readers.fetch_sub(1, Ordering::SeqCst);
@@ -429,11 +424,11 @@ impl AccessLog {
 
     /// Forgets the unmerged reads of `keys`: their values are being replaced or deleted.
     pub(super) fn forget<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
-        let mut spilled = lock(&self.spilled);
+        let mut restored = lock(&self.restored);
         for key in keys {
             let hash = self.hash(key);
-            spilled.records.remove(&hash);
-            for table in &self.tables {
+            restored.records.remove(&hash);
+            for table in self.tables.iter() {
                 table.readers.fetch_add(1, Ordering::SeqCst);
                 table.forget(hash);
                 table.readers.fetch_sub(1, Ordering::SeqCst);
@@ -448,7 +443,7 @@ impl AccessLog {
 
     /// Whether any read waits to be merged. Racy by nature: a read may land right after.
     pub(super) fn is_empty(&self) -> bool {
-        if !lock(&self.spilled).records.is_empty() {
+        if !lock(&self.restored).records.is_empty() {
             return false;
         }
         self.tables.iter().all(|table| {
@@ -474,7 +469,7 @@ mod tests {
     fn repeated_reads_of_one_key_are_counted_exactly_with_the_latest_time() {
         let log = AccessLog::default();
         for now in [5, 9, 7] {
-            assert_eq!(log.record(b"k", now), Recorded::Yes);
+            log.record(b"k", now);
         }
         let seen = log.peek(b"k");
         assert_eq!((seen.last_ms, seen.count), (9, 3));
@@ -486,68 +481,49 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_spills_and_nothing_is_lost_up_to_the_bound() {
+    fn full_tables_are_sealed_in_turn_and_nothing_is_lost_until_the_ring_is_full() {
         let log = AccessLog::default();
+        // Three tables' worth: sealed in turn, every read kept.
         let keys = 3 * SLOTS;
         for index in 0..keys {
-            let key = index.to_be_bytes();
-            if log.record(&key, 1) == Recorded::TableFull {
-                if index % 2 == 0 {
-                    log.take_into_spilled();
-                }
-                log.record_after_full(&key, 1);
-            }
+            log.record(&index.to_be_bytes(), 1);
         }
+        assert_eq!(log.take_untracked(), 0);
         let taken = log.take();
         assert_eq!(taken.len(), keys);
         assert!(taken.values().all(|delta| delta.count == 1));
+        // More distinct keys than the whole ring holds: the rest are counted as untracked,
+        // and what was recorded is all there.
+        let many = RING * SLOTS;
+        for index in 0..many {
+            log.record(&(index as u64).to_le_bytes(), 2);
+        }
+        let untracked = log.take_untracked();
+        assert!(untracked > 0, "the ring held {many} keys");
+        let taken = log.take();
+        assert_eq!(taken.len() as u64 + untracked, many as u64);
+        assert!(taken.len() > (RING - 2) * SLOTS / 2, "{} kept", taken.len());
+        // The commit emptied the ring: reads are recorded again.
+        log.record(b"after", 3);
+        assert_eq!(log.take()[b"after".as_slice()].count, 1);
         assert_eq!(log.take_untracked(), 0);
     }
 
     #[test]
-    fn keys_of_every_length_come_back_intact_from_the_tables_and_the_spill() {
-        let log = AccessLog::default();
-        let keys: Vec<Vec<u8>> = (1..=300usize)
-            .map(|len| (0..len).map(|at| (at * 7 + len) as u8).collect())
-            .chain([vec![0xA5; 4096]])
-            .collect();
-        for (index, key) in keys.iter().enumerate() {
-            assert_eq!(log.record(key, index as u64), Recorded::Yes);
-            if index % 100 == 99 {
-                log.take_into_spilled();
-            }
-        }
-        log.record(&keys[0], 1_000);
-        let taken = log.take();
-        assert_eq!(taken.len(), keys.len());
-        for (index, key) in keys.iter().enumerate() {
-            let delta = taken[key.as_slice()];
-            let expected = if index == 0 {
-                (1_000, 2)
-            } else {
-                (index as u64, 1)
-            };
-            assert_eq!(
-                (delta.last_ms, delta.count),
-                expected,
-                "key of {} bytes",
-                key.len()
-            );
-        }
-    }
-
-    #[test]
-    fn reads_racing_with_drains_are_each_counted_once() {
+    fn reads_racing_with_commits_are_each_counted_once() {
         let log = std::sync::Arc::new(AccessLog::default());
-        let readers: Vec<_> = (0..4)
-            .map(|_| {
+        // Some keys read over and over, and many read once each (tables sealed meanwhile).
+        let readers: Vec<_> = (0..4u64)
+            .map(|thread| {
                 let log = std::sync::Arc::clone(&log);
                 std::thread::spawn(move || {
                     for round in 0..10_000u64 {
-                        let key = (round % 50).to_be_bytes();
-                        if log.record(&key, round) == Recorded::TableFull {
-                            log.record_after_full(&key, round);
-                        }
+                        let key = if round % 2 == 0 {
+                            (round % 50).to_be_bytes()
+                        } else {
+                            (thread << 32 | round).to_le_bytes()
+                        };
+                        log.record(&key, round);
                     }
                 })
             })
@@ -560,43 +536,85 @@ mod tests {
             reader.join().unwrap();
         }
         total += log.take().values().map(|delta| delta.count).sum::<u64>();
+        assert_eq!(log.take_untracked(), 0);
         assert_eq!(total, 40_000);
     }
 
     #[test]
-    fn spilled_reads_are_seen_by_peek_dropped_by_forget_and_put_back_by_restore() {
+    fn restored_reads_are_seen_by_peek_dropped_by_forget_and_taken_again() {
         let log = AccessLog::default();
         log.record(b"a", 3);
         log.record(b"b", 4);
-        assert_eq!(log.take_into_spilled(), 2, "both moved out of the table");
+        let taken = log.take();
+        assert_eq!(taken.len(), 2);
+        log.restore(taken);
         log.record(b"a", 8);
         let seen = log.peek(b"a");
         assert_eq!(
             (seen.last_ms, seen.count),
             (8, 2),
-            "spilled and table merged"
+            "restored and table merged"
         );
         log.forget([b"b".as_slice()]);
         assert_eq!(log.peek(b"b").count, 0);
         let taken = log.take();
         assert_eq!(taken.len(), 1);
-        log.restore(taken);
-        let back = log.peek(b"a");
         assert_eq!(
-            (back.last_ms, back.count),
-            (8, 2),
-            "a failed commit's records come back"
+            (taken[b"a".as_slice()].last_ms, taken[b"a".as_slice()].count),
+            (8, 2)
         );
-        assert_eq!(log.take()[b"a".as_slice()].count, 2);
+        assert!(log.is_empty());
     }
 
     #[test]
-    fn forgetting_a_key_drops_its_reads_only() {
+    fn forgetting_a_key_drops_its_reads_only_in_every_table() {
         let log = AccessLog::default();
         log.record(b"a", 1);
+        // Seal the table holding `a`'s first read, then read it again in another.
+        for index in 0..2 * SLOTS {
+            log.record(&index.to_be_bytes(), 1);
+        }
+        log.record(b"a", 2);
         log.record(b"b", 2);
+        assert_eq!(log.peek(b"a").count, 2);
         log.forget([b"a".as_slice()]);
         assert_eq!(log.peek(b"a").count, 0);
         assert_eq!(log.peek(b"b").count, 1);
+        let taken = log.take();
+        assert!(!taken.contains_key(b"a".as_slice()));
+    }
+
+    #[test]
+    fn keys_of_every_length_come_back_intact_from_every_table() {
+        let log = AccessLog::default();
+        // Distinct keys of 8 to 307 bytes, enough to fill several tables.
+        let keys: Vec<Vec<u8>> = (0..2 * SLOTS)
+            .map(|index| {
+                let mut key = (index as u64).to_be_bytes().to_vec();
+                key.extend((0..index % 300).map(|at| (at * 7 + index) as u8));
+                key
+            })
+            .chain([vec![0xA5; 4096]])
+            .collect();
+        for (index, key) in keys.iter().enumerate() {
+            log.record(key, index as u64);
+        }
+        log.record(&keys[0], 1_000_000);
+        let taken = log.take();
+        assert_eq!(taken.len(), keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            let delta = taken[key.as_slice()];
+            let expected = if index == 0 {
+                (1_000_000, 2)
+            } else {
+                (index as u64, 1)
+            };
+            assert_eq!(
+                (delta.last_ms, delta.count),
+                expected,
+                "key of {} bytes",
+                key.len()
+            );
+        }
     }
 }

@@ -309,26 +309,9 @@ impl RedbCache {
     }
 
     /// Records a read of `key` for LRU and `get_metadata` (`access.rs`): no lock, no
-    /// allocation for a key read before, never a commit. When the log's table is full the
-    /// reader empties it into the log's bounded map, if no commit holds `write_lock` (a read
-    /// never waits for a commit).
+    /// allocation for a key read before, never a commit, never a wait for one.
     pub(super) fn record_access(&self, key: &[u8], now_ms: u64) {
-        if self.access.record(key, now_ms) == Recorded::Yes {
-            return;
-        }
-        match self.write_lock.try_lock() {
-            Ok(writer) => self.spill_reads(&writer),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                self.spill_reads(&poisoned.into_inner());
-            }
-            Err(std::sync::TryLockError::WouldBlock) => {}
-        }
-        self.access.record_after_full(key, now_ms);
-    }
-
-    /// Empties the access log's full table into its bounded map, under `write_lock`.
-    pub(super) fn spill_reads(&self, _writer: &MutexGuard<'_, ()>) {
-        self.access.take_into_spilled();
+        self.access.record(key, now_ms);
     }
 
     /// Reads of the values being replaced belong to them, not to the new ones.

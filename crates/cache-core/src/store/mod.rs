@@ -106,7 +106,7 @@ mod tables;
 mod tests;
 mod writes;
 
-use access::{AccessLog, Recorded};
+use access::AccessLog;
 pub(crate) use api::Backfilled;
 use buffer::*;
 use handle::*;
