@@ -251,16 +251,30 @@ impl BlobFiles {
         let identity = self.identity_of(&file, blob)?;
         let known = self.is_known(blob, identity, Trust::Known);
         let mut bytes = Vec::with_capacity(usize::try_from(blob.len).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|source| CacheError::io("reading blob", self.path(blob), source))?;
+        // Hashed a piece at a time as it is read, while the piece is in the CPU's cache: one
+        // pass over the bytes in memory, not a read and then a hash of the whole.
+        let mut hasher = (!known).then(blake3::Hasher::new);
+        loop {
+            let start = bytes.len();
+            let read = (&mut file)
+                .take(CHUNK_BYTES as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|source| CacheError::io("reading blob", self.path(blob), source))?;
+            if read == 0 {
+                break;
+            }
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&bytes[start..]);
+            }
+        }
         if bytes.len() as u64 != blob.len {
             self.verified(blob, identity, false);
             return Ok(BlobRead::Corrupt);
         }
-        if known {
+        let Some(hasher) = hasher else {
             return Ok(BlobRead::Verified(bytes));
-        }
-        let intact = blake3::hash(&bytes).as_bytes() == &blob.hash;
+        };
+        let intact = hasher.finalize().as_bytes() == &blob.hash;
         self.verified(blob, identity, intact);
         Ok(if intact {
             BlobRead::Verified(bytes)
