@@ -198,7 +198,7 @@ const NO_KEY: u64 = u64::MAX;
 /// drawn per instance (the construction of `foldhash`, hashbrown's default). A profile of
 /// 100 000 distinct keys read once each had SipHash cost more than the rest of recording. What
 /// a collision costs is bounded: two keys share one record (their reads counted together) until
-/// the next drain, and keys aimed at one place only make the table spill sooner; nobody can
+/// the next commit, and keys aimed at one place only make a table fill sooner; nobody can
 /// aim without the seeds.
 struct KeyHasher {
     seeds: [u64; 2],
