@@ -336,7 +336,12 @@ impl AccessLog {
     /// Moves readers from the full table `index` to the next one, if that leaves a table free;
     /// `false` when it would not. Another reader (or a commit) may have moved them already.
     fn seal(&self, index: usize) -> bool {
+        // `oldest` first: a commit moves readers on before it moves `oldest`, so if `index` is
+        // still active below, `oldest` was read before any commit that emptied `index`.
         let oldest = self.oldest.load(Ordering::SeqCst);
+        if self.active.load(Ordering::SeqCst) != index {
+            return true;
+        }
         let in_use = (index + RING - oldest) % RING + 1;
         if in_use + 2 > RING {
             return false;
