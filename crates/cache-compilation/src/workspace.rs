@@ -1,7 +1,7 @@
 //! `WorkspaceService`: ZMK west workspaces cached as directories owned by their entries, per
 //! repository and per repository + branch.
 //!
-//! Just over 600 lines: the methods of one service type (cache, inject, import, look up, copy,
+//! Over 600 lines: the methods of one service type (cache, inject, import, look up, copy,
 //! export, list, delete, clean up), each short; a split would cut the type, not a concern.
 
 use std::fs;

@@ -1,0 +1,157 @@
+//! Unit tests of the access log: exact counts through sealing and commits, the ring full,
+//! readers racing commits, restore and forget, keys of every length.
+
+use super::*;
+
+#[test]
+fn repeated_reads_of_one_key_are_counted_exactly_with_the_latest_time() {
+    let log = AccessLog::default();
+    for now in [5, 9, 7] {
+        log.record(b"k", now);
+    }
+    let seen = log.peek(b"k");
+    assert_eq!((seen.last_ms, seen.count), (9, 3));
+    let taken = log.take();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[b"k".as_slice()].count, 3);
+    assert!(log.is_empty(), "taken");
+    assert_eq!(log.peek(b"k").count, 0);
+}
+
+#[test]
+fn full_tables_are_sealed_in_turn_and_nothing_is_lost_until_the_ring_is_full() {
+    let log = AccessLog::default();
+    // Three tables' worth: sealed in turn, every read kept.
+    let keys = 3 * SLOTS;
+    for index in 0..keys {
+        log.record(&index.to_be_bytes(), 1);
+    }
+    assert_eq!(log.take_untracked(), 0);
+    let taken = log.take();
+    assert_eq!(taken.len(), keys);
+    assert!(taken.values().all(|delta| delta.count == 1));
+    // More distinct keys than the whole ring holds: the rest are counted as untracked,
+    // and what was recorded is all there.
+    let many = RING * SLOTS;
+    for index in 0..many {
+        log.record(&(index as u64).to_le_bytes(), 2);
+    }
+    let untracked = log.take_untracked();
+    assert!(untracked > 0, "the ring held {many} keys");
+    let taken = log.take();
+    assert_eq!(taken.len() as u64 + untracked, many as u64);
+    assert!(taken.len() > (RING - 2) * SLOTS / 2, "{} kept", taken.len());
+    // The commit emptied the ring: reads are recorded again.
+    log.record(b"after", 3);
+    assert_eq!(log.take()[b"after".as_slice()].count, 1);
+    assert_eq!(log.take_untracked(), 0);
+}
+
+#[test]
+fn reads_racing_with_commits_are_each_counted_once() {
+    let log = std::sync::Arc::new(AccessLog::default());
+    // Some keys read over and over, and many read once each (tables sealed meanwhile).
+    let readers: Vec<_> = (0..4u64)
+        .map(|thread| {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for round in 0..10_000u64 {
+                    let key = if round % 2 == 0 {
+                        (round % 50).to_be_bytes()
+                    } else {
+                        (thread << 32 | round).to_le_bytes()
+                    };
+                    log.record(&key, round);
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    while readers.iter().any(|reader| !reader.is_finished()) {
+        total += log.take().values().map(|delta| delta.count).sum::<u64>();
+    }
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    total += log.take().values().map(|delta| delta.count).sum::<u64>();
+    assert_eq!(log.take_untracked(), 0);
+    assert_eq!(total, 40_000);
+}
+
+#[test]
+fn restored_reads_are_seen_by_peek_dropped_by_forget_and_taken_again() {
+    let log = AccessLog::default();
+    log.record(b"a", 3);
+    log.record(b"b", 4);
+    let taken = log.take();
+    assert_eq!(taken.len(), 2);
+    log.restore(taken);
+    log.record(b"a", 8);
+    let seen = log.peek(b"a");
+    assert_eq!(
+        (seen.last_ms, seen.count),
+        (8, 2),
+        "restored and table merged"
+    );
+    log.forget([b"b".as_slice()]);
+    assert_eq!(log.peek(b"b").count, 0);
+    let taken = log.take();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[b"a".as_slice()].last_ms, taken[b"a".as_slice()].count),
+        (8, 2)
+    );
+    assert!(log.is_empty());
+}
+
+#[test]
+fn forgetting_a_key_drops_its_reads_only_in_every_table() {
+    let log = AccessLog::default();
+    log.record(b"a", 1);
+    // Seal the table holding `a`'s first read, then read it again in another.
+    for index in 0..2 * SLOTS {
+        log.record(&index.to_be_bytes(), 1);
+    }
+    log.record(b"a", 2);
+    log.record(b"b", 2);
+    assert_eq!(log.peek(b"a").count, 2);
+    log.forget([b"a".as_slice()]);
+    assert_eq!(log.peek(b"a").count, 0);
+    assert_eq!(log.peek(b"b").count, 1);
+    let taken = log.take();
+    assert!(!taken.contains_key(b"a".as_slice()));
+}
+
+#[test]
+fn keys_of_every_length_come_back_intact_from_every_table() {
+    let log = AccessLog::default();
+    // Distinct keys of 8 to 307 bytes, enough to fill several tables.
+    let keys: Vec<Vec<u8>> = (0..2 * SLOTS)
+        .map(|index| {
+            let mut key = (index as u64).to_be_bytes().to_vec();
+            key.extend((0..index % 300).map(|at| (at * 7 + index) as u8));
+            key
+        })
+        .chain([vec![0xA5; 4096]])
+        .collect();
+    for (index, key) in keys.iter().enumerate() {
+        log.record(key, index as u64);
+    }
+    log.record(&keys[0], 1_000_000);
+    let taken = log.take();
+    assert_eq!(taken.len(), keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        let delta = taken[key.as_slice()];
+        let expected = if index == 0 {
+            (1_000_000, 2)
+        } else {
+            (index as u64, 1)
+        };
+        assert_eq!(
+            (delta.last_ms, delta.count),
+            expected,
+            "key of {} bytes",
+            key.len()
+        );
+    }
+}
