@@ -52,6 +52,8 @@ struct Slot {
     /// The key's hash with the low bit set; 0 while the slot is free.
     hash: AtomicU64,
     last_ms: AtomicU64,
+    /// Reads after the one that claimed the slot (which counts without touching this: see
+    /// [`Slot::reads`]); `u64::MAX` once forgotten, so that the next read makes it one.
     count: AtomicU64,
     /// Where the claiming reader put the key in its table's `keys`: offset in the high 32
     /// bits, length in the low 32. Set before that reader leaves the table; read by the drain.
@@ -91,17 +93,22 @@ impl Table {
                         let mut keys = lock(&self.keys);
                         let at = u32::try_from(keys.len()).ok();
                         let len = u32::try_from(key.len()).ok();
-                        if let (Some(at), Some(len)) = (at, len) {
-                            keys.extend_from_slice(key);
-                            slot.key_at
-                                .store(u64::from(at) << 32 | u64::from(len), Ordering::Relaxed);
-                        } else {
+                        let (Some(at), Some(len)) = (at, len) else {
                             // No room for its key: the slot stays claimed, keyless, and the
                             // drain drops it; the read goes to the caller's fallback.
                             slot.key_at.store(NO_KEY, Ordering::Relaxed);
                             return false;
-                        }
-                        current = hash;
+                        };
+                        keys.extend_from_slice(key);
+                        drop(keys);
+                        slot.key_at
+                            .store(u64::from(at) << 32 | u64::from(len), Ordering::Relaxed);
+                        // The claim is this read's count (`Slot::reads`), and its time a plain
+                        // store: a read of the same key racing in right after the claim may
+                        // have stored a later millisecond, which this can only move back by
+                        // the time between the two (the precision the module docs give).
+                        slot.last_ms.store(now_ms, Ordering::Relaxed);
+                        return true;
                     }
                     Err(other) => current = other,
                 }
@@ -131,7 +138,7 @@ impl Table {
                 current if current == hash => {
                     return AccessDelta {
                         last_ms: slot.last_ms.load(Ordering::Relaxed),
-                        count: slot.count.load(Ordering::Relaxed),
+                        count: slot.reads(),
                     };
                 }
                 _ => {}
@@ -151,7 +158,7 @@ impl Table {
             match slot.hash.load(Ordering::Acquire) {
                 0 => break,
                 current if current == hash => {
-                    slot.count.store(0, Ordering::Relaxed);
+                    slot.count.store(u64::MAX, Ordering::Relaxed);
                     slot.last_ms.store(0, Ordering::Relaxed);
                 }
                 _ => {}
@@ -175,7 +182,7 @@ impl Table {
             let key_at = slot.key_at.load(Ordering::Relaxed);
             let delta = AccessDelta {
                 last_ms: slot.last_ms.load(Ordering::Relaxed),
-                count: slot.count.load(Ordering::Relaxed),
+                count: slot.reads(),
             };
             slot.key_at.store(NO_KEY, Ordering::Relaxed);
             slot.last_ms.store(0, Ordering::Relaxed);
@@ -195,6 +202,14 @@ impl Table {
 
 /// A slot's `key_at` while it has no key.
 const NO_KEY: u64 = u64::MAX;
+
+impl Slot {
+    /// The reads recorded in this claimed slot: the claiming read, and those counted after it
+    /// (`count` wraps from `u64::MAX` to 0 when the slot was forgotten and not read since).
+    fn reads(&self) -> u64 {
+        self.count.load(Ordering::Relaxed).wrapping_add(1)
+    }
+}
 
 /// The log's keyed 64-bit hash of a key: a folded multiply per 8 bytes, with two secret seeds
 /// drawn per instance (the construction of `foldhash`, hashbrown's default). A profile of
@@ -223,10 +238,22 @@ impl KeyHasher {
             (full as u64) ^ ((full >> 64) as u64)
         };
         let mut hash = self.seeds[0] ^ key.len() as u64;
-        for chunk in key.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            hash = fold(hash ^ u64::from_le_bytes(word), self.seeds[1] ^ SPREAD);
+        let mut words = key.chunks_exact(8);
+        for word in words.by_ref() {
+            let word = u64::from_le_bytes([
+                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+            ]);
+            hash = fold(hash ^ word, self.seeds[1] ^ SPREAD);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            // The last 1 to 7 bytes, zero-padded (the length, folded in first, tells apart keys
+            // that differ only by trailing zeros).
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &byte| word << 8 | u64::from(byte));
+            hash = fold(hash ^ word, self.seeds[1] ^ SPREAD);
         }
         fold(hash, SPREAD)
     }
@@ -455,9 +482,9 @@ impl AccessLog {
         }
         self.tables.iter().all(|table| {
             table.slots.get().is_none_or(|slots| {
-                slots
-                    .iter()
-                    .all(|slot| slot.count.load(Ordering::Relaxed) == 0)
+                slots.iter().all(|slot| {
+                    slot.hash.load(Ordering::Acquire) == 0 || slot.reads() == 0
+                })
             })
         })
     }

@@ -105,6 +105,28 @@ fn restored_reads_are_seen_by_peek_dropped_by_forget_and_taken_again() {
 }
 
 #[test]
+fn a_key_read_after_it_was_forgotten_counts_from_one_and_an_idle_forgotten_slot_is_empty() {
+    let log = AccessLog::default();
+    log.record(b"a", 1);
+    log.record(b"a", 2);
+    log.forget([b"a".as_slice()]);
+    assert_eq!(log.peek(b"a").count, 0);
+    assert!(log.is_empty(), "a forgotten slot holds no read");
+    log.record(b"a", 5);
+    let seen = log.peek(b"a");
+    assert_eq!((seen.last_ms, seen.count), (5, 1));
+    log.record(b"a", 4);
+    let taken = log.take();
+    assert_eq!(
+        (taken[b"a".as_slice()].last_ms, taken[b"a".as_slice()].count),
+        (5, 2),
+        "an earlier time read later does not move the last access back"
+    );
+    log.record(b"a", 6);
+    assert_eq!(log.take()[b"a".as_slice()].count, 1, "a drained slot starts again");
+}
+
+#[test]
 fn forgetting_a_key_drops_its_reads_only_in_every_table() {
     let log = AccessLog::default();
     log.record(b"a", 1);
