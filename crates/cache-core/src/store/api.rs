@@ -763,7 +763,7 @@ impl RedbCache {
         AtomicCounters::add(&self.counters.errors, 1);
         // The version to judge is the one stored now, as this process sees it; the commit that
         // judges it removes it only if it is still that version.
-        let stored = self.lookup(key, Instant::now(), |stored, _| {
+        let stored = self.lookup(key, Moment::now(), |stored, _| {
             Ok(stored.map(<[u8]>::to_vec))
         })?;
         if let Some(stored) = stored {

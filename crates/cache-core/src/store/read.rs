@@ -14,7 +14,7 @@ use super::*;
 
 /// A read transaction's tables, shared by reads for up to `commit_interval`.
 pub(super) struct Snapshot {
-    pub(super) taken: Instant,
+    pub(super) taken: Moment,
     /// The handle it reads through.
     pub(super) open: Arc<OpenDatabase>,
     pub(super) entries: ReadOnlyTable<&'static [u8], &'static [u8]>,
@@ -45,7 +45,7 @@ impl RedbCache {
     pub(super) fn lookup<T>(
         &self,
         key: &[u8],
-        now: Instant,
+        now: Moment,
         read: impl FnOnce(Option<&[u8]>, Option<&Snapshot>) -> Result<T>,
     ) -> Result<T> {
         let (snapshot, any_suspect) = {
@@ -71,7 +71,7 @@ impl RedbCache {
                 }
                 let mut buffer = lock(&self.buffer);
                 buffer.drop_snapshot_if(&snapshot);
-                let fresh = self.current_snapshot(&mut buffer, Instant::now())?;
+                let fresh = self.current_snapshot(&mut buffer, Moment::now())?;
                 drop(buffer);
                 if Arc::ptr_eq(&fresh, &snapshot) {
                     return Err(err);
@@ -103,10 +103,10 @@ impl RedbCache {
     pub(super) fn current_snapshot(
         &self,
         buffer: &mut WriteBuffer,
-        now: Instant,
+        now: Moment,
     ) -> Result<Arc<Snapshot>> {
         if let Some(snapshot) = buffer.snapshot()
-            && now.saturating_duration_since(snapshot.taken) < self.options.commit_interval
+            && now.since(snapshot.taken) < self.options.commit_interval
         {
             return Ok(Arc::clone(snapshot));
         }
@@ -129,7 +129,7 @@ impl RedbCache {
         };
         self.calibrate_wall();
         let snapshot = Arc::new(Snapshot {
-            taken: Instant::now(),
+            taken: Moment::now(),
             open,
             entries: txn.open_table(ENTRIES).or_db(self)?,
             access: txn.open_table(ACCESS).or_db(self)?,
@@ -206,7 +206,7 @@ impl RedbCache {
     pub(super) fn read_entry<T, S: ?Sized>(
         &self,
         key: &[u8],
-        started: Instant,
+        started: Moment,
         check: Option<(ValueFormat, AnyFormat)>,
         sink: &mut S,
         mut value: impl FnMut(&mut S, Vec<u8>) -> Result<T>,
