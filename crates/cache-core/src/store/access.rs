@@ -25,8 +25,9 @@
 //! a seal) has a record in each; `take` and `peek` add them up. `store::reads_file` appends what
 //! a process that never writes is left with at close.
 //!
-//! Precision: the last access time is the caller's clock in milliseconds, as the read saw it;
-//! the count is exact. Two keys whose 64-bit hashes are equal would share a record in this
+//! Precision: the last access time is the caller's clock in milliseconds, as the read saw it
+//! (the read that claims a slot stores its time plainly: a read of the same key racing in right
+//! after may lose its later millisecond to it); the count is exact. Two keys whose 64-bit hashes are equal would share a record in this
 //! process until the next commit: the hash is keyed per instance, so that takes about 2^32
 //! distinct keys between two commits.
 
