@@ -486,9 +486,9 @@ impl AccessLog {
         }
         self.tables.iter().all(|table| {
             table.slots.get().is_none_or(|slots| {
-                slots.iter().all(|slot| {
-                    slot.hash.load(Ordering::Acquire) == 0 || slot.reads() == 0
-                })
+                slots
+                    .iter()
+                    .all(|slot| slot.hash.load(Ordering::Acquire) == 0 || slot.reads() == 0)
             })
         })
     }

@@ -123,7 +123,11 @@ fn a_key_read_after_it_was_forgotten_counts_from_one_and_an_idle_forgotten_slot_
         "an earlier time read later does not move the last access back"
     );
     log.record(b"a", 6);
-    assert_eq!(log.take()[b"a".as_slice()].count, 1, "a drained slot starts again");
+    assert_eq!(
+        log.take()[b"a".as_slice()].count,
+        1,
+        "a drained slot starts again"
+    );
 }
 
 #[test]
