@@ -29,8 +29,8 @@
 //! body): the thread hands each chunk over in pieces of [`PIECE`] bytes as they arrive, instead
 //! of once the whole chunk (16 MiB) is in memory, so that the caller hashes and writes the
 //! first bytes while the rest arrives and has only the last piece left when the download ends
-//! (a 64 MiB S3 hit stored durably: 80-85 ms whole chunks, 61-65 ms pieces; `docs/remote.md`,
-//! "Figures"). The thread only asks for a chunk once the reader has read to the end of the
+//! (a 64 MiB S3 hit stored durably, three alternating runs each: 85-87 ms whole chunks, 71-75
+//! ms pieces; `docs/remote.md`, "Figures"). The thread only asks for a chunk once the reader has read to the end of the
 //! chunk `AHEAD` + 1 before it, then reads the whole body without waiting for the reader (its
 //! pieces queue), so that a slow caller never holds a request open past its timeout. Memory:
 //! at most `AHEAD` + 1 chunks of pieces. A chunk's length is checked when its body ends; the
