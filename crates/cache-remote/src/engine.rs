@@ -75,6 +75,30 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
         spare: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, EngineError>;
 
+    /// Whether [`Engine::read_chunk`] streams a chunk's body as it arrives (S3: one response
+    /// body read as the caller takes it) rather than handing over a chunk read whole.
+    fn streams_chunks(&self) -> bool {
+        false
+    }
+
+    /// The chunk `name` handed to `each` as a reader of its bytes (at most `max`: a longer
+    /// object is an error), or `None` when it has gone. An error `each` returns is the
+    /// operation's (an I/O error reading the body). By default the chunk read whole
+    /// ([`Engine::get_chunk`]).
+    fn read_chunk(
+        &self,
+        name: &str,
+        max: usize,
+        each: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<()>,
+    ) -> Result<Option<()>, EngineError> {
+        let Some(bytes) = self.get_chunk(name, max, Vec::new())? else {
+            return Ok(None);
+        };
+        each(&mut bytes.as_slice())
+            .map_err(|err| EngineError::new(FaultKind::Answered, err.to_string()))?;
+        Ok(Some(()))
+    }
+
     /// Stores the envelope `name` (replacing one there).
     fn put_envelope(&self, name: &str, bytes: &[u8], px: Option<u64>) -> Result<(), EngineError>;
 
@@ -125,6 +149,19 @@ impl Engine for Split {
         spare: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, EngineError> {
         self.chunks.get_chunk(name, max, spare)
+    }
+
+    fn streams_chunks(&self) -> bool {
+        self.chunks.streams_chunks()
+    }
+
+    fn read_chunk(
+        &self,
+        name: &str,
+        max: usize,
+        each: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<()>,
+    ) -> Result<Option<()>, EngineError> {
+        self.chunks.read_chunk(name, max, each)
     }
 
     fn put_envelope(&self, name: &str, bytes: &[u8], px: Option<u64>) -> Result<(), EngineError> {

@@ -112,6 +112,32 @@ impl S3Engine {
         format!("{}{name}", self.key_prefix)
     }
 
+    /// The response to a `GET` of the chunk `object`, its body not read yet; `None` when it
+    /// has gone, an error when it says it is longer than `max`.
+    fn chunk_response(
+        &self,
+        object: &str,
+        max: usize,
+    ) -> Result<Option<Response<ureq::Body>>, EngineError> {
+        let url =
+            GetObject::new(&self.bucket, self.credentials.as_ref(), object).sign(PRESIGNED_FOR);
+        let response = self.send("GET", object, |agent| agent.get(url.as_str()).call())?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            _ => return Err(status_fault("GET", object, response)),
+        }
+        if let Some(len) = response.body().content_length()
+            && len > max as u64
+        {
+            return Err(EngineError::new(
+                FaultKind::Answered,
+                format!("s3 GET {object}: {len} bytes, more than a chunk ({max})"),
+            ));
+        }
+        Ok(Some(response))
+    }
+
     /// Sends `request` (a presigned URL's request), turning client errors into engine faults.
     fn send(
         &self,
@@ -232,22 +258,9 @@ impl Engine for S3Engine {
         spare: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, EngineError> {
         let object = self.object(name);
-        let url =
-            GetObject::new(&self.bucket, self.credentials.as_ref(), &object).sign(PRESIGNED_FOR);
-        let mut response = self.send("GET", &object, |agent| agent.get(url.as_str()).call())?;
-        match response.status().as_u16() {
-            200 => {}
-            404 => return Ok(None),
-            _ => return Err(status_fault("GET", &object, response)),
-        }
-        if let Some(len) = response.body().content_length()
-            && len > max as u64
-        {
-            return Err(EngineError::new(
-                FaultKind::Answered,
-                format!("s3 GET {object}: {len} bytes, more than a chunk ({max})"),
-            ));
-        }
+        let Some(mut response) = self.chunk_response(&object, max)? else {
+            return Ok(None);
+        };
         let capacity = response
             .body()
             .content_length()
@@ -263,6 +276,25 @@ impl Engine for S3Engine {
         )
         .map_err(|err| client_fault("GET", &object, &ureq::Error::from(err)))?;
         Ok(Some(bytes))
+    }
+
+    fn streams_chunks(&self) -> bool {
+        true
+    }
+
+    fn read_chunk(
+        &self,
+        name: &str,
+        max: usize,
+        each: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<()>,
+    ) -> Result<Option<()>, EngineError> {
+        let object = self.object(name);
+        let Some(mut response) = self.chunk_response(&object, max)? else {
+            return Ok(None);
+        };
+        each(&mut response.body_mut().with_config().limit(max as u64).reader())
+            .map_err(|err| client_fault("GET", &object, &ureq::Error::from(err)))?;
+        Ok(Some(()))
     }
 
     fn put_envelope(&self, name: &str, bytes: &[u8], _px: Option<u64>) -> Result<(), EngineError> {

@@ -1,6 +1,8 @@
 //! The remote tier on S3 (a real SeaweedFS with SigV4 keys, started by each test): what two
 //! machines share, what wrong or read-only credentials cost, a server killed in the middle of
-//! an upload and of a download, a chunk deleted behind the cache's back, signatures.
+//! an upload and of a download, a chunk deleted behind the cache's back, signatures, and chunks
+//! streamed in pieces (several per chunk) changed, cut short or made longer on the server: a
+//! value or a directory that is never stored or served.
 
 use std::io::Read as _;
 use std::time::Duration;
@@ -288,4 +290,113 @@ fn s3_a_killed_server_costs_three_errors_and_then_is_skipped_by_the_breaker() {
         b.cache.get(b"local").unwrap(),
         Some(b"still works".to_vec())
     );
+}
+
+/// A chunk size that streams each chunk in several pieces (of 1 MiB) and ends on a short one.
+const PIECED_CHUNK: usize = (3 << 20) / 2;
+
+#[test]
+fn s3_a_chunk_changed_cut_short_or_made_longer_is_never_stored_or_served_when_chunks_stream_in_pieces()
+ {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let mut config = s3_config(&server, "pieces", Some(WRITER));
+    config.chunk_size = PIECED_CHUNK;
+    let a = machine(config.clone());
+    let b = machine(config);
+    let len = 3 * PIECED_CHUNK - 1000;
+    let values: Vec<(&[u8], Vec<u8>)> = [
+        &b"changed"[..],
+        b"cut middle",
+        b"cut last",
+        b"longer middle",
+        b"longer last",
+        b"intact",
+    ]
+    .into_iter()
+    .zip(11u8..)
+    .map(|(key, seed)| (key, pattern(len, seed)))
+    .collect();
+    for (key, bytes) in &values {
+        a.cache.set_from_reader(key, &mut &bytes[..], None).unwrap();
+    }
+    a.cache.flush().unwrap();
+    let middle = |bytes: &[u8]| bytes[PIECED_CHUNK..2 * PIECED_CHUNK].to_vec();
+    let last = |bytes: &[u8]| bytes[2 * PIECED_CHUNK..].to_vec();
+    for (key, bytes) in &values {
+        let (original, mut replaced) = match *key {
+            b"changed" | b"cut middle" | b"longer middle" => (middle(bytes), middle(bytes)),
+            b"cut last" | b"longer last" => (last(bytes), last(bytes)),
+            _ => continue,
+        };
+        match *key {
+            // Past the first piece, the length kept: only the whole's digest can tell.
+            b"changed" => replaced[(1 << 20) + 10] ^= 0xff,
+            b"cut middle" | b"cut last" => replaced.truncate(replaced.len() - 1),
+            _ => replaced.extend_from_slice(b"more"),
+        }
+        let object = chunk_object("pieces", &original);
+        assert!(server.get(&object).is_some(), "{object} is not a chunk");
+        server.put(&object, &replaced);
+    }
+
+    for (key, bytes) in &values {
+        let mut sink = Vec::new();
+        let read = b.cache.get_to_writer(key, &mut sink).unwrap();
+        if *key == b"intact" {
+            assert_eq!(read, Some(len as u64));
+            assert_eq!(sink, *bytes, "the intact value streamed in pieces");
+            continue;
+        }
+        let name = String::from_utf8_lossy(key);
+        assert_eq!(read, None, "{name}");
+        assert!(sink.is_empty(), "bytes of {name} reached the sink");
+        assert_eq!(b.cache.get(key).unwrap(), None, "{name}");
+    }
+    assert_eq!(b.cache.keys().unwrap(), vec![b"intact".to_vec()]);
+    let counters = b.cache.get_stats().unwrap().counters.remote;
+    assert_eq!(counters.backfills, 1, "{counters:?}");
+}
+
+#[test]
+fn s3_a_directory_whose_last_chunk_changed_is_rejected_before_its_last_piece_and_stores_nothing() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let mut config = s3_config(&server, "dir-pieces", Some(WRITER));
+    config.chunk_size = PIECED_CHUNK;
+    let a = machine(config.clone());
+    let b = machine(config);
+    // One file: the directory's contents are its bytes, in chunks of several pieces.
+    let file = pattern(2 * PIECED_CHUNK + (3 << 19), 13);
+    let staged = a.cache.stage_directory().unwrap();
+    std::fs::write(staged.path().join("zmk.uf2"), &file).unwrap();
+    a.cache
+        .set_directory(b"build", staged, b"{\"build\":1}", None)
+        .unwrap()
+        .expect("stored");
+    a.cache.flush().unwrap();
+    let last = &file[2 * PIECED_CHUNK..];
+    let object = chunk_object("dir-pieces", last);
+    assert!(server.get(&object).is_some(), "{object} is not a chunk");
+    let mut changed = last.to_vec();
+    // In the last piece, the length kept.
+    let at = changed.len() - 10;
+    changed[at] ^= 0xff;
+    server.put(&object, &changed);
+
+    assert_eq!(b.cache.get_directory(b"build").unwrap(), None);
+    assert!(b.cache.keys().unwrap().is_empty());
+    assert_eq!(b.remote.stats().rejected, 1);
+    let dirs = b.root.path().join("layout/dirs");
+    let left: Vec<String> = if dirs.exists() {
+        cache_test_support::tree::snapshot(&dirs)
+            .into_keys()
+            .filter(|path| path != ".staging")
+            .collect()
+    } else {
+        Vec::new()
+    };
+    assert!(left.is_empty(), "{left:?}");
 }
