@@ -27,8 +27,8 @@
 //!
 //! Precision: the last access time is the caller's clock in milliseconds, as the read saw it
 //! (the read that claims a slot stores its time plainly: a read of the same key racing in right
-//! after may lose its later millisecond to it); the count is exact. Two keys whose 64-bit hashes are equal would share a record in this
-//! process until the next commit: the hash is keyed per instance, so that takes about 2^32
+//! after may lose its later millisecond to it); the count is exact. Two keys whose 64-bit
+//! hashes are equal would share a record in this process until the next commit: the hash is keyed per instance, so that takes about 2^32
 //! distinct keys between two commits.
 
 use std::collections::HashMap;
@@ -44,8 +44,9 @@ use super::lock;
 /// and kept. Chosen by measurement: a first read claims a slot at random in the active table,
 /// and a table this size stays in the CPU's cache while redb's pages stream past; 100 000
 /// distinct keys read once each (the compare bench's `get_hit`, single pass), ours ÷ raw redb
-/// over 21 interleaved runs: 1.31x with 4096 slots, 1.29x with 2048 and 1024, 1.30x with 512. Every commit moves readers on around the ring, so a process that reads and
-/// commits for long enough has all of it allocated: 3.3 MiB per instance, and its key buffers.
+/// over 21 interleaved runs: 1.31x with 4096 slots, 1.29x with 2048 and 1024, 1.30x with 512.
+/// Every commit moves readers on around the ring, so a process that reads and commits for long
+/// enough has all of it allocated: 3.3 MiB per instance, and its key buffers.
 pub(super) const SLOTS: usize = 2048;
 
 /// A key looks at this many slots from its hash before it calls the table full.
@@ -98,9 +99,11 @@ impl Table {
                         let at = u32::try_from(keys.len()).ok();
                         let len = u32::try_from(key.len()).ok();
                         let (Some(at), Some(len)) = (at, len) else {
-                            // No room for its key: the slot stays claimed, keyless, and the
-                            // drain drops it; the read goes to the caller's fallback.
+                            // No room for its key: the slot stays claimed, keyless, holding no
+                            // read (as if forgotten), and the drain drops it; the read goes to
+                            // the caller's fallback.
                             slot.key_at.store(NO_KEY, Ordering::Relaxed);
+                            slot.count.store(u64::MAX, Ordering::Relaxed);
                             return false;
                         };
                         keys.extend_from_slice(key);
