@@ -238,34 +238,53 @@ fn stream(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len: u64
     let (returns, returned) = channel::<Vec<u8>>();
     let fetching = Arc::clone(shared);
     let order = chunks.clone();
-    let spawned = std::thread::Builder::new()
-        .name("cache-remote-fetch".to_owned())
-        .spawn(move || {
-            let mut left = len;
-            for (index, digest) in order.iter().enumerate() {
-                // A failed receive: the reader is gone; nothing more is wanted.
-                if index > AHEAD && finished.recv().is_err() {
-                    return;
-                }
-                let expected = left.min(u64::from(chunk_size));
-                left -= expected;
-                let streamed = stream_chunk(&fetching, digest, expected, &sender, &returned)
-                    .map(|()| Piece::ChunkEnd);
-                let failed = streamed.is_err();
-                if sender.send(streamed).is_err() || failed {
-                    return;
-                }
+    let started = spawn_fetch(move || {
+        for (index, (digest, expected)) in order.iter().zip(lengths(len, chunk_size)).enumerate() {
+            // A failed receive: the reader is gone; nothing more is wanted.
+            if index > AHEAD && finished.recv().is_err() {
+                return;
             }
-        });
-    match spawned {
-        Ok(_) => Source::Streamed(Streamed {
+            let streamed = stream_chunk(&fetching, digest, expected, &sender, &returned)
+                .map(|()| Piece::ChunkEnd);
+            let failed = streamed.is_err();
+            if sender.send(streamed).is_err() || failed {
+                return;
+            }
+        }
+    });
+    if started {
+        Source::Streamed(Streamed {
             pieces,
             done,
             returns,
-        }),
+        })
+    } else {
+        Source::OnDemand(chunks.into_iter())
+    }
+}
+
+/// The lengths of the chunks of a value of `len` bytes in chunks of `chunk_size`, in order
+/// (the last one shorter; zero past the end).
+fn lengths(len: u64, chunk_size: u32) -> impl Iterator<Item = u64> {
+    let mut left = len;
+    std::iter::repeat_with(move || {
+        let next = left.min(u64::from(chunk_size));
+        left -= next;
+        next
+    })
+}
+
+/// Runs `fetch` on a thread of its own; `false` (logged) when none could be started, for the
+/// caller to fetch on demand instead.
+fn spawn_fetch(fetch: impl FnOnce() + Send + 'static) -> bool {
+    match std::thread::Builder::new()
+        .name("cache-remote-fetch".to_owned())
+        .spawn(fetch)
+    {
+        Ok(_) => true,
         Err(err) => {
-            tracing::debug!(error = %err, "could not start a thread to stream chunks; fetching them on demand");
-            Source::OnDemand(chunks.into_iter())
+            tracing::debug!(error = %err, "could not start a thread to fetch chunks; fetching them on demand");
+            false
         }
     }
 }
@@ -344,28 +363,21 @@ fn fetch_ahead(shared: &Arc<Shared>, chunks: Vec<[u8; 32]>, chunk_size: u32, len
     let (returns, returned) = sync_channel::<Vec<u8>>(1);
     let fetching = Arc::clone(shared);
     let order = chunks.clone();
-    let spawned = std::thread::Builder::new()
-        .name("cache-remote-fetch".to_owned())
-        .spawn(move || {
-            let mut left = len;
-            for digest in order {
-                let expected = left.min(u64::from(chunk_size));
-                left -= expected;
-                let spare = returned.try_recv().unwrap_or_default();
-                let fetched = fetch_chunk(&fetching, &digest, expected, spare);
-                let failed = fetched.is_err();
-                // A failed send: the reader is gone; nothing more is wanted.
-                if sender.send(fetched).is_err() || failed {
-                    return;
-                }
+    let started = spawn_fetch(move || {
+        for (digest, expected) in order.iter().zip(lengths(len, chunk_size)) {
+            let spare = returned.try_recv().unwrap_or_default();
+            let fetched = fetch_chunk(&fetching, digest, expected, spare);
+            let failed = fetched.is_err();
+            // A failed send: the reader is gone; nothing more is wanted.
+            if sender.send(fetched).is_err() || failed {
+                return;
             }
-        });
-    match spawned {
-        Ok(_) => Source::Ahead(receiver, returns),
-        Err(err) => {
-            tracing::debug!(error = %err, "could not start a thread to fetch chunks ahead; fetching them on demand");
-            Source::OnDemand(chunks.into_iter())
         }
+    });
+    if started {
+        Source::Ahead(receiver, returns)
+    } else {
+        Source::OnDemand(chunks.into_iter())
     }
 }
 

@@ -128,10 +128,6 @@ pub(crate) trait Leases {
 /// Envelopes and leases on one engine, chunks on another: Redis's leases and small, fast
 /// envelopes in front of S3's cheap bulk storage.
 #[derive(Debug)]
-#[allow(
-    dead_code,
-    reason = "used by the split setup (Redis in front of S3), the next step"
-)]
 pub(crate) struct Split {
     pub(crate) envelopes: Box<dyn Engine>,
     pub(crate) chunks: Box<dyn Engine>,
@@ -212,5 +208,93 @@ pub(crate) fn run<T>(
             }
             Outcome::Failed(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Chunks in memory, and nothing else: what the default methods are built on.
+    #[derive(Debug, Default)]
+    struct Memory {
+        chunks: Mutex<HashMap<String, Vec<u8>>>,
+    }
+
+    impl Engine for Memory {
+        fn get_envelope(&self, _: &str, _: usize) -> Result<Option<(u64, Vec<u8>)>, EngineError> {
+            Ok(None)
+        }
+
+        fn get_chunk(
+            &self,
+            name: &str,
+            max: usize,
+            _: Vec<u8>,
+        ) -> Result<Option<Vec<u8>>, EngineError> {
+            let chunks = self.chunks.lock().unwrap();
+            match chunks.get(name) {
+                Some(bytes) if bytes.len() > max => {
+                    Err(EngineError::new(FaultKind::Answered, "longer than a chunk"))
+                }
+                found => Ok(found.cloned()),
+            }
+        }
+
+        fn put_envelope(&self, _: &str, _: &[u8], _: Option<u64>) -> Result<(), EngineError> {
+            Ok(())
+        }
+
+        fn keep_chunk(&self, name: &str, _: Option<u64>) -> Result<bool, EngineError> {
+            Ok(self.chunks.lock().unwrap().contains_key(name))
+        }
+
+        fn put_chunk(&self, name: &str, bytes: &[u8], _: Option<u64>) -> Result<(), EngineError> {
+            self.chunks
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), bytes.to_vec());
+            Ok(())
+        }
+    }
+
+    fn read_all(
+        engine: &dyn Engine,
+        name: &str,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut read = Vec::new();
+        Ok(engine
+            .read_chunk(name, max, &mut |body| body.read_to_end(&mut read).map(drop))?
+            .map(|()| read))
+    }
+
+    #[test]
+    fn by_default_a_chunk_is_read_whole_and_handed_over_and_a_split_reads_its_chunk_engine() {
+        let memory = Memory::default();
+        memory.put_chunk("c", b"chunk bytes", None).unwrap();
+        assert!(!memory.streams_chunks(), "read whole, not streamed");
+        assert_eq!(
+            read_all(&memory, "c", 64).unwrap(),
+            Some(b"chunk bytes".to_vec())
+        );
+        assert_eq!(read_all(&memory, "gone", 64).unwrap(), None);
+        assert!(read_all(&memory, "c", 4).is_err(), "longer than max");
+        // A failing reader is the operation's error.
+        let failed = memory.read_chunk("c", 64, &mut |_| Err(std::io::Error::other("sink full")));
+        assert!(failed.unwrap_err().to_string().contains("sink full"));
+
+        let split = Split {
+            envelopes: Box::new(Memory::default()),
+            chunks: Box::new(memory),
+        };
+        assert!(!split.streams_chunks());
+        assert_eq!(
+            read_all(&split, "c", 64).unwrap(),
+            Some(b"chunk bytes".to_vec())
+        );
     }
 }

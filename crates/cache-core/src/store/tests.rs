@@ -331,15 +331,23 @@ fn the_commit_thread_commits_within_the_interval() {
     );
 }
 
+/// An instance whose commit thread never wakes in a test and whose buffer holds 1 KiB: only
+/// back-pressure commits.
+fn open_with_a_1_kib_buffer(root: &Path) -> Arc<RedbCache> {
+    open_in(
+        root,
+        CacheOptions {
+            commit_interval: Duration::from_secs(3600),
+            max_pending_bytes: 1024,
+            ..CacheOptions::default()
+        },
+    )
+}
+
 #[test]
 fn back_pressure_commits_in_the_writer_when_the_buffer_is_full() {
     let root = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        commit_interval: Duration::from_secs(3600),
-        max_pending_bytes: 1024,
-        ..CacheOptions::default()
-    };
-    let cache = open_in(root.path(), options);
+    let cache = open_with_a_1_kib_buffer(root.path());
     for index in 0..20u8 {
         cache.set(&[b'k', index], &[0u8; 100], None).unwrap();
         assert!(lock(&cache.buffer).pending_bytes() <= 1024 + 2 + 100 + ENTRY_HEADER_LEN);
@@ -912,12 +920,7 @@ fn a_commit_waiting_for_another_writer_sleeps_at_most_a_millisecond() {
 #[test]
 fn rewriting_one_key_keeps_the_buffer_within_max_pending_bytes() {
     let root = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        commit_interval: Duration::from_secs(3600),
-        max_pending_bytes: 1024,
-        ..CacheOptions::default()
-    };
-    let cache = open_in(root.path(), options);
+    let cache = open_with_a_1_kib_buffer(root.path());
     let one_write = 1 + 100 + ENTRY_HEADER_LEN;
     for round in 0..100u8 {
         cache.set(b"k", &[round; 100], None).unwrap();
