@@ -2,12 +2,15 @@
 //! when it was last read and how often. What LRU eviction and `get_metadata` need.
 //!
 //! Recording a read of a key already recorded costs two atomic additions: no lock, no
-//! allocation. The records live in a ring of [`RING`] tables of [`SLOTS`] slots each (open
-//! addressing over a 64-bit hash of the key, keyed per instance, so nobody can aim keys at one
-//! slot); readers record into the active one. A key's first read claims a slot and appends the
-//! key to its table's key buffer (under that table's lock, with no allocation of its own: a
-//! profile of 100 000 distinct keys read once each had a boxed key per slot, and its free at
-//! the drain, cost a tenth of every read).
+//! allocation. The records live in a ring of [`RING`] tables of [`SLOTS`] slots of 16 bytes
+//! each (open addressing over a 64-bit hash of the key, keyed per instance, so nobody can aim
+//! keys at one slot); readers record into the active one. A key's first read claims a slot
+//! (its hash's top 40 bits and a count of one, in one compare-and-swap) and appends the slot's
+//! index and the key to its table's key buffer (under that table's lock, with no allocation of
+//! its own: a profile of 100 000 distinct keys read once each had a boxed key per slot, and
+//! its free at the drain, cost a tenth of every read). A slot counts up to [`SPILL_AT`] reads;
+//! the read that gets it there moves them to the log's spill records (under a lock, once per
+//! 8 388 608 reads of one key).
 //!
 //! **A full table is sealed, not emptied.** The reader that finds the active table full moves
 //! readers on to the next table of the ring and records there: the sealed table keeps its
@@ -27,9 +30,11 @@
 //!
 //! Precision: the last access time is the caller's clock in milliseconds, as the read saw it
 //! (the read that claims a slot stores its time plainly: a read of the same key racing in right
-//! after may lose its later millisecond to it); the count is exact. Two keys whose 64-bit
-//! hashes are equal would share a record in this process until the next commit: the hash is keyed per instance, so that takes about 2^32
-//! distinct keys between two commits.
+//! after may lose its later millisecond to it); the count is exact. Two keys read in the same
+//! table whose hashes agree in their top 40 bits and meet within [`PROBES`] slots share a
+//! record (counted under the first one's key) until the next commit: the hash is keyed per
+//! instance, and a table holds at most 2 048 keys (2.1 million pairs, each agreeing with a
+//! chance of 2^-40), so that is fewer than 2 tables in a million.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -40,29 +45,48 @@ use std::sync::{Mutex, OnceLock};
 use super::buffer::{AccessDelta, KeyMap, merge_access};
 use super::lock;
 
-/// Slots per table: 2048 slots of 32 bytes, 64 KiB, allocated when the table is first used
+/// Slots per table: 2048 slots of 16 bytes, 32 KiB, allocated when the table is first used
 /// and kept. Chosen by measurement: a first read claims a slot at random in the active table,
 /// and a table this size stays in the CPU's cache while redb's pages stream past; 100 000
 /// distinct keys read once each (the compare bench's `get_hit`, single pass), ours ÷ raw redb
-/// over 21 interleaved runs: 1.31x with 4096 slots, 1.29x with 2048 and 1024, 1.30x with 512.
-/// Every commit moves readers on around the ring, so a process that reads and commits for long
-/// enough has all of it allocated: 3.3 MiB per instance, and its key buffers.
+/// over 21 interleaved runs, with 32-byte slots: 1.31x with 4096 slots, 1.29x with 2048 and
+/// 1024, 1.30x with 512. Every commit moves readers on around the ring, so a process that
+/// reads and commits for long enough has all of it allocated: 1.6 MiB per instance, and its
+/// key buffers.
 pub(super) const SLOTS: usize = 2048;
 
 /// A key looks at this many slots from its hash before it calls the table full.
 const PROBES: usize = 16;
 
+/// The low bits of a slot's `tag` that count its reads; the high bits hold 40 bits of the
+/// key's hash.
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// A slot's count is moved out to the log's spill records when it reaches this, so that it
+/// never carries into the hash bits: readers would have to add `COUNT_MASK - SPILL_AT` more
+/// between one reader's increment and its subtraction.
+const SPILL_AT: u64 = 1 << (COUNT_BITS - 1);
+
+/// One key's reads in a table: 16 bytes (a profile of 100 000 distinct keys read once each
+/// measured a 32-byte slot, with the key's place and a 64-bit hash in it, 3 % slower: the
+/// tables are written all over while redb's pages stream through the same caches).
 #[derive(Default)]
 struct Slot {
-    /// The key's hash with the low bit set; 0 while the slot is free.
-    hash: AtomicU64,
+    /// 40 bits of the key's hash (top bit set) over [`COUNT_BITS`] bits of reads; 0 while the
+    /// slot is free. A claim sets both at once, so the claiming read is counted with it.
+    tag: AtomicU64,
     last_ms: AtomicU64,
-    /// Reads after the one that claimed the slot (which counts without touching this: see
-    /// [`Slot::reads`]); `u64::MAX` once forgotten, so that the next read makes it one.
-    count: AtomicU64,
-    /// Where the claiming reader put the key in its table's `keys`: offset in the high 32
-    /// bits, length in the low 32. Set before that reader leaves the table; read by the drain.
-    key_at: AtomicU64,
+}
+
+/// What recording a read in a table came to.
+enum Recorded {
+    Yes,
+    /// No slot left in this table.
+    Full,
+    /// Recorded, and this many reads were taken out of the slot's count for the caller to
+    /// keep elsewhere ([`SPILL_AT`]).
+    Spilled(u64),
 }
 
 #[derive(Default)]
@@ -70,9 +94,20 @@ struct Table {
     /// Readers inside this table now.
     readers: AtomicUsize,
     slots: OnceLock<Box<[Slot]>>,
-    /// The keys of the claimed slots, one after another: a key's first read appends to it
-    /// under this lock (no allocation of its own); the drain empties it.
+    /// The keys of the claimed slots, one after another, each as its slot's index (u16 LE),
+    /// its length (LEB128) and its bytes: a key's first read appends to it under this lock,
+    /// after its claim (no allocation of its own); the drain walks it and empties it.
     keys: Mutex<Vec<u8>>,
+}
+
+/// The tag bits a key's `hash` gives: its top 40 bits with the top bit set, over a zero count.
+fn tag_of(hash: u64) -> u64 {
+    (hash | 1 << 63) >> COUNT_BITS << COUNT_BITS
+}
+
+/// The slot a key's `hash` is first looked for at.
+fn home_of(hash: u64) -> usize {
+    hash as usize % SLOTS
 }
 
 impl Table {
@@ -81,141 +116,146 @@ impl Table {
             .get_or_init(|| std::iter::repeat_with(Slot::default).take(SLOTS).collect())
     }
 
-    /// Records a read of `key` (hash `hash`); `false` when no slot is left for it (or the key
-    /// is too long for the table's offsets, which no valid key is).
-    fn record(&self, hash: u64, key: &[u8], now_ms: u64) -> bool {
+    /// Records a read of `key` (hash `hash`).
+    fn record(&self, hash: u64, key: &[u8], now_ms: u64) -> Recorded {
         let slots = self.slots();
-        let start = (hash >> 1) as usize;
+        let tag = tag_of(hash);
+        let home = home_of(hash);
         for probe in 0..PROBES {
-            let slot = &slots[(start + probe) % SLOTS];
-            let mut current = slot.hash.load(Ordering::Acquire);
+            let index = (home + probe) % SLOTS;
+            let slot = &slots[index];
+            let mut current = slot.tag.load(Ordering::Acquire);
             if current == 0 {
                 match slot
-                    .hash
-                    .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
+                    .tag
+                    .compare_exchange(0, tag | 1, Ordering::AcqRel, Ordering::Acquire)
                 {
                     Ok(_) => {
-                        let mut keys = lock(&self.keys);
-                        let at = u32::try_from(keys.len()).ok();
-                        let len = u32::try_from(key.len()).ok();
-                        let (Some(at), Some(len)) = (at, len) else {
-                            // No room for its key: the slot stays claimed, keyless, holding no
-                            // read (as if forgotten), and the drain drops it; the read goes to
-                            // the caller's fallback.
-                            slot.key_at.store(NO_KEY, Ordering::Relaxed);
-                            slot.count.store(u64::MAX, Ordering::Relaxed);
-                            return false;
-                        };
-                        keys.extend_from_slice(key);
-                        drop(keys);
-                        slot.key_at
-                            .store(u64::from(at) << 32 | u64::from(len), Ordering::Relaxed);
-                        // The claim is this read's count (`Slot::reads`), and its time a plain
-                        // store: a read of the same key racing in right after the claim may
-                        // have stored a later millisecond, which this can only move back by
-                        // the time between the two (the precision the module docs give).
+                        // A plain store of the time: a read of the same key racing in right
+                        // after the claim may have stored a later millisecond, which this can
+                        // only move back by the time between the two (the precision the
+                        // module docs give).
                         slot.last_ms.store(now_ms, Ordering::Relaxed);
-                        return true;
+                        let mut keys = lock(&self.keys);
+                        keys.extend_from_slice(&(index as u16).to_le_bytes());
+                        let mut len = key.len();
+                        while len >= 0x80 {
+                            keys.push(len as u8 | 0x80);
+                            len >>= 7;
+                        }
+                        keys.push(len as u8);
+                        keys.extend_from_slice(key);
+                        return Recorded::Yes;
                     }
                     Err(other) => current = other,
                 }
             }
-            if current == hash {
-                slot.count.fetch_add(1, Ordering::Relaxed);
+            if current & !COUNT_MASK == tag {
+                let count = (slot.tag.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1;
                 // Reads within one millisecond leave the time as it is: no second atomic write.
                 if slot.last_ms.load(Ordering::Relaxed) < now_ms {
                     slot.last_ms.fetch_max(now_ms, Ordering::Relaxed);
                 }
-                return true;
+                // Only the read that brings the count to `SPILL_AT` moves it out (every value
+                // up to it is some read's), unless a `forget` emptied the slot meanwhile.
+                if count == SPILL_AT
+                    && slot
+                        .tag
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                            (current & COUNT_MASK >= SPILL_AT).then(|| current - SPILL_AT)
+                        })
+                        .is_ok()
+                {
+                    return Recorded::Spilled(SPILL_AT);
+                }
+                return Recorded::Yes;
             }
         }
-        false
+        Recorded::Full
+    }
+
+    /// The slot holding `hash`'s reads, if any.
+    fn find(&self, hash: u64) -> Option<&Slot> {
+        let slots = self.slots.get()?;
+        let tag = tag_of(hash);
+        let home = home_of(hash);
+        for probe in 0..PROBES {
+            let slot = &slots[(home + probe) % SLOTS];
+            match slot.tag.load(Ordering::Acquire) {
+                0 => return None,
+                current if current & !COUNT_MASK == tag => return Some(slot),
+                _ => {}
+            }
+        }
+        None
     }
 
     /// The reads of `hash` recorded here.
     fn peek(&self, hash: u64) -> AccessDelta {
-        let Some(slots) = self.slots.get() else {
-            return AccessDelta::default();
-        };
-        let start = (hash >> 1) as usize;
-        for probe in 0..PROBES {
-            let slot = &slots[(start + probe) % SLOTS];
-            match slot.hash.load(Ordering::Acquire) {
-                0 => break,
-                current if current == hash => {
-                    return AccessDelta {
-                        last_ms: slot.last_ms.load(Ordering::Relaxed),
-                        count: slot.reads(),
-                    };
-                }
-                _ => {}
-            }
-        }
-        AccessDelta::default()
+        self.find(hash)
+            .map(|slot| AccessDelta {
+                last_ms: slot.last_ms.load(Ordering::Relaxed),
+                count: slot.tag.load(Ordering::Relaxed) & COUNT_MASK,
+            })
+            .unwrap_or_default()
     }
 
-    /// Forgets the reads of `hash` (its value is being replaced).
+    /// Forgets the reads of `hash` (its value is being replaced): its slot stays claimed with
+    /// no reads, so the key's next read counts from one.
     fn forget(&self, hash: u64) {
-        let Some(slots) = self.slots.get() else {
-            return;
-        };
-        let start = (hash >> 1) as usize;
-        for probe in 0..PROBES {
-            let slot = &slots[(start + probe) % SLOTS];
-            match slot.hash.load(Ordering::Acquire) {
-                0 => break,
-                current if current == hash => {
-                    slot.count.store(u64::MAX, Ordering::Relaxed);
-                    slot.last_ms.store(0, Ordering::Relaxed);
-                }
-                _ => {}
-            }
+        if let Some(slot) = self.find(hash) {
+            slot.tag.fetch_and(!COUNT_MASK, Ordering::Relaxed);
+            slot.last_ms.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Empties the table, handing each record with its hash and key to `each`. The caller has
+    /// Empties the table, handing each key read here with its reads to `each`. The caller has
     /// made sure no reader is inside.
-    fn drain(&self, mut each: impl FnMut(u64, &[u8], AccessDelta)) {
+    fn drain(&self, mut each: impl FnMut(&[u8], AccessDelta)) {
         let Some(slots) = self.slots.get() else {
             return;
         };
         let mut keys = lock(&self.keys);
-        for slot in slots.iter() {
-            let hash = slot.hash.load(Ordering::Acquire);
-            if hash == 0 {
+        let mut rest = keys.as_slice();
+        while let Some((index, key, after)) = next_key(rest) {
+            rest = after;
+            let Some(slot) = slots.get(index) else {
                 continue;
-            }
+            };
             // No reader is inside: plain loads and stores, no atomic read-modify-writes.
-            let key_at = slot.key_at.load(Ordering::Relaxed);
             let delta = AccessDelta {
                 last_ms: slot.last_ms.load(Ordering::Relaxed),
-                count: slot.reads(),
+                count: slot.tag.load(Ordering::Relaxed) & COUNT_MASK,
             };
-            slot.key_at.store(NO_KEY, Ordering::Relaxed);
             slot.last_ms.store(0, Ordering::Relaxed);
-            slot.count.store(0, Ordering::Relaxed);
-            slot.hash.store(0, Ordering::Release);
-            let (at, len) = ((key_at >> 32) as usize, (key_at & 0xffff_ffff) as usize);
-            if key_at != NO_KEY
-                && delta.count > 0
-                && let Some(key) = keys.get(at..at + len)
-            {
-                each(hash, key, delta);
+            slot.tag.store(0, Ordering::Release);
+            if delta.count > 0 {
+                each(key, delta);
             }
         }
         keys.clear();
     }
 }
 
-/// A slot's `key_at` while it has no key.
-const NO_KEY: u64 = u64::MAX;
-
-impl Slot {
-    /// The reads recorded in this claimed slot: the claiming read, and those counted after it
-    /// (`count` wraps from `u64::MAX` to 0 when the slot was forgotten and not read since).
-    fn reads(&self) -> u64 {
-        self.count.load(Ordering::Relaxed).wrapping_add(1)
+/// The first key of a table's key buffer: its slot's index, its bytes, and the rest.
+fn next_key(keys: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+    let (index, mut rest) = keys.split_first_chunk::<2>()?;
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let (&byte, after) = rest.split_first()?;
+        rest = after;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
     }
+    if rest.len() < len {
+        return None;
+    }
+    let (key, rest) = rest.split_at(len);
+    Some((usize::from(u16::from_le_bytes(*index)), key, rest))
 }
 
 /// The log's keyed 64-bit hash of a key: a folded multiply per 8 bytes, with two secret seeds
@@ -287,8 +327,9 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Records a failed commit gave back, by key hash, their keys one after another in `keys`. Two
-/// keys with one hash share a record, as in the tables.
+/// Records a failed commit gave back, and reads moved out of a full slot ([`SPILL_AT`]), by
+/// key hash, their keys one after another in `keys`. Two keys with one 64-bit hash share a
+/// record.
 #[derive(Default)]
 struct Restored {
     /// Hash -> (offset, length) of the key in `keys`, and the reads.
@@ -297,6 +338,16 @@ struct Restored {
 }
 
 impl Restored {
+    fn add(&mut self, hash: u64, key: &[u8], delta: AccessDelta) {
+        match self.records.entry(hash) {
+            Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
+            Entry::Vacant(vacant) => {
+                vacant.insert((self.keys.len(), key.len(), delta));
+                self.keys.extend_from_slice(key);
+            }
+        }
+    }
+
     fn into_key_map(self, into: &mut KeyMap<AccessDelta>) {
         into.reserve(self.records.len());
         for (_, (at, len, delta)) in self.records {
@@ -340,7 +391,7 @@ impl Default for AccessLog {
 
 impl AccessLog {
     fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash(key) | 1
+        self.hasher.hash(key)
     }
 
     /// Records a read of `key` at `now_ms` in the active table; when it is full, seals it and
@@ -359,8 +410,20 @@ impl AccessLog {
             }
             let recorded = table.record(hash, key, now_ms);
             table.readers.fetch_sub(1, Ordering::SeqCst);
-            if recorded {
-                return;
+            match recorded {
+                Recorded::Yes => return,
+                Recorded::Spilled(count) => {
+                    self.spill(
+                        hash,
+                        key,
+                        AccessDelta {
+                            last_ms: now_ms,
+                            count,
+                        },
+                    );
+                    return;
+                }
+                Recorded::Full => {}
             }
             if !self.seal(index) {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
@@ -419,7 +482,7 @@ impl AccessLog {
             while table.readers.load(Ordering::SeqCst) != 0 {
                 std::thread::yield_now();
             }
-            table.drain(|_, key, delta| {
+            table.drain(|key, delta| {
                 merge_access(taken.entry(key.to_vec()).or_default(), delta);
             });
             if index == last {
@@ -433,18 +496,16 @@ impl AccessLog {
 
     /// Puts back records a failed commit had taken.
     pub(super) fn restore(&self, records: KeyMap<AccessDelta>) {
-        let mut guard = lock(&self.restored);
-        let restored = &mut *guard;
+        let mut restored = lock(&self.restored);
         for (key, delta) in records {
-            let hash = self.hash(&key);
-            match restored.records.entry(hash) {
-                Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
-                Entry::Vacant(vacant) => {
-                    vacant.insert((restored.keys.len(), key.len(), delta));
-                    restored.keys.extend_from_slice(&key);
-                }
-            }
+            restored.add(self.hash(&key), &key, delta);
         }
+    }
+
+    /// Keeps reads a table's slot could not count any higher ([`SPILL_AT`]) with the restored
+    /// records, where `take` and `peek` find them.
+    fn spill(&self, hash: u64, key: &[u8], delta: AccessDelta) {
+        lock(&self.restored).add(hash, key, delta);
     }
 
     /// This process's unmerged reads of `key`.
@@ -491,7 +552,7 @@ impl AccessLog {
             table.slots.get().is_none_or(|slots| {
                 slots
                     .iter()
-                    .all(|slot| slot.hash.load(Ordering::Acquire) == 0 || slot.reads() == 0)
+                    .all(|slot| slot.tag.load(Ordering::Acquire) & COUNT_MASK == 0)
             })
         })
     }

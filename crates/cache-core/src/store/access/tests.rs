@@ -181,3 +181,20 @@ fn keys_of_every_length_come_back_intact_from_every_table() {
         );
     }
 }
+
+#[test]
+fn a_key_read_more_often_than_a_slot_counts_is_counted_exactly() {
+    let log = AccessLog::default();
+    let reads = 2 * SPILL_AT + 3;
+    for read in 0..reads {
+        log.record(b"hot", read);
+    }
+    log.record(b"cold", 1);
+    let seen = log.peek(b"hot");
+    assert_eq!((seen.last_ms, seen.count), (reads - 1, reads));
+    let taken = log.take();
+    assert_eq!(taken[b"hot".as_slice()].count, reads);
+    assert_eq!(taken[b"hot".as_slice()].last_ms, reads - 1);
+    assert_eq!(taken[b"cold".as_slice()].count, 1);
+    assert!(log.is_empty());
+}
