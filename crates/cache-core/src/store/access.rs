@@ -137,6 +137,9 @@ impl Table {
                         // module docs give).
                         slot.last_ms.store(now_ms, Ordering::Relaxed);
                         let mut keys = lock(&self.keys);
+                        if keys.capacity() == 0 {
+                            keys.reserve(SLOTS * 16);
+                        }
                         keys.extend_from_slice(&(index as u16).to_le_bytes());
                         let mut len = key.len();
                         while len >= 0x80 {
