@@ -118,9 +118,9 @@ enum Checksum {
     Xxh3,
 }
 
-/// How an entry's header fields are laid out, which its kind byte tells.
+/// How wide an entry's header fields are, which its kind byte tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
+enum Widths {
     /// Kind bytes 4 to 9: fixed widths, 26 bytes; written before the compact header, still read.
     Fixed,
     /// Kind bytes 10 to 12: schema, created and expires as LEB128 varints, what this version
@@ -147,7 +147,7 @@ const NEWEST_ENTRY_FORMAT: u8 = 12;
 ///
 /// Still read: kinds 7 to 9, the same entries with fixed-width fields (`schema:u32 |
 /// created_ms:u64 | expires_ms:u64`, 26 bytes of header) and the same XXH3 checksum; kinds 4
-/// to 6, that fixed layout with a CRC-32 for checksum.
+/// to 6, those fixed widths with a CRC-32 for checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EntryHeader {
     pub(crate) kind: EntryKind,
@@ -162,7 +162,7 @@ pub(crate) const ENTRY_HEADER_MAX_LEN: usize = 1 + 1 + 5 + 10 + 10 + CHECKSUM_LE
 
 const CHECKSUM_LEN: usize = 4;
 
-/// The header length of kinds 4 to 9 (the fixed layout).
+/// The header length of kinds 4 to 9 (fixed widths).
 const FIXED_HEADER_LEN: usize = FIXED_CHECKSUM_AT + CHECKSUM_LEN;
 
 /// Where the checksum of kinds 4 to 9 starts: after kind, codec, schema, created and expires.
@@ -377,25 +377,25 @@ impl EntryHeader {
         let Some(&kind) = bytes.first() else {
             return Err(EntryDecodeError::Corrupt("empty entry"));
         };
-        let (kind, checksum, layout) = match kind {
-            10 => (EntryKind::Inline, Checksum::Xxh3, Layout::Compact),
-            11 => (EntryKind::Blob, Checksum::Xxh3, Layout::Compact),
-            12 => (EntryKind::Directory, Checksum::Xxh3, Layout::Compact),
-            7 => (EntryKind::Inline, Checksum::Xxh3, Layout::Fixed),
-            8 => (EntryKind::Blob, Checksum::Xxh3, Layout::Fixed),
-            9 => (EntryKind::Directory, Checksum::Xxh3, Layout::Fixed),
-            4 => (EntryKind::Inline, Checksum::Crc32, Layout::Fixed),
-            5 => (EntryKind::Blob, Checksum::Crc32, Layout::Fixed),
-            6 => (EntryKind::Directory, Checksum::Crc32, Layout::Fixed),
+        let (kind, checksum, widths) = match kind {
+            10 => (EntryKind::Inline, Checksum::Xxh3, Widths::Compact),
+            11 => (EntryKind::Blob, Checksum::Xxh3, Widths::Compact),
+            12 => (EntryKind::Directory, Checksum::Xxh3, Widths::Compact),
+            7 => (EntryKind::Inline, Checksum::Xxh3, Widths::Fixed),
+            8 => (EntryKind::Blob, Checksum::Xxh3, Widths::Fixed),
+            9 => (EntryKind::Directory, Checksum::Xxh3, Widths::Fixed),
+            4 => (EntryKind::Inline, Checksum::Crc32, Widths::Fixed),
+            5 => (EntryKind::Blob, Checksum::Crc32, Widths::Fixed),
+            6 => (EntryKind::Directory, Checksum::Crc32, Widths::Fixed),
             1..=3 => return Err(EntryDecodeError::Corrupt("entry without a checksum")),
             newer if newer > NEWEST_ENTRY_FORMAT => {
                 return Err(EntryDecodeError::NewerFormat(newer));
             }
             _ => return Err(EntryDecodeError::Corrupt("unknown entry format")),
         };
-        let (fields, checksum_at) = match layout {
-            Layout::Fixed => (fixed_fields(bytes)?, FIXED_CHECKSUM_AT),
-            Layout::Compact => compact_fields(bytes)?,
+        let (fields, checksum_at) = match widths {
+            Widths::Fixed => (fixed_fields(bytes)?, FIXED_CHECKSUM_AT),
+            Widths::Compact => compact_fields(bytes)?,
         };
         let (covered, rest) = bytes.split_at(checksum_at);
         let Some((stored_checksum, payload)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
@@ -512,7 +512,9 @@ fn read_varint(bytes: &[u8], at: &mut usize, max: u64) -> Result<u64, EntryDecod
         value |= bits << shift;
         if byte & 0x80 == 0 {
             if byte == 0 && shift > 0 {
-                return Err(EntryDecodeError::Corrupt("overlong varint in the entry header"));
+                return Err(EntryDecodeError::Corrupt(
+                    "overlong varint in the entry header",
+                ));
             }
             if value > max {
                 return Err(EntryDecodeError::Corrupt(
@@ -526,7 +528,7 @@ fn read_varint(bytes: &[u8], at: &mut usize, max: u64) -> Result<u64, EntryDecod
 }
 
 /// The checksum of an entry under `key` with the header bytes before the checksum `header`
-/// (22 bytes in the fixed layout, from 8 in the compact one) and `payload`.
+/// (22 bytes with fixed widths, 5 to 27 compact) and `payload`.
 ///
 /// XXH3 (kinds 7 to 12, what this version writes): three chained one-shot XXH3-64 calls, each seeded with the
 /// one before (the first with the key's length): of the key, the header, the payload; the low

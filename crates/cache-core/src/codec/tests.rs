@@ -197,7 +197,16 @@ fn the_compact_header_round_trips_typical_and_extreme_values_and_a_typical_one_i
 
 #[test]
 fn varint_lengths_are_the_encoded_ones_at_every_boundary() {
-    for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+    for value in [
+        0,
+        1,
+        127,
+        128,
+        16_383,
+        16_384,
+        u64::from(u32::MAX),
+        u64::MAX,
+    ] {
         let mut out = Vec::new();
         push_varint(&mut out, value);
         assert_eq!(out.len(), varint_len(value), "{value}");
@@ -309,7 +318,9 @@ fn overlong_overflowing_and_cut_short_varints_are_corrupt() {
     );
     assert_eq!(value, b"value");
 
-    let overlong = Some(EntryDecodeError::Corrupt("overlong varint in the entry header"));
+    let overlong = Some(EntryDecodeError::Corrupt(
+        "overlong varint in the entry header",
+    ));
     let too_large = Some(EntryDecodeError::Corrupt(
         "varint too large for its header field",
     ));
@@ -319,10 +330,20 @@ fn overlong_overflowing_and_cut_short_varints_are_corrupt() {
         (&[&[3], &[0x81, 0x00], &[0]], overlong.clone()),
         (&[&[3], &[1], &[0x80, 0x80, 0x00]], overlong.clone()),
         // u32::MAX + 1 as a schema; u64::MAX + 1 and far beyond as times.
-        (&[&[0x80, 0x80, 0x80, 0x80, 0x10], &[1], &[0]], too_large.clone()),
-        (&[&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &[1], &[0]], too_large.clone()),
         (
-            &[&[3], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &[0]],
+            &[&[0x80, 0x80, 0x80, 0x80, 0x10], &[1], &[0]],
+            too_large.clone(),
+        ),
+        (
+            &[&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &[1], &[0]],
+            too_large.clone(),
+        ),
+        (
+            &[
+                &[3],
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+                &[0],
+            ],
             too_large.clone(),
         ),
         (&[&[3], &[1], &[0xff; 11], &[0x01]], too_large.clone()),
@@ -330,7 +351,11 @@ fn overlong_overflowing_and_cut_short_varints_are_corrupt() {
     ];
     for (fields, expected) in cases {
         let bytes = compact_entry_by_hand(&fields.concat());
-        assert_eq!(EntryHeader::decode(b"k", &bytes).err(), expected, "{fields:?}");
+        assert_eq!(
+            EntryHeader::decode(b"k", &bytes).err(),
+            expected,
+            "{fields:?}"
+        );
         assert_eq!(EntryHeader::parse(&bytes).err(), expected, "{fields:?}");
     }
 
@@ -367,7 +392,7 @@ fn a_kind_byte_past_12_is_a_newer_format() {
     }
 }
 
-/// An entry in the fixed 26-byte layout earlier versions wrote, built by hand: `kind` (4 to 6
+/// An entry with the fixed 26-byte header earlier versions wrote, built by hand: `kind` (4 to 6
 /// with a CRC-32 of the key's length (u64 LE), the key, the header and the payload; 7 to 9 with
 /// the chained XXH3 the compact entries use), schema u32, created and expires u64, LE.
 fn fixed_entry(
@@ -472,7 +497,7 @@ fn entries_of_the_fixed_xxh3_format_still_read_and_their_damage_is_still_caught(
                 EntryHeader::decode(b"kez", &bytes),
                 Err(EntryDecodeError::Corrupt("checksum mismatch"))
             );
-            // The same bytes under the compact kind byte read as a different layout: refused.
+            // The same bytes under the compact kind byte read as other fields: refused.
             let mut relabelled = bytes.clone();
             relabelled[0] = byte + 3;
             assert!(EntryHeader::decode(b"key", &relabelled).is_err());

@@ -912,10 +912,7 @@ fn writes_committed_in_key_order_land_exactly_in_one_commit() {
     let usage = cache.read_usage().unwrap();
     assert_eq!(usage.get(USAGE_ENTRIES), Some(&(expected.len() as u64)));
     let header_len = untyped_header_len_now(&cache);
-    let bytes: usize = expected
-        .iter()
-        .map(|key| key.len() + header_len + 4)
-        .sum();
+    let bytes: usize = expected.iter().map(|key| key.len() + header_len + 4).sum();
     assert_eq!(usage.get(USAGE_BYTES), Some(&(bytes as u64)));
 }
 
