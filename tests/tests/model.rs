@@ -34,8 +34,13 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 
 const START_MS: u64 = 1_767_225_600_000;
 const KEYS: u8 = 8;
-/// Bytes of the entry header the store puts in front of each value (with its checksum).
-const ENTRY_HEADER_BYTES: u64 = 26;
+/// Bytes of the entry header the store puts in front of `entry`'s value: kind, codec, schema
+/// (0, one byte), created and expires (0 = never) as LEB128 varints, and the checksum.
+fn entry_header_bytes(entry: &ModelEntry) -> u64 {
+    let varint = |value: u64| u64::from((u64::BITS - value.leading_zeros()).max(1)).div_ceil(7);
+    let expires = entry.expires_ms.map_or(0, |ms| ms.max(1));
+    1 + 1 + 1 + varint(entry.created_ms) + varint(expires) + 4
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -391,7 +396,8 @@ fn apply(
             let bytes: u64 = live
                 .iter()
                 .map(|key| {
-                    key.len() as u64 + ENTRY_HEADER_BYTES + model.entries[key].value.len() as u64
+                    let entry = &model.entries[key];
+                    key.len() as u64 + entry_header_bytes(entry) + entry.value.len() as u64
                 })
                 .sum();
             prop_assert_eq!((stats.entries, stats.bytes), (live.len() as u64, bytes));

@@ -99,12 +99,12 @@ pub(crate) enum EntryKind {
 }
 
 impl EntryKind {
-    /// The kind byte this version writes: the kind, checksummed with XXH3.
+    /// The kind byte this version writes: the kind, with the compact header (XXH3).
     fn to_byte(self) -> u8 {
         match self {
-            EntryKind::Inline => 7,
-            EntryKind::Blob => 8,
-            EntryKind::Directory => 9,
+            EntryKind::Inline => 10,
+            EntryKind::Blob => 11,
+            EntryKind::Directory => 12,
         }
     }
 }
@@ -114,25 +114,40 @@ impl EntryKind {
 enum Checksum {
     /// Kind bytes 4 to 6: CRC-32 (IEEE), written before XXH3 and still read.
     Crc32,
-    /// Kind bytes 7 to 9: the low 32 bits of XXH3-64, what this version writes.
+    /// Kind bytes 7 to 12: the low 32 bits of XXH3-64.
     Xxh3,
+}
+
+/// How wide an entry's header fields are, which its kind byte tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Widths {
+    /// Kind bytes 4 to 9: fixed widths, 26 bytes; written before the compact header, still read.
+    Fixed,
+    /// Kind bytes 10 to 12: schema, created and expires as LEB128 varints, what this version
+    /// writes (14 bytes for a typical entry).
+    Compact,
 }
 
 /// The highest entry format byte this version reads; a higher one was written by a newer
 /// version of this library. Bytes 1 to 3 were the same kinds without a checksum, written before
 /// the first release; they read as damaged.
-const NEWEST_ENTRY_FORMAT: u8 = 9;
+const NEWEST_ENTRY_FORMAT: u8 = 12;
 
 /// The entry header stored in front of every value.
 ///
-/// Format (little endian):
-/// `kind:u8 | codec:u8 | schema:u32 | created_ms:u64 | expires_ms:u64 (0 = never; an expiry at
-/// the epoch is stored as 1) | checksum:u32 | payload`,
-/// where `kind` is 7 (inline: the payload is the value), 8 (blob: the payload is a [`BlobRef`])
-/// or 9 (directory: the payload is a [`DirRef`] followed by the value), and `checksum` covers
-/// the key, the 22 bytes before it and the payload ([`entry_checksum`]): a byte changed on
-/// disk, or an entry found under another key, fails [`EntryHeader::decode`]. Kinds 4 to 6 are
-/// the same entries with a CRC-32 for checksum, written by earlier versions and still read.
+/// Format written (the compact header; integers LEB128, the checksum little endian):
+/// `kind:u8 | codec:u8 | schema:varint u32 | created_ms:varint u64 | expires_ms:varint u64
+/// (0 = never; an expiry at the epoch is stored as 1) | checksum:u32 | payload`,
+/// where `kind` is 10 (inline: the payload is the value), 11 (blob: the payload is a
+/// [`BlobRef`]) or 12 (directory: the payload is a [`DirRef`] followed by the value), and
+/// `checksum` covers the key, the header bytes before it and the payload ([`entry_checksum`]):
+/// a byte changed on disk, or an entry found under another key, fails
+/// [`EntryHeader::decode`]. Varints are strict: an overlong (non-canonical) one, one that
+/// overflows its field or runs past the end is damage, so one entry has one encoding.
+///
+/// Still read: kinds 7 to 9, the same entries with fixed-width fields (`schema:u32 |
+/// created_ms:u64 | expires_ms:u64`, 26 bytes of header) and the same XXH3 checksum; kinds 4
+/// to 6, those fixed widths with a CRC-32 for checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EntryHeader {
     pub(crate) kind: EntryKind,
@@ -141,10 +156,17 @@ pub(crate) struct EntryHeader {
     pub(crate) expires_ms: Option<u64>,
 }
 
-pub(crate) const ENTRY_HEADER_LEN: usize = CHECKSUM_AT + 4;
+/// The longest header this version writes (schema 5 varint bytes, created and expires 10 each):
+/// an upper bound for size accounting that must hold before the header is encoded.
+pub(crate) const ENTRY_HEADER_MAX_LEN: usize = 1 + 1 + 5 + 10 + 10 + CHECKSUM_LEN;
 
-/// Where the checksum starts: after kind, codec, schema, created and expires.
-const CHECKSUM_AT: usize = 1 + 1 + 4 + 8 + 8;
+const CHECKSUM_LEN: usize = 4;
+
+/// The header length of kinds 4 to 9 (fixed widths).
+const FIXED_HEADER_LEN: usize = FIXED_CHECKSUM_AT + CHECKSUM_LEN;
+
+/// Where the checksum of kinds 4 to 9 starts: after kind, codec, schema, created and expires.
+const FIXED_CHECKSUM_AT: usize = 1 + 1 + 4 + 8 + 8;
 
 /// Why stored entry bytes could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,9 +306,31 @@ impl EntryHeader {
         self.expires_ms.is_some_and(|expires| expires <= now_ms)
     }
 
+    /// The expiry as stored: 0 means "never", so an expiry at the epoch itself is stored as
+    /// 1 ms: already past for any clock that reads it later, and never mistaken for "never".
+    fn stored_expires_ms(&self) -> u64 {
+        self.expires_ms.map_or(0, |ms| ms.max(1))
+    }
+
+    /// Whether `bytes` are of the format this version writes (kinds 10 to 12), the one whose
+    /// encoding of an entry is unique; earlier formats are read, never written.
+    pub(crate) fn is_written_format(bytes: &[u8]) -> bool {
+        matches!(bytes.first(), Some(10..=12))
+    }
+
+    /// The length of the header [`EntryHeader::encode_with`] writes for `self`, checksum
+    /// included (14 bytes for a typical entry; at most [`ENTRY_HEADER_MAX_LEN`]).
+    pub(crate) fn encoded_len(&self) -> usize {
+        1 + 1
+            + varint_len(u64::from(self.format.schema_version))
+            + varint_len(self.created_ms)
+            + varint_len(self.stored_expires_ms())
+            + CHECKSUM_LEN
+    }
+
     /// The stored bytes of an entry under `key`: header, checksum, `payload`.
     pub(crate) fn encode_with(&self, key: &[u8], payload: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
+        let mut bytes = Vec::with_capacity(self.encoded_len() + payload.len());
         self.encode_into(key, payload, &mut bytes);
         bytes
     }
@@ -295,19 +339,16 @@ impl EntryHeader {
     /// returned in a vector of its own.
     pub(crate) fn encode_into(&self, key: &[u8], payload: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
-        out.reserve(ENTRY_HEADER_LEN + payload.len());
+        out.reserve(self.encoded_len() + payload.len());
         out.push(self.kind.to_byte());
         out.push(self.format.codec.to_byte());
-        out.extend_from_slice(&self.format.schema_version.to_le_bytes());
-        out.extend_from_slice(&self.created_ms.to_le_bytes());
-        // 0 means "never", so an expiry at the epoch itself is stored as 1 ms: already past for
-        // any clock that reads it later, and never mistaken for "never".
-        let expires = self.expires_ms.map_or(0, |ms| ms.max(1));
-        out.extend_from_slice(&expires.to_le_bytes());
+        push_varint(out, u64::from(self.format.schema_version));
+        push_varint(out, self.created_ms);
+        push_varint(out, self.stored_expires_ms());
         let checksum = entry_checksum(Checksum::Xxh3, key, &out[start..], payload);
         out.extend_from_slice(&checksum.to_le_bytes());
         out.extend_from_slice(payload);
-        debug_assert_eq!(out.len() - start, ENTRY_HEADER_LEN + payload.len());
+        debug_assert_eq!(out.len() - start, self.encoded_len() + payload.len());
     }
 
     /// Splits the stored bytes of the entry under `key` into header and payload, verifying the
@@ -316,69 +357,180 @@ impl EntryHeader {
         key: &[u8],
         bytes: &'a [u8],
     ) -> Result<(EntryHeader, &'a [u8]), EntryDecodeError> {
-        let (header, checksum, payload) = EntryHeader::parse_with_checksum(bytes)?;
-        let stored = u32::from_le_bytes([
-            bytes[CHECKSUM_AT],
-            bytes[CHECKSUM_AT + 1],
-            bytes[CHECKSUM_AT + 2],
-            bytes[CHECKSUM_AT + 3],
-        ]);
-        if stored != entry_checksum(checksum, key, &bytes[..CHECKSUM_AT], payload) {
+        let parsed = EntryHeader::parse_with_checksum(bytes)?;
+        let computed = entry_checksum(parsed.checksum, key, parsed.covered, parsed.payload);
+        if parsed.stored_checksum != computed {
             return Err(EntryDecodeError::Corrupt("checksum mismatch"));
         }
-        Ok((header, payload))
+        Ok((parsed.header, parsed.payload))
     }
 
     /// Splits stored bytes into header and payload without verifying the checksum: for
     /// bookkeeping that must see every entry whatever its state (what it owns, whether it has
     /// expired). Never for what a caller is given.
     pub(crate) fn parse(bytes: &[u8]) -> Result<(EntryHeader, &[u8]), EntryDecodeError> {
-        EntryHeader::parse_with_checksum(bytes).map(|(header, _, payload)| (header, payload))
+        EntryHeader::parse_with_checksum(bytes).map(|parsed| (parsed.header, parsed.payload))
     }
 
-    /// [`EntryHeader::parse`], with the checksum the kind byte names.
-    fn parse_with_checksum(
-        bytes: &[u8],
-    ) -> Result<(EntryHeader, Checksum, &[u8]), EntryDecodeError> {
-        let Some((&kind, rest)) = bytes.split_first() else {
+    /// [`EntryHeader::parse`], with the checksum the kind byte names and what it covers.
+    fn parse_with_checksum(bytes: &[u8]) -> Result<Parsed<'_>, EntryDecodeError> {
+        let Some(&kind) = bytes.first() else {
             return Err(EntryDecodeError::Corrupt("empty entry"));
         };
-        let (kind, checksum) = match kind {
-            7 => (EntryKind::Inline, Checksum::Xxh3),
-            8 => (EntryKind::Blob, Checksum::Xxh3),
-            9 => (EntryKind::Directory, Checksum::Xxh3),
-            4 => (EntryKind::Inline, Checksum::Crc32),
-            5 => (EntryKind::Blob, Checksum::Crc32),
-            6 => (EntryKind::Directory, Checksum::Crc32),
+        let (kind, checksum, widths) = match kind {
+            10 => (EntryKind::Inline, Checksum::Xxh3, Widths::Compact),
+            11 => (EntryKind::Blob, Checksum::Xxh3, Widths::Compact),
+            12 => (EntryKind::Directory, Checksum::Xxh3, Widths::Compact),
+            7 => (EntryKind::Inline, Checksum::Xxh3, Widths::Fixed),
+            8 => (EntryKind::Blob, Checksum::Xxh3, Widths::Fixed),
+            9 => (EntryKind::Directory, Checksum::Xxh3, Widths::Fixed),
+            4 => (EntryKind::Inline, Checksum::Crc32, Widths::Fixed),
+            5 => (EntryKind::Blob, Checksum::Crc32, Widths::Fixed),
+            6 => (EntryKind::Directory, Checksum::Crc32, Widths::Fixed),
             1..=3 => return Err(EntryDecodeError::Corrupt("entry without a checksum")),
             newer if newer > NEWEST_ENTRY_FORMAT => {
                 return Err(EntryDecodeError::NewerFormat(newer));
             }
             _ => return Err(EntryDecodeError::Corrupt("unknown entry format")),
         };
-        if bytes.len() < ENTRY_HEADER_LEN {
+        let (fields, checksum_at) = match widths {
+            Widths::Fixed => (fixed_fields(bytes)?, FIXED_CHECKSUM_AT),
+            Widths::Compact => compact_fields(bytes)?,
+        };
+        let (covered, rest) = bytes.split_at(checksum_at);
+        let Some((stored_checksum, payload)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
             return Err(EntryDecodeError::Corrupt("entry shorter than its header"));
-        }
+        };
         let codec =
-            CodecId::from_byte(rest[0]).ok_or(EntryDecodeError::Corrupt("unknown codec"))?;
-        let schema_version = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
+            CodecId::from_byte(fields.codec).ok_or(EntryDecodeError::Corrupt("unknown codec"))?;
         let header = EntryHeader {
             kind,
             format: ValueFormat {
                 codec,
-                schema_version,
+                schema_version: fields.schema_version,
             },
-            created_ms: u64_at(bytes, 6),
-            expires_ms: Some(u64_at(bytes, 14)).filter(|&ms| ms != 0),
+            created_ms: fields.created_ms,
+            expires_ms: Some(fields.expires_ms).filter(|&ms| ms != 0),
         };
-        Ok((header, checksum, &bytes[ENTRY_HEADER_LEN..]))
+        Ok(Parsed {
+            header,
+            checksum,
+            stored_checksum: u32::from_le_bytes(*stored_checksum),
+            covered,
+            payload,
+        })
     }
 }
 
-/// The checksum of an entry under `key` with the 22 header bytes before the checksum `header`
-/// and `payload`.
+/// An entry split at its checksum, not yet verified.
+struct Parsed<'a> {
+    header: EntryHeader,
+    checksum: Checksum,
+    stored_checksum: u32,
+    /// The header bytes before the checksum, which it covers with the key and the payload.
+    covered: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// The header fields after the kind byte, as stored.
+struct RawFields {
+    codec: u8,
+    schema_version: u32,
+    created_ms: u64,
+    expires_ms: u64,
+}
+
+/// The fields of kinds 4 to 9: fixed widths, little endian.
+fn fixed_fields(bytes: &[u8]) -> Result<RawFields, EntryDecodeError> {
+    if bytes.len() < FIXED_HEADER_LEN {
+        return Err(EntryDecodeError::Corrupt("entry shorter than its header"));
+    }
+    Ok(RawFields {
+        codec: bytes[1],
+        schema_version: u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]),
+        created_ms: u64_at(bytes, 6),
+        expires_ms: u64_at(bytes, 14),
+    })
+}
+
+/// The fields of kinds 10 to 12 (varints) and where the checksum starts.
+fn compact_fields(bytes: &[u8]) -> Result<(RawFields, usize), EntryDecodeError> {
+    let Some(&codec) = bytes.get(1) else {
+        return Err(EntryDecodeError::Corrupt("entry shorter than its header"));
+    };
+    let mut at = 2;
+    let schema_version = read_varint(bytes, &mut at, u64::from(u32::MAX))?;
+    let created_ms = read_varint(bytes, &mut at, u64::MAX)?;
+    let expires_ms = read_varint(bytes, &mut at, u64::MAX)?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| EntryDecodeError::Corrupt("varint too large for its header field"))?;
+    Ok((
+        RawFields {
+            codec,
+            schema_version,
+            created_ms,
+            expires_ms,
+        },
+        at,
+    ))
+}
+
+/// How many bytes [`push_varint`] writes for `value`: 1 to 10.
+fn varint_len(value: u64) -> usize {
+    let bits = (u64::BITS - value.leading_zeros()).max(1) as usize;
+    bits.div_ceil(7)
+}
+
+/// Appends `value` as an unsigned LEB128 varint: 7 bits a byte, low bits first, the high bit set
+/// on every byte but the last.
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Reads the unsigned LEB128 varint at `*at` of `bytes`, at most `max`, and moves `*at` past
+/// it. Only the canonical encoding is accepted (no final 0 byte after the first), so that one
+/// entry has exactly one encoding.
+fn read_varint(bytes: &[u8], at: &mut usize, max: u64) -> Result<u64, EntryDecodeError> {
+    let mut value: u64 = 0;
+    let mut shift: u32 = 0;
+    loop {
+        let Some(&byte) = bytes.get(*at) else {
+            return Err(EntryDecodeError::Corrupt("entry shorter than its header"));
+        };
+        *at += 1;
+        let bits = u64::from(byte & 0x7f);
+        // Bits that would land past 64 mean a value no field holds.
+        if shift >= u64::BITS || (bits << shift) >> shift != bits {
+            return Err(EntryDecodeError::Corrupt(
+                "varint too large for its header field",
+            ));
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            if byte == 0 && shift > 0 {
+                return Err(EntryDecodeError::Corrupt(
+                    "overlong varint in the entry header",
+                ));
+            }
+            if value > max {
+                return Err(EntryDecodeError::Corrupt(
+                    "varint too large for its header field",
+                ));
+            }
+            return Ok(value);
+        }
+        shift += 7;
+    }
+}
+
+/// The checksum of an entry under `key` with the header bytes before the checksum `header`
+/// (22 bytes with fixed widths, 5 to 27 compact) and `payload`.
 ///
-/// XXH3 (what this version writes): three chained one-shot XXH3-64 calls, each seeded with the
+/// XXH3 (kinds 7 to 12, what this version writes): three chained one-shot XXH3-64 calls, each seeded with the
 /// one before (the first with the key's length): of the key, the header, the payload; the low
 /// 32 bits. Chosen over CRC-32 by measurement: 11 ns against 29 ns for a 10-byte key and a
 /// 100-byte value, checked on every read (`docs/caching-system.md`); RocksDB made XXH3 its

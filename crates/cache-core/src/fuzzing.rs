@@ -118,9 +118,10 @@ pub fn encode_entry(key: &[u8], fields: &EntryFields, payload: &[u8]) -> Vec<u8>
 /// The decoder's properties on arbitrary `bytes` stored under `key`: parsing and decoding
 /// return (a panic is the caller's to catch); the payload is the tail of the input; the blob or
 /// directory reference a parsed payload holds either decodes to something that re-encodes to it,
-/// or is refused (bookkeeping reads references without the checksum); and bytes the verified
-/// decoder accepts are the one encoding of what it read, so they re-encode to themselves and no
-/// two stored byte strings decode to the same entry.
+/// or is refused (bookkeeping reads references without the checksum); and bytes of the format
+/// this version writes that the verified decoder accepts are the one encoding of what it read,
+/// so they re-encode to themselves and no two such byte strings decode to the same entry (bytes
+/// of an earlier format re-encode to an entry that decodes the same).
 pub fn check_entry_bytes(key: &[u8], bytes: &[u8]) -> Result<(), String> {
     if let Ok((fields, payload)) = parse_entry(bytes) {
         if !bytes.ends_with(payload) {
@@ -134,6 +135,20 @@ pub fn check_entry_bytes(key: &[u8], bytes: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     let again = encode_entry(key, &fields, payload);
+    if !EntryHeader::is_written_format(bytes) {
+        // An entry of an earlier format (kinds 4 to 9) re-encodes in the one written now, to
+        // the same entry.
+        return match decode_entry(key, &again) {
+            Ok((fields_again, payload_again))
+                if fields_again == fields && payload_again == payload =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "{bytes:?} decodes to {fields:?}, whose re-encoding decodes to {other:?}"
+            )),
+        };
+    }
     if again != bytes {
         return Err(format!(
             "{bytes:?} decodes to {fields:?} + {} payload bytes, which encodes to {again:?}",
@@ -262,7 +277,7 @@ mod tests {
         assert_eq!(check_entry_bytes(b"k", &bytes), Ok(()));
         assert_eq!(check_entry_round_trip(b"k", &fields, b"payload"), Ok(()));
         let mut damaged = bytes.clone();
-        damaged[30] ^= 0x10;
+        damaged[bytes.len() - 1] ^= 0x10;
         assert_eq!(check_damage_detected(b"k", &bytes, &damaged), Ok(()));
         assert!(check_damage_detected(b"other", &bytes, &bytes).is_ok());
         assert!(

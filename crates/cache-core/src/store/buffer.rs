@@ -322,7 +322,7 @@ impl RedbCache {
     /// Refuses a value of `len` bytes under `key` when it passes `inline_limit` or could not fit
     /// in the tag's size limit even alone (then nothing else is evicted for it).
     pub(super) fn check_value_len(&self, key: &[u8], len: u64, inline_limit: u64) -> Result<()> {
-        let overhead = (key.len() + ENTRY_HEADER_LEN + BlobRef::ENCODED_LEN) as u64;
+        let overhead = (key.len() + ENTRY_HEADER_MAX_LEN + BlobRef::ENCODED_LEN) as u64;
         let max = inline_limit.min(self.options.max_size_bytes.saturating_sub(overhead));
         if len > max {
             return Err(CacheError::ValueTooLarge {
@@ -353,7 +353,7 @@ impl RedbCache {
 
     /// Copies a value into a temp blob file, refusing it past the size limit.
     pub(super) fn stage_blob(&self, key: &[u8], source: &mut dyn Read) -> Result<StagedBlob> {
-        let overhead = (key.len() + ENTRY_HEADER_LEN + BlobRef::ENCODED_LEN) as u64;
+        let overhead = (key.len() + ENTRY_HEADER_MAX_LEN + BlobRef::ENCODED_LEN) as u64;
         let limit = self.options.max_size_bytes.saturating_sub(overhead);
         self.blob_files
             .stage(source, limit)

@@ -63,7 +63,7 @@ use redb::{
 };
 
 use crate::codec::{
-    BlobRef, DirRef, ENTRY_HEADER_LEN, EntryDecodeError, EntryHeader, EntryKind, ValueFormat,
+    BlobRef, DirRef, ENTRY_HEADER_MAX_LEN, EntryDecodeError, EntryHeader, EntryKind, ValueFormat,
 };
 use crate::config::{CacheOptions, EvictionPolicy};
 use crate::directory::{CachedDirectory, StagedDirectory};

@@ -33,7 +33,7 @@ fn defect_01_cleanup_removes_expired_and_counts_evictions(
         .unwrap();
     clock.advance(Duration::from_secs(6));
     for key in [b"k1", b"k2", b"k3"] {
-        cache.set(key, &[2u8; 72], None).unwrap(); // 2 + 26 + 72 = 100 bytes each
+        cache.set(key, &[2u8; 84], None).unwrap(); // 2 + 14 (header) + 84 = 100 bytes each
         clock.advance(Duration::from_secs(1));
     }
 

@@ -62,9 +62,10 @@ fn ttl_expiry_is_honoured_everywhere(
     assert_eq!(keys, vec![b"forever".to_vec(), b"long".to_vec()]);
     let stats = cache.get_stats().unwrap();
     assert_eq!(stats.entries, 2);
+    // Headers of 14 bytes without an expiry and 19 with one (today's times are 6-byte varints).
     assert_eq!(
         stats.bytes,
-        (b"forever".len() + b"long".len()) as u64 + 2 * (26 + 5)
+        (b"forever".len() + b"long".len()) as u64 + (14 + 5) + (19 + 5)
     );
     assert_eq!(cache.get(b"long").unwrap(), Some(b"stays".to_vec()));
 }
@@ -353,16 +354,16 @@ fn a_value_larger_than_the_whole_size_limit_is_refused(root: TempDir, coordinato
         },
     );
     cache.set(b"small", b"kept", None).unwrap();
-    // The value must fit together with its key, entry header (26 bytes) and a blob reference
-    // (40 bytes): 100 - 1 - 26 - 40 = 33.
-    cache.set(b"k", &[0u8; 33], None).unwrap();
-    let err = cache.set(b"k", &[0u8; 34], None).unwrap_err();
+    // The value must fit together with its key, the longest entry header (31 bytes) and a blob
+    // reference (40 bytes): 100 - 1 - 31 - 40 = 28.
+    cache.set(b"k", &[0u8; 28], None).unwrap();
+    let err = cache.set(b"k", &[0u8; 29], None).unwrap_err();
     assert!(
         matches!(
             err,
             CacheError::ValueTooLarge {
-                len: 34,
-                max: 33,
+                len: 29,
+                max: 28,
                 ..
             }
         ),
@@ -372,7 +373,7 @@ fn a_value_larger_than_the_whole_size_limit_is_refused(root: TempDir, coordinato
     assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err}");
     assert_eq!(
         cache.get(b"k").unwrap(),
-        Some(vec![0u8; 33]),
+        Some(vec![0u8; 28]),
         "a refused value changes nothing"
     );
 }
@@ -392,14 +393,14 @@ fn a_commit_past_the_limit_evicts_least_recently_stored_first(
     coordinator: Coordinator,
     clock: Arc<ManualClock>,
 ) {
-    // Each entry is 1 (key) + 26 (header) + 73 (value) = 100 bytes; the limit holds three.
+    // Each entry is 1 (key) + 14 (header) + 85 (value) = 100 bytes; the limit holds three.
     let options = CacheOptions {
         max_size_bytes: 300,
         ..options_with(&clock)
     };
     let cache = open(&coordinator, &root, "t", options);
     for key in [b"1", b"2", b"3", b"4", b"5"] {
-        cache.set(key, &[0u8; 73], None).unwrap();
+        cache.set(key, &[0u8; 85], None).unwrap();
         cache.flush().unwrap();
         clock.advance(Duration::from_secs(1));
     }
@@ -431,12 +432,12 @@ fn a_commit_past_the_limit_evicts_least_recently_used_first_when_asked(
     };
     let cache = open(&coordinator, &root, "t", options);
     for key in [b"1", b"2", b"3"] {
-        cache.set(key, &[0u8; 73], None).unwrap();
+        cache.set(key, &[0u8; 85], None).unwrap();
         cache.flush().unwrap();
         clock.advance(Duration::from_secs(1));
     }
     cache.get(b"1").unwrap(); // the oldest entry is the most recently used
-    cache.set(b"4", &[0u8; 73], None).unwrap();
+    cache.set(b"4", &[0u8; 85], None).unwrap();
     cache.flush().unwrap();
     assert!(cache.exists(b"1").unwrap());
     assert!(!cache.exists(b"2").unwrap());
@@ -486,7 +487,7 @@ fn expired_entries_are_swept_by_ordinary_commits(
     assert_eq!(stats.counters.expirations, 10);
     assert_eq!(
         stats.disk_bytes,
-        (5 + 26 + 1) as u64,
+        (5 + 14 + 1) as u64,
         "only the live entry is left"
     );
 }
