@@ -55,6 +55,9 @@ use super::lock;
 /// again in key buffers (32 KiB reserved by each table's first key).
 pub(super) const SLOTS: usize = 2048;
 
+// A slot's index goes into its table's key buffer as a u16.
+const _: () = assert!(SLOTS <= 1 << 16 && SLOTS.is_power_of_two());
+
 /// A key looks at this many slots from its hash before it calls the table full, the `n`-th at
 /// `n (n + 1) / 2` slots past the first (triangular probing: it reaches every slot of a table
 /// whose size is a power of two). Measured, 200 000 distinct keys into a fresh log: tables are
