@@ -216,6 +216,20 @@ fn varint_lengths_are_the_encoded_ones_at_every_boundary() {
     }
 }
 
+/// Checks that flipping any one bit of the entry `bytes` under `key` makes it unreadable.
+fn assert_every_changed_bit_fails(key: &[u8], bytes: &[u8], what: &str) {
+    for at in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut changed = bytes.to_vec();
+            changed[at] ^= 1 << bit;
+            assert!(
+                EntryHeader::decode(key, &changed).is_err(),
+                "{what}, bit {bit} of byte {at}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_changed_bit_and_every_other_key_fails_the_checksum() {
     for kind in [EntryKind::Inline, EntryKind::Blob, EntryKind::Directory] {
@@ -225,16 +239,7 @@ fn every_changed_bit_and_every_other_key_fails_the_checksum() {
                 ..typical_header(kind)
             };
             let bytes = header.encode_with(b"key", b"payload");
-            for at in 0..bytes.len() {
-                for bit in 0..8 {
-                    let mut changed = bytes.clone();
-                    changed[at] ^= 1 << bit;
-                    assert!(
-                        EntryHeader::decode(b"key", &changed).is_err(),
-                        "{kind:?}, bit {bit} of byte {at}"
-                    );
-                }
-            }
+            assert_every_changed_bit_fails(b"key", &bytes, &format!("{kind:?}"));
             for other in [&b"kez"[..], b"ke", b"key\0", b""] {
                 assert_eq!(
                     EntryHeader::decode(other, &bytes),
@@ -483,16 +488,7 @@ fn entries_of_the_fixed_xxh3_format_still_read_and_their_damage_is_still_caught(
                 Ok((header, &b"payload"[..]))
             );
             assert_eq!(EntryHeader::parse(&bytes), Ok((header, &b"payload"[..])));
-            for at in 0..bytes.len() {
-                for bit in 0..8 {
-                    let mut changed = bytes.clone();
-                    changed[at] ^= 1 << bit;
-                    assert!(
-                        EntryHeader::decode(b"key", &changed).is_err(),
-                        "kind {byte}, bit {bit} of byte {at}"
-                    );
-                }
-            }
+            assert_every_changed_bit_fails(b"key", &bytes, &format!("kind {byte}"));
             assert_eq!(
                 EntryHeader::decode(b"kez", &bytes),
                 Err(EntryDecodeError::Corrupt("checksum mismatch"))
