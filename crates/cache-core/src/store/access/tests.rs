@@ -212,3 +212,28 @@ fn the_ring_records_100_000_distinct_keys_between_two_commits() {
     assert_eq!(taken.len(), 100_000);
     assert!(taken.values().all(|delta| delta.count == 1));
 }
+
+#[test]
+fn a_hot_key_read_by_four_threads_past_what_a_slot_counts_is_counted_exactly() {
+    // No commit meanwhile: the slot's count reaches `SPILL_AT` twice while four threads add
+    // to it, and a commit at the end finds every read.
+    let log = std::sync::Arc::new(AccessLog::default());
+    let per_thread = SPILL_AT / 2 + 7;
+    let readers: Vec<_> = (0..4u64)
+        .map(|_| {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for read in 0..per_thread {
+                    log.record(b"hot", read);
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    assert_eq!(log.peek(b"hot").count, 4 * per_thread);
+    let taken = log.take();
+    assert_eq!(taken[b"hot".as_slice()].count, 4 * per_thread);
+    assert_eq!(log.take_untracked(), 0);
+}
