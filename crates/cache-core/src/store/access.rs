@@ -81,7 +81,7 @@ const SPILL_AT: u64 = 1 << (COUNT_BITS - 1);
 /// tables are written all over while redb's pages stream through the same caches).
 #[derive(Default)]
 struct Slot {
-    /// 40 bits of the key's hash (top bit set) over [`COUNT_BITS`] bits of reads; 0 while the
+    /// 40 bits of the key's hash ([`tag_of`]) over [`COUNT_BITS`] bits of reads; 0 while the
     /// slot is free. A claim sets both at once, so the claiming read is counted with it.
     tag: AtomicU64,
     last_ms: AtomicU64,
@@ -108,9 +108,10 @@ struct Table {
     keys: Mutex<Vec<u8>>,
 }
 
-/// The tag bits a key's `hash` gives: its top 40 bits with the top bit set, over a zero count.
+/// The tag bits a key's `hash` gives: its top 40 bits over a zero count, never all zero (a
+/// slot whose tag is 0 is free, which a forgotten slot, its count 0, must not become).
 fn tag_of(hash: u64) -> u64 {
-    (hash | 1 << 63) >> COUNT_BITS << COUNT_BITS
+    (hash >> COUNT_BITS << COUNT_BITS).max(1 << COUNT_BITS)
 }
 
 /// The slot a key's `hash` is first looked for at.

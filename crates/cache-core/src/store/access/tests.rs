@@ -237,3 +237,12 @@ fn a_hot_key_read_by_four_threads_past_what_a_slot_counts_is_counted_exactly() {
     assert_eq!(taken[b"hot".as_slice()].count, 4 * per_thread);
     assert_eq!(log.take_untracked(), 0);
 }
+
+#[test]
+fn a_tag_is_the_hash_s_top_40_bits_and_never_zero() {
+    // A slot whose tag is 0 is free: a forgotten slot (count 0) must keep a nonzero tag.
+    assert_eq!(tag_of(0), 1 << COUNT_BITS);
+    assert_eq!(tag_of(COUNT_MASK), 1 << COUNT_BITS);
+    assert_eq!(tag_of(u64::MAX), !COUNT_MASK);
+    assert_eq!(tag_of(0xABCD_EF01_2345_6789), 0xABCD_EF01_2300_0000);
+}
