@@ -529,11 +529,7 @@ impl AccessLog {
             .get(&hash)
             .map(|(_, _, delta)| *delta)
             .unwrap_or_default();
-        for table in self.tables.iter() {
-            table.readers.fetch_add(1, Ordering::SeqCst);
-            merge_access(&mut found, table.peek(hash));
-            table.readers.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.visit_tables_in_use(|table| merge_access(&mut found, table.peek(hash)));
         found
     }
 
@@ -543,11 +539,34 @@ impl AccessLog {
         for key in keys {
             let hash = self.hash(key);
             restored.records.remove(&hash);
-            for table in self.tables.iter() {
+            self.visit_tables_in_use(|table| table.forget(hash));
+        }
+    }
+
+    /// Calls `visit` with each table that may hold reads, from `oldest` to `active` in ring
+    /// order, skipping those never used, as one of its readers (so no commit drains it
+    /// meanwhile). Every write forgets its key's reads: visiting the whole ring, two atomic
+    /// read-modify-writes for each of its tables on every set, cost writers about a fifth of
+    /// their time (`compare`, ours ÷ raw redb, 12 and 8 alternating runs: `multi_4proc` 1.22x
+    /// before, 1.00x after; `set_100b` 1.04x before, 0.85x after). A read that lands meanwhile
+    /// in a table sealed after `active` was read is concurrent with the caller, and may or may
+    /// not count.
+    fn visit_tables_in_use(&self, mut visit: impl FnMut(&Table)) {
+        // `oldest` first, as in `seal`: a commit moves `active` on before it moves `oldest`.
+        let oldest = self.oldest.load(Ordering::SeqCst);
+        let active = self.active.load(Ordering::SeqCst);
+        let mut index = oldest;
+        loop {
+            let table = &self.tables[index];
+            if table.slots.get().is_some() {
                 table.readers.fetch_add(1, Ordering::SeqCst);
-                table.forget(hash);
+                visit(table);
                 table.readers.fetch_sub(1, Ordering::SeqCst);
             }
+            if index == active {
+                break;
+            }
+            index = (index + 1) % RING;
         }
     }
 
