@@ -246,3 +246,33 @@ fn a_tag_is_the_hash_s_top_40_bits_and_never_zero() {
     assert_eq!(tag_of(u64::MAX), !COUNT_MASK);
     assert_eq!(tag_of(0xABCD_EF01_2345_6789), 0xABCD_EF01_2300_0000);
 }
+
+#[test]
+fn forget_and_peek_find_reads_in_tables_that_wrap_around_the_ring() {
+    let log = AccessLog::default();
+    // Commits move readers on one table each: after RING - 1 of them the active table is the
+    // ring's last, and two seals carry it past the end to the first ones.
+    for _ in 0..RING - 1 {
+        log.record(b"earlier", 1);
+        assert_eq!(log.take().len(), 1);
+    }
+    log.record(b"a", 2);
+    for index in 0..2 * SLOTS {
+        log.record(&index.to_be_bytes(), 3);
+    }
+    log.record(b"a", 4);
+    log.record(b"b", 4);
+    assert!(
+        log.active.load(Ordering::SeqCst) < log.oldest.load(Ordering::SeqCst),
+        "the tables in use wrap around the ring's end"
+    );
+    let seen = log.peek(b"a");
+    assert_eq!((seen.last_ms, seen.count), (4, 2));
+    log.forget([b"a".as_slice()]);
+    assert_eq!(log.peek(b"a").count, 0);
+    assert_eq!(log.peek(b"b").count, 1);
+    let taken = log.take();
+    assert!(!taken.contains_key(b"a".as_slice()));
+    assert_eq!(taken[b"b".as_slice()].count, 1);
+    assert_eq!(taken.len(), 2 * SLOTS + 1);
+}
