@@ -120,19 +120,22 @@ impl Raw {
         Ok(seconds)
     }
 
+    /// The response to a `GET` of the signed `url`, refused unless it succeeded; its body
+    /// still to read.
+    fn call_get(&self, url: &str) -> BenchResult<ureq::http::Response<ureq::Body>> {
+        let response = self.agent.get(url).call().map_err(fail("the raw GET"))?;
+        if !response.status().is_success() {
+            return Err(format!("the raw GET: {}", response.status()));
+        }
+        Ok(response)
+    }
+
     /// One `GET` of `object`, its body read to the end; its seconds and length.
     fn get(&self, object: &str) -> BenchResult<(f64, u64)> {
         let url = GetObject::new(&self.bucket, Some(&self.credentials), object)
             .sign(Duration::from_secs(600));
         let started = Instant::now();
-        let mut response = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(fail("the raw GET"))?;
-        if !response.status().is_success() {
-            return Err(format!("the raw GET: {}", response.status()));
-        }
+        let mut response = self.call_get(url.as_str())?;
         let len = io::copy(
             &mut response.body_mut().with_config().reader(),
             &mut io::sink(),
@@ -151,14 +154,7 @@ impl Raw {
         let started = Instant::now();
         let mut file =
             std::fs::File::create_new(dir.join("raw-big")).map_err(fail("the raw GET's file"))?;
-        let mut response = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(fail("the raw GET"))?;
-        if !response.status().is_success() {
-            return Err(format!("the raw GET: {}", response.status()));
-        }
+        let mut response = self.call_get(url.as_str())?;
         let mut body = response.body_mut().with_config().reader();
         let mut buffer = vec![0u8; 1 << 20];
         let mut len = 0u64;
