@@ -483,7 +483,7 @@ fn varint_len(value: u64) -> usize {
 
 /// Appends `value` as an unsigned LEB128 varint: 7 bits a byte, low bits first, the high bit set
 /// on every byte but the last.
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn push_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8 & 0x7f) | 0x80);
         value >>= 7;
@@ -494,7 +494,7 @@ fn push_varint(out: &mut Vec<u8>, mut value: u64) {
 /// Reads the unsigned LEB128 varint at `*at` of `bytes`, at most `max`, and moves `*at` past
 /// it. Only the canonical encoding is accepted (no final 0 byte after the first), so that one
 /// entry has exactly one encoding.
-fn read_varint(bytes: &[u8], at: &mut usize, max: u64) -> Result<u64, EntryDecodeError> {
+pub(crate) fn read_varint(bytes: &[u8], at: &mut usize, max: u64) -> Result<u64, EntryDecodeError> {
     let mut value: u64 = 0;
     let mut shift: u32 = 0;
     loop {

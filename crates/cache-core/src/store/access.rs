@@ -44,6 +44,7 @@ use std::sync::{Mutex, OnceLock};
 
 use super::buffer::{AccessDelta, KeyMap, merge_access};
 use super::lock;
+use crate::codec::{push_varint, read_varint};
 
 /// Slots per table: 2048 slots of 16 bytes, 32 KiB, allocated when the table is first used
 /// and kept. Chosen by measurement: a first read claims a slot at random in the active table,
@@ -103,7 +104,7 @@ struct Table {
     readers: AtomicUsize,
     slots: OnceLock<Box<[Slot]>>,
     /// The keys of the claimed slots, one after another, each as its slot's index (u16 LE),
-    /// its length (LEB128) and its bytes: a key's first read appends to it under this lock,
+    /// its length (LEB128, `codec::push_varint`) and its bytes: a key's first read appends to it under this lock,
     /// after its claim (no allocation of its own); the drain walks it and empties it.
     keys: Mutex<Vec<u8>>,
 }
@@ -150,12 +151,7 @@ impl Table {
                             keys.reserve(SLOTS * 16);
                         }
                         keys.extend_from_slice(&(index as u16).to_le_bytes());
-                        let mut len = key.len();
-                        while len >= 0x80 {
-                            keys.push(len as u8 | 0x80);
-                            len >>= 7;
-                        }
-                        keys.push(len as u8);
+                        push_varint(&mut keys, key.len() as u64);
                         keys.extend_from_slice(key);
                         return Recorded::Yes;
                     }
@@ -251,22 +247,10 @@ impl Table {
 
 /// The first key of a table's key buffer: its slot's index, its bytes, and the rest.
 fn next_key(keys: &[u8]) -> Option<(usize, &[u8], &[u8])> {
-    let (index, mut rest) = keys.split_first_chunk::<2>()?;
-    let mut len = 0usize;
-    let mut shift = 0;
-    loop {
-        let (&byte, after) = rest.split_first()?;
-        rest = after;
-        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    if rest.len() < len {
-        return None;
-    }
-    let (key, rest) = rest.split_at(len);
+    let (index, rest) = keys.split_first_chunk::<2>()?;
+    let mut at = 0;
+    let len = usize::try_from(read_varint(rest, &mut at, u64::MAX).ok()?).ok()?;
+    let (key, rest) = rest.get(at..)?.split_at_checked(len)?;
     Some((usize::from(u16::from_le_bytes(*index)), key, rest))
 }
 
