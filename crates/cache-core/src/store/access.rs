@@ -1,16 +1,20 @@
 //! The reads of one [`RedbCache`] not yet merged into the `access` table: for each key read,
 //! when it was last read and how often. What LRU eviction and `get_metadata` need.
 //!
+//! **Records are kept by the key's access hash, never by the key.** The `access` table is
+//! keyed by a keyed 64-bit hash of the key ([`AccessHasher`], its two seeds stored in the file,
+//! so that every process computes the same hash), so a read never copies its key: appending
+//! each first-read key to a buffer for the commit measured 5 % of every get (100 000 distinct
+//! keys read once each, `docs/caching-system.md`).
+//!
 //! Recording a read of a key already recorded costs two atomic additions: no lock, no
 //! allocation. The records live in a ring of [`RING`] tables of [`SLOTS`] slots of 16 bytes
-//! each (open addressing over a 64-bit hash of the key, keyed per instance, so nobody can aim
-//! keys at one slot); readers record into the active one. A key's first read claims a slot
-//! (its hash's top 40 bits and a count of one, in one compare-and-swap) and appends the slot's
-//! index and the key to its table's key buffer (under that table's lock, with no allocation of
-//! its own: a profile of 100 000 distinct keys read once each had a boxed key per slot, and
-//! its free at the drain, cost a tenth of every read). A slot counts up to [`SPILL_AT`] reads;
-//! the read that gets it there moves them to the log's spill records (under a lock, once per
-//! 8 388 608 reads of one key).
+//! each (open addressing over the access hash, so nobody without the seeds can aim keys at one
+//! slot); readers record into the active one. A key's first read claims a slot (its hash's top
+//! 40 bits and a count of one, in one compare-and-swap) and stores the hash's low 24 bits
+//! beside the time: the slot alone gives the whole hash back. A slot counts up to [`SPILL_AT`]
+//! reads; the read that gets it there moves them to the log's spill records (under a lock,
+//! once per 8 388 608 reads of one key).
 //!
 //! **A full table is sealed, not emptied.** The reader that finds the active table full moves
 //! readers on to the next table of the ring and records there: the sealed table keeps its
@@ -30,21 +34,21 @@
 //!
 //! Precision: the last access time is the caller's clock in milliseconds, as the read saw it
 //! (the read that claims a slot stores its time plainly: a read of the same key racing in right
-//! after may lose its later millisecond to it); the count is exact. Two keys read in the same
-//! table whose hashes agree in their top 40 bits and meet on one probe path ([`PROBES`]) share a
-//! record (counted under the first one's key) until the next commit: the hash is keyed per
-//! instance, and a table holds at most 2 048 keys (2.1 million pairs, each agreeing with a
-//! chance of 2^-40), so that is fewer than 2 tables in a million.
+//! after may lose its later millisecond to it), within about 17 years either side of the log's
+//! creation (a slot keeps 40 bits of it; a time outside is clamped); the count is exact. Two
+//! keys read in the same table whose hashes agree in their top 40 bits and meet on one probe
+//! path ([`PROBES`]) share a record (under the first one's hash) until the next commit: a table
+//! holds at most 2 048 keys (2.1 million pairs, each agreeing with a chance of 2^-40), so that
+//! is fewer than 2 tables in a million. Two keys whose whole hashes agree share one record in
+//! the `access` table for good: among a million keys, a chance of about 2^-25.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::buffer::{AccessDelta, KeyMap, merge_access};
+use super::buffer::{AccessDelta, merge_access};
 use super::lock;
-use crate::codec::{push_varint, read_varint};
 
 /// Slots per table: 2048 slots of 16 bytes, 32 KiB, allocated when the table is first used
 /// and kept. Chosen by measurement: a first read claims a slot at random in the active table,
@@ -52,12 +56,10 @@ use crate::codec::{push_varint, read_varint};
 /// distinct keys read once each (the compare bench's `get_hit`, single pass), ours ÷ raw redb
 /// over 21 interleaved runs, with 32-byte slots: 1.31x with 4096 slots, 1.29x with 2048 and
 /// 1024, 1.30x with 512. Every commit moves readers on around the ring, so a process that
-/// reads and commits for long enough has all of it allocated: 2 MiB per instance, and as much
-/// again in key buffers (32 KiB reserved by each table's first key).
+/// reads and commits for long enough has all of it allocated: 2 MiB per instance.
 pub(super) const SLOTS: usize = 2048;
 
-// A slot's index goes into its table's key buffer as a u16.
-const _: () = assert!(SLOTS <= 1 << 16 && SLOTS.is_power_of_two());
+const _: () = assert!(SLOTS.is_power_of_two());
 
 /// A key looks at this many slots from its hash before it calls the table full, the `n`-th at
 /// `n (n + 1) / 2` slots past the first (triangular probing: it reaches every slot of a table
@@ -67,10 +69,14 @@ const _: () = assert!(SLOTS <= 1 << 16 && SLOTS.is_power_of_two());
 /// that 42 % of 100 000 distinct keys went untracked.
 const PROBES: usize = 32;
 
-/// The low bits of a slot's `tag` that count its reads; the high bits hold 40 bits of the
-/// key's hash.
+/// The low bits of a slot's `tag` that count its reads; the high bits hold the top 40 bits of
+/// the key's hash. The same number of bits of a slot's `last` word hold the hash's low bits.
 const COUNT_BITS: u32 = 24;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// The low bits of a slot's `last` word: the time of its last read ([`AccessLog::stamp`]).
+const TIME_BITS: u32 = 64 - COUNT_BITS;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
 
 /// A slot's count is moved out to the log's spill records when it reaches this, so that it
 /// never carries into the hash bits: readers would have to add `COUNT_MASK - SPILL_AT` more
@@ -82,10 +88,14 @@ const SPILL_AT: u64 = 1 << (COUNT_BITS - 1);
 /// tables are written all over while redb's pages stream through the same caches).
 #[derive(Default)]
 struct Slot {
-    /// 40 bits of the key's hash ([`tag_of`]) over [`COUNT_BITS`] bits of reads; 0 while the
-    /// slot is free. A claim sets both at once, so the claiming read is counted with it.
+    /// The top 40 bits of the key's hash ([`tag_of`]) over [`COUNT_BITS`] bits of reads; 0
+    /// while the slot is free. A claim sets both at once, so the claiming read is counted with
+    /// it.
     tag: AtomicU64,
-    last_ms: AtomicU64,
+    /// The low [`COUNT_BITS`] bits of the key's hash over [`TIME_BITS`] bits of the last read's
+    /// stamp ([`AccessLog::stamp`]; 0: none). The hash bits never change while the slot is
+    /// claimed, so `fetch_max` keeps the latest stamp.
+    last: AtomicU64,
 }
 
 /// What recording a read in a table came to.
@@ -103,16 +113,30 @@ struct Table {
     /// Readers inside this table now.
     readers: AtomicUsize,
     slots: OnceLock<Box<[Slot]>>,
-    /// The keys of the claimed slots, one after another, each as its slot's index (u16 LE),
-    /// its length (LEB128, `codec::push_varint`) and its bytes: a key's first read appends to it under this lock,
-    /// after its claim (no allocation of its own); the drain walks it and empties it.
-    keys: Mutex<Vec<u8>>,
 }
 
-/// The tag bits a key's `hash` gives: its top 40 bits over a zero count, never all zero (a
-/// slot whose tag is 0 is free, which a forgotten slot, its count 0, must not become).
+/// The tag bits a key's `hash` gives: its top 40 bits over a zero count, never all zero
+/// ([`AccessHasher::hash`] never gives such a hash: a slot whose tag is 0 is free, which a
+/// forgotten slot, its count 0, must not become).
 fn tag_of(hash: u64) -> u64 {
-    (hash >> COUNT_BITS << COUNT_BITS).max(1 << COUNT_BITS)
+    hash & !COUNT_MASK
+}
+
+/// A slot's `last` word for a read of `hash` stamped `stamp`.
+fn last_of(hash: u64, stamp: u64) -> u64 {
+    (hash & COUNT_MASK) << TIME_BITS | stamp
+}
+
+/// The whole hash a claimed slot's two words hold.
+fn hash_of(tag: u64, last: u64) -> u64 {
+    tag & !COUNT_MASK | last >> TIME_BITS
+}
+
+/// Reads as a table holds them: the last read's stamp, not yet a time.
+#[derive(Clone, Copy, Default)]
+struct Stamped {
+    stamp: u64,
+    count: u64,
 }
 
 /// The slot a key's `hash` is first looked for at.
@@ -126,10 +150,11 @@ impl Table {
             .get_or_init(|| std::iter::repeat_with(Slot::default).take(SLOTS).collect())
     }
 
-    /// Records a read of `key` (hash `hash`).
-    fn record(&self, hash: u64, key: &[u8], now_ms: u64) -> Recorded {
+    /// Records a read of the key whose hash is `hash`, stamped `stamp`.
+    fn record(&self, hash: u64, stamp: u64) -> Recorded {
         let slots = self.slots();
         let tag = tag_of(hash);
+        let last = last_of(hash, stamp);
         let home = home_of(hash);
         for probe in 0..PROBES {
             let index = (home + probe * (probe + 1) / 2) % SLOTS;
@@ -145,14 +170,7 @@ impl Table {
                         // after the claim may have stored a later millisecond, which this can
                         // only move back by the time between the two (the precision the
                         // module docs give).
-                        slot.last_ms.store(now_ms, Ordering::Relaxed);
-                        let mut keys = lock(&self.keys);
-                        if keys.capacity() == 0 {
-                            keys.reserve(SLOTS * 16);
-                        }
-                        keys.extend_from_slice(&(index as u16).to_le_bytes());
-                        push_varint(&mut keys, key.len() as u64);
-                        keys.extend_from_slice(key);
+                        slot.last.store(last, Ordering::Relaxed);
                         return Recorded::Yes;
                     }
                     Err(other) => current = other,
@@ -161,8 +179,8 @@ impl Table {
             if current & !COUNT_MASK == tag {
                 let count = (slot.tag.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1;
                 // Reads within one millisecond leave the time as it is: no second atomic write.
-                if slot.last_ms.load(Ordering::Relaxed) < now_ms {
-                    slot.last_ms.fetch_max(now_ms, Ordering::Relaxed);
+                if slot.last.load(Ordering::Relaxed) < last {
+                    slot.last.fetch_max(last, Ordering::Relaxed);
                 }
                 // Only the read that brings the count to `SPILL_AT` moves it out (every value
                 // up to it is some read's), unless a `forget` emptied the slot meanwhile.
@@ -199,10 +217,10 @@ impl Table {
     }
 
     /// The reads of `hash` recorded here.
-    fn peek(&self, hash: u64) -> AccessDelta {
+    fn peek(&self, hash: u64) -> Stamped {
         self.find(hash)
-            .map(|slot| AccessDelta {
-                last_ms: slot.last_ms.load(Ordering::Relaxed),
+            .map(|slot| Stamped {
+                stamp: slot.last.load(Ordering::Relaxed) & TIME_MASK,
                 count: slot.tag.load(Ordering::Relaxed) & COUNT_MASK,
             })
             .unwrap_or_default()
@@ -213,68 +231,66 @@ impl Table {
     fn forget(&self, hash: u64) {
         if let Some(slot) = self.find(hash) {
             slot.tag.fetch_and(!COUNT_MASK, Ordering::Relaxed);
-            slot.last_ms.store(0, Ordering::Relaxed);
+            slot.last.store(last_of(hash, 0), Ordering::Relaxed);
         }
     }
 
-    /// Empties the table, handing each key read here with its reads to `each`. The caller has
-    /// made sure no reader is inside.
-    fn drain(&self, mut each: impl FnMut(&[u8], AccessDelta)) {
+    /// Empties the table, handing the hash of each key read here with its reads to `each`. The
+    /// caller has made sure no reader is inside.
+    fn drain(&self, mut each: impl FnMut(u64, Stamped)) {
         let Some(slots) = self.slots.get() else {
             return;
         };
-        let mut keys = lock(&self.keys);
-        let mut rest = keys.as_slice();
-        while let Some((index, key, after)) = next_key(rest) {
-            rest = after;
-            let Some(slot) = slots.get(index) else {
-                continue;
-            };
+        for slot in slots {
             // No reader is inside: plain loads and stores, no atomic read-modify-writes.
-            let delta = AccessDelta {
-                last_ms: slot.last_ms.load(Ordering::Relaxed),
-                count: slot.tag.load(Ordering::Relaxed) & COUNT_MASK,
-            };
-            slot.last_ms.store(0, Ordering::Relaxed);
+            let tag = slot.tag.load(Ordering::Acquire);
+            if tag == 0 {
+                continue;
+            }
+            let last = slot.last.load(Ordering::Relaxed);
+            slot.last.store(0, Ordering::Relaxed);
             slot.tag.store(0, Ordering::Release);
-            if delta.count > 0 {
-                each(key, delta);
+            let reads = Stamped {
+                stamp: last & TIME_MASK,
+                count: tag & COUNT_MASK,
+            };
+            if reads.count > 0 {
+                each(hash_of(tag, last), reads);
             }
         }
-        keys.clear();
     }
 }
 
-/// The first key of a table's key buffer: its slot's index, its bytes, and the rest.
-fn next_key(keys: &[u8]) -> Option<(usize, &[u8], &[u8])> {
-    let (index, rest) = keys.split_first_chunk::<2>()?;
-    let mut at = 0;
-    let len = usize::try_from(read_varint(rest, &mut at, u64::MAX).ok()?).ok()?;
-    let (key, rest) = rest.get(at..)?.split_at_checked(len)?;
-    Some((usize::from(u16::from_le_bytes(*index)), key, rest))
-}
-
-/// The log's keyed 64-bit hash of a key: a folded multiply per 8 bytes, with two secret seeds
-/// drawn per instance (the construction of `foldhash`, hashbrown's default). A profile of
-/// 100 000 distinct keys read once each had SipHash cost more than the rest of recording. What
-/// a collision costs is bounded: two keys share one record (their reads counted together) until
-/// the next commit, and keys aimed at one place only make a table fill sooner; nobody can
-/// aim without the seeds.
-struct KeyHasher {
+/// The keyed 64-bit hash the access records are kept by: a folded multiply per 8 bytes, with
+/// two secret seeds (the construction of `foldhash`, hashbrown's default). A profile of 100 000
+/// distinct keys read once each had SipHash cost more than the rest of recording. The seeds are
+/// drawn once per file and stored in it (`tables.rs`, the `usage` table), so that every process
+/// reading it agrees: **this function is part of the file format** and never changes. What a
+/// collision costs is bounded: two keys share one record (their reads counted together), and
+/// keys aimed at one place only make a table fill sooner; nobody can aim without the seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AccessHasher {
     seeds: [u64; 2],
 }
 
-impl Default for KeyHasher {
-    fn default() -> Self {
-        let random = RandomState::new();
-        KeyHasher {
-            seeds: [random.hash_one(1u64), random.hash_one(2u64)],
-        }
+impl AccessHasher {
+    pub(super) const fn new(seeds: [u64; 2]) -> Self {
+        AccessHasher { seeds }
     }
-}
 
-impl KeyHasher {
-    fn hash(&self, key: &[u8]) -> u64 {
+    /// Fresh seeds from the process's random source (a new file's).
+    pub(super) fn random_seeds() -> [u64; 2] {
+        let random = RandomState::new();
+        [random.hash_one(1u64), random.hash_one(2u64)]
+    }
+
+    pub(super) fn seeds(&self) -> [u64; 2] {
+        self.seeds
+    }
+
+    /// The key's hash; its top 40 bits are never all zero (a slot's tag is its top 40 bits, and
+    /// a tag of 0 marks a free slot).
+    pub(super) fn hash(&self, key: &[u8]) -> u64 {
         const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
         let fold = |a: u64, b: u64| {
             let full = u128::from(a) * u128::from(b);
@@ -298,85 +314,69 @@ impl KeyHasher {
                 .fold(0u64, |word, &byte| word << 8 | u64::from(byte));
             hash = fold(hash ^ word, self.seeds[1] ^ SPREAD);
         }
-        fold(hash, SPREAD)
+        with_tag_bits(fold(hash, SPREAD))
     }
 }
 
-/// A [`Hasher`] for keys that are already keyed 64-bit hashes: it passes them through.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (the map's keys are `u64`); fold anything else in anyway.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
+/// `hash`, with its top bit set if its top 40 bits are all zero (a chance of 2^-40).
+fn with_tag_bits(hash: u64) -> u64 {
+    if hash >> COUNT_BITS == 0 {
+        hash | 1 << 63
+    } else {
+        hash
     }
 }
 
-/// Records a failed commit gave back, and reads moved out of a full slot ([`SPILL_AT`]), by
-/// key hash, their keys one after another in `keys`. Two keys with one 64-bit hash share a
-/// record.
-#[derive(Default)]
-struct Restored {
-    /// Hash -> (offset, length) of the key in `keys`, and the reads.
-    records: HashMap<u64, (usize, usize, AccessDelta), BuildHasherDefault<PassThrough>>,
-    keys: Vec<u8>,
-}
+/// Access records by the key's access hash ([`AccessHasher`]): what a commit merges into the
+/// `access` table.
+pub(super) type AccessRecords = HashMap<u64, AccessDelta>;
 
-impl Restored {
-    fn add(&mut self, hash: u64, key: &[u8], delta: AccessDelta) {
-        match self.records.entry(hash) {
-            Entry::Occupied(mut existing) => merge_access(&mut existing.get_mut().2, delta),
-            Entry::Vacant(vacant) => {
-                vacant.insert((self.keys.len(), key.len(), delta));
-                self.keys.extend_from_slice(key);
-            }
-        }
-    }
-
-    fn into_key_map(self, into: &mut KeyMap<AccessDelta>) {
-        into.reserve(self.records.len());
-        for (_, (at, len, delta)) in self.records {
-            if let Some(key) = self.keys.get(at..at + len) {
-                merge_access(into.entry(key.to_vec()).or_default(), delta);
-            }
-        }
-    }
+/// The records of `records` sorted by hash: the order a commit merges them in, so that B-tree
+/// updates of neighbouring hashes find and rewrite each page once per run.
+pub(super) fn in_hash_order(records: &AccessRecords) -> Vec<(u64, AccessDelta)> {
+    let mut sorted: Vec<(u64, AccessDelta)> = records
+        .iter()
+        .map(|(&hash, &delta)| (hash, delta))
+        .collect();
+    sorted.sort_unstable_by_key(|&(hash, _)| hash);
+    sorted
 }
 
 /// Tables in the ring: with [`SLOTS`] each, filled to about 86 % ([`PROBES`]), room for about
 /// 108 000 keys between two commits (the ring keeps one table free and seals the last).
 pub(super) const RING: usize = 64;
 
+/// A slot's stamp is the time since this much before the log's creation, so that it covers
+/// 2^39 ms (17 years) either way.
+const STAMP_BACK_MS: u64 = 1 << (TIME_BITS - 1);
+
 /// This instance's reads not yet merged into the `access` table.
 pub(super) struct AccessLog {
-    hasher: KeyHasher,
+    /// The seeds of the [`AccessHasher`] the reads are recorded by: the file's, set by
+    /// [`AccessLog::use_seeds`] when the instance reads them; random until then.
+    seeds: [AtomicU64; 2],
+    /// The time stamps count from ([`AccessLog::stamp`]).
+    epoch_ms: u64,
     /// The ring of tables: those from `oldest` to `active` (in ring order) hold reads, the
     /// others are empty. Readers record into `active`; a full one is sealed by moving `active`
     /// on, as long as a table stays free for a commit to move readers into.
     tables: Box<[Table]>,
     active: AtomicUsize,
     oldest: AtomicUsize,
-    /// Records a failed commit gave back, for the next one.
-    restored: Mutex<Restored>,
+    /// Records a failed commit gave back, and reads moved out of a full slot ([`SPILL_AT`]),
+    /// for the next commit.
+    restored: Mutex<AccessRecords>,
     /// Reads not recorded because every table was full.
     untracked: AtomicU64,
 }
 
-impl Default for AccessLog {
-    fn default() -> Self {
+impl AccessLog {
+    /// An empty log whose clock reads `now_ms` now.
+    pub(super) fn new(now_ms: u64) -> Self {
+        let [first, second] = AccessHasher::random_seeds();
         AccessLog {
-            hasher: KeyHasher::default(),
+            seeds: [AtomicU64::new(first), AtomicU64::new(second)],
+            epoch_ms: now_ms.saturating_sub(STAMP_BACK_MS),
             tables: std::iter::repeat_with(Table::default).take(RING).collect(),
             active: AtomicUsize::new(0),
             oldest: AtomicUsize::new(0),
@@ -384,17 +384,51 @@ impl Default for AccessLog {
             untracked: AtomicU64::new(0),
         }
     }
-}
 
-impl AccessLog {
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash(key)
+    /// The hasher reads are recorded by now.
+    pub(super) fn hasher(&self) -> AccessHasher {
+        AccessHasher::new([
+            self.seeds[0].load(Ordering::Relaxed),
+            self.seeds[1].load(Ordering::Relaxed),
+        ])
+    }
+
+    /// Records reads by the hasher of `seeds` from now on: the file's (read at open, and again
+    /// when a commit finds the file replaced by one with other seeds).
+    pub(super) fn use_seeds(&self, seeds: [u64; 2]) {
+        self.seeds[0].store(seeds[0], Ordering::Relaxed);
+        self.seeds[1].store(seeds[1], Ordering::Relaxed);
+    }
+
+    pub(super) fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher().hash(key)
+    }
+
+    /// `now_ms` as a slot keeps it: milliseconds since `epoch_ms`, plus one (0 is "no read"),
+    /// clamped to [`TIME_BITS`] bits.
+    fn stamp(&self, now_ms: u64) -> u64 {
+        now_ms
+            .saturating_sub(self.epoch_ms)
+            .saturating_add(1)
+            .min(TIME_MASK)
+    }
+
+    /// The reads a table held, with their time again.
+    fn unstamp(&self, reads: Stamped) -> AccessDelta {
+        AccessDelta {
+            last_ms: match reads.stamp {
+                0 => 0,
+                stamp => self.epoch_ms + (stamp - 1),
+            },
+            count: reads.count,
+        }
     }
 
     /// Records a read of `key` at `now_ms` in the active table; when it is full, seals it and
     /// goes on in the next; when no table is left, counts the read as untracked.
     pub(super) fn record(&self, key: &[u8], now_ms: u64) {
         let hash = self.hash(key);
+        let stamp = self.stamp(now_ms);
         loop {
             let index = self.active.load(Ordering::SeqCst);
             let table = &self.tables[index];
@@ -405,14 +439,13 @@ impl AccessLog {
                 table.readers.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
-            let recorded = table.record(hash, key, now_ms);
+            let recorded = table.record(hash, stamp);
             table.readers.fetch_sub(1, Ordering::SeqCst);
             match recorded {
                 Recorded::Yes => return,
                 Recorded::Spilled(count) => {
                     self.spill(
                         hash,
-                        key,
                         AccessDelta {
                             last_ms: now_ms,
                             count,
@@ -451,12 +484,11 @@ impl AccessLog {
         true
     }
 
-    /// Every read recorded so far, leaving the log empty. For the commit that merges them,
-    /// under `write_lock` (so one at a time): moves readers to a free table, waits for those
-    /// still inside the others (they stay nanoseconds), and empties them.
-    pub(super) fn take(&self) -> KeyMap<AccessDelta> {
-        let mut taken = KeyMap::default();
-        std::mem::take(&mut *lock(&self.restored)).into_key_map(&mut taken);
+    /// Every read recorded so far, by access hash, leaving the log empty. For the commit that
+    /// merges them, under `write_lock` (so one at a time): moves readers to a free table, waits
+    /// for those still inside the others (they stay nanoseconds), and empties them.
+    pub(super) fn take(&self) -> AccessRecords {
+        let mut taken = std::mem::take(&mut *lock(&self.restored));
         let oldest = self.oldest.load(Ordering::SeqCst);
         let last = loop {
             let active = self.active.load(Ordering::SeqCst);
@@ -479,8 +511,8 @@ impl AccessLog {
             while table.readers.load(Ordering::SeqCst) != 0 {
                 std::thread::yield_now();
             }
-            table.drain(|key, delta| {
-                merge_access(taken.entry(key.to_vec()).or_default(), delta);
+            table.drain(|hash, reads| {
+                merge_access(taken.entry(hash).or_default(), self.unstamp(reads));
             });
             if index == last {
                 break;
@@ -492,37 +524,37 @@ impl AccessLog {
     }
 
     /// Puts back records a failed commit had taken.
-    pub(super) fn restore(&self, records: KeyMap<AccessDelta>) {
+    pub(super) fn restore(&self, records: AccessRecords) {
         let mut restored = lock(&self.restored);
-        for (key, delta) in records {
-            restored.add(self.hash(&key), &key, delta);
+        for (hash, delta) in records {
+            merge_access(restored.entry(hash).or_default(), delta);
         }
     }
 
     /// Keeps reads a table's slot could not count any higher ([`SPILL_AT`]) with the restored
     /// records, where `take` and `peek` find them.
-    fn spill(&self, hash: u64, key: &[u8], delta: AccessDelta) {
-        lock(&self.restored).add(hash, key, delta);
+    fn spill(&self, hash: u64, delta: AccessDelta) {
+        merge_access(lock(&self.restored).entry(hash).or_default(), delta);
     }
 
     /// This process's unmerged reads of `key`.
     pub(super) fn peek(&self, key: &[u8]) -> AccessDelta {
         let hash = self.hash(key);
         let mut found = lock(&self.restored)
-            .records
             .get(&hash)
-            .map(|(_, _, delta)| *delta)
+            .copied()
             .unwrap_or_default();
-        self.visit_tables_in_use(|table| merge_access(&mut found, table.peek(hash)));
+        self.visit_tables_in_use(|table| merge_access(&mut found, self.unstamp(table.peek(hash))));
         found
     }
 
     /// Forgets the unmerged reads of `keys`: their values are being replaced or deleted.
     pub(super) fn forget<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let hasher = self.hasher();
         let mut restored = lock(&self.restored);
         for key in keys {
-            let hash = self.hash(key);
-            restored.records.remove(&hash);
+            let hash = hasher.hash(key);
+            restored.remove(&hash);
             self.visit_tables_in_use(|table| table.forget(hash));
         }
     }
@@ -561,7 +593,7 @@ impl AccessLog {
 
     /// Whether any read waits to be merged. Racy by nature: a read may land right after.
     pub(super) fn is_empty(&self) -> bool {
-        if !lock(&self.restored).records.is_empty() {
+        if !lock(&self.restored).is_empty() {
             return false;
         }
         self.tables.iter().all(|table| {

@@ -462,8 +462,10 @@ impl RedbCache {
         self.measure_read("get_metadata", |started| {
             self.check_key(key)?;
             let now = self.now_ms_at(started);
+            let hasher = self.access.hasher();
+            let hash = hasher.hash(key);
             let mut pending = self.access.peek(key);
-            if let Some(left) = self.reads_file.peek()?.access.get(key) {
+            if let Some(left) = self.reads_file.peek(hasher)?.access.get(&hash) {
                 merge_access(&mut pending, *left);
             }
             self.lookup(key, started, |stored, snapshot| {
@@ -482,7 +484,7 @@ impl RedbCache {
                 let (stored_last, stored_count) = match snapshot {
                     Some(snapshot) => snapshot
                         .access
-                        .get(key)
+                        .get(hash)
                         .or_db(self)?
                         .map_or((0, 0), |row| row.value()),
                     None => (0, 0),
@@ -547,7 +549,7 @@ impl RedbCache {
                 lifetime: self
                     .persisted_lifetime()?
                     .plus(&unpersisted)
-                    .plus(&self.reads_file.peek()?.counters),
+                    .plus(&self.reads_file.peek(self.access.hasher())?.counters),
             })
         })
     }
@@ -693,6 +695,7 @@ impl RedbCache {
         let counters_now = self.counters.snapshot();
         let batch = ReadsBatch {
             counters: counters_now.minus(&lock(&self.persisted_counters)),
+            seeds: self.access.hasher().seeds(),
             access: self.access.take(),
         };
         if batch.is_empty() {

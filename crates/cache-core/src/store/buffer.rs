@@ -30,20 +30,6 @@ pub(super) struct Suspect {
     pub(super) reason: String,
 }
 
-/// A map keyed by cache keys.
-pub(super) type KeyMap<V> = HashMap<Vec<u8>, V>;
-
-/// The entries of `map` sorted by key: the order a commit applies them in, so that B-tree
-/// inserts of neighbouring keys find and rewrite each page once per run of keys rather than
-/// jumping across the tree in a hash map's order.
-pub(super) fn in_key_order<V>(map: &KeyMap<V>) -> Vec<(&[u8], &V)> {
-    let mut sorted: Vec<(&[u8], &V)> = map
-        .iter()
-        .map(|(key, value)| (key.as_slice(), value))
-        .collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    sorted
-}
 
 /// Where a write comes from: this process's caller, or a backfill from the remote tier, which
 /// the commit that lands it does not publish back.

@@ -65,7 +65,7 @@ pub(super) struct Commit {
     /// Which of them are backfills from the remote tier, not to publish once landed.
     from_remote: HashSet<Vec<u8>>,
     /// Access records it merges into the access table.
-    pending_access: KeyMap<AccessDelta>,
+    pending_access: AccessRecords,
     /// Suspects it judges (removing those still damaged).
     suspects: Vec<Suspect>,
     /// The counters as of its start, and what of them is not persisted yet.
@@ -170,12 +170,12 @@ impl RedbCache {
     fn take_commit(&self) -> Commit {
         let (in_flight, from_remote) = lock(&self.buffer).take_for_commit();
         let mut pending_access = self.access.take();
-        let folded = self.reads_file.take().unwrap_or_else(|err| {
+        let folded = self.reads_file.take(self.access.hasher()).unwrap_or_else(|err| {
             tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not fold in the reads other processes left; the next commit tries again");
             ReadsBatch::default()
         });
-        for (key, delta) in folded.access {
-            merge_access(pending_access.entry(key).or_default(), delta);
+        for (hash, delta) in folded.access {
+            merge_access(pending_access.entry(hash).or_default(), delta);
         }
         let untracked = self.access.take_untracked();
         if untracked > 0 {
@@ -216,7 +216,7 @@ impl RedbCache {
         if !commit.folded_counters.is_zero() {
             let back = ReadsBatch {
                 counters: commit.folded_counters,
-                access: KeyMap::default(),
+                ..ReadsBatch::default()
             };
             if let Err(err) = self.reads_file.append(&back) {
                 tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not put back the counters of a failed commit; lost");
@@ -357,7 +357,7 @@ impl RedbCache {
         txn: WriteTransaction,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
         in_flight: &Writes,
-        pending_access: &KeyMap<AccessDelta>,
+        pending_access: &AccessRecords,
         suspects: &[Suspect],
         counters_delta: Counters,
     ) -> Result<(R, Aftermath)> {
@@ -371,7 +371,15 @@ impl RedbCache {
                     .map_or(0, |value| value.value()))
             };
             let (bytes, entry_count) = (read_usage(USAGE_BYTES)?, read_usage(USAGE_ENTRIES)?);
-            let mut tables = WriteTables::open(&txn, bytes, entry_count).or_db(self)?;
+            let hasher = AccessHasher::new(access_seeds_or_new(&mut usage).or_db(self)?);
+            // Reads recorded by another hash than the file's were recorded for a file replaced
+            // since (a quarantine in another process): they belong to entries gone with it.
+            let reads_belong = hasher == self.access.hasher();
+            if !reads_belong {
+                tracing::debug!(tag = %self.tag, records = pending_access.len(), "the cache file was replaced since these reads; their access records are dropped");
+                self.access.use_seeds(hasher.seeds());
+            }
+            let mut tables = WriteTables::open(&txn, bytes, entry_count, hasher).or_db(self)?;
             // In key order: neighbouring keys share B-tree pages, so each page is found and
             // rewritten once per run of keys rather than once per key (a hash map's order),
             // and the leaves are left full (in hash order about 65 % full, with 43 % more
@@ -388,9 +396,10 @@ impl RedbCache {
             let value = change(&mut tables, now)?;
             self.settle_suspects(&mut tables, suspects)?;
             self.sweep_expired(&mut tables, now)?;
-            for (key, delta) in in_key_order(pending_access) {
-                // Reads of entries removed since are dropped with them.
-                tables.record_reads(key, *delta).or_db(self)?;
+            if reads_belong {
+                for (hash, delta) in in_hash_order(pending_access) {
+                    tables.record_reads(hash, delta).or_db(self)?;
+                }
             }
             self.enforce_limits(&mut tables, now)?;
             let (bytes, entry_count) = tables.usage();

@@ -49,6 +49,7 @@ impl RedbCache {
     /// drift (for example a directory whose size changed since it was stored). Returns the
     /// referenced blobs.
     pub(super) fn recount(&self, tables: &mut WriteTables<'_>) -> Result<Referenced> {
+        tables.fold_legacy_access().or_db(self)?;
         tables.recount().or_db(self)
     }
 

@@ -106,7 +106,7 @@ mod tables;
 mod tests;
 mod writes;
 
-use access::AccessLog;
+use access::{AccessHasher, AccessLog, AccessRecords, in_hash_order};
 pub(crate) use api::Backfilled;
 use buffer::*;
 use handle::*;
@@ -237,6 +237,7 @@ impl RedbCache {
         let registration = FileRegistration::register(&path)?;
         let database = open_for_reading_first(&path, &tag, &options)?;
         let tag_dir = Arc::new(tag_dir);
+        let access = AccessLog::new(options.clock.now_ms());
         let cache = Arc::new_cyclic(|me| RedbCache {
             me: me.clone(),
             reads_file: ReadsFile::new(Arc::clone(&tag_dir)),
@@ -259,7 +260,7 @@ impl RedbCache {
             }))),
             write_lock: Mutex::new(()),
             buffer: Mutex::new(WriteBuffer::default()),
-            access: AccessLog::default(),
+            access,
             counters: AtomicCounters::default(),
             persisted_counters: Mutex::new(Counters::default()),
             committer: Arc::new(Committer::default()),

@@ -143,7 +143,7 @@ impl RedbCache {
         };
         let batch = ReadsBatch {
             counters: late,
-            access: KeyMap::default(),
+            ..ReadsBatch::default()
         };
         match self.reads_file.append(&batch) {
             Ok(()) => {

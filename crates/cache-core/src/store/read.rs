@@ -18,7 +18,7 @@ pub(super) struct Snapshot {
     /// The handle it reads through.
     pub(super) open: Arc<OpenDatabase>,
     pub(super) entries: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    pub(super) access: ReadOnlyTable<&'static [u8], (u64, u64)>,
+    pub(super) access: ReadOnlyTable<u64, (u64, u64)>,
 }
 
 /// What a read found under a key. `Blob` and `Unusable` keep the stored entry bytes, which
@@ -281,7 +281,7 @@ impl RedbCache {
         Ok(())
     }
 
-    /// The usage table: `bytes`, `entries`, `last_cleanup_ms`.
+    /// The usage table: `bytes`, `entries`, `last_cleanup_ms` and the access hash's seeds.
     pub(super) fn read_usage(&self) -> Result<HashMap<String, u64>> {
         let txn = self.begin_read_on_current()?;
         let table = match txn.open_table(USAGE) {

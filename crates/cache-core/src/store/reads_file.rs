@@ -13,18 +13,24 @@
 //! commit appends what it took back.
 //!
 //! Format: batches of `b"GCRD" | payload length: u32 | crc32 of payload: u32 | payload`, the
-//! payload `version (2): u8 | counters: u8 | that many u64 (in `Counters::fields` order) |
-//! records: u32 | (key length: u32 | key | last access ms: u64 | count: u64)*`, little-endian.
-//! Version 1 (still read) had no count: 12 counters, the local ones; version 2 added the remote
-//! tier's, and says how many it holds, so that a later version may add more (a reader ignores
-//! those it does not know). A process of an older version stops at a version 2 batch: while
-//! two versions share a root, it may lose the counts of the batches it meets.
+//! payload `version (3): u8 | counters: u8 | that many u64 (in `Counters::fields` order) |
+//! access hash seeds: 2 u64 | records: u32 | (access hash: u64 | last access ms: u64 | count:
+//! u64)*`, little-endian. The records are by the key's access hash (`access::AccessHasher`),
+//! with the seeds it was computed with: a batch of other seeds than the file's (written for a
+//! file replaced since) has its records dropped, its counters kept. Versions 1 and 2 (still
+//! read) had `(key length: u32 | key | last access ms | count)` records, without seeds: their
+//! keys are hashed when read. Version 1 had no counter count: 12 counters, the local ones;
+//! version 2 added the remote tier's, and says how many it holds, so that a later version may
+//! add more (a reader ignores those it does not know). A process of an older version stops at
+//! a batch of a newer version: while two versions share a root, it may lose the counts of the
+//! batches it meets.
 
 use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::buffer::{AccessDelta, KeyMap, merge_access};
+use super::access::{AccessHasher, AccessRecords};
+use super::buffer::{AccessDelta, merge_access};
 use super::lock;
 use crate::error::{CacheError, Result};
 use crate::fsys::{self, Dir, Kind};
@@ -37,10 +43,12 @@ pub(crate) const READS_FILE_NAME: &str = "reads";
 pub(super) const MAX_READS_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 const MAGIC: &[u8; 4] = b"GCRD";
-const VERSION: u8 = 2;
-/// The first version, read still: 12 counters, no count.
+const VERSION: u8 = 3;
+/// The first version, read still: 12 counters, no count; records by key.
 const VERSION_1: u8 = 1;
 const VERSION_1_COUNTERS: usize = 12;
+/// The second, read still: records by key.
+const VERSION_2: u8 = 2;
 
 /// Distinguishes this process's names for the file while it folds it.
 static FOLDS: AtomicU64 = AtomicU64::new(0);
@@ -49,7 +57,9 @@ static FOLDS: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Debug, Default)]
 pub(super) struct ReadsBatch {
     pub(super) counters: Counters,
-    pub(super) access: KeyMap<AccessDelta>,
+    /// By access hash, computed with `seeds`.
+    pub(super) access: AccessRecords,
+    pub(super) seeds: [u64; 2],
 }
 
 impl ReadsBatch {
@@ -57,10 +67,14 @@ impl ReadsBatch {
         self.counters.is_zero() && self.access.is_empty()
     }
 
+    /// Adds `other`'s counters, and its records if they are by the same hash.
     fn merge(&mut self, other: ReadsBatch) {
         self.counters = self.counters.plus(&other.counters);
-        for (key, delta) in other.access {
-            merge_access(self.access.entry(key).or_default(), delta);
+        if other.seeds != self.seeds {
+            return;
+        }
+        for (hash, delta) in other.access {
+            merge_access(self.access.entry(hash).or_default(), delta);
         }
     }
 
@@ -69,10 +83,12 @@ impl ReadsBatch {
         for (_, value) in self.counters.fields() {
             payload.extend_from_slice(&value.to_le_bytes());
         }
+        for seed in self.seeds {
+            payload.extend_from_slice(&seed.to_le_bytes());
+        }
         payload.extend_from_slice(&(self.access.len() as u32).to_le_bytes());
-        for (key, delta) in &self.access {
-            payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            payload.extend_from_slice(key);
+        for (hash, delta) in &self.access {
+            payload.extend_from_slice(&hash.to_le_bytes());
             payload.extend_from_slice(&delta.last_ms.to_le_bytes());
             payload.extend_from_slice(&delta.count.to_le_bytes());
         }
@@ -84,10 +100,14 @@ impl ReadsBatch {
         batch
     }
 
-    /// Every intact batch of `bytes`, merged; stops at the first damaged one.
-    fn decode(mut bytes: &[u8]) -> ReadsBatch {
-        let mut all = ReadsBatch::default();
-        while let Some(batch) = take_batch(&mut bytes) {
+    /// Every intact batch of `bytes`, merged, with the access records by `hasher` (those of
+    /// batches by other seeds dropped); stops at the first damaged one.
+    fn decode(mut bytes: &[u8], hasher: AccessHasher) -> ReadsBatch {
+        let mut all = ReadsBatch {
+            seeds: hasher.seeds(),
+            ..ReadsBatch::default()
+        };
+        while let Some(batch) = take_batch(&mut bytes, hasher) {
             all.merge(batch);
         }
         all
@@ -108,7 +128,8 @@ fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
 }
 
-fn take_batch(bytes: &mut &[u8]) -> Option<ReadsBatch> {
+/// The next batch of `bytes`; records by key (versions 1 and 2) are hashed by `hasher`.
+fn take_batch(bytes: &mut &[u8], hasher: AccessHasher) -> Option<ReadsBatch> {
     if take(bytes, 4)? != MAGIC {
         return None;
     }
@@ -118,12 +139,16 @@ fn take_batch(bytes: &mut &[u8]) -> Option<ReadsBatch> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let stored = match take(&mut payload, 1)? {
-        [VERSION_1] => VERSION_1_COUNTERS,
-        [VERSION] => usize::from(take(&mut payload, 1)?[0]),
+    let version = take(&mut payload, 1)?[0];
+    let stored = match version {
+        VERSION_1 => VERSION_1_COUNTERS,
+        VERSION_2 | VERSION => usize::from(take(&mut payload, 1)?[0]),
         _ => return None,
     };
-    let mut batch = ReadsBatch::default();
+    let mut batch = ReadsBatch {
+        seeds: hasher.seeds(),
+        ..ReadsBatch::default()
+    };
     let names = Counters::default().fields().map(|(name, _)| name);
     for index in 0..stored {
         let value = take_u64(&mut payload)?;
@@ -132,19 +157,27 @@ fn take_batch(bytes: &mut &[u8]) -> Option<ReadsBatch> {
             batch.counters.set_field(name, value);
         }
     }
+    if version == VERSION {
+        batch.seeds = [take_u64(&mut payload)?, take_u64(&mut payload)?];
+    }
     for _ in 0..take_u32(&mut payload)? {
-        let key_len = take_u32(&mut payload)? as usize;
-        let key = take(&mut payload, key_len)?.to_vec();
+        let hash = if version == VERSION {
+            take_u64(&mut payload)?
+        } else {
+            let key_len = take_u32(&mut payload)? as usize;
+            hasher.hash(take(&mut payload, key_len)?)
+        };
         let delta = AccessDelta {
             last_ms: take_u64(&mut payload)?,
             count: take_u64(&mut payload)?,
         };
-        merge_access(batch.access.entry(key).or_default(), delta);
+        merge_access(batch.access.entry(hash).or_default(), delta);
     }
     Some(batch)
 }
 
-/// The file as `peek` last parsed it: its (length, modification time), and what it held.
+/// The file as `peek` last parsed it: its (length, modification time), and what it held (by
+/// the batch's seeds).
 type Seen = ((u64, std::time::SystemTime), std::sync::Arc<ReadsBatch>);
 
 /// The reads file of one tag, and what was last read of it for `peek`.
@@ -178,9 +211,10 @@ impl ReadsFile {
         self.tag.join(READS_FILE_NAME)
     }
 
-    /// Takes the file's content for a commit: renames the file aside (so appends from then on
-    /// start a new one), reads it, removes it. Empty when there is none.
-    pub(super) fn take(&self) -> Result<ReadsBatch> {
+    /// Takes the file's content for a commit, its access records by `hasher`: renames the file
+    /// aside (so appends from then on start a new one), reads it, removes it. Empty when there
+    /// is none.
+    pub(super) fn take(&self, hasher: AccessHasher) -> Result<ReadsBatch> {
         let aside = format!(
             "{READS_FILE_NAME}.{}",
             fsys::temp_name(FOLDS.fetch_add(1, Ordering::Relaxed))
@@ -195,7 +229,7 @@ impl ReadsFile {
         *lock(&self.seen) = None;
         let bytes = self.read(&aside);
         self.tag.remove_file(&aside)?;
-        Ok(ReadsBatch::decode(&bytes?))
+        Ok(ReadsBatch::decode(&bytes?, hasher))
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
@@ -207,8 +241,9 @@ impl ReadsFile {
         Ok(bytes)
     }
 
-    /// What the file holds now, not folded in yet; parsed again only when it changed.
-    pub(super) fn peek(&self) -> Result<std::sync::Arc<ReadsBatch>> {
+    /// What the file holds now, not folded in yet, its access records by `hasher`; parsed again
+    /// only when it changed.
+    pub(super) fn peek(&self, hasher: AccessHasher) -> Result<std::sync::Arc<ReadsBatch>> {
         let Some(meta) = self.tag.stat(READS_FILE_NAME)? else {
             return Ok(std::sync::Arc::default());
         };
@@ -219,10 +254,14 @@ impl ReadsFile {
         let mut seen = lock(&self.seen);
         if let Some((seen_identity, batch)) = seen.as_ref()
             && *seen_identity == identity
+            && batch.seeds == hasher.seeds()
         {
             return Ok(std::sync::Arc::clone(batch));
         }
-        let batch = std::sync::Arc::new(ReadsBatch::decode(&self.read(READS_FILE_NAME)?));
+        let batch = std::sync::Arc::new(ReadsBatch::decode(
+            &self.read(READS_FILE_NAME)?,
+            hasher,
+        ));
         *seen = Some((identity, std::sync::Arc::clone(&batch)));
         Ok(batch)
     }
@@ -231,6 +270,8 @@ impl ReadsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HASHER: AccessHasher = AccessHasher::new([3, 4]);
 
     fn batch(hits: u64, records: &[(&[u8], u64, u64)]) -> ReadsBatch {
         ReadsBatch {
@@ -242,7 +283,7 @@ mod tests {
                 .iter()
                 .map(|(key, last_ms, count)| {
                     (
-                        key.to_vec(),
+                        HASHER.hash(key),
                         AccessDelta {
                             last_ms: *last_ms,
                             count: *count,
@@ -250,7 +291,56 @@ mod tests {
                     )
                 })
                 .collect(),
+            seeds: HASHER.seeds(),
         }
+    }
+
+    /// A batch of `version` (1 or 2, by key), as those versions wrote it.
+    fn by_key(version: u8, hits: u64, records: &[(&[u8], u64, u64)]) -> Vec<u8> {
+        let mut payload = vec![version];
+        let counters = if version == VERSION_1 {
+            VERSION_1_COUNTERS
+        } else {
+            payload.push(Counters::FIELDS as u8);
+            Counters::FIELDS
+        };
+        payload.extend_from_slice(&hits.to_le_bytes());
+        for _ in 1..counters {
+            payload.extend_from_slice(&0u64.to_le_bytes());
+        }
+        payload.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        for (key, last_ms, count) in records {
+            payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            payload.extend_from_slice(key);
+            payload.extend_from_slice(&last_ms.to_le_bytes());
+            payload.extend_from_slice(&count.to_le_bytes());
+        }
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    #[test]
+    fn records_by_key_of_versions_1_and_2_are_hashed_and_those_of_other_seeds_dropped() {
+        let mut bytes = by_key(VERSION_1, 1, &[(b"a", 5, 2)]);
+        bytes.extend(by_key(VERSION_2, 1, &[(b"a", 7, 1), (b"b", 2, 1)]));
+        // Written for a file replaced since: its counters count, its records are not the
+        // file's.
+        let mut replaced = batch(1, &[(b"a", 9, 4)]);
+        replaced.seeds = [5, 6];
+        bytes.extend(replaced.encode());
+        bytes.extend(batch(1, &[(b"b", 8, 1)]).encode());
+        let read = ReadsBatch::decode(&bytes, HASHER);
+        assert_eq!(read.counters.hits, 4);
+        assert_eq!(read.seeds, HASHER.seeds());
+        let a = read.access[&HASHER.hash(b"a")];
+        assert_eq!((a.last_ms, a.count), (7, 3));
+        let b = read.access[&HASHER.hash(b"b")];
+        assert_eq!((b.last_ms, b.count), (8, 2));
+        assert_eq!(read.access.len(), 2);
     }
 
     #[test]
@@ -260,15 +350,15 @@ mod tests {
         file.append(&batch(2, &[(b"a", 5, 2)])).unwrap();
         file.append(&batch(1, &[(b"a", 3, 1), (b"b", 9, 1)]))
             .unwrap();
-        let peeked = file.peek().unwrap();
+        let peeked = file.peek(HASHER).unwrap();
         assert_eq!(peeked.counters.hits, 3);
-        let taken = file.take().unwrap();
+        let taken = file.take(HASHER).unwrap();
         assert_eq!(taken.counters.hits, 3);
-        let a = taken.access[b"a".as_slice()];
+        let a = taken.access[&HASHER.hash(b"a")];
         assert_eq!((a.last_ms, a.count), (5, 3));
-        assert_eq!(taken.access[b"b".as_slice()].count, 1);
-        assert!(file.take().unwrap().is_empty(), "taken once");
-        assert!(file.peek().unwrap().is_empty());
+        assert_eq!(taken.access[&HASHER.hash(b"b")].count, 1);
+        assert!(file.take(HASHER).unwrap().is_empty(), "taken once");
+        assert!(file.peek(HASHER).unwrap().is_empty());
         let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
         assert!(left.is_empty(), "no file left behind: {left:?}");
     }
@@ -285,7 +375,7 @@ mod tests {
         old.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         old.extend_from_slice(&payload);
-        let read = ReadsBatch::decode(&old);
+        let read = ReadsBatch::decode(&old, HASHER);
         assert_eq!((read.counters.hits, read.counters.takeovers), (1, 12));
         assert!(read.counters.remote.is_zero());
 
@@ -294,7 +384,7 @@ mod tests {
         new.counters.remote.fleet_waits = 2;
         let mut bytes = old;
         bytes.extend_from_slice(&new.encode());
-        let both = ReadsBatch::decode(&bytes);
+        let both = ReadsBatch::decode(&bytes, HASHER);
         assert_eq!(both.counters.hits, 2);
         assert_eq!(both.counters.remote.published, 7);
         assert_eq!(both.counters.remote.fleet_waits, 2);
@@ -306,10 +396,10 @@ mod tests {
         let mut bytes = whole.clone();
         bytes.extend_from_slice(&whole[..whole.len() - 3]);
         bytes.extend_from_slice(&whole);
-        assert_eq!(ReadsBatch::decode(&bytes).counters.hits, 1);
+        assert_eq!(ReadsBatch::decode(&bytes, HASHER).counters.hits, 1);
         let mut flipped = whole.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(ReadsBatch::decode(&flipped).is_empty());
+        assert!(ReadsBatch::decode(&flipped, HASHER).is_empty());
     }
 }

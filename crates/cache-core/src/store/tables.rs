@@ -15,9 +15,19 @@ use super::*;
 /// Key bytes -> entry header + value bytes.
 pub(super) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
-/// Key bytes -> (last access ms, access count). Kept apart from entries so that recording reads
-/// never rewrites values.
-pub(super) const ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access");
+/// The key's access hash (`access::AccessHasher`, seeded by [`ACCESS_SEEDS`]) -> (last access
+/// ms, access count). Kept apart from entries so that recording reads never rewrites values;
+/// keyed by the hash so that a read never has to keep its key for the commit.
+pub(super) const ACCESS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("access_by_hash");
+
+/// The `access` table of files written before the access hash: key bytes -> (last access ms,
+/// access count). Folded into [`ACCESS`] and deleted by [`WriteTables::recount`], which every
+/// open of a file without [`ACCESS`] (or with this table, an older version's) runs.
+const LEGACY_ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access");
+
+/// The names in the `usage` table of the two seeds of the file's access hash: drawn by the
+/// first write to the file, never changed.
+pub(super) const ACCESS_SEEDS: [&str; 2] = ["access_hash_seed_0", "access_hash_seed_1"];
 
 /// Counter name -> value: the tag's lifetime statistics, summed over every process.
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -43,7 +53,8 @@ pub(super) const CONTENT_STAT: TableDefinition<&str, (u64, u64, i64, i64)> =
     TableDefinition::new("content_stat");
 
 /// What the limits count, kept exact by every commit: `bytes` (keys, entries, each blob once,
-/// owned directories) and `entries`; and `last_cleanup_ms`.
+/// owned directories) and `entries`; and `last_cleanup_ms` and the access hash's seeds
+/// ([`ACCESS_SEEDS`]).
 pub(super) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 
 pub(super) const USAGE_BYTES: &str = "bytes";
@@ -95,7 +106,9 @@ pub(super) struct WriteTables<'txn> {
     /// The transaction, for tables only some commits open (the single-flight leases).
     txn: &'txn WriteTransaction,
     entries: Table<'txn, &'static [u8], &'static [u8]>,
-    access: Table<'txn, &'static [u8], (u64, u64)>,
+    access: Table<'txn, u64, (u64, u64)>,
+    /// The file's access hash, by which `access` is keyed.
+    hasher: AccessHasher,
     blobs: Table<'txn, &'static [u8], (u64, u64)>,
     contents: Table<'txn, &'static str, (u64, u64)>,
     dir_contents: Table<'txn, &'static str, &'static [u8]>,
@@ -124,16 +137,19 @@ pub(super) struct WriteTables<'txn> {
 pub(super) type StorageResult<T> = std::result::Result<T, redb::StorageError>;
 
 impl<'txn> WriteTables<'txn> {
-    /// The tables of `txn`, with the tag's usage as the transaction found it.
+    /// The tables of `txn`, with the tag's usage as the transaction found it and the file's
+    /// access hash.
     pub(super) fn open(
         txn: &'txn WriteTransaction,
         bytes: u64,
         entry_count: u64,
+        hasher: AccessHasher,
     ) -> std::result::Result<Self, TableError> {
         Ok(WriteTables {
             txn,
             entries: txn.open_table(ENTRIES)?,
             access: txn.open_table(ACCESS)?,
+            hasher,
             blobs: txn.open_table(BLOBS)?,
             contents: txn.open_table(CONTENTS)?,
             dir_contents: txn.open_table(DIR_CONTENTS)?,
@@ -157,17 +173,20 @@ impl<'txn> WriteTables<'txn> {
 
     /// When `key` was last read and how often, as committed (`(0, 0)` when never).
     pub(super) fn reads_of(&self, key: &[u8]) -> StorageResult<(u64, u64)> {
-        Ok(self.access.get(key)?.map_or((0, 0), |row| row.value()))
+        self.reads_by_hash(self.hasher.hash(key))
     }
 
-    /// Adds reads of `key` to its access record; reads of an entry removed since are dropped.
-    pub(super) fn record_reads(&mut self, key: &[u8], delta: AccessDelta) -> StorageResult<()> {
-        if self.entries.get(key)?.is_none() {
-            return Ok(());
-        }
-        let (last, count) = self.reads_of(key)?;
+    fn reads_by_hash(&self, hash: u64) -> StorageResult<(u64, u64)> {
+        Ok(self.access.get(hash)?.map_or((0, 0), |row| row.value()))
+    }
+
+    /// Adds reads to the access record of the key whose access hash is `hash`. Reads of an
+    /// entry removed since the read leave a record no entry has, which the next
+    /// [`WriteTables::recount`] (a `cleanup()`) removes.
+    pub(super) fn record_reads(&mut self, hash: u64, delta: AccessDelta) -> StorageResult<()> {
+        let (last, count) = self.reads_by_hash(hash)?;
         self.access
-            .insert(key, (last.max(delta.last_ms), count + delta.count))?;
+            .insert(hash, (last.max(delta.last_ms), count + delta.count))?;
         Ok(())
     }
 
@@ -176,6 +195,34 @@ impl<'txn> WriteTables<'txn> {
         &self,
     ) -> std::result::Result<Table<'txn, &'static [u8], &'static [u8]>, TableError> {
         self.txn.open_table(LEASES)
+    }
+
+    /// Folds the access records of the key-bytes table of files written before the access
+    /// hash ([`LEGACY_ACCESS`]) into [`ACCESS`], and deletes that table. An older version
+    /// sharing the file may create it again; the next open of this version folds it again.
+    pub(super) fn fold_legacy_access(&mut self) -> std::result::Result<(), TableError> {
+        let legacy = self
+            .txn
+            .list_tables()?
+            .any(|handle| handle.name() == LEGACY_ACCESS.name());
+        if !legacy {
+            return Ok(());
+        }
+        let rows: Vec<(u64, AccessDelta)> = {
+            let table = self.txn.open_table(LEGACY_ACCESS)?;
+            let rows = table.iter()?.map(|row| {
+                row.map(|(key, reads)| {
+                    let (last_ms, count) = reads.value();
+                    (self.hasher.hash(key.value()), AccessDelta { last_ms, count })
+                })
+            });
+            rows.collect::<StorageResult<_>>()?
+        };
+        for (hash, delta) in rows {
+            self.record_reads(hash, delta)?;
+        }
+        self.txn.delete_table(LEGACY_ACCESS)?;
+        Ok(())
     }
 
     /// Removes every entry with what it owns, and every access record.
@@ -338,8 +385,10 @@ impl<'txn> WriteTables<'txn> {
     pub(super) fn recount(&mut self) -> StorageResult<Referenced> {
         let mut referenced = Referenced::default();
         let (mut bytes, mut entry_count) = (0u64, 0u64);
+        let mut read_keys: HashSet<u64> = HashSet::new();
         for row in self.entries.iter()? {
             let (key, stored) = row?;
+            read_keys.insert(self.hasher.hash(key.value()));
             let owned = Owned::of(stored.value());
             bytes += owned.accounted(key.value().len(), stored.value().len());
             entry_count += 1;
@@ -416,6 +465,9 @@ impl<'txn> WriteTables<'txn> {
             bytes += value.1;
         }
         referenced.contents = contents.into_keys().collect();
+        // Access records of entries removed after their reads were taken, and not written
+        // again since.
+        self.access.retain(|hash, _| read_keys.contains(&hash))?;
         self.bytes = bytes;
         self.entry_count = entry_count;
         Ok(referenced)
@@ -436,7 +488,7 @@ impl<'txn> WriteTables<'txn> {
         if let Some((old_len, old_owned)) = old {
             self.forget(key.len(), old_len, old_owned)?;
         }
-        self.access.remove(key)?;
+        self.access.remove(self.hasher.hash(key))?;
         self.bytes = self
             .bytes
             .saturating_add(owned.accounted(key.len(), entry.len()));
@@ -450,7 +502,7 @@ impl<'txn> WriteTables<'txn> {
             .entries
             .remove(key)?
             .map(|old| (old.value().len(), Owned::of(old.value())));
-        self.access.remove(key)?;
+        self.access.remove(self.hasher.hash(key))?;
         match old {
             Some((old_len, old_owned)) => {
                 self.forget(key.len(), old_len, old_owned)?;
@@ -537,12 +589,42 @@ impl RedbCache {
         let read = open.database.begin_read().or_db(self)?;
         let complete = has_every_table(&read).or_db(self)?;
         drop(read);
-        if complete {
-            return Ok(());
+        if !complete {
+            // A file from before usage was kept or before the access hash (or a new one):
+            // count it once, folding in its access records by key.
+            self.write(|tables, _| self.recount(tables))?;
         }
-        // A file from before usage was kept (or a new one): count it once.
-        self.write(|tables, _| self.recount(tables)).map(|_| ())
+        // Reads are recorded by the file's access hash from now on.
+        let read = self.open_database()?.database.begin_read().or_db(self)?;
+        if let Some(seeds) = access_seeds(&read.open_table(USAGE).or_db(self)?).or_db(self)? {
+            self.access.use_seeds(seeds);
+        }
+        Ok(())
     }
+}
+
+/// The seeds of the file's access hash ([`ACCESS_SEEDS`]), if it has them.
+pub(super) fn access_seeds(
+    usage: &impl ReadableTable<&'static str, u64>,
+) -> StorageResult<Option<[u64; 2]>> {
+    let [first, second] = ACCESS_SEEDS;
+    let first = usage.get(first)?.map(|seed| seed.value());
+    let second = usage.get(second)?.map(|seed| seed.value());
+    Ok(first.zip(second).map(|(first, second)| [first, second]))
+}
+
+/// The seeds of the file's access hash, drawn and stored first if it has none.
+pub(super) fn access_seeds_or_new(
+    usage: &mut Table<'_, &'static str, u64>,
+) -> StorageResult<[u64; 2]> {
+    if let Some(seeds) = access_seeds(usage)? {
+        return Ok(seeds);
+    }
+    let seeds = AccessHasher::random_seeds();
+    for (name, seed) in ACCESS_SEEDS.into_iter().zip(seeds) {
+        usage.insert(name, seed)?;
+    }
+    Ok(seeds)
 }
 
 /// Creates every table of the cache in `database` (a fresh file), in one commit, so that a
@@ -554,20 +636,21 @@ pub(super) fn create_tables(database: &Database) -> std::result::Result<(), redb
     txn.open_table(ACCESS)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(BLOBS)?;
-    txn.open_table(USAGE)?;
+    access_seeds_or_new(&mut txn.open_table(USAGE)?)?;
     txn.commit()?;
     Ok(())
 }
 
-/// Whether the file `read` reads has every table of the cache.
+/// Whether the file `read` reads has every table of the cache and its access hash's seeds, and
+/// no access table by key bytes ([`LEGACY_ACCESS`]) to fold in.
 pub(super) fn has_every_table(
     read: &redb::ReadTransaction,
-) -> std::result::Result<bool, redb::StorageError> {
+) -> std::result::Result<bool, redb::Error> {
     let names: Vec<String> = read
         .list_tables()?
         .map(|handle| handle.name().to_owned())
         .collect();
-    Ok([
+    let complete = [
         ENTRIES.name(),
         ACCESS.name(),
         COUNTERS.name(),
@@ -575,7 +658,11 @@ pub(super) fn has_every_table(
         USAGE.name(),
     ]
     .iter()
-    .all(|name| names.iter().any(|n| n == name)))
+    .all(|name| names.iter().any(|n| n == name));
+    if !complete || names.iter().any(|name| name == LEGACY_ACCESS.name()) {
+        return Ok(false);
+    }
+    Ok(access_seeds(&read.open_table(USAGE)?)?.is_some())
 }
 
 /// Whether a read-only handle can serve the file as it is: its table tree reads, every table
