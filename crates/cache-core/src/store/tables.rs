@@ -23,7 +23,7 @@ pub(super) const ACCESS: TableDefinition<u64, (u64, u64)> = TableDefinition::new
 /// The `access` table of files written before the access hash: key bytes -> (last access ms,
 /// access count). Folded into [`ACCESS`] and deleted by [`WriteTables::recount`], which every
 /// open of a file without [`ACCESS`] (or with this table, an older version's) runs.
-const LEGACY_ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access");
+pub(super) const LEGACY_ACCESS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("access");
 
 /// The names in the `usage` table of the two seeds of the file's access hash: drawn by the
 /// first write to the file, never changed.

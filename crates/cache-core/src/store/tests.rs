@@ -942,3 +942,147 @@ fn rewriting_one_key_keeps_the_buffer_within_max_pending_bytes() {
     assert!(cache.commits.load(std::sync::atomic::Ordering::Relaxed) > 0);
     assert_eq!(cache.get(b"k").unwrap(), Some(vec![99u8; 100]));
 }
+
+/// The access table as committed: hash -> (last read ms, reads).
+fn committed_access(cache: &RedbCache) -> Vec<(u64, (u64, u64))> {
+    let open = cache.open_database().unwrap();
+    let txn = open.database.begin_read().unwrap();
+    let access = txn.open_table(ACCESS).unwrap();
+    access
+        .iter()
+        .unwrap()
+        .map(|row| {
+            let (hash, reads) = row.unwrap();
+            (hash.value(), reads.value())
+        })
+        .collect()
+}
+
+/// Files written before the access hash keep their access records by key bytes, in a table
+/// named `access`, and have no seeds: the first open folds the records into the hash-keyed
+/// table (dropping those of entries gone), draws the seeds, and deletes the old table.
+#[test]
+fn access_records_by_key_of_an_older_file_are_folded_in_at_open() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"v", None).unwrap();
+    cache.set(b"other", b"v", None).unwrap();
+    cache
+        .with_exclusive_database(|database| {
+            let txn = database.begin_write().or_db(&cache)?;
+            txn.delete_table(ACCESS).or_db(&cache)?;
+            {
+                let mut usage = txn.open_table(USAGE).or_db(&cache)?;
+                for name in ACCESS_SEEDS {
+                    usage.remove(name).or_db(&cache)?;
+                }
+                let mut legacy = txn.open_table(LEGACY_ACCESS).or_db(&cache)?;
+                legacy.insert(b"k".as_slice(), (1234, 5)).or_db(&cache)?;
+                legacy.insert(b"gone".as_slice(), (99, 1)).or_db(&cache)?;
+            }
+            txn.commit().or_db(&cache)
+        })
+        .unwrap();
+    cache.close().unwrap();
+    drop(cache);
+
+    let cache = open_in(root.path(), CacheOptions::default());
+    let meta = cache.get_metadata(b"k").unwrap().unwrap();
+    assert_eq!(
+        (meta.access_count, meta.last_accessed),
+        (5, Some(system_time(1234)))
+    );
+    assert_eq!(
+        committed_access(&cache),
+        [(cache.access.hash(b"k"), (1234, 5))],
+        "one record, by the key's hash; the one of a key without an entry is dropped"
+    );
+    let open = cache.open_database().unwrap();
+    let txn = open.database.begin_read().unwrap();
+    assert!(has_every_table(&txn).unwrap(), "seeds drawn, old table gone");
+    drop((txn, open));
+    // Reads go on counting from the folded record.
+    assert!(cache.get(b"k").unwrap().is_some());
+    cache.flush().unwrap();
+    assert_eq!(cache.get_metadata(b"k").unwrap().unwrap().access_count, 6);
+}
+
+/// Every instance computes the access hash by the file's seeds: reads one instance committed
+/// are the record the next one's reads add to, and a write forgets them.
+#[test]
+fn instances_of_one_file_agree_on_the_access_hash() {
+    let root = tempfile::tempdir().unwrap();
+    let first = open_in(root.path(), CacheOptions::default());
+    first.set(b"k", b"v", None).unwrap();
+    first.flush().unwrap();
+    assert!(first.get(b"k").unwrap().is_some());
+    assert!(first.get(b"k").unwrap().is_some());
+    first.flush().unwrap();
+    let seeds = first.access.hasher();
+    first.close().unwrap();
+    drop(first);
+
+    let second = open_in(root.path(), CacheOptions::default());
+    assert_eq!(second.access.hasher(), seeds, "the file's seeds, not its own");
+    assert_eq!(second.get_metadata(b"k").unwrap().unwrap().access_count, 2);
+    assert!(second.get(b"k").unwrap().is_some());
+    second.set(b"write", b"w", None).unwrap();
+    second.flush().unwrap();
+    assert_eq!(second.get_metadata(b"k").unwrap().unwrap().access_count, 3);
+    assert_eq!(committed_access(&second).len(), 1, "one record for the key");
+    second.set(b"k", b"new", None).unwrap();
+    second.flush().unwrap();
+    assert_eq!(second.get_metadata(b"k").unwrap().unwrap().access_count, 0);
+    assert!(committed_access(&second).is_empty(), "the write dropped it");
+}
+
+/// Reads taken for a commit of an entry deleted meanwhile leave a record no entry has, which
+/// `cleanup()` removes.
+#[test]
+fn cleanup_removes_access_records_no_entry_has() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"v", None).unwrap();
+    cache.flush().unwrap();
+    let hasher = cache.access.hasher();
+    let orphan = hasher.hash(b"deleted by another process");
+    cache
+        .write(|tables, _| {
+            let reads = AccessDelta {
+                last_ms: 7,
+                count: 2,
+            };
+            tables.record_reads(orphan, reads).or_db(&cache)?;
+            tables
+                .record_reads(hasher.hash(b"k"), reads)
+                .or_db(&cache)
+        })
+        .unwrap();
+    assert_eq!(committed_access(&cache).len(), 2);
+    cache.cleanup().unwrap();
+    assert_eq!(
+        committed_access(&cache),
+        [(hasher.hash(b"k"), (7, 2))],
+        "the orphan is gone, the entry's record stays"
+    );
+}
+
+/// Reads recorded by other seeds than the file's were recorded for a file replaced since (by
+/// another process's quarantine): a commit drops them instead of writing them under hashes
+/// that mean nothing here, and records by the file's seeds from then on.
+#[test]
+fn a_commit_drops_reads_recorded_by_other_seeds_and_takes_the_file_s() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"v", None).unwrap();
+    cache.flush().unwrap();
+    let file_seeds = cache.access.hasher();
+    cache.access.use_seeds([11, 12]);
+    assert!(cache.get(b"k").unwrap().is_some());
+    cache.flush().unwrap();
+    assert!(committed_access(&cache).is_empty(), "nothing written by other seeds");
+    assert_eq!(cache.access.hasher(), file_seeds, "the file's seeds taken");
+    assert!(cache.get(b"k").unwrap().is_some());
+    cache.flush().unwrap();
+    assert_eq!(cache.get_metadata(b"k").unwrap().unwrap().access_count, 1);
+}
