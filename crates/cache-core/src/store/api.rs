@@ -482,11 +482,7 @@ impl RedbCache {
                 };
                 // A buffered value is new: the stored access record belongs to the old one.
                 let (stored_last, stored_count) = match snapshot {
-                    Some(snapshot) => snapshot
-                        .access
-                        .get(hash)
-                        .or_db(self)?
-                        .map_or((0, 0), |row| row.value()),
+                    Some(snapshot) => snapshot.access.reads_of(key, hash).or_db(self)?,
                     None => (0, 0),
                 };
                 let last_ms = stored_last.max(pending.last_ms);

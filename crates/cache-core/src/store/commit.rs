@@ -380,6 +380,8 @@ impl RedbCache {
                 self.access.use_seeds(hasher.seeds());
             }
             let mut tables = WriteTables::open(&txn, bytes, entry_count, hasher).or_db(self)?;
+            // A file a read-only handle served as it was, from before the access hash.
+            tables.fold_legacy_access().or_db(self)?;
             // In key order: neighbouring keys share B-tree pages, so each page is found and
             // rewritten once per run of keys rather than once per key (a hash map's order),
             // and the leaves are left full (in hash order about 65 % full, with 43 % more

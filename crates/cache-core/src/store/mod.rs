@@ -267,7 +267,14 @@ impl RedbCache {
             options,
         });
         cache.calibrate_wall();
-        cache.ensure_tables()?;
+        // `ensure_tables` reads the usage table, where redb may panic on a damaged page: that
+        // moves the file aside for a fresh one (`catching_panics`), which a second call checks.
+        match cache.catching_panics("open", || cache.ensure_tables()) {
+            Err(CacheError::Damaged { .. }) => {
+                cache.catching_panics("open", || cache.ensure_tables())?;
+            }
+            other => other?,
+        }
         tracing::debug!(tag = %cache.tag, path = %cache.path.display(), "opened cache");
         Ok(cache)
     }

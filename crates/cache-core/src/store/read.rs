@@ -18,7 +18,40 @@ pub(super) struct Snapshot {
     /// The handle it reads through.
     pub(super) open: Arc<OpenDatabase>,
     pub(super) entries: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    pub(super) access: ReadOnlyTable<u64, (u64, u64)>,
+    pub(super) access: AccessTable,
+}
+
+/// The committed access records a snapshot reads: by access hash, or, in a file from before
+/// the access hash that no writer has migrated yet (a read-only handle serves it as it is), by
+/// key bytes.
+pub(super) enum AccessTable {
+    ByHash(ReadOnlyTable<u64, (u64, u64)>),
+    ByKey(ReadOnlyTable<&'static [u8], (u64, u64)>),
+}
+
+impl AccessTable {
+    pub(super) fn open(txn: &redb::ReadTransaction) -> std::result::Result<Self, TableError> {
+        match txn.open_table(ACCESS) {
+            Ok(table) => Ok(AccessTable::ByHash(table)),
+            Err(TableError::TableDoesNotExist(_)) => {
+                txn.open_table(LEGACY_ACCESS).map(AccessTable::ByKey)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// When `key` (access hash `hash`) was last read and how often, as committed.
+    pub(super) fn reads_of(
+        &self,
+        key: &[u8],
+        hash: u64,
+    ) -> std::result::Result<(u64, u64), redb::StorageError> {
+        let row = match self {
+            AccessTable::ByHash(table) => table.get(hash)?.map(|row| row.value()),
+            AccessTable::ByKey(table) => table.get(key)?.map(|row| row.value()),
+        };
+        Ok(row.unwrap_or((0, 0)))
+    }
 }
 
 /// What a read found under a key. `Blob` and `Unusable` keep the stored entry bytes, which
@@ -132,7 +165,7 @@ impl RedbCache {
             taken: Moment::now(),
             open,
             entries: txn.open_table(ENTRIES).or_db(self)?,
-            access: txn.open_table(ACCESS).or_db(self)?,
+            access: AccessTable::open(&txn).or_db(self)?,
         });
         buffer.keep_snapshot(Arc::clone(&snapshot));
         Ok(snapshot)

@@ -589,7 +589,12 @@ impl RedbCache {
         let read = open.database.begin_read().or_db(self)?;
         let complete = has_every_table(&read).or_db(self)?;
         drop(read);
-        if !complete {
+        // A read-only handle serves a file from before the access hash as it is
+        // (`readable_as_is`; the root may be read-only): the first commit of a writer migrates
+        // it (`write_in`).
+        let reading = matches!(open.database, Handle::Reading(_));
+        drop(open);
+        if !complete && !reading {
             // A file from before usage was kept or before the access hash (or a new one):
             // count it once, folding in its access records by key.
             self.write(|tables, _| self.recount(tables))?;
@@ -666,17 +671,25 @@ pub(super) fn has_every_table(
 }
 
 /// Whether a read-only handle can serve the file as it is: its table tree reads, every table
-/// is there, and the tables reads use open with their types. Anything else (a panic of redb's
-/// on damaged pages included) is `false`, for the read-write open to recover, create or
-/// quarantine, as it does for every file.
+/// is there, and the tables reads use open with their types. A file from before the access
+/// hash (its access table by key bytes, no seeds) can be served too: reads find its records
+/// by key ([`AccessTable`]), and the first commit of a writer migrates it. Anything else (a
+/// panic of redb's on damaged pages included) is `false`, for the read-write open to recover,
+/// create or quarantine, as it does for every file.
 pub(super) fn readable_as_is(database: &redb::ReadOnlyDatabase) -> bool {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let Ok(read) = database.begin_read() else {
             return false;
         };
-        has_every_table(&read).unwrap_or(false)
+        let Ok(names) = read.list_tables() else {
+            return false;
+        };
+        let names: Vec<String> = names.map(|handle| handle.name().to_owned()).collect();
+        [ENTRIES.name(), COUNTERS.name(), BLOBS.name(), USAGE.name()]
+            .iter()
+            .all(|name| names.iter().any(|n| n == name))
             && read.open_table(ENTRIES).is_ok()
-            && read.open_table(ACCESS).is_ok()
+            && AccessTable::open(&read).is_ok()
     }))
     .unwrap_or(false)
 }

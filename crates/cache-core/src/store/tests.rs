@@ -959,10 +959,12 @@ fn committed_access(cache: &RedbCache) -> Vec<(u64, (u64, u64))> {
 }
 
 /// Files written before the access hash keep their access records by key bytes, in a table
-/// named `access`, and have no seeds: the first open folds the records into the hash-keyed
-/// table (dropping those of entries gone), draws the seeds, and deletes the old table.
+/// named `access`, and have no seeds. A read-only handle serves such a file as it is (the root
+/// may be read-only), reading the records by key; the first commit of a writer draws the seeds,
+/// folds the records into the hash-keyed table and deletes the old one; `cleanup()` drops the
+/// records of entries gone.
 #[test]
-fn access_records_by_key_of_an_older_file_are_folded_in_at_open() {
+fn access_records_by_key_of_an_older_file_are_read_as_they_are_and_folded_in_by_a_writer() {
     let root = tempfile::tempdir().unwrap();
     let cache = open_in(root.path(), CacheOptions::default());
     cache.set(b"k", b"v", None).unwrap();
@@ -987,24 +989,59 @@ fn access_records_by_key_of_an_older_file_are_folded_in_at_open() {
     drop(cache);
 
     let cache = open_in(root.path(), CacheOptions::default());
+    assert!(
+        matches!(cache.open_database().unwrap().database, Handle::Reading(_)),
+        "served as it is, read-only"
+    );
     let meta = cache.get_metadata(b"k").unwrap().unwrap();
     assert_eq!(
         (meta.access_count, meta.last_accessed),
         (5, Some(system_time(1234)))
     );
-    assert_eq!(
-        committed_access(&cache),
-        [(cache.access.hash(b"k"), (1234, 5))],
-        "one record, by the key's hash; the one of a key without an entry is dropped"
-    );
+    // The first write's commit migrates the file.
+    cache.set(b"w", b"v", None).unwrap();
+    cache.flush().unwrap();
     let open = cache.open_database().unwrap();
     let txn = open.database.begin_read().unwrap();
     assert!(has_every_table(&txn).unwrap(), "seeds drawn, old table gone");
     drop((txn, open));
+    let k = cache.access.hash(b"k");
+    let meta = cache.get_metadata(b"k").unwrap().unwrap();
+    assert_eq!(meta.access_count, 5, "found by its hash now");
+    assert_eq!(committed_access(&cache).len(), 2, "k's, and the orphan's");
+    cache.cleanup().unwrap();
+    assert_eq!(
+        committed_access(&cache),
+        [(k, (1234, 5))],
+        "the record of a key without an entry is dropped"
+    );
     // Reads go on counting from the folded record.
     assert!(cache.get(b"k").unwrap().is_some());
     cache.flush().unwrap();
     assert_eq!(cache.get_metadata(b"k").unwrap().unwrap().access_count, 6);
+}
+
+/// A writable open of a file from before the access hash migrates it at once (`ensure_tables`).
+#[test]
+fn a_writable_open_of_an_older_file_migrates_it_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"v", None).unwrap();
+    cache
+        .with_exclusive_database(|database| {
+            let txn = database.begin_write().or_db(&cache)?;
+            txn.delete_table(ACCESS).or_db(&cache)?;
+            txn.open_table(LEGACY_ACCESS)
+                .or_db(&cache)?
+                .insert(b"k".as_slice(), (1234, 5))
+                .or_db(&cache)?;
+            txn.commit().or_db(&cache)
+        })
+        .unwrap();
+    // Still open with a read-write handle: `ensure_tables` runs as it does after an open that
+    // had to take one (a file needing recovery, say).
+    cache.ensure_tables().unwrap();
+    assert_eq!(committed_access(&cache), [(cache.access.hash(b"k"), (1234, 5))]);
 }
 
 /// Every instance computes the access hash by the file's seeds: reads one instance committed
