@@ -19,6 +19,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redb::ReadableDatabase;
+
 use cache_core::{
     Cache, CacheError, CacheOptions, Coordinator, DATABASE_FILE_NAME, Environment, ManualClock,
 };
@@ -27,7 +29,8 @@ use rstest::rstest;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cache-worker");
 
-/// A fixed clock, so that every file these tests corrupt has the same bytes on every run.
+/// A fixed clock, so that every file these tests corrupt has the same bytes on every run but
+/// the access hash's two seeds, drawn at random (in the `usage` table, the same place every run).
 fn fixed_options() -> CacheOptions {
     CacheOptions {
         clock: Arc::new(ManualClock::new(1_767_225_600_000)),
@@ -511,6 +514,135 @@ fn a_read_only_root_reads_refuses_writes_clearly_and_changes_nothing() {
             "probed as nobody via setpriv"
         } else {
             "probed as this user"
+        }
+    );
+}
+
+/// Turns the database at `path` into what a version from before the access hash left: access
+/// records by key bytes in a table named `access` (`key` read `count` times, last at
+/// `last_ms`), no hash-keyed table, no seeds.
+fn make_pre_access_hash(path: &Path, key: &[u8], last_ms: u64, count: u64) {
+    const BY_HASH: redb::TableDefinition<u64, (u64, u64)> =
+        redb::TableDefinition::new("access_by_hash");
+    const BY_KEY: redb::TableDefinition<&[u8], (u64, u64)> = redb::TableDefinition::new("access");
+    const USAGE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("usage");
+    let database = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(path)
+        .unwrap();
+    let txn = database.begin_write().unwrap();
+    assert!(
+        txn.delete_table(BY_HASH).unwrap(),
+        "the file has the hash-keyed table"
+    );
+    {
+        let mut usage = txn.open_table(USAGE).unwrap();
+        for seed in ["access_hash_seed_0", "access_hash_seed_1"] {
+            assert!(usage.remove(seed).unwrap().is_some(), "the file has seeds");
+        }
+        txn.open_table(BY_KEY)
+            .unwrap()
+            .insert(key, (last_ms, count))
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// Upgrading over a shared root: a file written before the access hash (its access records by
+/// key bytes) in a read-only root opens read-only, and its records read as they are; the file
+/// is left unchanged. The first writer's commit then moves the records to the hash-keyed table,
+/// where other processes find them. Real processes, the reader as `nobody` when the tests run
+/// as root.
+#[test]
+fn a_file_from_before_the_access_hash_reads_in_a_read_only_root_and_a_writer_migrates_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("root");
+    let database = {
+        let coordinator = coordinator();
+        let cache = coordinator
+            .get_shared_cache_instance(&root, "t", CacheOptions::default())
+            .unwrap();
+        cache.set(b"k", b"v", None).unwrap();
+        let path = cache.database_path().unwrap().to_owned();
+        coordinator.reset().unwrap();
+        path
+    };
+    make_pre_access_hash(&database, b"k", 1_234, 5);
+    let metadata = |worker: &[std::ffi::OsString]| {
+        let output = Command::new(&worker[0])
+            .args(&worker[1..])
+            .args([
+                "metadata".as_ref(),
+                root.as_os_str(),
+                "t".as_ref(),
+                "k".as_ref(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+
+    let before = fs::read(&database).unwrap();
+    set_mode(scratch.path(), 0o755);
+    set_mode(&database, 0o444);
+    set_mode(database.parent().unwrap(), 0o555);
+    set_mode(&root, 0o555);
+    let privileged = permissions_do_not_bite(&root);
+    let reader = unprivileged_worker(privileged);
+    if let Some(reader) = &reader {
+        assert_eq!(metadata(reader), "reads 5 1234", "read by key, as it is");
+    }
+    set_mode(&root, 0o700);
+    set_mode(database.parent().unwrap(), 0o700);
+    set_mode(&database, 0o600);
+    assert_eq!(
+        fs::read(&database).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+
+    let writer = [std::ffi::OsString::from(WORKER)];
+    let output = Command::new(WORKER)
+        .args(["probe".as_ref(), root.as_os_str(), "t".as_ref()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("flush ok"),
+        "the writer committed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(
+        metadata(&writer),
+        "reads 5 1234",
+        "moved by the writer's commit"
+    );
+    let database = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(&database)
+        .unwrap();
+    let names: Vec<String> = database
+        .begin_read()
+        .unwrap()
+        .list_tables()
+        .unwrap()
+        .map(|table| redb::TableHandle::name(&table).to_owned())
+        .collect();
+    assert!(
+        names.iter().any(|name| name == "access_by_hash")
+            && !names.iter().any(|name| name == "access"),
+        "migrated: {names:?}"
+    );
+    eprintln!(
+        "faults: a file from before the access hash: {}; a writer migrated it",
+        match (&reader, privileged) {
+            (None, _) => "SKIPPED the read-only part (root, and no setpriv)",
+            (Some(_), true) => "read in a read-only root as nobody via setpriv",
+            (Some(_), false) => "read in a read-only root as this user",
         }
     );
 }

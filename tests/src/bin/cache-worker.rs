@@ -127,6 +127,7 @@ fn run() -> anyhow::Result<()> {
         Some((command, rest)) if command == "load" => load(rest),
         Some((command, rest)) if command == "fill" => fill(rest),
         Some((command, [root, tag])) if command == "probe" => probe(root, tag),
+        Some((command, [root, tag, key])) if command == "metadata" => metadata(root, tag, key),
         Some((command, rest)) if command == "compute" => compute(rest),
         Some((command, [root, tag, step])) if command == "contain" => contain(root, tag, step),
         Some((command, rest)) if command == "blob-overwriter" => blob_overwriter(rest),
@@ -155,6 +156,7 @@ fn run() -> anyhow::Result<()> {
              write-until-killed ROOT TAG FLUSH_EVERY | same-blob ROOT TAG ME OTHER LEN BARRIER_DIR | \
              hold-write-lock DATABASE_FILE | hold-mid-commit DATABASE_FILE | \
              open-and-read ROOT TAG TIMEOUT_MS [wait] | only-read ROOT TAG WRITER COUNT ROUNDS | \
+             metadata ROOT TAG KEY | \
              crash-writer ROOT TAG SEED FLUSH_EVERY KEYS | \
              load ROOT TAG ME SEED OPS BARRIER_DIR REPORT_FILE EVERYONE | \
              fill ROOT TAG VALUE_BYTES FLUSH_EVERY MAX_ENTRIES | probe ROOT TAG | \
@@ -1095,6 +1097,27 @@ fn probe(root: &str, tag: &str) -> anyhow::Result<()> {
         Ok(()) => report(format_args!("close ok")),
         Err(err) => report(format_args!("close error {}", ErrorChain(&err))),
     }
+}
+
+/// Prints what `get_metadata` says of `key`'s reads: `reads COUNT LAST_MS`, `none`, or the
+/// error.
+fn metadata(root: &str, tag: &str, key: &str) -> anyhow::Result<()> {
+    let coordinator = Coordinator::new();
+    let cache = coordinator
+        .get_shared_cache_instance(&PathBuf::from(root), tag, CacheOptions::default())
+        .context("while opening")?;
+    match cache.get_metadata(key.as_bytes()) {
+        Ok(Some(meta)) => {
+            let last_ms = meta.last_accessed.map_or(0, |at| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis())
+            });
+            report(format_args!("reads {} {last_ms}", meta.access_count))?;
+        }
+        Ok(None) => report(format_args!("none"))?,
+        Err(err) => report(format_args!("error {}", ErrorChain(&err)))?,
+    }
+    coordinator.reset().context("while closing")
 }
 
 fn compute(args: &[String]) -> anyhow::Result<()> {

@@ -540,10 +540,7 @@ impl AccessLog {
     /// This process's unmerged reads of `key`.
     pub(super) fn peek(&self, key: &[u8]) -> AccessDelta {
         let hash = self.hash(key);
-        let mut found = lock(&self.restored)
-            .get(&hash)
-            .copied()
-            .unwrap_or_default();
+        let mut found = lock(&self.restored).get(&hash).copied().unwrap_or_default();
         self.visit_tables_in_use(|table| merge_access(&mut found, self.unstamp(table.peek(hash))));
         found
     }

@@ -30,7 +30,6 @@ pub(super) struct Suspect {
     pub(super) reason: String,
 }
 
-
 /// Where a write comes from: this process's caller, or a backfill from the remote tier, which
 /// the commit that lands it does not publish back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

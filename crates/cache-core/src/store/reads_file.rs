@@ -258,10 +258,7 @@ impl ReadsFile {
         {
             return Ok(std::sync::Arc::clone(batch));
         }
-        let batch = std::sync::Arc::new(ReadsBatch::decode(
-            &self.read(READS_FILE_NAME)?,
-            hasher,
-        ));
+        let batch = std::sync::Arc::new(ReadsBatch::decode(&self.read(READS_FILE_NAME)?, hasher));
         *seen = Some((identity, std::sync::Arc::clone(&batch)));
         Ok(batch)
     }

@@ -213,7 +213,10 @@ impl<'txn> WriteTables<'txn> {
             let rows = table.iter()?.map(|row| {
                 row.map(|(key, reads)| {
                     let (last_ms, count) = reads.value();
-                    (self.hasher.hash(key.value()), AccessDelta { last_ms, count })
+                    (
+                        self.hasher.hash(key.value()),
+                        AccessDelta { last_ms, count },
+                    )
                 })
             });
             rows.collect::<StorageResult<_>>()?

@@ -1003,7 +1003,10 @@ fn access_records_by_key_of_an_older_file_are_read_as_they_are_and_folded_in_by_
     cache.flush().unwrap();
     let open = cache.open_database().unwrap();
     let txn = open.database.begin_read().unwrap();
-    assert!(has_every_table(&txn).unwrap(), "seeds drawn, old table gone");
+    assert!(
+        has_every_table(&txn).unwrap(),
+        "seeds drawn, old table gone"
+    );
     drop((txn, open));
     let k = cache.access.hash(b"k");
     let meta = cache.get_metadata(b"k").unwrap().unwrap();
@@ -1041,7 +1044,10 @@ fn a_writable_open_of_an_older_file_migrates_it_at_once() {
     // Still open with a read-write handle: `ensure_tables` runs as it does after an open that
     // had to take one (a file needing recovery, say).
     cache.ensure_tables().unwrap();
-    assert_eq!(committed_access(&cache), [(cache.access.hash(b"k"), (1234, 5))]);
+    assert_eq!(
+        committed_access(&cache),
+        [(cache.access.hash(b"k"), (1234, 5))]
+    );
 }
 
 /// Every instance computes the access hash by the file's seeds: reads one instance committed
@@ -1060,7 +1066,11 @@ fn instances_of_one_file_agree_on_the_access_hash() {
     drop(first);
 
     let second = open_in(root.path(), CacheOptions::default());
-    assert_eq!(second.access.hasher(), seeds, "the file's seeds, not its own");
+    assert_eq!(
+        second.access.hasher(),
+        seeds,
+        "the file's seeds, not its own"
+    );
     assert_eq!(second.get_metadata(b"k").unwrap().unwrap().access_count, 2);
     assert!(second.get(b"k").unwrap().is_some());
     second.set(b"write", b"w", None).unwrap();
@@ -1090,9 +1100,7 @@ fn cleanup_removes_access_records_no_entry_has() {
                 count: 2,
             };
             tables.record_reads(orphan, reads).or_db(&cache)?;
-            tables
-                .record_reads(hasher.hash(b"k"), reads)
-                .or_db(&cache)
+            tables.record_reads(hasher.hash(b"k"), reads).or_db(&cache)
         })
         .unwrap();
     assert_eq!(committed_access(&cache).len(), 2);
@@ -1117,7 +1125,10 @@ fn a_commit_drops_reads_recorded_by_other_seeds_and_takes_the_file_s() {
     cache.access.use_seeds([11, 12]);
     assert!(cache.get(b"k").unwrap().is_some());
     cache.flush().unwrap();
-    assert!(committed_access(&cache).is_empty(), "nothing written by other seeds");
+    assert!(
+        committed_access(&cache).is_empty(),
+        "nothing written by other seeds"
+    );
     assert_eq!(cache.access.hasher(), file_seeds, "the file's seeds taken");
     assert!(cache.get(b"k").unwrap().is_some());
     cache.flush().unwrap();

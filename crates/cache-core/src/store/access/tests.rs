@@ -263,7 +263,13 @@ fn a_slot_s_two_words_give_back_the_whole_hash_and_the_time() {
     // Times are kept to the millisecond within 2^39 ms of the log's creation, clamped outside.
     let now = 1_800_000_000_000;
     let log = AccessLog::new(now);
-    for at in [now, now - 1, now + 86_400_000, now - STAMP_BACK_MS, now + STAMP_BACK_MS - 2] {
+    for at in [
+        now,
+        now - 1,
+        now + 86_400_000,
+        now - STAMP_BACK_MS,
+        now + STAMP_BACK_MS - 2,
+    ] {
         let reads = Stamped {
             stamp: log.stamp(at),
             count: 1,
@@ -279,7 +285,10 @@ fn a_slot_s_two_words_give_back_the_whole_hash_and_the_time() {
         stamp: log.stamp(u64::MAX),
         count: 1,
     };
-    assert_eq!(log.unstamp(after).last_ms, now - STAMP_BACK_MS + TIME_MASK - 1);
+    assert_eq!(
+        log.unstamp(after).last_ms,
+        now - STAMP_BACK_MS + TIME_MASK - 1
+    );
 }
 
 #[test]
