@@ -418,7 +418,7 @@ impl AccessLog {
         AccessDelta {
             last_ms: match reads.stamp {
                 0 => 0,
-                stamp => self.epoch_ms + (stamp - 1),
+                stamp => self.epoch_ms.saturating_add(stamp - 1),
             },
             count: reads.count,
         }
