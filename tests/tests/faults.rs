@@ -418,6 +418,28 @@ fn unprivileged_worker(privileged: bool) -> Option<Vec<std::ffi::OsString>> {
     works.then_some(command)
 }
 
+/// Stores `k` in tag `t` under `root` and closes it; the tag's database file.
+fn tag_t_holding_k(root: &Path) -> PathBuf {
+    let coordinator = coordinator();
+    let cache = coordinator
+        .get_shared_cache_instance(root, "t", CacheOptions::default())
+        .unwrap();
+    cache.set(b"k", b"v", None).unwrap();
+    let path = cache.database_path().unwrap().to_owned();
+    coordinator.reset().unwrap();
+    path
+}
+
+/// Makes the root holding `database` (in `scratch/root/<tag>/`) readable and traversable by
+/// anyone (a probe may run as `nobody`), writable by no one.
+fn make_read_only(scratch: &Path, database: &Path) {
+    let tag = database.parent().unwrap();
+    set_mode(scratch, 0o755);
+    set_mode(database, 0o444);
+    set_mode(tag, 0o555);
+    set_mode(tag.parent().unwrap(), 0o555);
+}
+
 /// A read-only root: a tag with a database already in it opens read-only and reads, and a write
 /// to it is a clear error naming the file, refused at once (not accepted and lost at the
 /// commit); opening a new tag is a clear error naming the path; nothing in the root changes.
@@ -427,22 +449,9 @@ fn unprivileged_worker(privileged: bool) -> Option<Vec<std::ffi::OsString>> {
 fn a_read_only_root_reads_refuses_writes_clearly_and_changes_nothing() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path().join("root");
-    let database = {
-        let coordinator = coordinator();
-        let cache = coordinator
-            .get_shared_cache_instance(&root, "t", CacheOptions::default())
-            .unwrap();
-        cache.set(b"k", b"v", None).unwrap();
-        let path = cache.database_path().unwrap().to_owned();
-        coordinator.reset().unwrap();
-        path
-    };
+    let database = tag_t_holding_k(&root);
     let before = fs::read(&database).unwrap();
-    // Readable and traversable by anyone (the probe may run as `nobody`), writable by no one.
-    set_mode(scratch.path(), 0o755);
-    set_mode(&database, 0o444);
-    set_mode(database.parent().unwrap(), 0o555);
-    set_mode(&root, 0o555);
+    make_read_only(scratch.path(), &database);
     let privileged = permissions_do_not_bite(&root);
     let Some(worker) = unprivileged_worker(privileged) else {
         set_mode(&root, 0o700);
@@ -557,16 +566,7 @@ fn make_pre_access_hash(path: &Path, key: &[u8], last_ms: u64, count: u64) {
 fn a_file_from_before_the_access_hash_reads_in_a_read_only_root_and_a_writer_migrates_it() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path().join("root");
-    let database = {
-        let coordinator = coordinator();
-        let cache = coordinator
-            .get_shared_cache_instance(&root, "t", CacheOptions::default())
-            .unwrap();
-        cache.set(b"k", b"v", None).unwrap();
-        let path = cache.database_path().unwrap().to_owned();
-        coordinator.reset().unwrap();
-        path
-    };
+    let database = tag_t_holding_k(&root);
     make_pre_access_hash(&database, b"k", 1_234, 5);
     let metadata = |worker: &[std::ffi::OsString]| {
         let output = Command::new(&worker[0])
@@ -588,10 +588,7 @@ fn a_file_from_before_the_access_hash_reads_in_a_read_only_root_and_a_writer_mig
     };
 
     let before = fs::read(&database).unwrap();
-    set_mode(scratch.path(), 0o755);
-    set_mode(&database, 0o444);
-    set_mode(database.parent().unwrap(), 0o555);
-    set_mode(&root, 0o555);
+    make_read_only(scratch.path(), &database);
     let privileged = permissions_do_not_bite(&root);
     let reader = unprivileged_worker(privileged);
     if let Some(reader) = &reader {
