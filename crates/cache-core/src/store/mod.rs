@@ -46,9 +46,9 @@
 //! 3. `database` (`RwLock`): read-locked only to clone the handle's `Arc`; write-locked to
 //!    replace or take the handle.
 //! 4. Leaves, under which no other lock is taken: `persisted_counters` (taken under `buffer`
-//!    when a commit lands), the access log's `restored` map and its tables' key buffers (`access.rs`; a read
-//!    records its access holding no other lock), `sweep_cursor`, `published_usage`, and the
-//!    committer's signal.
+//!    when a commit lands), the access log's `restored` map (`access.rs`; a read records its
+//!    access holding no other lock), `sweep_cursor`, `published_usage`, and the committer's
+//!    signal.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
