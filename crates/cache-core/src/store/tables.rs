@@ -128,6 +128,9 @@ pub(super) struct WriteTables<'txn> {
     /// Content files a directory let go of that others still share: their names changed, so
     /// their change time is recorded again after the directories are removed.
     touched_contents: Vec<String>,
+    /// Access hashes of the keys this transaction removed (and did not write again): reads of
+    /// them merged later in it are dropped, not left as records no entry has.
+    removed: HashSet<u64>,
     expired: u64,
     evicted: u64,
     /// Set by `cleanup()`: recorded in the usage table.
@@ -160,6 +163,7 @@ impl<'txn> WriteTables<'txn> {
             released_dirs: Vec::new(),
             released_contents: Vec::new(),
             touched_contents: Vec::new(),
+            removed: HashSet::new(),
             expired: 0,
             evicted: 0,
             last_cleanup_ms: None,
@@ -181,9 +185,13 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// Adds reads to the access record of the key whose access hash is `hash`. Reads of an
-    /// entry removed since the read leave a record no entry has, which the next
-    /// [`WriteTables::recount`] (a `cleanup()`) removes.
+    /// entry this transaction removed are dropped; those of an entry an earlier commit removed
+    /// leave a record no entry has, which the next [`WriteTables::recount`] (a `cleanup()`)
+    /// removes.
     pub(super) fn record_reads(&mut self, hash: u64, delta: AccessDelta) -> StorageResult<()> {
+        if self.removed.contains(&hash) {
+            return Ok(());
+        }
         let (last, count) = self.reads_by_hash(hash)?;
         self.access
             .insert(hash, (last.max(delta.last_ms), count + delta.count))?;
@@ -491,7 +499,9 @@ impl<'txn> WriteTables<'txn> {
         if let Some((old_len, old_owned)) = old {
             self.forget(key.len(), old_len, old_owned)?;
         }
-        self.access.remove(self.hasher.hash(key))?;
+        let hash = self.hasher.hash(key);
+        self.access.remove(hash)?;
+        self.removed.remove(&hash);
         self.bytes = self
             .bytes
             .saturating_add(owned.accounted(key.len(), entry.len()));
@@ -505,7 +515,9 @@ impl<'txn> WriteTables<'txn> {
             .entries
             .remove(key)?
             .map(|old| (old.value().len(), Owned::of(old.value())));
-        self.access.remove(self.hasher.hash(key))?;
+        let hash = self.hasher.hash(key);
+        self.access.remove(hash)?;
+        self.removed.insert(hash);
         match old {
             Some((old_len, old_owned)) => {
                 self.forget(key.len(), old_len, old_owned)?;

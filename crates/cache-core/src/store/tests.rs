@@ -1134,3 +1134,33 @@ fn a_commit_drops_reads_recorded_by_other_seeds_and_takes_the_file_s() {
     cache.flush().unwrap();
     assert_eq!(cache.get_metadata(b"k").unwrap().unwrap().access_count, 1);
 }
+
+/// Reads another process left of a key that the same commit deletes go with the entry: no
+/// record is left that no entry has.
+#[test]
+fn reads_merged_by_the_commit_that_deletes_their_key_leave_no_record() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"v", None).unwrap();
+    cache.set(b"other", b"v", None).unwrap();
+    cache.flush().unwrap();
+    let hasher = cache.access.hasher();
+    let mut left = ReadsBatch {
+        seeds: hasher.seeds(),
+        ..ReadsBatch::default()
+    };
+    let reads = AccessDelta {
+        last_ms: 5,
+        count: 3,
+    };
+    left.access.insert(hasher.hash(b"k"), reads);
+    left.access.insert(hasher.hash(b"other"), reads);
+    cache.reads_file.append(&left).unwrap();
+    cache.delete(b"k").unwrap();
+    cache.flush().unwrap();
+    assert_eq!(
+        committed_access(&cache),
+        [(hasher.hash(b"other"), (5, 3))],
+        "the deleted key's reads went with it"
+    );
+}
