@@ -101,6 +101,7 @@ mod publish;
 mod read;
 pub(crate) mod reads_file;
 mod remote_dirs;
+mod schema;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -114,6 +115,7 @@ pub(crate) use handle::{FileRegistration, move_aside};
 pub(crate) use maintenance::{EntryFiles, entries_with_files};
 use read::*;
 use reads_file::{ReadsBatch, ReadsFile};
+use schema::*;
 use tables::*;
 use writes::Writes;
 
