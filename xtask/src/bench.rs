@@ -431,7 +431,19 @@ struct Row<'a> {
     columns: BTreeMap<&'a str, &'a Record>,
 }
 
-impl Row<'_> {
+impl<'a> Row<'a> {
+    /// The row of `workload`: its records among `records`, by column.
+    fn of(workload: &'a str, records: &'a [Record]) -> Self {
+        Row {
+            workload,
+            columns: records
+                .iter()
+                .filter(|record| record.workload == workload)
+                .map(|record| (record.column.as_str(), record))
+                .collect(),
+        }
+    }
+
     fn column(&self, name: &str) -> Option<&Record> {
         self.columns.get(name).copied()
     }
@@ -690,14 +702,7 @@ fn render_report(
 ) -> String {
     let rows: Vec<Row<'_>> = WORKLOADS
         .iter()
-        .map(|&workload| Row {
-            workload,
-            columns: records
-                .iter()
-                .filter(|record| record.workload == workload)
-                .map(|record| (record.column.as_str(), record))
-                .collect(),
-        })
+        .map(|&workload| Row::of(workload, records))
         .collect();
     let reps_seen: Vec<f64> = records.iter().map(|record| record.reps).collect();
     let reps_note = if reps_seen
@@ -971,17 +976,6 @@ mod tests {
         )
     }
 
-    fn row<'a>(workload: &'a str, records: &'a [Record]) -> Row<'a> {
-        Row {
-            workload,
-            columns: records
-                .iter()
-                .filter(|record| record.workload == workload)
-                .map(|record| (record.column.as_str(), record))
-                .collect(),
-        }
-    }
-
     #[test]
     fn a_row_names_the_targets_it_missed() {
         let lines = [
@@ -991,7 +985,7 @@ mod tests {
             line("get_hit", "ours/lmdb", 1.45, 1),
         ];
         let records = records(&lines.each_ref().map(String::as_str));
-        let (target, status) = row("get_hit", &records).target();
+        let (target, status) = Row::of("get_hit", &records).target();
         assert_eq!(target, "≥ 5× diskcache; ≤ 1.25× raw redb; ≤ 1.5× LMDB");
         assert_eq!(status.text(), "**MISSED**: ≤ 1.25× raw redb");
     }
@@ -1004,13 +998,13 @@ mod tests {
             line("set_100b", "ours/redb", 0.9, 1),
         ];
         let all = records(&met.each_ref().map(String::as_str));
-        assert_eq!(row("set_100b", &all).target().1.text(), "met");
+        assert_eq!(Row::of("set_100b", &all).target().1.text(), "met");
         let without_diskcache = records(&[met[0].as_str(), met[2].as_str()]);
         assert_eq!(
-            row("set_100b", &without_diskcache).target().1.text(),
+            Row::of("set_100b", &without_diskcache).target().1.text(),
             "not checked (no diskcache column)"
         );
-        assert_eq!(row("get_miss", &all).target().1.text(), "—");
+        assert_eq!(Row::of("get_miss", &all).target().1.text(), "—");
     }
 
     #[test]
