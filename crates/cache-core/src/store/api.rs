@@ -465,9 +465,7 @@ impl RedbCache {
             let hasher = self.access.hasher();
             let hash = hasher.hash(key);
             let mut pending = self.access.peek(key);
-            if let Some(left) = self.reads_file.peek(hasher)?.access.get(&hash) {
-                merge_access(&mut pending, *left);
-            }
+            let left = self.reads_file.peek(hasher)?.access.get(&hash).copied();
             self.lookup(key, started, |stored, snapshot| {
                 let Some((header, payload)) =
                     stored.and_then(|stored| EntryHeader::decode(key, stored).ok())
@@ -480,9 +478,15 @@ impl RedbCache {
                 let Some(size_bytes) = value_size(&header, payload) else {
                     return Ok(None);
                 };
-                // A buffered value is new: the stored access record belongs to the old one.
+                // A buffered value is new: the stored access record, and the reads other
+                // processes left in the reads file, belong to the old one.
                 let (stored_last, stored_count) = match snapshot {
-                    Some(snapshot) => snapshot.access.reads_of(key, hash).or_db(self)?,
+                    Some(snapshot) => {
+                        if let Some(left) = left {
+                            merge_access(&mut pending, left);
+                        }
+                        snapshot.access.reads_of(key, hash).or_db(self)?
+                    }
                     None => (0, 0),
                 };
                 let last_ms = stored_last.max(pending.last_ms);

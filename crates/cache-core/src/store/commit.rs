@@ -64,16 +64,19 @@ pub(super) struct Commit {
     in_flight: Arc<Writes>,
     /// Which of them are backfills from the remote tier, not to publish once landed.
     from_remote: HashSet<Vec<u8>>,
-    /// Access records it merges into the access table.
+    /// This process's access records, merged into the access table after its writes: reads
+    /// of the values this process sees (a write forgets the reads of the value it replaces,
+    /// `forget_pending_reads`).
     pending_access: AccessRecords,
     /// Suspects it judges (removing those still damaged).
     suspects: Vec<Suspect>,
     /// The counters as of its start, and what of them is not persisted yet.
     counters_now: Counters,
     counters_delta: Counters,
-    /// Counters other processes left in the reads file (`reads_file.rs`), folded in by this
-    /// commit; their access records are in `pending_access`.
-    folded_counters: Counters,
+    /// What other processes left in the reads file (`reads_file.rs`), folded in by this
+    /// commit: counters, and access records merged before its writes, because they are reads
+    /// of values committed before it (a write of this commit replaces them with the value).
+    folded: ReadsBatch,
 }
 
 /// What one commit removed besides what it was asked to.
@@ -133,14 +136,7 @@ impl RedbCache {
             Err(err) => return Err(err),
         };
         let commit = self.take_commit();
-        let result = self.write_in(
-            txn,
-            change,
-            &commit.in_flight,
-            &commit.pending_access,
-            &commit.suspects,
-            commit.counters_delta.plus(&commit.folded_counters),
-        );
+        let result = self.write_in(txn, change, &commit);
         if let Err(err) = &result
             && self.reopen_if_latched(&open, err)
         {
@@ -169,14 +165,11 @@ impl RedbCache {
     /// persisted). Called under `write_lock`, after the transaction has begun.
     fn take_commit(&self) -> Commit {
         let (in_flight, from_remote) = lock(&self.buffer).take_for_commit();
-        let mut pending_access = self.access.take();
+        let pending_access = self.access.take();
         let folded = self.reads_file.take(self.access.hasher()).unwrap_or_else(|err| {
             tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not fold in the reads other processes left; the next commit tries again");
             ReadsBatch::default()
         });
-        for (hash, delta) in folded.access {
-            merge_access(pending_access.entry(hash).or_default(), delta);
-        }
         let untracked = self.access.take_untracked();
         if untracked > 0 {
             tracing::debug!(tag = %self.tag, untracked, "reads not recorded for LRU and metadata: too many distinct keys read between two commits");
@@ -192,7 +185,7 @@ impl RedbCache {
             suspects,
             counters_now,
             counters_delta,
-            folded_counters: folded.counters,
+            folded,
         }
     }
 
@@ -208,19 +201,15 @@ impl RedbCache {
     }
 
     /// The commit failed: its writes go back to the buffer (newer ones win), its access
-    /// records (the folded ones too) to the access log, the counters it folded back to the
-    /// reads file; nothing is released.
+    /// records to the access log, what it folded back to the reads file (where the next commit
+    /// merges its reads before its writes again); nothing is released.
     fn commit_failed(&self, commit: Commit) {
         lock(&self.buffer).restore_failed();
         self.access.restore(commit.pending_access);
-        if !commit.folded_counters.is_zero() {
-            let back = ReadsBatch {
-                counters: commit.folded_counters,
-                ..ReadsBatch::default()
-            };
-            if let Err(err) = self.reads_file.append(&back) {
-                tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not put back the counters of a failed commit; lost");
-            }
+        if !commit.folded.is_empty()
+            && let Err(err) = self.reads_file.append(&commit.folded)
+        {
+            tracing::warn!(tag = %self.tag, error = %crate::error::ErrorChain(&err), "could not put back the reads and counters other processes left, taken by a failed commit; lost");
         }
     }
 
@@ -356,11 +345,16 @@ impl RedbCache {
         &self,
         txn: WriteTransaction,
         change: impl FnOnce(&mut WriteTables<'_>, u64) -> Result<R>,
-        in_flight: &Writes,
-        pending_access: &AccessRecords,
-        suspects: &[Suspect],
-        counters_delta: Counters,
+        commit: &Commit,
     ) -> Result<(R, Aftermath)> {
+        let Commit {
+            in_flight,
+            pending_access,
+            suspects,
+            folded,
+            ..
+        } = commit;
+        let counters_delta = commit.counters_delta.plus(&folded.counters);
         let now = self.now_ms();
         let (value, aftermath) = {
             let mut usage = txn.open_table(USAGE).or_db(self)?;
@@ -376,12 +370,19 @@ impl RedbCache {
             // since (a quarantine in another process): they belong to entries gone with it.
             let reads_belong = hasher == self.access.hasher();
             if !reads_belong {
-                tracing::debug!(tag = %self.tag, records = pending_access.len(), "the cache file was replaced since these reads; their access records are dropped");
+                tracing::debug!(tag = %self.tag, records = pending_access.len() + folded.access.len(), "the cache file was replaced since these reads; their access records are dropped");
                 self.access.use_seeds(hasher.seeds());
             }
             let mut tables = WriteTables::open(&txn, bytes, entry_count, hasher).or_db(self)?;
             // A file a read-only handle served as it was, from before the access hash.
             tables.fold_legacy_access().or_db(self)?;
+            // Reads other processes left: of values committed before this commit, so merged
+            // before its writes, which drop the records of the values they replace.
+            if reads_belong {
+                for (hash, delta) in in_hash_order(&folded.access) {
+                    tables.record_reads(hash, delta).or_db(self)?;
+                }
+            }
             // In key order: neighbouring keys share B-tree pages, so each page is found and
             // rewritten once per run of keys rather than once per key (a hash map's order),
             // and the leaves are left full (in hash order about 65 % full, with 43 % more

@@ -3,7 +3,8 @@
 //! them here (one `write` of one batch, not synced) instead of committing: opening, reading
 //! and exiting then costs the tag no commit and no `fsync`. The next commit of any process
 //! folds the file in (`take`): it renames it aside, reads it, removes it, and merges its access
-//! records and counters in its own transaction.
+//! records and counters in its own transaction, the records before the commit's writes (they
+//! are reads of values committed before it, so a value the commit writes starts without them).
 //!
 //! Statistics, not data: a crash of the machine (not of a process: the batch is in the page
 //! cache once `write` returns) may lose the batches not yet written back, a batch torn by a

@@ -1164,3 +1164,35 @@ fn reads_merged_by_the_commit_that_deletes_their_key_leave_no_record() {
         "the deleted key's reads went with it"
     );
 }
+
+#[test]
+fn reads_left_in_the_reads_file_belong_to_the_value_read_not_to_one_written_since() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let cache = open_in(root.path(), CacheOptions::default());
+        cache.set(b"k", b"old", None).unwrap();
+        cache.set(b"other", b"v", None).unwrap();
+        cache.close().unwrap();
+    }
+    {
+        // It only reads, so its reads go to the reads file when it closes.
+        let cache = open_in(root.path(), CacheOptions::default());
+        assert_eq!(cache.get(b"k").unwrap(), Some(b"old".to_vec()));
+        assert_eq!(cache.get(b"other").unwrap(), Some(b"v".to_vec()));
+        cache.close().unwrap();
+        assert!(cache.tag_dir().join(reads_file::READS_FILE_NAME).exists());
+    }
+    let cache = open_in(root.path(), CacheOptions::default());
+    cache.set(b"k", b"new", None).unwrap();
+    let count = |key: &[u8]| cache.get_metadata(key).unwrap().unwrap().access_count;
+    assert_eq!(count(b"k"), 0, "the new value, buffered, has not been read");
+    assert_eq!(count(b"other"), 1, "the read of a value still there counts");
+    cache.flush().unwrap();
+    assert_eq!(
+        count(b"k"),
+        0,
+        "the new value, committed, has not been read"
+    );
+    assert_eq!(count(b"other"), 1, "the commit folded the other read in");
+    assert!(!cache.tag_dir().join(reads_file::READS_FILE_NAME).exists());
+}

@@ -134,6 +134,70 @@ fn fault_a_listing_after_the_device_recovered_reads_from_a_new_handle() {
     run.finish();
 }
 
+/// A commit that fails after it took the reads file (what processes that only read left)
+/// appends what it took back to the file, so that the next commit merges those reads before
+/// its writes again: a read of the value the failed commit was replacing does not count for
+/// the new value, and a read of a value still there counts once. Before, the failed commit
+/// gave the reads to the access log, whose reads are merged after the writes: the old value's
+/// read counted for the new one.
+#[test]
+fn fault_a_failed_commit_gives_back_the_reads_other_processes_left() {
+    let mut run = Run::start("failed commit, reads file".to_owned());
+    run.begin_op();
+    run.apply(&Op::Set(key(1), b"old".to_vec()));
+    run.apply(&Op::Set(key(2), b"kept".to_vec()));
+    run.apply(&Op::Flush);
+    let hasher = run.cache().access.hasher();
+    let mut left = super::super::reads_file::ReadsBatch {
+        seeds: hasher.seeds(),
+        ..Default::default()
+    };
+    for k in [key(1), key(2)] {
+        let read = super::super::buffer::AccessDelta {
+            last_ms: 5,
+            count: 1,
+        };
+        left.access.insert(hasher.hash(&k), read);
+    }
+    run.cache().reads_file.append(&left).unwrap();
+    let count = |run: &Run, k: &[u8]| {
+        let metadata = run.cache().get_metadata(k).unwrap().unwrap();
+        metadata.access_count
+    };
+    // The harness reads every key after each operation: this process's reads, and the one
+    // in the reads file.
+    let kept_reads = count(&run, &key(2));
+    assert!(kept_reads > 1, "{kept_reads}");
+    run.fault().arm(FaultPlan {
+        writes_before_failure: Some(0),
+        syncs_before_failure: None,
+        persistence: Persistence::Once,
+    });
+    run.cache().set(&key(1), b"new", None).unwrap();
+    run.model.acknowledged(&key(1), Some(b"new".to_vec()));
+    assert!(
+        run.cache().flush().is_err(),
+        "the commit's first write fails"
+    );
+    let reads_file = run
+        .cache()
+        .tag_dir()
+        .join(super::super::reads_file::READS_FILE_NAME);
+    assert!(reads_file.exists(), "the failed commit gave the reads back");
+    run.cache()
+        .flush()
+        .expect("the device works again: the commit lands");
+    assert!(!reads_file.exists(), "the commit folded them in");
+    assert_eq!(count(&run, &key(1)), 0, "the new value has not been read");
+    assert_eq!(
+        count(&run, &key(2)),
+        kept_reads,
+        "the kept value's reads count once each"
+    );
+    run.check_durable();
+    run.finish();
+}
+
 /// The backend itself: a countdown lets that many calls through, fails the next, and then
 /// (once) lets calls through again or (latched) fails everything until cleared.
 #[test]
