@@ -1165,6 +1165,9 @@ fn reads_merged_by_the_commit_that_deletes_their_key_leave_no_record() {
     );
 }
 
+/// A read a process that only read left in the reads file is a read of the value it read: a
+/// value written after it starts without it, buffered (`get_metadata`) and once committed (the
+/// commit merges the file before its writes). Found by the model test at soak size.
 #[test]
 fn reads_left_in_the_reads_file_belong_to_the_value_read_not_to_one_written_since() {
     let root = tempfile::tempdir().unwrap();
