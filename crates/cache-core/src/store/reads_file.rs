@@ -10,8 +10,10 @@
 //! cache once `write` returns) may lose the batches not yet written back, a batch torn by a
 //! crash is skipped with those after it, and a batch appended by a process that opened the
 //! file just before a writer renamed it and wrote just after that writer read it is lost. A
-//! batch is never counted twice: the writer removes the file before its commit, and a failed
-//! commit appends what it took back.
+//! batch is counted once: the writer removes the file before its commit, and a failed commit
+//! appends what it took back. The exception is a commit that reports a failure and landed all
+//! the same (a failed `fsync` may leave it durable): its batch is counted twice, as the
+//! process's own counts of that commit are.
 //!
 //! Format: batches of `b"GCRD" | payload length: u32 | crc32 of payload: u32 | payload`, the
 //! payload `version (3): u8 | counters: u8 | that many u64 (in `Counters::fields` order) |
