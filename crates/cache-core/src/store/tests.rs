@@ -19,6 +19,20 @@ impl RedbCache {
     pub(crate) fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
         self.set_many_with_format(items, ttl, ValueFormat::RAW)
     }
+
+    /// Appends to the reads file what a process that only read would leave at its close:
+    /// `reads` of each of `keys`, by this instance's access hash.
+    pub(super) fn leave_reads_of(&self, keys: &[&[u8]], reads: AccessDelta) {
+        let hasher = self.access.hasher();
+        let mut left = ReadsBatch {
+            seeds: hasher.seeds(),
+            ..ReadsBatch::default()
+        };
+        for key in keys {
+            left.access.insert(hasher.hash(key), reads);
+        }
+        self.reads_file.append(&left).unwrap();
+    }
 }
 
 fn open_in(root: &Path, options: CacheOptions) -> Arc<RedbCache> {
@@ -1145,17 +1159,11 @@ fn reads_merged_by_the_commit_that_deletes_their_key_leave_no_record() {
     cache.set(b"other", b"v", None).unwrap();
     cache.flush().unwrap();
     let hasher = cache.access.hasher();
-    let mut left = ReadsBatch {
-        seeds: hasher.seeds(),
-        ..ReadsBatch::default()
-    };
     let reads = AccessDelta {
         last_ms: 5,
         count: 3,
     };
-    left.access.insert(hasher.hash(b"k"), reads);
-    left.access.insert(hasher.hash(b"other"), reads);
-    cache.reads_file.append(&left).unwrap();
+    cache.leave_reads_of(&[b"k", b"other"], reads);
     cache.delete(b"k").unwrap();
     cache.flush().unwrap();
     assert_eq!(

@@ -147,19 +147,11 @@ fn fault_a_failed_commit_gives_back_the_reads_other_processes_left() {
     run.apply(&Op::Set(key(1), b"old".to_vec()));
     run.apply(&Op::Set(key(2), b"kept".to_vec()));
     run.apply(&Op::Flush);
-    let hasher = run.cache().access.hasher();
-    let mut left = super::super::reads_file::ReadsBatch {
-        seeds: hasher.seeds(),
-        ..Default::default()
+    let read = super::super::buffer::AccessDelta {
+        last_ms: 5,
+        count: 1,
     };
-    for k in [key(1), key(2)] {
-        let read = super::super::buffer::AccessDelta {
-            last_ms: 5,
-            count: 1,
-        };
-        left.access.insert(hasher.hash(&k), read);
-    }
-    run.cache().reads_file.append(&left).unwrap();
+    run.cache().leave_reads_of(&[&key(1), &key(2)], read);
     let count = |run: &Run, k: &[u8]| {
         let metadata = run.cache().get_metadata(k).unwrap().unwrap();
         metadata.access_count
